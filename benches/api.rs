@@ -1,0 +1,195 @@
+//! Prints the service core's figures: POST and GET throughput and latency with 10,000 stored deployments,
+//! time from process start to `/ready`, idle RSS and binary size. Figures, never assertions.
+//!
+//! Run: `cargo bench --bench api` (release profile). Load comes from this process over loopback,
+//! so the agent and the load generator share the machine's cores.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+const TOKEN: &str = "bench-admin-token-0123456789";
+const SEED: usize = 10_000;
+
+struct Agent(Child);
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .unwrap_or(0)
+}
+
+fn pct(sorted: &[Duration], p: f64) -> f64 {
+    let i = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[i.clamp(1, sorted.len()) - 1].as_secs_f64() * 1000.0
+}
+
+async fn load<F, Fut>(total: usize, concurrency: usize, f: F) -> (Duration, Vec<Duration>, usize)
+where
+    F: Fn(usize) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    let start = Instant::now();
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut handles = Vec::new();
+    for _ in 0..concurrency {
+        let f = f.clone();
+        let next = next.clone();
+        handles.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let mut errors = 0;
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= total {
+                    break;
+                }
+                let t = Instant::now();
+                if !f(i).await {
+                    errors += 1;
+                }
+                lat.push(t.elapsed());
+            }
+            (lat, errors)
+        }));
+    }
+    let mut all = Vec::with_capacity(total);
+    let mut errors = 0;
+    for h in handles {
+        let (l, e) = h.await.unwrap();
+        all.extend(l);
+        errors += e;
+    }
+    let wall = start.elapsed();
+    all.sort();
+    (wall, all, errors)
+}
+
+fn report(what: &str, wall: Duration, lat: &[Duration], errors: usize) {
+    println!(
+        "{what}: {} requests in {:.2} s = {:.0} req/s; p50 {:.2} ms, p99 {:.2} ms; errors {errors}",
+        lat.len(),
+        wall.as_secs_f64(),
+        lat.len() as f64 / wall.as_secs_f64(),
+        pct(lat, 50.0),
+        pct(lat, 99.0)
+    );
+}
+
+#[tokio::main]
+async fn main() {
+    let exe = env!("CARGO_BIN_EXE_pvedeploy");
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}/api/v1");
+    let client = reqwest::Client::builder().pool_max_idle_per_host(256).build().unwrap();
+
+    let t0 = Instant::now();
+    let child = Command::new(exe)
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .arg(dir.path())
+        .env("PVEDEPLOY_ADMIN_TOKEN", TOKEN)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start pvedeploy");
+    let agent = Agent(child);
+    let pid = agent.0.id();
+    loop {
+        if let Ok(r) = client.get(format!("{base}/ready")).bearer_auth(TOKEN).send().await {
+            if r.status() == 200 {
+                break;
+            }
+        }
+        if t0.elapsed() > Duration::from_secs(30) {
+            panic!("not ready after 30 s");
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    println!("start to /ready: {:.0} ms (fresh data dir)", t0.elapsed().as_secs_f64() * 1000.0);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    println!("idle RSS after start: {:.1} MB", rss_kib(pid) as f64 / 1024.0);
+
+    let c = client.clone();
+    let b = base.clone();
+    let (wall, lat, errors) = load(SEED, 32, move |i| {
+        let c = c.clone();
+        let b = b.clone();
+        async move {
+            let body = json!({"name": format!("app-{i}"), "repo_url": "https://github.com/octo/app", "framework": "flask"});
+            c.post(format!("{b}/deployments")).bearer_auth(TOKEN).json(&body).send().await.map(|r| r.status() == 202).unwrap_or(false)
+        }
+    })
+    .await;
+    report("POST /deployments (seeding 10,000, concurrency 32)", wall, &lat, errors);
+
+    let ids: Vec<String> = {
+        let mut ids = Vec::new();
+        let mut offset = 0;
+        loop {
+            let page: serde_json::Value =
+                client.get(format!("{base}/deployments?limit=100&offset={offset}")).bearer_auth(TOKEN).send().await.unwrap().json().await.unwrap();
+            let items = page["items"].as_array().unwrap();
+            ids.extend(items.iter().map(|d| d["id"].as_str().unwrap().to_string()));
+            match page["next_offset"].as_u64() {
+                Some(n) => offset = n,
+                None => break,
+            }
+        }
+        ids
+    };
+    println!("stored deployments: {}", ids.len());
+    let ids = std::sync::Arc::new(ids);
+    for concurrency in [16, 64] {
+        let c = client.clone();
+        let b = base.clone();
+        let ids = ids.clone();
+        let (wall, lat, errors) = load(40_000, concurrency, move |i| {
+            let c = c.clone();
+            let url = format!("{b}/deployments/{}", ids[(i * 7919) % ids.len()]);
+            async move { c.get(url).bearer_auth(TOKEN).send().await.map(|r| r.status() == 200).unwrap_or(false) }
+        })
+        .await;
+        report(&format!("GET /deployments/{{id}} (10,000 stored, concurrency {concurrency})"), wall, &lat, errors);
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    println!("idle RSS after load: {:.1} MB", rss_kib(pid) as f64 / 1024.0);
+    drop(agent);
+
+    // restart on the same data dir: time to /ready with 10,000 stored deployments
+    let t0 = Instant::now();
+    let child = Command::new(exe)
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .arg(dir.path())
+        .env("PVEDEPLOY_ADMIN_TOKEN", TOKEN)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let agent = Agent(child);
+    loop {
+        if let Ok(r) = client.get(format!("{base}/ready")).bearer_auth(TOKEN).send().await {
+            if r.status() == 200 {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    println!("start to /ready: {:.0} ms (10,000 stored deployments)", t0.elapsed().as_secs_f64() * 1000.0);
+    drop(agent);
+    let size = std::fs::metadata(exe).map(|m| m.len()).unwrap_or(0);
+    println!("binary size ({exe}): {:.1} MB", size as f64 / 1e6);
+}

@@ -1,0 +1,70 @@
+//! The HTTP door: `/api/v1` (poem-openapi, spec and Swagger UI), error mapping, request metrics.
+
+pub mod deployments;
+pub mod error;
+pub mod payload;
+pub mod security;
+pub mod system;
+pub mod wire;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use poem::{Endpoint, EndpointExt, IntoEndpoint, IntoResponse, Response, Route};
+use poem_openapi::OpenApiService;
+
+use crate::auth::TokenRegistry;
+use crate::engine::Engine;
+use crate::metrics::Metrics;
+
+/// Everything a handler needs; cheap to clone.
+#[derive(Clone)]
+pub struct ApiState {
+    pub engine: Engine,
+    pub tokens: TokenRegistry,
+    pub metrics: Arc<Metrics>,
+    pub max_page_size: u32,
+    pub started: Instant,
+    pub proxmox: Option<String>,
+}
+
+pub const API_PREFIX: &str = "/api/v1";
+
+pub fn service(state: &ApiState) -> OpenApiService<(deployments::DeploymentsApi, system::SystemApi), ()> {
+    OpenApiService::new(
+        (deployments::DeploymentsApi { state: state.clone() }, system::SystemApi { state: state.clone() }),
+        "pvedeploy",
+        env!("CARGO_PKG_VERSION"),
+    )
+    .description("Deploy apps from git onto Proxmox VE. Authenticate with `Authorization: Bearer <token>`.")
+    .server(API_PREFIX)
+}
+
+/// The routes of the HTTP door.
+pub fn routes(state: ApiState) -> impl Endpoint {
+    let api = service(&state);
+    let spec = api.spec_endpoint();
+    let docs = api.swagger_ui();
+    let metrics = state.metrics.clone();
+    Route::new()
+        .nest(API_PREFIX, api.into_endpoint().catch_all_error(error::json_error))
+        .at(format!("{API_PREFIX}/openapi.json"), spec)
+        .nest("/docs", docs)
+        .at("/health", poem::get(poem::endpoint::make_sync(|_| "ok")))
+        .around(move |ep, req| {
+            let metrics = metrics.clone();
+            async move {
+                let start = Instant::now();
+                let method = req.method().to_string();
+                let resp = match ep.call(req).await {
+                    Ok(r) => r.into_response(),
+                    Err(e) => error::json_error(e).await,
+                };
+                let op = resp.data::<poem_openapi::OperationId>().map(|o| o.0.to_string()).unwrap_or_else(|| "other".into());
+                metrics.observe(&method, &op, resp.status().as_u16(), start.elapsed());
+                Ok::<Response, poem::Error>(resp)
+            }
+        })
+        .into_endpoint()
+}
+

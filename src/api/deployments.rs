@@ -1,0 +1,286 @@
+//! `/deployments`: create, list, read, act on, and follow the logs of deployments.
+
+use std::time::Duration;
+
+use futures_util::stream::BoxStream;
+use futures_util::StreamExt;
+use poem_openapi::param::{Path, Query};
+use poem_openapi::payload::{EventStream, Json};
+use poem_openapi::{ApiResponse, OpenApi, ResponseContent, Tags};
+use tokio::sync::broadcast::error::RecvError;
+
+use super::error::ApiError;
+use super::security::TokenAuth;
+use super::payload::JsonObject;
+use super::wire::{raw_spec, DeploymentDetail, DeploymentPage, DeploymentRequest, DeploymentView, EventView, LogLineView, LogPage};
+use super::{ApiState, API_PREFIX};
+use crate::auth::Scope;
+use crate::core::command::Action;
+use crate::core::deployment::{DeploymentId, Framework};
+use crate::core::status::Status;
+use crate::engine::{EngineError, Event};
+use crate::store::deployments::Filter;
+
+#[derive(Tags)]
+enum ApiTags {
+    /// Deployments and their lifecycle.
+    Deployments,
+}
+
+pub struct DeploymentsApi {
+    pub state: ApiState,
+}
+
+#[derive(ApiResponse)]
+pub enum Created {
+    /// Recorded as `pending`; the work runs asynchronously. `Location` names the new deployment.
+    #[oai(status = 202)]
+    Accepted(Json<DeploymentView>, #[oai(header = "Location")] String),
+}
+
+#[derive(ApiResponse)]
+pub enum Accepted {
+    /// Accepted; the work runs asynchronously. The body is the deployment as it is now.
+    #[oai(status = 202)]
+    Accepted(Json<DeploymentView>),
+}
+
+#[derive(ResponseContent)]
+pub enum LogsBody {
+    Json(Json<LogPage>),
+    /// With `follow=true`: one `log` event per line (JSON), until the deployment settles.
+    Stream(EventStream<BoxStream<'static, LogLineView>>),
+}
+
+#[derive(ApiResponse)]
+pub enum LogsResponse {
+    /// The lines (JSON), or a live stream (`text/event-stream`) with `follow=true`.
+    #[oai(status = 200)]
+    Ok(LogsBody),
+}
+
+#[OpenApi(tag = "ApiTags::Deployments")]
+impl DeploymentsApi {
+    /// Deploy a repository (the original design's `/deploy`).
+    ///
+    /// Validates the request, records it as `pending` and answers at once; provisioning and deployment run asynchronously.
+    #[oai(path = "/deployments", method = "post", operation_id = "create_deployment")]
+    async fn create(&self, auth: TokenAuth, body: JsonObject<DeploymentRequest>) -> Result<Created, ApiError> {
+        let actor = auth.require(Scope::Deploy)?;
+        let engine = &self.state.engine;
+        let (raw, type_errors) = raw_spec(&body.fields);
+        let spec = match engine.parse_spec(raw) {
+            Ok(spec) if type_errors.is_empty() => spec,
+            Ok(_) => return Err(ApiError::invalid(&type_errors)),
+            Err(EngineError::Invalid(rule_errors)) => {
+                // A field with a wrong type is reported once, as a type error.
+                let mut all = type_errors.clone();
+                all.0.extend(rule_errors.0.into_iter().filter(|e| !type_errors.0.iter().any(|t| t.field == e.field)));
+                return Err(ApiError::invalid(&all));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let d = engine.deploy(spec, &actor).await?;
+        let location = format!("{API_PREFIX}/deployments/{}", d.id);
+        Ok(Created::Accepted(Json(DeploymentView::from(&d)), location))
+    }
+
+    /// List deployments, newest first.
+    #[oai(path = "/deployments", method = "get", operation_id = "list_deployments")]
+    async fn list(
+        &self,
+        auth: TokenAuth,
+        /// Only this status.
+        status: Query<Option<String>>,
+        /// Only this framework.
+        framework: Query<Option<String>>,
+        /// Only names containing this text.
+        name: Query<Option<String>>,
+        /// Page size (default 20, at most the configured maximum, 100 by default).
+        limit: Query<Option<u32>>,
+        /// How many to skip.
+        offset: Query<Option<u32>>,
+    ) -> Result<Json<DeploymentPage>, ApiError> {
+        auth.require(Scope::Read)?;
+        let max = self.state.max_page_size;
+        let limit = limit.0.unwrap_or(20.min(max));
+        if limit == 0 || limit > max {
+            return Err(ApiError::invalid_field("limit", "range", format!("must be between 1 and {max}")));
+        }
+        let offset = offset.0.unwrap_or(0);
+        let status = match status.0.as_deref() {
+            None => None,
+            Some(s) => Some(Status::parse(s).ok_or_else(|| {
+                let all: Vec<&str> = Status::ALL.iter().map(|s| s.as_str()).collect();
+                ApiError::invalid_field("status", "enum", format!("must be one of: {}", all.join(", ")))
+            })?),
+        };
+        let framework = match framework.0.as_deref() {
+            None => None,
+            Some(f) => Some(Framework::parse(f).map_err(|e| ApiError::invalid(&crate::core::validation::ValidationErrors(vec![e])))?),
+        };
+        let filter = Filter { status, framework, name: name.0 };
+        let (items, total) = self.state.engine.store().list_deployments(&filter, limit, offset).await.map_err(crate::engine::EngineError::from)?;
+        let next = offset.saturating_add(items.len() as u32);
+        Ok(Json(DeploymentPage {
+            items: items.iter().map(DeploymentView::from).collect(),
+            total,
+            limit,
+            offset,
+            next_offset: (u64::from(next) < total && !items.is_empty()).then_some(next),
+        }))
+    }
+
+    /// One deployment, by id or by name, with its status history.
+    #[oai(path = "/deployments/:id", method = "get", operation_id = "get_deployment")]
+    async fn get(&self, auth: TokenAuth, /// Deployment id or name.
+        id: Path<String>) -> Result<Json<DeploymentDetail>, ApiError> {
+        auth.require(Scope::Read)?;
+        let d = self.state.engine.find(&id.0).await?;
+        let events = self.state.engine.store().deployment_events(&d.id).await.map_err(crate::engine::EngineError::from)?;
+        Ok(Json(DeploymentDetail { deployment: DeploymentView::from(&d), events: events.into_iter().map(EventView::from).collect() }))
+    }
+
+    /// Destroy a deployment: stop and delete its guest, release its name. Destroying twice is harmless.
+    #[oai(path = "/deployments/:id", method = "delete", operation_id = "destroy_deployment")]
+    async fn destroy(&self, auth: TokenAuth, id: Path<String>) -> Result<Accepted, ApiError> {
+        self.act(auth, &id.0, Action::Destroy).await
+    }
+
+    /// Start a stopped deployment's guest.
+    #[oai(path = "/deployments/:id/start", method = "post", operation_id = "start_deployment")]
+    async fn start(&self, auth: TokenAuth, id: Path<String>) -> Result<Accepted, ApiError> {
+        self.act(auth, &id.0, Action::Start).await
+    }
+
+    /// Stop a running deployment's guest.
+    #[oai(path = "/deployments/:id/stop", method = "post", operation_id = "stop_deployment")]
+    async fn stop(&self, auth: TokenAuth, id: Path<String>) -> Result<Accepted, ApiError> {
+        self.act(auth, &id.0, Action::Stop).await
+    }
+
+    /// Deploy the branch's newest commit again on the existing guest.
+    #[oai(path = "/deployments/:id/redeploy", method = "post", operation_id = "redeploy_deployment")]
+    async fn redeploy(&self, auth: TokenAuth, id: Path<String>) -> Result<Accepted, ApiError> {
+        self.act(auth, &id.0, Action::Redeploy).await
+    }
+
+    /// Switch back to the previous release.
+    #[oai(path = "/deployments/:id/rollback", method = "post", operation_id = "rollback_deployment")]
+    async fn rollback(&self, auth: TokenAuth, id: Path<String>) -> Result<Accepted, ApiError> {
+        self.act(auth, &id.0, Action::Rollback).await
+    }
+
+    /// A deployment's log; with `follow=true`, a live Server-Sent Events stream until the deployment settles.
+    #[oai(path = "/deployments/:id/logs", method = "get", operation_id = "deployment_logs")]
+    async fn logs(
+        &self,
+        auth: TokenAuth,
+        id: Path<String>,
+        /// Stream new lines as Server-Sent Events.
+        follow: Query<Option<bool>>,
+        /// Only lines after this cursor (a `seq`).
+        after: Query<Option<i64>>,
+        /// At most this many lines (default 200, at most 1000); ignored when following.
+        limit: Query<Option<u32>>,
+    ) -> Result<LogsResponse, ApiError> {
+        auth.require(Scope::Read)?;
+        let d = self.state.engine.find(&id.0).await?;
+        let after = after.0.unwrap_or(0);
+        if follow.0.unwrap_or(false) {
+            let stream = follow_log(self.state.clone(), d.id, after);
+            let es = EventStream::new(stream)
+                .keep_alive(Duration::from_secs(15))
+                .to_event(|l| poem::web::sse::Event::message(serde_json::to_string(&LogJson::from(&l)).unwrap_or_default()).event_type("log").id(l.seq.to_string()));
+            return Ok(LogsResponse::Ok(LogsBody::Stream(es)));
+        }
+        let limit = limit.0.unwrap_or(200);
+        if limit == 0 || limit > 1000 {
+            return Err(ApiError::invalid_field("limit", "range", "must be between 1 and 1000"));
+        }
+        let lines = self.state.engine.store().read_log(&d.id, after, limit).await.map_err(crate::engine::EngineError::from)?;
+        let next_after = lines.last().map(|l| l.seq).unwrap_or(after);
+        Ok(LogsResponse::Ok(LogsBody::Json(Json(LogPage { lines: lines.into_iter().map(LogLineView::from).collect(), next_after }))))
+    }
+}
+
+impl DeploymentsApi {
+    async fn act(&self, auth: TokenAuth, id: &str, action: Action) -> Result<Accepted, ApiError> {
+        let scope = if action == Action::Destroy { Scope::Admin } else { Scope::Deploy };
+        let actor = auth.require(scope)?;
+        let d = self.state.engine.act(id, action, &actor).await?;
+        Ok(Accepted::Accepted(Json(DeploymentView::from(&d))))
+    }
+}
+
+/// The SSE data of one line.
+#[derive(serde::Serialize)]
+struct LogJson<'a> {
+    seq: i64,
+    ts: &'a str,
+    level: &'a str,
+    step: &'a str,
+    text: &'a str,
+}
+
+impl<'a> From<&'a LogLineView> for LogJson<'a> {
+    fn from(l: &'a LogLineView) -> Self {
+        LogJson { seq: l.seq, ts: &l.ts, level: &l.level, step: &l.step, text: &l.text }
+    }
+}
+
+/// Lines after `after`, then every new line, until the deployment is no longer busy.
+/// Subscribes before reading the backlog so that no line falls between the two.
+fn follow_log(state: ApiState, id: DeploymentId, after: i64) -> BoxStream<'static, LogLineView> {
+    let (tx, rx) = tokio::sync::mpsc::channel::<LogLineView>(256);
+    tokio::spawn(async move {
+        let mut events = state.engine.bus().subscribe();
+        let store = state.engine.store();
+        let mut last = after;
+        let mut settled = false;
+        loop {
+            // Backlog (first pass, or after the bus overflowed).
+            loop {
+                let Ok(lines) = store.read_log(&id, last, 500).await else { return };
+                let n = lines.len();
+                for l in lines {
+                    last = l.seq;
+                    if tx.send(l.into()).await.is_err() {
+                        return;
+                    }
+                }
+                if n < 500 {
+                    break;
+                }
+            }
+            if settled {
+                return;
+            }
+            match store.get_deployment(&id).await {
+                Ok(Some(d)) if d.status.is_busy() => {}
+                _ => settled = true,
+            }
+            if settled {
+                continue; // one more backlog read catches lines written just before settling
+            }
+            loop {
+                match events.recv().await {
+                    Ok(Event::Log(l)) if l.deployment == id.as_str() && l.seq > last => {
+                        last = l.seq;
+                        if tx.send(l.into()).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(Event::Status { id: ref sid, status }) if *sid == id && !status.is_busy() => {
+                        settled = true;
+                        break;
+                    }
+                    Ok(_) => {}
+                    Err(RecvError::Lagged(_)) => break,
+                    Err(RecvError::Closed) => return,
+                }
+            }
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx).boxed()
+}

@@ -1,0 +1,146 @@
+//! Every error the API answers with, as typed JSON bodies documented in the spec.
+
+use poem::http::StatusCode;
+use poem::{IntoResponse, Response};
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, Object};
+
+use crate::core::validation::ValidationErrors;
+use crate::engine::EngineError;
+use crate::store::StoreError;
+
+/// The body of every error except validation failures.
+#[derive(Debug, Clone, Object)]
+pub struct ErrorBody {
+    /// A stable code: bad_request, unauthorized, forbidden, not_found, conflict, unavailable, internal.
+    pub error: String,
+    /// What went wrong and what to do, in words.
+    pub message: String,
+}
+
+/// One field that broke one rule.
+#[derive(Debug, Clone, Object)]
+pub struct FieldProblem {
+    /// The request field, as named in the request body or query.
+    pub field: String,
+    /// A stable rule code, e.g. `required`, `range`, `dns_label`, `unique`.
+    pub rule: String,
+    /// The rule in words.
+    pub message: String,
+}
+
+/// The body of a 422: every wrong field.
+#[derive(Debug, Clone, Object)]
+pub struct ValidationBody {
+    /// Always `validation_failed`.
+    pub error: String,
+    pub message: String,
+    pub fields: Vec<FieldProblem>,
+}
+
+#[derive(Debug, ApiResponse)]
+#[oai(bad_request_handler = "bad_request")]
+pub enum ApiError {
+    /// The request could not be parsed (malformed JSON, wrong type, bad parameter).
+    #[oai(status = 400)]
+    BadRequest(Json<ErrorBody>),
+    /// No valid API token was presented.
+    #[oai(status = 401)]
+    Unauthorized(Json<ErrorBody>),
+    /// The token lacks the scope this operation needs.
+    #[oai(status = 403)]
+    Forbidden(Json<ErrorBody>),
+    /// No such deployment.
+    #[oai(status = 404)]
+    NotFound(Json<ErrorBody>),
+    /// The deployment's status does not allow this now.
+    #[oai(status = 409)]
+    Conflict(Json<ErrorBody>),
+    /// The request broke validation rules; nothing was stored.
+    #[oai(status = 422)]
+    Invalid(Json<ValidationBody>),
+    /// An unexpected failure; nothing was changed unless the response said so.
+    #[oai(status = 500)]
+    Internal(Json<ErrorBody>),
+    /// A dependency (database, Proxmox) is unavailable; retrying later is safe.
+    #[oai(status = 503)]
+    Unavailable(Json<ErrorBody>),
+}
+
+fn body(error: &str, message: impl Into<String>) -> Json<ErrorBody> {
+    Json(ErrorBody { error: error.into(), message: message.into() })
+}
+
+pub fn bad_request(err: poem::Error) -> ApiError {
+    ApiError::BadRequest(body("bad_request", err.to_string()))
+}
+
+impl ApiError {
+    pub fn unauthorized() -> Self {
+        ApiError::Unauthorized(body("unauthorized", "a valid API token is required: send `Authorization: Bearer <token>`"))
+    }
+
+    pub fn forbidden(scope: &str) -> Self {
+        ApiError::Forbidden(body("forbidden", format!("this token lacks the `{scope}` scope needed for this operation")))
+    }
+
+    pub fn not_found(what: &str) -> Self {
+        ApiError::NotFound(body("not_found", format!("no deployment {what:?}")))
+    }
+
+    pub fn invalid(errs: &ValidationErrors) -> Self {
+        ApiError::Invalid(Json(ValidationBody {
+            error: "validation_failed".into(),
+            message: errs.to_string(),
+            fields: errs.0.iter().map(|e| FieldProblem { field: e.field.clone(), rule: e.rule.into(), message: e.message.clone() }).collect(),
+        }))
+    }
+
+    pub fn invalid_field(field: &str, rule: &'static str, message: impl Into<String>) -> Self {
+        Self::invalid(&ValidationErrors(vec![crate::core::validation::FieldError::new(field, rule, message)]))
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> Self {
+        match e {
+            EngineError::Invalid(errs) => ApiError::invalid(&errs),
+            EngineError::NotFound(what) => ApiError::not_found(&what),
+            EngineError::Conflict(msg) => ApiError::Conflict(body("conflict", msg)),
+            EngineError::Illegal(t) => ApiError::Conflict(body("conflict", t.to_string())),
+            EngineError::Store(StoreError::Stale) => {
+                ApiError::Conflict(body("conflict", "the deployment changed while this request ran; retry"))
+            }
+            EngineError::Store(StoreError::Unavailable(m)) => {
+                tracing::error!(error = %m, "database unavailable");
+                ApiError::Unavailable(body("unavailable", "the database is unavailable; retrying later is safe"))
+            }
+            EngineError::Store(e) => {
+                tracing::error!(error = %e, "store failure");
+                ApiError::Internal(body("internal", "an internal error occurred; see the agent's log"))
+            }
+        }
+    }
+}
+
+/// Turns any error that escaped a handler (auth, parameter parsing, unknown route) into the JSON error body.
+pub async fn json_error(err: poem::Error) -> Response {
+    let status = err.status();
+    let resp = err.into_response();
+    let is_json = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("application/json"));
+    if is_json {
+        return resp;
+    }
+    let text = resp.into_body().into_string().await.unwrap_or_default();
+    let (code, message) = match status {
+        StatusCode::UNAUTHORIZED => ("unauthorized", "a valid API token is required: send `Authorization: Bearer <token>`".to_string()),
+        StatusCode::FORBIDDEN => ("forbidden", text),
+        StatusCode::NOT_FOUND => ("not_found", if text.is_empty() { "no such resource".into() } else { text }),
+        StatusCode::METHOD_NOT_ALLOWED => ("method_not_allowed", "this method is not allowed on this path".into()),
+        s if s.is_server_error() => ("internal", "an internal error occurred; see the agent's log".into()),
+        _ => ("bad_request", text),
+    };
+    let mut r = Json(ErrorBody { error: code.into(), message }).into_response();
+    r.set_status(status);
+    r
+}

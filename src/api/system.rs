@@ -1,0 +1,198 @@
+//! Liveness, readiness, monitoring figures, Prometheus metrics, the resource view and the audit log.
+
+use poem_openapi::param::Query;
+use poem_openapi::payload::{Json, PlainText};
+use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
+
+use super::error::ApiError;
+use super::security::TokenAuth;
+use super::wire::rfc3339;
+use super::ApiState;
+use crate::auth::Scope;
+use crate::core::status::Status;
+use crate::engine::EngineError;
+
+#[derive(Tags)]
+enum ApiTags {
+    /// Health, monitoring and the cluster's resources.
+    System,
+}
+
+pub struct SystemApi {
+    pub state: ApiState,
+}
+
+#[derive(Debug, Object)]
+pub struct Health {
+    /// Always `ok` while the process serves requests.
+    pub status: String,
+}
+
+#[derive(Debug, Object)]
+pub struct Readiness {
+    pub database: bool,
+    /// `not_configured` when no Proxmox cluster is configured.
+    pub proxmox: String,
+}
+
+#[derive(ApiResponse)]
+pub enum ReadyResponse {
+    /// Ready to serve.
+    #[oai(status = 200)]
+    Ready(Json<Readiness>),
+    /// A dependency is not ready.
+    #[oai(status = 503)]
+    NotReady(Json<Readiness>),
+}
+
+#[derive(Debug, Object)]
+pub struct StatusCount {
+    pub status: String,
+    pub count: u64,
+}
+
+/// The original design's monitoring figures.
+#[derive(Debug, Object)]
+pub struct StatusReport {
+    pub total: u64,
+    pub by_status: Vec<StatusCount>,
+    /// Deployments that reached `running` / (those plus those that failed); absent until one settled.
+    pub success_rate: Option<f64>,
+    /// From request to first `running`, in seconds.
+    pub mean_deploy_seconds: Option<f64>,
+    pub p95_deploy_seconds: Option<f64>,
+    /// Proxmox resource use, when known.
+    pub resources: Resources,
+    pub uptime_seconds: u64,
+}
+
+#[derive(Debug, Clone, Object)]
+pub struct NodeUse {
+    pub node: String,
+    pub online: bool,
+    pub cpu_used: f64,
+    pub cpu_total: u32,
+    pub memory_used_bytes: u64,
+    pub memory_total_bytes: u64,
+    pub disk_used_bytes: u64,
+    pub disk_total_bytes: u64,
+}
+
+#[derive(Debug, Clone, Object)]
+pub struct StorageUse {
+    pub node: String,
+    pub storage: String,
+    pub shared: bool,
+    pub used_bytes: u64,
+    pub total_bytes: u64,
+}
+
+/// Proxmox nodes and storages.
+#[derive(Debug, Clone, Object)]
+pub struct Resources {
+    pub available: bool,
+    /// Why the figures are missing, when they are.
+    pub reason: Option<String>,
+    pub nodes: Vec<NodeUse>,
+    pub storages: Vec<StorageUse>,
+    /// When the figures were read (RFC 3339).
+    pub as_of: Option<String>,
+}
+
+#[derive(Debug, Object)]
+pub struct AuditView {
+    pub at: String,
+    pub actor: String,
+    pub door: String,
+    pub action: String,
+    pub target: Option<String>,
+    pub detail: String,
+}
+
+fn resources_unknown() -> Resources {
+    Resources {
+        available: false,
+        reason: Some("no Proxmox client is wired into this build yet; resource figures arrive with provisioning".into()),
+        nodes: vec![],
+        storages: vec![],
+        as_of: None,
+    }
+}
+
+fn percentile(sorted: &[i64], p: f64) -> Option<f64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    Some(sorted[rank.clamp(1, sorted.len()) - 1] as f64 / 1000.0)
+}
+
+#[OpenApi(tag = "ApiTags::System")]
+impl SystemApi {
+    /// Liveness: answers while the process serves requests. No token needed.
+    #[oai(path = "/health", method = "get", operation_id = "health")]
+    async fn health(&self) -> Json<Health> {
+        Json(Health { status: "ok".into() })
+    }
+
+    /// Readiness: the database answers (and Proxmox, when configured).
+    #[oai(path = "/ready", method = "get", operation_id = "ready")]
+    async fn ready(&self, auth: TokenAuth) -> Result<ReadyResponse, ApiError> {
+        auth.require(Scope::Read)?;
+        let database = self.state.engine.store().ping().await;
+        let r = Readiness { database, proxmox: self.state.proxmox.clone().unwrap_or_else(|| "not_configured".into()) };
+        Ok(if database { ReadyResponse::Ready(Json(r)) } else { ReadyResponse::NotReady(Json(r)) })
+    }
+
+    /// Counts by status, success rate, mean and p95 deployment time, and Proxmox resource use.
+    #[oai(path = "/status", method = "get", operation_id = "status")]
+    async fn status(&self, auth: TokenAuth) -> Result<Json<StatusReport>, ApiError> {
+        auth.require(Scope::Read)?;
+        let stats = self.state.engine.store().deployment_stats().await.map_err(EngineError::from)?;
+        let count = |s: Status| stats.by_status.iter().find(|(st, _)| *st == s).map(|(_, n)| *n).unwrap_or(0);
+        let succeeded = stats.deploy_durations_ms.len() as u64;
+        let failed = count(Status::Failed);
+        let d = &stats.deploy_durations_ms;
+        Ok(Json(StatusReport {
+            total: stats.by_status.iter().map(|(_, n)| n).sum(),
+            by_status: Status::ALL.iter().map(|s| StatusCount { status: s.as_str().into(), count: count(*s) }).collect(),
+            success_rate: (succeeded + failed > 0).then(|| succeeded as f64 / (succeeded + failed) as f64),
+            mean_deploy_seconds: (!d.is_empty()).then(|| d.iter().sum::<i64>() as f64 / d.len() as f64 / 1000.0),
+            p95_deploy_seconds: percentile(d, 95.0),
+            resources: resources_unknown(),
+            uptime_seconds: self.state.started.elapsed().as_secs(),
+        }))
+    }
+
+    /// Proxmox nodes and storages with used and free CPU, memory and disk.
+    #[oai(path = "/resources", method = "get", operation_id = "resources")]
+    async fn resources(&self, auth: TokenAuth) -> Result<Json<Resources>, ApiError> {
+        auth.require(Scope::Read)?;
+        Ok(Json(resources_unknown()))
+    }
+
+    /// Prometheus text format: deployments by status, deployment times, request counts and latencies.
+    #[oai(path = "/metrics", method = "get", operation_id = "metrics")]
+    async fn metrics(&self, auth: TokenAuth) -> Result<PlainText<String>, ApiError> {
+        auth.require(Scope::Read)?;
+        let stats = self.state.engine.store().deployment_stats().await.map_err(EngineError::from)?;
+        Ok(PlainText(self.state.metrics.render(&stats)))
+    }
+
+    /// The audit log, newest first (admin scope).
+    #[oai(path = "/audit", method = "get", operation_id = "audit")]
+    async fn audit(&self, auth: TokenAuth, limit: Query<Option<u32>>, offset: Query<Option<u32>>) -> Result<Json<Vec<AuditView>>, ApiError> {
+        auth.require(Scope::Admin)?;
+        let limit = limit.0.unwrap_or(50);
+        if limit == 0 || limit > self.state.max_page_size {
+            return Err(ApiError::invalid_field("limit", "range", format!("must be between 1 and {}", self.state.max_page_size)));
+        }
+        let entries = self.state.engine.store().audit_entries(limit, offset.0.unwrap_or(0)).await.map_err(EngineError::from)?;
+        Ok(Json(
+            entries
+                .into_iter()
+                .map(|e| AuditView { at: rfc3339(e.at), actor: e.actor, door: e.door, action: e.action, target: e.target, detail: e.detail })
+                .collect(),
+        ))
+    }
+}

@@ -1,0 +1,185 @@
+//! The API's wire types (OpenAPI objects) and their conversion from and to the core's types.
+
+use poem_openapi::Object;
+
+use super::payload::FieldReader;
+use crate::core::deployment::{Deployment, RawSpec};
+use crate::core::validation::ValidationErrors;
+use crate::store::deployments::Event;
+use crate::store::logs::LogLine;
+
+/// A request to deploy a repository. Every rule (types included) is checked at once: a 422 names every wrong field.
+#[derive(Debug, Clone, Object)]
+#[oai(deny_unknown_fields)]
+pub struct DeploymentRequest {
+    /// A DNS label: 1-63 lowercase letters, digits or hyphens, not starting or ending with a hyphen; unique among live deployments.
+    pub name: String,
+    /// `https://` URL of the repository on an allowed host (default github.com); no credentials.
+    pub repo_url: String,
+    /// One of: django, flask, fastapi, laravel, node, nextjs, static, procfile.
+    pub framework: String,
+    /// `vm` (default) or `lxc`.
+    #[oai(rename = "type")]
+    pub guest_type: Option<String>,
+    /// Branch to deploy (default `main`); git check-ref-format rules, never starting with `-`.
+    pub branch: Option<String>,
+    /// CPU cores (default 1; limits 1-8 unless configured otherwise).
+    pub cpu: Option<i64>,
+    /// Memory in MiB (default 1024; limits 512-16384 unless configured otherwise).
+    pub memory_mib: Option<i64>,
+    /// Disk in GB (default 10; limits 1-500 unless configured otherwise).
+    pub disk_gb: Option<i64>,
+    /// Pin the deployment to this Proxmox node; placement chooses when absent.
+    pub node: Option<String>,
+    /// Redeploy automatically on a GitHub push to the branch (default true).
+    pub auto_redeploy: Option<bool>,
+}
+
+/// Reads a deployment request out of a JSON object; wrong types and unknown fields are field errors.
+pub fn raw_spec(fields: &serde_json::Map<String, serde_json::Value>) -> (RawSpec, ValidationErrors) {
+    let mut r = FieldReader::new(fields);
+    let raw = RawSpec {
+        name: r.string("name"),
+        guest_type: r.string("type"),
+        framework: r.string("framework"),
+        repo_url: r.string("repo_url"),
+        branch: r.string("branch"),
+        cpu: r.integer("cpu"),
+        memory_mib: r.integer("memory_mib"),
+        disk_gb: r.integer("disk_gb"),
+        node: r.string("node"),
+        auto_redeploy: r.boolean("auto_redeploy"),
+    };
+    (raw, r.finish())
+}
+
+/// A deployment as recorded.
+#[derive(Debug, Clone, Object)]
+pub struct DeploymentView {
+    pub id: String,
+    pub name: String,
+    #[oai(rename = "type")]
+    pub guest_type: String,
+    pub framework: String,
+    pub repo_url: String,
+    pub branch: String,
+    pub cpu: u32,
+    pub memory_mib: u32,
+    pub disk_gb: u32,
+    /// The node the request pinned, if any.
+    pub node: Option<String>,
+    pub auto_redeploy: bool,
+    /// pending, provisioning, installing, deploying, running, stopped, failed, destroying or destroyed.
+    pub status: String,
+    pub proxmox_id: Option<u32>,
+    pub proxmox_node: Option<String>,
+    pub ip_address: Option<String>,
+    /// Where the app answers once running.
+    pub url: Option<String>,
+    /// The commit deployed.
+    pub commit: Option<String>,
+    pub error_message: Option<String>,
+    /// Where this deployment's Terraform export lives.
+    pub terraform_output: Option<String>,
+    /// RFC 3339 UTC.
+    pub created_at: String,
+    pub updated_at: String,
+    pub deployed_at: Option<String>,
+}
+
+pub fn rfc3339(ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_default()
+}
+
+impl From<&Deployment> for DeploymentView {
+    fn from(d: &Deployment) -> Self {
+        let s = &d.spec;
+        DeploymentView {
+            id: d.id.to_string(),
+            name: s.name.to_string(),
+            guest_type: s.guest_type.as_str().into(),
+            framework: s.framework.as_str().into(),
+            repo_url: s.repo_url.to_string(),
+            branch: s.branch.to_string(),
+            cpu: s.cpu,
+            memory_mib: s.memory_mib,
+            disk_gb: s.disk_gb,
+            node: s.node.as_ref().map(ToString::to_string),
+            auto_redeploy: s.auto_redeploy,
+            status: d.status.as_str().into(),
+            proxmox_id: d.proxmox_id.map(|v| v.get()),
+            proxmox_node: d.proxmox_node.as_ref().map(ToString::to_string),
+            ip_address: d.ip_address.clone(),
+            url: d.url.clone(),
+            commit: d.commit.clone(),
+            error_message: d.error_message.clone(),
+            terraform_output: d.terraform_output.clone(),
+            created_at: rfc3339(d.created_at),
+            updated_at: rfc3339(d.updated_at),
+            deployed_at: d.deployed_at.map(rfc3339),
+        }
+    }
+}
+
+/// A deployment with its status history.
+#[derive(Debug, Clone, Object)]
+pub struct DeploymentDetail {
+    #[oai(flatten)]
+    pub deployment: DeploymentView,
+    pub events: Vec<EventView>,
+}
+
+#[derive(Debug, Clone, Object)]
+pub struct EventView {
+    pub at: String,
+    pub from: Option<String>,
+    pub to: String,
+    pub message: String,
+}
+
+impl From<Event> for EventView {
+    fn from(e: Event) -> Self {
+        EventView { at: rfc3339(e.at), from: e.from, to: e.to, message: e.message }
+    }
+}
+
+/// One page of deployments.
+#[derive(Debug, Clone, Object)]
+pub struct DeploymentPage {
+    pub items: Vec<DeploymentView>,
+    /// How many deployments match the filters in all.
+    pub total: u64,
+    pub limit: u32,
+    pub offset: u32,
+    /// The offset of the next page, absent on the last page.
+    pub next_offset: Option<u32>,
+}
+
+/// One line of a deployment's log.
+#[derive(Debug, Clone, Object)]
+pub struct LogLineView {
+    /// The read cursor: pass it as `after` to read on.
+    pub seq: i64,
+    pub ts: String,
+    /// debug, info, warn or error.
+    pub level: String,
+    /// The pipeline step that wrote it (request, provision, install, deploy, health, destroy, …).
+    pub step: String,
+    pub text: String,
+}
+
+impl From<LogLine> for LogLineView {
+    fn from(l: LogLine) -> Self {
+        LogLineView { seq: l.seq, ts: rfc3339(l.ts), level: l.level.as_str().into(), step: l.step, text: l.text }
+    }
+}
+
+#[derive(Debug, Clone, Object)]
+pub struct LogPage {
+    pub lines: Vec<LogLineView>,
+    /// Pass as `after` to get the lines that follow.
+    pub next_after: i64,
+}

@@ -1,0 +1,107 @@
+//! Wiring: opens the store, prepares tokens and the engine, binds the listener, serves until told to stop.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use poem::listener::{Acceptor, Listener, TcpAcceptor, TcpListener};
+use poem::{EndpointExt, Server};
+
+use crate::api::{self, ApiState};
+use crate::auth::{generate_token, hash_token, Scope, TokenEntry, TokenRegistry};
+use crate::config::Config;
+use crate::engine::Engine;
+use crate::metrics::Metrics;
+use crate::store::Store;
+
+pub struct Application {
+    addr: SocketAddr,
+    acceptor: TcpAcceptor,
+    state: ApiState,
+    /// A token generated on first start (shown once); `None` when one was configured or already existed.
+    pub generated_admin_token: Option<String>,
+}
+
+impl Application {
+    pub async fn build(config: Config) -> anyhow::Result<Application> {
+        let started = Instant::now();
+        let store = Store::open(&config.database).await.with_context(|| format!("opening the database at {}", redact_url(&config.database.url)))?;
+        let (tokens, generated_admin_token) = prepare_tokens(&store, &config).await?;
+        let engine = Engine::new(store, config.limits.clone(), config.repos.clone());
+        let acceptor = TcpListener::bind(config.listen).into_acceptor().await.with_context(|| format!("binding {}", config.listen))?;
+        let addr = acceptor
+            .local_addr()
+            .into_iter()
+            .find_map(|a| a.as_socket_addr().copied())
+            .context("the listener has no socket address")?;
+        let state = ApiState { engine, tokens, metrics: Arc::new(Metrics::default()), max_page_size: config.max_page_size, started, proxmox: None };
+        Ok(Application { addr, acceptor, state, generated_admin_token })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// Closes without serving (releases the listener and the database).
+    pub async fn close(self) {
+        let store = self.state.engine.store().clone();
+        drop(self);
+        store.close(Duration::from_secs(10)).await;
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting, lets in-flight requests finish
+    /// (up to 10 s), waits for background work to reach a persisted point, and closes the database.
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let engine = self.state.engine.clone();
+        let routes = api::routes(self.state.clone()).data(self.state);
+        Server::new_with_acceptor(self.acceptor).run_with_graceful_shutdown(routes, shutdown, Some(Duration::from_secs(10))).await?;
+        engine.shutdown(Duration::from_secs(20)).await;
+        let store = engine.store().clone();
+        drop(engine);
+        if store.close(Duration::from_secs(10)).await {
+            tracing::info!("stopped; database closed");
+        } else {
+            tracing::warn!("stopped, but the database did not close within 10 s");
+        }
+        Ok(())
+    }
+}
+
+/// Loads the accepted tokens: configured ones, stored ones, `PVEDEPLOY_ADMIN_TOKEN`, or a generated admin token on first start.
+async fn prepare_tokens(store: &Store, config: &Config) -> anyhow::Result<(TokenRegistry, Option<String>)> {
+    let mut entries = store.tokens().await?;
+    let mut generated = None;
+    if let Some(admin) = &config.admin_token {
+        let h = hash_token(admin.expose());
+        if !entries.iter().any(|e| e.sha256 == h) {
+            store.insert_token("admin", &h, &[Scope::Admin]).await?;
+            entries.push(TokenEntry { name: "admin".into(), sha256: h, scopes: vec![Scope::Admin] });
+            tracing::info!("stored the admin token given in PVEDEPLOY_ADMIN_TOKEN (hash only)");
+        }
+    } else if entries.is_empty() && config.tokens.is_empty() {
+        let t = generate_token();
+        let h = hash_token(&t);
+        store.insert_token("admin", &h, &[Scope::Admin]).await?;
+        entries.push(TokenEntry { name: "admin".into(), sha256: h, scopes: vec![Scope::Admin] });
+        generated = Some(t);
+    }
+    entries.extend(config.tokens.iter().map(|t| TokenEntry { name: t.name.clone(), sha256: t.sha256, scopes: t.scopes.clone() }));
+    Ok((TokenRegistry::new(entries), generated))
+}
+
+/// A database URL without any password, for logs.
+pub fn redact_url(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => match rest.rsplit_once('@') {
+            Some((_, host)) => format!("{scheme}://[redacted]@{host}"),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}

@@ -1,0 +1,320 @@
+//! The agent's configuration: a TOML file, then `PVEDEPLOY_*` environment overrides, then CLI flags; parsed into typed values.
+
+pub mod secret;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::auth::Scope;
+use crate::core::limits::{Limits, RepoPolicy, RepoScheme};
+pub use secret::Secret;
+
+/// A configuration problem: names the field and the rule, so the operator knows what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path} is not valid: {message}")]
+    Syntax { path: PathBuf, message: String },
+    #[error("config field `{field}` {rule}")]
+    Invalid { field: String, rule: String },
+}
+
+fn invalid(field: impl Into<String>, rule: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { field: field.into(), rule: rule.into() }
+}
+
+/// The file as written. Unknown keys are refused so a typo never silently does nothing.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub listen: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    #[serde(default)]
+    pub database: DatabaseFile,
+    #[serde(default)]
+    pub limits: LimitsFile,
+    #[serde(default)]
+    pub repos: ReposFile,
+    #[serde(default)]
+    pub tokens: Vec<TokenFile>,
+    #[serde(default)]
+    pub api: ApiFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseFile {
+    /// `surrealkv://PATH` (default: `<data_dir>/db`), `mem://`, or `ws://host:port` / `wss://…`.
+    pub url: Option<String>,
+    pub namespace: Option<String>,
+    pub database: Option<String>,
+    pub username: Option<String>,
+    pub password: Option<Secret<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsFile {
+    pub cpu: Option<[u32; 2]>,
+    pub memory_mib: Option<[u32; 2]>,
+    pub disk_gb: Option<[u32; 2]>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReposFile {
+    pub allowed_hosts: Option<Vec<String>>,
+    pub schemes: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenFile {
+    pub name: String,
+    /// The token itself (hashed at load and then forgotten) …
+    pub token: Option<Secret<String>>,
+    /// … or its SHA-256, hex, so the file holds no secret.
+    pub sha256: Option<String>,
+    pub scopes: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiFile {
+    pub max_page_size: Option<u32>,
+}
+
+/// How to reach the database.
+#[derive(Debug, Clone)]
+pub struct DatabaseConfig {
+    pub url: String,
+    pub namespace: String,
+    pub database: String,
+    pub credentials: Option<(String, Secret<String>)>,
+}
+
+/// An API token from configuration, already hashed.
+#[derive(Debug, Clone)]
+pub struct ConfiguredToken {
+    pub name: String,
+    pub sha256: [u8; 32],
+    pub scopes: Vec<Scope>,
+}
+
+/// The parsed configuration: every value valid, every default applied.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub database: DatabaseConfig,
+    pub limits: Limits,
+    pub repos: RepoPolicy,
+    pub tokens: Vec<ConfiguredToken>,
+    pub admin_token: Option<Secret<String>>,
+    pub max_page_size: u32,
+    /// Where each value came from, for the start-up log line.
+    pub sources: Vec<String>,
+}
+
+/// Overrides from the command line; they win over the file and the environment.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub config: Option<PathBuf>,
+    pub listen: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub database_url: Option<String>,
+}
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub const DEFAULT_CONFIG_FILE: &str = "pvedeploy.toml";
+
+impl Config {
+    /// Loads `--config` (or `pvedeploy.toml` when present), applies the environment, then the flags.
+    pub fn load(over: &Overrides, env: &BTreeMap<String, String>) -> Result<Config, ConfigError> {
+        let mut sources = Vec::new();
+        let file = match &over.config {
+            Some(path) => {
+                sources.push(format!("config file {}", path.display()));
+                read_file(path)?
+            }
+            None if Path::new(DEFAULT_CONFIG_FILE).exists() => {
+                sources.push(format!("config file {DEFAULT_CONFIG_FILE}"));
+                read_file(Path::new(DEFAULT_CONFIG_FILE))?
+            }
+            None => {
+                sources.push("no config file (defaults)".into());
+                FileConfig::default()
+            }
+        };
+        Self::from_parts(file, over, env, sources)
+    }
+
+    pub fn from_parts(file: FileConfig, over: &Overrides, env: &BTreeMap<String, String>, mut sources: Vec<String>) -> Result<Config, ConfigError> {
+        let pick = |flag: Option<String>, var: &str, file: Option<String>, sources: &mut Vec<String>| -> Option<String> {
+            if flag.is_some() {
+                sources.push(format!("{var} from command line"));
+                return flag;
+            }
+            if let Some(v) = env.get(var) {
+                sources.push(format!("{var} from environment"));
+                return Some(v.clone());
+            }
+            file
+        };
+        let listen_raw = pick(over.listen.clone(), "PVEDEPLOY_LISTEN", file.listen.clone(), &mut sources).unwrap_or_else(|| DEFAULT_LISTEN.into());
+        let listen: SocketAddr = listen_raw.parse().map_err(|_| invalid("listen", format!("must be ADDRESS:PORT, got {listen_raw:?}")))?;
+        let data_dir = pick(
+            over.data_dir.as_ref().map(|p| p.display().to_string()),
+            "PVEDEPLOY_DATA_DIR",
+            file.data_dir.as_ref().map(|p| p.display().to_string()),
+            &mut sources,
+        )
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("./data"));
+        if data_dir.as_os_str().is_empty() {
+            return Err(invalid("data_dir", "must not be empty"));
+        }
+        let url = pick(over.database_url.clone(), "PVEDEPLOY_DATABASE_URL", file.database.url.clone(), &mut sources)
+            .unwrap_or_else(|| format!("surrealkv://{}", data_dir.join("db").display()));
+        if !["surrealkv://", "mem://", "ws://", "wss://"].iter().any(|p| url.starts_with(p)) {
+            return Err(invalid("database.url", "must start with surrealkv://, mem://, ws:// or wss://"));
+        }
+        let password = env.get("PVEDEPLOY_DATABASE_PASSWORD").map(|p| Secret::new(p.clone())).or(file.database.password);
+        let credentials = match (file.database.username, password) {
+            (Some(u), Some(p)) => Some((u, p)),
+            (None, None) => None,
+            _ => return Err(invalid("database.username", "and database.password must be given together")),
+        };
+        let database = DatabaseConfig {
+            url,
+            namespace: file.database.namespace.unwrap_or_else(|| "pvedeploy".into()),
+            database: file.database.database.unwrap_or_else(|| "pvedeploy".into()),
+            credentials,
+        };
+
+        let range = |field: &str, v: Option<[u32; 2]>, default: std::ops::RangeInclusive<u32>| match v {
+            None => Ok(default),
+            Some([lo, hi]) if lo >= 1 && lo <= hi => Ok(lo..=hi),
+            Some(_) => Err(invalid(format!("limits.{field}"), "must be [min, max] with 1 <= min <= max")),
+        };
+        let d = Limits::default();
+        let limits = Limits {
+            cpu: range("cpu", file.limits.cpu, d.cpu)?,
+            memory_mib: range("memory_mib", file.limits.memory_mib, d.memory_mib)?,
+            disk_gb: range("disk_gb", file.limits.disk_gb, d.disk_gb)?,
+        };
+
+        let mut repos = RepoPolicy::default();
+        if let Some(hosts) = file.repos.allowed_hosts {
+            if hosts.is_empty() || hosts.iter().any(|h| h.is_empty() || h.chars().any(|c| c.is_whitespace() || c == '/')) {
+                return Err(invalid("repos.allowed_hosts", "must be a non-empty list of host names (host or host:port)"));
+            }
+            repos.allowed_hosts = hosts.into_iter().map(|h| h.to_ascii_lowercase()).collect();
+        }
+        if let Some(schemes) = file.repos.schemes {
+            let parsed: Option<Vec<RepoScheme>> = schemes.iter().map(|s| RepoScheme::parse(s)).collect();
+            match parsed {
+                Some(p) if !p.is_empty() => repos.schemes = p,
+                _ => return Err(invalid("repos.schemes", "must be a non-empty list of: https, http, ssh")),
+            }
+        }
+
+        let mut tokens = Vec::new();
+        for (i, t) in file.tokens.into_iter().enumerate() {
+            let field = |f: &str| format!("tokens[{i}].{f}");
+            if t.name.is_empty() {
+                return Err(invalid(field("name"), "must not be empty"));
+            }
+            let sha256 = match (t.token, t.sha256) {
+                (Some(tok), None) => {
+                    if tok.expose().len() < 16 {
+                        return Err(invalid(field("token"), "must be at least 16 characters"));
+                    }
+                    crate::auth::hash_token(tok.expose())
+                }
+                (None, Some(h)) => {
+                    let bytes = hex::decode(&h).ok().and_then(|b| <[u8; 32]>::try_from(b).ok());
+                    bytes.ok_or_else(|| invalid(field("sha256"), "must be 64 hexadecimal digits"))?
+                }
+                _ => return Err(invalid(field("token"), "exactly one of `token` or `sha256` must be given")),
+            };
+            let scopes: Option<Vec<Scope>> = t.scopes.iter().map(|s| Scope::parse(s)).collect();
+            let scopes = scopes.filter(|s| !s.is_empty()).ok_or_else(|| invalid(field("scopes"), "must be a non-empty list of: read, deploy, admin"))?;
+            tokens.push(ConfiguredToken { name: t.name, sha256, scopes });
+        }
+        let admin_token = env.get("PVEDEPLOY_ADMIN_TOKEN").map(|t| Secret::new(t.clone()));
+        if let Some(t) = &admin_token {
+            if t.expose().len() < 16 {
+                return Err(invalid("PVEDEPLOY_ADMIN_TOKEN", "must be at least 16 characters"));
+            }
+        }
+        let max_page_size = file.api.max_page_size.unwrap_or(100);
+        if !(1..=1000).contains(&max_page_size) {
+            return Err(invalid("api.max_page_size", "must be between 1 and 1000"));
+        }
+        Ok(Config { listen, data_dir, database, limits, repos, tokens, admin_token, max_page_size, sources })
+    }
+
+    /// A configuration for tests and throwaway runs: defaults, the given data dir and database URL.
+    pub fn for_data_dir(data_dir: &Path) -> Config {
+        let over = Overrides { data_dir: Some(data_dir.to_owned()), listen: Some("127.0.0.1:0".into()), ..Overrides::default() };
+        Self::from_parts(FileConfig::default(), &over, &BTreeMap::new(), Vec::new()).expect("defaults are valid")
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+    toml::from_str(&text).map_err(|e| ConfigError::Syntax { path: path.to_owned(), message: e.to_string() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(toml_text: &str) -> Result<Config, ConfigError> {
+        let file: FileConfig = toml::from_str(toml_text).map_err(|e| ConfigError::Syntax { path: "t".into(), message: e.to_string() })?;
+        Config::from_parts(file, &Overrides::default(), &BTreeMap::new(), vec![])
+    }
+
+    #[test]
+    fn defaults_are_safe() {
+        let c = parse("").unwrap();
+        assert!(c.listen.ip().is_loopback());
+        assert_eq!(c.data_dir, PathBuf::from("./data"));
+        assert!(c.database.url.starts_with("surrealkv://"));
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let e = parse("listen = 'nope'").unwrap_err().to_string();
+        assert!(e.contains("`listen`"), "{e}");
+        let e = parse("[limits]\ncpu = [4, 2]").unwrap_err().to_string();
+        assert!(e.contains("limits.cpu"), "{e}");
+        let e = parse("[[tokens]]\nname='x'\ntoken='short'\nscopes=['read']").unwrap_err().to_string();
+        assert!(e.contains("tokens[0].token"), "{e}");
+        let e = parse("bogus = 1").unwrap_err().to_string();
+        assert!(e.contains("bogus"), "{e}");
+    }
+
+    #[test]
+    fn env_overrides_file_and_flags_override_env() {
+        let file: FileConfig = toml::from_str("listen = '127.0.0.1:1'").unwrap();
+        let env = BTreeMap::from([("PVEDEPLOY_LISTEN".to_string(), "127.0.0.1:2".to_string())]);
+        let c = Config::from_parts(file, &Overrides::default(), &env, vec![]).unwrap();
+        assert_eq!(c.listen.port(), 2);
+        let over = Overrides { listen: Some("127.0.0.1:3".into()), ..Overrides::default() };
+        let c = Config::from_parts(FileConfig::default(), &over, &env, vec![]).unwrap();
+        assert_eq!(c.listen.port(), 3);
+    }
+
+    #[test]
+    fn tokens_are_hashed_and_never_printed() {
+        let c = parse("[[tokens]]\nname='ci'\ntoken='0123456789abcdef-secret'\nscopes=['read','deploy']").unwrap();
+        assert!(!format!("{c:?}").contains("0123456789abcdef-secret"));
+        assert_eq!(c.tokens[0].scopes, vec![Scope::Read, Scope::Deploy]);
+    }
+}

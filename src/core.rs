@@ -1,0 +1,9 @@
+//! The domain: deployments, their names and limits, status transitions and commands. No I/O, no wire formats.
+
+pub mod command;
+pub mod deployment;
+pub mod limits;
+pub mod names;
+pub mod repo;
+pub mod status;
+pub mod validation;

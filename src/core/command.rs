@@ -1,0 +1,105 @@
+//! What every front door may ask for, and who asked: the one command vocabulary of the core.
+
+use std::fmt;
+
+use crate::core::deployment::Spec;
+use crate::core::status::Status;
+
+/// The front door a request came through; recorded in the audit log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Door {
+    Api,
+    Discord,
+    Webhook,
+    Schedule,
+    Cli,
+    System,
+}
+
+impl Door {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Door::Api => "api",
+            Door::Discord => "discord",
+            Door::Webhook => "webhook",
+            Door::Schedule => "schedule",
+            Door::Cli => "cli",
+            Door::System => "system",
+        }
+    }
+}
+
+/// Who asked, through which door.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor {
+    pub name: String,
+    pub door: Door,
+}
+
+impl fmt::Display for Actor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} via {}", self.name, self.door.as_str())
+    }
+}
+
+/// An action on an existing deployment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Start,
+    Stop,
+    Redeploy,
+    Rollback,
+    Destroy,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Start => "start",
+            Action::Stop => "stop",
+            Action::Redeploy => "redeploy",
+            Action::Rollback => "rollback",
+            Action::Destroy => "destroy",
+        }
+    }
+
+    /// Whether a deployment in `status` accepts this action; `Err` says why not, in words a person understands.
+    pub fn check(self, status: Status, has_guest: bool) -> Result<(), String> {
+        use Status::*;
+        let ok = match self {
+            Action::Start => status == Stopped,
+            Action::Stop => status == Running,
+            Action::Redeploy | Action::Rollback => has_guest && matches!(status, Running | Stopped | Failed),
+            Action::Destroy => status != Destroyed,
+        };
+        if ok {
+            Ok(())
+        } else if !has_guest && matches!(self, Action::Redeploy | Action::Rollback) {
+            Err(format!("cannot {} a deployment that has no guest yet (status {status})", self.as_str()))
+        } else {
+            Err(format!("cannot {} a deployment whose status is {status}", self.as_str()))
+        }
+    }
+}
+
+/// A request from any door, already parsed into domain types.
+#[derive(Debug, Clone)]
+pub enum Command {
+    Deploy(Spec),
+    Act(Action),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn actions_check_the_status() {
+        assert!(Action::Start.check(Status::Stopped, true).is_ok());
+        assert!(Action::Start.check(Status::Running, true).is_err());
+        assert!(Action::Stop.check(Status::Pending, false).unwrap_err().contains("pending"));
+        assert!(Action::Redeploy.check(Status::Running, false).unwrap_err().contains("no guest"));
+        assert!(Action::Destroy.check(Status::Destroying, false).is_ok());
+        assert!(Action::Destroy.check(Status::Destroyed, false).is_err());
+    }
+}

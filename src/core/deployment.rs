@@ -1,0 +1,246 @@
+//! A deployment: what was asked for (`Spec`, parsed from a raw request) and what exists (`Deployment`).
+
+use std::fmt;
+
+use crate::core::limits::{Limits, RepoPolicy};
+use crate::core::names::{AppName, GitRef, NodeName, VmId};
+use crate::core::repo::RepoUrl;
+use crate::core::status::Status;
+use crate::core::validation::{FieldError, ValidationErrors};
+
+/// Opaque deployment id (a UUIDv7, so ids sort by creation time).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DeploymentId(String);
+
+impl DeploymentId {
+    pub fn generate() -> Self {
+        Self(uuid::Uuid::now_v7().to_string())
+    }
+
+    /// Accepts only the canonical hyphenated UUID form we hand out.
+    pub fn parse(raw: &str) -> Option<Self> {
+        let u = uuid::Uuid::try_parse(raw).ok()?;
+        (u.hyphenated().to_string() == raw).then(|| Self(raw.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for DeploymentId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum GuestType {
+    Vm,
+    Lxc,
+}
+
+impl GuestType {
+    pub const RULE: &'static str = "must be one of: vm, lxc";
+
+    pub fn parse(s: &str) -> Result<Self, FieldError> {
+        match s {
+            "vm" => Ok(Self::Vm),
+            "lxc" => Ok(Self::Lxc),
+            _ => Err(FieldError::new("type", "enum", Self::RULE)),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Vm => "vm",
+            Self::Lxc => "lxc",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Framework {
+    Django,
+    Flask,
+    Fastapi,
+    Laravel,
+    Node,
+    Nextjs,
+    Static,
+    Procfile,
+}
+
+impl Framework {
+    pub const ALL: [Framework; 8] = [
+        Framework::Django,
+        Framework::Flask,
+        Framework::Fastapi,
+        Framework::Laravel,
+        Framework::Node,
+        Framework::Nextjs,
+        Framework::Static,
+        Framework::Procfile,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Framework::Django => "django",
+            Framework::Flask => "flask",
+            Framework::Fastapi => "fastapi",
+            Framework::Laravel => "laravel",
+            Framework::Node => "node",
+            Framework::Nextjs => "nextjs",
+            Framework::Static => "static",
+            Framework::Procfile => "procfile",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Self, FieldError> {
+        Self::ALL.into_iter().find(|f| f.as_str() == s).ok_or_else(|| {
+            let names: Vec<&str> = Self::ALL.iter().map(|f| f.as_str()).collect();
+            FieldError::new("framework", "enum", format!("must be one of: {}", names.join(", ")))
+        })
+    }
+}
+
+/// A deployment request as any door hands it over, before parsing. Every field is optional so
+/// that a missing field is reported like a wrong one.
+#[derive(Debug, Clone, Default)]
+pub struct RawSpec {
+    pub name: Option<String>,
+    pub guest_type: Option<String>,
+    pub framework: Option<String>,
+    pub repo_url: Option<String>,
+    pub branch: Option<String>,
+    pub cpu: Option<i64>,
+    pub memory_mib: Option<i64>,
+    pub disk_gb: Option<i64>,
+    pub node: Option<String>,
+    pub auto_redeploy: Option<bool>,
+}
+
+/// A deployment request that passed every rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Spec {
+    pub name: AppName,
+    pub guest_type: GuestType,
+    pub framework: Framework,
+    pub repo_url: RepoUrl,
+    pub branch: GitRef,
+    pub cpu: u32,
+    pub memory_mib: u32,
+    pub disk_gb: u32,
+    /// A node the request pins; placement chooses when `None`.
+    pub node: Option<NodeName>,
+    pub auto_redeploy: bool,
+}
+
+pub const DEFAULT_BRANCH: &str = "main";
+
+impl Spec {
+    /// Parses every field and reports every failure at once.
+    pub fn parse(raw: RawSpec, limits: &Limits, repos: &RepoPolicy) -> Result<Spec, ValidationErrors> {
+        let mut errs = ValidationErrors::default();
+        let required = |field: &'static str, v: Option<String>| v.ok_or_else(|| FieldError::new(field, "required", "is required"));
+        let name = errs.take(required("name", raw.name).and_then(|s| AppName::parse(&s)));
+        let guest_type = errs.take(GuestType::parse(raw.guest_type.as_deref().unwrap_or("vm")));
+        let framework = errs.take(required("framework", raw.framework).and_then(|s| Framework::parse(&s)));
+        let repo_url = errs.take(required("repo_url", raw.repo_url).and_then(|s| RepoUrl::parse(&s, repos)));
+        let branch = errs.take(GitRef::parse(raw.branch.as_deref().unwrap_or(DEFAULT_BRANCH)));
+        let cpu = errs.take(in_range("cpu", raw.cpu.unwrap_or(1), &limits.cpu, "CPU cores"));
+        let memory_mib = errs.take(in_range("memory_mib", raw.memory_mib.unwrap_or(1024), &limits.memory_mib, "MiB"));
+        let disk_gb = errs.take(in_range("disk_gb", raw.disk_gb.unwrap_or(10), &limits.disk_gb, "GB"));
+        let node = match raw.node {
+            Some(n) => errs.take(NodeName::parse(&n)).map(Some),
+            None => Some(None),
+        };
+        match (name, guest_type, framework, repo_url, branch, cpu, memory_mib, disk_gb, node) {
+            (Some(name), Some(guest_type), Some(framework), Some(repo_url), Some(branch), Some(cpu), Some(memory_mib), Some(disk_gb), Some(node))
+                if errs.is_empty() =>
+            {
+                Ok(Spec { name, guest_type, framework, repo_url, branch, cpu, memory_mib, disk_gb, node, auto_redeploy: raw.auto_redeploy.unwrap_or(true) })
+            }
+            _ => Err(errs),
+        }
+    }
+}
+
+fn in_range(field: &'static str, v: i64, range: &std::ops::RangeInclusive<u32>, unit: &str) -> Result<u32, FieldError> {
+    match u32::try_from(v) {
+        Ok(v) if range.contains(&v) => Ok(v),
+        _ => Err(FieldError::new(field, "range", format!("must be between {} and {} {unit}", range.start(), range.end()))),
+    }
+}
+
+/// Milliseconds since the Unix epoch, UTC.
+pub type Millis = i64;
+
+/// A deployment as recorded: the spec plus everything learned while realising it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deployment {
+    pub id: DeploymentId,
+    pub spec: Spec,
+    pub status: Status,
+    pub proxmox_id: Option<VmId>,
+    pub proxmox_node: Option<NodeName>,
+    pub ip_address: Option<String>,
+    pub url: Option<String>,
+    pub commit: Option<String>,
+    pub error_message: Option<String>,
+    pub terraform_output: Option<String>,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+    pub deployed_at: Option<Millis>,
+    /// Bumped on every write; a write based on an older revision is refused (optimistic concurrency).
+    pub revision: i64,
+}
+
+impl Deployment {
+    pub fn new(spec: Spec, now: Millis) -> Self {
+        Self {
+            id: DeploymentId::generate(),
+            spec,
+            status: Status::Pending,
+            proxmox_id: None,
+            proxmox_node: None,
+            ip_address: None,
+            url: None,
+            commit: None,
+            error_message: None,
+            terraform_output: None,
+            created_at: now,
+            updated_at: now,
+            deployed_at: None,
+            revision: 0,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw() -> RawSpec {
+        RawSpec {
+            name: Some("app".into()),
+            framework: Some("flask".into()),
+            repo_url: Some("https://github.com/o/r".into()),
+            ..RawSpec::default()
+        }
+    }
+
+    #[test]
+    fn defaults_fill_the_optional_fields() {
+        let s = Spec::parse(raw(), &Limits::default(), &RepoPolicy::default()).unwrap();
+        assert_eq!((s.guest_type, s.branch.as_str(), s.cpu, s.memory_mib, s.disk_gb), (GuestType::Vm, "main", 1, 1024, 10));
+    }
+
+    #[test]
+    fn every_error_is_reported_at_once() {
+        let r = RawSpec { name: Some("Bad_Name".into()), cpu: Some(99), memory_mib: Some(1), guest_type: Some("kvm".into()), ..RawSpec::default() };
+        let e = Spec::parse(r, &Limits::default(), &RepoPolicy::default()).unwrap_err();
+        let fields: Vec<&str> = e.0.iter().map(|f| f.field.as_str()).collect();
+        assert_eq!(fields, ["name", "type", "framework", "repo_url", "cpu", "memory_mib"]);
+    }
+}

@@ -1,0 +1,58 @@
+//! The configurable bounds a deployment request must stay within, and the repository URL policy.
+
+use std::ops::RangeInclusive;
+
+/// Resource bounds; defaults are the original design's limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    pub cpu: RangeInclusive<u32>,
+    pub memory_mib: RangeInclusive<u32>,
+    pub disk_gb: RangeInclusive<u32>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { cpu: 1..=8, memory_mib: 512..=16384, disk_gb: 1..=500 }
+    }
+}
+
+/// Which repository URLs a deployment may name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RepoPolicy {
+    /// Lowercase host names (optionally `host:port`) that repositories may live on.
+    pub allowed_hosts: Vec<String>,
+    /// `https` always; `http` only for a LAN/test git server; `ssh` enables `ssh://` and `git@host:owner/repo.git`.
+    pub schemes: Vec<RepoScheme>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RepoScheme {
+    Https,
+    Http,
+    Ssh,
+}
+
+impl RepoScheme {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "https" => Some(Self::Https),
+            "http" => Some(Self::Http),
+            "ssh" => Some(Self::Ssh),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Https => "https",
+            Self::Http => "http",
+            Self::Ssh => "ssh",
+        }
+    }
+}
+
+impl Default for RepoPolicy {
+    fn default() -> Self {
+        Self { allowed_hosts: vec!["github.com".into()], schemes: vec![RepoScheme::Https] }
+    }
+}

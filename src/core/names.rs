@@ -1,0 +1,203 @@
+//! Newtypes for every name that crosses a boundary, built only by `parse` so that holding one proves it is valid.
+
+use std::fmt;
+
+use crate::core::validation::FieldError;
+
+/// A deployment name: a DNS label (RFC 1123), lowercase, 1–63 characters.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AppName(String);
+
+impl AppName {
+    pub const RULE: &'static str =
+        "must be a DNS label: 1-63 lowercase letters, digits or hyphens, not starting or ending with a hyphen";
+
+    pub fn parse(raw: &str) -> Result<Self, FieldError> {
+        let ok = !raw.is_empty()
+            && raw.len() <= 63
+            && raw.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !raw.starts_with('-')
+            && !raw.ends_with('-');
+        if ok {
+            Ok(Self(raw.to_owned()))
+        } else {
+            Err(FieldError::new("name", "dns_label", Self::RULE))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for AppName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A git branch name valid under `git check-ref-format --branch` and never option-like.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct GitRef(String);
+
+impl GitRef {
+    pub const RULE: &'static str = "must be a valid git branch name (git check-ref-format rules) and must not start with '-'";
+
+    pub fn parse(raw: &str) -> Result<Self, FieldError> {
+        if check_ref_format_branch(raw) {
+            Ok(Self(raw.to_owned()))
+        } else {
+            Err(FieldError::new("branch", "git_ref", Self::RULE))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for GitRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The rules of `git check-ref-format` applied to `refs/heads/<name>`, plus: no leading `-`, at most 255 bytes.
+fn check_ref_format_branch(name: &str) -> bool {
+    if name.is_empty() || name.len() > 255 || name.starts_with('-') || name == "@" {
+        return false;
+    }
+    if name.starts_with('/') || name.ends_with('/') || name.ends_with('.') || name.contains("//") {
+        return false;
+    }
+    if name.contains("..") || name.contains("@{") {
+        return false;
+    }
+    for c in name.chars() {
+        if c.is_ascii_control() || c == '\u{7f}' || matches!(c, ' ' | '~' | '^' | ':' | '?' | '*' | '[' | '\\') {
+            return false;
+        }
+        if c.is_whitespace() {
+            return false;
+        }
+    }
+    name.split('/').all(|component| !component.starts_with('.') && !component.ends_with(".lock") && !component.is_empty())
+}
+
+/// A full git commit id (40 lowercase hex digits, SHA-1) or 64 (SHA-256).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CommitSha(String);
+
+impl CommitSha {
+    pub const RULE: &'static str = "must be a full commit id: 40 or 64 lowercase hexadecimal digits";
+
+    pub fn parse(raw: &str) -> Result<Self, FieldError> {
+        let ok = (raw.len() == 40 || raw.len() == 64) && raw.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        if ok {
+            Ok(Self(raw.to_owned()))
+        } else {
+            Err(FieldError::new("commit", "commit_sha", Self::RULE))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A Proxmox VE guest id (`pve-vmid`: 100–999999999).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct VmId(u32);
+
+impl VmId {
+    pub const RULE: &'static str = "must be a Proxmox VMID between 100 and 999999999";
+
+    pub fn new(raw: u64) -> Result<Self, FieldError> {
+        if (100..=999_999_999).contains(&raw) {
+            Ok(Self(raw as u32))
+        } else {
+            Err(FieldError::new("vmid", "range", Self::RULE))
+        }
+    }
+
+    pub fn get(self) -> u32 {
+        self.0
+    }
+}
+
+impl fmt::Display for VmId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// A Proxmox VE node name (`pve-node` format).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NodeName(String);
+
+impl NodeName {
+    pub const RULE: &'static str =
+        "must be a Proxmox node name: letters, digits and inner hyphens, at most 63 characters";
+
+    pub fn parse(raw: &str) -> Result<Self, FieldError> {
+        let b = raw.as_bytes();
+        let ok = !b.is_empty()
+            && b.len() <= 63
+            && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'-')
+            && b[0].is_ascii_alphanumeric()
+            && b[b.len() - 1].is_ascii_alphanumeric();
+        if ok {
+            Ok(Self(raw.to_owned()))
+        } else {
+            Err(FieldError::new("node", "pve_node", Self::RULE))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for NodeName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn app_names() {
+        for ok in ["a", "my-app", "a1", &"x".repeat(63)] {
+            assert!(AppName::parse(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "-a", "a-", "A", "a_b", "a.b", &"x".repeat(64), "a b", "é"] {
+            assert!(AppName::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn branches_follow_check_ref_format() {
+        for ok in ["main", "feature/x", "release-1.2", "a@b", "v1"] {
+            assert!(GitRef::parse(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "", "-x", "--upload-pack=x", "a..b", "a b", "a~1", "a^", "a:b", "a?", "a*", "a[", "a\\b", "/a", "a/",
+            "a//b", "a.", ".a", "a/.b", "x.lock", "a@{1}", "@", "a\nb", "a\tb", "a\u{7f}",
+        ] {
+            assert!(GitRef::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn vmids_and_nodes() {
+        assert!(VmId::new(99).is_err());
+        assert_eq!(VmId::new(100).unwrap().get(), 100);
+        assert!(VmId::new(1_000_000_000).is_err());
+        assert!(NodeName::parse("pve-1").is_ok());
+        assert!(NodeName::parse("pve_1").is_err());
+        assert!(NodeName::parse("-pve").is_err());
+    }
+}

@@ -1,0 +1,174 @@
+//! Runs what the doors ask for: records intent, advances the lifecycle one persisted step at a time, and publishes what happened.
+
+pub mod bus;
+
+use std::sync::Arc;
+
+use tokio_util::task::TaskTracker;
+
+use crate::core::command::{Action, Actor};
+use crate::core::deployment::{Deployment, DeploymentId, RawSpec, Spec};
+use crate::core::limits::{Limits, RepoPolicy};
+use crate::core::names::AppName;
+use crate::core::status::{IllegalTransition, Status};
+use crate::core::validation::{FieldError, ValidationErrors};
+use crate::store::logs::Level;
+use crate::store::{now_millis, Store, StoreError};
+pub use bus::{Bus, Event};
+
+/// Why the engine refused or failed a command, phrased for the caller.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The request broke rules; nothing was stored. Fix the named fields.
+    #[error("invalid request: {0}")]
+    Invalid(ValidationErrors),
+    /// No deployment has that id or name.
+    #[error("no deployment {0:?}")]
+    NotFound(String),
+    /// The deployment's current status does not allow this; retrying later may succeed.
+    #[error("{0}")]
+    Conflict(String),
+    #[error(transparent)]
+    Illegal(#[from] IllegalTransition),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The one command core behind every door.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    bus: Bus,
+    limits: Limits,
+    repos: RepoPolicy,
+    tasks: TaskTracker,
+}
+
+impl Engine {
+    pub fn new(store: Store, limits: Limits, repos: RepoPolicy) -> Self {
+        Self { inner: Arc::new(Inner { store, bus: Bus::new(), limits, repos, tasks: TaskTracker::new() }) }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    pub fn bus(&self) -> &Bus {
+        &self.inner.bus
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.inner.limits
+    }
+
+    /// Parses a request from any door into a spec, or every reason it is wrong.
+    pub fn parse_spec(&self, raw: RawSpec) -> Result<Spec, EngineError> {
+        Spec::parse(raw, &self.inner.limits, &self.inner.repos).map_err(EngineError::Invalid)
+    }
+
+    /// Records a new `pending` deployment (the name claimed atomically) and starts its pipeline.
+    pub async fn deploy(&self, spec: Spec, actor: &Actor) -> Result<Deployment, EngineError> {
+        let d = Deployment::new(spec, now_millis());
+        let store = &self.inner.store;
+        match store.create_deployment(&d, &format!("requested by {actor}")).await {
+            Ok(()) => {}
+            Err(StoreError::Taken { .. }) => {
+                return Err(EngineError::Invalid(ValidationErrors(vec![FieldError::new(
+                    "name",
+                    "unique",
+                    "must be unique among live deployments: a deployment with this name already exists",
+                )])))
+            }
+            Err(e) => return Err(e.into()),
+        }
+        store.audit(actor, "deploy", Some(d.id.as_str()), &format!("name={} repo={} branch={}", d.spec.name, d.spec.repo_url, d.spec.branch)).await?;
+        self.log(&d.id, Level::Info, "request", &format!("deployment {} requested by {actor}", d.spec.name)).await;
+        self.publish_status(&d);
+        let engine = self.clone();
+        let id = d.id.clone();
+        self.inner.tasks.spawn(async move { engine.run_pipeline(id).await });
+        Ok(d)
+    }
+
+    /// The pipeline of a new deployment. Provisioning is not wired in yet, so it says so and leaves
+    /// the deployment `pending` — it never pretends to have deployed.
+    async fn run_pipeline(&self, id: DeploymentId) {
+        self.log(&id, Level::Warn, "provision", "no provisioner is configured in this build; the deployment stays pending").await;
+    }
+
+    /// Finds a deployment by id, or by name (the live one, else the latest that had it).
+    pub async fn find(&self, id_or_name: &str) -> Result<Deployment, EngineError> {
+        let store = &self.inner.store;
+        let found = match DeploymentId::parse(id_or_name) {
+            Some(id) => store.get_deployment(&id).await?,
+            None => match AppName::parse(id_or_name) {
+                Ok(name) => store.get_deployment_by_name(&name).await?,
+                Err(_) => None,
+            },
+        };
+        found.ok_or_else(|| EngineError::NotFound(id_or_name.to_owned()))
+    }
+
+    /// Accepts an action on a deployment if its status allows it, records it, and carries it out.
+    pub async fn act(&self, id_or_name: &str, action: Action, actor: &Actor) -> Result<Deployment, EngineError> {
+        let d = self.find(id_or_name).await?;
+        if action == Action::Destroy && matches!(d.status, Status::Destroying | Status::Destroyed) {
+            return Ok(d); // destroying twice is a no-op
+        }
+        action.check(d.status, d.proxmox_id.is_some()).map_err(EngineError::Conflict)?;
+        self.inner.store.audit(actor, action.as_str(), Some(d.id.as_str()), &format!("name={}", d.spec.name)).await?;
+        match action {
+            Action::Destroy => self.destroy(d, actor).await,
+            // Only reachable with a guest, which needs provisioning (not wired in yet).
+            Action::Start | Action::Stop | Action::Redeploy | Action::Rollback => {
+                Err(EngineError::Conflict(format!("cannot {} yet: no provisioner is configured in this build", action.as_str())))
+            }
+        }
+    }
+
+    async fn destroy(&self, d: Deployment, actor: &Actor) -> Result<Deployment, EngineError> {
+        let d = self.transition(d, Status::Destroying, &format!("destroy requested by {actor}")).await?;
+        self.log(&d.id, Level::Info, "destroy", "destroy requested").await;
+        if d.proxmox_id.is_some() {
+            return Err(EngineError::Conflict("cannot destroy a guest yet: no provisioner is configured in this build".into()));
+        }
+        self.log(&d.id, Level::Info, "destroy", "no guest was ever created; nothing to remove on Proxmox").await;
+        let d = self.transition(d, Status::Destroyed, "destroyed").await?;
+        self.log(&d.id, Level::Info, "destroy", "destroyed").await;
+        Ok(d)
+    }
+
+    /// Moves `d` to `to` if the lifecycle allows it, persists it (revision-checked) and publishes it.
+    pub async fn transition(&self, mut d: Deployment, to: Status, message: &str) -> Result<Deployment, EngineError> {
+        let from = d.status;
+        d.status = from.transition(to)?;
+        d.updated_at = now_millis();
+        let saved = self.inner.store.save_deployment(&d, from, message).await?;
+        self.publish_status(&saved);
+        Ok(saved)
+    }
+
+    /// Appends a log line and publishes it; a store failure is reported in the agent's own log, not lost silently.
+    pub async fn log(&self, id: &DeploymentId, level: Level, step: &str, text: &str) {
+        match self.inner.store.append_log(id, level, step, text).await {
+            Ok(line) => self.inner.bus.publish(Event::Log(line)),
+            Err(e) => tracing::error!(deployment = %id, error = %e, "could not record a log line"),
+        }
+    }
+
+    fn publish_status(&self, d: &Deployment) {
+        self.inner.bus.publish(Event::Status { id: d.id.clone(), status: d.status });
+    }
+
+    /// Stops taking work and waits for in-flight work to reach a persisted point.
+    pub async fn shutdown(&self, grace: std::time::Duration) {
+        self.inner.tasks.close();
+        if tokio::time::timeout(grace, self.inner.tasks.wait()).await.is_err() {
+            tracing::warn!("in-flight work did not finish within {grace:?}; it resumes from its last persisted step at the next start");
+        }
+    }
+}

@@ -1,0 +1,11 @@
+//! pvedeploy: deploy apps from git onto Proxmox VE. The library behind the `pvedeploy` binary (and the tests).
+
+pub mod api;
+pub mod app;
+pub mod auth;
+pub mod config;
+pub mod core;
+pub mod engine;
+pub mod metrics;
+pub mod store;
+pub mod telemetry;

@@ -1,0 +1,154 @@
+//! State in SurrealDB (embedded surrealkv, `mem://`, or a remote server): connection, migrations, one repository per aggregate.
+
+pub mod audit;
+pub mod deployments;
+pub mod logs;
+pub mod migrations;
+pub mod tokens;
+
+use serde::de::DeserializeOwned;
+use surrealdb::engine::any::Any;
+use surrealdb::Surreal;
+
+use crate::config::DatabaseConfig;
+
+/// What went wrong talking to the store, phrased as what the caller should do.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database did not answer or failed; retrying later is safe (writes are transactional).
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// A unique value (e.g. a deployment name) is taken; do not retry with the same value.
+    #[error("{what} is already taken")]
+    Taken { what: String },
+    /// Someone else changed the record since it was read; re-read and decide again.
+    #[error("the record changed concurrently; re-read and retry")]
+    Stale,
+    /// A stored record could not be read back into the domain; the data needs attention.
+    #[error("stored data is not readable: {0}")]
+    Corrupt(String),
+    /// The data was written by a newer pvedeploy; run that version or newer.
+    #[error("the database has schema version {found}, but this pvedeploy only knows versions up to {known}; run a newer pvedeploy")]
+    NewerSchema { found: i64, known: i64 },
+}
+
+impl From<surrealdb::Error> for StoreError {
+    fn from(e: surrealdb::Error) -> Self {
+        StoreError::Unavailable(e.to_string())
+    }
+}
+
+/// An open database with the schema migrated to this binary's version.
+#[derive(Clone)]
+pub struct Store {
+    db: Surreal<Any>,
+    /// The embedded engine's lock file, held until the last handle is gone and the engine has shut down.
+    lock_file: Option<std::path::PathBuf>,
+}
+
+impl Store {
+    /// Connects (creating the data dir for embedded engines), signs in when credentials are configured,
+    /// selects the namespace and database, and applies pending migrations.
+    pub async fn open(cfg: &DatabaseConfig) -> Result<Store, StoreError> {
+        let url = durable_url(&cfg.url);
+        let mut lock_file = None;
+        if let Some(path) = url.strip_prefix("surrealkv://") {
+            let path = path.split('?').next().unwrap_or(path);
+            std::fs::create_dir_all(path).map_err(|e| StoreError::Unavailable(format!("cannot create {path}: {e}")))?;
+            lock_file = Some(std::path::Path::new(path).join("LOCK"));
+        }
+        let db = surrealdb::engine::any::connect(url.as_str()).await?;
+        if let Some((user, pass)) = &cfg.credentials {
+            db.signin(surrealdb::opt::auth::Root { username: user.clone(), password: pass.expose().clone() }).await?;
+        }
+        db.use_ns(cfg.namespace.as_str()).use_db(cfg.database.as_str()).await?;
+        let store = Store { db, lock_file };
+        migrations::apply(&store).await?;
+        Ok(store)
+    }
+
+    /// Runs one query with bound variables and returns each statement's rows as JSON, failing on any statement error.
+    pub(crate) async fn run(&self, sql: &str, vars: serde_json::Value) -> Result<Vec<Vec<serde_json::Value>>, StoreError> {
+        let mut resp = self.db.query(sql).bind(vars).await?;
+        let n = resp.num_statements();
+        let errors = resp.take_errors();
+        if let Some((_, e)) = errors.into_iter().min_by_key(|(i, _)| *i) {
+            return Err(classify(e));
+        }
+        let mut out = Vec::with_capacity(n);
+        for i in 0..n {
+            let v: surrealdb::types::Value = resp.take(i)?;
+            out.push(match v.into_json_value() {
+                serde_json::Value::Array(a) => a,
+                serde_json::Value::Null => vec![],
+                other => vec![other],
+            });
+        }
+        Ok(out)
+    }
+
+    /// Drops this handle and, for the embedded engine, waits (up to `limit`) until the engine has
+    /// flushed and released its lock: the last handle's drop shuts it down in the background.
+    /// Returns whether the database is closed. Other clones of this handle must be dropped first.
+    pub async fn close(self, limit: std::time::Duration) -> bool {
+        let Store { db, lock_file } = self;
+        drop(db);
+        let Some(lock) = lock_file else { return true };
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let free = std::fs::File::open(&lock).map(|f| f.try_lock().is_ok()).unwrap_or(true);
+            if free {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Whether the database answers a trivial query.
+    pub async fn ping(&self) -> bool {
+        self.run("RETURN 1", serde_json::json!({})).await.is_ok()
+    }
+}
+
+/// SurrealKV syncs every commit by default (`sync=every`); we say so explicitly so a changed
+/// upstream default cannot weaken durability unnoticed.
+fn durable_url(url: &str) -> String {
+    if url.starts_with("surrealkv://") && !url.contains("sync=") {
+        let sep = if url.contains('?') { '&' } else { '?' };
+        format!("{url}{sep}sync=every")
+    } else {
+        url.to_owned()
+    }
+}
+
+fn classify(e: surrealdb::Error) -> StoreError {
+    let msg = e.to_string();
+    if msg.contains("already exists") || msg.contains("already contains") {
+        StoreError::Taken { what: "the value".into() }
+    } else {
+        StoreError::Unavailable(msg)
+    }
+}
+
+pub(crate) fn decode<T: DeserializeOwned>(v: serde_json::Value) -> Result<T, StoreError> {
+    serde_json::from_value(v).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+/// Milliseconds since the Unix epoch: the store's timestamp unit.
+pub fn now_millis() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn surrealkv_urls_sync_every_commit() {
+        assert_eq!(super::durable_url("surrealkv://d/db"), "surrealkv://d/db?sync=every");
+        assert_eq!(super::durable_url("surrealkv://d/db?x=1"), "surrealkv://d/db?x=1&sync=every");
+        assert_eq!(super::durable_url("surrealkv://d/db?sync=1s"), "surrealkv://d/db?sync=1s");
+        assert_eq!(super::durable_url("mem://"), "mem://");
+    }
+}

@@ -1,0 +1,273 @@
+//! The deployment repository: create with a unique live name, read, list, and revision-checked saves with an event trail.
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::{decode, Store, StoreError};
+use crate::core::deployment::{Deployment, DeploymentId, Framework, GuestType, Spec};
+use crate::core::names::{AppName, GitRef, NodeName, VmId};
+use crate::core::repo::RepoUrl;
+use crate::core::status::Status;
+
+/// The stored shape. Optional fields are omitted when empty (SurrealDB `option<T>` means absent, not null).
+#[derive(Debug, Serialize, Deserialize)]
+struct Row {
+    #[serde(default, skip_serializing)]
+    key: String,
+    name: String,
+    guest_type: String,
+    framework: String,
+    repo_url: String,
+    branch: String,
+    cpu: i64,
+    memory_mib: i64,
+    disk_gb: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    node: Option<String>,
+    auto_redeploy: bool,
+    status: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    proxmox_id: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    proxmox_node: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ip_address: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    commit: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error_message: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    terraform_output: Option<String>,
+    created_at: i64,
+    updated_at: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    deployed_at: Option<i64>,
+    revision: i64,
+}
+
+impl From<&Deployment> for Row {
+    fn from(d: &Deployment) -> Self {
+        let s = &d.spec;
+        Row {
+            key: d.id.to_string(),
+            name: s.name.to_string(),
+            guest_type: s.guest_type.as_str().into(),
+            framework: s.framework.as_str().into(),
+            repo_url: s.repo_url.to_string(),
+            branch: s.branch.to_string(),
+            cpu: s.cpu.into(),
+            memory_mib: s.memory_mib.into(),
+            disk_gb: s.disk_gb.into(),
+            node: s.node.as_ref().map(ToString::to_string),
+            auto_redeploy: s.auto_redeploy,
+            status: d.status.as_str().into(),
+            proxmox_id: d.proxmox_id.map(|v| v.get().into()),
+            proxmox_node: d.proxmox_node.as_ref().map(ToString::to_string),
+            ip_address: d.ip_address.clone(),
+            url: d.url.clone(),
+            commit: d.commit.clone(),
+            error_message: d.error_message.clone(),
+            terraform_output: d.terraform_output.clone(),
+            created_at: d.created_at,
+            updated_at: d.updated_at,
+            deployed_at: d.deployed_at,
+            revision: d.revision,
+        }
+    }
+}
+
+impl TryFrom<Row> for Deployment {
+    type Error = StoreError;
+
+    fn try_from(r: Row) -> Result<Self, StoreError> {
+        let bad = |what: &str| StoreError::Corrupt(format!("deployment {}: bad {what}", r.key));
+        let num = |v: i64, what: &str| u32::try_from(v).map_err(|_| bad(what));
+        Ok(Deployment {
+            id: DeploymentId::parse(&r.key).ok_or_else(|| bad("id"))?,
+            spec: Spec {
+                name: AppName::parse(&r.name).map_err(|_| bad("name"))?,
+                guest_type: GuestType::parse(&r.guest_type).map_err(|_| bad("guest_type"))?,
+                framework: Framework::parse(&r.framework).map_err(|_| bad("framework"))?,
+                repo_url: RepoUrl::from_stored(r.repo_url.clone()),
+                branch: GitRef::parse(&r.branch).map_err(|_| bad("branch"))?,
+                cpu: num(r.cpu, "cpu")?,
+                memory_mib: num(r.memory_mib, "memory_mib")?,
+                disk_gb: num(r.disk_gb, "disk_gb")?,
+                node: r.node.as_deref().map(NodeName::parse).transpose().map_err(|_| bad("node"))?,
+                auto_redeploy: r.auto_redeploy,
+            },
+            status: Status::parse(&r.status).ok_or_else(|| bad("status"))?,
+            proxmox_id: r.proxmox_id.map(|v| VmId::new(v as u64)).transpose().map_err(|_| bad("proxmox_id"))?,
+            proxmox_node: r.proxmox_node.as_deref().map(NodeName::parse).transpose().map_err(|_| bad("proxmox_node"))?,
+            ip_address: r.ip_address,
+            url: r.url,
+            commit: r.commit,
+            error_message: r.error_message,
+            terraform_output: r.terraform_output,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+            deployed_at: r.deployed_at,
+            revision: r.revision,
+        })
+    }
+}
+
+/// Which deployments a listing shows.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    pub status: Option<Status>,
+    pub framework: Option<Framework>,
+    /// Substring of the name.
+    pub name: Option<String>,
+}
+
+/// One recorded status change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    pub at: i64,
+    #[serde(default)]
+    pub from: Option<String>,
+    pub to: String,
+    pub message: String,
+}
+
+const SELECT: &str = "SELECT *, record::id(id) AS key FROM";
+
+fn rows_to_deployments(rows: Vec<serde_json::Value>) -> Result<Vec<Deployment>, StoreError> {
+    rows.into_iter().map(|v| decode::<Row>(v).and_then(Deployment::try_from)).collect()
+}
+
+impl Store {
+    /// Records a new deployment, claiming its name among live deployments atomically.
+    pub async fn create_deployment(&self, d: &Deployment, message: &str) -> Result<(), StoreError> {
+        let sql = "BEGIN TRANSACTION;
+            CREATE type::record('name_claim', $name) CONTENT { deployment: $id };
+            CREATE type::record('deployment', $id) CONTENT $row;
+            CREATE deployment_event CONTENT { deployment: $id, at: $at, to: $status, message: $message };
+            COMMIT TRANSACTION;";
+        let vars = json!({ "name": d.spec.name.as_str(), "id": d.id.as_str(), "row": Row::from(d), "at": d.created_at, "status": d.status.as_str(), "message": message });
+        match self.run(sql, vars).await {
+            Err(StoreError::Taken { .. }) => Err(StoreError::Taken { what: format!("the name {:?}", d.spec.name.as_str()) }),
+            Err(StoreError::Unavailable(m)) if m.contains("name_claim") && m.contains("exists") => {
+                Err(StoreError::Taken { what: format!("the name {:?}", d.spec.name.as_str()) })
+            }
+            other => other.map(|_| ()),
+        }
+    }
+
+    pub async fn get_deployment(&self, id: &DeploymentId) -> Result<Option<Deployment>, StoreError> {
+        let sql = format!("{SELECT} type::record('deployment', $id)");
+        let rows = self.run(&sql, json!({ "id": id.as_str() })).await?;
+        Ok(rows_to_deployments(rows.into_iter().next().unwrap_or_default())?.into_iter().next())
+    }
+
+    /// The live deployment holding `name`, or else the most recent one that had it.
+    pub async fn get_deployment_by_name(&self, name: &AppName) -> Result<Option<Deployment>, StoreError> {
+        let sql = format!(
+            "LET $claim = (SELECT VALUE deployment FROM ONLY type::record('name_claim', $name));
+             IF $claim != NONE {{ {SELECT} type::record('deployment', $claim) }}
+             ELSE {{ {SELECT} deployment WHERE name = $name ORDER BY created_at DESC LIMIT 1 }};"
+        );
+        let rows = self.run(&sql, json!({ "name": name.as_str() })).await?;
+        Ok(rows_to_deployments(rows.into_iter().nth(1).unwrap_or_default())?.into_iter().next())
+    }
+
+    /// A page of deployments, newest first, and how many match in all.
+    pub async fn list_deployments(&self, f: &Filter, limit: u32, offset: u32) -> Result<(Vec<Deployment>, u64), StoreError> {
+        let mut conds = Vec::new();
+        if f.status.is_some() {
+            conds.push("status = $status");
+        }
+        if f.framework.is_some() {
+            conds.push("framework = $framework");
+        }
+        if f.name.is_some() {
+            conds.push("string::contains(name, $name)");
+        }
+        let cond = if conds.is_empty() { String::new() } else { format!("WHERE {}", conds.join(" AND ")) };
+        let sql = format!(
+            "{SELECT} deployment {cond} ORDER BY created_at DESC LIMIT $limit START $offset;
+             SELECT count() AS n FROM deployment {cond} GROUP ALL;"
+        );
+        let vars = json!({
+            "status": f.status.map(|s| s.as_str()),
+            "framework": f.framework.map(|s| s.as_str()),
+            "name": f.name,
+            "limit": limit,
+            "offset": offset,
+        });
+        let mut rows = self.run(&sql, vars).await?.into_iter();
+        let items = rows_to_deployments(rows.next().unwrap_or_default())?;
+        let total = rows.next().and_then(|r| r.into_iter().next()).and_then(|v| v.get("n").and_then(|n| n.as_u64())).unwrap_or(0);
+        Ok((items, total))
+    }
+
+    /// Writes `d` if the stored revision is still `d.revision`, bumping it; records `message` as an
+    /// event when the status changed; releases the name when the deployment is destroyed.
+    /// Returns the saved deployment (with the new revision) or `Stale`.
+    pub async fn save_deployment(&self, d: &Deployment, previous: Status, message: &str) -> Result<Deployment, StoreError> {
+        let mut next = d.clone();
+        next.revision = d.revision + 1;
+        let release = if d.status == Status::Destroyed {
+            "DELETE type::record('name_claim', $name) WHERE deployment = $id;"
+        } else {
+            ""
+        };
+        let event = if previous != d.status {
+            "CREATE deployment_event CONTENT { deployment: $id, at: $at, from: $from, to: $to, message: $message };"
+        } else {
+            ""
+        };
+        let sql = format!(
+            "BEGIN TRANSACTION;
+             LET $updated = (UPDATE type::record('deployment', $id) CONTENT $row WHERE revision = $rev RETURN AFTER);
+             IF array::len($updated) = 0 {{ THROW 'stale revision' }};
+             {event}
+             {release}
+             COMMIT TRANSACTION;"
+        );
+        let vars = json!({
+            "id": d.id.as_str(), "row": Row::from(&next), "rev": d.revision, "name": d.spec.name.as_str(),
+            "at": d.updated_at, "from": previous.as_str(), "to": d.status.as_str(), "message": message,
+        });
+        match self.run(&sql, vars).await {
+            Ok(_) => Ok(next),
+            Err(StoreError::Unavailable(m)) if m.contains("stale revision") => Err(StoreError::Stale),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The status history of one deployment, oldest first.
+    pub async fn deployment_events(&self, id: &DeploymentId) -> Result<Vec<Event>, StoreError> {
+        let rows = self
+            .run("SELECT at, from, to, message FROM deployment_event WHERE deployment = $id ORDER BY at ASC", json!({ "id": id.as_str() }))
+            .await?;
+        rows.into_iter().next().unwrap_or_default().into_iter().map(decode).collect()
+    }
+
+    /// Counts by status and the times from creation to first `running`, for the monitoring figures.
+    pub async fn deployment_stats(&self) -> Result<Stats, StoreError> {
+        let sql = "SELECT status, count() AS n FROM deployment GROUP BY status;
+                   SELECT VALUE deployed_at - created_at FROM deployment WHERE deployed_at != NONE;";
+        let mut rows = self.run(sql, json!({})).await?.into_iter();
+        let mut by_status = Vec::new();
+        for v in rows.next().unwrap_or_default() {
+            if let (Some(s), Some(n)) = (v.get("status").and_then(|s| s.as_str()).and_then(Status::parse), v.get("n").and_then(|n| n.as_u64())) {
+                by_status.push((s, n));
+            }
+        }
+        let mut durations: Vec<i64> = rows.next().unwrap_or_default().into_iter().filter_map(|v| v.as_i64()).collect();
+        durations.sort_unstable();
+        Ok(Stats { by_status, deploy_durations_ms: durations })
+    }
+}
+
+/// Raw figures behind `/status` and `/metrics`.
+#[derive(Debug, Clone, Default)]
+pub struct Stats {
+    pub by_status: Vec<(Status, u64)>,
+    /// Sorted ascending.
+    pub deploy_durations_ms: Vec<i64>,
+}

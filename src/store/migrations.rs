@@ -1,0 +1,110 @@
+//! Versioned schema migrations, applied in order at start; a database newer than this binary is refused.
+
+use serde_json::json;
+
+use super::{Store, StoreError};
+
+/// Each entry upgrades the schema from version `n - 1` to `n` (its index + 1). Append only.
+const MIGRATIONS: &[&str] = &[
+    // v1: deployments, their names, logs, events, audit, tokens.
+    r#"
+    DEFINE TABLE deployment SCHEMAFULL;
+    DEFINE FIELD name ON deployment TYPE string;
+    DEFINE FIELD guest_type ON deployment TYPE string ASSERT $value IN ['vm', 'lxc'];
+    DEFINE FIELD framework ON deployment TYPE string;
+    DEFINE FIELD repo_url ON deployment TYPE string;
+    DEFINE FIELD branch ON deployment TYPE string;
+    DEFINE FIELD cpu ON deployment TYPE int;
+    DEFINE FIELD memory_mib ON deployment TYPE int;
+    DEFINE FIELD disk_gb ON deployment TYPE int;
+    DEFINE FIELD node ON deployment TYPE option<string>;
+    DEFINE FIELD auto_redeploy ON deployment TYPE bool;
+    DEFINE FIELD status ON deployment TYPE string;
+    DEFINE FIELD proxmox_id ON deployment TYPE option<int>;
+    DEFINE FIELD proxmox_node ON deployment TYPE option<string>;
+    DEFINE FIELD ip_address ON deployment TYPE option<string>;
+    DEFINE FIELD url ON deployment TYPE option<string>;
+    DEFINE FIELD commit ON deployment TYPE option<string>;
+    DEFINE FIELD error_message ON deployment TYPE option<string>;
+    DEFINE FIELD terraform_output ON deployment TYPE option<string>;
+    DEFINE FIELD created_at ON deployment TYPE int;
+    DEFINE FIELD updated_at ON deployment TYPE int;
+    DEFINE FIELD deployed_at ON deployment TYPE option<int>;
+    DEFINE FIELD revision ON deployment TYPE int;
+    DEFINE INDEX deployment_status ON deployment FIELDS status;
+    DEFINE INDEX deployment_name ON deployment FIELDS name;
+    DEFINE INDEX deployment_created ON deployment FIELDS created_at;
+
+    DEFINE TABLE name_claim SCHEMAFULL;
+    DEFINE FIELD deployment ON name_claim TYPE string;
+
+    DEFINE TABLE log_line SCHEMAFULL;
+    DEFINE FIELD deployment ON log_line TYPE string;
+    DEFINE FIELD seq ON log_line TYPE int;
+    DEFINE FIELD ts ON log_line TYPE int;
+    DEFINE FIELD level ON log_line TYPE string ASSERT $value IN ['debug', 'info', 'warn', 'error'];
+    DEFINE FIELD step ON log_line TYPE string;
+    DEFINE FIELD text ON log_line TYPE string;
+    DEFINE INDEX log_line_dep ON log_line FIELDS deployment, seq;
+
+    DEFINE TABLE deployment_event SCHEMAFULL;
+    DEFINE FIELD deployment ON deployment_event TYPE string;
+    DEFINE FIELD at ON deployment_event TYPE int;
+    DEFINE FIELD from ON deployment_event TYPE option<string>;
+    DEFINE FIELD to ON deployment_event TYPE string;
+    DEFINE FIELD message ON deployment_event TYPE string;
+    DEFINE INDEX deployment_event_dep ON deployment_event FIELDS deployment, at;
+
+    DEFINE TABLE audit SCHEMAFULL;
+    DEFINE FIELD at ON audit TYPE int;
+    DEFINE FIELD actor ON audit TYPE string;
+    DEFINE FIELD door ON audit TYPE string;
+    DEFINE FIELD action ON audit TYPE string;
+    DEFINE FIELD target ON audit TYPE option<string>;
+    DEFINE FIELD detail ON audit TYPE string;
+    DEFINE INDEX audit_at ON audit FIELDS at;
+
+    DEFINE TABLE api_token SCHEMAFULL;
+    DEFINE FIELD name ON api_token TYPE string;
+    DEFINE FIELD sha256 ON api_token TYPE string;
+    DEFINE FIELD scopes ON api_token TYPE array<string>;
+    DEFINE FIELD created_at ON api_token TYPE int;
+    DEFINE INDEX api_token_sha ON api_token FIELDS sha256 UNIQUE;
+    "#,
+];
+
+/// The schema version this binary writes.
+pub const LATEST: i64 = MIGRATIONS.len() as i64;
+
+pub async fn current_version(store: &Store) -> Result<i64, StoreError> {
+    let rows = store.run("SELECT VALUE version FROM ONLY type::record('schema_meta', 'current')", json!({})).await;
+    match rows {
+        Ok(r) => Ok(r.first().and_then(|s| s.first()).and_then(|v| v.as_i64()).unwrap_or(0)),
+        // A fresh database has no schema_meta table yet.
+        Err(StoreError::Unavailable(m)) if m.contains("does not exist") => Ok(0),
+        Err(e) => Err(e),
+    }
+}
+
+pub async fn apply(store: &Store) -> Result<(), StoreError> {
+    let found = current_version(store).await?;
+    if found > LATEST {
+        return Err(StoreError::NewerSchema { found, known: LATEST });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+        let version = i as i64 + 1;
+        let q = format!(
+            "BEGIN TRANSACTION;\n{sql}\nUPSERT type::record('schema_meta', 'current') CONTENT {{ version: $version, applied_at: $now }};\nCOMMIT TRANSACTION;"
+        );
+        store.run(&q, json!({ "version": version, "now": super::now_millis() })).await?;
+        tracing::info!(version, "applied database migration");
+    }
+    Ok(())
+}
+
+/// Marks the database as written by a future version (tests of the refusal path).
+#[doc(hidden)]
+pub async fn force_version(store: &Store, version: i64) -> Result<(), StoreError> {
+    store.run("UPSERT type::record('schema_meta', 'current') CONTENT { version: $v, applied_at: 0 }", json!({ "v": version })).await?;
+    Ok(())
+}

@@ -1,0 +1,123 @@
+//! Test harness: spawn the real application on an ephemeral port with a temporary data dir, and an HTTP client for it.
+
+use std::path::Path;
+
+use pvedeploy::app::Application;
+use pvedeploy::auth::{hash_token, Scope};
+use pvedeploy::config::{Config, ConfiguredToken, Secret};
+use serde_json::{json, Value};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub const ADMIN: &str = "test-admin-token-0123456789";
+pub const READER: &str = "test-reader-token-0123456789";
+pub const DEPLOYER: &str = "test-deployer-token-0123456789";
+
+pub struct TestApp {
+    pub base: String,
+    pub client: reqwest::Client,
+    stop: Option<oneshot::Sender<()>>,
+    handle: Option<JoinHandle<anyhow::Result<()>>>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+pub fn test_config(data_dir: &Path) -> Config {
+    let mut c = Config::for_data_dir(data_dir);
+    c.admin_token = Some(Secret::new(ADMIN.to_string()));
+    c.tokens = vec![
+        ConfiguredToken { name: "reader".into(), sha256: hash_token(READER), scopes: vec![Scope::Read] },
+        ConfiguredToken { name: "deployer".into(), sha256: hash_token(DEPLOYER), scopes: vec![Scope::Deploy] },
+    ];
+    c
+}
+
+impl TestApp {
+    /// A fresh app on a fresh temporary data dir.
+    pub async fn spawn() -> TestApp {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut app = Self::spawn_config(test_config(dir.path())).await;
+        app._dir = Some(dir);
+        app
+    }
+
+    pub async fn spawn_config(config: Config) -> TestApp {
+        let app = Application::build(config).await.expect("the app builds");
+        let base = format!("http://{}", app.addr());
+        let (tx, rx) = oneshot::channel();
+        let handle = tokio::spawn(app.run_until_stopped(async move {
+            let _ = rx.await;
+        }));
+        TestApp { base, client: reqwest::Client::new(), stop: Some(tx), handle: Some(handle), _dir: None }
+    }
+
+    /// Graceful shutdown, waiting until the database is closed.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(h) = self.handle.take() {
+            h.await.expect("server task").expect("server stopped cleanly");
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> (u16, Value) {
+        let mut r = self.client.get(self.url(path));
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        send(r).await
+    }
+
+    pub async fn post(&self, path: &str, token: Option<&str>, body: &Value) -> (u16, Value) {
+        let mut r = self.client.post(self.url(path)).json(body);
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        send(r).await
+    }
+
+    pub async fn delete(&self, path: &str, token: Option<&str>) -> (u16, Value) {
+        let mut r = self.client.delete(self.url(path));
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        send(r).await
+    }
+
+    /// Creates a deployment with a valid request (fields overridden by `patch`) and returns its body.
+    pub async fn create(&self, name: &str) -> Value {
+        let (status, body) = self.post("/api/v1/deployments", Some(ADMIN), &valid_request(name)).await;
+        assert_eq!(status, 202, "{body}");
+        body
+    }
+
+    pub async fn count_deployments(&self) -> u64 {
+        let (s, b) = self.get("/api/v1/deployments?limit=1", Some(ADMIN)).await;
+        assert_eq!(s, 200, "{b}");
+        b["total"].as_u64().expect("total")
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+pub fn valid_request(name: &str) -> Value {
+    json!({ "name": name, "repo_url": "https://github.com/octo/app.git", "framework": "flask" })
+}
+
+async fn send(r: reqwest::RequestBuilder) -> (u16, Value) {
+    let resp = r.send().await.expect("request sent");
+    let status = resp.status().as_u16();
+    let text = resp.text().await.expect("body read");
+    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, body)
+}

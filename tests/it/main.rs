@@ -1,0 +1,7 @@
+//! The one integration-test binary: starts the real app on port 0 with a temporary database and talks HTTP.
+
+mod api;
+mod helpers;
+mod persistence;
+mod sse;
+mod validation;

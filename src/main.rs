@@ -57,6 +57,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let env: BTreeMap<String, String> = std::env::vars().filter(|(k, _)| k.starts_with("PVEDEPLOY_")).collect();
     match cli.command {
         Command::Serve { listen, data_dir, database_url } => {
+            // Handlers first: a SIGTERM that arrives while starting must stop us gracefully too.
+            let shutdown = shutdown_signal()?;
             let over = Overrides { config: cli.config, listen, data_dir, database_url };
             let config = Config::load(&over, &env)?;
             tracing::info!(
@@ -71,26 +73,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("No API token existed, so an admin token was generated. It is shown only this once; keep it safe:\n\n    {token}\n");
             }
             tracing::info!(addr = %app.addr(), "serving the API at http://{}/api/v1 (docs at /docs)", app.addr());
-            app.run_until_stopped(shutdown_signal()).await
+            app.run_until_stopped(shutdown).await
         }
     }
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
-    tracing::info!("shutdown requested; finishing in-flight work");
+/// Installs the SIGTERM and SIGINT handlers now and returns a future that resolves on either.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()> + Send + 'static> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+        tracing::info!("shutdown requested; finishing in-flight work");
+    })
 }

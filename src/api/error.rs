@@ -11,6 +11,7 @@ use crate::store::StoreError;
 
 /// The body of every error except validation failures.
 #[derive(Debug, Clone, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct ErrorBody {
     /// A stable code: bad_request, unauthorized, forbidden, not_found, conflict, unavailable, internal.
     pub error: String,
@@ -20,6 +21,7 @@ pub struct ErrorBody {
 
 /// One field that broke one rule.
 #[derive(Debug, Clone, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct FieldProblem {
     /// The request field, as named in the request body or query.
     pub field: String,
@@ -31,6 +33,7 @@ pub struct FieldProblem {
 
 /// The body of a 422: every wrong field.
 #[derive(Debug, Clone, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct ValidationBody {
     /// Always `validation_failed`.
     pub error: String,
@@ -56,6 +59,9 @@ pub enum ApiError {
     /// The deployment's status does not allow this now.
     #[oai(status = 409)]
     Conflict(Json<ErrorBody>),
+    /// The body's `Content-Type` is missing or not JSON.
+    #[oai(status = 415)]
+    UnsupportedMediaType(Json<ErrorBody>),
     /// The request broke validation rules; nothing was stored.
     #[oai(status = 422)]
     Invalid(Json<ValidationBody>),
@@ -137,6 +143,7 @@ pub async fn json_error(err: poem::Error) -> Response {
         StatusCode::FORBIDDEN => ("forbidden", text),
         StatusCode::NOT_FOUND => ("not_found", if text.is_empty() { "no such resource".into() } else { text }),
         StatusCode::METHOD_NOT_ALLOWED => ("method_not_allowed", "this method is not allowed on this path".into()),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ("unsupported_media_type", "send the body as JSON with `Content-Type: application/json`".into()),
         s if s.is_server_error() => ("internal", "an internal error occurred; see the agent's log".into()),
         _ => ("bad_request", text),
     };

@@ -23,12 +23,14 @@ pub struct SystemApi {
 }
 
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct Health {
     /// Always `ok` while the process serves requests.
     pub status: String,
 }
 
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct Readiness {
     pub database: bool,
     /// `not_configured` when no Proxmox cluster is configured.
@@ -46,6 +48,7 @@ pub enum ReadyResponse {
 }
 
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct StatusCount {
     pub status: String,
     pub count: u64,
@@ -53,6 +56,7 @@ pub struct StatusCount {
 
 /// The original design's monitoring figures.
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct StatusReport {
     pub total: u64,
     pub by_status: Vec<StatusCount>,
@@ -67,6 +71,7 @@ pub struct StatusReport {
 }
 
 #[derive(Debug, Clone, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct NodeUse {
     pub node: String,
     pub online: bool,
@@ -79,6 +84,7 @@ pub struct NodeUse {
 }
 
 #[derive(Debug, Clone, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct StorageUse {
     pub node: String,
     pub storage: String,
@@ -89,6 +95,7 @@ pub struct StorageUse {
 
 /// Proxmox nodes and storages.
 #[derive(Debug, Clone, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct Resources {
     pub available: bool,
     /// Why the figures are missing, when they are.
@@ -100,6 +107,7 @@ pub struct Resources {
 }
 
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct AuditView {
     pub at: String,
     pub actor: String,

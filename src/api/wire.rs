@@ -55,6 +55,7 @@ pub fn raw_spec(fields: &serde_json::Map<String, serde_json::Value>) -> (RawSpec
 
 /// A deployment as recorded.
 #[derive(Debug, Clone, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct DeploymentView {
     pub id: String,
     pub name: String,
@@ -126,6 +127,7 @@ impl From<&Deployment> for DeploymentView {
 
 /// A deployment with its status history.
 #[derive(Debug, Clone, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct DeploymentDetail {
     #[oai(flatten)]
     pub deployment: DeploymentView,
@@ -133,6 +135,7 @@ pub struct DeploymentDetail {
 }
 
 #[derive(Debug, Clone, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct EventView {
     pub at: String,
     pub from: Option<String>,
@@ -148,6 +151,7 @@ impl From<Event> for EventView {
 
 /// One page of deployments.
 #[derive(Debug, Clone, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct DeploymentPage {
     pub items: Vec<DeploymentView>,
     /// How many deployments match the filters in all.
@@ -160,6 +164,7 @@ pub struct DeploymentPage {
 
 /// One line of a deployment's log.
 #[derive(Debug, Clone, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct LogLineView {
     /// The read cursor: pass it as `after` to read on.
     pub seq: i64,
@@ -178,6 +183,7 @@ impl From<LogLine> for LogLineView {
 }
 
 #[derive(Debug, Clone, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct LogPage {
     pub lines: Vec<LogLineView>,
     /// Pass as `after` to get the lines that follow.

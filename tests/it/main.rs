@@ -1,7 +1,9 @@
 //! The one integration-test binary: starts the real app on port 0 with a temporary database and talks HTTP.
 
 mod api;
+mod cli;
 mod helpers;
 mod persistence;
+mod schemathesis;
 mod sse;
 mod validation;

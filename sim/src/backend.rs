@@ -1,0 +1,78 @@
+//! The seam between the simulated cluster and whatever runs started guests.
+
+use std::net::Ipv4Addr;
+
+/// Which PVE guest type a started guest is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GuestKind {
+    Qemu,
+    Lxc,
+}
+
+/// Everything a backend needs to boot one guest.
+#[derive(Debug, Clone)]
+pub struct GuestStart {
+    pub vmid: u32,
+    pub node: String,
+    pub kind: GuestKind,
+    pub hostname: String,
+    pub ipv4: Ipv4Addr,
+    pub mac: String,
+    /// NoCloud seed for VMs (meta-data and user-data text exactly as PVE would hand the guest); None for LXC.
+    pub cloud_init: Option<CloudInitSeed>,
+    /// LXC: the `ssh-public-keys` to install for root, as PVE's container setup writes /root/.ssh/authorized_keys.
+    pub lxc_ssh_public_keys: Option<String>,
+}
+
+/// A NoCloud seed: what PVE writes to the cloud-init drive (`meta-data`, `user-data`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloudInitSeed {
+    pub instance_id: String,
+    pub meta_data: String,
+    pub user_data: String,
+}
+
+/// Runs the guests the simulated cluster starts. Object-safe; used as `Arc<dyn GuestBackend>`.
+#[async_trait::async_trait]
+pub trait GuestBackend: Send + Sync + 'static {
+    /// e.g. "api-only guests (no root)" / "systemd-nspawn guests".
+    fn describe(&self) -> String;
+    async fn start(&self, g: GuestStart) -> anyhow::Result<()>;
+    /// Idempotent.
+    async fn stop(&self, vmid: u32) -> anyhow::Result<()>;
+    /// Stop + remove files, idempotent.
+    async fn destroy(&self, vmid: u32) -> anyhow::Result<()>;
+    /// Guest booted (sshd accepting); the sim's agent answers only when true AND the delay passed.
+    async fn is_up(&self, vmid: u32) -> bool;
+    async fn shutdown_all(&self);
+}
+
+/// A backend with no real system behind it: a started guest counts as "up" at once
+/// (the simulator only asks `is_up` about guests it has started).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ApiOnlyBackend;
+
+#[async_trait::async_trait]
+impl GuestBackend for ApiOnlyBackend {
+    fn describe(&self) -> String {
+        "api-only guests (no root)".to_string()
+    }
+
+    async fn start(&self, _g: GuestStart) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    async fn stop(&self, _vmid: u32) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    async fn destroy(&self, _vmid: u32) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    async fn is_up(&self, _vmid: u32) -> bool {
+        true
+    }
+
+    async fn shutdown_all(&self) {}
+}

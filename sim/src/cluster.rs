@@ -1,0 +1,228 @@
+//! The simulated cluster: its state, tasks and locks, and the dispatch of validated API calls to
+//! the handlers that model PVE's behaviour.
+
+pub mod agent;
+pub mod cloudinit;
+pub mod config_update;
+pub mod disks;
+pub mod locks;
+pub mod lxc;
+pub mod nodes;
+pub mod power;
+pub mod qemu;
+pub mod snapshots;
+pub mod state;
+pub mod storage;
+pub mod tasks;
+
+use std::future::Future;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::auth::Identity;
+use crate::backend::{GuestBackend, GuestKind};
+use crate::config::{SimConfig, Timing};
+use crate::faults::Faults;
+use crate::http::envelope::ApiError;
+use crate::http::params::Params;
+use state::{ClusterState, Guest, NodeState};
+use tasks::{Task, TaskResult, Tasks};
+
+/// The cluster behind the API.
+pub struct Cluster {
+    state: Mutex<ClusterState>,
+    pub tasks: Tasks,
+    pub locks: locks::StorageLocks,
+    pub faults: Faults,
+    pub backend: Arc<dyn GuestBackend>,
+    pub timing: Timing,
+    pub state_dir: PathBuf,
+    pub name: String,
+    pub fingerprint: String,
+    pub started: Instant,
+}
+
+/// A validated API call.
+pub struct ApiCall {
+    pub method: String,
+    /// The schema's templated path.
+    pub path: String,
+    pub params: Params,
+    pub ident: Identity,
+}
+
+/// A handler's answer: `data`, optionally with PVE's `total`.
+pub struct Reply {
+    pub data: Value,
+    pub total: Option<usize>,
+}
+
+impl From<Value> for Reply {
+    fn from(data: Value) -> Self {
+        Reply { data, total: None }
+    }
+}
+
+impl Cluster {
+    /// Builds the cluster from the config: nodes, storages, templates, container templates.
+    pub fn new(cfg: &SimConfig, faults: Faults, fingerprint: String) -> anyhow::Result<Arc<Self>> {
+        let mut st = ClusterState::default();
+        for (i, n) in cfg.cluster.nodes.iter().enumerate() {
+            let nodeid = i as u32 + 1;
+            st.nodes.insert(n.name.clone(), NodeState { spec: n.clone(), nodeid, ip: Ipv4Addr::new(10, 77, 0, 10 + nodeid as u8) });
+        }
+        for s in &cfg.cluster.storages {
+            st.storages.insert(s.id.clone(), s.clone());
+        }
+        for t in &cfg.cluster.templates {
+            qemu::install_template(&mut st, t).map_err(|e| anyhow::anyhow!("template {}: {e}", t.vmid))?;
+        }
+        storage::prepare_dirs(&cfg.state_dir, &st, &cfg.cluster.lxc_templates)?;
+        Ok(Arc::new(Self {
+            state: Mutex::new(st),
+            tasks: Tasks::default(),
+            locks: locks::StorageLocks::default(),
+            faults,
+            backend: cfg.backend.clone(),
+            timing: cfg.timing.clone(),
+            state_dir: cfg.state_dir.clone(),
+            name: cfg.cluster.name.clone(),
+            fingerprint,
+            started: Instant::now(),
+        }))
+    }
+
+    /// The state; never held across an `.await`.
+    pub fn state(&self) -> MutexGuard<'_, ClusterState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether `node` exists.
+    pub fn has_node(&self, node: &str) -> bool {
+        self.state().nodes.contains_key(node)
+    }
+
+    /// Sleeps for a simulated duration.
+    pub async fn pause(secs: f64) {
+        if secs > 0.0 {
+            tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+        }
+    }
+
+    /// Forks a worker: registers the task, applies task faults, runs `work` in the background and
+    /// returns the UPID.
+    pub fn spawn_task<F, Fut>(self: &Arc<Self>, node: &str, task_type: &str, id: &str, ident: &Identity, work: F) -> String
+    where
+        F: FnOnce(Arc<Cluster>, Arc<Task>) -> Fut,
+        Fut: Future<Output = TaskResult> + Send + 'static,
+    {
+        let task = self.tasks.create(node, task_type, id, ident);
+        let upid = task.upid.clone();
+        if self.faults.task_hangs(task_type) {
+            return upid;
+        }
+        if let Some(message) = self.faults.task_failure(task_type) {
+            let secs = self.timing.task_secs;
+            tasks::run_worker(task, async move {
+                Cluster::pause(secs).await;
+                Err(message)
+            });
+            return upid;
+        }
+        let fut = work(self.clone(), task.clone());
+        tasks::run_worker(task, fut);
+        upid
+    }
+
+    /// Dispatches a validated call to its handler.
+    pub async fn dispatch(self: &Arc<Self>, call: ApiCall) -> Result<Reply, ApiError> {
+        let p = &call.params;
+        let node = p.str("node").unwrap_or_default();
+        let m = call.method.as_str();
+        let reply: Reply = match (m, call.path.as_str()) {
+            ("GET", "/version") => nodes::version().into(),
+            ("GET", "/nodes") => nodes::list(self, &self.state()).into(),
+            ("GET", "/nodes/{node}") => json!([{"name": "qemu"}, {"name": "lxc"}, {"name": "storage"}, {"name": "tasks"}, {"name": "status"}]).into(),
+            ("GET", "/nodes/{node}/status") => nodes::status(self, &self.state(), &node)?.into(),
+            ("GET", "/cluster/status") => nodes::cluster_status(self, &self.state()).into(),
+            ("GET", "/cluster/resources") => nodes::resources(self, &self.state(), p).into(),
+            ("GET", "/cluster/nextid") => nodes::nextid(&self.state(), p)?.into(),
+            ("GET", "/nodes/{node}/storage") => storage::list(&self.state(), &self.state_dir, &node, p).into(),
+            ("GET", "/nodes/{node}/storage/{storage}/status") => storage::status(&self.state(), &self.state_dir, &node, p)?.into(),
+            ("GET", "/nodes/{node}/storage/{storage}/content") => storage::content(&self.state(), &self.state_dir, &node, p)?.into(),
+            ("GET", "/nodes/{node}/tasks") => {
+                let (data, total) = tasks::list(&self.tasks, &node, p);
+                Reply { data, total: Some(total) }
+            }
+            ("GET", "/nodes/{node}/tasks/{upid}") => json!([{"name": "log"}, {"name": "status"}]).into(),
+            ("GET", "/nodes/{node}/tasks/{upid}/status") => tasks::status(&self.tasks, &node, p)?.into(),
+            ("GET", "/nodes/{node}/tasks/{upid}/log") => {
+                let (data, total) = tasks::log(&self.tasks, &node, p)?;
+                Reply { data, total: Some(total) }
+            }
+            ("DELETE", "/nodes/{node}/tasks/{upid}") => tasks::stop(&self.tasks, &node, p)?.into(),
+
+            ("GET", "/nodes/{node}/qemu") => qemu::list(self, &node, p).into(),
+            ("POST", "/nodes/{node}/qemu") => qemu::create(self, &node, &call)?.into(),
+            ("GET", "/nodes/{node}/qemu/{vmid}/config") => config_update::get_config(self, &node, GuestKind::Qemu, p)?.into(),
+            ("GET", "/nodes/{node}/qemu/{vmid}/pending") => config_update::pending(self, &node, GuestKind::Qemu, p)?.into(),
+            ("POST", "/nodes/{node}/qemu/{vmid}/config") => config_update::update_async(self, &node, GuestKind::Qemu, &call)?.into(),
+            ("PUT", "/nodes/{node}/qemu/{vmid}/config") => config_update::update_sync(self, &node, GuestKind::Qemu, &call)?.into(),
+            ("POST", "/nodes/{node}/qemu/{vmid}/clone") => qemu::clone(self, &node, &call)?.into(),
+            ("PUT", "/nodes/{node}/qemu/{vmid}/resize") => config_update::resize(self, &node, GuestKind::Qemu, &call)?.into(),
+            ("POST", "/nodes/{node}/qemu/{vmid}/template") => power::template(self, &node, GuestKind::Qemu, &call)?.into(),
+            ("DELETE", "/nodes/{node}/qemu/{vmid}") => power::destroy(self, &node, GuestKind::Qemu, &call)?.into(),
+            ("GET", "/nodes/{node}/qemu/{vmid}/status/current") => power::current(self, &node, GuestKind::Qemu, p)?.into(),
+            ("POST", "/nodes/{node}/qemu/{vmid}/status/start") => power::start(self, &node, GuestKind::Qemu, &call)?.into(),
+            ("POST", "/nodes/{node}/qemu/{vmid}/status/stop") => power::stop(self, &node, GuestKind::Qemu, &call, "qmstop")?.into(),
+            ("POST", "/nodes/{node}/qemu/{vmid}/status/shutdown") => power::stop(self, &node, GuestKind::Qemu, &call, "qmshutdown")?.into(),
+            ("POST", "/nodes/{node}/qemu/{vmid}/status/reboot") => power::reboot(self, &node, GuestKind::Qemu, &call)?.into(),
+            ("POST", "/nodes/{node}/qemu/{vmid}/agent/ping") => agent::ping(self, &node, p).await?.into(),
+            ("GET", "/nodes/{node}/qemu/{vmid}/agent/network-get-interfaces") => agent::interfaces(self, &node, p).await?.into(),
+            ("GET", "/nodes/{node}/qemu/{vmid}/agent/get-osinfo") => agent::osinfo(self, &node, p).await?.into(),
+            ("GET", "/nodes/{node}/qemu/{vmid}/cloudinit/dump") => cloudinit::dump(self, &node, p)?.into(),
+            ("GET", "/nodes/{node}/qemu/{vmid}/cloudinit") => cloudinit::pending_list(self, &node, p)?.into(),
+            ("PUT", "/nodes/{node}/qemu/{vmid}/cloudinit") => cloudinit::regenerate(self, &node, p)?.into(),
+            ("GET", "/nodes/{node}/qemu/{vmid}/snapshot") => snapshots::list(self, &node, GuestKind::Qemu, p)?.into(),
+            ("POST", "/nodes/{node}/qemu/{vmid}/snapshot") => snapshots::create(self, &node, GuestKind::Qemu, &call)?.into(),
+            ("POST", "/nodes/{node}/qemu/{vmid}/snapshot/{snapname}/rollback") => snapshots::rollback(self, &node, GuestKind::Qemu, &call)?.into(),
+            ("DELETE", "/nodes/{node}/qemu/{vmid}/snapshot/{snapname}") => snapshots::delete(self, &node, GuestKind::Qemu, &call)?.into(),
+
+            ("GET", "/nodes/{node}/lxc") => lxc::list(self, &node).into(),
+            ("POST", "/nodes/{node}/lxc") => lxc::create(self, &node, &call)?.into(),
+            ("GET", "/nodes/{node}/lxc/{vmid}/config") => config_update::get_config(self, &node, GuestKind::Lxc, p)?.into(),
+            ("GET", "/nodes/{node}/lxc/{vmid}/pending") => config_update::pending(self, &node, GuestKind::Lxc, p)?.into(),
+            ("PUT", "/nodes/{node}/lxc/{vmid}/config") => config_update::update_sync(self, &node, GuestKind::Lxc, &call)?.into(),
+            ("PUT", "/nodes/{node}/lxc/{vmid}/resize") => config_update::resize(self, &node, GuestKind::Lxc, &call)?.into(),
+            ("POST", "/nodes/{node}/lxc/{vmid}/template") => power::template(self, &node, GuestKind::Lxc, &call)?.into(),
+            ("DELETE", "/nodes/{node}/lxc/{vmid}") => power::destroy(self, &node, GuestKind::Lxc, &call)?.into(),
+            ("GET", "/nodes/{node}/lxc/{vmid}/status/current") => power::current(self, &node, GuestKind::Lxc, p)?.into(),
+            ("POST", "/nodes/{node}/lxc/{vmid}/status/start") => power::start(self, &node, GuestKind::Lxc, &call)?.into(),
+            ("POST", "/nodes/{node}/lxc/{vmid}/status/stop") => power::stop(self, &node, GuestKind::Lxc, &call, "vzstop")?.into(),
+            ("POST", "/nodes/{node}/lxc/{vmid}/status/shutdown") => power::stop(self, &node, GuestKind::Lxc, &call, "vzshutdown")?.into(),
+            ("POST", "/nodes/{node}/lxc/{vmid}/status/reboot") => power::reboot(self, &node, GuestKind::Lxc, &call)?.into(),
+            ("GET", "/nodes/{node}/lxc/{vmid}/interfaces") => agent::lxc_interfaces(self, &node, p).await?.into(),
+            ("GET", "/nodes/{node}/lxc/{vmid}/snapshot") => snapshots::list(self, &node, GuestKind::Lxc, p)?.into(),
+            ("POST", "/nodes/{node}/lxc/{vmid}/snapshot") => snapshots::create(self, &node, GuestKind::Lxc, &call)?.into(),
+            ("POST", "/nodes/{node}/lxc/{vmid}/snapshot/{snapname}/rollback") => snapshots::rollback(self, &node, GuestKind::Lxc, &call)?.into(),
+            ("DELETE", "/nodes/{node}/lxc/{vmid}/snapshot/{snapname}") => snapshots::delete(self, &node, GuestKind::Lxc, &call)?.into(),
+            (m, path) => {
+                return Err(ApiError::NotImplemented(format!(
+                    "Method '{m} {path}' not implemented (pvedeploy-sim models a subset of the PVE API; see its README)"
+                )))
+            }
+        };
+        Ok(reply)
+    }
+
+    /// Runs a closure on a guest of this node and type, with PVE's "does not exist" error.
+    pub fn with_guest<T>(&self, node: &str, vmid: u32, kind: GuestKind, f: impl FnOnce(&Guest) -> T) -> Result<T, ApiError> {
+        let st = self.state();
+        let g = st.guest_on(node, vmid, kind).map_err(ApiError::server)?;
+        Ok(f(g))
+    }
+}

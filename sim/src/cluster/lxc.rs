@@ -1,0 +1,111 @@
+//! Containers: the node's CT list and `POST /nodes/{node}/lxc` (from a `vztmpl` volume, with
+//! `rootfs`, `net0`, `ssh-public-keys`, …).
+
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+
+use super::config_update::apply_changes;
+use super::nodes::guest_summary;
+use super::qemu::vmid_unused;
+use super::state::Guest;
+use super::storage::file_volume_path;
+use super::{ApiCall, Cluster};
+use crate::auth::require;
+use crate::backend::GuestKind;
+use crate::http::envelope::ApiError;
+
+/// `GET /nodes/{node}/lxc`
+pub fn list(c: &Cluster, node: &str) -> Value {
+    let st = c.state();
+    Value::Array(st.guests.values().filter(|g| g.node == node && g.kind == GuestKind::Lxc).map(guest_summary).collect())
+}
+
+/// Create-only parameters that are not config keys.
+const CREATE_CONTROL: &[&str] = &[
+    "node", "vmid", "ostemplate", "storage", "password", "ssh-public-keys", "start", "pool", "restore", "force",
+    "unique", "ignore-unpack-errors", "bwlimit", "ha-managed",
+];
+
+/// `ostype` from the template file name (`debian-12-standard…` → `debian`).
+fn ostype_of(ostemplate: &str) -> String {
+    let file = ostemplate.rsplit('/').next().unwrap_or_default();
+    let distro = file.split(['-', '_']).next().unwrap_or("unmanaged");
+    match distro {
+        "debian" | "ubuntu" | "centos" | "fedora" | "opensuse" | "archlinux" | "alpine" | "gentoo" | "nixos" | "devuan" => distro.to_string(),
+        "rockylinux" | "almalinux" => "centos".to_string(),
+        _ => "unmanaged".to_string(),
+    }
+}
+
+/// `POST /nodes/{node}/lxc` (`vzcreate`)
+pub fn create(c: &Arc<Cluster>, node: &str, call: &ApiCall) -> Result<Value, ApiError> {
+    let p = &call.params;
+    let vmid = p.need_u32("vmid")?;
+    require(&call.ident, &format!("/vms/{vmid}"), "VM.Allocate")?;
+    let ostemplate = p.need("ostemplate")?;
+    let storage = p.str("storage").unwrap_or_else(|| "local".to_string());
+    let start_after = p.bool("start").unwrap_or(false);
+    let ssh_keys = p.str("ssh-public-keys");
+    let mut set = p.without(CREATE_CONTROL);
+    if !set.iter().any(|(k, _)| k == "rootfs") {
+        set.push(("rootfs".into(), format!("{storage}:4")));
+    }
+    if !set.iter().any(|(k, _)| k == "ostype") {
+        set.push(("ostype".into(), ostype_of(&ostemplate)));
+    }
+    set.push(("arch".into(), p.str("arch").unwrap_or_else(|| "amd64".to_string())));
+    for (key, default) in [("memory", "512"), ("swap", "512")] {
+        if !set.iter().any(|(k, _)| k == key) {
+            set.push((key.into(), default.into()));
+        }
+    }
+    {
+        let mut st = c.state();
+        vmid_unused(&st, vmid).map_err(ApiError::server)?;
+        let Some((tmpl_storage, volname)) = ostemplate.split_once(':') else {
+            return Err(ApiError::server(format!("unable to parse volume ID '{ostemplate}'")));
+        };
+        if !st.storage_on_node(tmpl_storage, node) {
+            return Err(ApiError::server(format!("storage '{tmpl_storage}' does not exist")));
+        }
+        if !volname.starts_with("vztmpl/") {
+            return Err(ApiError::server(format!("volume '{ostemplate}' is not a container template (vztmpl)")));
+        }
+        let exists = file_volume_path(&c.state_dir, &st, &ostemplate, node).is_some_and(|path| path.is_file());
+        if !exists {
+            return Err(ApiError::server(format!("volume '{ostemplate}' does not exist")));
+        }
+        let mut g = Guest::new(vmid, node, GuestKind::Lxc);
+        g.config.insert("lock".into(), "create".into());
+        g.lxc_ssh_keys = ssh_keys;
+        st.guests.insert(vmid, g);
+    }
+    let node_owned = node.to_string();
+    let upid = c.spawn_task(node, "vzcreate", &vmid.to_string(), &call.ident, move |c, task| async move {
+        task.log(format!("extracting archive '{ostemplate}'"));
+        Cluster::pause(c.timing.task_secs).await;
+        let result = {
+            let mut st = c.state();
+            let r = apply_changes(&mut st, vmid, &set, &[]).map_err(|e| e.to_string());
+            if let Some(g) = st.guests.get_mut(&vmid) {
+                g.config.remove("lock");
+            }
+            if r.is_err() {
+                let vols: Vec<String> = st.volumes.values().filter(|v| v.vmid == vmid).map(|v| v.volid.clone()).collect();
+                for v in vols {
+                    super::storage::free(&mut st, &v, &node_owned);
+                }
+                st.guests.remove(&vmid);
+            }
+            r
+        };
+        result.map_err(|e| format!("unable to create CT {vmid} - {e}"))?;
+        task.log("Total bytes read: 125440000 (120MiB, 298MiB/s)");
+        if start_after {
+            return super::power::boot(&c, &node_owned, vmid, GuestKind::Lxc).await;
+        }
+        Ok(0)
+    });
+    Ok(json!(upid))
+}

@@ -1,0 +1,297 @@
+//! Storages: volume naming and allocation, files on disk (snippets, ISOs, container templates)
+//! and the `/nodes/{node}/storage…` endpoints.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{json, Value};
+
+use super::state::{epoch, ClusterState, Volume};
+use crate::config::{StorageKind, StorageSpec};
+use crate::http::envelope::ApiError;
+use crate::http::params::Params;
+
+/// The directory of a storage on a node: `<state_dir>/nodes/<node>/storage/<id>` for local
+/// storages, `<state_dir>/shared/<id>` for shared ones.
+pub fn storage_dir(state_dir: &Path, spec: &StorageSpec, node: &str) -> PathBuf {
+    if spec.shared {
+        state_dir.join("shared").join(&spec.id)
+    } else {
+        state_dir.join("nodes").join(node).join("storage").join(&spec.id)
+    }
+}
+
+/// Where files of a content type live inside a storage directory (PVE's dir layout).
+pub fn content_subdir(content: &str) -> Option<&'static str> {
+    match content {
+        "snippets" => Some("snippets"),
+        "iso" => Some("template/iso"),
+        "vztmpl" => Some("template/cache"),
+        "import" => Some("import"),
+        _ => None,
+    }
+}
+
+/// A parsed `storage:volname`.
+pub fn split_volid(volid: &str) -> Option<(&str, &str)> {
+    volid.split_once(':')
+}
+
+/// Which kind of volume to name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VolKind {
+    Disk,
+    CloudInit,
+}
+
+/// The next free volume name for `vmid` on `storage`, in the storage type's naming scheme.
+pub fn new_volid(st: &ClusterState, spec: &StorageSpec, node: &str, vmid: u32, kind: VolKind, base: Option<&str>) -> String {
+    let scope = st.scope(&spec.id, node);
+    let file = spec.kind.is_file_based();
+    let name = |n: Option<u32>| {
+        let stem = match (kind, n) {
+            (VolKind::CloudInit, _) => format!("vm-{vmid}-cloudinit"),
+            (VolKind::Disk, Some(n)) => format!("vm-{vmid}-disk-{n}"),
+            (VolKind::Disk, None) => format!("vm-{vmid}-disk-0"),
+        };
+        let stem = if file { format!("{vmid}/{stem}.qcow2") } else { stem };
+        match base {
+            Some(b) => format!("{}:{b}/{stem}", spec.id),
+            None => format!("{}:{stem}", spec.id),
+        }
+    };
+    if kind == VolKind::CloudInit {
+        return name(None);
+    }
+    let last = |v: &str| v.rsplit(['/', ':']).next().unwrap_or(v).to_string();
+    let prefix = format!("{}:", spec.id);
+    let taken = |volid: &str| {
+        let wanted = last(volid);
+        st.volumes.keys().any(|(sc, v)| *sc == scope && v.starts_with(&prefix) && last(v) == wanted)
+    };
+    (0..)
+        .map(|n| name(Some(n)))
+        .find(|v| !taken(v))
+        .unwrap_or_else(|| name(Some(0)))
+}
+
+/// Allocates a volume of `size` bytes; fails like PVE when the storage is full or unsuitable.
+pub fn alloc(st: &mut ClusterState, storage: &str, node: &str, vmid: u32, size: u64, kind: VolKind, content: &str, base: Option<&str>) -> Result<String, String> {
+    let spec = st.storages.get(storage).cloned().ok_or_else(|| format!("storage '{storage}' does not exist"))?;
+    if !st.storage_on_node(storage, node) {
+        return Err(format!("storage '{storage}' is not available on node '{node}'"));
+    }
+    if !spec.content.iter().any(|c| c == content) {
+        return Err(match content {
+            "rootdir" => format!("storage '{storage}' does not support container directories"),
+            _ => format!("storage '{storage}' does not support vm images"),
+        });
+    }
+    if base.is_none() && st.storage_used(storage, node) + size > spec.total_bytes {
+        return Err(format!("unable to create volume on storage '{storage}' - not enough free space"));
+    }
+    let volid = new_volid(st, &spec, node, vmid, kind, base);
+    let format = if spec.kind.is_file_based() { if content == "rootdir" { "raw" } else { "qcow2" } } else { "raw" };
+    let scope = st.scope(storage, node);
+    st.volumes.insert(
+        (scope, volid.clone()),
+        Volume { volid: volid.clone(), storage: storage.to_string(), size, format: format.into(), content: content.into(), vmid, ctime: epoch() },
+    );
+    Ok(volid)
+}
+
+/// Removes a volume (no error if it is gone).
+pub fn free(st: &mut ClusterState, volid: &str, node: &str) {
+    if let Some((storage, _)) = split_volid(volid) {
+        let scope = st.scope(storage, node);
+        st.volumes.remove(&(scope, volid.to_string()));
+    }
+}
+
+/// Looks a volume up as seen from `node`.
+pub fn volume<'a>(st: &'a ClusterState, volid: &str, node: &str) -> Option<&'a Volume> {
+    let (storage, _) = split_volid(volid)?;
+    st.volumes.get(&(st.scope(storage, node), volid.to_string()))
+}
+
+pub fn volume_mut<'a>(st: &'a mut ClusterState, volid: &str, node: &str) -> Option<&'a mut Volume> {
+    let (storage, _) = split_volid(volid)?;
+    let scope = st.scope(storage, node);
+    st.volumes.get_mut(&(scope, volid.to_string()))
+}
+
+/// Files of file-type content (`snippets`, `iso`, `vztmpl`) present on disk.
+fn disk_files(state_dir: &Path, spec: &StorageSpec, node: &str) -> Vec<(String, String, u64, u64)> {
+    let mut out = Vec::new();
+    if !spec.kind.is_file_based() {
+        return out;
+    }
+    let dir = storage_dir(state_dir, spec, node);
+    for content in &spec.content {
+        let Some(sub) = content_subdir(content) else { continue };
+        let Ok(entries) = std::fs::read_dir(dir.join(sub)) else { continue };
+        for entry in entries.flatten() {
+            let Ok(meta) = entry.metadata() else { continue };
+            if !meta.is_file() {
+                continue;
+            }
+            let name = entry.file_name().to_string_lossy().to_string();
+            let prefix = match content.as_str() {
+                "vztmpl" => "vztmpl/",
+                "iso" => "iso/",
+                "snippets" => "snippets/",
+                _ => "import/",
+            };
+            let ctime = meta
+                .modified()
+                .ok()
+                .and_then(|m| m.duration_since(std::time::UNIX_EPOCH).ok())
+                .map(|d| d.as_secs())
+                .unwrap_or_default();
+            out.push((format!("{}:{prefix}{name}", spec.id), content.clone(), meta.len(), ctime));
+        }
+    }
+    out
+}
+
+/// Whether a file volume (`local:vztmpl/x.tar.zst`, `local:snippets/u.yaml`) exists on `node`.
+pub fn file_volume_path(state_dir: &Path, st: &ClusterState, volid: &str, node: &str) -> Option<PathBuf> {
+    let (storage, volname) = split_volid(volid)?;
+    let spec = st.storages.get(storage)?;
+    let (kind, file) = volname.split_once('/')?;
+    let sub = content_subdir(kind)?;
+    if file.is_empty() || file.contains('/') || file.starts_with('.') {
+        return None;
+    }
+    Some(storage_dir(state_dir, spec, node).join(sub).join(file))
+}
+
+fn totals(st: &ClusterState, state_dir: &Path, spec: &StorageSpec, node: &str) -> (u64, u64) {
+    let files: u64 = disk_files(state_dir, spec, node).iter().map(|f| f.2).sum();
+    let used = (st.storage_used(&spec.id, node) + files).min(spec.total_bytes);
+    (spec.total_bytes, used)
+}
+
+fn storage_entry(st: &ClusterState, state_dir: &Path, spec: &StorageSpec, node: &str) -> Value {
+    let (total, used) = totals(st, state_dir, spec, node);
+    json!({
+        "storage": spec.id,
+        "type": spec.kind.plugin_type(),
+        "content": spec.content.join(","),
+        "shared": u8::from(spec.shared),
+        "active": 1,
+        "enabled": 1,
+        "total": total,
+        "used": used,
+        "avail": total - used,
+        "used_fraction": if total > 0 { used as f64 / total as f64 } else { 0.0 },
+    })
+}
+
+/// `GET /nodes/{node}/storage`
+pub fn list(st: &ClusterState, state_dir: &Path, node: &str, p: &Params) -> Value {
+    let content = p.str("content");
+    let only = p.str("storage");
+    let entries: Vec<Value> = st
+        .storages
+        .values()
+        .filter(|s| st.storage_on_node(&s.id, node))
+        .filter(|s| only.as_ref().is_none_or(|o| o == &s.id))
+        .filter(|s| {
+            content.as_ref().is_none_or(|c| {
+                crate::schema::formats::split_list(c).iter().any(|want| s.content.iter().any(|have| have == want))
+            })
+        })
+        .map(|s| storage_entry(st, state_dir, s, node))
+        .collect();
+    Value::Array(entries)
+}
+
+fn spec_on<'a>(st: &'a ClusterState, node: &str, storage: &str) -> Result<&'a StorageSpec, ApiError> {
+    match st.storages.get(storage) {
+        Some(s) if st.storage_on_node(storage, node) => Ok(s),
+        Some(_) => Err(ApiError::server(format!("storage '{storage}' is not available on node '{node}'"))),
+        None => Err(ApiError::server(format!("storage '{storage}' does not exist"))),
+    }
+}
+
+/// `GET /nodes/{node}/storage/{storage}/status`
+pub fn status(st: &ClusterState, state_dir: &Path, node: &str, p: &Params) -> Result<Value, ApiError> {
+    let spec = spec_on(st, node, &p.need("storage")?)?;
+    let mut v = storage_entry(st, state_dir, spec, node);
+    if let Some(obj) = v.as_object_mut() {
+        obj.remove("storage");
+        obj.remove("used_fraction");
+    }
+    Ok(v)
+}
+
+/// `GET /nodes/{node}/storage/{storage}/content`
+pub fn content(st: &ClusterState, state_dir: &Path, node: &str, p: &Params) -> Result<Value, ApiError> {
+    let storage = p.need("storage")?;
+    let spec = spec_on(st, node, &storage)?;
+    let want = p.str("content");
+    let vmid = p.u32("vmid");
+    let scope = st.scope(&storage, node);
+    let mut out: Vec<Value> = st
+        .volumes
+        .iter()
+        .filter(|((sc, _), v)| *sc == scope && v.storage == storage)
+        .map(|(_, v)| {
+            json!({
+                "volid": v.volid,
+                "content": v.content,
+                "format": v.format,
+                "size": v.size,
+                "used": v.size / 4,
+                "vmid": v.vmid,
+                "ctime": v.ctime,
+            })
+        })
+        .collect();
+    out.extend(disk_files(state_dir, spec, node).into_iter().map(|(volid, content, size, ctime)| {
+        let format = match content.as_str() {
+            "vztmpl" => volid.rsplit('.').next().map(|ext| format!("t{ext}")).unwrap_or_default(),
+            "iso" => "iso".to_string(),
+            _ => content.clone(),
+        };
+        json!({"volid": volid, "content": content, "format": format, "size": size, "ctime": ctime})
+    }));
+    out.retain(|v| {
+        want.as_ref().is_none_or(|w| v["content"].as_str() == Some(w.as_str()))
+            && vmid.is_none_or(|id| v["vmid"].as_u64() == Some(u64::from(id)))
+    });
+    out.sort_by(|a, b| a["volid"].as_str().cmp(&b["volid"].as_str()));
+    Ok(Value::Array(out))
+}
+
+/// Creates the storage directories (and placeholder container templates) at start.
+pub fn prepare_dirs(state_dir: &Path, st: &ClusterState, lxc_templates: &[String]) -> std::io::Result<()> {
+    for spec in st.storages.values().filter(|s| s.kind.is_file_based()) {
+        for node in st.nodes.keys().filter(|n| st.storage_on_node(&spec.id, n)) {
+            let dir = storage_dir(state_dir, spec, node);
+            for content in &spec.content {
+                if let Some(sub) = content_subdir(content) {
+                    std::fs::create_dir_all(dir.join(sub))?;
+                }
+            }
+        }
+    }
+    for volid in lxc_templates {
+        for node in st.nodes.keys() {
+            if let Some(path) = file_volume_path(state_dir, st, volid, node) {
+                if let Some(parent) = path.parent() {
+                    std::fs::create_dir_all(parent)?;
+                }
+                if !path.exists() {
+                    std::fs::write(&path, b"pvedeploy-sim placeholder container template\n")?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `StorageKind` of a storage id, if it exists.
+pub fn kind_of(st: &ClusterState, storage: &str) -> Option<StorageKind> {
+    st.storages.get(storage).map(|s| s.kind)
+}

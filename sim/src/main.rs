@@ -1,0 +1,71 @@
+//! `pvedeploy-sim`: runs the sandbox cluster over HTTPS until SIGTERM/SIGINT.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use pvedeploy_sim::{SimConfig, Simulator};
+
+const USAGE: &str = "usage: pvedeploy-sim [--listen ADDR:PORT] [--state-dir DIR] [--schema PATH/apidoc.json]\n\
+defaults: --listen 127.0.0.1:8006 --state-dir ./pvedeploy-sim-state --schema <crate>/data/apidoc.json";
+
+struct Args {
+    listen: SocketAddr,
+    state_dir: PathBuf,
+    schema: Option<PathBuf>,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args { listen: SocketAddr::from(([127, 0, 0, 1], 8006)), state_dir: PathBuf::from("pvedeploy-sim-state"), schema: None };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        let (flag, inline) = match arg.split_once('=') {
+            Some((f, v)) => (f.to_string(), Some(v.to_string())),
+            None => (arg.clone(), None),
+        };
+        let mut value = || inline.clone().or_else(|| it.next()).ok_or_else(|| format!("{flag} needs a value\n{USAGE}"));
+        match flag.as_str() {
+            "--listen" => args.listen = value()?.parse().map_err(|e| format!("--listen: {e}"))?,
+            "--state-dir" => args.state_dir = PathBuf::from(value()?),
+            "--schema" => args.schema = Some(PathBuf::from(value()?)),
+            "-h" | "--help" => return Err(USAGE.to_string()),
+            other => return Err(format!("unknown argument '{other}'\n{USAGE}")),
+        }
+    }
+    Ok(args)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(msg) => {
+            eprintln!("{msg}");
+            std::process::exit(2);
+        }
+    };
+    let mut cfg = SimConfig::sandbox(args.state_dir);
+    cfg.listen = args.listen;
+    if let Some(schema) = args.schema {
+        cfg.schema_path = schema;
+    }
+    let token = cfg.tokens.first().map(|t| (t.id.clone(), t.secret.clone())).unwrap_or_default();
+    let user = cfg.users.first().map(|u| (u.userid.clone(), u.password.clone())).unwrap_or_default();
+    let backend = cfg.backend.describe();
+    let handle = Simulator::start(cfg).await?;
+    println!("pvedeploy-sim: Proxmox VE 9.1 API simulator ({backend})");
+    println!("base URL:    {}", handle.base_url());
+    println!("token id:    {}", token.0);
+    println!("token secret:{}", format_args!(" {}", token.1));
+    println!("user:        {} / {}", user.0, user.1);
+    println!("fingerprint: {}", handle.fingerprint_sha256());
+    println!("faults:      https://{}/_sim/faults (admin token)", handle.addr());
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    eprintln!("pvedeploy-sim: shutting down");
+    handle.shutdown().await;
+    Ok(())
+}

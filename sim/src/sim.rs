@@ -1,0 +1,124 @@
+//! Starting a simulator instance and the handle tests and the agent's sandbox hold on to it.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::sync::oneshot;
+
+use crate::auth::Auth;
+use crate::backend::GuestBackend;
+use crate::cluster::Cluster;
+use crate::config::SimConfig;
+use crate::faults::Faults;
+use crate::http::{endpoint, ApiServer, SHUTDOWN_GRACE};
+use crate::schema::load_schema;
+use crate::tls::{H1TlsAcceptor, SelfSignedCert};
+
+/// Starts simulators.
+pub struct Simulator;
+
+impl Simulator {
+    /// Loads the schema, builds the cluster, generates the certificate and starts serving HTTPS.
+    pub async fn start(cfg: SimConfig) -> anyhow::Result<SimHandle> {
+        let schema = load_schema(&cfg.schema_path)?;
+        std::fs::create_dir_all(&cfg.state_dir)?;
+        let node_names: Vec<String> = cfg.cluster.nodes.iter().map(|n| n.name.clone()).collect();
+        let cert = SelfSignedCert::generate(&node_names)?;
+        let faults = Faults::default();
+        let cluster = Cluster::new(&cfg, faults.clone(), cert.fingerprint_sha256())?;
+        let auth = Auth::new(&cfg.tokens, &cfg.users);
+        let admin = auth.admin_token();
+        let server = Arc::new(ApiServer { schema, auth, cluster: cluster.clone(), faults: faults.clone() });
+        let acceptor = H1TlsAcceptor::bind(cfg.listen, &cert).await?;
+        let addr = acceptor.socket_addr().ok_or_else(|| anyhow::anyhow!("listener has no socket address"))?;
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let _ = poem::Server::new_with_acceptor(acceptor)
+                .run_with_graceful_shutdown(endpoint(server), async { let _ = stop_rx.await; }, Some(SHUTDOWN_GRACE))
+                .await;
+        });
+        Ok(SimHandle { addr, cert, faults, admin, cluster, backend: cfg.backend.clone(), stop: Some(stop_tx), task: Some(task) })
+    }
+}
+
+/// A running simulator.
+pub struct SimHandle {
+    addr: SocketAddr,
+    cert: SelfSignedCert,
+    faults: Faults,
+    admin: (String, String),
+    cluster: Arc<Cluster>,
+    backend: Arc<dyn GuestBackend>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl SimHandle {
+    /// `https://127.0.0.1:PORT/api2/json`
+    pub fn base_url(&self) -> String {
+        format!("https://{}/api2/json", self.addr)
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `AA:BB:…` (SHA-256 of the certificate, as `pvenode cert info` prints it).
+    pub fn fingerprint_sha256(&self) -> String {
+        self.cert.fingerprint_sha256()
+    }
+
+    pub fn cert_pem(&self) -> String {
+        self.cert.cert_pem.clone()
+    }
+
+    /// Fault injection for this instance.
+    pub fn faults(&self) -> Faults {
+        self.faults.clone()
+    }
+
+    /// (token id, secret) accepted by `/_sim/*` (the first full-access token of the config).
+    pub fn admin_token(&self) -> (String, String) {
+        self.admin.clone()
+    }
+
+    /// Sets a config key of a guest directly (no validation, no digest change checks).
+    pub fn set_vm_config(&self, vmid: u32, key: &str, value: &str) {
+        if let Some(g) = self.cluster.state().guests.get_mut(&vmid) {
+            g.config.insert(key.to_string(), value.to_string());
+        }
+    }
+
+    pub fn vm_exists(&self, vmid: u32) -> bool {
+        self.cluster.state().guests.contains_key(&vmid)
+    }
+
+    /// A guest's config as stored (pending changes not applied).
+    pub fn vm_config(&self, vmid: u32) -> Option<BTreeMap<String, String>> {
+        self.cluster.state().guests.get(&vmid).map(|g| g.config.clone())
+    }
+
+    /// The IPv4 address the simulator gave a started guest.
+    pub fn guest_ipv4(&self, vmid: u32) -> Option<std::net::Ipv4Addr> {
+        self.cluster.state().guests.get(&vmid).and_then(|g| g.ipv4)
+    }
+
+    /// The directory of `storage` on `node` (snippets go to `<dir>/snippets/`).
+    pub fn storage_dir(&self, node: &str, storage: &str) -> Option<std::path::PathBuf> {
+        let st = self.cluster.state();
+        let spec = st.storages.get(storage)?;
+        Some(crate::cluster::storage::storage_dir(&self.cluster.state_dir, spec, node))
+    }
+
+    /// Stops all guests (`backend.shutdown_all`) and the listener.
+    pub async fn shutdown(mut self) {
+        self.backend.shutdown_all().await;
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}

@@ -57,6 +57,67 @@ pub fn decode_body(content_type: Option<&str>, body: &[u8], into: &mut Map<Strin
     }
 }
 
+/// A file sent in a `multipart/form-data` upload.
+#[derive(Debug, Clone)]
+pub struct UploadedFile {
+    pub filename: String,
+    pub data: Vec<u8>,
+}
+
+fn find(hay: &[u8], needle: &[u8], from: usize) -> Option<usize> {
+    if needle.is_empty() || hay.len() < needle.len() {
+        return None;
+    }
+    (from..=hay.len() - needle.len()).find(|&i| &hay[i..i + needle.len()] == needle)
+}
+
+fn disposition_param(headers: &str, name: &str) -> Option<String> {
+    let line = headers.lines().find(|l| l.to_ascii_lowercase().starts_with("content-disposition:"))?;
+    line.split(';').map(str::trim).find_map(|part| {
+        let (k, v) = part.split_once('=')?;
+        (k.trim().eq_ignore_ascii_case(name)).then(|| v.trim().trim_matches('"').to_string())
+    })
+}
+
+/// Parses a `multipart/form-data` body (PVE's upload): form fields go into `into`, the file part
+/// is returned and its name becomes the `filename` parameter.
+pub fn decode_multipart(content_type: &str, body: &[u8], into: &mut Map<String, Value>) -> Result<Option<UploadedFile>, ApiError> {
+    let boundary = content_type
+        .split(';')
+        .find_map(|p| p.trim().strip_prefix("boundary="))
+        .map(|b| b.trim_matches('"').to_string())
+        .ok_or_else(|| ApiError::Status(400, "multipart body without boundary".to_string()))?;
+    let delim = format!("--{boundary}").into_bytes();
+    let mut file = None;
+    let mut pos = find(body, &delim, 0).ok_or_else(|| ApiError::Status(400, "malformed multipart body".to_string()))?;
+    loop {
+        let start = pos + delim.len();
+        if body[start..].starts_with(b"--") {
+            break;
+        }
+        let Some(head_end) = find(body, b"\r\n\r\n", start) else { break };
+        let Some(next) = find(body, &delim, head_end) else { break };
+        let headers = String::from_utf8_lossy(&body[start..head_end]).to_string();
+        let mut content = &body[head_end + 4..next];
+        if content.ends_with(b"\r\n") {
+            content = &content[..content.len() - 2];
+        }
+        if let Some(name) = disposition_param(&headers, "name") {
+            match disposition_param(&headers, "filename") {
+                Some(filename) => {
+                    into.entry("filename".to_string()).or_insert_with(|| Value::String(filename.clone()));
+                    file = Some(UploadedFile { filename, data: content.to_vec() });
+                }
+                None => {
+                    into.insert(name, Value::String(String::from_utf8_lossy(content).to_string()));
+                }
+            }
+        }
+        pos = next;
+    }
+    Ok(file)
+}
+
 /// Typed access to validated parameters.
 #[derive(Debug, Clone, Default)]
 pub struct Params(pub Map<String, Value>);

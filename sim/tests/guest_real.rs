@@ -1,0 +1,321 @@
+//! Boots real systemd-nspawn guests (VM with cloud-init, LXC with root keys) and checks them over SSH.
+//!
+//! Skipped, with the reason printed, when this machine cannot run real guests (not root,
+//! systemd-nspawn/debootstrap missing, no overlayfs) or has no OpenSSH client. The first
+//! run builds the base image into `$PVEDEPLOY_CACHE_DIR` (default `/var/cache/pvedeploy`),
+//! which takes a few minutes.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use pvedeploy_sim::backend::{CloudInitSeed, GuestBackend, GuestKind, GuestStart};
+use pvedeploy_sim::guest::{default_cache_dir, NspawnBackend};
+
+/// The backend, or `None` (with the reason printed) when real guests cannot run here.
+fn backend_or_skip(state: &Path) -> Option<NspawnBackend> {
+    if Command::new("ssh").arg("-V").output().is_err() {
+        eprintln!("SKIPPED: no OpenSSH client (apt-get install openssh-client)");
+        return None;
+    }
+    match NspawnBackend::detect(state, &default_cache_dir()) {
+        Ok(b) => Some(b),
+        Err(why) => {
+            eprintln!("SKIPPED: real guests unavailable: {why}");
+            None
+        }
+    }
+}
+
+/// A loopback address unlikely to collide with other test processes on this machine.
+fn test_ip(n: u8) -> Ipv4Addr {
+    let p = std::process::id();
+    Ipv4Addr::new(127, 79, (p % 250) as u8 + 1, n)
+}
+
+struct Key {
+    private: PathBuf,
+    public: String,
+}
+
+fn keygen(dir: &Path, name: &str) -> Key {
+    let private = dir.join(name);
+    let st = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
+        .arg(&private)
+        .status()
+        .expect("ssh-keygen");
+    assert!(st.success());
+    let public = std::fs::read_to_string(private.with_extension("pub"))
+        .unwrap()
+        .trim()
+        .to_string();
+    Key { private, public }
+}
+
+/// `ssh -o StrictHostKeyChecking=yes` with the given known_hosts; returns (status ok, stdout+stderr).
+fn ssh(key: &Key, known_hosts: &Path, user_host: &str, command: &str) -> (bool, String) {
+    let out = Command::new("ssh")
+        .arg("-i")
+        .arg(&key.private)
+        .args([
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "ConnectTimeout=10",
+        ])
+        .arg("-o")
+        .arg(format!("UserKnownHostsFile={}", known_hosts.display()))
+        .arg(user_host)
+        .arg(command)
+        .output()
+        .expect("ssh");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+fn keyscan(ip: Ipv4Addr) -> String {
+    let out = Command::new("ssh-keyscan")
+        .args(["-T", "5", "-t", "ed25519"])
+        .arg(ip.to_string())
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+async fn wait_up(b: &NspawnBackend, vmid: u32, limit: Duration) -> Duration {
+    let t0 = Instant::now();
+    while !b.is_up(vmid).await {
+        assert!(
+            t0.elapsed() < limit,
+            "guest {vmid} not answering SSH after {limit:?}; see its console.log"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    t0.elapsed()
+}
+
+fn mounted(path: &Path) -> bool {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let p = path.to_string_lossy();
+    info.lines()
+        .any(|l| l.split(' ').nth(4) == Some(p.as_ref()))
+}
+
+fn assert_torn_down(b: &NspawnBackend, vmid: u32) {
+    let root = b.guest_dir(vmid).join("root");
+    assert!(
+        !mounted(&root),
+        "overlay still mounted on {}",
+        root.display()
+    );
+    for d in b.cgroup_dirs(vmid) {
+        assert!(!d.exists(), "cgroup {} still exists", d.display());
+    }
+}
+
+fn user_data(user_key: &Key, host_key: &Key) -> String {
+    let host_private = std::fs::read_to_string(&host_key.private).unwrap();
+    let indented: String = host_private.lines().map(|l| format!("    {l}\n")).collect();
+    format!(
+        "#cloud-config\nhostname: vm-real\nmanage_etc_hosts: true\n\
+         users:\n  - name: deploy\n    shell: /bin/bash\n    sudo: \"ALL=(ALL) NOPASSWD:ALL\"\n    \
+         ssh_authorized_keys:\n      - {}\n\
+         ssh_keys:\n  ed25519_private: |\n{indented}  ed25519_public: {}\n\
+         write_files:\n  - path: /etc/pvesim-test\n    content: written-by-cloud-init\n\
+         runcmd:\n  - [touch, /root/runcmd-ran]\n",
+        user_key.public, host_key.public
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vm_with_cloud_init_boots_and_accepts_ssh() {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(b) = backend_or_skip(&tmp.path().join("state")) else {
+        return;
+    };
+    let t = Instant::now();
+    b.prepare().await.expect("base image");
+    eprintln!("base image ready in {:.1} s", t.elapsed().as_secs_f64());
+
+    let user = keygen(tmp.path(), "user");
+    let host = keygen(tmp.path(), "hostkey");
+    let ip = test_ip(10);
+    let vmid = 9101;
+    let seed = CloudInitSeed {
+        instance_id: "iid-9101-a".into(),
+        meta_data: "instance-id: iid-9101-a\nlocal-hostname: vm-real\n".into(),
+        user_data: user_data(&user, &host),
+    };
+    let t = Instant::now();
+    b.start(GuestStart {
+        vmid,
+        node: "pve1".into(),
+        kind: GuestKind::Qemu,
+        hostname: "vm-real".into(),
+        ipv4: ip,
+        mac: "BC:24:11:00:91:01".into(),
+        cloud_init: Some(seed),
+        lxc_ssh_public_keys: None,
+    })
+    .await
+    .expect("start");
+    let up = wait_up(&b, vmid, Duration::from_secs(60)).await;
+    eprintln!("VM boot-to-SSH: {:.2} s", up.as_secs_f64());
+
+    let kh = tmp.path().join("known_hosts");
+    std::fs::write(&kh, format!("{ip} {}\n", host.public)).unwrap();
+    let (ok, out) = ssh(
+        &user,
+        &kh,
+        &format!("deploy@{ip}"),
+        "cloud-init status --wait >/dev/null; cloud-init status",
+    );
+    assert!(ok, "ssh as deploy failed: {out}");
+    assert!(out.contains("status: done"), "cloud-init not done: {out}");
+    eprintln!(
+        "VM cloud-init done: {:.2} s after start",
+        t.elapsed().as_secs_f64()
+    );
+    let (ok, out) = ssh(
+        &user,
+        &kh,
+        &format!("deploy@{ip}"),
+        "sudo systemctl is-system-running --wait; hostname; cat /etc/pvesim-test; sudo test -e /root/runcmd-ran && echo runcmd-ok",
+    );
+    assert!(ok, "checks failed: {out}");
+    for want in ["running", "vm-real", "written-by-cloud-init", "runcmd-ok"] {
+        assert!(out.contains(want), "missing {want:?} in: {out}");
+    }
+    let scanned = keyscan(ip);
+    assert_eq!(
+        scanned,
+        format!("{ip} {}", strip_comment(&host.public)),
+        "ssh-keyscan must return the injected key"
+    );
+
+    // A reboot inside the guest makes nspawn exit 133; the backend boots it again.
+    let _ = ssh(&user, &kh, &format!("deploy@{ip}"), "sudo systemctl reboot");
+    let t = Instant::now();
+    while b.is_up(vmid).await {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "guest did not go down for its reboot"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let up = wait_up(&b, vmid, Duration::from_secs(60)).await;
+    eprintln!("VM reboot-to-SSH: {:.2} s", up.as_secs_f64());
+    let (ok, out) = ssh(
+        &user,
+        &kh,
+        &format!("deploy@{ip}"),
+        "cloud-init status --wait; cat /proc/1/comm",
+    );
+    assert!(ok && out.contains("status: done"), "after reboot: {out}");
+
+    let t = Instant::now();
+    b.stop(vmid).await.expect("stop");
+    eprintln!("VM stop: {:.2} s", t.elapsed().as_secs_f64());
+    assert!(!b.is_up(vmid).await);
+    assert_torn_down(&b, vmid);
+    b.stop(vmid).await.expect("stop is idempotent");
+    b.destroy(vmid).await.expect("destroy");
+    assert!(!b.guest_dir(vmid).exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn container_gets_root_keys_and_fresh_host_keys() {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(b) = backend_or_skip(&tmp.path().join("state")) else {
+        return;
+    };
+    b.prepare().await.expect("base image");
+    let user = keygen(tmp.path(), "root-user");
+    let ip = test_ip(20);
+    let vmid = 9102;
+    b.start(GuestStart {
+        vmid,
+        node: "pve1".into(),
+        kind: GuestKind::Lxc,
+        hostname: "ct-real".into(),
+        ipv4: ip,
+        mac: "BC:24:11:00:91:02".into(),
+        cloud_init: None,
+        lxc_ssh_public_keys: Some(format!("{}\n", user.public)),
+    })
+    .await
+    .expect("start");
+    let up = wait_up(&b, vmid, Duration::from_secs(60)).await;
+    eprintln!("LXC boot-to-SSH: {:.2} s", up.as_secs_f64());
+    let scanned = keyscan(ip);
+    assert!(
+        scanned.starts_with(&format!("{ip} ssh-ed25519 ")),
+        "no ed25519 host key: {scanned:?}"
+    );
+    let kh = tmp.path().join("known_hosts");
+    std::fs::write(&kh, format!("{scanned}\n")).unwrap();
+    let (ok, out) = ssh(
+        &user,
+        &kh,
+        &format!("root@{ip}"),
+        "systemctl is-system-running --wait; hostname; test -e /etc/cloud/cloud-init.disabled && echo ci-off; \
+         test -e /var/lib/cloud/instance || echo no-instance",
+    );
+    assert!(ok, "ssh as root failed: {out}");
+    for want in ["running", "ct-real", "ci-off", "no-instance"] {
+        assert!(out.contains(want), "missing {want:?} in: {out}");
+    }
+    b.destroy(vmid).await.expect("destroy");
+    assert_torn_down(&b, vmid);
+    assert!(!b.guest_dir(vmid).exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_backend_tears_guests_down() {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(b) = backend_or_skip(&tmp.path().join("state")) else {
+        return;
+    };
+    b.prepare().await.expect("base image");
+    let vmid = 9103;
+    b.start(GuestStart {
+        vmid,
+        node: "pve1".into(),
+        kind: GuestKind::Lxc,
+        hostname: "ct-drop".into(),
+        ipv4: test_ip(30),
+        mac: "BC:24:11:00:91:03".into(),
+        cloud_init: None,
+        lxc_ssh_public_keys: None,
+    })
+    .await
+    .expect("start");
+    wait_up(&b, vmid, Duration::from_secs(60)).await;
+    let root = b.guest_dir(vmid).join("root");
+    let cgroups = b.cgroup_dirs(vmid);
+    drop(b); // no shutdown_all: the synchronous Drop must clean up
+    assert!(!mounted(&root), "overlay still mounted after drop");
+    for d in cgroups {
+        assert!(!d.exists(), "cgroup {} left after drop", d.display());
+    }
+    // A new owner of the same state dir starts clean.
+    let again =
+        NspawnBackend::detect(&tmp.path().join("state"), &default_cache_dir()).expect("re-detect");
+    assert!(!again.is_up(vmid).await);
+}
+
+fn strip_comment(public: &str) -> String {
+    public
+        .split_whitespace()
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ")
+}

@@ -53,6 +53,8 @@ pub struct ApiCall {
     pub path: String,
     pub params: Params,
     pub ident: Identity,
+    /// The file of a `multipart/form-data` upload.
+    pub upload: Option<crate::http::params::UploadedFile>,
 }
 
 /// A handler's answer: `data`, optionally with PVE's `total`.
@@ -153,6 +155,7 @@ impl Cluster {
             ("GET", "/cluster/nextid") => nodes::nextid(&self.state(), p)?.into(),
             ("GET", "/nodes/{node}/storage") => storage::list(&self.state(), &self.state_dir, &node, p).into(),
             ("GET", "/nodes/{node}/storage/{storage}/status") => storage::status(&self.state(), &self.state_dir, &node, p)?.into(),
+            ("POST", "/nodes/{node}/storage/{storage}/upload") => storage::upload(self, &node, &call)?.into(),
             ("GET", "/nodes/{node}/storage/{storage}/content") => storage::content(&self.state(), &self.state_dir, &node, p)?.into(),
             ("GET", "/nodes/{node}/tasks") => {
                 let (data, total) = tasks::list(&self.tasks, &node, p);

@@ -17,10 +17,17 @@ use crate::faults::{FaultSet, Faults};
 use crate::schema::validate::validate_params;
 use crate::schema::Schema;
 use envelope::{json_response, ok_response, with_reason, ApiError};
-use params::{decode_body, decode_urlencoded, Params};
+use params::{decode_body, decode_multipart, decode_urlencoded, Params};
 
 /// pveproxy's `limit_max_post`.
 const MAX_POST: usize = 64 * 1024;
+/// Largest file `…/storage/{storage}/upload` takes here.
+const MAX_UPLOAD: usize = 512 * 1024 * 1024;
+
+fn is_upload(method: &str, rel: &str) -> bool {
+    let parts: Vec<&str> = rel.split('/').collect();
+    method == "POST" && parts.len() == 6 && parts[1] == "nodes" && parts[3] == "storage" && parts[5] == "upload"
+}
 
 /// Everything a request needs.
 pub struct ApiServer {
@@ -90,7 +97,8 @@ impl ApiServer {
             .next()
             .ok_or_else(|| ApiError::Unauthorized("No ticket".to_string()))?;
         let ident = self.auth.verify_ticket(&ticket)?;
-        if method != "GET" {
+        // like pveproxy: no CSRF check for uploads (the schema's permission check still runs)
+        if method != "GET" && !is_upload(method, rel) {
             let csrf = req.headers().get("CSRFPreventionToken").and_then(|h| h.to_str().ok());
             self.auth.verify_csrf(&ident.userid, csrf)?;
         }
@@ -103,15 +111,24 @@ impl ApiServer {
         if let Some(q) = req.uri().query() {
             decode_urlencoded(q, &mut raw);
         }
+        let mut upload = None;
         if !body.is_empty() {
             if method != "POST" && method != "PUT" {
                 return Err(ApiError::NotImplemented(format!("Unexpected content for method '{method}'")));
             }
-            if body.len() > MAX_POST {
-                return Err(ApiError::NotImplemented("for data too large".to_string()));
+            let ct = req.headers().get("Content-Type").and_then(|h| h.to_str().ok()).unwrap_or_default();
+            let multipart = ct.trim_start().to_ascii_lowercase().starts_with("multipart/form-data");
+            if multipart && is_upload(method, rel) {
+                if body.len() > MAX_UPLOAD {
+                    return Err(ApiError::NotImplemented("for data too large".to_string()));
+                }
+                upload = decode_multipart(ct, body, &mut raw)?;
+            } else {
+                if body.len() > MAX_POST {
+                    return Err(ApiError::NotImplemented("for data too large".to_string()));
+                }
+                decode_body(Some(ct).filter(|c| !c.is_empty()), body, &mut raw)?;
             }
-            let ct = req.headers().get("Content-Type").and_then(|h| h.to_str().ok());
-            decode_body(ct, body, &mut raw)?;
         }
         let Some(found) = self.schema.find(method, rel) else {
             return Err(ApiError::NotImplemented(format!("Method '{method} {rel}' not implemented")));
@@ -157,7 +174,7 @@ impl ApiServer {
             }
         }
         validate_params(&def, &raw).map_err(ApiError::Params)?;
-        let call = ApiCall { method: method.to_string(), path: def.path.clone(), params: Params(raw), ident };
+        let call = ApiCall { method: method.to_string(), path: def.path.clone(), params: Params(raw), ident, upload };
         let reply = self.cluster.dispatch(call).await?;
         Ok(ok_response(reply.data, reply.total))
     }

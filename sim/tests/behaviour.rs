@@ -260,3 +260,40 @@ async fn cloudinit_dump_network_meta_and_snippets() {
     assert_eq!(bad.status, 200);
     let _ = enc;
 }
+
+fn multipart(fields: &[(&str, &str)], file: (&str, &[u8])) -> (String, Vec<u8>) {
+    let boundary = "----pvesimBoundary7MA4YWxkTrZu0gW";
+    let mut body = Vec::new();
+    for (k, v) in fields {
+        body.extend_from_slice(format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n").as_bytes());
+    }
+    body.extend_from_slice(
+        format!("--{boundary}\r\nContent-Disposition: form-data; name=\"filename\"; filename=\"{}\"\r\nContent-Type: application/octet-stream\r\n\r\n", file.0).as_bytes(),
+    );
+    body.extend_from_slice(file.1);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+#[tokio::test]
+async fn upload_takes_iso_vztmpl_import_only() {
+    let s = start().await;
+    let send = |fields: Vec<(&'static str, &'static str)>, name: &'static str| {
+        let (ct, body) = multipart(&fields, (name, b"ISO-DATA"));
+        s.client.post(s.url("/nodes/pve1/storage/local/upload")).header("Authorization", &s.auth).header("Content-Type", ct).body(body)
+    };
+    let r = s.send(send(vec![("content", "snippets")], "user.yaml")).await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.error("content"), "value 'snippets' does not have a value in the enumeration 'iso, vztmpl, import'");
+    let r = s.send(send(vec![("content", "iso")], "notes.txt")).await;
+    assert_eq!(r.error("filename"), "wrong file extension");
+    let r = s.send(send(vec![("content", "iso"), ("checksum", "abc")], "x.iso")).await;
+    assert_eq!(r.error("checksum-algorithm"), "missing property - 'checksum' requires this property");
+    let r = s.send(send(vec![("content", "iso")], "debian 12.iso")).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(r.data().as_str().unwrap_or_default().contains(":imgcopy::"));
+    assert_eq!(s.wait("pve1", r.data()).await, "OK");
+    let content = s.get("/nodes/pve1/storage/local/content?content=iso").await;
+    assert_eq!(content.data()[0]["volid"], "local:iso/debian_12.iso");
+    assert_eq!(content.data()[0]["size"], 8);
+}

@@ -295,3 +295,77 @@ pub fn prepare_dirs(state_dir: &Path, st: &ClusterState, lxc_templates: &[String
 pub fn kind_of(st: &ClusterState, storage: &str) -> Option<StorageKind> {
     st.storages.get(storage).map(|s| s.kind)
 }
+
+/// `normalize_content_filename`: characters other than `[a-zA-Z0-9_.-]` become `_`.
+fn normalize_filename(name: &str) -> String {
+    let base = name.rsplit(['/', '\\']).next().unwrap_or(name);
+    base.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') { c } else { '_' }).collect()
+}
+
+fn extension_ok(content: &str, file: &str) -> bool {
+    let lower = file.to_ascii_lowercase();
+    match content {
+        "iso" => lower.ends_with(".iso") || lower.ends_with(".img"),
+        "vztmpl" => [".tar.gz", ".tar.xz", ".tar.zst", ".tar.bz2"].iter().any(|e| lower.ends_with(e)),
+        _ => [".ova", ".ovf", ".qcow2", ".raw", ".vmdk", ".img"].iter().any(|e| lower.ends_with(e)),
+    }
+}
+
+fn checksum(algorithm: &str, data: &[u8]) -> Option<String> {
+    use sha2::Digest as _;
+    Some(match algorithm {
+        "sha1" => hex::encode(sha1::Sha1::digest(data)),
+        "sha224" => hex::encode(sha2::Sha224::digest(data)),
+        "sha256" => hex::encode(sha2::Sha256::digest(data)),
+        "sha384" => hex::encode(sha2::Sha384::digest(data)),
+        "sha512" => hex::encode(sha2::Sha512::digest(data)),
+        _ => return None,
+    })
+}
+
+/// `POST /nodes/{node}/storage/{storage}/upload` (multipart; an `imgcopy` task).
+pub fn upload(c: &std::sync::Arc<super::Cluster>, node: &str, call: &super::ApiCall) -> Result<Value, ApiError> {
+    let p = &call.params;
+    let storage = p.need("storage")?;
+    let content = p.need("content")?;
+    let filename = normalize_filename(&p.need("filename")?);
+    let file = call.upload.clone().ok_or_else(|| ApiError::server("missing file upload (multipart/form-data)"))?;
+    let target = {
+        let st = c.state();
+        let spec = spec_on(&st, node, &storage)?;
+        if !spec.content.iter().any(|x| *x == content) {
+            return Err(ApiError::server(format!("storage '{storage}' does not support '{content}' content")));
+        }
+        if !spec.kind.is_file_based() {
+            return Err(ApiError::server(format!("storage '{storage}' is not a file based storage")));
+        }
+        if !extension_ok(&content, &filename) {
+            return Err(ApiError::param("filename", "wrong file extension"));
+        }
+        let sub = content_subdir(&content).unwrap_or("import");
+        storage_dir(&c.state_dir, spec, node).join(sub).join(&filename)
+    };
+    let expected = p.str("checksum").map(|s| s.to_ascii_lowercase());
+    let algorithm = p.str("checksum-algorithm");
+    let size = file.data.len();
+    let upid = c.spawn_task(node, "imgcopy", "", &call.ident, move |c, task| async move {
+        super::Cluster::pause(c.timing.task_secs).await;
+        task.log(format!("target file: {}", target.display()));
+        task.log(format!("file size is: {size}"));
+        if let (Some(expected), Some(alg)) = (expected, algorithm) {
+            if let Some(got) = checksum(&alg, &file.data) {
+                if got != expected {
+                    return Err(format!("checksum mismatch: got '{got}' != expect '{expected}'"));
+                }
+                task.log(format!("calculating checksum...OK, checksum verified"));
+            }
+        }
+        if let Some(dir) = target.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| format!("unable to create {}: {e}", dir.display()))?;
+        }
+        std::fs::write(&target, &file.data).map_err(|e| format!("unable to write '{}' - {e}", target.display()))?;
+        task.log("finished file import successfully");
+        Ok(0)
+    });
+    Ok(json!(upid))
+}

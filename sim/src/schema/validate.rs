@@ -22,6 +22,11 @@ pub fn validate_params(def: &MethodDef, params: &Map<String, Value>) -> Result<(
         check_prop(params.get(key), schema, key, &mut errors);
     }
     for (key, value) in params {
+        if let Some(Value::String(required)) = def.properties.get(key).and_then(|s| s.get("requires")) {
+            if !params.contains_key(required) {
+                add_error(&mut errors, required, &format!("missing property - '{key}' requires this property"));
+            }
+        }
         if def.properties.contains_key(key) {
             continue;
         }

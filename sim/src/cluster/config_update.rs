@@ -8,7 +8,7 @@ use serde_json::{json, Map, Value};
 
 use super::disks::{self, format_size, is_cdrom, is_cloudinit_volume, is_disk_key, new_volume_request, size_of, volume_of, with_volume};
 use super::state::{random_mac, ClusterState, Guest};
-use super::storage::{self, VolKind};
+use super::storage::{self, NewVolume};
 use super::{ApiCall, Cluster};
 use crate::backend::GuestKind;
 use crate::http::envelope::ApiError;
@@ -219,13 +219,13 @@ pub fn prepare_disk(st: &mut ClusterState, g: &Guest, value: &str) -> Result<Str
     let volume = volume_of(g.kind, value).unwrap_or_default();
     if let Some((storage, name)) = volume.split_once(':') {
         if name == "cloudinit" {
-            let volid = storage::alloc(st, storage, &g.node, g.vmid, 4 << 20, VolKind::CloudInit, "images", None)?;
+            let volid = storage::alloc(st, &g.node, NewVolume::cloudinit(storage, g.vmid))?;
             return Ok(format!("{volid},media=cdrom"));
         }
     }
     if let Some((storage, size)) = new_volume_request(&volume) {
         let content = if g.kind == GuestKind::Lxc { "rootdir" } else { "images" };
-        let volid = storage::alloc(st, &storage, &g.node, g.vmid, size, VolKind::Disk, content, None)?;
+        let volid = storage::alloc(st, &g.node, NewVolume::disk(&storage, g.vmid, size, content))?;
         return Ok(with_volume(g.kind, value, &volid, size));
     }
     if volume.starts_with('/') {
@@ -383,7 +383,7 @@ pub fn resize(c: &Arc<Cluster>, node: &str, kind: GuestKind, call: &ApiCall) -> 
         assert_digest(g, digest.as_deref()).map_err(|e| e.to_string())?;
         let value = g.config.get(&disk).cloned().ok_or_else(|| format!("disk '{disk}' does not exist"))?;
         if kind == GuestKind::Qemu && is_cdrom(&value) {
-            return Err(format!("you can't resize a cdrom"));
+            return Err("you can't resize a cdrom".to_string());
         }
         let volid = volume_of(kind, &value).unwrap_or_default();
         let old = storage::volume(&st, &volid, &node_owned).map(|v| v.size).unwrap_or_else(|| size_of(kind, &value));

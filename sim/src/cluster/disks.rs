@@ -68,7 +68,7 @@ pub fn new_volume_request(volume: &str) -> Option<(String, u64)> {
 pub fn format_size(size: u64) -> String {
     let units = [(1u64 << 40, "T"), (1 << 30, "G"), (1 << 20, "M"), (1 << 10, "K")];
     for (unit, suffix) in units {
-        if size >= unit && size % unit == 0 {
+        if size >= unit && size.is_multiple_of(unit) {
             return format!("{}{suffix}", size / unit);
         }
     }

@@ -9,7 +9,7 @@ use super::config_update::{apply_changes, normalize_net};
 use super::disks::{is_cdrom, is_cloudinit_volume, size_of, volume_of, with_volume};
 use super::nodes::guest_summary;
 use super::state::{epoch, ClusterState, Guest};
-use super::storage::{self, VolKind};
+use super::storage::{self, NewVolume};
 use super::tasks::TaskResult;
 use super::{ApiCall, Cluster};
 use crate::auth::require;
@@ -44,8 +44,8 @@ pub fn install_template(st: &mut ClusterState, t: &TemplateSpec) -> Result<(), S
     let mut g = Guest::new(t.vmid, &t.node, GuestKind::Qemu);
     st.guests.insert(t.vmid, g.clone());
     let size = t.disk_gib << 30;
-    let disk = storage::alloc(st, &t.storage, &t.node, t.vmid, size, VolKind::Disk, "images", None)?;
-    let ci = storage::alloc(st, &t.storage, &t.node, t.vmid, 4 << 20, VolKind::CloudInit, "images", None)?;
+    let disk = storage::alloc(st, &t.node, NewVolume::disk(&t.storage, t.vmid, size, "images"))?;
+    let ci = storage::alloc(st, &t.node, NewVolume::cloudinit(&t.storage, t.vmid))?;
     let base = disk.replacen(&format!("vm-{}-disk", t.vmid), &format!("base-{}-disk", t.vmid), 2);
     let scope = st.scope(&t.storage, &t.node);
     if let Some(mut v) = st.volumes.remove(&(scope.clone(), disk.clone())) {
@@ -216,7 +216,7 @@ fn load_and_check(st: &ClusterState, node: &str, vmid: u32, newid: u32, p: &Para
         }
         if k.starts_with("net") && k[3..].bytes().all(|b| b.is_ascii_digit()) {
             newconf.insert(k.clone(), normalize_net(GuestKind::Qemu, &super::config_update::strip_mac(v)));
-        } else if super::disks::is_qemu_drive(k) && !(is_cdrom(v) && !v.contains("cloudinit")) {
+        } else if super::disks::is_qemu_drive(k) && (!is_cdrom(v) || v.contains("cloudinit")) {
             let volid = volume_of(GuestKind::Qemu, v).unwrap_or_default();
             let src_storage = volid.split(':').next().unwrap_or_default().to_string();
             if !st.storages.get(&src_storage).is_some_and(|s| s.shared) {
@@ -307,13 +307,13 @@ async fn copy_drives(c: &Arc<Cluster>, task: &super::tasks::Task, node: &str, ne
         let value = plan.newconf.get(&d.key).cloned().unwrap_or_default();
         if d.cloudinit {
             let mut st = c.state();
-            let volid = storage::alloc(&mut st, &d.storage, node, newid, 4 << 20, VolKind::CloudInit, "images", None)?;
+            let volid = storage::alloc(&mut st, node, NewVolume::cloudinit(&d.storage, newid))?;
             out.push((d.key.clone(), format!("{volid},media=cdrom")));
             continue;
         }
         if let Some(base) = &d.base {
             let mut st = c.state();
-            let volid = storage::alloc(&mut st, &d.storage, node, newid, d.size, VolKind::Disk, "images", Some(base))?;
+            let volid = storage::alloc(&mut st, node, NewVolume::linked(&d.storage, newid, d.size, base))?;
             task.log(format!("clone {}: {} snapname=__base__ to {volid}", d.src, d.key));
             out.push((d.key.clone(), with_volume(GuestKind::Qemu, &value, &volid, d.size)));
             continue;
@@ -323,7 +323,7 @@ async fn copy_drives(c: &Arc<Cluster>, task: &super::tasks::Task, node: &str, ne
         let guard = c.locks.acquire(&d.storage, node, shared, timeout, forced).await?;
         let volid = {
             let mut st = c.state();
-            storage::alloc(&mut st, &d.storage, node, newid, d.size, VolKind::Disk, "images", None)?
+            storage::alloc(&mut st, node, NewVolume::disk(&d.storage, newid, d.size, "images"))?
         };
         task.log(format!("drive mirror/copy {} -> {volid}", d.src));
         Cluster::pause(c.timing.clone_secs / full_count as f64).await;

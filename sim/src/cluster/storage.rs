@@ -74,8 +74,38 @@ pub fn new_volid(st: &ClusterState, spec: &StorageSpec, node: &str, vmid: u32, k
         .unwrap_or_else(|| name(Some(0)))
 }
 
-/// Allocates a volume of `size` bytes; fails like PVE when the storage is full or unsuitable.
-pub fn alloc(st: &mut ClusterState, storage: &str, node: &str, vmid: u32, size: u64, kind: VolKind, content: &str, base: Option<&str>) -> Result<String, String> {
+/// A volume to allocate.
+#[derive(Debug, Clone, Copy)]
+pub struct NewVolume<'a> {
+    pub storage: &'a str,
+    pub vmid: u32,
+    pub size: u64,
+    pub kind: VolKind,
+    /// `images` or `rootdir`
+    pub content: &'a str,
+    /// the base volume of a linked clone
+    pub base: Option<&'a str>,
+}
+
+impl<'a> NewVolume<'a> {
+    pub fn disk(storage: &'a str, vmid: u32, size: u64, content: &'a str) -> Self {
+        Self { storage, vmid, size, kind: VolKind::Disk, content, base: None }
+    }
+
+    /// PVE's 4 MiB cloud-init drive.
+    pub fn cloudinit(storage: &'a str, vmid: u32) -> Self {
+        Self { storage, vmid, size: 4 << 20, kind: VolKind::CloudInit, content: "images", base: None }
+    }
+
+    /// A linked clone of `base`.
+    pub fn linked(storage: &'a str, vmid: u32, size: u64, base: &'a str) -> Self {
+        Self { storage, vmid, size, kind: VolKind::Disk, content: "images", base: Some(base) }
+    }
+}
+
+/// Allocates a volume; fails like PVE when the storage is full or unsuitable.
+pub fn alloc(st: &mut ClusterState, node: &str, req: NewVolume<'_>) -> Result<String, String> {
+    let NewVolume { storage, vmid, size, kind, content, base } = req;
     let spec = st.storages.get(storage).cloned().ok_or_else(|| format!("storage '{storage}' does not exist"))?;
     if !st.storage_on_node(storage, node) {
         return Err(format!("storage '{storage}' is not available on node '{node}'"));
@@ -333,7 +363,7 @@ pub fn upload(c: &std::sync::Arc<super::Cluster>, node: &str, call: &super::ApiC
     let target = {
         let st = c.state();
         let spec = spec_on(&st, node, &storage)?;
-        if !spec.content.iter().any(|x| *x == content) {
+        if !spec.content.contains(&content) {
             return Err(ApiError::server(format!("storage '{storage}' does not support '{content}' content")));
         }
         if !spec.kind.is_file_based() {
@@ -357,7 +387,7 @@ pub fn upload(c: &std::sync::Arc<super::Cluster>, node: &str, call: &super::ApiC
                 if got != expected {
                     return Err(format!("checksum mismatch: got '{got}' != expect '{expected}'"));
                 }
-                task.log(format!("calculating checksum...OK, checksum verified"));
+                task.log("calculating checksum...OK, checksum verified");
             }
         }
         if let Some(dir) = target.parent() {

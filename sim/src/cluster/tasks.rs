@@ -183,7 +183,7 @@ fn find_task(tasks: &Tasks, node: &str, upid: &str) -> Result<Arc<Task>, ApiErro
     }
     match tasks.get(upid) {
         Some(t) if t.node == node => Ok(t),
-        _ => Err(ApiError::server(format!("no such task"))),
+        _ => Err(ApiError::server("no such task")),
     }
 }
 

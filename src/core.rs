@@ -4,6 +4,7 @@ pub mod command;
 pub mod deployment;
 pub mod limits;
 pub mod names;
+pub mod placement;
 pub mod repo;
 pub mod status;
 pub mod validation;

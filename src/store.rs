@@ -2,9 +2,12 @@
 
 pub mod audit;
 pub mod deployments;
+pub mod leases;
 pub mod logs;
 pub mod migrations;
+pub mod provision;
 pub mod tokens;
+pub mod vmids;
 
 use serde::de::DeserializeOwned;
 use surrealdb::engine::any::Any;
@@ -71,8 +74,10 @@ impl Store {
     pub(crate) async fn run(&self, sql: &str, vars: serde_json::Value) -> Result<Vec<Vec<serde_json::Value>>, StoreError> {
         let mut resp = self.db.query(sql).bind(vars).await?;
         let n = resp.num_statements();
-        let errors = resp.take_errors();
-        if let Some((_, e)) = errors.into_iter().min_by_key(|(i, _)| *i) {
+        // In a failed transaction every statement reports "not executed"; the cause is the other one.
+        let mut errors: Vec<(usize, surrealdb::Error)> = resp.take_errors().into_iter().collect();
+        errors.sort_by_key(|(i, e)| (e.to_string().contains("not executed due to a failed transaction"), *i));
+        if let Some((_, e)) = errors.into_iter().next() {
             return Err(classify(e));
         }
         let mut out = Vec::with_capacity(n);

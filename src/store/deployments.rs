@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use super::leases::{Lease, CHECK_LEASE};
 use super::{decode, Store, StoreError};
 use crate::core::deployment::{Deployment, DeploymentId, Framework, GuestType, Spec};
 use crate::core::names::{AppName, GitRef, NodeName, VmId};
@@ -208,6 +209,11 @@ impl Store {
     /// event when the status changed; releases the name when the deployment is destroyed.
     /// Returns the saved deployment (with the new revision) or `Stale`.
     pub async fn save_deployment(&self, d: &Deployment, previous: Status, message: &str) -> Result<Deployment, StoreError> {
+        self.save_deployment_leased(d, previous, message, None).await
+    }
+
+    /// As `save_deployment`, and only while `lease` (when given) is still held: a stale worker's write is refused.
+    pub async fn save_deployment_leased(&self, d: &Deployment, previous: Status, message: &str, lease: Option<&Lease>) -> Result<Deployment, StoreError> {
         let mut next = d.clone();
         next.revision = d.revision + 1;
         let release = if d.status == Status::Destroyed {
@@ -220,8 +226,10 @@ impl Store {
         } else {
             ""
         };
+        let check = if lease.is_some() { CHECK_LEASE } else { "" };
         let sql = format!(
             "BEGIN TRANSACTION;
+             {check}
              LET $updated = (UPDATE type::record('deployment', $id) CONTENT $row WHERE revision = $rev RETURN AFTER);
              IF array::len($updated) = 0 {{ THROW 'stale revision' }};
              {event}
@@ -231,10 +239,11 @@ impl Store {
         let vars = json!({
             "id": d.id.as_str(), "row": Row::from(&next), "rev": d.revision, "name": d.spec.name.as_str(),
             "at": d.updated_at, "from": previous.as_str(), "to": d.status.as_str(), "message": message,
+            "lease_dep": d.id.as_str(), "lease_token": lease.map(|l| l.token.as_str()),
         });
         match self.run(&sql, vars).await {
             Ok(_) => Ok(next),
-            Err(StoreError::Unavailable(m)) if m.contains("stale revision") => Err(StoreError::Stale),
+            Err(StoreError::Unavailable(m)) if m.contains("stale revision") || m.contains("lease lost") => Err(StoreError::Stale),
             Err(e) => Err(e),
         }
     }

@@ -71,6 +71,22 @@ const MIGRATIONS: &[&str] = &[
     DEFINE FIELD created_at ON api_token TYPE int;
     DEFINE INDEX api_token_sha ON api_token FIELDS sha256 UNIQUE;
     "#,
+    // v2: provisioning — VMID claims, work leases, the persisted step of each provisioning.
+    r#"
+    DEFINE TABLE vmid_claim SCHEMAFULL;
+    DEFINE FIELD deployment ON vmid_claim TYPE string;
+    DEFINE FIELD at ON vmid_claim TYPE int;
+    DEFINE INDEX vmid_claim_dep ON vmid_claim FIELDS deployment;
+
+    DEFINE TABLE lease SCHEMAFULL;
+    DEFINE FIELD holder ON lease TYPE string;
+    DEFINE FIELD token ON lease TYPE string;
+    DEFINE FIELD expires_at ON lease TYPE int;
+
+    DEFINE TABLE provision SCHEMAFULL;
+    DEFINE FIELD state ON provision TYPE object FLEXIBLE;
+    DEFINE FIELD updated_at ON provision TYPE int;
+    "#,
 ];
 
 /// The schema version this binary writes.

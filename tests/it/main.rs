@@ -6,4 +6,5 @@ mod helpers;
 mod persistence;
 mod schemathesis;
 mod sse;
+mod store;
 mod validation;

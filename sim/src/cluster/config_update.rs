@@ -114,7 +114,8 @@ fn hotpluggable(kind: GuestKind, key: &str, is_new: bool) -> bool {
     }
 }
 
-fn check_skiplock(call: &ApiCall) -> Result<bool, ApiError> {
+/// `skiplock` is for root@pam only (`Only root may use this option.`).
+pub fn check_skiplock(call: &ApiCall) -> Result<bool, ApiError> {
     let skiplock = call.params.bool("skiplock").unwrap_or(false);
     if skiplock && call.ident.authid() != "root@pam" {
         return Err(ApiError::param("skiplock", "Only root may use this option."));

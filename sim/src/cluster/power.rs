@@ -95,7 +95,7 @@ pub async fn boot(c: &Arc<Cluster>, node: &str, vmid: u32, kind: GuestKind) -> T
                 GuestKind::Qemu => g.name(),
                 GuestKind::Lxc => g.config.get("hostname").cloned().unwrap_or_else(|| format!("CT{vmid}")),
             },
-            ipv4: wanted.filter(|w| !w.is_loopback()).unwrap_or(ip),
+            ipv4: ip,
             mac: g.config.get("net0").and_then(|n| net_mac(kind, n)).unwrap_or_default(),
             cloud_init,
             lxc_ssh_public_keys: g.lxc_ssh_keys.clone(),
@@ -176,7 +176,7 @@ pub fn reboot(c: &Arc<Cluster>, node: &str, kind: GuestKind, call: &ApiCall) -> 
 pub fn destroy(c: &Arc<Cluster>, node: &str, kind: GuestKind, call: &ApiCall) -> Result<Value, ApiError> {
     let p = &call.params;
     let vmid = p.need_u32("vmid")?;
-    let skiplock = p.bool("skiplock").unwrap_or(false);
+    let skiplock = super::config_update::check_skiplock(call)?;
     let purge = p.bool("purge").unwrap_or(false);
     c.with_guest(node, vmid, kind, |g| {
         if g.running.is_some() {

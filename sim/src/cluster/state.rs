@@ -238,9 +238,10 @@ impl ClusterState {
             .sum()
     }
 
-    /// Allocates an address: the requested loopback one if free, else the next pool address.
+    /// Allocates an address: the static one the config asks for (even if it is not a loopback
+    /// address and so unreachable, as on PVE), else the next free pool address.
     pub fn allocate_ip(&mut self, wanted: Option<Ipv4Addr>) -> Option<Ipv4Addr> {
-        if let Some(ip) = wanted.filter(|ip| ip.is_loopback()) {
+        if let Some(ip) = wanted {
             self.used_ips.insert(ip);
             return Some(ip);
         }

@@ -21,6 +21,7 @@ mod cgroup;
 mod detect;
 pub mod image;
 mod mounts;
+mod nodesshd;
 mod nspawn;
 mod rootfs;
 mod seed;
@@ -30,7 +31,8 @@ pub use detect::Unavailable;
 pub use image::{
     default_cache_dir, ensure_base_image, ensure_base_rootfs, ImageError, BASE_IMAGE_VERSION,
 };
-pub use nspawn::{GuestError, NspawnBackend};
+pub use nodesshd::{NodeSshd, NodeSshdError};
+pub use nspawn::{ssh_banner, GuestError, NspawnBackend};
 
 /// Builds (or finds) the cached base image and unpacks it, printing what it did.
 ///

@@ -54,31 +54,37 @@ fn keygen(dir: &Path, name: &str) -> Key {
     Key { private, public }
 }
 
-/// `ssh -o StrictHostKeyChecking=yes` with the given known_hosts; returns (status ok, stdout+stderr).
-fn ssh(key: &Key, known_hosts: &Path, user_host: &str, command: &str) -> (bool, String) {
-    let out = Command::new("ssh")
-        .arg("-i")
-        .arg(&key.private)
-        .args([
-            "-o",
-            "StrictHostKeyChecking=yes",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "ConnectTimeout=10",
-        ])
-        .arg("-o")
-        .arg(format!("UserKnownHostsFile={}", known_hosts.display()))
-        .arg(user_host)
-        .arg(command)
-        .output()
-        .expect("ssh");
+/// `ssh`/`sftp` with the key, strict host-key checking against `known_hosts`, no prompts.
+fn openssh(program: &str, key: &Key, known_hosts: &Path) -> Command {
+    let mut cmd = Command::new(program);
+    cmd.arg("-i").arg(&key.private);
+    for opt in [
+        "StrictHostKeyChecking=yes",
+        "BatchMode=yes",
+        "ConnectTimeout=10",
+    ] {
+        cmd.args(["-o", opt]);
+    }
+    cmd.arg("-o")
+        .arg(format!("UserKnownHostsFile={}", known_hosts.display()));
+    cmd
+}
+
+/// Runs `cmd`; returns (status ok, stdout+stderr).
+fn output(mut cmd: Command) -> (bool, String) {
+    let out = cmd.output().expect("running an OpenSSH client");
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
     (out.status.success(), text)
+}
+
+fn ssh(key: &Key, known_hosts: &Path, user_host: &str, command: &str) -> (bool, String) {
+    let mut cmd = openssh("ssh", key, known_hosts);
+    cmd.arg(user_host).arg(command);
+    output(cmd)
 }
 
 fn keyscan(ip: Ipv4Addr) -> String {
@@ -318,4 +324,113 @@ fn strip_comment(public: &str) -> String {
         .take(2)
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// `sftp -b batch` as root.
+fn sftp(key: &Key, known_hosts: &Path, host: &str, batch: &str, dir: &Path) -> (bool, String) {
+    let batch_file = dir.join("sftp-batch");
+    std::fs::write(&batch_file, batch).unwrap();
+    let mut cmd = openssh("sftp", key, known_hosts);
+    cmd.arg("-b").arg(&batch_file).arg(format!("root@{host}"));
+    output(cmd)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_sshd_accepts_sftp_uploads_into_the_node_storage_only() {
+    // SAFETY: plain syscall.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIPPED: not root (the node sshd needs bind mounts and cgroups)");
+        return;
+    }
+    if Command::new("sftp").arg("-h").output().is_err() || !Path::new("/usr/sbin/sshd").exists() {
+        eprintln!(
+            "SKIPPED: needs /usr/sbin/sshd and the sftp client (openssh-server, openssh-client)"
+        );
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let node_dir = tmp.path().join("state/nodes/pve1");
+    let shared = tmp.path().join("state/shared/shared");
+    std::fs::create_dir_all(node_dir.join("storage/local/snippets")).unwrap();
+    let agent = keygen(tmp.path(), "agent");
+    let stranger = keygen(tmp.path(), "stranger");
+    let addr: std::net::SocketAddr = (test_ip(40), 22).into();
+    let sshd = pvedeploy_sim::guest::NodeSshd::start_with_paths(
+        "pve1",
+        addr,
+        &node_dir,
+        &format!("{}\n", agent.public),
+        &[
+            ("/var/lib/vz", &node_dir.join("storage/local")),
+            ("/mnt/pve/shared", &shared),
+        ],
+    )
+    .await
+    .expect("node sshd");
+    let kh = tmp.path().join("known_hosts");
+    std::fs::write(&kh, format!("{}\n", sshd.known_hosts_line())).unwrap();
+    assert_eq!(
+        keyscan(test_ip(40)),
+        sshd.known_hosts_line(),
+        "keyscan returns the pinned key"
+    );
+
+    let local = tmp.path().join("user.yaml");
+    std::fs::write(&local, "#cloud-config\n").unwrap();
+    let host = test_ip(40).to_string();
+    let (ok, out) = sftp(
+        &agent,
+        &kh,
+        &host,
+        &format!(
+            "put {0} /storage/local/snippets/a.yaml\nput {0} /var/lib/vz/snippets/b.yaml\nmkdir /mnt/pve/shared/snippets\nput {0} /mnt/pve/shared/snippets/c.yaml\n",
+            local.display()
+        ),
+        tmp.path(),
+    );
+    assert!(ok, "sftp upload failed: {out}");
+    for p in [
+        node_dir.join("storage/local/snippets/a.yaml"),
+        node_dir.join("storage/local/snippets/b.yaml"),
+        shared.join("snippets/c.yaml"),
+    ] {
+        assert_eq!(
+            std::fs::read_to_string(&p).unwrap(),
+            "#cloud-config\n",
+            "{}",
+            p.display()
+        );
+    }
+    // Chrooted: the host's /etc is out of reach.
+    let (ok, _) = sftp(
+        &agent,
+        &kh,
+        &host,
+        &format!("put {} /etc/pvesim-escape\n", local.display()),
+        tmp.path(),
+    );
+    assert!(!ok);
+    assert!(!Path::new("/etc/pvesim-escape").exists());
+    // No shell, and no login with another key.
+    let (_, out) = ssh(&agent, &kh, &format!("root@{host}"), "id");
+    assert!(!out.contains("uid="), "got a shell: {out}");
+    let (ok, _) = sftp(&stranger, &kh, &host, "ls /storage\n", tmp.path());
+    assert!(!ok, "a key not in authorized_keys logged in");
+
+    let pinned = sshd.host_key_openssh();
+    sshd.stop().await;
+    assert!(
+        !pvedeploy_sim::guest::ssh_banner(addr, Duration::from_secs(1)).await,
+        "sshd still answering"
+    );
+    assert!(std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .all(|l| !l.contains("pvedeploy-sim/sshd-")));
+    // The host key persists across restarts.
+    let again = pvedeploy_sim::guest::NodeSshd::start("pve1", addr, &node_dir, "")
+        .await
+        .expect("restart");
+    assert_eq!(again.host_key_openssh(), pinned);
+    again.stop().await;
 }

@@ -50,7 +50,7 @@ fn mirrors_from(texts: &[(bool, String)], suite: &str) -> Mirrors {
             if main.is_none() && suites.iter().any(|s| s == suite) {
                 main = Some(uri.clone());
             }
-            if security.is_none() && suites.iter().any(|s| *s == security_suite) {
+            if security.is_none() && suites.contains(&security_suite) {
                 security = Some(uri.clone());
             }
         }

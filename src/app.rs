@@ -11,12 +11,14 @@ use poem::{EndpointExt, Server};
 
 use crate::api::{self, ApiState};
 use crate::auth::{generate_token, hash_token, Scope, TokenEntry, TokenRegistry};
-use crate::config::Config;
+use crate::config::{Config, ProxmoxSetting};
 use crate::engine::Engine;
 use crate::metrics::Metrics;
 use crate::store::Store;
 
 pub struct Application {
+    #[cfg(feature = "sandbox")]
+    sandbox: Option<crate::sandbox::Sandbox>,
     addr: SocketAddr,
     acceptor: TcpAcceptor,
     state: ApiState,
@@ -36,8 +38,31 @@ impl Application {
             .into_iter()
             .find_map(|a| a.as_socket_addr().copied())
             .context("the listener has no socket address")?;
-        let state = ApiState { engine, tokens, metrics: Arc::new(Metrics::default()), max_page_size: config.max_page_size, started, proxmox: None };
-        Ok(Application { addr, acceptor, state, generated_admin_token })
+        #[cfg(feature = "sandbox")]
+        let mut sandbox = None;
+        let proxmox = match &config.proxmox {
+            ProxmoxSetting::None => None,
+            ProxmoxSetting::Cluster(c) => Some(format!("cluster {}", c.endpoint)),
+            #[cfg(feature = "sandbox")]
+            ProxmoxSetting::Sandbox => {
+                let s = crate::sandbox::Sandbox::start(&config.data_dir).await?;
+                tracing::info!(endpoint = %s.endpoint, fingerprint = %s.fingerprint, guests = %s.guests, "started the built-in Proxmox VE sandbox");
+                let desc = format!("sandbox {}", s.endpoint);
+                sandbox = Some(s);
+                Some(desc)
+            }
+            #[cfg(not(feature = "sandbox"))]
+            ProxmoxSetting::Sandbox => anyhow::bail!("this build has no sandbox (built without the `sandbox` feature): configure [proxmox] or set mode = \"none\""),
+        };
+        let state = ApiState { engine, tokens, metrics: Arc::new(Metrics::default()), max_page_size: config.max_page_size, started, proxmox };
+        Ok(Application {
+            #[cfg(feature = "sandbox")]
+            sandbox,
+            addr,
+            acceptor,
+            state,
+            generated_admin_token,
+        })
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -51,7 +76,11 @@ impl Application {
     /// Closes without serving (releases the listener and the database).
     pub async fn close(self) {
         let store = self.state.engine.store().clone();
-        drop(self);
+        #[cfg(feature = "sandbox")]
+        if let Some(s) = self.sandbox {
+            s.stop().await;
+        }
+        drop(self.state);
         store.close(Duration::from_secs(10)).await;
     }
 
@@ -62,6 +91,11 @@ impl Application {
         let routes = api::routes(self.state.clone()).data(self.state);
         Server::new_with_acceptor(self.acceptor).run_with_graceful_shutdown(routes, shutdown, Some(Duration::from_secs(10))).await?;
         engine.shutdown(Duration::from_secs(20)).await;
+        #[cfg(feature = "sandbox")]
+        if let Some(s) = self.sandbox {
+            s.stop().await;
+            tracing::info!("sandbox stopped");
+        }
         let store = engine.store().clone();
         drop(engine);
         if store.close(Duration::from_secs(10)).await {

@@ -43,6 +43,24 @@ pub struct FileConfig {
     pub tokens: Vec<TokenFile>,
     #[serde(default)]
     pub api: ApiFile,
+    #[serde(default)]
+    pub proxmox: ProxmoxFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxmoxFile {
+    /// `cluster` (default when `endpoint` is set), `sandbox` (default otherwise: the built-in simulator), or `none`.
+    pub mode: Option<String>,
+    /// `https://host:8006`
+    pub endpoint: Option<String>,
+    /// `user@realm!tokenname` of a privilege-separated API token.
+    pub token_id: Option<String>,
+    pub token_secret: Option<Secret<String>>,
+    /// SHA-256 fingerprint of the cluster's certificate (`pvenode cert info`), `AA:BB:…`.
+    pub fingerprint: Option<String>,
+    /// Or a CA bundle (PEM) that signed the certificate.
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -88,6 +106,31 @@ pub struct ApiFile {
     pub max_page_size: Option<u32>,
 }
 
+/// Which Proxmox VE the agent talks to.
+#[derive(Debug, Clone)]
+pub enum ProxmoxSetting {
+    /// No cluster: deployments are recorded but not provisioned.
+    None,
+    /// The built-in simulator (state under `<data_dir>/sandbox`), for trying pvedeploy on one machine.
+    Sandbox,
+    Cluster(ClusterSettings),
+}
+
+#[derive(Debug, Clone)]
+pub struct ClusterSettings {
+    pub endpoint: String,
+    pub token_id: String,
+    pub token_secret: Secret<String>,
+    pub trust: TrustSetting,
+}
+
+/// How the cluster's TLS certificate is verified; there is deliberately no "accept anything".
+#[derive(Debug, Clone)]
+pub enum TrustSetting {
+    Fingerprint(String),
+    CaFile(PathBuf),
+}
+
 /// How to reach the database.
 #[derive(Debug, Clone)]
 pub struct DatabaseConfig {
@@ -116,6 +159,7 @@ pub struct Config {
     pub tokens: Vec<ConfiguredToken>,
     pub admin_token: Option<Secret<String>>,
     pub max_page_size: u32,
+    pub proxmox: ProxmoxSetting,
     /// Where each value came from, for the start-up log line.
     pub sources: Vec<String>,
 }
@@ -256,13 +300,54 @@ impl Config {
         if !(1..=1000).contains(&max_page_size) {
             return Err(invalid("api.max_page_size", "must be between 1 and 1000"));
         }
-        Ok(Config { listen, data_dir, database, limits, repos, tokens, admin_token, max_page_size, sources })
+        let proxmox = proxmox_setting(file.proxmox, env)?;
+        Ok(Config { listen, data_dir, database, limits, repos, tokens, admin_token, max_page_size, proxmox, sources })
     }
 
-    /// A configuration for tests and throwaway runs: defaults, the given data dir and database URL.
+    /// A configuration for tests and throwaway runs: defaults, the given data dir, port 0, no Proxmox.
     pub fn for_data_dir(data_dir: &Path) -> Config {
         let over = Overrides { data_dir: Some(data_dir.to_owned()), listen: Some("127.0.0.1:0".into()), ..Overrides::default() };
-        Self::from_parts(FileConfig::default(), &over, &BTreeMap::new(), Vec::new()).expect("defaults are valid")
+        let env = BTreeMap::from([("PVEDEPLOY_PROXMOX_MODE".to_string(), "none".to_string())]);
+        Self::from_parts(FileConfig::default(), &over, &env, Vec::new()).expect("defaults are valid")
+    }
+}
+
+fn proxmox_setting(file: ProxmoxFile, env: &BTreeMap<String, String>) -> Result<ProxmoxSetting, ConfigError> {
+    let pick = |var: &str, v: Option<String>| env.get(var).cloned().or(v);
+    let endpoint = pick("PVEDEPLOY_PROXMOX_ENDPOINT", file.endpoint);
+    let mode = pick("PVEDEPLOY_PROXMOX_MODE", file.mode).unwrap_or_else(|| if endpoint.is_some() { "cluster".into() } else { "sandbox".into() });
+    match mode.as_str() {
+        "none" => Ok(ProxmoxSetting::None),
+        "sandbox" => Ok(ProxmoxSetting::Sandbox),
+        "cluster" => {
+            let endpoint = endpoint.ok_or_else(|| invalid("proxmox.endpoint", "is required in cluster mode"))?;
+            if !endpoint.starts_with("https://") || endpoint.chars().any(char::is_whitespace) {
+                return Err(invalid("proxmox.endpoint", "must be an https:// URL such as https://pve1.example:8006"));
+            }
+            let token_id = pick("PVEDEPLOY_PROXMOX_TOKEN_ID", file.token_id).ok_or_else(|| invalid("proxmox.token_id", "is required in cluster mode"))?;
+            let (user, name) = token_id.split_once('!').ok_or_else(|| invalid("proxmox.token_id", "must be user@realm!tokenname"))?;
+            if !user.contains('@') || name.is_empty() {
+                return Err(invalid("proxmox.token_id", "must be user@realm!tokenname"));
+            }
+            let token_secret = env
+                .get("PVEDEPLOY_PROXMOX_TOKEN_SECRET")
+                .map(|s| Secret::new(s.clone()))
+                .or(file.token_secret)
+                .ok_or_else(|| invalid("proxmox.token_secret", "is required in cluster mode (or PVEDEPLOY_PROXMOX_TOKEN_SECRET)"))?;
+            let trust = match (pick("PVEDEPLOY_PROXMOX_FINGERPRINT", file.fingerprint), file.ca_file) {
+                (Some(f), None) => {
+                    let hex: String = f.chars().filter(|c| *c != ':').collect();
+                    if hex.len() != 64 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+                        return Err(invalid("proxmox.fingerprint", "must be a SHA-256 fingerprint: 32 hex bytes, optionally colon-separated"));
+                    }
+                    TrustSetting::Fingerprint(f)
+                }
+                (None, Some(p)) => TrustSetting::CaFile(p),
+                _ => return Err(invalid("proxmox.fingerprint", "exactly one of fingerprint or ca_file must be given (certificates are always verified)")),
+            };
+            Ok(ProxmoxSetting::Cluster(ClusterSettings { endpoint, token_id, token_secret, trust }))
+        }
+        _ => Err(invalid("proxmox.mode", "must be one of: cluster, sandbox, none")),
     }
 }
 
@@ -309,6 +394,21 @@ mod tests {
         let over = Overrides { listen: Some("127.0.0.1:3".into()), ..Overrides::default() };
         let c = Config::from_parts(FileConfig::default(), &over, &env, vec![]).unwrap();
         assert_eq!(c.listen.port(), 3);
+    }
+
+    #[test]
+    fn proxmox_modes() {
+        assert!(matches!(parse("").unwrap().proxmox, ProxmoxSetting::Sandbox));
+        let c = parse("[proxmox]\nendpoint='https://pve:8006'\ntoken_id='a@pve!t'\ntoken_secret='s3cret-value'\nfingerprint='AB'").unwrap_err().to_string();
+        assert!(c.contains("proxmox.fingerprint"), "{c}");
+        let fp = vec!["AB"; 32].join(":");
+        let c = parse(&format!("[proxmox]\nendpoint='https://pve:8006'\ntoken_id='a@pve!t'\ntoken_secret='s3cret-value'\nfingerprint='{fp}'")).unwrap();
+        assert!(matches!(c.proxmox, ProxmoxSetting::Cluster(_)));
+        assert!(!format!("{c:?}").contains("s3cret-value"));
+        let e = parse("[proxmox]\nendpoint='http://pve:8006'").unwrap_err().to_string();
+        assert!(e.contains("proxmox.endpoint"), "{e}");
+        let e = parse("[proxmox]\nmode='x'").unwrap_err().to_string();
+        assert!(e.contains("proxmox.mode"), "{e}");
     }
 
     #[test]

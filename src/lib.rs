@@ -7,5 +7,7 @@ pub mod config;
 pub mod core;
 pub mod engine;
 pub mod metrics;
+#[cfg(feature = "sandbox")]
+pub mod sandbox;
 pub mod store;
 pub mod telemetry;

@@ -96,6 +96,41 @@ fn serve_with_no_configuration_uses_safe_defaults_and_stops_gracefully_on_sigter
 }
 
 #[test]
+fn with_no_cluster_configured_serve_starts_the_sandbox() {
+    let cwd = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pvedeploy"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .current_dir(cwd.path())
+        .env("PVEDEPLOY_ADMIN_TOKEN", "cli-sandbox-token-0123456789")
+        .env_remove("PVEDEPLOY_PROXMOX_MODE")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let running = Running(child);
+    let mut seen = Vec::new();
+    assert!(wait_for(&rx, "serving the API", &mut seen), "{seen:#?}");
+    let log = seen.join("\n");
+    assert!(log.contains("started the built-in Proxmox VE sandbox") && log.contains("fingerprint="), "{log}");
+    let out = Command::new("curl")
+        .args(["-s", "-H", "Authorization: Bearer cli-sandbox-token-0123456789"])
+        .arg(format!("http://127.0.0.1:{port}/api/v1/ready"))
+        .output()
+        .unwrap();
+    let ready = String::from_utf8_lossy(&out.stdout);
+    assert!(ready.contains("sandbox https://127.0.0.1:"), "{ready}");
+    drop(running);
+}
+
+#[test]
 fn a_bad_config_file_is_refused_naming_the_field() {
     let cwd = tempfile::tempdir().unwrap();
     std::fs::write(cwd.path().join("pvedeploy.toml"), "[limits]\ncpu = [0, 4]\n").unwrap();

@@ -1,0 +1,56 @@
+//! The built-in sandbox: when no Proxmox cluster is configured, `serve` starts the Proxmox VE simulator
+//! in-process (real systemd-nspawn guests when the machine allows, API-only guests otherwise).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use pvedeploy_sim::{ApiOnlyBackend, GuestBackend, SimConfig, SimHandle, Simulator};
+
+use crate::config::Secret;
+
+/// A running simulator and the credentials to talk to it like a real cluster.
+pub struct Sandbox {
+    handle: SimHandle,
+    /// `https://127.0.0.1:PORT`
+    pub endpoint: String,
+    pub token_id: String,
+    pub token_secret: Secret<String>,
+    /// SHA-256 of its self-signed certificate, `AA:BB:…` (pinned like a real cluster's).
+    pub fingerprint: String,
+    /// What backs started guests.
+    pub guests: String,
+}
+
+impl Sandbox {
+    /// Starts the simulator with its state under `<data_dir>/sandbox`.
+    pub async fn start(data_dir: &Path) -> anyhow::Result<Sandbox> {
+        let state_dir = data_dir.join("sandbox");
+        std::fs::create_dir_all(&state_dir).with_context(|| format!("creating {}", state_dir.display()))?;
+        let mut cfg = SimConfig::sandbox(state_dir.clone());
+        let backend: Arc<dyn GuestBackend> =
+            match pvedeploy_sim::guest::NspawnBackend::detect(&state_dir, &pvedeploy_sim::guest::default_cache_dir()) {
+                Ok(b) => Arc::new(b),
+                Err(why) => {
+                    tracing::warn!(reason = %why, "sandbox guests are API-only (no real systems behind them)");
+                    Arc::new(ApiOnlyBackend)
+                }
+            };
+        cfg.backend = backend.clone();
+        let token = cfg.tokens.first().cloned().context("the sandbox has a token")?;
+        let handle = Simulator::start(cfg).await.context("starting the Proxmox VE simulator")?;
+        Ok(Sandbox {
+            endpoint: format!("https://{}", handle.addr()),
+            token_id: token.id.clone(),
+            token_secret: Secret::new(token.secret.clone()),
+            fingerprint: handle.fingerprint_sha256(),
+            guests: backend.describe(),
+            handle,
+        })
+    }
+
+    /// Stops every guest and the simulator.
+    pub async fn stop(self) {
+        self.handle.shutdown().await;
+    }
+}

@@ -279,6 +279,40 @@ async fn container_gets_root_keys_and_fresh_host_keys() {
     for want in ["running", "ct-real", "ci-off", "no-instance"] {
         assert!(out.contains(want), "missing {want:?} in: {out}");
     }
+    // The host's extra CAs are trusted inside (pip/npm behind the TLS-intercepting proxy).
+    for ca in std::fs::read_dir("/usr/local/share/ca-certificates")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let name = ca.file_name().to_string_lossy().replace(".crt", ".pem");
+        let (ok, out) = ssh(
+            &user,
+            &kh,
+            &format!("root@{ip}"),
+            &format!("test -e /etc/ssl/certs/{name}"),
+        );
+        assert!(ok, "host CA {name} missing in the guest: {out}");
+    }
+    // What an app binds on the guest's address is reachable from the host.
+    let (ok, out) = ssh(
+        &user,
+        &kh,
+        &format!("root@{ip}"),
+        &format!("systemd-run --unit=web python3 -m http.server 8080 --bind {ip} --directory /etc"),
+    );
+    assert!(ok, "starting a web server failed: {out}");
+    let t = Instant::now();
+    loop {
+        if std::net::TcpStream::connect((ip, 8080)).is_ok() {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "app on {ip}:8080 not reachable"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     b.destroy(vmid).await.expect("destroy");
     assert_torn_down(&b, vmid);
     assert!(!b.guest_dir(vmid).exists());
@@ -433,4 +467,89 @@ async fn node_sshd_accepts_sftp_uploads_into_the_node_storage_only() {
         .expect("restart");
     assert_eq!(again.host_key_openssh(), pinned);
     again.stop().await;
+}
+
+/// Set in the child process of `a_crashed_simulator_leaves_nothing_behind`: its state dir.
+const CRASH_CHILD_ENV: &str = "PVESIM_TEST_CRASH_CHILD_STATE";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_simulator_leaves_nothing_behind() {
+    if let Some(state) = std::env::var_os(CRASH_CHILD_ENV) {
+        // Child: start a guest and a node sshd, then die without any clean-up.
+        let state = PathBuf::from(state);
+        let b = NspawnBackend::detect(&state, &default_cache_dir()).expect("detect in child");
+        b.start(GuestStart {
+            vmid: 9104,
+            node: "pve1".into(),
+            kind: GuestKind::Lxc,
+            hostname: "ct-crash".into(),
+            ipv4: test_ip(50),
+            mac: "BC:24:11:00:91:04".into(),
+            cloud_init: None,
+            lxc_ssh_public_keys: None,
+        })
+        .await
+        .expect("start in child");
+        wait_up(&b, 9104, Duration::from_secs(60)).await;
+        let _sshd = pvedeploy_sim::guest::NodeSshd::start(
+            "pve1",
+            (test_ip(51), 22).into(),
+            &state.join("nodes/pve1"),
+            "",
+        )
+        .await
+        .expect("node sshd in child");
+        std::process::abort();
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(b) = backend_or_skip(&tmp.path().join("state")) else {
+        return;
+    };
+    b.prepare().await.expect("base image");
+    drop(b);
+    let child_state = tmp.path().join("child-state");
+    let status = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "a_crashed_simulator_leaves_nothing_behind",
+            "--nocapture",
+        ])
+        .env(CRASH_CHILD_ENV, &child_state)
+        .status()
+        .unwrap();
+    assert!(!status.success(), "the child should have aborted");
+    let child_guests = child_state.canonicalize().unwrap().join("guests");
+    let root = child_guests.join("9104/root");
+    assert!(
+        mounted(&root),
+        "the crashed child's overlay should still be mounted before the sweep"
+    );
+
+    // Any new backend (other state dir) and any new node sshd sweep what the dead process left.
+    let other =
+        NspawnBackend::detect(&tmp.path().join("state"), &default_cache_dir()).expect("detect");
+    assert!(!mounted(&root), "orphaned overlay not swept");
+    let cgroups = std::fs::read_to_string(child_guests.join("9104/cgroups")).unwrap();
+    for d in cgroups.lines() {
+        assert!(!Path::new(d).exists(), "orphaned cgroup {d} not swept");
+    }
+    let sshd = pvedeploy_sim::guest::NodeSshd::start(
+        "pve2",
+        (test_ip(52), 22).into(),
+        &tmp.path().join("nodes/pve2"),
+        "",
+    )
+    .await
+    .expect("node sshd");
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let leftovers: Vec<&str> = info
+        .lines()
+        .filter(|l| l.contains("pvedeploy-sim/sshd-") && !l.contains("-pve2/"))
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "orphaned node sshd mounts: {leftovers:?}"
+    );
+    sshd.stop().await;
+    drop(other);
 }

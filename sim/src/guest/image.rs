@@ -134,6 +134,7 @@ pub async fn ensure_base_image(cache_dir: &Path) -> Result<PathBuf, ImageError> 
 pub async fn ensure_base_rootfs(cache_dir: &Path) -> Result<PathBuf, ImageError> {
     let dir = base_rootfs_dir(cache_dir);
     if dir.is_dir() {
+        warn_once_if_cas_differ(&dir);
         return Ok(dir);
     }
     let tarball = ensure_base_image(cache_dir).await?;
@@ -171,6 +172,33 @@ pub async fn ensure_base_rootfs(cache_dir: &Path) -> Result<PathBuf, ImageError>
     )))?;
     tracing::info!(dir = %dir.display(), secs = started.elapsed().as_secs_f64(), "base image unpacked");
     Ok(dir)
+}
+
+/// The base image carries the host's extra CAs as they were at build time; if they have
+/// changed since, TLS through the intercepting proxy may fail inside guests.
+fn warn_once_if_cas_differ(rootfs: &Path) {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let host = Path::new("/usr/local/share/ca-certificates");
+        let guest = rootfs.join("usr/local/share/ca-certificates");
+        let Ok(rd) = std::fs::read_dir(host) else {
+            return;
+        };
+        for e in rd.flatten() {
+            let name = e.file_name();
+            if !name.to_string_lossy().ends_with(".crt") {
+                continue;
+            }
+            if std::fs::read(e.path()).ok() != std::fs::read(guest.join(&name)).ok() {
+                tracing::warn!(
+                    ca = %e.path().display(),
+                    rootfs = %rootfs.display(),
+                    "host CA missing or different in the cached guest base image; delete the cache \
+                     (base-*.tar.zst and base-*.rootfs) to rebuild it"
+                );
+            }
+        }
+    });
 }
 
 /// Holds `<cache>/base-bookworm-v<N>.lock` exclusively until dropped.

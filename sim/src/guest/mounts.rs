@@ -78,6 +78,21 @@ pub fn mounts_under(dir: &Path) -> io::Result<Vec<PathBuf>> {
     Ok(found)
 }
 
+/// Mount points of filesystems of type `fstype` (e.g. `overlay`) in this mount namespace.
+pub fn mounts_of_type(fstype: &str) -> io::Result<Vec<PathBuf>> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo")?;
+    Ok(info
+        .lines()
+        .filter_map(|l| {
+            let fields: Vec<&str> = l.split(' ').collect();
+            let sep = fields.iter().position(|f| *f == "-")?;
+            let mount_point = fields.get(4)?;
+            (fields.get(sep + 1) == Some(&fstype))
+                .then(|| PathBuf::from(unescape_mountinfo(mount_point)))
+        })
+        .collect())
+}
+
 /// Whether `path` itself is a mount point.
 pub fn is_mount_point(path: &Path) -> bool {
     mounts_under(path)

@@ -158,15 +158,18 @@ impl NodeSshd {
             .canonicalize()
             .map_err(io(format!("resolving {}", root_dir.display())))?;
         let tag = hex::encode(&Sha256::digest(root_canon.as_os_str().as_bytes())[..4]);
-        let chroot = Path::new(CHROOT_PARENT).join(format!("sshd-{tag}-{node}"));
+        let name = format!("sshd-{tag}-{node}");
+        let chroot = Path::new(CHROOT_PARENT).join(&name);
+        let layout = Layout::detect().map_err(io("detecting cgroups".into()))?;
+        sweep_orphans(&layout);
         remove_tree(&chroot).map_err(io(format!("clearing a stale {}", chroot.display())))?;
         std::fs::create_dir_all(&chroot).map_err(io(format!("creating {}", chroot.display())))?;
         for d in [Path::new(CHROOT_PARENT), chroot.as_path()] {
             set_mode(d, 0o755).map_err(io(format!("chmod {}", d.display())))?;
         }
-        let layout = Layout::detect().map_err(io("detecting cgroups".into()))?;
-        let cgroup = GuestCgroup::create(&layout, &format!("sshd-{tag}-{node}"))
-            .map_err(io("creating a cgroup".into()))?;
+        std::fs::write(owner_file(&chroot), format!("{}\n", std::process::id()))
+            .map_err(io("recording the owner".into()))?;
+        let cgroup = GuestCgroup::create(&layout, &name).map_err(io("creating a cgroup".into()))?;
         let mut me = NodeSshd {
             node: node.into(),
             addr,
@@ -315,6 +318,51 @@ fn cleanup(node: &str, cgroup: &GuestCgroup, chroot: &Path) {
     }
     if let Err(e) = cgroup.remove() {
         tracing::error!(node, error = %e, "removing the node sshd cgroup");
+    }
+    let _ = std::fs::remove_file(owner_file(chroot));
+}
+
+/// `/run/pvedeploy-sim/<name>.owner`: the PID of the simulator process that owns `<name>`.
+fn owner_file(chroot: &Path) -> PathBuf {
+    chroot.with_extension("owner")
+}
+
+/// Cleans node sshd chroots and cgroups whose owning process is gone (a crashed test).
+fn sweep_orphans(layout: &Layout) {
+    let Ok(rd) = std::fs::read_dir(CHROOT_PARENT) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let path = e.path();
+        if path.extension() != Some(std::ffi::OsStr::new("owner")) {
+            continue;
+        }
+        let Some(pid) = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|t| t.trim().parse::<i32>().ok())
+        else {
+            continue;
+        };
+        // SAFETY: signal 0 only checks whether the PID exists.
+        let alive = unsafe { libc::kill(pid, 0) } == 0
+            || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+        if alive {
+            continue;
+        }
+        let chroot = path.with_extension("");
+        let Some(name) = chroot
+            .file_name()
+            .and_then(|n| n.to_str())
+            .map(str::to_string)
+        else {
+            continue;
+        };
+        tracing::warn!(chroot = %chroot.display(), pid, "cleaning a node sshd left by a process that died");
+        cleanup(
+            &name,
+            &GuestCgroup::from_dirs(layout.dirs_for(&name)),
+            &chroot,
+        );
     }
 }
 

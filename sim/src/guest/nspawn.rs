@@ -21,7 +21,9 @@ use crate::backend::{GuestBackend, GuestStart};
 use super::cgroup::{GuestCgroup, Layout};
 use super::detect::{self, Unavailable};
 use super::image::{ensure_base_rootfs, ImageError};
-use super::mounts::{is_mount_point, mount_overlay, remove_tree, unmount, unmount_all_under};
+use super::mounts::{
+    is_mount_point, mount_overlay, mounts_of_type, remove_tree, unmount, unmount_all_under,
+};
 use super::rootfs::GuestRoot;
 use super::seed::write_guest_files;
 use super::supervisor::{teardown, LaunchSpec, Supervisor};
@@ -97,6 +99,7 @@ impl NspawnBackend {
             _lock: lock,
         };
         backend.clean_stale();
+        sweep_orphans(&backend.guests_dir);
         Ok(backend)
     }
 
@@ -130,23 +133,11 @@ impl NspawnBackend {
             };
             let dir = e.path();
             let cgroup = read_cgroups_file(&dir);
-            let spec = self.spec(vmid, &dir, String::new(), cgroup);
+            let spec = launch_spec(vmid, &dir, String::new(), cgroup);
             teardown(&spec);
             if let Err(err) = unmount_all_under(&dir) {
                 tracing::error!(vmid, error = %err, "clearing stale mounts");
             }
-        }
-    }
-
-    fn spec(&self, vmid: u32, dir: &Path, hostname: String, cgroup: GuestCgroup) -> LaunchSpec {
-        LaunchSpec {
-            vmid,
-            root: dir.join("root"),
-            machine: format!("pvesim-{vmid}"),
-            hostname,
-            console_log: dir.join("console.log"),
-            pid_file: dir.join("nspawn.pid"),
-            cgroup,
         }
     }
 
@@ -190,7 +181,7 @@ impl NspawnBackend {
                 return Err(e);
             }
         };
-        let spec = self.spec(vmid, &dir, g.hostname.clone(), cgroup);
+        let spec = launch_spec(vmid, &dir, g.hostname.clone(), cgroup);
         match Supervisor::spawn(spec.clone()) {
             Ok(sup) => {
                 tracing::info!(vmid, ipv4 = %g.ipv4, kind = ?g.kind, "guest booting");
@@ -239,7 +230,7 @@ impl NspawnBackend {
         // Whatever a crash or a failed start left behind.
         let dir = self.guest_dir(vmid);
         if dir.exists() {
-            let spec = self.spec(vmid, &dir, String::new(), read_cgroups_file(&dir));
+            let spec = launch_spec(vmid, &dir, String::new(), read_cgroups_file(&dir));
             tokio::task::spawn_blocking(move || teardown(&spec))
                 .await
                 .map_err(|e| GuestError::Io {
@@ -314,6 +305,59 @@ pub async fn ssh_banner(addr: SocketAddr, timeout: Duration) -> bool {
         Some(buf.starts_with(b"SSH-2.0-"))
     };
     matches!(tokio::time::timeout(timeout, attempt).await, Ok(Some(true)))
+}
+
+fn launch_spec(vmid: u32, dir: &Path, hostname: String, cgroup: GuestCgroup) -> LaunchSpec {
+    LaunchSpec {
+        vmid,
+        root: dir.join("root"),
+        machine: format!("pvesim-{vmid}"),
+        hostname,
+        console_log: dir.join("console.log"),
+        pid_file: dir.join("nspawn.pid"),
+        cgroup,
+    }
+}
+
+/// Tears down guests of *other* state dirs whose simulator died (a crashed test): overlays
+/// mounted on `…/guests/<vmid>/root` whose `…/guests/.lock` nobody holds any more.
+fn sweep_orphans(own_guests_dir: &Path) {
+    let Ok(overlays) = mounts_of_type("overlay") else {
+        return;
+    };
+    for root in overlays {
+        if root.file_name() != Some(std::ffi::OsStr::new("root")) {
+            continue;
+        }
+        let Some(dir) = root.parent() else { continue };
+        let Some(vmid) = dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Some(guests_dir) = dir.parent() else {
+            continue;
+        };
+        if guests_dir == own_guests_dir
+            || guests_dir.file_name() != Some(std::ffi::OsStr::new("guests"))
+        {
+            continue;
+        }
+        let Ok(lock) = File::options().write(true).open(guests_dir.join(".lock")) else {
+            continue;
+        };
+        if lock.try_lock().is_ok() {
+            tracing::warn!(vmid, dir = %dir.display(), "tearing down a guest left by a simulator that died");
+            teardown(&launch_spec(
+                vmid,
+                dir,
+                String::new(),
+                read_cgroups_file(dir),
+            ));
+        }
+    }
 }
 
 fn read_cgroups_file(dir: &Path) -> GuestCgroup {

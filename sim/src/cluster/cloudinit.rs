@@ -29,7 +29,8 @@ pub fn hash_password(pw: &str) -> String {
     crypt::sha256_crypt(pw, &salt)
 }
 
-fn hostname_fqdn(g: &Guest) -> (String, String) {
+/// `get_hostname_fqdn`: the `name` (or `VM<vmid>`), split at the first dot, and the FQDN.
+pub fn hostname_fqdn(g: &Guest) -> (String, String) {
     let name = g.config.get("name").cloned().unwrap_or_else(|| format!("VM{}", g.vmid));
     if let Some((host, _)) = name.split_once('.') {
         return (host.to_string(), name.clone());

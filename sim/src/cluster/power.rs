@@ -92,7 +92,7 @@ pub async fn boot(c: &Arc<Cluster>, node: &str, vmid: u32, kind: GuestKind) -> T
             node: node.to_string(),
             kind,
             hostname: match kind {
-                GuestKind::Qemu => g.name(),
+                GuestKind::Qemu => cloudinit::hostname_fqdn(&g).0,
                 GuestKind::Lxc => g.config.get("hostname").cloned().unwrap_or_else(|| format!("CT{vmid}")),
             },
             ipv4: ip,

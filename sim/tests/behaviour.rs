@@ -297,3 +297,32 @@ async fn upload_takes_iso_vztmpl_import_only() {
     assert_eq!(content.data()[0]["volid"], "local:iso/debian_12.iso");
     assert_eq!(content.data()[0]["size"], 8);
 }
+
+#[tokio::test]
+async fn lxc_snapshots_templates_and_already_exists() {
+    let s = start().await;
+    let tmpl = "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst";
+    assert_eq!(s.task("POST", "pve1", "/nodes/pve1/lxc", &[("vmid", "300"), ("ostemplate", tmpl), ("hostname", "ct3")]).await, "OK");
+    assert_eq!(s.get("/nodes/pve1/lxc/300/config").await.data()["rootfs"], "local:300/vm-300-disk-0.qcow2,size=4G");
+    assert_eq!(s.task("POST", "pve1", "/nodes/pve1/lxc/300/snapshot", &[("snapname", "s1")]).await, "OK");
+    let list = s.get("/nodes/pve1/lxc/300/snapshot").await;
+    assert_eq!((list.data()[0]["name"].as_str(), list.data()[1]["name"].as_str()), (Some("s1"), Some("current")));
+    assert_eq!(s.task("POST", "pve1", "/nodes/pve1/lxc/300/snapshot/s1/rollback", &[]).await, "OK");
+    assert_eq!(s.task("DELETE", "pve1", "/nodes/pve1/lxc/300/snapshot/s1", &[]).await, "OK");
+    let r = s.post("/nodes/pve1/lxc/300/status/stop", &[]).await;
+    assert_eq!(r.reason, "CT 300 not running");
+
+    // POST /nodes/{node}/qemu on a taken VMID
+    let r = s.post("/nodes/pve2/qemu", &[("vmid", "300"), ("name", "x")]).await;
+    assert_eq!((r.status, r.reason.as_str()), (500, "CT 300 already exists on node 'pve1'"));
+
+    // templates: LXC synchronously, QEMU as a task (disks become base volumes)
+    assert_eq!(s.post("/nodes/pve1/lxc/300/template", &[]).await.status, 200);
+    assert_eq!(s.get("/nodes/pve1/lxc/300/config").await.data()["template"], 1);
+    assert_eq!(s.clone_vm(100, &[("full", "1")]).await, "OK");
+    assert_eq!(s.task("POST", "pve1", "/nodes/pve1/qemu/100/template", &[]).await, "OK");
+    let cfg = s.get("/nodes/pve1/qemu/100/config").await;
+    assert!(cfg.data()["scsi0"].as_str().unwrap_or_default().starts_with("local-lvm:base-100-disk-0,"), "{cfg:?}");
+    let r = s.post("/nodes/pve1/qemu/100/status/start", &[]).await;
+    assert_eq!(s.wait("pve1", r.data()).await, "you can't start a vm if it's a template");
+}

@@ -28,6 +28,14 @@ fn backend_or_skip(state: &Path) -> Option<NspawnBackend> {
     }
 }
 
+/// A temp dir and a backend with its state in `<tmp>/state`, base image ready; `None` = skip.
+async fn setup() -> Option<(tempfile::TempDir, NspawnBackend)> {
+    let tmp = tempfile::tempdir().unwrap();
+    let b = backend_or_skip(&tmp.path().join("state"))?;
+    b.prepare().await.expect("base image");
+    Some((tmp, b))
+}
+
 /// A loopback address unlikely to collide with other test processes on this machine.
 fn test_ip(n: u8) -> Ipv4Addr {
     let p = std::process::id();
@@ -85,6 +93,26 @@ fn ssh(key: &Key, known_hosts: &Path, user_host: &str, command: &str) -> (bool, 
     let mut cmd = openssh("ssh", key, known_hosts);
     cmd.arg(user_host).arg(command);
     output(cmd)
+}
+
+fn guest(
+    vmid: u32,
+    kind: GuestKind,
+    hostname: &str,
+    ipv4: Ipv4Addr,
+    cloud_init: Option<CloudInitSeed>,
+    lxc_ssh_public_keys: Option<String>,
+) -> GuestStart {
+    GuestStart {
+        vmid,
+        node: "pve1".into(),
+        kind,
+        hostname: hostname.into(),
+        ipv4,
+        mac: format!("BC:24:11:00:{:02X}:{:02X}", vmid / 256 % 256, vmid % 256),
+        cloud_init,
+        lxc_ssh_public_keys,
+    }
 }
 
 fn keyscan(ip: Ipv4Addr) -> String {
@@ -161,16 +189,14 @@ async fn vm_with_cloud_init_boots_and_accepts_ssh() {
         user_data: user_data(&user, &host),
     };
     let t = Instant::now();
-    b.start(GuestStart {
+    b.start(guest(
         vmid,
-        node: "pve1".into(),
-        kind: GuestKind::Qemu,
-        hostname: "vm-real".into(),
-        ipv4: ip,
-        mac: "BC:24:11:00:91:01".into(),
-        cloud_init: Some(seed),
-        lxc_ssh_public_keys: None,
-    })
+        GuestKind::Qemu,
+        "vm-real",
+        ip,
+        Some(seed),
+        None,
+    ))
     .await
     .expect("start");
     let up = wait_up(&b, vmid, Duration::from_secs(60)).await;
@@ -237,30 +263,92 @@ async fn vm_with_cloud_init_boots_and_accepts_ssh() {
     assert!(!b.guest_dir(vmid).exists());
 }
 
+/// User-data exactly as PVE generates it from `ciuser`/`cipassword`/`sshkeys` (default
+/// user renamed, `package_upgrade: true`): the agent's path when it uses no `cicustom`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn container_gets_root_keys_and_fresh_host_keys() {
-    let tmp = tempfile::tempdir().unwrap();
-    let Some(b) = backend_or_skip(&tmp.path().join("state")) else {
+async fn vm_with_pve_generated_user_data_gets_a_sudo_user() {
+    let Some((tmp, b)) = setup().await else {
         return;
     };
-    b.prepare().await.expect("base image");
+    let user = keygen(tmp.path(), "ciuser");
+    let ip = test_ip(60);
+    let vmid = 9105;
+    let user_data = format!(
+        "#cloud-config\nhostname: vm-pve\nmanage_etc_hosts: true\nfqdn: vm-pve\nuser: deploy\n\
+         password: $5$abcdefgh$XSWy6gGpH1zSD6aTjkW8d0UWsmoBJgZS5pA8GqF6ys3\n\
+         ssh_authorized_keys:\n  - {}\nchpasswd:\n  expire: False\nusers:\n  - default\npackage_upgrade: true\n",
+        user.public
+    );
+    let t = Instant::now();
+    b.start(guest(
+        vmid,
+        GuestKind::Qemu,
+        "vm-pve",
+        ip,
+        Some(CloudInitSeed {
+            instance_id: "0123456789abcdef0123456789abcdef01234567".into(),
+            meta_data: "instance-id: 0123456789abcdef0123456789abcdef01234567\n".into(),
+            user_data,
+        }),
+        None,
+    ))
+    .await
+    .expect("start");
+    wait_up(&b, vmid, Duration::from_secs(60)).await;
+    let kh = tmp.path().join("known_hosts");
+    std::fs::write(&kh, format!("{}\n", keyscan(ip))).unwrap();
+    let (ok, out) = ssh(
+        &user,
+        &kh,
+        &format!("deploy@{ip}"),
+        "cloud-init status --wait >/dev/null; cloud-init status; sudo -n true && echo sudo-ok; hostname",
+    );
+    eprintln!(
+        "PVE-style VM cloud-init (with package_upgrade) done: {:.2} s after start",
+        t.elapsed().as_secs_f64()
+    );
+    assert!(ok, "ssh as the renamed default user failed: {out}");
+    for want in ["status: done", "sudo-ok", "vm-pve"] {
+        assert!(out.contains(want), "missing {want:?} in: {out}");
+    }
+    b.destroy(vmid).await.expect("destroy");
+    assert_torn_down(&b, vmid);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn container_gets_root_keys_and_fresh_host_keys() {
+    let Some((tmp, b)) = setup().await else {
+        return;
+    };
     let user = keygen(tmp.path(), "root-user");
     let ip = test_ip(20);
     let vmid = 9102;
-    b.start(GuestStart {
+    b.start(guest(
         vmid,
-        node: "pve1".into(),
-        kind: GuestKind::Lxc,
-        hostname: "ct-real".into(),
-        ipv4: ip,
-        mac: "BC:24:11:00:91:02".into(),
-        cloud_init: None,
-        lxc_ssh_public_keys: Some(format!("{}\n", user.public)),
-    })
+        GuestKind::Lxc,
+        "ct-real",
+        ip,
+        None,
+        Some(format!("{}\n", user.public)),
+    ))
     .await
     .expect("start");
     let up = wait_up(&b, vmid, Duration::from_secs(60)).await;
     eprintln!("LXC boot-to-SSH: {:.2} s", up.as_secs_f64());
+    let clash = b
+        .start(guest(
+            vmid + 100,
+            GuestKind::Lxc,
+            "ct-clash",
+            ip,
+            None,
+            None,
+        ))
+        .await;
+    let err = clash
+        .expect_err("a second guest on the same address must be refused")
+        .to_string();
+    assert!(err.contains("already in use"), "{err}");
     let scanned = keyscan(ip);
     assert!(
         scanned.starts_with(&format!("{ip} ssh-ed25519 ")),
@@ -320,22 +408,18 @@ async fn container_gets_root_keys_and_fresh_host_keys() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_the_backend_tears_guests_down() {
-    let tmp = tempfile::tempdir().unwrap();
-    let Some(b) = backend_or_skip(&tmp.path().join("state")) else {
+    let Some((tmp, b)) = setup().await else {
         return;
     };
-    b.prepare().await.expect("base image");
     let vmid = 9103;
-    b.start(GuestStart {
+    b.start(guest(
         vmid,
-        node: "pve1".into(),
-        kind: GuestKind::Lxc,
-        hostname: "ct-drop".into(),
-        ipv4: test_ip(30),
-        mac: "BC:24:11:00:91:03".into(),
-        cloud_init: None,
-        lxc_ssh_public_keys: None,
-    })
+        GuestKind::Lxc,
+        "ct-drop",
+        test_ip(30),
+        None,
+        None,
+    ))
     .await
     .expect("start");
     wait_up(&b, vmid, Duration::from_secs(60)).await;
@@ -478,16 +562,14 @@ async fn a_crashed_simulator_leaves_nothing_behind() {
         // Child: start a guest and a node sshd, then die without any clean-up.
         let state = PathBuf::from(state);
         let b = NspawnBackend::detect(&state, &default_cache_dir()).expect("detect in child");
-        b.start(GuestStart {
-            vmid: 9104,
-            node: "pve1".into(),
-            kind: GuestKind::Lxc,
-            hostname: "ct-crash".into(),
-            ipv4: test_ip(50),
-            mac: "BC:24:11:00:91:04".into(),
-            cloud_init: None,
-            lxc_ssh_public_keys: None,
-        })
+        b.start(guest(
+            9104,
+            GuestKind::Lxc,
+            "ct-crash",
+            test_ip(50),
+            None,
+            None,
+        ))
         .await
         .expect("start in child");
         wait_up(&b, 9104, Duration::from_secs(60)).await;
@@ -501,11 +583,9 @@ async fn a_crashed_simulator_leaves_nothing_behind() {
         .expect("node sshd in child");
         std::process::abort();
     }
-    let tmp = tempfile::tempdir().unwrap();
-    let Some(b) = backend_or_skip(&tmp.path().join("state")) else {
+    let Some((tmp, b)) = setup().await else {
         return;
     };
-    b.prepare().await.expect("base image");
     drop(b);
     let child_state = tmp.path().join("child-state");
     let status = Command::new(std::env::current_exe().unwrap())

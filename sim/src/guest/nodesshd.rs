@@ -39,6 +39,8 @@ pub enum NodeSshdError {
     BadNode(String),
     #[error("in-chroot path {0:?} must be absolute, without `..`, and not `/`")]
     BadPath(String),
+    #[error("{0} is already in use by another process")]
+    AddressInUse(SocketAddr),
     #[error("`sshd` not found (apt-get install openssh-server)")]
     NoSshd,
     #[error("node sshd for {node}: {context}: {source}")]
@@ -118,6 +120,12 @@ impl NodeSshd {
             binds.push((clean.to_string(), host.to_path_buf()));
         }
         let sshd = which("sshd").ok_or(NodeSshdError::NoSshd)?;
+        if tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(addr))
+            .await
+            .is_ok_and(|r| r.is_ok())
+        {
+            return Err(NodeSshdError::AddressInUse(addr));
+        }
 
         let dir = root_dir.join("sshd");
         std::fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
@@ -230,15 +238,15 @@ impl NodeSshd {
 
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
-            if ssh_banner(addr, Duration::from_millis(500)).await {
-                tracing::info!(node, %addr, "node sshd up");
-                return Ok(me);
-            }
             let exited = me
                 .child
                 .as_mut()
                 .map(|c| matches!(c.try_wait(), Ok(Some(_))))
                 .unwrap_or(true);
+            if !exited && ssh_banner(addr, Duration::from_millis(500)).await {
+                tracing::info!(node, %addr, "node sshd up");
+                return Ok(me);
+            }
             if exited || tokio::time::Instant::now() >= deadline {
                 me.stop().await;
                 return Err(NodeSshdError::NotUp {

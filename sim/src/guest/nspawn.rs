@@ -34,6 +34,8 @@ pub enum GuestError {
     AlreadyRunning(u32),
     #[error("guest address {0} is not a loopback address (guests may only use 127.0.0.0/8)")]
     NotLoopback(Ipv4Addr),
+    #[error("{0}:22 is already in use by another process (another simulator's guest?); guest addresses must be unique on the machine")]
+    AddressInUse(Ipv4Addr),
     #[error("invalid hostname {0:?}")]
     BadHostname(String),
     #[error("guest {vmid}: {context}: {source}")]
@@ -156,6 +158,17 @@ impl NspawnBackend {
                 return Err(GuestError::AlreadyRunning(vmid));
             }
             guests.remove(&vmid);
+        }
+        // Guests share the host network: a second sshd on the same address would fail to
+        // bind while is_up() happily greeted the first one.
+        if tokio::time::timeout(
+            Duration::from_secs(1),
+            tokio::net::TcpStream::connect((g.ipv4, 22)),
+        )
+        .await
+        .is_ok_and(|r| r.is_ok())
+        {
+            return Err(GuestError::AddressInUse(g.ipv4));
         }
         let io = |context: &'static str| {
             move |source| GuestError::Io {

@@ -430,10 +430,14 @@ async fn dropping_the_backend_tears_guests_down() {
     for d in cgroups {
         assert!(!d.exists(), "cgroup {} left after drop", d.display());
     }
-    // A new owner of the same state dir starts clean.
+    // A new owner of the same state dir starts clean: no guest disks from the last run.
     let again =
         NspawnBackend::detect(&tmp.path().join("state"), &default_cache_dir()).expect("re-detect");
     assert!(!again.is_up(vmid).await);
+    assert!(
+        !again.guest_dir(vmid).exists(),
+        "a previous run's guest disk survived"
+    );
 }
 
 fn strip_comment(public: &str) -> String {

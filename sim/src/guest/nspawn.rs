@@ -1,7 +1,8 @@
 //! `NspawnBackend`: the `GuestBackend` that boots each started guest as a real Debian system.
 //!
 //! Per guest, under `<state_dir>/guests/<vmid>/`: `upper/` + `work/` (the guest's disk,
-//! kept across stop/start), `root/` (the overlay mount point, mounted only while running),
+//! kept across stop/start within one simulator run; removed by `destroy` and when the next
+//! backend takes over the state dir), `root/` (the overlay mount point, mounted only while running),
 //! `console.log`, `cgroups` (the cgroup directories in use, for crash clean-up) and
 //! `nspawn.pid`. An exclusive lock on `<state_dir>/guests/.lock` marks the owning simulator;
 //! whoever takes it next clears what a crashed owner left (processes, mounts, cgroups).
@@ -124,7 +125,9 @@ impl NspawnBackend {
         self.layout.dirs_for(&self.cgroup_name(vmid))
     }
 
-    /// Kills, unmounts and removes what a previous (crashed) owner of this state dir left.
+    /// Kills, unmounts and removes what a previous owner of this state dir left. The
+    /// simulator's cluster model lives in memory, so a previous run's guest disks belong to
+    /// no guest any more: a new VM reusing the VMID must not inherit them.
     fn clean_stale(&self) {
         let Ok(rd) = std::fs::read_dir(&self.guests_dir) else {
             return;
@@ -137,8 +140,11 @@ impl NspawnBackend {
             let cgroup = read_cgroups_file(&dir);
             let spec = launch_spec(vmid, &dir, String::new(), cgroup);
             teardown(&spec);
-            if let Err(err) = unmount_all_under(&dir) {
-                tracing::error!(vmid, error = %err, "clearing stale mounts");
+            match unmount_all_under(&dir).and_then(|()| remove_tree(&dir)) {
+                Ok(()) => {
+                    tracing::info!(vmid, dir = %dir.display(), "removed a previous run's guest")
+                }
+                Err(err) => tracing::error!(vmid, error = %err, "clearing a previous run's guest"),
             }
         }
     }

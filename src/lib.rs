@@ -7,6 +7,7 @@ pub mod config;
 pub mod core;
 pub mod engine;
 pub mod metrics;
+pub mod pve;
 #[cfg(feature = "sandbox")]
 pub mod sandbox;
 pub mod store;

@@ -11,7 +11,9 @@ use poem::{EndpointExt, Server};
 
 use crate::api::{self, ApiState};
 use crate::auth::{generate_token, hash_token, Scope, TokenEntry, TokenRegistry};
-use crate::config::{Config, ProxmoxSetting};
+use crate::config::{Config, ProxmoxSetting, TrustSetting};
+use crate::engine::provision::{ProvisionSettings, Provisioner};
+use crate::pve::{PveClient, PveConfig, TlsTrust};
 use crate::engine::Engine;
 use crate::metrics::Metrics;
 use crate::store::Store;
@@ -31,7 +33,6 @@ impl Application {
         let started = Instant::now();
         let store = Store::open(&config.database).await.with_context(|| format!("opening the database at {}", redact_url(&config.database.url)))?;
         let (tokens, generated_admin_token) = prepare_tokens(&store, &config).await?;
-        let engine = Engine::new(store, config.limits.clone(), config.repos.clone());
         let acceptor = TcpListener::bind(config.listen).into_acceptor().await.with_context(|| format!("binding {}", config.listen))?;
         let addr = acceptor
             .local_addr()
@@ -40,20 +41,44 @@ impl Application {
             .context("the listener has no socket address")?;
         #[cfg(feature = "sandbox")]
         let mut sandbox = None;
-        let proxmox = match &config.proxmox {
-            ProxmoxSetting::None => None,
-            ProxmoxSetting::Cluster(c) => Some(format!("cluster {}", c.endpoint)),
+        let deploy_key = || crate::keys::load_or_create_deploy_key(&config.data_dir.join("keys")).context("the agent's deploy key");
+        let (proxmox, provisioner) = match &config.proxmox {
+            ProxmoxSetting::None => (None, None),
+            ProxmoxSetting::Cluster(c) => {
+                let trust = match &c.trust {
+                    TrustSetting::Fingerprint(f) => TlsTrust::parse_fingerprint(f)?,
+                    TrustSetting::CaFile(p) => TlsTrust::CaBundlePem(std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?),
+                };
+                let client = PveClient::new(PveConfig::new(&c.endpoint, &c.token_id, c.token_secret.clone(), trust))?;
+                let mut settings = ProvisionSettings::sandbox(deploy_key()?.public_openssh);
+                settings.vm_template = crate::core::names::VmId::new(c.vm_template.into()).map_err(|e| anyhow::anyhow!(e.message))?;
+                settings.lxc_template = c.lxc_template.clone();
+                settings.storage = c.storage.clone();
+                settings.bridge = c.bridge.clone();
+                settings.vmid_range = c.vmid_range.clone();
+                settings.full_clone = c.full_clone;
+                settings.placement.allow = c.nodes.clone();
+                settings.placement.max_guests_per_node = c.max_guests_per_node;
+                settings.address_deadline = c.address_timeout;
+                (Some(format!("cluster {}", c.endpoint)), Some(Provisioner::new(client, settings)))
+            }
             #[cfg(feature = "sandbox")]
             ProxmoxSetting::Sandbox => {
                 let s = crate::sandbox::Sandbox::start(&config.data_dir).await?;
                 tracing::info!(endpoint = %s.endpoint, fingerprint = %s.fingerprint, guests = %s.guests, "started the built-in Proxmox VE sandbox");
                 let desc = format!("sandbox {}", s.endpoint);
+                let client = PveClient::new(PveConfig::new(&s.endpoint, &s.token_id, s.token_secret.clone(), TlsTrust::parse_fingerprint(&s.fingerprint)?))?;
                 sandbox = Some(s);
-                Some(desc)
+                (Some(desc), Some(Provisioner::new(client, ProvisionSettings::sandbox(deploy_key()?.public_openssh))))
             }
             #[cfg(not(feature = "sandbox"))]
             ProxmoxSetting::Sandbox => anyhow::bail!("this build has no sandbox (built without the `sandbox` feature): configure [proxmox] or set mode = \"none\""),
         };
+        let engine = Engine::new(store, config.limits.clone(), config.repos.clone(), provisioner);
+        let resumed = engine.resume_unfinished().await?;
+        if resumed > 0 {
+            tracing::info!(resumed, "resuming unfinished work");
+        }
         let state = ApiState { engine, tokens, metrics: Arc::new(Metrics::default()), max_page_size: config.max_page_size, started, proxmox };
         Ok(Application {
             #[cfg(feature = "sandbox")]

@@ -61,6 +61,23 @@ pub struct ProxmoxFile {
     pub fingerprint: Option<String>,
     /// Or a CA bundle (PEM) that signed the certificate.
     pub ca_file: Option<PathBuf>,
+    /// The VM template to clone (a VM with a cloud-init drive and the guest agent enabled).
+    pub vm_template: Option<u32>,
+    /// `storage:vztmpl/file` for containers.
+    pub lxc_template: Option<String>,
+    /// Storage for full clones and container root filesystems (default `local-lvm`).
+    pub storage: Option<String>,
+    /// Bridge for container networks (default `vmbr0`).
+    pub bridge: Option<String>,
+    /// `[first, last]` VMIDs pvedeploy may use (default [10000, 19999]).
+    pub vmid_range: Option<[u32; 2]>,
+    /// Always full clones (default: linked clones where the template's storage allows).
+    pub full_clone: Option<bool>,
+    /// Only these nodes (default: all).
+    pub nodes: Option<Vec<String>>,
+    pub max_guests_per_node: Option<u32>,
+    /// How long to wait for a started guest's IPv4 address (default 120).
+    pub address_timeout_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -122,6 +139,15 @@ pub struct ClusterSettings {
     pub token_id: String,
     pub token_secret: Secret<String>,
     pub trust: TrustSetting,
+    pub vm_template: u32,
+    pub lxc_template: String,
+    pub storage: String,
+    pub bridge: String,
+    pub vmid_range: std::ops::RangeInclusive<u32>,
+    pub full_clone: bool,
+    pub nodes: Vec<crate::core::names::NodeName>,
+    pub max_guests_per_node: Option<u32>,
+    pub address_timeout: std::time::Duration,
 }
 
 /// How the cluster's TLS certificate is verified; there is deliberately no "accept anything".
@@ -345,7 +371,40 @@ fn proxmox_setting(file: ProxmoxFile, env: &BTreeMap<String, String>) -> Result<
                 (None, Some(p)) => TrustSetting::CaFile(p),
                 _ => return Err(invalid("proxmox.fingerprint", "exactly one of fingerprint or ca_file must be given (certificates are always verified)")),
             };
-            Ok(ProxmoxSetting::Cluster(ClusterSettings { endpoint, token_id, token_secret, trust }))
+            let vm_template = file.vm_template.ok_or_else(|| invalid("proxmox.vm_template", "is required in cluster mode (the VMID of a cloud-init VM template)"))?;
+            if !(100..=999_999_999).contains(&vm_template) {
+                return Err(invalid("proxmox.vm_template", "must be a VMID between 100 and 999999999"));
+            }
+            let vmid_range = match file.vmid_range {
+                None => 10_000..=19_999,
+                Some([a, b]) if (100..=999_999_999).contains(&a) && a <= b && b <= 999_999_999 => a..=b,
+                Some(_) => return Err(invalid("proxmox.vmid_range", "must be [first, last] with 100 <= first <= last <= 999999999")),
+            };
+            let nodes = file
+                .nodes
+                .unwrap_or_default()
+                .iter()
+                .map(|n| crate::core::names::NodeName::parse(n).map_err(|e| invalid("proxmox.nodes", e.message)))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(ProxmoxSetting::Cluster(ClusterSettings {
+                endpoint,
+                token_id,
+                token_secret,
+                trust,
+                vm_template,
+                lxc_template: file.lxc_template.unwrap_or_else(|| "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst".into()),
+                storage: file.storage.unwrap_or_else(|| "local-lvm".into()),
+                bridge: file.bridge.unwrap_or_else(|| "vmbr0".into()),
+                vmid_range,
+                full_clone: file.full_clone.unwrap_or(false),
+                nodes,
+                max_guests_per_node: file.max_guests_per_node,
+                address_timeout: std::time::Duration::from_secs(match file.address_timeout_secs {
+                    None => 120,
+                    Some(n @ 1..=3600) => n,
+                    Some(_) => return Err(invalid("proxmox.address_timeout_secs", "must be between 1 and 3600")),
+                }),
+            }))
         }
         _ => Err(invalid("proxmox.mode", "must be one of: cluster, sandbox, none")),
     }
@@ -402,7 +461,7 @@ mod tests {
         let c = parse("[proxmox]\nendpoint='https://pve:8006'\ntoken_id='a@pve!t'\ntoken_secret='s3cret-value'\nfingerprint='AB'").unwrap_err().to_string();
         assert!(c.contains("proxmox.fingerprint"), "{c}");
         let fp = vec!["AB"; 32].join(":");
-        let c = parse(&format!("[proxmox]\nendpoint='https://pve:8006'\ntoken_id='a@pve!t'\ntoken_secret='s3cret-value'\nfingerprint='{fp}'")).unwrap();
+        let c = parse(&format!("[proxmox]\nendpoint='https://pve:8006'\ntoken_id='a@pve!t'\ntoken_secret='s3cret-value'\nfingerprint='{fp}'\nvm_template=9000")).unwrap();
         assert!(matches!(c.proxmox, ProxmoxSetting::Cluster(_)));
         assert!(!format!("{c:?}").contains("s3cret-value"));
         let e = parse("[proxmox]\nendpoint='http://pve:8006'").unwrap_err().to_string();

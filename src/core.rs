@@ -5,6 +5,7 @@ pub mod deployment;
 pub mod limits;
 pub mod names;
 pub mod placement;
+pub mod provision;
 pub mod repo;
 pub mod status;
 pub mod validation;

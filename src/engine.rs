@@ -1,6 +1,8 @@
 //! Runs what the doors ask for: records intent, advances the lifecycle one persisted step at a time, and publishes what happened.
 
 pub mod bus;
+pub mod provision;
+mod run;
 
 use std::sync::Arc;
 
@@ -46,11 +48,22 @@ struct Inner {
     limits: Limits,
     repos: RepoPolicy,
     tasks: TaskTracker,
+    provisioner: Option<Arc<provision::Provisioner>>,
+    /// This agent's name in leases (unique per process).
+    agent_id: String,
 }
 
 impl Engine {
-    pub fn new(store: Store, limits: Limits, repos: RepoPolicy) -> Self {
-        Self { inner: Arc::new(Inner { store, bus: Bus::new(), limits, repos, tasks: TaskTracker::new() }) }
+    pub fn new(store: Store, limits: Limits, repos: RepoPolicy, provisioner: Option<provision::Provisioner>) -> Self {
+        let agent_id = format!("{}-{}", std::process::id(), &uuid::Uuid::new_v4().to_string()[..8]);
+        Self {
+            inner: Arc::new(Inner { store, bus: Bus::new(), limits, repos, tasks: TaskTracker::new(), provisioner: provisioner.map(Arc::new), agent_id }),
+        }
+    }
+
+    /// The Proxmox side, when a cluster (or the sandbox) is configured.
+    pub fn provisioner(&self) -> Option<&provision::Provisioner> {
+        self.inner.provisioner.as_deref()
     }
 
     pub fn store(&self) -> &Store {
@@ -94,10 +107,10 @@ impl Engine {
         Ok(d)
     }
 
-    /// The pipeline of a new deployment. Provisioning is not wired in yet, so it says so and leaves
-    /// the deployment `pending` — it never pretends to have deployed.
+    /// The pipeline of a new deployment: provisioning (when a cluster is configured), then — once it
+    /// lands — installing and deploying. Without a cluster it says so and leaves the deployment `pending`.
     async fn run_pipeline(&self, id: DeploymentId) {
-        self.log(&id, Level::Warn, "provision", "no provisioner is configured in this build; the deployment stays pending").await;
+        self.provision(id).await;
     }
 
     /// Finds a deployment by id, or by name (the live one, else the latest that had it).
@@ -133,8 +146,15 @@ impl Engine {
     async fn destroy(&self, d: Deployment, actor: &Actor) -> Result<Deployment, EngineError> {
         let d = self.transition(d, Status::Destroying, &format!("destroy requested by {actor}")).await?;
         self.log(&d.id, Level::Info, "destroy", "destroy requested").await;
+        if self.inner.provisioner.is_some() {
+            // A guest may exist or be in the making: remove it in the background (202), under the lease.
+            let engine = self.clone();
+            let id = d.id.clone();
+            self.inner.tasks.spawn(async move { engine.destroy_guest(id).await });
+            return Ok(d);
+        }
         if d.proxmox_id.is_some() {
-            return Err(EngineError::Conflict("cannot destroy a guest yet: no provisioner is configured in this build".into()));
+            return Err(EngineError::Conflict("this deployment has a guest but no Proxmox cluster is configured to remove it".into()));
         }
         self.log(&d.id, Level::Info, "destroy", "no guest was ever created; nothing to remove on Proxmox").await;
         let d = self.transition(d, Status::Destroyed, "destroyed").await?;

@@ -71,7 +71,23 @@ impl Store {
     }
 
     /// Runs one query with bound variables and returns each statement's rows as JSON, failing on any statement error.
+    /// Optimistic transactions that lost a write conflict are retried (up to 8 times, jittered);
+    /// every query here is a whole transaction, so running it again is safe.
     pub(crate) async fn run(&self, sql: &str, vars: serde_json::Value) -> Result<Vec<Vec<serde_json::Value>>, StoreError> {
+        let mut attempt = 0u32;
+        loop {
+            match self.run_once(sql, vars.clone()).await {
+                Err(StoreError::Unavailable(m)) if attempt < 8 && m.contains("can be retried") => {
+                    attempt += 1;
+                    let jitter = rand::random::<u64>() % (5 << attempt.min(5));
+                    tokio::time::sleep(std::time::Duration::from_millis(2 + jitter)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn run_once(&self, sql: &str, vars: serde_json::Value) -> Result<Vec<Vec<serde_json::Value>>, StoreError> {
         let mut resp = self.db.query(sql).bind(vars).await?;
         let n = resp.num_statements();
         // In a failed transaction every statement reports "not executed"; the cause is the other one.

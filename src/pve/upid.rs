@@ -8,9 +8,12 @@ use crate::core::names::NodeName;
 use super::error::PveError;
 
 /// A task id as PVE returns it from every asynchronous call. The node in it is where the task
-/// runs, so status and log queries need nothing else.
+/// runs, so status and log queries need nothing else. (Boxed: errors carry it and stay small.)
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Upid {
+pub struct Upid(Box<Parts>);
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Parts {
     raw: String,
     node: NodeName,
     pid: u32,
@@ -37,7 +40,7 @@ impl Upid {
         if parts[5].is_empty() || parts[7].is_empty() || parts.iter().any(|p| p.chars().any(char::is_whitespace)) {
             return Err(bad("empty task type or user, or whitespace"));
         }
-        Ok(Upid {
+        Ok(Upid(Box::new(Parts {
             raw: s.to_string(),
             node,
             pid,
@@ -45,46 +48,46 @@ impl Upid {
             task_type: parts[5].to_string(),
             id: parts[6].to_string(),
             user: parts[7].to_string(),
-        })
+        })))
     }
 
     pub fn as_str(&self) -> &str {
-        &self.raw
+        &self.0.raw
     }
 
     /// The node the task runs on.
     pub fn node(&self) -> &NodeName {
-        &self.node
+        &self.0.node
     }
 
     pub fn pid(&self) -> u32 {
-        self.pid
+        self.0.pid
     }
 
     /// Unix seconds.
     pub fn starttime(&self) -> u64 {
-        self.starttime
+        self.0.starttime
     }
 
     /// `qmclone`, `qmstart`, `vzcreate`, …
     pub fn task_type(&self) -> &str {
-        &self.task_type
+        &self.0.task_type
     }
 
     /// Usually the VMID the task works on.
     pub fn id(&self) -> &str {
-        &self.id
+        &self.0.id
     }
 
     /// `user@realm` or `user@realm!token`.
     pub fn user(&self) -> &str {
-        &self.user
+        &self.0.user
     }
 }
 
 impl fmt::Display for Upid {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.raw)
+        f.write_str(&self.0.raw)
     }
 }
 

@@ -4,6 +4,7 @@ mod api;
 mod cli;
 mod helpers;
 mod persistence;
+mod provision;
 mod pve;
 mod schemathesis;
 mod sse;

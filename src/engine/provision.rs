@@ -1,0 +1,468 @@
+//! Provisioning: drives a deployment's guest through the plan's steps against Proxmox VE, persisting
+//! progress under the deployment's lease after every step, resuming after a crash, and cleaning up
+//! (guest deleted, id released) when a step fails for good.
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::core::deployment::{Deployment, DeploymentId, GuestType};
+use crate::core::names::{NodeName, VmId};
+use crate::core::placement::{self, NodeLoad, NoNodeFits, PlacementPolicy};
+use crate::core::provision::{Progress, Step};
+use crate::pve::{
+    first_guest_ipv4, CloneRequest, GuestState, LxcCreate, LxcInterface, PowerAction, PveClient, PveError, QemuUpdate, ResourceKind, ResourceType, Upid,
+};
+use crate::store::leases::Lease;
+use crate::store::vmids::Claim;
+use crate::store::{Store, StoreError};
+
+/// Tag every guest carries, so the reconciler can tell ours from everything else.
+pub const TAG: &str = "pvedeploy";
+
+/// What provisioning needs to know about the cluster; the sandbox and a config file both produce one.
+#[derive(Debug, Clone)]
+pub struct ProvisionSettings {
+    /// The VM template to clone.
+    pub vm_template: VmId,
+    /// `storage:vztmpl/…` for containers.
+    pub lxc_template: String,
+    /// Storage for full clones and container root filesystems.
+    pub storage: String,
+    pub bridge: String,
+    /// `ipconfig0` for VMs, e.g. `ip=dhcp`.
+    pub ipconfig: String,
+    pub nameserver: Option<String>,
+    /// Ids we may use (VMs and containers share one id space).
+    pub vmid_range: std::ops::RangeInclusive<u32>,
+    /// Always full clones (otherwise linked when the template's storage allows).
+    pub full_clone: bool,
+    pub placement: PlacementPolicy,
+    /// The user created in guests for deploying.
+    pub deploy_user: String,
+    /// The agent's public deploy key, authorized for `deploy_user` (VMs) / root (containers).
+    pub deploy_public_key: String,
+    pub task_deadline: Duration,
+    pub address_deadline: Duration,
+    pub poll: Duration,
+    /// How many times a clone hitting a storage lock timeout is retried.
+    pub lock_retries: u32,
+}
+
+impl ProvisionSettings {
+    /// The built-in sandbox's cluster (see `pvedeploy_sim::SimConfig::sandbox`).
+    pub fn sandbox(deploy_public_key: String) -> Self {
+        Self {
+            vm_template: VmId::new(9000).expect("valid"),
+            lxc_template: "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst".into(),
+            storage: "local-lvm".into(),
+            bridge: "vmbr0".into(),
+            ipconfig: "ip=dhcp".into(),
+            nameserver: None,
+            vmid_range: 100..=999_999,
+            full_clone: false,
+            placement: PlacementPolicy::default(),
+            deploy_user: "deploy".into(),
+            deploy_public_key,
+            task_deadline: Duration::from_secs(300),
+            address_deadline: Duration::from_secs(120),
+            poll: Duration::from_millis(250),
+            lock_retries: 5,
+        }
+    }
+}
+
+/// Why provisioning stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ProvisionError {
+    #[error(transparent)]
+    Pve(#[from] PveError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    NoNode(#[from] NoNodeFits),
+    /// Another agent took the lease: stop quietly, it carries on.
+    #[error("the work lease was taken over by another agent")]
+    LeaseLost,
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl ProvisionError {
+    fn from_store(e: StoreError) -> Self {
+        match e {
+            StoreError::Stale => ProvisionError::LeaseLost,
+            e => ProvisionError::Store(e),
+        }
+    }
+}
+
+/// Talks to one cluster on behalf of the engine.
+pub struct Provisioner {
+    pub client: PveClient,
+    pub settings: ProvisionSettings,
+    /// Memory (bytes) and cores of guests we are creating, per node, that PVE does not count yet.
+    pending: Mutex<HashMap<String, (NodeName, u64, u32)>>,
+    /// Full clones are serialized per storage (PVE would otherwise time out on its storage lock).
+    full_clone_locks: tokio::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl Provisioner {
+    pub fn new(client: PveClient, settings: ProvisionSettings) -> Self {
+        Self { client, settings, pending: Mutex::new(HashMap::new()), full_clone_locks: tokio::sync::Mutex::new(HashMap::new()) }
+    }
+
+    /// Chooses a node for `d` from live figures plus our own in-flight reservations.
+    pub async fn place(&self, d: &Deployment) -> Result<NodeName, ProvisionError> {
+        let resources = self.client.cluster_resources(None).await?;
+        let template_node = resources
+            .iter()
+            .find(|r| r.vmid == Some(self.settings.vm_template) && r.template)
+            .and_then(|r| r.node.clone());
+        let template_storage_shared = self.template_on_shared_storage(&resources).await;
+        let pending = self.pending.lock().expect("pending poisoned").clone();
+        let mut loads = Vec::new();
+        for r in resources.iter().filter(|r| r.kind == ResourceType::Node) {
+            let Some(node) = r.node.clone() else { continue };
+            let has_template = match d.spec.guest_type {
+                GuestType::Lxc => true, // the container template volume is checked by PVE at create
+                GuestType::Vm => template_storage_shared || template_node.as_ref() == Some(&node),
+            };
+            let guests = resources.iter().filter(|g| matches!(g.kind, ResourceType::Qemu | ResourceType::Lxc) && !g.template && g.node.as_ref() == Some(&node)).count() as u32;
+            let (pending_mem, pending_cores) = pending.values().filter(|(n, _, _)| n == &node).fold((0, 0), |(m, c), (_, pm, pc)| (m + pm, c + pc));
+            loads.push(NodeLoad {
+                online: r.status.as_deref() == Some("online"),
+                cpu: r.cpu,
+                maxcpu: r.maxcpu as u32,
+                mem: r.mem,
+                maxmem: r.maxmem,
+                guests,
+                has_template,
+                pending_mem,
+                pending_cores,
+                node,
+            });
+        }
+        let mem = u64::from(d.spec.memory_mib) << 20;
+        let node = placement::choose(&loads, d.spec.cpu, mem, d.spec.node.as_ref(), &self.settings.placement)?;
+        self.pending.lock().expect("pending poisoned").insert(d.id.to_string(), (node.clone(), mem, d.spec.cpu));
+        Ok(node)
+    }
+
+    async fn template_on_shared_storage(&self, resources: &[crate::pve::ClusterResource]) -> bool {
+        let Some(t) = resources.iter().find(|r| r.vmid == Some(self.settings.vm_template)) else { return false };
+        let Some(node) = &t.node else { return false };
+        let Ok(cfg) = self.client.qemu_config(node, self.settings.vm_template).await else { return false };
+        let Some(storage) = boot_disk(&cfg.raw).and_then(|(_, v)| v.split(':').next().map(String::from)) else { return false };
+        resources.iter().any(|r| r.kind == ResourceType::Storage && r.storage.as_deref() == Some(storage.as_str()) && r.shared)
+    }
+
+    pub fn forget_pending(&self, id: &DeploymentId) {
+        self.pending.lock().expect("pending poisoned").remove(id.as_str());
+    }
+
+    /// Claims the lowest id at or above the cluster's next free id that nobody claimed.
+    pub async fn reserve_id(&self, store: &Store, id: &DeploymentId) -> Result<VmId, ProvisionError> {
+        let hint = self.client.next_id().await?.get().max(*self.settings.vmid_range.start());
+        for candidate in hint..=*self.settings.vmid_range.end() {
+            let vmid = VmId::new(candidate.into()).map_err(|e| ProvisionError::Failed(e.message))?;
+            match store.claim_vmid(vmid, id).await? {
+                Claim::Claimed | Claim::Taken { by_us: true } => return Ok(vmid),
+                Claim::Taken { by_us: false } => continue,
+            }
+        }
+        Err(ProvisionError::Failed(format!("no free VMID left in the configured range {:?}", self.settings.vmid_range)))
+    }
+
+    /// Whether a guest with `vmid` exists on `node` (of either kind).
+    pub async fn guest_exists(&self, kind: GuestType, node: &NodeName, vmid: VmId) -> Result<bool, PveError> {
+        let r = match kind {
+            GuestType::Vm => self.client.qemu_config(node, vmid).await.map(|_| ()),
+            GuestType::Lxc => self.client.lxc_config(node, vmid).await.map(|_| ()),
+        };
+        match r {
+            Ok(()) => Ok(true),
+            Err(PveError::NotFound { .. }) => Ok(false),
+            Err(PveError::Server { message, .. }) if message.contains("does not exist") => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Starts the clone (VM) or create (container) task.
+    pub async fn create(&self, d: &Deployment, node: &NodeName, vmid: VmId) -> Result<Upid, PveError> {
+        let s = &self.settings;
+        let description = format!("pvedeploy deployment {} ({})", d.id, d.spec.name);
+        match d.spec.guest_type {
+            GuestType::Vm => {
+                let template_node = self.template_node().await?;
+                let full = s.full_clone;
+                let req = CloneRequest {
+                    newid: vmid,
+                    name: Some(d.spec.name.to_string()),
+                    full,
+                    storage: full.then(|| s.storage.clone()),
+                    target: (&template_node != node).then(|| node.clone()),
+                    description: Some(description),
+                };
+                if full {
+                    let lock = self.full_clone_lock(&s.storage).await;
+                    let _serialized = lock.lock().await;
+                    self.client.qemu_clone(&template_node, s.vm_template, &req).await
+                } else {
+                    self.client.qemu_clone(&template_node, s.vm_template, &req).await
+                }
+            }
+            GuestType::Lxc => {
+                let req = LxcCreate {
+                    vmid,
+                    ostemplate: s.lxc_template.clone(),
+                    hostname: d.spec.name.to_string(),
+                    cores: d.spec.cpu,
+                    memory_mib: d.spec.memory_mib.into(),
+                    swap_mib: 512,
+                    rootfs: format!("{}:{}", s.storage, d.spec.disk_gb),
+                    net0: format!("name=eth0,bridge={},ip=dhcp", s.bridge),
+                    ssh_public_keys: Some(s.deploy_public_key.clone()),
+                    password: None,
+                    unprivileged: true,
+                    features: needs_nesting(d).then(|| "nesting=1".to_string()),
+                    tags: vec![TAG.into(), tag_for(&d.id)],
+                    start: false,
+                    description: Some(description),
+                };
+                self.client.lxc_create(node, &req).await
+            }
+        }
+    }
+
+    async fn full_clone_lock(&self, storage: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.full_clone_locks.lock().await.entry(storage.to_owned()).or_default().clone()
+    }
+
+    async fn template_node(&self) -> Result<NodeName, PveError> {
+        let resources = self.client.cluster_resources(Some(ResourceKind::Vm)).await?;
+        resources
+            .into_iter()
+            .find(|r| r.vmid == Some(self.settings.vm_template))
+            .and_then(|r| r.node)
+            .ok_or_else(|| PveError::NotFound { message: format!("VM template {} is not in the cluster", self.settings.vm_template) })
+    }
+
+    /// Waits until the guest's config has no lock (PVE holds `lock: clone` until the clone is done).
+    pub async fn wait_unlocked(&self, kind: GuestType, node: &NodeName, vmid: VmId) -> Result<(), ProvisionError> {
+        let started = Instant::now();
+        loop {
+            let lock = match kind {
+                GuestType::Vm => self.client.qemu_config(node, vmid).await?.lock,
+                GuestType::Lxc => self.client.lxc_config(node, vmid).await?.lock,
+            };
+            if lock.is_none() {
+                return Ok(());
+            }
+            if started.elapsed() > self.settings.task_deadline {
+                return Err(ProvisionError::Failed(format!("guest {vmid} is still locked ({}) after {:?}", lock.unwrap_or_default(), started.elapsed())));
+            }
+            tokio::time::sleep(self.settings.poll).await;
+        }
+    }
+
+    /// Sets cores, memory, cloud-init (deploy user and key, network), the agent and tags on a cloned VM.
+    pub async fn configure_vm(&self, d: &Deployment, node: &NodeName, vmid: VmId) -> Result<(), PveError> {
+        let s = &self.settings;
+        let update = QemuUpdate {
+            cores: Some(d.spec.cpu),
+            memory_mib: Some(d.spec.memory_mib.into()),
+            ciuser: Some(s.deploy_user.clone()),
+            sshkeys: Some(s.deploy_public_key.clone()),
+            ipconfig0: Some(s.ipconfig.clone()),
+            nameserver: s.nameserver.clone(),
+            agent: Some(true),
+            tags: vec![TAG.into(), tag_for(&d.id)],
+            ..QemuUpdate::default()
+        };
+        self.client.qemu_update_config(node, vmid, &update).await
+    }
+
+    /// Grows the boot disk to the requested size; a disk already that large is left alone.
+    pub async fn resize_vm(&self, d: &Deployment, node: &NodeName, vmid: VmId) -> Result<Option<Upid>, ProvisionError> {
+        let cfg = self.client.qemu_config(node, vmid).await?;
+        let (disk, value) = boot_disk(&cfg.raw).ok_or_else(|| ProvisionError::Failed(format!("VM {vmid} has no boot disk to resize")))?;
+        let current = disk_size_bytes(&value).unwrap_or(0);
+        let wanted = u64::from(d.spec.disk_gb) << 30;
+        if current >= wanted {
+            return Ok(None);
+        }
+        Ok(self.client.qemu_resize(node, vmid, &disk, &format!("{}G", d.spec.disk_gb)).await?)
+    }
+
+    /// Starts the guest unless it already runs. `None` when nothing had to be done.
+    pub async fn start(&self, kind: GuestType, node: &NodeName, vmid: VmId) -> Result<Option<Upid>, PveError> {
+        let status = match kind {
+            GuestType::Vm => self.client.qemu_current(node, vmid).await?,
+            GuestType::Lxc => self.client.lxc_current(node, vmid).await?,
+        };
+        if status.status == GuestState::Running {
+            return Ok(None);
+        }
+        match kind {
+            GuestType::Vm => self.client.qemu_power(node, vmid, PowerAction::Start).await.map(Some),
+            GuestType::Lxc => self.client.lxc_power(node, vmid, PowerAction::Start).await.map(Some),
+        }
+    }
+
+    /// Polls until the guest reports an IPv4 address (guest agent for VMs, interfaces for containers).
+    pub async fn await_address(&self, kind: GuestType, node: &NodeName, vmid: VmId) -> Result<Ipv4Addr, ProvisionError> {
+        let started = Instant::now();
+        let mut last_problem = String::from("no address reported yet");
+        loop {
+            let found = match kind {
+                GuestType::Vm => match self.client.qemu_agent_interfaces(node, vmid).await {
+                    Ok(ifaces) => first_guest_ipv4(&ifaces),
+                    Err(PveError::AgentNotRunning) => {
+                        last_problem = "the QEMU guest agent is not running".into();
+                        None
+                    }
+                    Err(e) if e.is_retryable() => {
+                        last_problem = e.to_string();
+                        None
+                    }
+                    Err(e) => return Err(e.into()),
+                },
+                GuestType::Lxc => match self.client.lxc_interfaces(node, vmid).await {
+                    Ok(ifaces) => LxcInterface::first_ipv4(&ifaces),
+                    Err(e) if e.is_retryable() => {
+                        last_problem = e.to_string();
+                        None
+                    }
+                    Err(e) => return Err(e.into()),
+                },
+            };
+            if let Some(ip) = found {
+                return Ok(ip);
+            }
+            if started.elapsed() > self.settings.address_deadline {
+                return Err(ProvisionError::Failed(format!(
+                    "guest {vmid} reported no IPv4 address within {}s ({last_problem})",
+                    self.settings.address_deadline.as_secs()
+                )));
+            }
+            tokio::time::sleep(self.settings.poll).await;
+        }
+    }
+
+    /// Stops (hard, after a bounded shutdown) and deletes a guest with purge; a missing guest is fine.
+    pub async fn remove_guest(&self, kind: GuestType, node: &NodeName, vmid: VmId, graceful: Duration) -> Result<(), PveError> {
+        if !self.guest_exists(kind, node, vmid).await? {
+            return Ok(());
+        }
+        let c = &self.client;
+        let running = match kind {
+            GuestType::Vm => c.qemu_current(node, vmid).await?.status == GuestState::Running,
+            GuestType::Lxc => c.lxc_current(node, vmid).await?.status == GuestState::Running,
+        };
+        let deadline = self.settings.task_deadline;
+        if running {
+            let shutdown = PowerAction::Shutdown { timeout_secs: Some(graceful.as_secs() as u32), force_stop: true };
+            let upid = match kind {
+                GuestType::Vm => c.qemu_power(node, vmid, shutdown).await?,
+                GuestType::Lxc => c.lxc_power(node, vmid, shutdown).await?,
+            };
+            if c.wait_task(&upid, self.settings.poll, graceful + Duration::from_secs(30)).await.is_err() {
+                let upid = match kind {
+                    GuestType::Vm => c.qemu_power(node, vmid, PowerAction::Stop).await?,
+                    GuestType::Lxc => c.lxc_power(node, vmid, PowerAction::Stop).await?,
+                };
+                c.wait_task(&upid, self.settings.poll, deadline).await?;
+            }
+        }
+        let upid = match kind {
+            GuestType::Vm => c.qemu_delete(node, vmid, true, true).await?,
+            GuestType::Lxc => c.lxc_delete(node, vmid, true, true).await?,
+        };
+        c.wait_task(&upid, self.settings.poll, deadline).await?;
+        Ok(())
+    }
+}
+
+/// `pvedeploy-<first 8 of the id>`: a per-deployment tag (PVE tags allow `[a-z0-9_][a-z0-9_\-+.]*`).
+pub fn tag_for(id: &DeploymentId) -> String {
+    format!("pvedeploy-{}", &id.as_str()[..8])
+}
+
+/// Frameworks whose installers run container runtimes or systemd features needing nesting.
+fn needs_nesting(_d: &Deployment) -> bool {
+    // systemd in Debian 12 containers wants nesting for its sandboxing; PVE enables it by default for new CTs.
+    true
+}
+
+/// The boot disk's key and value (`scsi0`, `local-lvm:vm-100-disk-0,size=4G`), skipping CD-ROMs and cloud-init drives.
+pub fn boot_disk(raw: &std::collections::BTreeMap<String, String>) -> Option<(String, String)> {
+    for key in ["scsi0", "virtio0", "sata0", "ide0"] {
+        if let Some(v) = raw.get(key) {
+            if !v.contains("media=cdrom") && !v.contains("cloudinit") {
+                return Some((key.to_string(), v.clone()));
+            }
+        }
+    }
+    None
+}
+
+/// `size=32G` (or K/M/T; a bare number is bytes) from a disk property string.
+pub fn disk_size_bytes(value: &str) -> Option<u64> {
+    let size = value.split(',').find_map(|p| p.strip_prefix("size="))?;
+    let (num, unit) = size.split_at(size.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(size.len()));
+    let n: f64 = num.parse().ok()?;
+    let mult = match unit.trim_end_matches("iB").trim_end_matches('B') {
+        "" => 1u64,
+        "K" => 1 << 10,
+        "M" => 1 << 20,
+        "G" => 1 << 30,
+        "T" => 1 << 40,
+        _ => return None,
+    };
+    Some((n * mult as f64) as u64)
+}
+
+/// The waiting parts of a step share one policy: how long a task may run.
+pub async fn wait(client: &PveClient, upid: &str, s: &ProvisionSettings) -> Result<(), ProvisionError> {
+    let upid = Upid::parse(upid)?;
+    client.wait_task(&upid, s.poll, s.task_deadline).await?;
+    Ok(())
+}
+
+/// Persists the progress under the lease (the intent of the next step).
+pub async fn persist(store: &Store, lease: &Lease, p: &Progress) -> Result<(), ProvisionError> {
+    store.save_progress(lease, p).await.map_err(ProvisionError::from_store)
+}
+
+/// The step a progress is at, for logs.
+pub fn describe(p: &Progress) -> String {
+    match (p.step, &p.node, p.vmid) {
+        (Step::Place, _, _) => "choosing a node".into(),
+        (Step::ReserveId, Some(n), _) => format!("placed on {n}; reserving a VMID"),
+        (step, Some(n), Some(v)) => format!("{} (guest {v} on {n})", step.as_str().replace('_', " ")),
+        (step, _, _) => step.as_str().replace('_', " "),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn disk_sizes() {
+        assert_eq!(disk_size_bytes("local-lvm:vm-100-disk-0,size=4G"), Some(4 << 30));
+        assert_eq!(disk_size_bytes("local-lvm:vm-100-disk-0,discard=on,size=512M"), Some(512 << 20));
+        assert_eq!(disk_size_bytes("local-lvm:vm-100-disk-0"), None);
+    }
+
+    #[test]
+    fn boot_disk_skips_cloudinit_and_cdrom() {
+        let raw = [("ide2", "local-lvm:vm-100-cloudinit,media=cdrom"), ("scsi0", "local-lvm:vm-100-disk-0,size=4G")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        assert_eq!(boot_disk(&raw).unwrap().0, "scsi0");
+    }
+}

@@ -1,0 +1,327 @@
+//! The engine's long-running work: provisioning a deployment step by step under its lease, resuming
+//! unfinished work at start, and destroying guests.
+
+use std::time::Duration;
+
+use super::provision::{describe, persist, wait, ProvisionError, Provisioner};
+use super::{Engine, EngineError};
+use crate::core::deployment::{Deployment, DeploymentId, GuestType};
+use crate::core::provision::{Progress, Step};
+use crate::core::status::Status;
+use crate::store::leases::Lease;
+use crate::store::logs::Level;
+use crate::store::now_millis;
+
+/// How long a lease lasts without renewal; renewed every third of it while working.
+pub const LEASE_TTL_MS: i64 = 30_000;
+
+impl Engine {
+    /// Takes the deployment's lease (waiting up to `wait` for another holder to finish), runs `work`, releases it.
+    async fn with_lease<F, Fut>(&self, id: &DeploymentId, patience: Duration, work: F) -> Option<()>
+    where
+        F: FnOnce(Lease) -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
+        let store = self.store().clone();
+        let started = std::time::Instant::now();
+        let lease = loop {
+            match store.acquire_lease(id, &self.inner.agent_id, LEASE_TTL_MS).await {
+                Ok(Some(l)) => break l,
+                Ok(None) if started.elapsed() < patience => tokio::time::sleep(Duration::from_millis(200)).await,
+                Ok(None) => return None,
+                Err(e) => {
+                    tracing::error!(deployment = %id, error = %e, "cannot take the work lease");
+                    return None;
+                }
+            }
+        };
+        let renew = {
+            let store = store.clone();
+            let lease = lease.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_millis((LEASE_TTL_MS / 3) as u64)).await;
+                    if store.renew_lease(&lease, LEASE_TTL_MS).await.is_err() {
+                        break;
+                    }
+                }
+            })
+        };
+        work(lease.clone()).await;
+        renew.abort();
+        let _ = store.release_lease(&lease).await;
+        Some(())
+    }
+
+    /// Provisions `id` if it is pending or provisioning and no other agent is working on it.
+    pub(crate) async fn provision(&self, id: DeploymentId) {
+        let Some(prov) = self.inner.provisioner.clone() else {
+            self.log(&id, Level::Warn, "provision", "no Proxmox cluster is configured; the deployment stays pending").await;
+            return;
+        };
+        let engine = self.clone();
+        let key = id.clone();
+        let taken = self
+            .with_lease(&key, Duration::ZERO, |lease| async move {
+                match engine.provision_steps(&id, &lease, &prov).await {
+                    Ok(()) => {}
+                    Err(ProvisionError::LeaseLost) => {
+                        tracing::warn!(deployment = %id, "another agent took over this deployment");
+                    }
+                    Err(e) => engine.fail_provisioning(&id, &lease, &prov, &e.to_string()).await,
+                }
+                prov.forget_pending(&id);
+            })
+            .await;
+        if taken.is_none() {
+            tracing::info!(deployment = %key, "another agent holds the work lease; leaving it to that agent");
+        }
+    }
+
+    async fn provision_steps(&self, id: &DeploymentId, lease: &Lease, prov: &Provisioner) -> Result<(), ProvisionError> {
+        let store = self.store();
+        let mut d = store.get_deployment(id).await?.ok_or_else(|| ProvisionError::Failed("the deployment vanished".into()))?;
+        if d.status == Status::Pending {
+            d = self.leased_transition(d, Status::Provisioning, "provisioning", lease, |_| {}).await?;
+        }
+        if d.status != Status::Provisioning {
+            return Ok(());
+        }
+        let kind = d.spec.guest_type;
+        let mut p = store.load_progress(id).await?.unwrap_or_default();
+        if p.step != Step::Place {
+            self.log(id, Level::Info, "provision", &format!("resuming at: {}", describe(&p))).await;
+        }
+        let s = &prov.settings;
+        loop {
+            match p.step {
+                Step::Place => {
+                    let node = prov.place(&d).await?;
+                    self.log(id, Level::Info, "provision", &format!("placed on node {node}")).await;
+                    p.node = Some(node);
+                }
+                Step::ReserveId => {
+                    let vmid = prov.reserve_id(store, id).await?;
+                    p.vmid = Some(vmid);
+                }
+                Step::Create => {
+                    let (node, vmid) = (p.node.clone().ok_or_else(missing("node"))?, p.vmid.ok_or_else(missing("vmid"))?);
+                    if prov.guest_exists(kind, &node, vmid).await? {
+                        // Created before a crash; the await step waits for its lock to clear.
+                        self.log(id, Level::Info, "provision", &format!("guest {vmid} already exists on {node}; continuing")).await;
+                        p.upid = None;
+                    } else {
+                        match prov.create(&d, &node, vmid).await {
+                            Ok(upid) => {
+                                let what = if kind == GuestType::Vm { "cloning the template" } else { "creating the container" };
+                                self.log(id, Level::Info, "provision", &format!("{what} as {vmid} on {node}")).await;
+                                p.upid = Some(upid.as_str().to_owned());
+                            }
+                            Err(e) if e.is_vmid_taken() => {
+                                self.log(id, Level::Info, "provision", &format!("VMID {vmid} was taken meanwhile; choosing another")).await;
+                                store.release_vmid(vmid, id).await?;
+                                p.vmid = None;
+                                p.step = Step::ReserveId;
+                                persist(store, lease, &p).await?;
+                                continue;
+                            }
+                            Err(e) if e.is_lock_timeout() && p.attempts < s.lock_retries => {
+                                self.retry_after_lock(id, &mut p, &e.to_string()).await;
+                                persist(store, lease, &p).await?;
+                                continue;
+                            }
+                            Err(e) => return Err(e.into()),
+                        }
+                    }
+                }
+                Step::AwaitCreate => {
+                    let (node, vmid) = (p.node.clone().ok_or_else(missing("node"))?, p.vmid.ok_or_else(missing("vmid"))?);
+                    if let Some(upid) = p.upid.clone() {
+                        match wait(&prov.client, &upid, s).await {
+                            Ok(()) => {}
+                            Err(ProvisionError::Pve(e)) if e.is_lock_timeout() && p.attempts < s.lock_retries => {
+                                // PVE removes the half-made guest when a clone fails; try the clone again.
+                                self.retry_after_lock(id, &mut p, &e.to_string()).await;
+                                p.step = Step::Create;
+                                p.upid = None;
+                                persist(store, lease, &p).await?;
+                                continue;
+                            }
+                            Err(e) => return Err(e),
+                        }
+                    }
+                    prov.wait_unlocked(kind, &node, vmid).await?;
+                    let node2 = node.clone();
+                    d = self
+                        .leased_transition(d, Status::Provisioning, "guest created", lease, move |d| {
+                            d.proxmox_id = Some(vmid);
+                            d.proxmox_node = Some(node2);
+                        })
+                        .await?;
+                    self.log(id, Level::Info, "provision", &format!("guest {vmid} created on {node}")).await;
+                }
+                Step::Configure => {
+                    let (node, vmid) = (p.node.clone().ok_or_else(missing("node"))?, p.vmid.ok_or_else(missing("vmid"))?);
+                    prov.configure_vm(&d, &node, vmid).await?;
+                    self.log(id, Level::Info, "provision", &format!("configured {} cores, {} MiB, cloud-init user {}", d.spec.cpu, d.spec.memory_mib, s.deploy_user)).await;
+                }
+                Step::Resize => {
+                    let (node, vmid) = (p.node.clone().ok_or_else(missing("node"))?, p.vmid.ok_or_else(missing("vmid"))?);
+                    if let Some(upid) = prov.resize_vm(&d, &node, vmid).await? {
+                        wait(&prov.client, upid.as_str(), s).await?;
+                        self.log(id, Level::Info, "provision", &format!("boot disk grown to {} GB", d.spec.disk_gb)).await;
+                    }
+                }
+                Step::Start => {
+                    let (node, vmid) = (p.node.clone().ok_or_else(missing("node"))?, p.vmid.ok_or_else(missing("vmid"))?);
+                    p.upid = prov.start(kind, &node, vmid).await?.map(|u| u.as_str().to_owned());
+                    self.log(id, Level::Info, "provision", &format!("starting guest {vmid}")).await;
+                }
+                Step::AwaitStart => {
+                    if let Some(upid) = p.upid.clone() {
+                        wait(&prov.client, &upid, s).await?;
+                    }
+                }
+                Step::AwaitAddress => {
+                    let (node, vmid) = (p.node.clone().ok_or_else(missing("node"))?, p.vmid.ok_or_else(missing("vmid"))?);
+                    let ip = prov.await_address(kind, &node, vmid).await?;
+                    p.ipv4 = Some(ip);
+                    d = self
+                        .leased_transition(d, Status::Provisioning, "address known", lease, move |d| d.ip_address = Some(ip.to_string()))
+                        .await?;
+                    self.log(id, Level::Info, "provision", &format!("guest {vmid} is up at {ip}")).await;
+                }
+                Step::Done => break,
+            }
+            p.advance(kind);
+            p.upid = if matches!(p.step, Step::AwaitCreate | Step::AwaitStart) { p.upid.take() } else { None };
+            persist(store, lease, &p).await?;
+        }
+        self.log(id, Level::Info, "provision", "provisioned; installing the app over SSH is not wired into this build yet").await;
+        self.leased_transition(d, Status::Installing, "guest ready", lease, |_| {}).await?;
+        Ok(())
+    }
+
+    async fn retry_after_lock(&self, id: &DeploymentId, p: &mut Progress, why: &str) {
+        p.attempts += 1;
+        let backoff = Duration::from_millis(500 * 2u64.pow(p.attempts.min(5)) + rand::random::<u64>() % 500);
+        self.log(id, Level::Warn, "provision", &format!("storage lock timeout ({why}); retry {} in {:.1}s", p.attempts, backoff.as_secs_f64())).await;
+        tokio::time::sleep(backoff).await;
+    }
+
+    /// Saves `d` with `change` applied and (when different) the new status, only while `lease` is held.
+    async fn leased_transition(
+        &self,
+        mut d: Deployment,
+        to: Status,
+        message: &str,
+        lease: &Lease,
+        change: impl FnOnce(&mut Deployment),
+    ) -> Result<Deployment, ProvisionError> {
+        let from = d.status;
+        if from != to {
+            d.status = from.transition(to).map_err(|e| ProvisionError::Failed(e.to_string()))?;
+        }
+        change(&mut d);
+        d.updated_at = now_millis();
+        let saved = self
+            .store()
+            .save_deployment_leased(&d, from, message, Some(lease))
+            .await
+            .map_err(|e| if matches!(e, crate::store::StoreError::Stale) { ProvisionError::LeaseLost } else { e.into() })?;
+        self.publish_status(&saved);
+        Ok(saved)
+    }
+
+    /// A step failed for good: remove whatever guest exists, release the id, record the failure.
+    async fn fail_provisioning(&self, id: &DeploymentId, lease: &Lease, prov: &Provisioner, why: &str) {
+        self.log(id, Level::Error, "provision", &format!("provisioning failed: {why}")).await;
+        let progress = self.store().load_progress(id).await.ok().flatten().unwrap_or_default();
+        let Ok(Some(d)) = self.store().get_deployment(id).await else { return };
+        if let (true, Some(node), Some(vmid)) = (progress.step.guest_may_exist(), &progress.node, progress.vmid) {
+            match prov.remove_guest(d.spec.guest_type, node, vmid, Duration::from_secs(10)).await {
+                Ok(()) => self.log(id, Level::Info, "cleanup", &format!("removed guest {vmid} from {node}")).await,
+                Err(e) => self.log(id, Level::Error, "cleanup", &format!("could not remove guest {vmid} from {node}: {e}; the reconciler will report it")).await,
+            }
+        }
+        if let Some(vmid) = progress.vmid {
+            let _ = self.store().release_vmid(vmid, id).await;
+        }
+        let msg = format!("provisioning failed at step {}: {why}", progress.step.as_str());
+        let result = self
+            .leased_transition(d, Status::Failed, &msg, lease, |d| {
+                d.error_message = Some(msg.clone());
+                d.proxmox_id = None;
+                d.proxmox_node = None;
+            })
+            .await;
+        if let Err(e) = result {
+            tracing::error!(deployment = %id, error = %e, "could not record the failure");
+        }
+    }
+
+    /// Removes the guest of a deployment being destroyed and marks it destroyed.
+    pub(crate) async fn destroy_guest(&self, id: DeploymentId) {
+        let Some(prov) = self.inner.provisioner.clone() else { return };
+        let engine = self.clone();
+        let id2 = id.clone();
+        // A provisioning in flight holds the lease; wait for it (bounded), then clean up after it.
+        let done = self
+            .with_lease(&id, Duration::from_millis((LEASE_TTL_MS * 2) as u64), |lease| async move {
+                let id = id2;
+                let Ok(Some(d)) = engine.store().get_deployment(&id).await else { return };
+                let progress = engine.store().load_progress(&id).await.ok().flatten().unwrap_or_default();
+                let node = d.proxmox_node.clone().or(progress.node.clone());
+                let vmid = d.proxmox_id.or(progress.vmid);
+                if let (Some(node), Some(vmid)) = (node, vmid) {
+                    engine.log(&id, Level::Info, "destroy", &format!("stopping and deleting guest {vmid} on {node}")).await;
+                    if let Err(e) = prov.remove_guest(d.spec.guest_type, &node, vmid, Duration::from_secs(30)).await {
+                        engine.log(&id, Level::Error, "destroy", &format!("could not delete guest {vmid}: {e}")).await;
+                        let msg = format!("destroy failed: {e}");
+                        let _ = engine.leased_transition(d, Status::Failed, &msg, &lease, |d| d.error_message = Some(msg.clone())).await;
+                        return;
+                    }
+                    let _ = engine.store().release_vmid(vmid, &id).await;
+                }
+                let _ = engine.leased_transition(d, Status::Destroyed, "destroyed", &lease, |d| {
+                    d.proxmox_id = None;
+                    d.ip_address = None;
+                }).await;
+                engine.log(&id, Level::Info, "destroy", "destroyed").await;
+            })
+            .await;
+        if done.is_none() {
+            self.log(&id, Level::Error, "destroy", "another agent holds this deployment; destroy will resume when its lease expires").await;
+        }
+    }
+
+    /// At start: picks up every deployment whose work was interrupted (pending, provisioning, destroying).
+    pub async fn resume_unfinished(&self) -> Result<usize, EngineError> {
+        let mut resumed = 0;
+        for status in [Status::Pending, Status::Provisioning, Status::Destroying] {
+            let mut offset = 0;
+            loop {
+                let filter = crate::store::deployments::Filter { status: Some(status), ..Default::default() };
+                let (page, _) = self.store().list_deployments(&filter, 100, offset).await?;
+                if page.is_empty() {
+                    break;
+                }
+                offset += page.len() as u32;
+                for d in page {
+                    let engine = self.clone();
+                    resumed += 1;
+                    if status == Status::Destroying {
+                        self.inner.tasks.spawn(async move { engine.destroy_guest(d.id).await });
+                    } else {
+                        self.inner.tasks.spawn(async move { engine.provision(d.id).await });
+                    }
+                }
+            }
+        }
+        Ok(resumed)
+    }
+}
+
+fn missing(what: &'static str) -> impl Fn() -> ProvisionError {
+    move || ProvisionError::Failed(format!("provisioning state lost its {what}; cannot continue safely"))
+}

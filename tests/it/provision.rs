@@ -1,0 +1,222 @@
+//! Provisioning against the Proxmox VE simulator (schema validation on): VM and LXC deployments
+//! reaching a guest with a known address, placement, concurrency, failures cleaned up, destroy.
+
+use std::time::Duration;
+
+use pvedeploy::config::{ClusterSettings, ProxmoxSetting, Secret, TrustSetting};
+use pvedeploy_sim::{ClusterSpec, SimConfig, SimHandle, Simulator};
+use serde_json::{json, Value};
+
+use crate::helpers::{test_config, TestApp, ADMIN};
+
+pub struct Cluster {
+    pub sim: SimHandle,
+    _dir: tempfile::TempDir,
+}
+
+pub async fn start_sim(spec: ClusterSpec) -> Cluster {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = SimConfig::sandbox(dir.path().to_path_buf());
+    cfg.cluster = spec;
+    cfg.timing.clone_secs = 0.3;
+    cfg.timing.start_secs = 0.2;
+    cfg.timing.agent_delay_secs = 0.5;
+    cfg.timing.task_secs = 0.1;
+    let sim = Simulator::start(cfg).await.expect("simulator starts");
+    Cluster { sim, _dir: dir }
+}
+
+/// An agent configured against `cluster` like against a real one (pinned fingerprint, API token).
+pub async fn agent_for(cluster: &Cluster, data_dir: &std::path::Path, address_timeout: Duration) -> TestApp {
+    agent_with(cluster, data_dir, address_timeout, |_| {}).await
+}
+
+pub async fn agent_with(cluster: &Cluster, data_dir: &std::path::Path, address_timeout: Duration, tweak: impl FnOnce(&mut ClusterSettings)) -> TestApp {
+    let mut c = test_config(data_dir);
+    let (token_id, secret) = cluster.sim.admin_token();
+    c.proxmox = ProxmoxSetting::Cluster(ClusterSettings {
+        endpoint: format!("https://{}", cluster.sim.addr()),
+        token_id,
+        token_secret: Secret::new(secret),
+        trust: TrustSetting::Fingerprint(cluster.sim.fingerprint_sha256()),
+        vm_template: 9000,
+        lxc_template: "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst".into(),
+        storage: "local-lvm".into(),
+        bridge: "vmbr0".into(),
+        vmid_range: 100..=999_999,
+        full_clone: false,
+        nodes: vec![],
+        max_guests_per_node: None,
+        address_timeout,
+    });
+    if let ProxmoxSetting::Cluster(s) = &mut c.proxmox {
+        tweak(s);
+    }
+    TestApp::spawn_config(c).await
+}
+
+/// Polls a deployment until `pred` holds (or panics with its last state).
+pub async fn wait_until(app: &TestApp, id: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    let mut last = Value::Null;
+    for _ in 0..600 {
+        let (s, d) = app.get(&format!("/api/v1/deployments/{id}"), Some(ADMIN)).await;
+        assert_eq!(s, 200, "{d}");
+        if pred(&d) {
+            return d;
+        }
+        last = d;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (_, logs) = app.get(&format!("/api/v1/deployments/{id}/logs"), Some(ADMIN)).await;
+    panic!("deployment never became {what}: {last}\nlogs: {logs}");
+}
+
+pub async fn deploy(app: &TestApp, name: &str, guest_type: &str) -> String {
+    let (s, body) = app
+        .post("/api/v1/deployments", Some(ADMIN), &json!({"name": name, "repo_url": "https://github.com/octo/app", "framework": "flask", "type": guest_type, "cpu": 2, "memory_mib": 1024, "disk_gb": 10}))
+        .await;
+    assert_eq!(s, 202, "{body}");
+    body["id"].as_str().unwrap().to_string()
+}
+
+fn provisioned(d: &Value) -> bool {
+    d["status"] == "installing" || d["status"] == "failed"
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vm_deployment_reaches_a_guest_with_an_address() {
+    let cluster = start_sim(ClusterSpec::sandbox()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let app = agent_for(&cluster, dir.path(), Duration::from_secs(30)).await;
+    let id = deploy(&app, "vm-one", "vm").await;
+    let d = wait_until(&app, &id, "provisioned", provisioned).await;
+    assert_eq!(d["status"], "installing", "{d}");
+    let vmid = d["proxmox_id"].as_u64().unwrap() as u32;
+    assert_eq!(d["proxmox_node"], "pve1", "the template's storage is local to pve1");
+    let ip = d["ip_address"].as_str().unwrap();
+    assert_eq!(Some(ip.parse().unwrap()), cluster.sim.guest_ipv4(vmid), "the address the guest really has");
+    let cfg = cluster.sim.vm_config(vmid).unwrap();
+    assert_eq!(cfg.get("cores").map(String::as_str), Some("2"));
+    assert_eq!(cfg.get("memory").map(String::as_str), Some("1024"));
+    assert!(cfg.get("tags").unwrap().contains("pvedeploy"), "{cfg:?}");
+    assert!(cfg.get("scsi0").unwrap().contains("size=10G"), "{cfg:?}");
+    assert_eq!(cfg.get("ciuser").map(String::as_str), Some("deploy"));
+    let deploy_key = std::fs::read_to_string(dir.path().join("keys/deploy_ed25519.pub")).unwrap();
+    let sshkeys = percent_decode(cfg.get("sshkeys").unwrap());
+    assert_eq!(sshkeys.trim(), deploy_key.trim(), "the deploy key arrives intact");
+    let events: Vec<&str> = d["events"].as_array().unwrap().iter().map(|e| e["to"].as_str().unwrap()).collect();
+    assert_eq!(events.first(), Some(&"pending"));
+    assert!(events.contains(&"provisioning") && events.ends_with(&["installing"]), "{events:?}");
+
+    // destroy removes the guest and releases the name
+    let (s, _) = app.delete(&format!("/api/v1/deployments/{id}"), Some(ADMIN)).await;
+    assert_eq!(s, 202);
+    wait_until(&app, &id, "destroyed", |d| d["status"] == "destroyed").await;
+    assert!(!cluster.sim.vm_exists(vmid), "the guest is gone");
+    app.stop().await;
+    cluster.sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_lxc_deployment_reaches_a_guest_with_an_address() {
+    let cluster = start_sim(ClusterSpec::sandbox()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let app = agent_for(&cluster, dir.path(), Duration::from_secs(30)).await;
+    let id = deploy(&app, "ct-one", "lxc").await;
+    let d = wait_until(&app, &id, "provisioned", provisioned).await;
+    assert_eq!(d["status"], "installing", "{d}");
+    let vmid = d["proxmox_id"].as_u64().unwrap() as u32;
+    assert_eq!(Some(d["ip_address"].as_str().unwrap().parse().unwrap()), cluster.sim.guest_ipv4(vmid));
+    app.stop().await;
+    cluster.sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn placement_prefers_the_node_with_most_headroom() {
+    let mut spec = ClusterSpec::three_nodes_uneven();
+    for t in &mut spec.templates {
+        t.storage = "shared".into(); // reachable from every node
+    }
+    let cluster = start_sim(spec).await;
+    let dir = tempfile::tempdir().unwrap();
+    let app = agent_for(&cluster, dir.path(), Duration::from_secs(30)).await;
+    let id = deploy(&app, "placed", "vm").await;
+    let d = wait_until(&app, &id, "provisioned", provisioned).await;
+    assert_eq!(d["status"], "installing", "{d}");
+    assert_eq!(d["proxmox_node"], "pve3", "pve1 is 85% busy, pve2 40%, pve3 5% with twice the memory");
+    app.stop().await;
+    cluster.sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_concurrent_deployments_get_distinct_ids_and_no_user_visible_conflict() {
+    let cluster = start_sim(ClusterSpec::sandbox()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let app = agent_for(&cluster, dir.path(), Duration::from_secs(60)).await;
+    let ids = futures_util::future::join_all((0..10).map(|i| {
+        let app = &app;
+        async move { deploy(app, &format!("many-{i}"), if i % 3 == 0 { "lxc" } else { "vm" }).await }
+    }))
+    .await;
+    let mut vmids = Vec::new();
+    for id in &ids {
+        let d = wait_until(&app, id, "provisioned", provisioned).await;
+        assert_eq!(d["status"], "installing", "{d}");
+        vmids.push(d["proxmox_id"].as_u64().unwrap());
+    }
+    vmids.sort_unstable();
+    vmids.dedup();
+    assert_eq!(vmids.len(), 10, "distinct VMIDs");
+    app.stop().await;
+    cluster.sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_that_never_answers_fails_clearly_and_the_guest_is_removed() {
+    let cluster = start_sim(ClusterSpec::sandbox()).await;
+    cluster.sim.faults().agent_never_answers(None);
+    let dir = tempfile::tempdir().unwrap();
+    let app = agent_for(&cluster, dir.path(), Duration::from_secs(3)).await;
+    let id = deploy(&app, "silent", "vm").await;
+    let d = wait_until(&app, &id, "failed", |d| d["status"] == "failed").await;
+    let msg = d["error_message"].as_str().unwrap();
+    assert!(msg.contains("no IPv4 address") && msg.contains("guest agent"), "{msg}");
+    let (_, logs) = app.get(&format!("/api/v1/deployments/{id}/logs"), Some(ADMIN)).await;
+    let text = logs.to_string();
+    assert!(text.contains("removed guest"), "{text}");
+    for vmid in 100..120 {
+        assert!(!cluster.sim.vm_exists(vmid), "guest {vmid} left behind");
+    }
+    app.stop().await;
+    cluster.sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storage_lock_timeout_is_retried_to_success() {
+    let cluster = start_sim(ClusterSpec::sandbox()).await;
+    cluster.sim.faults().force_lock_timeout(None);
+    let dir = tempfile::tempdir().unwrap();
+    // full clones take the storage lock (linked clones of a template do not)
+    let app = agent_with(&cluster, dir.path(), Duration::from_secs(30), |s| s.full_clone = true).await;
+    let id = deploy(&app, "locked", "vm").await;
+    // let the first attempt hit the lock, then lift the fault
+    let mut saw_retry = false;
+    for _ in 0..100 {
+        let (_, logs) = app.get(&format!("/api/v1/deployments/{id}/logs"), Some(ADMIN)).await;
+        if logs.to_string().contains("storage lock timeout") {
+            saw_retry = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    cluster.sim.faults().clear();
+    assert!(saw_retry, "the lock timeout was seen and retried");
+    let d = wait_until(&app, &id, "provisioned", provisioned).await;
+    assert_eq!(d["status"], "installing", "{d}");
+    app.stop().await;
+    cluster.sim.shutdown().await;
+}
+
+fn percent_decode(s: &str) -> String {
+    percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned()
+}

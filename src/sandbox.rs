@@ -30,7 +30,18 @@ impl Sandbox {
         let mut cfg = SimConfig::sandbox(state_dir.clone());
         let backend: Arc<dyn GuestBackend> =
             match pvedeploy_sim::guest::NspawnBackend::detect(&state_dir, &pvedeploy_sim::guest::default_cache_dir()) {
-                Ok(b) => Arc::new(b),
+                Ok(b) => {
+                    let b = Arc::new(b);
+                    // Build (first time: minutes) or unpack the guest base image now, not at the first start.
+                    let prep = b.clone();
+                    tokio::spawn(async move {
+                        match prep.prepare().await {
+                            Ok(p) => tracing::info!(base = %p.display(), "sandbox guest base image ready"),
+                            Err(e) => tracing::error!(error = %e, "sandbox guest base image unavailable; starting guests will fail"),
+                        }
+                    });
+                    b
+                }
                 Err(why) => {
                     tracing::warn!(reason = %why, "sandbox guests are API-only (no real systems behind them)");
                     Arc::new(ApiOnlyBackend)

@@ -74,7 +74,8 @@ impl Application {
             #[cfg(not(feature = "sandbox"))]
             ProxmoxSetting::Sandbox => anyhow::bail!("this build has no sandbox (built without the `sandbox` feature): configure [proxmox] or set mode = \"none\""),
         };
-        let engine = Engine::new(store, config.limits.clone(), config.repos.clone(), provisioner);
+        let agent_id = agent_id(&config.data_dir).context("the agent id")?;
+        let engine = Engine::new(store, config.limits.clone(), config.repos.clone(), provisioner, agent_id);
         let resumed = engine.resume_unfinished().await?;
         if resumed > 0 {
             tracing::info!(resumed, "resuming unfinished work");
@@ -152,6 +153,20 @@ async fn prepare_tokens(store: &Store, config: &Config) -> anyhow::Result<(Token
     }
     entries.extend(config.tokens.iter().map(|t| TokenEntry { name: t.name.clone(), sha256: t.sha256, scopes: t.scopes.clone() }));
     Ok((TokenRegistry::new(entries), generated))
+}
+
+/// This agent's stable identity (`<data_dir>/agent-id`, created once): leases it held before a crash are its own again.
+fn agent_id(data_dir: &std::path::Path) -> std::io::Result<String> {
+    let path = data_dir.join("agent-id");
+    match std::fs::read_to_string(&path) {
+        Ok(id) if !id.trim().is_empty() => Ok(id.trim().to_owned()),
+        _ => {
+            std::fs::create_dir_all(data_dir)?;
+            let id = format!("agent-{}", uuid::Uuid::new_v4());
+            std::fs::write(&path, &id)?;
+            Ok(id)
+        }
+    }
 }
 
 /// A database URL without any password, for logs.

@@ -54,8 +54,9 @@ struct Inner {
 }
 
 impl Engine {
-    pub fn new(store: Store, limits: Limits, repos: RepoPolicy, provisioner: Option<provision::Provisioner>) -> Self {
-        let agent_id = format!("{}-{}", std::process::id(), &uuid::Uuid::new_v4().to_string()[..8]);
+    /// `agent_id` names this agent in work leases; it must be stable across restarts of the same agent
+    /// (so a restarted agent takes its own leases back at once) and distinct between agents.
+    pub fn new(store: Store, limits: Limits, repos: RepoPolicy, provisioner: Option<provision::Provisioner>, agent_id: String) -> Self {
         Self {
             inner: Arc::new(Inner { store, bus: Bus::new(), limits, repos, tasks: TaskTracker::new(), provisioner: provisioner.map(Arc::new), agent_id }),
         }

@@ -55,6 +55,12 @@ impl Engine {
 
     /// Provisions `id` if it is pending or provisioning and no other agent is working on it.
     pub(crate) async fn provision(&self, id: DeploymentId) {
+        self.provision_with_patience(id, Duration::ZERO).await
+    }
+
+    /// As `provision`, waiting up to `patience` for another holder's lease to be released or to expire
+    /// (after a crash of another agent, its lease runs out within `LEASE_TTL_MS`).
+    async fn provision_with_patience(&self, id: DeploymentId, patience: Duration) {
         let Some(prov) = self.inner.provisioner.clone() else {
             self.log(&id, Level::Warn, "provision", "no Proxmox cluster is configured; the deployment stays pending").await;
             return;
@@ -62,7 +68,7 @@ impl Engine {
         let engine = self.clone();
         let key = id.clone();
         let taken = self
-            .with_lease(&key, Duration::ZERO, |lease| async move {
+            .with_lease(&key, patience, |lease| async move {
                 match engine.provision_steps(&id, &lease, &prov).await {
                     Ok(()) => {}
                     Err(ProvisionError::LeaseLost) => {
@@ -313,7 +319,8 @@ impl Engine {
                     if status == Status::Destroying {
                         self.inner.tasks.spawn(async move { engine.destroy_guest(d.id).await });
                     } else {
-                        self.inner.tasks.spawn(async move { engine.provision(d.id).await });
+                        let patience = Duration::from_millis((LEASE_TTL_MS * 2) as u64);
+                        self.inner.tasks.spawn(async move { engine.provision_with_patience(d.id, patience).await });
                     }
                 }
             }

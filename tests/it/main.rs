@@ -2,6 +2,7 @@
 
 mod api;
 mod cli;
+mod crash;
 mod helpers;
 mod persistence;
 mod provision;

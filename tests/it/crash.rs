@@ -1,0 +1,125 @@
+//! Crash safety: the agent process is killed with SIGKILL at each step boundary of a provisioning and
+//! restarted on the same data dir; the deployment resumes and no guest exists that the store does not know.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use pvedeploy_sim::ClusterSpec;
+use serde_json::{json, Value};
+
+use crate::provision::{start_sim, Cluster};
+
+const TOKEN: &str = "crash-admin-token-0123456789";
+
+struct Agent(Child);
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn_agent(cluster: &Cluster, dir: &std::path::Path, port: u16) -> Agent {
+    let (token_id, secret) = cluster.sim.admin_token();
+    let config = format!(
+        "[proxmox]\nendpoint = \"https://{}\"\ntoken_id = \"{token_id}\"\nfingerprint = \"{}\"\nvm_template = 9000\nvmid_range = [100, 999999]\naddress_timeout_secs = 60\n",
+        cluster.sim.addr(),
+        cluster.sim.fingerprint_sha256()
+    );
+    std::fs::write(dir.join("pvedeploy.toml"), config).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_pvedeploy"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--config"])
+        .arg(dir.join("pvedeploy.toml"))
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .env("PVEDEPLOY_ADMIN_TOKEN", TOKEN)
+        .env("PVEDEPLOY_PROXMOX_TOKEN_SECRET", secret)
+        .env_remove("PVEDEPLOY_PROXMOX_MODE")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    Agent(child)
+}
+
+async fn get(client: &reqwest::Client, url: &str) -> Option<Value> {
+    let r = client.get(url).bearer_auth(TOKEN).send().await.ok()?;
+    r.json().await.ok()
+}
+
+async fn wait_ready(client: &reqwest::Client, base: &str) {
+    let t = Instant::now();
+    while get(client, &format!("{base}/ready")).await.is_none() {
+        assert!(t.elapsed() < Duration::from_secs(30), "agent not ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Kills the agent once the deployment's log contains `marker`, restarts it, and checks the outcome.
+async fn kill_when(marker: &str, slow_path: Option<&str>) {
+    let cluster = start_sim(ClusterSpec::sandbox()).await;
+    if let Some(p) = slow_path {
+        cluster.sim.faults().add_latency(p, Duration::from_millis(1500)).unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let base = format!("http://127.0.0.1:{port}/api/v1");
+    let client = reqwest::Client::new();
+    let agent = spawn_agent(&cluster, dir.path(), port);
+    wait_ready(&client, &base).await;
+    let body = json!({"name": "crashy", "repo_url": "https://github.com/octo/app", "framework": "flask", "disk_gb": 12});
+    let created: Value = client.post(format!("{base}/deployments")).bearer_auth(TOKEN).json(&body).send().await.unwrap().json().await.unwrap();
+    let id = created["id"].as_str().unwrap().to_string();
+    let t = Instant::now();
+    loop {
+        let logs = get(&client, &format!("{base}/deployments/{id}/logs")).await.unwrap_or_default();
+        if logs.to_string().contains(marker) {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(30), "never reached {marker:?}: {logs}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(agent); // SIGKILL
+    cluster.sim.faults().clear();
+
+    let _agent = spawn_agent(&cluster, dir.path(), port);
+    wait_ready(&client, &base).await;
+    let t = Instant::now();
+    let d = loop {
+        let d = get(&client, &format!("{base}/deployments/{id}")).await.unwrap();
+        if d["status"] == "installing" || d["status"] == "failed" {
+            break d;
+        }
+        assert!(t.elapsed() < Duration::from_secs(90), "did not settle after restart ({marker}): {d}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(d["status"], "installing", "killed at {marker:?}: {d}");
+    let vmid = d["proxmox_id"].as_u64().unwrap() as u32;
+    let guests: Vec<u32> = (100..200).filter(|v| cluster.sim.vm_exists(*v)).collect();
+    assert_eq!(guests, vec![vmid], "killed at {marker:?}: exactly the one guest the store knows");
+    let cfg = cluster.sim.vm_config(vmid).unwrap();
+    assert!(cfg["scsi0"].contains("size=12G"), "{cfg:?}");
+    let logs = get(&client, &format!("{base}/deployments/{id}/logs")).await.unwrap();
+    assert!(logs.to_string().contains("resuming at"), "the restart resumed rather than starting over: {logs}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_during_the_clone_then_restart_resumes_without_a_stray_guest() {
+    kill_when("cloning the template", Some("/tasks/")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_right_after_the_guest_was_created() {
+    kill_when("guest 1", Some("/config")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_during_the_resize_then_restart_resumes() {
+    kill_when("configured", Some("/resize")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_while_starting_then_restart_resumes() {
+    kill_when("starting guest", Some("/agent/")).await;
+}

@@ -1,6 +1,7 @@
 //! The simulated cluster: its state, tasks and locks, and the dispatch of validated API calls to
 //! the handlers that model PVE's behaviour.
 
+pub mod addresses;
 pub mod agent;
 pub mod cloudinit;
 pub mod config_update;

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{enc, start, start_with};
+use common::{enc, in_guest_pool, start, start_with};
 use pvedeploy_sim::ClusterSpec;
 use serde_json::Value;
 
@@ -155,7 +155,7 @@ async fn start_agent_and_interfaces() {
     let mac = s.get("/nodes/pve1/qemu/100/config").await.data()["net0"].as_str().unwrap_or_default()[7..24].to_lowercase();
     assert_eq!(eth0["hardware-address"], mac.as_str());
     let ip = eth0["ip-addresses"][0]["ip-address"].as_str().unwrap_or_default().to_string();
-    assert!(ip.starts_with("127.77."), "{ip}");
+    assert!(in_guest_pool(&ip), "{ip}");
     assert_eq!(s.handle.guest_ipv4(100).map(|i| i.to_string()), Some(ip));
     assert_eq!(s.get("/nodes/pve1/qemu/100/agent/get-osinfo").await.data()["result"]["id"], "debian");
 
@@ -203,7 +203,8 @@ async fn lxc_create_start_interfaces() {
     tokio::time::sleep(Duration::from_millis(350)).await;
     let ifs = s.get("/nodes/pve2/lxc/200/interfaces").await;
     assert_eq!(ifs.data()[1]["name"], "eth0");
-    assert!(ifs.data()[1]["inet"].as_str().unwrap_or_default().starts_with("127.77."));
+    let inet = ifs.data()[1]["inet"].as_str().unwrap_or_default();
+    assert!(inet.ends_with("/8") && in_guest_pool(inet.trim_end_matches("/8")), "{inet}");
     assert_eq!(s.get("/nodes/pve2/lxc").await.data()[0]["status"], "running");
 
     let again = s.post("/nodes/pve1/lxc", &[("vmid", "200"), ("ostemplate", "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst")]).await;

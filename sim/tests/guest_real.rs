@@ -5,11 +5,14 @@
 //! run builds the base image into `$PVEDEPLOY_CACHE_DIR` (default `/var/cache/pvedeploy`),
 //! which takes a few minutes.
 
+mod common;
+
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::openssh::{keygen, keyscan, mounted, openssh, Key};
 use pvedeploy_sim::backend::{CloudInitSeed, GuestBackend, GuestKind, GuestStart};
 use pvedeploy_sim::guest::{default_cache_dir, NspawnBackend};
 
@@ -36,46 +39,11 @@ async fn setup() -> Option<(tempfile::TempDir, NspawnBackend)> {
     Some((tmp, b))
 }
 
-/// A loopback address unlikely to collide with other test processes on this machine.
+/// A loopback address unlikely to collide with other test processes on this machine, and
+/// outside the simulators' guest pool (127.77.0.0–127.99.255.255).
 fn test_ip(n: u8) -> Ipv4Addr {
     let p = std::process::id();
-    Ipv4Addr::new(127, 79, (p % 250) as u8 + 1, n)
-}
-
-struct Key {
-    private: PathBuf,
-    public: String,
-}
-
-fn keygen(dir: &Path, name: &str) -> Key {
-    let private = dir.join(name);
-    let st = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
-        .arg(&private)
-        .status()
-        .expect("ssh-keygen");
-    assert!(st.success());
-    let public = std::fs::read_to_string(private.with_extension("pub"))
-        .unwrap()
-        .trim()
-        .to_string();
-    Key { private, public }
-}
-
-/// `ssh`/`sftp` with the key, strict host-key checking against `known_hosts`, no prompts.
-fn openssh(program: &str, key: &Key, known_hosts: &Path) -> Command {
-    let mut cmd = Command::new(program);
-    cmd.arg("-i").arg(&key.private);
-    for opt in [
-        "StrictHostKeyChecking=yes",
-        "BatchMode=yes",
-        "ConnectTimeout=10",
-    ] {
-        cmd.args(["-o", opt]);
-    }
-    cmd.arg("-o")
-        .arg(format!("UserKnownHostsFile={}", known_hosts.display()));
-    cmd
+    Ipv4Addr::new(127, 76, (p % 250) as u8 + 1, n)
 }
 
 /// Runs `cmd`; returns (status ok, stdout+stderr).
@@ -115,15 +83,6 @@ fn guest(
     }
 }
 
-fn keyscan(ip: Ipv4Addr) -> String {
-    let out = Command::new("ssh-keyscan")
-        .args(["-T", "5", "-t", "ed25519"])
-        .arg(ip.to_string())
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
 async fn wait_up(b: &NspawnBackend, vmid: u32, limit: Duration) -> Duration {
     let t0 = Instant::now();
     while !b.is_up(vmid).await {
@@ -134,13 +93,6 @@ async fn wait_up(b: &NspawnBackend, vmid: u32, limit: Duration) -> Duration {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     t0.elapsed()
-}
-
-fn mounted(path: &Path) -> bool {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    let p = path.to_string_lossy();
-    info.lines()
-        .any(|l| l.split(' ').nth(4) == Some(p.as_ref()))
 }
 
 fn assert_torn_down(b: &NspawnBackend, vmid: u32) {
@@ -625,11 +577,13 @@ async fn a_crashed_simulator_leaves_nothing_behind() {
     )
     .await
     .expect("node sshd");
+    // Only the crashed child's chroot counts: other tests run node sshds in parallel.
+    use sha2::Digest;
+    let child_node_dir = child_state.canonicalize().unwrap().join("nodes/pve1");
+    let tag = hex::encode(&sha2::Sha256::digest(child_node_dir.as_os_str().as_encoded_bytes())[..4]);
+    let child_chroot = format!("pvedeploy-sim/sshd-{tag}-pve1");
     let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    let leftovers: Vec<&str> = info
-        .lines()
-        .filter(|l| l.contains("pvedeploy-sim/sshd-") && !l.contains("-pve2/"))
-        .collect();
+    let leftovers: Vec<&str> = info.lines().filter(|l| l.contains(&child_chroot)).collect();
     assert!(
         leftovers.is_empty(),
         "orphaned node sshd mounts: {leftovers:?}"

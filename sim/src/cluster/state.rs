@@ -10,6 +10,8 @@ use sha1::{Digest, Sha1};
 use crate::backend::GuestKind;
 use crate::config::{NodeSpec, StorageSpec};
 
+use super::addresses::AddressPool;
+
 /// A node and its capacity.
 #[derive(Debug, Clone)]
 pub struct NodeState {
@@ -189,10 +191,9 @@ pub struct ClusterState {
     pub volumes: BTreeMap<(Scope, String), Volume>,
     pub guests: BTreeMap<u32, Guest>,
     pub used_ips: BTreeSet<Ipv4Addr>,
+    /// This instance's own /24s (see `addresses.rs`).
+    pub pool: AddressPool,
 }
-
-/// First and last address of the default guest address pool.
-pub const IP_POOL: (Ipv4Addr, Ipv4Addr) = (Ipv4Addr::new(127, 77, 0, 2), Ipv4Addr::new(127, 77, 255, 254));
 
 impl ClusterState {
     /// `Configuration file 'nodes/pve1/qemu-server/100.conf' does not exist`
@@ -239,16 +240,14 @@ impl ClusterState {
     }
 
     /// Allocates an address: the static one the config asks for (even if it is not a loopback
-    /// address and so unreachable, as on PVE), else the next free pool address.
+    /// address and so unreachable, as on PVE), else the next free address of this instance's
+    /// pool (unique on the machine, nothing answering on :22).
     pub fn allocate_ip(&mut self, wanted: Option<Ipv4Addr>) -> Option<Ipv4Addr> {
         if let Some(ip) = wanted {
             self.used_ips.insert(ip);
             return Some(ip);
         }
-        let (first, last) = (u32::from(IP_POOL.0), u32::from(IP_POOL.1));
-        let ip = (first..=last)
-            .map(Ipv4Addr::from)
-            .find(|ip| ip.octets()[3] != 0 && ip.octets()[3] != 255 && !self.used_ips.contains(ip))?;
+        let ip = self.pool.next_free(&self.used_ips)?;
         self.used_ips.insert(ip);
         Some(ip)
     }

@@ -2,6 +2,8 @@
 //! helpers for PVE-style calls (token header, form bodies, task polling).
 #![allow(dead_code)]
 
+pub mod openssh;
+
 use std::time::Duration;
 
 use pvedeploy_sim::{SimConfig, SimHandle, Simulator, Timing};
@@ -45,6 +47,11 @@ pub async fn start_with(tweak: impl FnOnce(&mut SimConfig)) -> Sim {
     let mut cfg = SimConfig::sandbox(dir.path().to_path_buf());
     cfg.timing = fast_timing();
     tweak(&mut cfg);
+    start_in(dir, cfg).await
+}
+
+/// Starts `cfg` (whose state lives in `dir`, removed when the `Sim` is dropped).
+pub async fn start_in(dir: tempfile::TempDir, cfg: SimConfig) -> Sim {
     let token = cfg.tokens[0].clone();
     let handle = Simulator::start(cfg).await.expect("simulator starts");
     let cert = reqwest::Certificate::from_pem(handle.cert_pem().as_bytes()).expect("cert");
@@ -135,6 +142,14 @@ impl Sim {
         let mut params = vec![("newid", id.as_str())];
         params.extend_from_slice(extra);
         self.task("POST", "pve1", "/nodes/pve1/qemu/9000/clone", &params).await
+    }
+}
+
+/// Whether `ip` lies in the simulators' guest address range (127.77.0.0–127.99.255.255).
+pub fn in_guest_pool(ip: &str) -> bool {
+    match ip.parse::<std::net::Ipv4Addr>() {
+        Ok(a) => a.octets()[0] == 127 && (77..=99).contains(&a.octets()[1]) && a.octets()[3] != 0 && a.octets()[3] != 255,
+        Err(_) => false,
     }
 }
 

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::backend::{ApiOnlyBackend, GuestBackend};
+use crate::guest::{default_cache_dir, NspawnBackend, Unavailable};
 
 const GIB: u64 = 1024 * 1024 * 1024;
 
@@ -23,6 +24,17 @@ pub struct SimConfig {
     pub users: Vec<UserSpec>,
     pub backend: Arc<dyn GuestBackend>,
     pub timing: Timing,
+    /// Per-node SSH endpoints (SFTP into the node's storages, PVE paths); `None`: no SSH.
+    pub node_ssh: Option<NodeSshConfig>,
+}
+
+/// The per-node SSH endpoints: `root` logs in with one of `authorized_keys`, SFTP only.
+/// Addresses are chosen by the simulator (loopback, port 22, distinct per node and per
+/// simulator instance); read them with `SimHandle::node_ssh`.
+#[derive(Debug, Clone)]
+pub struct NodeSshConfig {
+    /// OpenSSH `authorized_keys` text.
+    pub authorized_keys: String,
 }
 
 impl SimConfig {
@@ -44,7 +56,26 @@ impl SimConfig {
             }],
             backend: Arc::new(ApiOnlyBackend),
             timing: Timing::default(),
+            node_ssh: None,
         }
+    }
+
+    /// The sandbox with the real setup: systemd-nspawn guests (state in `state_dir`, base image
+    /// in `$PVEDEPLOY_CACHE_DIR`) and an SSH endpoint per node accepting `authorized_keys`.
+    pub fn real(state_dir: PathBuf, authorized_keys: &str) -> Result<Self, Unavailable> {
+        Ok(Self::sandbox(state_dir).with_real_guests()?.with_node_ssh(authorized_keys))
+    }
+
+    /// Uses [`NspawnBackend`] on this config's state dir; the error says why it cannot run here.
+    pub fn with_real_guests(mut self) -> Result<Self, Unavailable> {
+        self.backend = Arc::new(NspawnBackend::detect(&self.state_dir, &default_cache_dir())?);
+        Ok(self)
+    }
+
+    /// Runs an SSH endpoint per node (needs root and `sshd`; `Simulator::start` fails otherwise).
+    pub fn with_node_ssh(mut self, authorized_keys: &str) -> Self {
+        self.node_ssh = Some(NodeSshConfig { authorized_keys: authorized_keys.to_string() });
+        self
     }
 }
 

@@ -18,7 +18,7 @@
 
 mod aptsources;
 mod cgroup;
-mod detect;
+pub(crate) mod detect;
 pub mod image;
 mod mounts;
 mod nodesshd;

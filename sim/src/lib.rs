@@ -9,11 +9,12 @@ pub mod config;
 pub mod faults;
 pub mod guest;
 pub mod http;
+pub mod node_ssh;
 pub mod schema;
 pub mod sim;
 pub mod tls;
 
 pub use backend::{ApiOnlyBackend, CloudInitSeed, GuestBackend, GuestKind, GuestStart};
-pub use config::{ClusterSpec, NodeSpec, SimConfig, StorageKind, StorageSpec, TemplateSpec, Timing, TokenSpec, UserSpec};
+pub use config::{ClusterSpec, NodeSpec, NodeSshConfig, SimConfig, StorageKind, StorageSpec, TemplateSpec, Timing, TokenSpec, UserSpec};
 pub use faults::Faults;
 pub use sim::{SimHandle, Simulator};

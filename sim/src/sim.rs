@@ -11,6 +11,7 @@ use crate::backend::GuestBackend;
 use crate::cluster::Cluster;
 use crate::config::SimConfig;
 use crate::faults::Faults;
+use crate::node_ssh::NodeSshEndpoints;
 use crate::http::{endpoint, ApiServer, SHUTDOWN_GRACE};
 use crate::schema::load_schema;
 use crate::tls::{H1TlsAcceptor, SelfSignedCert};
@@ -29,8 +30,19 @@ impl Simulator {
         let cluster = Cluster::new(&cfg, faults.clone(), cert.fingerprint_sha256())?;
         let auth = Auth::new(&cfg.tokens, &cfg.users);
         let admin = auth.admin_token();
+        let node_ssh = match &cfg.node_ssh {
+            Some(ssh) => NodeSshEndpoints::start(&cluster, ssh).await?,
+            None => NodeSshEndpoints::default(),
+        };
         let server = Arc::new(ApiServer { schema, auth, cluster: cluster.clone(), faults: faults.clone() });
-        let acceptor = H1TlsAcceptor::bind(cfg.listen, &cert).await?;
+        let acceptor = match H1TlsAcceptor::bind(cfg.listen, &cert).await {
+            Ok(a) => a,
+            Err(e) => {
+                let mut node_ssh = node_ssh;
+                node_ssh.stop().await;
+                return Err(e);
+            }
+        };
         let addr = acceptor.socket_addr().ok_or_else(|| anyhow::anyhow!("listener has no socket address"))?;
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
@@ -38,7 +50,7 @@ impl Simulator {
                 .run_with_graceful_shutdown(endpoint(server), async { let _ = stop_rx.await; }, Some(SHUTDOWN_GRACE))
                 .await;
         });
-        Ok(SimHandle { addr, cert, faults, admin, cluster, backend: cfg.backend.clone(), stop: Some(stop_tx), task: Some(task) })
+        Ok(SimHandle { addr, cert, faults, admin, cluster, backend: cfg.backend.clone(), node_ssh, stop: Some(stop_tx), task: Some(task) })
     }
 }
 
@@ -50,6 +62,7 @@ pub struct SimHandle {
     admin: (String, String),
     cluster: Arc<Cluster>,
     backend: Arc<dyn GuestBackend>,
+    node_ssh: NodeSshEndpoints,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -111,9 +124,17 @@ impl SimHandle {
         Some(crate::cluster::storage::storage_dir(&self.cluster.state_dir, spec, node))
     }
 
-    /// Stops all guests (`backend.shutdown_all`) and the listener.
+    /// `node`'s SSH endpoint: (address, host key line `ssh-ed25519 AAAA…` to pin), when
+    /// `SimConfig::node_ssh` was set. Log in as `root`; SFTP only; `/var/lib/vz` is the node's
+    /// `local` storage, `/mnt/pve/<id>` each shared storage.
+    pub fn node_ssh(&self, node: &str) -> Option<(SocketAddr, String)> {
+        self.node_ssh.get(node)
+    }
+
+    /// Stops all guests (`backend.shutdown_all`), the node SSH endpoints and the listener.
     pub async fn shutdown(mut self) {
         self.backend.shutdown_all().await;
+        self.node_ssh.stop().await;
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }

@@ -64,12 +64,13 @@ impl Application {
             }
             #[cfg(feature = "sandbox")]
             ProxmoxSetting::Sandbox => {
-                let s = crate::sandbox::Sandbox::start(&config.data_dir).await?;
+                let key = deploy_key()?;
+                let s = crate::sandbox::Sandbox::start(&config.data_dir, &key.public_openssh).await?;
                 tracing::info!(endpoint = %s.endpoint, fingerprint = %s.fingerprint, guests = %s.guests, "started the built-in Proxmox VE sandbox");
                 let desc = format!("sandbox {}", s.endpoint);
                 let client = PveClient::new(PveConfig::new(&s.endpoint, &s.token_id, s.token_secret.clone(), TlsTrust::parse_fingerprint(&s.fingerprint)?))?;
                 sandbox = Some(s);
-                (Some(desc), Some(Provisioner::new(client, ProvisionSettings::sandbox(deploy_key()?.public_openssh))))
+                (Some(desc), Some(Provisioner::new(client, ProvisionSettings::sandbox(key.public_openssh))))
             }
             #[cfg(not(feature = "sandbox"))]
             ProxmoxSetting::Sandbox => anyhow::bail!("this build has no sandbox (built without the `sandbox` feature): configure [proxmox] or set mode = \"none\""),

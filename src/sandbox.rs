@@ -23,11 +23,15 @@ pub struct Sandbox {
 }
 
 impl Sandbox {
-    /// Starts the simulator with its state under `<data_dir>/sandbox`.
-    pub async fn start(data_dir: &Path) -> anyhow::Result<Sandbox> {
+    /// Starts the simulator with its state under `<data_dir>/sandbox`. With real guests, each node also
+    /// runs an SFTP endpoint (for cloud-init snippets) that accepts `agent_public_key`.
+    pub async fn start(data_dir: &Path, agent_public_key: &str) -> anyhow::Result<Sandbox> {
         let state_dir = data_dir.join("sandbox");
         std::fs::create_dir_all(&state_dir).with_context(|| format!("creating {}", state_dir.display()))?;
+        // sshd and nspawn want absolute paths; the default data dir is relative (./data).
+        let state_dir = state_dir.canonicalize().with_context(|| format!("resolving {}", state_dir.display()))?;
         let mut cfg = SimConfig::sandbox(state_dir.clone());
+        let mut real = false;
         let backend: Arc<dyn GuestBackend> =
             match pvedeploy_sim::guest::NspawnBackend::detect(&state_dir, &pvedeploy_sim::guest::default_cache_dir()) {
                 Ok(b) => {
@@ -40,6 +44,7 @@ impl Sandbox {
                             Err(e) => tracing::error!(error = %e, "sandbox guest base image unavailable; starting guests will fail"),
                         }
                     });
+                    real = true;
                     b
                 }
                 Err(why) => {
@@ -48,6 +53,12 @@ impl Sandbox {
                 }
             };
         cfg.backend = backend.clone();
+        if real {
+            match pvedeploy_sim::node_ssh::check_available() {
+                Ok(()) => cfg = cfg.with_node_ssh(agent_public_key),
+                Err(why) => tracing::warn!(reason = %why, "sandbox nodes run no SSH endpoint (snippet uploads unavailable)"),
+            }
+        }
         let token = cfg.tokens.first().cloned().context("the sandbox has a token")?;
         let handle = Simulator::start(cfg).await.context("starting the Proxmox VE simulator")?;
         Ok(Sandbox {

@@ -127,7 +127,17 @@ fn with_no_cluster_configured_serve_starts_the_sandbox() {
         .unwrap();
     let ready = String::from_utf8_lossy(&out.stdout);
     assert!(ready.contains("sandbox https://127.0.0.1:"), "{ready}");
-    drop(running);
+    stop_gracefully(running);
+}
+
+/// SIGTERM and wait: the agent stops what it started (simulator, node sshd, guests) itself.
+fn stop_gracefully(mut running: Running) {
+    Command::new("kill").args(["-TERM", &running.0.id().to_string()]).status().unwrap();
+    let t = Instant::now();
+    while running.0.try_wait().unwrap().is_none() {
+        assert!(t.elapsed() < Duration::from_secs(30), "did not stop after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 #[test]

@@ -49,8 +49,11 @@ struct Inner {
     repos: RepoPolicy,
     tasks: TaskTracker,
     provisioner: Option<Arc<provision::Provisioner>>,
-    /// This agent's name in leases (unique per process).
+    /// This agent's name in leases: stable across its restarts, distinct between agents.
     agent_id: String,
+    /// Deployments this process is working on; a lease is per agent, this keeps two tasks of one
+    /// agent off the same deployment.
+    working: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl Engine {
@@ -58,7 +61,7 @@ impl Engine {
     /// (so a restarted agent takes its own leases back at once) and distinct between agents.
     pub fn new(store: Store, limits: Limits, repos: RepoPolicy, provisioner: Option<provision::Provisioner>, agent_id: String) -> Self {
         Self {
-            inner: Arc::new(Inner { store, bus: Bus::new(), limits, repos, tasks: TaskTracker::new(), provisioner: provisioner.map(Arc::new), agent_id }),
+            inner: Arc::new(Inner { store, bus: Bus::new(), limits, repos, tasks: TaskTracker::new(), provisioner: provisioner.map(Arc::new), agent_id, working: Default::default() }),
         }
     }
 

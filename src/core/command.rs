@@ -2,7 +2,6 @@
 
 use std::fmt;
 
-use crate::core::deployment::Spec;
 use crate::core::status::Status;
 
 /// The front door a request came through; recorded in the audit log.
@@ -80,13 +79,6 @@ impl Action {
             Err(format!("cannot {} a deployment whose status is {status}", self.as_str()))
         }
     }
-}
-
-/// A request from any door, already parsed into domain types.
-#[derive(Debug, Clone)]
-pub enum Command {
-    Deploy(Spec),
-    Act(Action),
 }
 
 #[cfg(test)]

@@ -184,7 +184,6 @@ impl Provisioner {
         match r {
             Ok(()) => Ok(true),
             Err(PveError::NotFound { .. }) => Ok(false),
-            Err(PveError::Server { message, .. }) if message.contains("does not exist") => Ok(false),
             Err(e) => Err(e),
         }
     }
@@ -226,7 +225,8 @@ impl Provisioner {
                     ssh_public_keys: Some(s.deploy_public_key.clone()),
                     password: None,
                     unprivileged: true,
-                    features: needs_nesting(d).then(|| "nesting=1".to_string()),
+                    // systemd in Debian 12 containers needs nesting for its sandboxing (PVE's own default for new CTs).
+                    features: Some("nesting=1".to_string()),
                     tags: vec![TAG.into(), tag_for(&d.id)],
                     start: false,
                     description: Some(description),
@@ -388,12 +388,6 @@ impl Provisioner {
 /// `pvedeploy-<first 8 of the id>`: a per-deployment tag (PVE tags allow `[a-z0-9_][a-z0-9_\-+.]*`).
 pub fn tag_for(id: &DeploymentId) -> String {
     format!("pvedeploy-{}", &id.as_str()[..8])
-}
-
-/// Frameworks whose installers run container runtimes or systemd features needing nesting.
-fn needs_nesting(_d: &Deployment) -> bool {
-    // systemd in Debian 12 containers wants nesting for its sandboxing; PVE enables it by default for new CTs.
-    true
 }
 
 /// The boot disk's key and value (`scsi0`, `local-lvm:vm-100-disk-0,size=4G`), skipping CD-ROMs and cloud-init drives.

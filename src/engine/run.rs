@@ -22,8 +22,16 @@ impl Engine {
         F: FnOnce(Lease) -> Fut,
         Fut: std::future::Future<Output = ()>,
     {
-        let store = self.store().clone();
         let started = std::time::Instant::now();
+        // One task of this process at a time per deployment (the lease is per agent).
+        while !self.inner.working.lock().expect("working poisoned").insert(id.to_string()) {
+            if started.elapsed() >= patience {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let _done = Working { engine: self, id };
+        let store = self.store().clone();
         let lease = loop {
             match store.acquire_lease(id, &self.inner.agent_id, LEASE_TTL_MS).await {
                 Ok(Some(l)) => break l,
@@ -100,6 +108,11 @@ impl Engine {
         }
         let s = &prov.settings;
         loop {
+            // A destroy requested meanwhile takes over from here (it waits for this lease).
+            if store.get_deployment(id).await?.is_some_and(|now| now.status == Status::Destroying) {
+                self.log(id, Level::Info, "provision", "destroy requested; stopping provisioning").await;
+                return Ok(());
+            }
             match p.step {
                 Step::Place => {
                     let node = prov.place(&d).await?;
@@ -302,8 +315,9 @@ impl Engine {
     }
 
     /// At start: picks up every deployment whose work was interrupted (pending, provisioning, destroying).
+    /// Returns how many it found.
     pub async fn resume_unfinished(&self) -> Result<usize, EngineError> {
-        let mut resumed = 0;
+        let mut found: Vec<(DeploymentId, Status)> = Vec::new();
         for status in [Status::Pending, Status::Provisioning, Status::Destroying] {
             let mut offset = 0;
             loop {
@@ -313,19 +327,38 @@ impl Engine {
                     break;
                 }
                 offset += page.len() as u32;
-                for d in page {
-                    let engine = self.clone();
-                    resumed += 1;
-                    if status == Status::Destroying {
-                        self.inner.tasks.spawn(async move { engine.destroy_guest(d.id).await });
-                    } else {
-                        let patience = Duration::from_millis((LEASE_TTL_MS * 2) as u64);
-                        self.inner.tasks.spawn(async move { engine.provision_with_patience(d.id, patience).await });
-                    }
-                }
+                found.extend(page.into_iter().map(|d| (d.id, status)));
             }
         }
-        Ok(resumed)
+        // A deployment that moved on while we listed appears twice; the latest status decides.
+        let mut seen = std::collections::HashSet::new();
+        found.reverse();
+        found.retain(|(id, _)| seen.insert(id.clone()));
+        for (id, status) in &found {
+            let engine = self.clone();
+            let id = id.clone();
+            if *status == Status::Destroying {
+                self.inner.tasks.spawn(async move { engine.destroy_guest(id).await });
+            } else {
+                let patience = Duration::from_millis((LEASE_TTL_MS * 2) as u64);
+                self.inner.tasks.spawn(async move { engine.provision_with_patience(id, patience).await });
+            }
+        }
+        Ok(found.len())
+    }
+}
+
+/// Removes a deployment from this process's working set when its work ends (even by panic).
+struct Working<'a> {
+    engine: &'a Engine,
+    id: &'a DeploymentId,
+}
+
+impl Drop for Working<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut w) = self.engine.inner.working.lock() {
+            w.remove(self.id.as_str());
+        }
     }
 }
 

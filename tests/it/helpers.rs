@@ -121,3 +121,25 @@ async fn send(r: reqwest::RequestBuilder) -> (u16, Value) {
     let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
     (status, body)
 }
+
+/// Finds a tool on PATH or in the CI cache venv; in CI a missing tool is a failure, elsewhere a skip.
+pub fn tool(name: &str) -> Option<std::path::PathBuf> {
+    let cache = std::path::PathBuf::from(std::env::var("PVEDEPLOY_CACHE_DIR").unwrap_or_else(|_| "/var/cache/pvedeploy".into()));
+    let candidates = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .chain([cache.join("py/bin"), cache.join("surreal/bin")]);
+    for dir in candidates {
+        let p = dir.join(name);
+        if p.is_file() {
+            return Some(p);
+        }
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{name} is required in CI (.ci/run installs it)");
+    }
+    eprintln!("SKIPPED: {name} is not installed (.ci/run installs it)");
+    None
+}
+

@@ -1,11 +1,13 @@
 //! The one integration-test binary: starts the real app on port 0 with a temporary database and talks HTTP.
 
+mod agents;
 mod api;
 mod cli;
 mod crash;
 mod helpers;
 mod persistence;
 mod provision;
+mod remote_db;
 mod pve;
 mod schemathesis;
 mod sse;

@@ -220,3 +220,22 @@ async fn a_storage_lock_timeout_is_retried_to_success() {
 fn percent_decode(s: &str) -> String {
     percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn destroying_a_deployment_while_it_provisions_removes_its_guest() {
+    let cluster = start_sim(ClusterSpec::sandbox()).await;
+    cluster.sim.faults().add_latency("/agent/", Duration::from_millis(700)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let app = agent_for(&cluster, dir.path(), Duration::from_secs(30)).await;
+    let id = deploy(&app, "half-made", "vm").await;
+    wait_until(&app, &id, "created", |d| d["proxmox_id"].is_u64()).await;
+    let (s, _) = app.delete(&format!("/api/v1/deployments/{id}"), Some(ADMIN)).await;
+    assert_eq!(s, 202);
+    let d = wait_until(&app, &id, "destroyed", |d| d["status"] == "destroyed" || d["status"] == "failed").await;
+    assert_eq!(d["status"], "destroyed", "{d}");
+    for vmid in 100..120 {
+        assert!(!cluster.sim.vm_exists(vmid), "guest {vmid} left behind");
+    }
+    app.stop().await;
+    cluster.sim.shutdown().await;
+}

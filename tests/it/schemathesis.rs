@@ -3,28 +3,7 @@
 
 use std::process::Command;
 
-use crate::helpers::{TestApp, ADMIN};
-
-/// Finds a tool on PATH or in the CI cache venv; in CI a missing tool is a failure, elsewhere a skip.
-pub fn tool(name: &str) -> Option<std::path::PathBuf> {
-    let cache = std::env::var("PVEDEPLOY_CACHE_DIR").unwrap_or_else(|_| "/var/cache/pvedeploy".into());
-    let candidates = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .unwrap_or_default()
-        .into_iter()
-        .chain([std::path::PathBuf::from(cache).join("py/bin")]);
-    for dir in candidates {
-        let p = dir.join(name);
-        if p.is_file() {
-            return Some(p);
-        }
-    }
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{name} is required in CI (.ci/run installs it)");
-    }
-    eprintln!("SKIPPED: {name} is not installed (run .ci/run or `pip install schemathesis`)");
-    None
-}
+use crate::helpers::{tool, TestApp, ADMIN};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schemathesis_finds_no_server_error_and_nothing_undocumented() {

@@ -2,6 +2,7 @@
 
 pub mod bus;
 pub mod provision;
+pub mod resources;
 mod run;
 
 use std::sync::Arc;
@@ -54,6 +55,8 @@ struct Inner {
     /// Deployments this process is working on; a lease is per agent, this keeps two tasks of one
     /// agent off the same deployment.
     working: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// The last cluster figures and when they were read.
+    figures: tokio::sync::Mutex<Option<(std::time::Instant, resources::ClusterFigures)>>,
 }
 
 impl Engine {
@@ -61,7 +64,7 @@ impl Engine {
     /// (so a restarted agent takes its own leases back at once) and distinct between agents.
     pub fn new(store: Store, limits: Limits, repos: RepoPolicy, provisioner: Option<provision::Provisioner>, agent_id: String) -> Self {
         Self {
-            inner: Arc::new(Inner { store, bus: Bus::new(), limits, repos, tasks: TaskTracker::new(), provisioner: provisioner.map(Arc::new), agent_id, working: Default::default() }),
+            inner: Arc::new(Inner { store, bus: Bus::new(), limits, repos, tasks: TaskTracker::new(), provisioner: provisioner.map(Arc::new), agent_id, working: Default::default(), figures: Default::default() }),
         }
     }
 

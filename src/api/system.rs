@@ -75,6 +75,8 @@ pub struct StatusReport {
 pub struct NodeUse {
     pub node: String,
     pub online: bool,
+    /// Guests on the node (templates excluded).
+    pub guests: u32,
     pub cpu_used: f64,
     pub cpu_total: u32,
     pub memory_used_bytes: u64,
@@ -117,13 +119,35 @@ pub struct AuditView {
     pub detail: String,
 }
 
-fn resources_unknown() -> Resources {
-    Resources {
-        available: false,
-        reason: Some("no Proxmox client is wired into this build yet; resource figures arrive with provisioning".into()),
-        nodes: vec![],
-        storages: vec![],
-        as_of: None,
+/// The cluster's figures as the API shows them; when there are none, why.
+async fn resources_now(state: &ApiState) -> Resources {
+    match state.engine.cluster_figures().await {
+        Ok(f) => Resources {
+            available: true,
+            reason: None,
+            nodes: f
+                .nodes
+                .into_iter()
+                .map(|n| NodeUse {
+                    node: n.node,
+                    online: n.online,
+                    guests: n.guests,
+                    cpu_used: n.cpu_used,
+                    cpu_total: n.cpu_total,
+                    memory_used_bytes: n.memory_used,
+                    memory_total_bytes: n.memory_total,
+                    disk_used_bytes: n.disk_used,
+                    disk_total_bytes: n.disk_total,
+                })
+                .collect(),
+            storages: f
+                .storages
+                .into_iter()
+                .map(|s| StorageUse { node: s.node, storage: s.storage, shared: s.shared, used_bytes: s.used, total_bytes: s.total })
+                .collect(),
+            as_of: Some(rfc3339(f.as_of)),
+        },
+        Err(e) => Resources { available: false, reason: Some(e.to_string()), nodes: vec![], storages: vec![], as_of: None },
     }
 }
 
@@ -167,7 +191,7 @@ impl SystemApi {
             success_rate: (succeeded + failed > 0).then(|| succeeded as f64 / (succeeded + failed) as f64),
             mean_deploy_seconds: (!d.is_empty()).then(|| d.iter().sum::<i64>() as f64 / d.len() as f64 / 1000.0),
             p95_deploy_seconds: percentile(d, 95.0),
-            resources: resources_unknown(),
+            resources: resources_now(&self.state).await,
             uptime_seconds: self.state.started.elapsed().as_secs(),
         }))
     }
@@ -176,7 +200,7 @@ impl SystemApi {
     #[oai(path = "/resources", method = "get", operation_id = "resources")]
     async fn resources(&self, auth: TokenAuth) -> Result<Json<Resources>, ApiError> {
         auth.require(Scope::Read)?;
-        Ok(Json(resources_unknown()))
+        Ok(Json(resources_now(&self.state).await))
     }
 
     /// Prometheus text format: deployments by status, deployment times, request counts and latencies.

@@ -108,6 +108,18 @@ async fn a_vm_deployment_reaches_a_guest_with_an_address() {
     assert_eq!(events.first(), Some(&"pending"));
     assert!(events.contains(&"provisioning") && events.ends_with(&["installing"]), "{events:?}");
 
+    // the resource view reads the cluster: both nodes, their capacity, the new guest on pve1
+    let (s, r) = app.get("/api/v1/resources", Some(ADMIN)).await;
+    assert_eq!(s, 200);
+    assert_eq!(r["available"], true, "{r}");
+    let nodes: Vec<&str> = r["nodes"].as_array().unwrap().iter().map(|n| n["node"].as_str().unwrap()).collect();
+    assert_eq!(nodes, ["pve1", "pve2"]);
+    assert_eq!(r["nodes"][0]["guests"], 1, "{r}");
+    assert!(r["nodes"][0]["memory_total_bytes"].as_u64().unwrap() > 0);
+    assert!(r["storages"].as_array().unwrap().iter().any(|s| s["storage"] == "local-lvm"), "{r}");
+    let (_, st) = app.get("/api/v1/status", Some(ADMIN)).await;
+    assert_eq!(st["resources"]["available"], true);
+
     // destroy removes the guest and releases the name
     let (s, _) = app.delete(&format!("/api/v1/deployments/{id}"), Some(ADMIN)).await;
     assert_eq!(s, 202);

@@ -60,6 +60,7 @@ impl Application {
                 settings.placement.allow = c.nodes.clone();
                 settings.placement.max_guests_per_node = c.max_guests_per_node;
                 settings.address_deadline = c.address_timeout;
+                settings.poll = c.poll_interval;
                 (Some(format!("cluster {}", c.endpoint)), Some(Provisioner::new(client, settings)))
             }
             #[cfg(feature = "sandbox")]

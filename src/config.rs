@@ -78,6 +78,8 @@ pub struct ProxmoxFile {
     pub max_guests_per_node: Option<u32>,
     /// How long to wait for a started guest's IPv4 address (default 120).
     pub address_timeout_secs: Option<u64>,
+    /// How often tasks, locks and addresses are polled (default 250).
+    pub poll_interval_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -148,6 +150,7 @@ pub struct ClusterSettings {
     pub nodes: Vec<crate::core::names::NodeName>,
     pub max_guests_per_node: Option<u32>,
     pub address_timeout: std::time::Duration,
+    pub poll_interval: std::time::Duration,
 }
 
 /// How the cluster's TLS certificate is verified; there is deliberately no "accept anything".
@@ -403,6 +406,11 @@ fn proxmox_setting(file: ProxmoxFile, env: &BTreeMap<String, String>) -> Result<
                     None => 120,
                     Some(n @ 1..=3600) => n,
                     Some(_) => return Err(invalid("proxmox.address_timeout_secs", "must be between 1 and 3600")),
+                }),
+                poll_interval: std::time::Duration::from_millis(match file.poll_interval_ms {
+                    None => 250,
+                    Some(n @ 10..=10_000) => n,
+                    Some(_) => return Err(invalid("proxmox.poll_interval_ms", "must be between 10 and 10000")),
                 }),
             }))
         }

@@ -48,6 +48,7 @@ pub async fn agent_with(cluster: &Cluster, data_dir: &std::path::Path, address_t
         nodes: vec![],
         max_guests_per_node: None,
         address_timeout,
+        poll_interval: Duration::from_millis(50),
     });
     if let ProxmoxSetting::Cluster(s) = &mut c.proxmox {
         tweak(s);

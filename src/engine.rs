@@ -143,9 +143,9 @@ impl Engine {
         self.inner.store.audit(actor, action.as_str(), Some(d.id.as_str()), &format!("name={}", d.spec.name)).await?;
         match action {
             Action::Destroy => self.destroy(d, actor).await,
-            // Only reachable with a guest, which needs provisioning (not wired in yet).
+            // Reachable only for a deployed app, and deploying over SSH is not in this build yet.
             Action::Start | Action::Stop | Action::Redeploy | Action::Rollback => {
-                Err(EngineError::Conflict(format!("cannot {} yet: no provisioner is configured in this build", action.as_str())))
+                Err(EngineError::Conflict(format!("cannot {} yet: deploying apps over SSH is not in this build", action.as_str())))
             }
         }
     }

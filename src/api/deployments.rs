@@ -136,8 +136,17 @@ impl DeploymentsApi {
     async fn get(&self, auth: TokenAuth, /// Deployment id or name.
         id: Path<String>) -> Result<Json<DeploymentDetail>, ApiError> {
         auth.require(Scope::Read)?;
-        let d = self.state.engine.find(&id.0).await?;
-        let events = self.state.engine.store().deployment_events(&d.id).await.map_err(crate::engine::EngineError::from)?;
+        let store = self.state.engine.store();
+        // By id: one round trip for the record and its history (the hot path); by name: find first.
+        let found = match DeploymentId::parse(&id.0) {
+            Some(did) => store.get_deployment_with_events(&did).await.map_err(EngineError::from)?,
+            None => {
+                let d = self.state.engine.find(&id.0).await?;
+                let events = store.deployment_events(&d.id).await.map_err(EngineError::from)?;
+                Some((d, events))
+            }
+        };
+        let (d, events) = found.ok_or_else(|| ApiError::not_found(&id.0))?;
         Ok(Json(DeploymentDetail { deployment: DeploymentView::from(&d), events: events.into_iter().map(EventView::from).collect() }))
     }
 

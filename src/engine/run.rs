@@ -315,25 +315,12 @@ impl Engine {
     }
 
     /// At start: picks up every deployment whose work was interrupted (pending, provisioning, destroying).
-    /// Returns how many it found.
+    /// Without a cluster there is nothing to resume. Returns how many it found.
     pub async fn resume_unfinished(&self) -> Result<usize, EngineError> {
-        let mut found: Vec<(DeploymentId, Status)> = Vec::new();
-        for status in [Status::Pending, Status::Provisioning, Status::Destroying] {
-            let mut offset = 0;
-            loop {
-                let filter = crate::store::deployments::Filter { status: Some(status), ..Default::default() };
-                let (page, _) = self.store().list_deployments(&filter, 100, offset).await?;
-                if page.is_empty() {
-                    break;
-                }
-                offset += page.len() as u32;
-                found.extend(page.into_iter().map(|d| (d.id, status)));
-            }
+        if self.inner.provisioner.is_none() {
+            return Ok(0);
         }
-        // A deployment that moved on while we listed appears twice; the latest status decides.
-        let mut seen = std::collections::HashSet::new();
-        found.reverse();
-        found.retain(|(id, _)| seen.insert(id.clone()));
+        let found = self.store().unfinished_deployments().await?;
         for (id, status) in &found {
             let engine = self.clone();
             let id = id.clone();

@@ -248,6 +248,32 @@ impl Store {
         }
     }
 
+    /// Deployments whose work was interrupted (pending, provisioning, destroying), in one query.
+    pub async fn unfinished_deployments(&self) -> Result<Vec<(DeploymentId, Status)>, StoreError> {
+        let rows = self
+            .run("SELECT record::id(id) AS key, status FROM deployment WHERE status IN ['pending', 'provisioning', 'destroying']", json!({}))
+            .await?;
+        Ok(rows
+            .into_iter()
+            .next()
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|v| Some((DeploymentId::parse(v.get("key")?.as_str()?)?, Status::parse(v.get("status")?.as_str()?)?)))
+            .collect())
+    }
+
+    /// One deployment and its status history in one round trip.
+    pub async fn get_deployment_with_events(&self, id: &DeploymentId) -> Result<Option<(Deployment, Vec<Event>)>, StoreError> {
+        let sql = format!(
+            "{SELECT} type::record('deployment', $id);
+             SELECT at, from, to, message FROM deployment_event WHERE deployment = $id ORDER BY at ASC;"
+        );
+        let mut rows = self.run(&sql, json!({ "id": id.as_str() })).await?.into_iter();
+        let Some(d) = rows_to_deployments(rows.next().unwrap_or_default())?.into_iter().next() else { return Ok(None) };
+        let events = rows.next().unwrap_or_default().into_iter().map(decode).collect::<Result<_, _>>()?;
+        Ok(Some((d, events)))
+    }
+
     /// The status history of one deployment, oldest first.
     pub async fn deployment_events(&self, id: &DeploymentId) -> Result<Vec<Event>, StoreError> {
         let rows = self

@@ -88,6 +88,23 @@ fn report(what: &str, wall: Duration, lat: &[Duration], errors: usize) {
     );
 }
 
+/// The same GET load from `wrk` (a C load generator that costs the agent far less CPU than an
+/// in-process client), when it is installed: requests/s and latency percentiles.
+fn wrk_get(base: &str, ids: &[String], dir: &std::path::Path) -> Option<String> {
+    let wrk = ["/usr/bin/wrk", "/usr/local/bin/wrk"].into_iter().find(|p| std::path::Path::new(p).exists())?;
+    let list: Vec<String> = ids.iter().map(|i| format!("\"{i}\"")).collect();
+    let script = format!(
+        "ids = {{{}}}\ni = 0\nrequest = function()\n  i = i + 1\n  return wrk.format(\"GET\", \"/api/v1/deployments/\" .. ids[(i % #ids) + 1], {{[\"Authorization\"] = \"Bearer {TOKEN}\"}})\nend\n",
+        list.join(",")
+    );
+    let path = dir.join("get.lua");
+    std::fs::write(&path, script).ok()?;
+    let out = Command::new(wrk).args(["-t1", "-c16", "-d10s", "--latency", "-s"]).arg(&path).arg(base).output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let pick = |key: &str| text.lines().find(|l| l.trim_start().starts_with(key)).map(|l| l.trim().to_string()).unwrap_or_default();
+    Some(format!("{}; latency {}; {}; {}; non-2xx: {}", pick("Requests/sec:"), pick("50%"), pick("90%"), pick("99%"), pick("Non-2xx").trim_start_matches("Non-2xx or 3xx responses:").trim()))
+}
+
 #[tokio::main]
 async fn main() {
     let exe = env!("CARGO_BIN_EXE_pvedeploy");
@@ -165,6 +182,9 @@ async fn main() {
         })
         .await;
         report(&format!("GET /deployments/{{id}} (10,000 stored, concurrency {concurrency})"), wall, &lat, errors);
+    }
+    if let Some(out) = wrk_get(&base, &ids, dir.path()) {
+        println!("GET /deployments/{{id}} (10,000 stored) with wrk, 1 thread, 16 connections, 10 s: {out}");
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     println!("idle RSS after load: {:.1} MB", rss_kib(pid) as f64 / 1024.0);

@@ -30,20 +30,10 @@ async fn main() {
     config.admin_token = Some(Secret::new(TOKEN.into()));
     let (token_id, secret) = sim.admin_token();
     config.proxmox = ProxmoxSetting::Cluster(ClusterSettings {
-        endpoint: format!("https://{}", sim.addr()),
-        token_id,
-        token_secret: Secret::new(secret),
-        trust: TrustSetting::Fingerprint(sim.fingerprint_sha256()),
-        vm_template: 9000,
-        lxc_template: "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst".into(),
-        storage: "local-lvm".into(),
-        bridge: "vmbr0".into(),
         vmid_range: 100..=999_999,
-        full_clone: false,
-        nodes: vec![],
-        max_guests_per_node: None,
         address_timeout: Duration::from_secs(60),
         poll_interval: Duration::from_millis(20),
+        ..ClusterSettings::new(format!("https://{}", sim.addr()), token_id, Secret::new(secret), TrustSetting::Fingerprint(sim.fingerprint_sha256()), 9000)
     });
     let app = Application::build(config).await.unwrap();
     let base = format!("http://{}/api/v1", app.addr());

@@ -153,6 +153,28 @@ pub struct ClusterSettings {
     pub poll_interval: std::time::Duration,
 }
 
+impl ClusterSettings {
+    /// A cluster with the documented defaults for everything but how to reach it and what to clone.
+    pub fn new(endpoint: String, token_id: String, token_secret: Secret<String>, trust: TrustSetting, vm_template: u32) -> Self {
+        ClusterSettings {
+            endpoint,
+            token_id,
+            token_secret,
+            trust,
+            vm_template,
+            lxc_template: "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst".into(),
+            storage: "local-lvm".into(),
+            bridge: "vmbr0".into(),
+            vmid_range: 10_000..=19_999,
+            full_clone: false,
+            nodes: vec![],
+            max_guests_per_node: None,
+            address_timeout: std::time::Duration::from_secs(120),
+            poll_interval: std::time::Duration::from_millis(250),
+        }
+    }
+}
+
 /// How the cluster's TLS certificate is verified; there is deliberately no "accept anything".
 #[derive(Debug, Clone)]
 pub enum TrustSetting {
@@ -389,17 +411,13 @@ fn proxmox_setting(file: ProxmoxFile, env: &BTreeMap<String, String>) -> Result<
                 .iter()
                 .map(|n| crate::core::names::NodeName::parse(n).map_err(|e| invalid("proxmox.nodes", e.message)))
                 .collect::<Result<Vec<_>, _>>()?;
+            let d = ClusterSettings::new(endpoint, token_id, token_secret, trust, vm_template);
             Ok(ProxmoxSetting::Cluster(ClusterSettings {
-                endpoint,
-                token_id,
-                token_secret,
-                trust,
-                vm_template,
-                lxc_template: file.lxc_template.unwrap_or_else(|| "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst".into()),
-                storage: file.storage.unwrap_or_else(|| "local-lvm".into()),
-                bridge: file.bridge.unwrap_or_else(|| "vmbr0".into()),
+                lxc_template: file.lxc_template.unwrap_or(d.lxc_template.clone()),
+                storage: file.storage.unwrap_or(d.storage.clone()),
+                bridge: file.bridge.unwrap_or(d.bridge.clone()),
                 vmid_range,
-                full_clone: file.full_clone.unwrap_or(false),
+                full_clone: file.full_clone.unwrap_or(d.full_clone),
                 nodes,
                 max_guests_per_node: file.max_guests_per_node,
                 address_timeout: std::time::Duration::from_secs(match file.address_timeout_secs {
@@ -412,6 +430,7 @@ fn proxmox_setting(file: ProxmoxFile, env: &BTreeMap<String, String>) -> Result<
                     Some(n @ 10..=10_000) => n,
                     Some(_) => return Err(invalid("proxmox.poll_interval_ms", "must be between 10 and 10000")),
                 }),
+                ..d
             }))
         }
         _ => Err(invalid("proxmox.mode", "must be one of: cluster, sandbox, none")),

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use super::provision::{describe, persist, wait, ProvisionError, Provisioner};
+use crate::pve::PveError;
 use super::{Engine, EngineError};
 use crate::core::deployment::{Deployment, DeploymentId, GuestType};
 use crate::core::provision::{Progress, Step};
@@ -198,7 +199,11 @@ impl Engine {
                 }
                 Step::AwaitStart => {
                     if let Some(upid) = p.upid.clone() {
-                        wait(&prov.client, &upid, s).await?;
+                        match wait(&prov.client, &upid, s).await {
+                            // A start resumed after a crash can race the first one: running is what we wanted.
+                            Err(ProvisionError::Pve(PveError::TaskFailed { exitstatus, .. })) if exitstatus.contains("already running") => {}
+                            other => other?,
+                        }
                     }
                 }
                 Step::AwaitAddress => {

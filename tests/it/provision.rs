@@ -35,20 +35,10 @@ pub async fn agent_with(cluster: &Cluster, data_dir: &std::path::Path, address_t
     let mut c = test_config(data_dir);
     let (token_id, secret) = cluster.sim.admin_token();
     c.proxmox = ProxmoxSetting::Cluster(ClusterSettings {
-        endpoint: format!("https://{}", cluster.sim.addr()),
-        token_id,
-        token_secret: Secret::new(secret),
-        trust: TrustSetting::Fingerprint(cluster.sim.fingerprint_sha256()),
-        vm_template: 9000,
-        lxc_template: "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst".into(),
-        storage: "local-lvm".into(),
-        bridge: "vmbr0".into(),
         vmid_range: 100..=999_999,
-        full_clone: false,
-        nodes: vec![],
-        max_guests_per_node: None,
         address_timeout,
         poll_interval: Duration::from_millis(50),
+        ..ClusterSettings::new(format!("https://{}", cluster.sim.addr()), token_id, Secret::new(secret), TrustSetting::Fingerprint(cluster.sim.fingerprint_sha256()), 9000)
     });
     if let ProxmoxSetting::Cluster(s) = &mut c.proxmox {
         tweak(s);

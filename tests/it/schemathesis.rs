@@ -17,7 +17,9 @@ async fn schemathesis_finds_no_server_error_and_nothing_undocumented() {
             .args(["run", &spec, "--url", &base])
             .args(["--header", &format!("Authorization: Bearer {ADMIN}")])
             .args(["--checks", "not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance"])
-            .args(["--phases", "examples,coverage,fuzzing", "--max-examples", "40", "--workers", "2", "--request-timeout", "10"])
+            // One worker: with several, hypothesis' lambda-source parsing races ("AST constructor
+            // recursion depth mismatch") and reports a runtime error that is not about our API.
+            .args(["--phases", "examples,coverage,fuzzing", "--max-examples", "40", "--workers", "1", "--request-timeout", "10"])
             // A followed log stream stays open until the deployment settles; the SSE test covers it.
             .args(["--exclude-operation-id", "deployment_logs"])
             .env("SCHEMATHESIS_HOOKS", "")

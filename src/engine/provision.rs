@@ -177,12 +177,8 @@ impl Provisioner {
 
     /// Whether a guest with `vmid` exists on `node` (of either kind).
     pub async fn guest_exists(&self, kind: GuestType, node: &NodeName, vmid: VmId) -> Result<bool, PveError> {
-        let r = match kind {
-            GuestType::Vm => self.client.qemu_config(node, vmid).await.map(|_| ()),
-            GuestType::Lxc => self.client.lxc_config(node, vmid).await.map(|_| ()),
-        };
-        match r {
-            Ok(()) => Ok(true),
+        match self.client.guest_config_raw(pve_kind(kind), node, vmid).await {
+            Ok(_) => Ok(true),
             Err(PveError::NotFound { .. }) => Ok(false),
             Err(e) => Err(e),
         }
@@ -253,10 +249,7 @@ impl Provisioner {
     pub async fn wait_unlocked(&self, kind: GuestType, node: &NodeName, vmid: VmId) -> Result<(), ProvisionError> {
         let started = Instant::now();
         loop {
-            let lock = match kind {
-                GuestType::Vm => self.client.qemu_config(node, vmid).await?.lock,
-                GuestType::Lxc => self.client.lxc_config(node, vmid).await?.lock,
-            };
+            let lock = self.client.guest_config_raw(pve_kind(kind), node, vmid).await?.remove("lock");
             if lock.is_none() {
                 return Ok(());
             }
@@ -298,17 +291,11 @@ impl Provisioner {
 
     /// Starts the guest unless it already runs. `None` when nothing had to be done.
     pub async fn start(&self, kind: GuestType, node: &NodeName, vmid: VmId) -> Result<Option<Upid>, PveError> {
-        let status = match kind {
-            GuestType::Vm => self.client.qemu_current(node, vmid).await?,
-            GuestType::Lxc => self.client.lxc_current(node, vmid).await?,
-        };
-        if status.status == GuestState::Running {
+        let kind = pve_kind(kind);
+        if self.client.guest_current(kind, node, vmid).await?.status == GuestState::Running {
             return Ok(None);
         }
-        match kind {
-            GuestType::Vm => self.client.qemu_power(node, vmid, PowerAction::Start).await.map(Some),
-            GuestType::Lxc => self.client.lxc_power(node, vmid, PowerAction::Start).await.map(Some),
-        }
+        self.client.guest_power(kind, node, vmid, PowerAction::Start).await.map(Some)
     }
 
     /// Polls until the guest reports an IPv4 address (guest agent for VMs, interfaces for containers).
@@ -356,32 +343,27 @@ impl Provisioner {
         if !self.guest_exists(kind, node, vmid).await? {
             return Ok(());
         }
-        let c = &self.client;
-        let running = match kind {
-            GuestType::Vm => c.qemu_current(node, vmid).await?.status == GuestState::Running,
-            GuestType::Lxc => c.lxc_current(node, vmid).await?.status == GuestState::Running,
-        };
+        let (c, kind) = (&self.client, pve_kind(kind));
         let deadline = self.settings.task_deadline;
-        if running {
+        if c.guest_current(kind, node, vmid).await?.status == GuestState::Running {
             let shutdown = PowerAction::Shutdown { timeout_secs: Some(graceful.as_secs() as u32), force_stop: true };
-            let upid = match kind {
-                GuestType::Vm => c.qemu_power(node, vmid, shutdown).await?,
-                GuestType::Lxc => c.lxc_power(node, vmid, shutdown).await?,
-            };
+            let upid = c.guest_power(kind, node, vmid, shutdown).await?;
             if c.wait_task(&upid, self.settings.poll, graceful + Duration::from_secs(30)).await.is_err() {
-                let upid = match kind {
-                    GuestType::Vm => c.qemu_power(node, vmid, PowerAction::Stop).await?,
-                    GuestType::Lxc => c.lxc_power(node, vmid, PowerAction::Stop).await?,
-                };
+                let upid = c.guest_power(kind, node, vmid, PowerAction::Stop).await?;
                 c.wait_task(&upid, self.settings.poll, deadline).await?;
             }
         }
-        let upid = match kind {
-            GuestType::Vm => c.qemu_delete(node, vmid, true, true).await?,
-            GuestType::Lxc => c.lxc_delete(node, vmid, true, true).await?,
-        };
+        let upid = c.guest_delete(kind, node, vmid, true, true).await?;
         c.wait_task(&upid, self.settings.poll, deadline).await?;
         Ok(())
+    }
+}
+
+/// The client's name for a guest kind.
+fn pve_kind(kind: GuestType) -> crate::pve::GuestType {
+    match kind {
+        GuestType::Vm => crate::pve::GuestType::Qemu,
+        GuestType::Lxc => crate::pve::GuestType::Lxc,
     }
 }
 

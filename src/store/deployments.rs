@@ -135,6 +135,8 @@ pub struct Event {
 }
 
 const SELECT: &str = "SELECT *, record::id(id) AS key FROM";
+/// A deployment's status history, oldest first.
+const EVENTS: &str = "SELECT at, from, to, message FROM deployment_event WHERE deployment = $id ORDER BY at ASC";
 
 fn rows_to_deployments(rows: Vec<serde_json::Value>) -> Result<Vec<Deployment>, StoreError> {
     rows.into_iter().map(|v| decode::<Row>(v).and_then(Deployment::try_from)).collect()
@@ -266,7 +268,7 @@ impl Store {
     pub async fn get_deployment_with_events(&self, id: &DeploymentId) -> Result<Option<(Deployment, Vec<Event>)>, StoreError> {
         let sql = format!(
             "{SELECT} type::record('deployment', $id);
-             SELECT at, from, to, message FROM deployment_event WHERE deployment = $id ORDER BY at ASC;"
+             {EVENTS};"
         );
         let mut rows = self.run(&sql, json!({ "id": id.as_str() })).await?.into_iter();
         let Some(d) = rows_to_deployments(rows.next().unwrap_or_default())?.into_iter().next() else { return Ok(None) };
@@ -277,7 +279,7 @@ impl Store {
     /// The status history of one deployment, oldest first.
     pub async fn deployment_events(&self, id: &DeploymentId) -> Result<Vec<Event>, StoreError> {
         let rows = self
-            .run("SELECT at, from, to, message FROM deployment_event WHERE deployment = $id ORDER BY at ASC", json!({ "id": id.as_str() }))
+            .run(EVENTS, json!({ "id": id.as_str() }))
             .await?;
         rows.into_iter().next().unwrap_or_default().into_iter().map(decode).collect()
     }

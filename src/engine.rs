@@ -37,6 +37,17 @@ pub enum EngineError {
     Store(#[from] StoreError),
 }
 
+/// What a redeploy request led to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedeployTicket {
+    /// A redeploy of this commit started now.
+    Started { commit: Option<String> },
+    /// A redeploy is running; this commit replaces any queued one and runs after it.
+    Queued { commit: Option<String> },
+    /// The deployment already runs (or is deploying) exactly this commit: nothing to do.
+    AlreadyAt { commit: String },
+}
+
 /// The one command core behind every door.
 #[derive(Clone)]
 pub struct Engine {
@@ -148,6 +159,15 @@ impl Engine {
                 Err(EngineError::Conflict(format!("cannot {} yet: deploying apps over SSH is not in this build", action.as_str())))
             }
         }
+    }
+
+    /// Asks for a redeploy of `commit` (the branch's newest commit when `None`). Pushes arriving
+    /// while a redeploy runs coalesce into one follow-up of the newest commit; two redeploys never
+    /// run on one guest at once. The webhook door and the schedules go through here.
+    pub async fn redeploy_to(&self, id_or_name: &str, commit: Option<crate::core::names::CommitSha>, actor: &Actor) -> Result<RedeployTicket, EngineError> {
+        let d = self.find(id_or_name).await?;
+        let _ = (commit, actor);
+        Err(EngineError::Conflict(format!("cannot redeploy {}: deploying apps over SSH is not in this build", d.spec.name)))
     }
 
     async fn destroy(&self, d: Deployment, actor: &Actor) -> Result<Deployment, EngineError> {

@@ -22,6 +22,8 @@ pub struct GuestStart {
     pub cloud_init: Option<CloudInitSeed>,
     /// LXC: the `ssh-public-keys` to install for root, as PVE's container setup writes /root/.ssh/authorized_keys.
     pub lxc_ssh_public_keys: Option<String>,
+    /// LXC: the host key PVE wrote into the container at create time (private, public).
+    pub lxc_host_key: Option<(String, String)>,
 }
 
 /// A NoCloud seed: what PVE writes to the cloud-init drive (`meta-data`, `user-data`).

@@ -195,6 +195,11 @@ async fn lxc_create_start_interfaces() {
     assert_eq!(r.status, 200, "{r:?}");
     assert!(r.data().as_str().unwrap_or_default().contains(":vzcreate:200:"));
     assert_eq!(s.wait("pve2", r.data()).await, "OK");
+    let upid = r.data().as_str().unwrap().to_string();
+    let log = s.get(&format!("/nodes/pve2/tasks/{}/log", upid.replace(':', "%3A").replace('@', "%40").replace('!', "%21"))).await;
+    let lines: Vec<&str> = log.data().as_array().unwrap().iter().filter_map(|l| l["t"].as_str()).collect();
+    let done = lines.iter().find(|l| l.starts_with("done: SHA256:")).unwrap_or_else(|| panic!("no host key fingerprint in {lines:?}"));
+    assert!(done.ends_with(" root@ct1") && done.len() == "done: SHA256: root@ct1".len() + 43, "{done}");
     let cfg = s.get("/nodes/pve2/lxc/200/config").await;
     assert_eq!(cfg.data()["rootfs"], "local-lvm:vm-200-disk-0,size=8G");
     assert_eq!(cfg.data()["memory"], 1024);

@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use super::config_update::apply_changes;
 use super::nodes::guest_summary;
 use super::qemu::vmid_unused;
-use super::state::Guest;
+use super::state::{Guest, HostKey};
 use super::storage::file_volume_path;
 use super::{ApiCall, Cluster};
 use crate::auth::require;
@@ -102,10 +102,45 @@ pub fn create(c: &Arc<Cluster>, node: &str, call: &ApiCall) -> Result<Value, Api
         };
         result.map_err(|e| format!("unable to create CT {vmid} - {e}"))?;
         task.log("Total bytes read: 125440000 (120MiB, 298MiB/s)");
+        // As PVE's container setup does: fresh host keys made on the host with ssh-keygen, written
+        // into the container, their fingerprints printed to the task log.
+        let hostname = c.state().guests.get(&vmid).and_then(|g| g.config.get("hostname").cloned()).unwrap_or_else(|| format!("CT{vmid}"));
+        let comment = format!("root@{}", hostname.split('.').next().unwrap_or(&hostname));
+        task.log("Creating SSH host key 'ssh_host_ed25519_key' - this may take some time ...");
+        let key = host_key(&comment).await.map_err(|e| format!("unable to create CT {vmid} - ssh-keygen failed: {e}"))?;
+        task.log(format!("done: {} {comment}", key.fingerprint));
+        if let Some(g) = c.state().guests.get_mut(&vmid) {
+            g.lxc_host_key = Some(key);
+        }
         if start_after {
             return super::power::boot(&c, &node_owned, vmid, GuestKind::Lxc).await;
         }
         Ok(0)
     });
     Ok(json!(upid))
+}
+
+/// Generates an ed25519 host key with `ssh-keygen`, as PVE's `rewrite_ssh_host_keys` does.
+async fn host_key(comment: &str) -> std::io::Result<HostKey> {
+    let dir = std::env::temp_dir().join(format!("pvesim-hostkey-{}-{}", std::process::id(), rand::random::<u64>()));
+    std::fs::create_dir_all(&dir)?;
+    let file = dir.join("ssh_host_ed25519_key");
+    let out = tokio::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-E", "sha256", "-C", comment, "-f"])
+        .arg(&file)
+        .output()
+        .await;
+    let result = (|| {
+        let out = out?;
+        if !out.status.success() {
+            return Err(std::io::Error::other(String::from_utf8_lossy(&out.stderr).trim().to_string()));
+        }
+        let private = std::fs::read_to_string(&file)?;
+        let public = std::fs::read_to_string(file.with_extension("pub"))?;
+        let fp = std::process::Command::new("ssh-keygen").args(["-l", "-E", "sha256", "-f"]).arg(file.with_extension("pub")).output()?;
+        let fingerprint = String::from_utf8_lossy(&fp.stdout).split_whitespace().nth(1).unwrap_or_default().to_string();
+        Ok(HostKey { private, public, fingerprint })
+    })();
+    let _ = std::fs::remove_dir_all(&dir);
+    result
 }

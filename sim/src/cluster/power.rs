@@ -99,6 +99,7 @@ pub async fn boot(c: &Arc<Cluster>, node: &str, vmid: u32, kind: GuestKind) -> T
             mac: g.config.get("net0").and_then(|n| net_mac(kind, n)).unwrap_or_default(),
             cloud_init,
             lxc_ssh_public_keys: g.lxc_ssh_keys.clone(),
+            lxc_host_key: g.lxc_host_key.as_ref().map(|k| (k.private.clone(), k.public.clone())),
         }
     };
     c.backend.start(start).await.map_err(|e| format!("start failed: {e:#}"))?;

@@ -68,6 +68,16 @@ pub struct Guest {
     pub ipv4: Option<Ipv4Addr>,
     /// LXC `ssh-public-keys` given at create time (not part of the config, as in PVE).
     pub lxc_ssh_keys: Option<String>,
+    /// LXC: the ed25519 host key made at create time and written into the container.
+    pub lxc_host_key: Option<HostKey>,
+}
+
+/// An SSH host key pair (OpenSSH encodings) and its `SHA256:` fingerprint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostKey {
+    pub private: String,
+    pub public: String,
+    pub fingerprint: String,
 }
 
 impl Guest {
@@ -83,6 +93,7 @@ impl Guest {
             running: None,
             ipv4: None,
             lxc_ssh_keys: None,
+            lxc_host_key: None,
         }
     }
 

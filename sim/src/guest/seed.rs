@@ -51,6 +51,10 @@ pub fn write_guest_files(root: &GuestRoot, g: &GuestStart) -> io::Result<()> {
         }
         GuestKind::Lxc => {
             root.touch(CLOUD_INIT_DISABLED)?;
+            if let Some((private, public)) = &g.lxc_host_key {
+                root.write_file("/etc/ssh/ssh_host_ed25519_key", private.as_bytes(), 0o600)?;
+                root.write_file("/etc/ssh/ssh_host_ed25519_key.pub", public.as_bytes(), 0o644)?;
+            }
             if let Some(keys) = &g.lxc_ssh_public_keys {
                 root.ensure_dir("/root/.ssh", 0o700)?;
                 root.write_file(
@@ -106,6 +110,7 @@ mod tests {
                 user_data: "#cloud-config\n".into(),
             }),
             lxc_ssh_public_keys: Some("ssh-ed25519 AAAA a\r\n\nssh-ed25519 BBBB b".into()),
+            lxc_host_key: Some(("PRIVATE".into(), "ssh-ed25519 HOST root@ct".into())),
         }
     }
 
@@ -143,6 +148,9 @@ mod tests {
         );
         assert_eq!(mode(&ak), 0o600);
         assert_eq!(mode(&tmp.path().join("root/.ssh")), 0o700);
+        let hk = tmp.path().join("etc/ssh/ssh_host_ed25519_key");
+        assert_eq!(std::fs::read_to_string(&hk).unwrap(), "PRIVATE");
+        assert_eq!(mode(&hk), 0o600);
         assert!(!tmp
             .path()
             .join("var/lib/cloud/seed/nocloud/user-data")

@@ -61,6 +61,14 @@ impl Application {
                 settings.placement.max_guests_per_node = c.max_guests_per_node;
                 settings.address_deadline = c.address_timeout;
                 settings.poll = c.poll_interval;
+                settings.address_pool = c.address_pool.clone();
+                settings.nameserver = c.nameserver.map(|n| n.to_string());
+                if let Some(p) = &c.user_data_template {
+                    let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+                    settings.user_data = crate::core::cloud_init::Template::parse(&text).with_context(|| format!("the user-data template {}", p.display()))?;
+                }
+                settings.reconcile_every = c.reconcile_interval;
+                settings.remove_orphans = c.remove_orphans;
                 (Some(format!("cluster {}", c.endpoint)), Some(Provisioner::new(client, settings)))
             }
             #[cfg(feature = "sandbox")]

@@ -80,6 +80,36 @@ pub struct ProxmoxFile {
     pub address_timeout_secs: Option<u64>,
     /// How often tasks, locks and addresses are polled (default 250).
     pub poll_interval_ms: Option<u64>,
+    /// Static addresses for guests, `FIRST-LAST/PREFIX` (default: DHCP).
+    pub address_pool: Option<String>,
+    /// Gateway for static addresses.
+    pub gateway: Option<String>,
+    /// DNS server set through cloud-init (VMs).
+    pub nameserver: Option<String>,
+    /// The base cloud-init user-data (default: the shipped `cloud-init/user-data.yaml`).
+    pub user_data_template: Option<PathBuf>,
+    /// Storage that holds snippets (default `local`) and its directory on the nodes (default `/var/lib/vz/snippets`).
+    pub snippets_storage: Option<String>,
+    pub snippets_dir: Option<String>,
+    /// How often the reconciler compares tagged guests with the store (default 300; 0 = only at start).
+    pub reconcile_interval_secs: Option<u64>,
+    /// Delete guests tagged `pvedeploy` that no deployment owns (default false: only report them).
+    pub remove_orphans: Option<bool>,
+    /// SSH to the nodes, for uploading cloud-init snippets (PVE has no API for that).
+    pub node_ssh: Option<NodeSshFile>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSshFile {
+    /// Login user on the nodes (default `root`); the agent's deploy key must be authorized for it.
+    pub user: Option<String>,
+    pub port: Option<u16>,
+    /// Each node's SSH host key (`ssh-ed25519 AAAA…`, from `/etc/ssh/ssh_host_ed25519_key.pub`), by node name.
+    pub host_keys: BTreeMap<String, String>,
+    /// Address to reach a node at, by node name (default: the node's address in `/cluster/status`).
+    #[serde(default)]
+    pub addresses: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -151,6 +181,24 @@ pub struct ClusterSettings {
     pub max_guests_per_node: Option<u32>,
     pub address_timeout: std::time::Duration,
     pub poll_interval: std::time::Duration,
+    pub address_pool: Option<crate::core::addresses::AddressPool>,
+    pub nameserver: Option<std::net::IpAddr>,
+    pub user_data_template: Option<PathBuf>,
+    pub snippets_storage: String,
+    pub snippets_dir: String,
+    pub reconcile_interval: Option<std::time::Duration>,
+    pub remove_orphans: bool,
+    pub node_ssh: Option<NodeSshSettings>,
+}
+
+/// How the agent reaches the nodes over SSH (SFTP) to upload snippets.
+#[derive(Debug, Clone)]
+pub struct NodeSshSettings {
+    pub user: String,
+    pub port: u16,
+    /// Pinned host key per node, OpenSSH public-key text.
+    pub host_keys: BTreeMap<String, String>,
+    pub addresses: BTreeMap<String, String>,
 }
 
 impl ClusterSettings {
@@ -171,6 +219,14 @@ impl ClusterSettings {
             max_guests_per_node: None,
             address_timeout: std::time::Duration::from_secs(120),
             poll_interval: std::time::Duration::from_millis(250),
+            address_pool: None,
+            nameserver: None,
+            user_data_template: None,
+            snippets_storage: "local".into(),
+            snippets_dir: "/var/lib/vz/snippets".into(),
+            reconcile_interval: Some(std::time::Duration::from_secs(300)),
+            remove_orphans: false,
+            node_ssh: None,
         }
     }
 }
@@ -411,6 +467,41 @@ fn proxmox_setting(file: ProxmoxFile, env: &BTreeMap<String, String>) -> Result<
                 .iter()
                 .map(|n| crate::core::names::NodeName::parse(n).map_err(|e| invalid("proxmox.nodes", e.message)))
                 .collect::<Result<Vec<_>, _>>()?;
+            let address_pool = match file.address_pool {
+                None if file.gateway.is_some() => return Err(invalid("proxmox.gateway", "needs proxmox.address_pool (DHCP brings its own gateway)")),
+                None => None,
+                Some(p) => Some(crate::core::addresses::AddressPool::parse(&p, file.gateway.as_deref()).map_err(|e| {
+                    invalid(if e.starts_with("gateway") { "proxmox.gateway" } else { "proxmox.address_pool" }, e)
+                })?),
+            };
+            let nameserver = file
+                .nameserver
+                .map(|n| n.parse::<std::net::IpAddr>().map_err(|_| invalid("proxmox.nameserver", "must be an IP address")))
+                .transpose()?;
+            if let Some(p) = &file.user_data_template {
+                let text = std::fs::read_to_string(p).map_err(|e| invalid("proxmox.user_data_template", format!("cannot read {}: {e}", p.display())))?;
+                crate::core::cloud_init::Template::parse(&text).map_err(|e| invalid("proxmox.user_data_template", e.to_string()))?;
+            }
+            let snippets_storage = file.snippets_storage.unwrap_or_else(|| "local".into());
+            if snippets_storage.is_empty() || !snippets_storage.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+                return Err(invalid("proxmox.snippets_storage", "must be a storage id (letters, digits, - _ .)"));
+            }
+            let snippets_dir = file.snippets_dir.unwrap_or_else(|| if snippets_storage == "local" { "/var/lib/vz/snippets".into() } else { format!("/mnt/pve/{snippets_storage}/snippets") });
+            if !snippets_dir.starts_with('/') || snippets_dir.contains("..") {
+                return Err(invalid("proxmox.snippets_dir", "must be an absolute path without '..'"));
+            }
+            let node_ssh = match file.node_ssh {
+                None => None,
+                Some(n) => {
+                    for (node, key) in &n.host_keys {
+                        crate::core::names::NodeName::parse(node).map_err(|e| invalid("proxmox.node_ssh.host_keys", e.message))?;
+                        if russh::keys::PublicKey::from_openssh(key.trim()).is_err() {
+                            return Err(invalid("proxmox.node_ssh.host_keys", format!("{node}: must be an OpenSSH public key such as 'ssh-ed25519 AAAA…'")));
+                        }
+                    }
+                    Some(NodeSshSettings { user: n.user.unwrap_or_else(|| "root".into()), port: n.port.unwrap_or(22), host_keys: n.host_keys, addresses: n.addresses })
+                }
+            };
             let d = ClusterSettings::new(endpoint, token_id, token_secret, trust, vm_template);
             Ok(ProxmoxSetting::Cluster(ClusterSettings {
                 lxc_template: file.lxc_template.unwrap_or(d.lxc_template.clone()),
@@ -430,6 +521,19 @@ fn proxmox_setting(file: ProxmoxFile, env: &BTreeMap<String, String>) -> Result<
                     Some(n @ 10..=10_000) => n,
                     Some(_) => return Err(invalid("proxmox.poll_interval_ms", "must be between 10 and 10000")),
                 }),
+                address_pool,
+                nameserver,
+                user_data_template: file.user_data_template,
+                snippets_storage,
+                snippets_dir,
+                reconcile_interval: match file.reconcile_interval_secs {
+                    None => d.reconcile_interval,
+                    Some(0) => None,
+                    Some(n @ 10..=86_400) => Some(std::time::Duration::from_secs(n)),
+                    Some(_) => return Err(invalid("proxmox.reconcile_interval_secs", "must be 0 (only at start) or between 10 and 86400")),
+                },
+                remove_orphans: file.remove_orphans.unwrap_or(false),
+                node_ssh,
                 ..d
             }))
         }
@@ -495,6 +599,29 @@ mod tests {
         assert!(e.contains("proxmox.endpoint"), "{e}");
         let e = parse("[proxmox]\nmode='x'").unwrap_err().to_string();
         assert!(e.contains("proxmox.mode"), "{e}");
+    }
+
+    #[test]
+    fn cluster_extras_are_checked_by_field() {
+        let fp = vec!["AB"; 32].join(":");
+        let base = format!("[proxmox]\nendpoint='https://pve:8006'\ntoken_id='a@pve!t'\ntoken_secret='s3cret-value'\nfingerprint='{fp}'\nvm_template=9000\n");
+        let ok = parse(&format!("{base}address_pool='10.0.0.10-10.0.0.20/24'\ngateway='10.0.0.1'\nnameserver='10.0.0.2'\n[proxmox.node_ssh]\nhost_keys={{pve1='ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGb8VYNA0lN3i6eRNgwmEotTuPxHVOKXfBp5MqqnXwU9 root@pve1'}}\n")).unwrap();
+        let ProxmoxSetting::Cluster(c) = ok.proxmox else { panic!() };
+        assert_eq!(c.address_pool.unwrap().size(), 11);
+        assert_eq!(c.node_ssh.unwrap().user, "root");
+        for (extra, field) in [
+            ("address_pool='10.0.0.20-10.0.0.10/24'", "proxmox.address_pool"),
+            ("address_pool='10.0.0.10-10.0.0.20/24'\ngateway='10.9.0.1'", "proxmox.gateway"),
+            ("gateway='10.0.0.1'", "proxmox.gateway"),
+            ("nameserver='dns'", "proxmox.nameserver"),
+            ("snippets_dir='relative/x'", "proxmox.snippets_dir"),
+            ("reconcile_interval_secs=5", "proxmox.reconcile_interval_secs"),
+            ("user_data_template='/nonexistent/user-data.yaml'", "proxmox.user_data_template"),
+            ("[proxmox.node_ssh]\nhost_keys={pve1='not a key'}", "proxmox.node_ssh.host_keys"),
+        ] {
+            let e = parse(&format!("{base}{extra}\n")).unwrap_err().to_string();
+            assert!(e.contains(field), "{extra}: {e}");
+        }
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! State in SurrealDB (embedded surrealkv, `mem://`, or a remote server): connection, migrations, one repository per aggregate.
 
+pub mod addresses;
 pub mod audit;
 pub mod deployments;
 pub mod leases;

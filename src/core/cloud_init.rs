@@ -104,11 +104,6 @@ mod tests {
             #cloud-config
             packages:
             - qemu-guest-agent
-            runcmd:
-            - - systemctl
-              - enable
-              - --now
-              - qemu-guest-agent
             package_update: false
             package_upgrade: false
             timezone: Etc/UTC

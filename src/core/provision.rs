@@ -83,13 +83,18 @@ pub struct Progress {
     /// The task being waited for (clone, create, start).
     pub upid: Option<String>,
     pub ipv4: Option<Ipv4Addr>,
+    /// The static address reserved for the guest (when a pool is configured).
+    pub static_ip: Option<Ipv4Addr>,
+    /// How the agent will know the guest on first contact: its OpenSSH public host key (injected
+    /// through cloud-init) or the `SHA256:` fingerprint Proxmox logged when it made the container's key.
+    pub host_key: Option<String>,
     /// How many times the current step was retried (lock timeouts, ids taken by others).
     pub attempts: u32,
 }
 
 impl Progress {
     pub fn new() -> Self {
-        Self { step: Step::Place, node: None, vmid: None, upid: None, ipv4: None, attempts: 0 }
+        Self { step: Step::Place, node: None, vmid: None, upid: None, ipv4: None, static_ip: None, host_key: None, attempts: 0 }
     }
 
     /// Moves to the step after this one.

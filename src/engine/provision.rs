@@ -7,6 +7,8 @@ use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::core::addresses::{AddressPool, Addressing};
+use crate::core::cloud_init::Template;
 use crate::core::deployment::{Deployment, DeploymentId, GuestType};
 use crate::core::names::{NodeName, VmId};
 use crate::core::placement::{self, NodeLoad, NoNodeFits, PlacementPolicy};
@@ -31,9 +33,14 @@ pub struct ProvisionSettings {
     /// Storage for full clones and container root filesystems.
     pub storage: String,
     pub bridge: String,
-    /// `ipconfig0` for VMs, e.g. `ip=dhcp`.
-    pub ipconfig: String,
+    /// Static addresses for guests; DHCP when `None`.
+    pub address_pool: Option<AddressPool>,
     pub nameserver: Option<String>,
+    /// The base cloud-init user-data that VM snippets are rendered from.
+    pub user_data: Template,
+    /// How often the reconciler runs (`None`: only at start) and whether it deletes orphans.
+    pub reconcile_every: Option<Duration>,
+    pub remove_orphans: bool,
     /// Ids we may use (VMs and containers share one id space).
     pub vmid_range: std::ops::RangeInclusive<u32>,
     /// Always full clones (otherwise linked when the template's storage allows).
@@ -58,8 +65,11 @@ impl ProvisionSettings {
             lxc_template: "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst".into(),
             storage: "local-lvm".into(),
             bridge: "vmbr0".into(),
-            ipconfig: "ip=dhcp".into(),
+            address_pool: None,
             nameserver: None,
+            user_data: Template::default_template(),
+            reconcile_every: Some(Duration::from_secs(300)),
+            remove_orphans: false,
             vmid_range: 100..=999_999,
             full_clone: false,
             placement: PlacementPolicy::default(),
@@ -175,6 +185,34 @@ impl Provisioner {
         Err(ProvisionError::Failed(format!("no free VMID left in the configured range {:?}", self.settings.vmid_range)))
     }
 
+    /// Claims the lowest free static address when a pool is configured (`None`: DHCP).
+    pub async fn reserve_address(&self, store: &Store, id: &DeploymentId) -> Result<Option<Ipv4Addr>, ProvisionError> {
+        let Some(pool) = &self.settings.address_pool else { return Ok(None) };
+        for a in pool.addresses() {
+            match store.claim_address(a, id).await? {
+                Claim::Claimed | Claim::Taken { by_us: true } => return Ok(Some(a)),
+                Claim::Taken { by_us: false } => continue,
+            }
+        }
+        Err(ProvisionError::Failed(format!("no free address left in the pool {pool} ({} addresses, all claimed)", pool.size())))
+    }
+
+    /// DHCP, or the static settings of `reserved`.
+    pub fn addressing(&self, reserved: Option<Ipv4Addr>) -> Addressing {
+        match (&self.settings.address_pool, reserved) {
+            (Some(pool), Some(a)) => pool.addressing(a),
+            _ => Addressing::Dhcp,
+        }
+    }
+
+    /// The `SHA256:` fingerprint of the ed25519 host key Proxmox made for a new container, from the
+    /// create task's log (`Creating SSH host key 'ssh_host_ed25519_key' …` then `done: SHA256:… root@host`).
+    pub async fn container_host_key(&self, upid: &str) -> Result<Option<String>, ProvisionError> {
+        let upid = Upid::parse(upid)?;
+        let lines = self.client.task_log(&upid, 5000).await?;
+        Ok(ed25519_fingerprint_from_log(&lines))
+    }
+
     /// Whether a guest with `vmid` exists on `node` (of either kind).
     pub async fn guest_exists(&self, kind: GuestType, node: &NodeName, vmid: VmId) -> Result<bool, PveError> {
         match self.client.guest_config_raw(pve_kind(kind), node, vmid).await {
@@ -185,7 +223,7 @@ impl Provisioner {
     }
 
     /// Starts the clone (VM) or create (container) task.
-    pub async fn create(&self, d: &Deployment, node: &NodeName, vmid: VmId) -> Result<Upid, PveError> {
+    pub async fn create(&self, d: &Deployment, node: &NodeName, vmid: VmId, addressing: &Addressing) -> Result<Upid, PveError> {
         let s = &self.settings;
         let description = format!("pvedeploy deployment {} ({})", d.id, d.spec.name);
         match d.spec.guest_type {
@@ -217,7 +255,7 @@ impl Provisioner {
                     memory_mib: d.spec.memory_mib.into(),
                     swap_mib: 512,
                     rootfs: format!("{}:{}", s.storage, d.spec.disk_gb),
-                    net0: format!("name=eth0,bridge={},ip=dhcp", s.bridge),
+                    net0: format!("name=eth0,bridge={},{}", s.bridge, addressing.ip_settings()),
                     ssh_public_keys: Some(s.deploy_public_key.clone()),
                     password: None,
                     unprivileged: true,
@@ -261,14 +299,15 @@ impl Provisioner {
     }
 
     /// Sets cores, memory, cloud-init (deploy user and key, network), the agent and tags on a cloned VM.
-    pub async fn configure_vm(&self, d: &Deployment, node: &NodeName, vmid: VmId) -> Result<(), PveError> {
+    pub async fn configure_vm(&self, d: &Deployment, node: &NodeName, vmid: VmId, addressing: &Addressing, cicustom: Option<String>) -> Result<(), PveError> {
         let s = &self.settings;
         let update = QemuUpdate {
             cores: Some(d.spec.cpu),
             memory_mib: Some(d.spec.memory_mib.into()),
             ciuser: Some(s.deploy_user.clone()),
             sshkeys: Some(s.deploy_public_key.clone()),
-            ipconfig0: Some(s.ipconfig.clone()),
+            ipconfig0: Some(addressing.ip_settings()),
+            cicustom,
             nameserver: s.nameserver.clone(),
             agent: Some(true),
             tags: vec![TAG.into(), tag_for(&d.id)],
@@ -359,6 +398,15 @@ impl Provisioner {
     }
 }
 
+/// The ed25519 fingerprint in a container create task's log, as PVE prints it.
+pub fn ed25519_fingerprint_from_log(lines: &[String]) -> Option<String> {
+    let at = lines.iter().position(|l| l.starts_with("Creating SSH host key 'ssh_host_ed25519_key'"))?;
+    let done = lines[at + 1..].iter().find(|l| l.starts_with("done: "))?;
+    let fp = done.strip_prefix("done: ")?.split_whitespace().next()?;
+    let b64 = fp.strip_prefix("SHA256:")?;
+    (b64.len() == 43 && b64.chars().all(|c| c.is_ascii_alphanumeric() || c == '+' || c == '/')).then(|| fp.to_string())
+}
+
 /// The client's name for a guest kind.
 fn pve_kind(kind: GuestType) -> crate::pve::GuestType {
     match kind {
@@ -425,6 +473,22 @@ pub fn describe(p: &Progress) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn container_host_key_from_the_task_log() {
+        let log: Vec<String> = [
+            "extracting archive '/var/lib/vz/template/cache/debian-12-standard_12.7-1_amd64.tar.zst'",
+            "Creating SSH host key 'ssh_host_rsa_key' - this may take some time ...",
+            "done: SHA256:MO4wvFqzdGXQrlCQgt53eMwYktHGnzBLVaaaaaaaaaa root@ct",
+            "Creating SSH host key 'ssh_host_ed25519_key' - this may take some time ...",
+            "done: SHA256:gVOdbEVZ39HBjwCAdx9dC9Xd3F+ZmXnEoTaTT+X8QsY root@ct",
+        ]
+        .map(String::from)
+        .to_vec();
+        assert_eq!(ed25519_fingerprint_from_log(&log).as_deref(), Some("SHA256:gVOdbEVZ39HBjwCAdx9dC9Xd3F+ZmXnEoTaTT+X8QsY"));
+        assert_eq!(ed25519_fingerprint_from_log(&log[..3]), None);
+        assert_eq!(ed25519_fingerprint_from_log(&[log[3].clone(), "done: SHA256:short root@ct".into()]), None);
+    }
 
     #[test]
     fn disk_sizes() {

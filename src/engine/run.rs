@@ -123,6 +123,10 @@ impl Engine {
                 Step::ReserveId => {
                     let vmid = prov.reserve_id(store, id).await?;
                     p.vmid = Some(vmid);
+                    if let Some(a) = prov.reserve_address(store, id).await? {
+                        self.log(id, Level::Info, "provision", &format!("reserved VMID {vmid} and address {a}")).await;
+                        p.static_ip = Some(a);
+                    }
                 }
                 Step::Create => {
                     let (node, vmid) = (p.node.clone().ok_or_else(missing("node"))?, p.vmid.ok_or_else(missing("vmid"))?);
@@ -131,7 +135,7 @@ impl Engine {
                         self.log(id, Level::Info, "provision", &format!("guest {vmid} already exists on {node}; continuing")).await;
                         p.upid = None;
                     } else {
-                        match prov.create(&d, &node, vmid).await {
+                        match prov.create(&d, &node, vmid, &prov.addressing(p.static_ip)).await {
                             Ok(upid) => {
                                 let what = if kind == GuestType::Vm { "cloning the template" } else { "creating the container" };
                                 self.log(id, Level::Info, "provision", &format!("{what} as {vmid} on {node}")).await;
@@ -171,6 +175,16 @@ impl Engine {
                         }
                     }
                     prov.wait_unlocked(kind, &node, vmid).await?;
+                    if kind == GuestType::Lxc {
+                        p.host_key = match &p.upid {
+                            Some(upid) => prov.container_host_key(upid).await?,
+                            None => None,
+                        };
+                        match &p.host_key {
+                            Some(fp) => self.log(id, Level::Info, "provision", &format!("container host key {fp} (from Proxmox's create log)")).await,
+                            None => self.log(id, Level::Warn, "provision", "the container's host key fingerprint is not in its create log; its key will be trusted on first contact").await,
+                        }
+                    }
                     let node2 = node.clone();
                     d = self
                         .leased_transition(d, Status::Provisioning, "guest created", lease, move |d| {
@@ -182,7 +196,7 @@ impl Engine {
                 }
                 Step::Configure => {
                     let (node, vmid) = (p.node.clone().ok_or_else(missing("node"))?, p.vmid.ok_or_else(missing("vmid"))?);
-                    prov.configure_vm(&d, &node, vmid).await?;
+                    prov.configure_vm(&d, &node, vmid, &prov.addressing(p.static_ip), None).await?;
                     self.log(id, Level::Info, "provision", &format!("configured {} cores, {} MiB, cloud-init user {}", d.spec.cpu, d.spec.memory_mib, s.deploy_user)).await;
                 }
                 Step::Resize => {
@@ -271,6 +285,9 @@ impl Engine {
         if let Some(vmid) = progress.vmid {
             let _ = self.store().release_vmid(vmid, id).await;
         }
+        if let Some(a) = progress.static_ip {
+            let _ = self.store().release_address(a, id).await;
+        }
         let msg = format!("provisioning failed at step {}: {why}", progress.step.as_str());
         let result = self
             .leased_transition(d, Status::Failed, &msg, lease, |d| {
@@ -306,6 +323,9 @@ impl Engine {
                         return;
                     }
                     let _ = engine.store().release_vmid(vmid, &id).await;
+                }
+                if let Some(a) = progress.static_ip {
+                    let _ = engine.store().release_address(a, &id).await;
                 }
                 let _ = engine.leased_transition(d, Status::Destroyed, "destroyed", &lease, |d| {
                     d.proxmox_id = None;

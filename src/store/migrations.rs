@@ -87,6 +87,13 @@ const MIGRATIONS: &[&str] = &[
     DEFINE FIELD state ON provision TYPE object FLEXIBLE;
     DEFINE FIELD updated_at ON provision TYPE int;
     "#,
+    // v3: static address claims.
+    r#"
+    DEFINE TABLE ip_claim SCHEMAFULL;
+    DEFINE FIELD deployment ON ip_claim TYPE string;
+    DEFINE FIELD at ON ip_claim TYPE int;
+    DEFINE INDEX ip_claim_dep ON ip_claim FIELDS deployment;
+    "#,
 ];
 
 /// The schema version this binary writes.

@@ -25,6 +25,10 @@ struct ProgressRow {
     upid: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     ipv4: Option<Ipv4Addr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    static_ip: Option<Ipv4Addr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    host_key: Option<String>,
     #[serde(default)]
     attempts: u32,
 }
@@ -37,6 +41,8 @@ impl From<&Progress> for ProgressRow {
             vmid: p.vmid.map(VmId::get),
             upid: p.upid.clone(),
             ipv4: p.ipv4,
+            static_ip: p.static_ip,
+            host_key: p.host_key.clone(),
             attempts: p.attempts,
         }
     }
@@ -53,6 +59,8 @@ impl TryFrom<ProgressRow> for Progress {
             vmid: r.vmid.map(|v| VmId::new(v.into())).transpose().map_err(|_| bad("vmid"))?,
             upid: r.upid,
             ipv4: r.ipv4,
+            static_ip: r.static_ip,
+            host_key: r.host_key,
             attempts: r.attempts,
         })
     }

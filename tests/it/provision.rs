@@ -135,6 +135,52 @@ async fn an_lxc_deployment_reaches_a_guest_with_an_address() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn static_addresses_come_from_the_pool_and_return_to_it() {
+    let cluster = start_sim(ClusterSpec::sandbox()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let pool = pvedeploy::core::addresses::AddressPool::parse("127.78.4.10-127.78.4.11/24", Some("127.78.4.1")).unwrap();
+    let app = agent_with(&cluster, dir.path(), Duration::from_secs(30), |c| c.address_pool = Some(pool)).await;
+    let vm = deploy(&app, "static-vm", "vm").await;
+    let vm = wait_until(&app, &vm, "provisioned", provisioned).await;
+    let ct = deploy(&app, "static-ct", "lxc").await;
+    let ct = wait_until(&app, &ct, "provisioned", provisioned).await;
+    assert_eq!((vm["status"].as_str(), ct["status"].as_str()), (Some("installing"), Some("installing")), "{vm}\n{ct}");
+    assert_eq!(vm["ip_address"], "127.78.4.10");
+    assert_eq!(ct["ip_address"], "127.78.4.11");
+    let vmid = vm["proxmox_id"].as_u64().unwrap() as u32;
+    assert_eq!(cluster.sim.vm_config(vmid).unwrap().get("ipconfig0").map(String::as_str), Some("ip=127.78.4.10/24,gw=127.78.4.1"));
+
+    // the pool is exhausted: the third fails clearly and leaves nothing behind
+    let third = deploy(&app, "static-3", "lxc").await;
+    let third = wait_until(&app, &third, "failed", |d| d["status"] == "failed").await;
+    assert!(third["error_message"].as_str().unwrap().contains("no free address left in the pool 127.78.4.10-127.78.4.11/24"), "{third}");
+
+    // destroying returns the address: the next deployment gets it again
+    let (s, _) = app.delete(&format!("/api/v1/deployments/{}", vm["id"].as_str().unwrap()), Some(ADMIN)).await;
+    assert_eq!(s, 202);
+    wait_until(&app, vm["id"].as_str().unwrap(), "destroyed", |d| d["status"] == "destroyed").await;
+    let again = deploy(&app, "static-4", "vm").await;
+    let again = wait_until(&app, &again, "provisioned", provisioned).await;
+    assert_eq!(again["ip_address"], "127.78.4.10", "{again}");
+    app.stop().await;
+    cluster.sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_host_key_is_pinned_from_proxmox_create_log() {
+    let cluster = start_sim(ClusterSpec::sandbox()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let app = agent_for(&cluster, dir.path(), Duration::from_secs(30)).await;
+    let id = deploy(&app, "ct-key", "lxc").await;
+    wait_until(&app, &id, "provisioned", provisioned).await;
+    let (_, logs) = app.get(&format!("/api/v1/deployments/{id}/logs"), Some(ADMIN)).await;
+    let text = logs.to_string();
+    assert!(text.contains("container host key SHA256:"), "{logs}");
+    app.stop().await;
+    cluster.sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn placement_prefers_the_node_with_most_headroom() {
     let mut spec = ClusterSpec::three_nodes_uneven();
     for t in &mut spec.templates {

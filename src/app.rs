@@ -90,6 +90,7 @@ impl Application {
         if resumed > 0 {
             tracing::info!(resumed, "resuming unfinished work");
         }
+        engine.spawn_reconciler();
         let state = ApiState { engine, tokens, metrics: Arc::new(Metrics::default()), max_page_size: config.max_page_size, started, proxmox };
         Ok(Application {
             #[cfg(feature = "sandbox")]

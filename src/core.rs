@@ -8,6 +8,7 @@ pub mod limits;
 pub mod names;
 pub mod placement;
 pub mod provision;
+pub mod reconcile;
 pub mod repo;
 pub mod status;
 pub mod validation;

@@ -2,6 +2,7 @@
 
 pub mod bus;
 pub mod provision;
+pub mod reconcile;
 pub mod resources;
 mod run;
 
@@ -68,6 +69,9 @@ struct Inner {
     working: std::sync::Mutex<std::collections::HashSet<String>>,
     /// The last cluster figures and when they were read.
     figures: tokio::sync::Mutex<Option<(std::time::Instant, resources::ClusterFigures)>>,
+    last_reconcile: std::sync::Mutex<Option<reconcile::ReconcileReport>>,
+    /// Cancelled at shutdown: ends the periodic work (reconciler).
+    stop: tokio_util::sync::CancellationToken,
 }
 
 impl Engine {
@@ -75,7 +79,7 @@ impl Engine {
     /// (so a restarted agent takes its own leases back at once) and distinct between agents.
     pub fn new(store: Store, limits: Limits, repos: RepoPolicy, provisioner: Option<provision::Provisioner>, agent_id: String) -> Self {
         Self {
-            inner: Arc::new(Inner { store, bus: Bus::new(), limits, repos, tasks: TaskTracker::new(), provisioner: provisioner.map(Arc::new), agent_id, working: Default::default(), figures: Default::default() }),
+            inner: Arc::new(Inner { store, bus: Bus::new(), limits, repos, tasks: TaskTracker::new(), provisioner: provisioner.map(Arc::new), agent_id, working: Default::default(), figures: Default::default(), last_reconcile: Default::default(), stop: Default::default() }),
         }
     }
 
@@ -213,6 +217,7 @@ impl Engine {
 
     /// Stops taking work and waits for in-flight work to reach a persisted point.
     pub async fn shutdown(&self, grace: std::time::Duration) {
+        self.inner.stop.cancel();
         self.inner.tasks.close();
         if tokio::time::timeout(grace, self.inner.tasks.wait()).await.is_err() {
             tracing::warn!("in-flight work did not finish within {grace:?}; it resumes from its last persisted step at the next start");

@@ -10,6 +10,7 @@ use super::wire::rfc3339;
 use super::ApiState;
 use crate::auth::Scope;
 use crate::core::status::Status;
+use crate::engine::reconcile::{GuestRef, ReconcileReport};
 use crate::engine::EngineError;
 
 #[derive(Tags)]
@@ -211,6 +212,27 @@ impl SystemApi {
         Ok(PlainText(self.state.metrics.render(&stats)))
     }
 
+    /// The reconciler's last findings: guests tagged `pvedeploy` that no deployment owns (orphans),
+    /// recorded guests Proxmox no longer has (missing), guests found on another node (moved).
+    /// Runs it first when it has not run yet.
+    #[oai(path = "/reconcile", method = "get", operation_id = "reconcile_report")]
+    async fn reconcile_report(&self, auth: TokenAuth) -> Result<Json<ReconcileView>, ApiError> {
+        auth.require(Scope::Read)?;
+        let engine = &self.state.engine;
+        let report = match engine.last_reconcile() {
+            Some(r) => Some(r),
+            None => engine.reconcile().await?,
+        };
+        report.map(|r| Json(ReconcileView::from(r))).ok_or_else(no_cluster)
+    }
+
+    /// Runs the reconciler now (admin scope); removes orphans only when `remove_orphans` is configured.
+    #[oai(path = "/reconcile", method = "post", operation_id = "reconcile_now")]
+    async fn reconcile_now(&self, auth: TokenAuth) -> Result<Json<ReconcileView>, ApiError> {
+        auth.require(Scope::Admin)?;
+        self.state.engine.reconcile().await?.map(|r| Json(ReconcileView::from(r))).ok_or_else(no_cluster)
+    }
+
     /// The audit log, newest first (admin scope).
     #[oai(path = "/audit", method = "get", operation_id = "audit")]
     async fn audit(&self, auth: TokenAuth, limit: Query<Option<u32>>, offset: Query<Option<u32>>) -> Result<Json<Vec<AuditView>>, ApiError> {
@@ -226,5 +248,72 @@ impl SystemApi {
                 .map(|e| AuditView { at: rfc3339(e.at), actor: e.actor, door: e.door, action: e.action, target: e.target, detail: e.detail })
                 .collect(),
         ))
+    }
+}
+
+fn no_cluster() -> ApiError {
+    ApiError::from(EngineError::Conflict("no Proxmox cluster is configured: there is nothing to reconcile".into()))
+}
+
+#[derive(Debug, Object)]
+pub struct ReconcileView {
+    /// When the reconciler ran (RFC 3339).
+    pub at: String,
+    /// Guests tagged `pvedeploy` on the cluster.
+    pub guests_seen: u32,
+    pub orphans: Vec<GuestRefView>,
+    pub missing: Vec<MissingGuestView>,
+    pub moved: Vec<MovedGuestView>,
+    /// Orphans deleted by this run (only with `remove_orphans`).
+    pub removed: Vec<GuestRefView>,
+    pub errors: Vec<String>,
+}
+
+#[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
+pub struct GuestRefView {
+    pub node: String,
+    pub vmid: u32,
+    /// `vm` or `lxc`
+    #[oai(rename = "type")]
+    pub kind: String,
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
+pub struct MissingGuestView {
+    pub deployment: String,
+    pub name: String,
+    pub node: Option<String>,
+    pub vmid: u32,
+}
+
+#[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
+pub struct MovedGuestView {
+    pub deployment: String,
+    pub vmid: u32,
+    pub recorded_node: Option<String>,
+    pub node: String,
+}
+
+impl From<&GuestRef> for GuestRefView {
+    fn from(g: &GuestRef) -> Self {
+        GuestRefView { node: g.node.clone(), vmid: g.vmid, kind: g.kind.to_string(), name: g.name.clone() }
+    }
+}
+
+impl From<ReconcileReport> for ReconcileView {
+    fn from(r: ReconcileReport) -> Self {
+        ReconcileView {
+            at: rfc3339(r.at),
+            guests_seen: r.guests_seen as u32,
+            orphans: r.orphans.iter().map(GuestRefView::from).collect(),
+            missing: r.missing.into_iter().map(|m| MissingGuestView { deployment: m.deployment, name: m.name, node: m.node, vmid: m.vmid }).collect(),
+            moved: r.moved.into_iter().map(|m| MovedGuestView { deployment: m.deployment, vmid: m.vmid, recorded_node: m.recorded_node, node: m.node }).collect(),
+            removed: r.removed.iter().map(GuestRefView::from).collect(),
+            errors: r.errors,
+        }
     }
 }

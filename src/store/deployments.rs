@@ -264,6 +264,27 @@ impl Store {
             .collect())
     }
 
+    /// Every guest a deployment that is not destroyed says it has (for the reconciler).
+    pub async fn recorded_guests(&self) -> Result<Vec<crate::core::reconcile::RecordedGuest>, StoreError> {
+        let rows = self
+            .run("SELECT record::id(id) AS key, name, proxmox_id, proxmox_node FROM deployment WHERE proxmox_id != NONE AND status != 'destroyed'", json!({}))
+            .await?;
+        Ok(rows
+            .into_iter()
+            .next()
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|v| {
+                Some(crate::core::reconcile::RecordedGuest {
+                    deployment: v.get("key")?.as_str()?.to_string(),
+                    name: v.get("name")?.as_str()?.to_string(),
+                    node: v.get("proxmox_node").and_then(|n| n.as_str()).and_then(|n| NodeName::parse(n).ok()),
+                    vmid: VmId::new(v.get("proxmox_id")?.as_u64()?).ok()?,
+                })
+            })
+            .collect())
+    }
+
     /// One deployment and its status history in one round trip.
     pub async fn get_deployment_with_events(&self, id: &DeploymentId) -> Result<Option<(Deployment, Vec<Event>)>, StoreError> {
         let sql = format!(

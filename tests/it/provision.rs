@@ -180,6 +180,74 @@ async fn a_container_host_key_is_pinned_from_proxmox_create_log() {
     cluster.sim.shutdown().await;
 }
 
+/// A client of the simulator with its admin token, acting "behind pvedeploy's back".
+fn operator(cluster: &Cluster) -> pvedeploy::pve::PveClient {
+    let (id, secret) = cluster.sim.admin_token();
+    let trust = pvedeploy::pve::TlsTrust::parse_fingerprint(&cluster.sim.fingerprint_sha256()).unwrap();
+    pvedeploy::pve::PveClient::new(pvedeploy::pve::PveConfig::new(cluster.sim.base_url(), id, Secret::new(secret), trust)).unwrap()
+}
+
+/// Clones the template as `vmid` on pve1 with `tags`, as an operator would by hand.
+async fn hand_made_guest(pve: &pvedeploy::pve::PveClient, vmid: u32, tags: &[&str]) {
+    use pvedeploy::core::names::{NodeName, VmId};
+    let node = NodeName::parse("pve1").unwrap();
+    let id = VmId::new(vmid.into()).unwrap();
+    let req = pvedeploy::pve::CloneRequest { newid: id, name: Some(format!("hand-{vmid}")), full: false, storage: None, target: None, description: None };
+    let upid = pve.qemu_clone(&node, VmId::new(9000).unwrap(), &req).await.unwrap();
+    pve.wait_task(&upid, Duration::from_millis(50), Duration::from_secs(30)).await.unwrap();
+    let update = pvedeploy::pve::QemuUpdate { tags: tags.iter().map(|t| t.to_string()).collect(), ..Default::default() };
+    pve.qemu_update_config(&node, id, &update).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reconciler_reports_orphans_and_missing_guests_and_removes_only_tagged_orphans() {
+    let cluster = start_sim(ClusterSpec::sandbox()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let app = agent_with(&cluster, dir.path(), Duration::from_secs(30), |c| c.remove_orphans = false).await;
+    let pve = operator(&cluster);
+    let id = deploy(&app, "kept", "vm").await;
+    let kept = wait_until(&app, &id, "provisioned", provisioned).await;
+    let gone = deploy(&app, "gone", "lxc").await;
+    let gone = wait_until(&app, &gone, "provisioned", provisioned).await;
+    hand_made_guest(&pve, 4242, &["pvedeploy"]).await;
+    hand_made_guest(&pve, 4343, &["other"]).await;
+    // the container is deleted behind our back
+    let ct = pvedeploy::core::names::VmId::new(gone["proxmox_id"].as_u64().unwrap()).unwrap();
+    let node = pvedeploy::core::names::NodeName::parse(gone["proxmox_node"].as_str().unwrap()).unwrap();
+    let upid = pve.lxc_power(&node, ct, pvedeploy::pve::PowerAction::Stop).await.unwrap();
+    pve.wait_task(&upid, Duration::from_millis(50), Duration::from_secs(30)).await.unwrap();
+    let upid = pve.lxc_delete(&node, ct, true, true).await.unwrap();
+    pve.wait_task(&upid, Duration::from_millis(50), Duration::from_secs(30)).await.unwrap();
+
+    let (s, r) = app.post("/api/v1/reconcile", Some(crate::helpers::READER), &json!({})).await;
+    assert_eq!(s, 403, "running it is for admins: {r}");
+    let (s, r) = app.post("/api/v1/reconcile", Some(ADMIN), &json!({})).await;
+    assert_eq!(s, 200, "{r}");
+    let orphans: Vec<u64> = r["orphans"].as_array().unwrap().iter().map(|g| g["vmid"].as_u64().unwrap()).collect();
+    assert_eq!(orphans, [4242], "only the tagged guest nobody owns: {r}");
+    let missing: Vec<&str> = r["missing"].as_array().unwrap().iter().map(|g| g["name"].as_str().unwrap()).collect();
+    assert_eq!(missing, ["gone"], "{r}");
+    assert_eq!(r["removed"], json!([]), "reporting only, by default");
+    assert!(cluster.sim.vm_exists(4242));
+    let (s, last) = app.get("/api/v1/reconcile", Some(crate::helpers::READER)).await;
+    assert_eq!((s, &last["orphans"]), (200, &r["orphans"]));
+    assert!(cluster.sim.vm_exists(kept["proxmox_id"].as_u64().unwrap() as u32));
+    app.stop().await;
+
+    // configured to remove orphans: the tagged one goes, the untagged hand-made guest stays
+    let app = agent_with(&cluster, dir.path(), Duration::from_secs(30), |c| c.remove_orphans = true).await;
+    let (s, r) = app.post("/api/v1/reconcile", Some(ADMIN), &json!({})).await;
+    assert_eq!(s, 200, "{r}");
+    assert_eq!(r["removed"][0]["vmid"], 4242, "{r}");
+    assert!(!cluster.sim.vm_exists(4242));
+    assert!(cluster.sim.vm_exists(4343), "never a guest without our tag");
+    assert!(cluster.sim.vm_exists(kept["proxmox_id"].as_u64().unwrap() as u32), "never a guest a deployment owns");
+    let (_, audit) = app.get("/api/v1/audit", Some(ADMIN)).await;
+    assert!(audit.to_string().contains("remove_orphan"), "{audit}");
+    app.stop().await;
+    cluster.sim.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn placement_prefers_the_node_with_most_headroom() {
     let mut spec = ClusterSpec::three_nodes_uneven();

@@ -158,8 +158,18 @@ impl Engine {
         self.inner.store.audit(actor, action.as_str(), Some(d.id.as_str()), &format!("name={}", d.spec.name)).await?;
         match action {
             Action::Destroy => self.destroy(d, actor).await,
+            Action::Start | Action::Stop => {
+                if self.inner.provisioner.is_none() {
+                    return Err(EngineError::Conflict("no Proxmox cluster is configured to start or stop this guest".into()));
+                }
+                self.log(&d.id, Level::Info, action.as_str(), &format!("{} requested by {actor}", action.as_str())).await;
+                let engine = self.clone();
+                let id = d.id.clone();
+                self.inner.tasks.spawn(async move { engine.power(id, action).await });
+                Ok(d)
+            }
             // Reachable only for a deployed app, and deploying over SSH is not in this build yet.
-            Action::Start | Action::Stop | Action::Redeploy | Action::Rollback => {
+            Action::Redeploy | Action::Rollback => {
                 Err(EngineError::Conflict(format!("cannot {} yet: deploying apps over SSH is not in this build", action.as_str())))
             }
         }

@@ -377,21 +377,29 @@ impl Provisioner {
         }
     }
 
+    /// Shuts a running guest down, then stops it hard if it has not stopped after `graceful`
+    /// (guests without a working agent or ACPI never shut down by request). A stopped guest is left alone.
+    pub async fn stop_guest(&self, kind: GuestType, node: &NodeName, vmid: VmId, graceful: Duration) -> Result<(), PveError> {
+        let (c, kind) = (&self.client, pve_kind(kind));
+        if c.guest_current(kind, node, vmid).await?.status != GuestState::Running {
+            return Ok(());
+        }
+        let shutdown = PowerAction::Shutdown { timeout_secs: Some(graceful.as_secs() as u32), force_stop: true };
+        let upid = c.guest_power(kind, node, vmid, shutdown).await?;
+        if c.wait_task(&upid, self.settings.poll, graceful + Duration::from_secs(30)).await.is_err() {
+            let upid = c.guest_power(kind, node, vmid, PowerAction::Stop).await?;
+            c.wait_task(&upid, self.settings.poll, self.settings.task_deadline).await?;
+        }
+        Ok(())
+    }
+
     /// Stops (hard, after a bounded shutdown) and deletes a guest with purge; a missing guest is fine.
     pub async fn remove_guest(&self, kind: GuestType, node: &NodeName, vmid: VmId, graceful: Duration) -> Result<(), PveError> {
         if !self.guest_exists(kind, node, vmid).await? {
             return Ok(());
         }
-        let (c, kind) = (&self.client, pve_kind(kind));
-        let deadline = self.settings.task_deadline;
-        if c.guest_current(kind, node, vmid).await?.status == GuestState::Running {
-            let shutdown = PowerAction::Shutdown { timeout_secs: Some(graceful.as_secs() as u32), force_stop: true };
-            let upid = c.guest_power(kind, node, vmid, shutdown).await?;
-            if c.wait_task(&upid, self.settings.poll, graceful + Duration::from_secs(30)).await.is_err() {
-                let upid = c.guest_power(kind, node, vmid, PowerAction::Stop).await?;
-                c.wait_task(&upid, self.settings.poll, deadline).await?;
-            }
-        }
+        self.stop_guest(kind, node, vmid, graceful).await?;
+        let (c, kind, deadline) = (&self.client, pve_kind(kind), self.settings.task_deadline);
         let upid = c.guest_delete(kind, node, vmid, true, true).await?;
         c.wait_task(&upid, self.settings.poll, deadline).await?;
         Ok(())

@@ -339,6 +339,54 @@ impl Engine {
         }
     }
 
+    /// Starts or stops a deployment's guest under its lease: a stop shuts the guest down (hard stop
+    /// after a bounded wait) and ends `stopped`; a start boots it, waits for its address and ends `running`.
+    pub(crate) async fn power(&self, id: DeploymentId, action: crate::core::command::Action) {
+        use crate::core::command::Action;
+        let Some(prov) = self.inner.provisioner.clone() else { return };
+        let engine = self.clone();
+        let id2 = id.clone();
+        let done = self
+            .with_lease(&id, Duration::from_secs(60), |lease| async move {
+                let id = id2;
+                let step = action.as_str();
+                let Ok(Some(d)) = engine.store().get_deployment(&id).await else { return };
+                // Re-checked under the lease: a second request for the same action is a no-op.
+                if action.check(d.status, d.proxmox_id.is_some()).is_err() {
+                    return;
+                }
+                let (Some(node), Some(vmid)) = (d.proxmox_node.clone(), d.proxmox_id) else { return };
+                let kind = d.spec.guest_type;
+                let result: Result<Deployment, ProvisionError> = async {
+                    match action {
+                        Action::Stop => {
+                            engine.log(&id, Level::Info, step, &format!("shutting down guest {vmid} on {node}")).await;
+                            prov.stop_guest(kind, &node, vmid, Duration::from_secs(60)).await?;
+                            engine.leased_transition(d, Status::Stopped, "stopped", &lease, |_| {}).await
+                        }
+                        _ => {
+                            engine.log(&id, Level::Info, step, &format!("starting guest {vmid} on {node}")).await;
+                            if let Some(upid) = prov.start(kind, &node, vmid).await? {
+                                wait(&prov.client, upid.as_str(), &prov.settings).await?;
+                            }
+                            let ip = prov.await_address(kind, &node, vmid).await?;
+                            engine.log(&id, Level::Info, step, &format!("guest {vmid} is up at {ip}")).await;
+                            engine.leased_transition(d, Status::Running, "started", &lease, move |d| d.ip_address = Some(ip.to_string())).await
+                        }
+                    }
+                }
+                .await;
+                match result {
+                    Ok(_) => engine.log(&id, Level::Info, step, &format!("{step} done")).await,
+                    Err(e) => engine.log(&id, Level::Error, step, &format!("{step} failed: {e}; the deployment keeps its status")).await,
+                }
+            })
+            .await;
+        if done.is_none() {
+            self.log(&id, Level::Warn, action.as_str(), "another task holds this deployment; try again when it is done").await;
+        }
+    }
+
     /// At start: picks up every deployment whose work was interrupted (pending, provisioning, destroying).
     /// Without a cluster there is nothing to resume. Returns how many it found.
     pub async fn resume_unfinished(&self) -> Result<usize, EngineError> {

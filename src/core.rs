@@ -9,6 +9,7 @@ pub mod names;
 pub mod placement;
 pub mod provision;
 pub mod reconcile;
+pub mod release;
 pub mod repo;
 pub mod status;
 pub mod validation;

@@ -11,5 +11,6 @@ pub mod metrics;
 pub mod pve;
 #[cfg(feature = "sandbox")]
 pub mod sandbox;
+pub mod secrets;
 pub mod store;
 pub mod telemetry;

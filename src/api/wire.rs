@@ -33,6 +33,8 @@ pub struct DeploymentRequest {
     pub node: Option<String>,
     /// Redeploy automatically on a GitHub push to the branch (default true).
     pub auto_redeploy: Option<bool>,
+    /// Path of the HTTP health check after each deploy (default `/`).
+    pub health_path: Option<String>,
 }
 
 /// Reads a deployment request out of a JSON object; wrong types and unknown fields are field errors.
@@ -49,6 +51,7 @@ pub fn raw_spec(fields: &serde_json::Map<String, serde_json::Value>) -> (RawSpec
         disk_gb: r.integer("disk_gb"),
         node: r.string("node"),
         auto_redeploy: r.boolean("auto_redeploy"),
+        health_path: r.string("health_path"),
     };
     (raw, r.finish())
 }
@@ -70,6 +73,7 @@ pub struct DeploymentView {
     /// The node the request pinned, if any.
     pub node: Option<String>,
     pub auto_redeploy: bool,
+    pub health_path: String,
     /// pending, provisioning, installing, deploying, running, stopped, failed, destroying or destroyed.
     pub status: String,
     pub proxmox_id: Option<u32>,
@@ -110,6 +114,7 @@ impl From<&Deployment> for DeploymentView {
             disk_gb: s.disk_gb,
             node: s.node.as_ref().map(ToString::to_string),
             auto_redeploy: s.auto_redeploy,
+            health_path: s.health_path.as_str().into(),
             status: d.status.as_str().into(),
             proxmox_id: d.proxmox_id.map(|v| v.get()),
             proxmox_node: d.proxmox_node.as_ref().map(ToString::to_string),

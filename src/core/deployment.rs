@@ -3,7 +3,7 @@
 use std::fmt;
 
 use crate::core::limits::{Limits, RepoPolicy};
-use crate::core::names::{AppName, GitRef, NodeName, VmId};
+use crate::core::names::{AppName, GitRef, HealthPath, NodeName, VmId};
 use crate::core::repo::RepoUrl;
 use crate::core::status::Status;
 use crate::core::validation::{FieldError, ValidationErrors};
@@ -118,6 +118,7 @@ pub struct RawSpec {
     pub disk_gb: Option<i64>,
     pub node: Option<String>,
     pub auto_redeploy: Option<bool>,
+    pub health_path: Option<String>,
 }
 
 /// A deployment request that passed every rule.
@@ -134,6 +135,8 @@ pub struct Spec {
     /// A node the request pins; placement chooses when `None`.
     pub node: Option<NodeName>,
     pub auto_redeploy: bool,
+    /// Where the health check asks the app (`/` by default).
+    pub health_path: HealthPath,
 }
 
 pub const DEFAULT_BRANCH: &str = "main";
@@ -151,15 +154,16 @@ impl Spec {
         let cpu = errs.take(in_range("cpu", raw.cpu.unwrap_or(1), &limits.cpu, "CPU cores"));
         let memory_mib = errs.take(in_range("memory_mib", raw.memory_mib.unwrap_or(1024), &limits.memory_mib, "MiB"));
         let disk_gb = errs.take(in_range("disk_gb", raw.disk_gb.unwrap_or(10), &limits.disk_gb, "GB"));
+        let health_path = errs.take(raw.health_path.as_deref().map(HealthPath::parse).unwrap_or_else(|| Ok(HealthPath::root())));
         let node = match raw.node {
             Some(n) => errs.take(NodeName::parse(&n)).map(Some),
             None => Some(None),
         };
-        match (name, guest_type, framework, repo_url, branch, cpu, memory_mib, disk_gb, node) {
-            (Some(name), Some(guest_type), Some(framework), Some(repo_url), Some(branch), Some(cpu), Some(memory_mib), Some(disk_gb), Some(node))
+        match (name, guest_type, framework, repo_url, branch, cpu, memory_mib, disk_gb, node, health_path) {
+            (Some(name), Some(guest_type), Some(framework), Some(repo_url), Some(branch), Some(cpu), Some(memory_mib), Some(disk_gb), Some(node), Some(health_path))
                 if errs.is_empty() =>
             {
-                Ok(Spec { name, guest_type, framework, repo_url, branch, cpu, memory_mib, disk_gb, node, auto_redeploy: raw.auto_redeploy.unwrap_or(true) })
+                Ok(Spec { name, guest_type, framework, repo_url, branch, cpu, memory_mib, disk_gb, node, auto_redeploy: raw.auto_redeploy.unwrap_or(true), health_path })
             }
             _ => Err(errs),
         }

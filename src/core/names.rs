@@ -105,6 +105,31 @@ impl CommitSha {
     }
 }
 
+/// The path of the app's HTTP health check: starts with `/`, printable ASCII, no spaces or `#`, at most 256 characters.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct HealthPath(String);
+
+impl HealthPath {
+    pub const RULE: &'static str = "must start with '/' and be at most 256 printable ASCII characters without spaces or '#'";
+
+    pub fn parse(raw: &str) -> Result<Self, FieldError> {
+        let ok = raw.starts_with('/') && raw.len() <= 256 && raw.bytes().all(|b| b.is_ascii_graphic() && b != b'#');
+        if ok {
+            Ok(Self(raw.to_owned()))
+        } else {
+            Err(FieldError::new("health_path", "health_path", Self::RULE))
+        }
+    }
+
+    pub fn root() -> Self {
+        Self("/".into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 /// A Proxmox VE guest id (`pve-vmid`: 100–999999999).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct VmId(u32);

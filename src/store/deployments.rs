@@ -6,7 +6,7 @@ use serde_json::json;
 use super::leases::{Lease, CHECK_LEASE};
 use super::{decode, Store, StoreError};
 use crate::core::deployment::{Deployment, DeploymentId, Framework, GuestType, Spec};
-use crate::core::names::{AppName, GitRef, NodeName, VmId};
+use crate::core::names::{AppName, GitRef, HealthPath, NodeName, VmId};
 use crate::core::repo::RepoUrl;
 use crate::core::status::Status;
 
@@ -26,6 +26,8 @@ struct Row {
     #[serde(skip_serializing_if = "Option::is_none")]
     node: Option<String>,
     auto_redeploy: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    health_path: Option<String>,
     status: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     proxmox_id: Option<i64>,
@@ -63,6 +65,7 @@ impl From<&Deployment> for Row {
             disk_gb: s.disk_gb.into(),
             node: s.node.as_ref().map(ToString::to_string),
             auto_redeploy: s.auto_redeploy,
+            health_path: Some(s.health_path.as_str().into()),
             status: d.status.as_str().into(),
             proxmox_id: d.proxmox_id.map(|v| v.get().into()),
             proxmox_node: d.proxmox_node.as_ref().map(ToString::to_string),
@@ -98,6 +101,10 @@ impl TryFrom<Row> for Deployment {
                 disk_gb: num(r.disk_gb, "disk_gb")?,
                 node: r.node.as_deref().map(NodeName::parse).transpose().map_err(|_| bad("node"))?,
                 auto_redeploy: r.auto_redeploy,
+                health_path: match r.health_path.as_deref() {
+                    None => HealthPath::root(),
+                    Some(p) => HealthPath::parse(p).map_err(|_| bad("health_path"))?,
+                },
             },
             status: Status::parse(&r.status).ok_or_else(|| bad("status"))?,
             proxmox_id: r.proxmox_id.map(|v| VmId::new(v as u64)).transpose().map_err(|_| bad("proxmox_id"))?,

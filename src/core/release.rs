@@ -1,0 +1,229 @@
+//! Releases and the deploy plan, as data: a release's id, the steps that take a provisioned guest
+//! (or a running app) to a new release, the port each framework serves on, and environment
+//! variable names and values that are safe to hand to a guest. Pure; no I/O.
+
+use std::fmt;
+
+use crate::core::deployment::Framework;
+use crate::core::names::CommitSha;
+use crate::core::validation::FieldError;
+
+/// `20261126T004512Z-1a2b3c4`: when the release was made and the commit it holds; sorts by time.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ReleaseId(String);
+
+impl ReleaseId {
+    pub fn new(now_millis: i64, commit: &CommitSha) -> Self {
+        let t = chrono_like(now_millis);
+        Self(format!("{t}-{}", &commit.as_str()[..7]))
+    }
+
+    /// Accepts only what `new` makes (the guest scripts check the same pattern).
+    pub fn parse(raw: &str) -> Option<Self> {
+        let (t, sha) = raw.split_once('-')?;
+        let t_ok = t.len() == 16 && t.as_bytes()[8] == b'T' && t.ends_with('Z') && t[..8].bytes().chain(t[9..15].bytes()).all(|b| b.is_ascii_digit());
+        let sha_ok = (7..=40).contains(&sha.len()) && sha.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        (t_ok && sha_ok).then(|| Self(raw.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ReleaseId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// `YYYYMMDDTHHMMSSZ` for a Unix time in milliseconds (UTC; civil-from-days, Howard Hinnant).
+fn chrono_like(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+/// One step of deploying a release. Each can run again after a crash (the guest scripts are idempotent).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DeployStep {
+    /// Wait until the guest answers SSH (with the pinned host key) and cloud-init has finished.
+    Boot,
+    /// Upload the installer scripts and install the framework's runtime.
+    Install,
+    /// Clone or fetch the repository at the exact commit into the release directory.
+    Fetch,
+    /// Install the app's dependencies (pip, composer, npm).
+    Dependencies,
+    /// Framework build steps (collectstatic, migrations, `npm run build`, caches).
+    Build,
+    /// Write the environment file, the service, switch `current`, restart.
+    Start,
+    /// HTTP check of the app until it answers or the deadline passes.
+    Health,
+}
+
+impl DeployStep {
+    pub const ALL: [DeployStep; 7] = [Self::Boot, Self::Install, Self::Fetch, Self::Dependencies, Self::Build, Self::Start, Self::Health];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Boot => "boot",
+            Self::Install => "install",
+            Self::Fetch => "fetch",
+            Self::Dependencies => "dependencies",
+            Self::Build => "build",
+            Self::Start => "start",
+            Self::Health => "health",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+
+    /// The step after this one; `None` after the health check.
+    pub fn next(self) -> Option<Self> {
+        let i = Self::ALL.iter().position(|s| *s == self)?;
+        Self::ALL.get(i + 1).copied()
+    }
+}
+
+/// The port each framework's app serves on (on the guest's own address).
+pub fn app_port(f: Framework) -> u16 {
+    match f {
+        Framework::Django | Framework::Flask | Framework::Fastapi | Framework::Procfile => 8000,
+        Framework::Node | Framework::Nextjs => 3000,
+        Framework::Laravel | Framework::Static => 80,
+    }
+}
+
+/// An environment variable name: `[A-Za-z_][A-Za-z0-9_]*`, at most 128 characters.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EnvName(String);
+
+impl EnvName {
+    pub const RULE: &'static str = "must match [A-Za-z_][A-Za-z0-9_]* and be at most 128 characters";
+
+    pub fn parse(raw: &str) -> Result<Self, FieldError> {
+        let mut chars = raw.chars();
+        let ok = raw.len() <= 128
+            && chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if ok {
+            Ok(Self(raw.to_owned()))
+        } else {
+            Err(FieldError::new(format!("env.{}", printable(raw)), "env_name", Self::RULE))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// An environment variable value: any text without NUL, CR or LF (one line of the env file), at most 32 KiB.
+#[derive(Clone, PartialEq, Eq)]
+pub struct EnvValue(String);
+
+impl EnvValue {
+    pub const RULE: &'static str = "must be at most 32768 bytes without NUL, carriage return or newline characters";
+
+    pub fn parse(name: &EnvName, raw: String) -> Result<Self, FieldError> {
+        if raw.len() <= 32_768 && !raw.contains(['\0', '\r', '\n']) {
+            Ok(Self(raw))
+        } else {
+            Err(FieldError::new(format!("env.{}", name.as_str()), "env_value", Self::RULE))
+        }
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for EnvValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("EnvValue(<redacted>)")
+    }
+}
+
+/// The env file the guest scripts read: `NAME=value` lines, literal, sorted by name.
+pub fn env_file(vars: &[(EnvName, EnvValue)]) -> Vec<u8> {
+    let mut sorted: Vec<&(EnvName, EnvValue)> = vars.iter().collect();
+    sorted.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut out = Vec::new();
+    for (n, v) in sorted {
+        out.extend_from_slice(n.as_str().as_bytes());
+        out.push(b'=');
+        out.extend_from_slice(v.expose().as_bytes());
+        out.push(b'\n');
+    }
+    out
+}
+
+fn printable(raw: &str) -> String {
+    raw.chars().take(64).map(|c| if c.is_control() { '?' } else { c }).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn release_ids_sort_by_time_and_round_trip() {
+        let c = CommitSha::parse("1a2b3c4d5e6f7a8b9c0d1a2b3c4d5e6f7a8b9c0d").unwrap();
+        let a = ReleaseId::new(1_795_653_912_000, &c); // date -u -d @1795653912: Thu Nov 26 00:45:12 UTC 2026
+        assert_eq!(a.as_str(), "20261126T004512Z-1a2b3c4");
+        assert_eq!(ReleaseId::new(0, &c).as_str(), "19700101T000000Z-1a2b3c4");
+        assert_eq!(ReleaseId::parse(a.as_str()), Some(a.clone()));
+        assert!(ReleaseId::new(1_795_653_913_000, &c) > a);
+        for bad in ["", "x", "20261126T184512Z-", "20261126T184512Z-XYZ1234", "20261126184512Z-1a2b3c4", "../etc-1a2b3c4"] {
+            assert_eq!(ReleaseId::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn steps_in_order() {
+        let mut s = Some(DeployStep::Boot);
+        let mut seen = vec![];
+        while let Some(st) = s {
+            seen.push(st.as_str());
+            assert_eq!(DeployStep::parse(st.as_str()), Some(st));
+            s = st.next();
+        }
+        assert_eq!(seen, ["boot", "install", "fetch", "dependencies", "build", "start", "health"]);
+    }
+
+    #[test]
+    fn env_names_and_values() {
+        assert!(EnvName::parse("DATABASE_URL").is_ok());
+        assert!(EnvName::parse("_x1").is_ok());
+        for bad in ["", "1A", "A-B", "A B", "A=B", "ÄB", &"A".repeat(129)] {
+            let e = EnvName::parse(bad).unwrap_err();
+            assert_eq!(e.rule, "env_name", "{bad}");
+        }
+        let n = EnvName::parse("SECRET").unwrap();
+        assert!(EnvValue::parse(&n, "a$(id)`x` 'q' \"d\" \\n  ".into()).is_ok(), "shell-looking text is just text");
+        for bad in ["a\nb", "a\rb", "a\0b"] {
+            assert_eq!(EnvValue::parse(&n, bad.into()).unwrap_err().field, "env.SECRET");
+        }
+        assert_eq!(format!("{:?}", EnvValue::parse(&n, "hunter2".into()).unwrap()), "EnvValue(<redacted>)");
+    }
+
+    #[test]
+    fn env_file_is_sorted_literal_lines() {
+        let v = |n: &str, x: &str| (EnvName::parse(n).unwrap(), EnvValue::parse(&EnvName::parse(n).unwrap(), x.into()).unwrap());
+        let f = env_file(&[v("B", "$(id)"), v("A", " spaced ")]);
+        assert_eq!(String::from_utf8(f).unwrap(), "A= spaced \nB=$(id)\n");
+    }
+}

@@ -85,7 +85,11 @@ down)
     fi
   fi
   if mountpoint -q "$g/root" 2>/dev/null; then umount "$g/root"; fi
-  for d in "${cg_dirs[@]}"; do if [ -d "$d" ]; then rmdir "$d" 2>/dev/null || true; fi; done
+  for d in "${cg_dirs[@]}"; do
+    # nspawn made sub-cgroups (payload/, supervisor/, …): cgroupfs directories go deepest first.
+    if [ -d "$d" ]; then find "$d" -depth -type d -exec rmdir {} + 2>/dev/null || true; fi
+    rmdir "${d%/*}" 2>/dev/null || true # the shared parent, once no test guest is left in it
+  done
   rm -rf "$g"
   echo "guest $name down"
   ;;

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod config;
 pub mod core;
 pub mod engine;
+pub mod export;
 pub mod keys;
 pub mod metrics;
 pub mod pve;

@@ -360,7 +360,7 @@ impl Provisioner {
 }
 
 /// The client's name for a guest kind.
-fn pve_kind(kind: GuestType) -> crate::pve::GuestType {
+pub(crate) fn pve_kind(kind: GuestType) -> crate::pve::GuestType {
     match kind {
         GuestType::Vm => crate::pve::GuestType::Qemu,
         GuestType::Lxc => crate::pve::GuestType::Lxc,

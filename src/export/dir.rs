@@ -144,11 +144,13 @@ impl ExportDir {
         result.map(|()| Written { folder, changed: true, generated_at: now })
     }
 
-    /// The export of `name` as on disk: the figures written and which files changed since.
-    pub fn read(&self, name: &AppName) -> Result<OnDisk, ExportIoError> {
+    /// The export of deployment `id` (named `name`) as on disk: the figures written and which files changed since.
+    /// A folder written for another deployment of the same name counts as missing.
+    pub fn read(&self, name: &AppName, id: &DeploymentId) -> Result<OnDisk, ExportIoError> {
         let folder = self.folder(name);
-        let Some(m) = read_manifest(&folder)? else {
-            return Ok(OnDisk { state: ExportState::Missing, generated_at: None });
+        let m = match read_manifest(&folder)? {
+            Some(m) if m.deployment_id == id.as_str() => m,
+            _ => return Ok(OnDisk { state: ExportState::Missing, generated_at: None }),
         };
         let (mut edited, mut removed) = (Vec::new(), Vec::new());
         for (file, hash) in &m.files {
@@ -181,6 +183,18 @@ impl ExportDir {
         sync_dir(&archive)?;
         sync_dir(&self.root)?;
         Ok(Some(target))
+    }
+
+    /// The deployments whose exports are in the directory (archived ones excluded), by their manifests.
+    pub fn owners(&self) -> Vec<DeploymentId> {
+        let Ok(entries) = std::fs::read_dir(&self.root) else { return Vec::new() };
+        let mut ids: Vec<DeploymentId> = entries
+            .flatten()
+            .filter_map(|e| read_manifest(&e.path()).ok().flatten())
+            .filter_map(|m| DeploymentId::parse(&m.deployment_id))
+            .collect();
+        ids.sort();
+        ids
     }
 
     /// `path` relative to `base` when it lies under it, else as it is: what the deployment record keeps.

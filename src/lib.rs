@@ -10,6 +10,7 @@ pub mod export;
 pub mod keys;
 pub mod metrics;
 pub mod pve;
+pub mod remote;
 #[cfg(feature = "sandbox")]
 pub mod sandbox;
 pub mod store;

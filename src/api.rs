@@ -2,6 +2,7 @@
 
 pub mod deployments;
 pub mod error;
+pub mod export;
 pub mod payload;
 pub mod security;
 pub mod system;
@@ -21,6 +22,7 @@ use crate::metrics::Metrics;
 #[derive(Clone)]
 pub struct ApiState {
     pub engine: Engine,
+    pub exports: crate::engine::export::Exports,
     pub tokens: TokenRegistry,
     pub metrics: Arc<Metrics>,
     pub max_page_size: u32,
@@ -30,9 +32,9 @@ pub struct ApiState {
 
 pub const API_PREFIX: &str = "/api/v1";
 
-pub fn service(state: &ApiState) -> OpenApiService<(deployments::DeploymentsApi, system::SystemApi), ()> {
+pub fn service(state: &ApiState) -> OpenApiService<(deployments::DeploymentsApi, system::SystemApi, export::ExportApi), ()> {
     OpenApiService::new(
-        (deployments::DeploymentsApi { state: state.clone() }, system::SystemApi { state: state.clone() }),
+        (deployments::DeploymentsApi { state: state.clone() }, system::SystemApi { state: state.clone() }, export::ExportApi { state: state.clone() }),
         "pvedeploy",
         env!("CARGO_PKG_VERSION"),
     )

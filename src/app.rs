@@ -14,6 +14,7 @@ use crate::auth::{generate_token, hash_token, Scope, TokenEntry, TokenRegistry};
 use crate::config::{Config, ProxmoxSetting, TrustSetting};
 use crate::engine::provision::{ProvisionSettings, Provisioner};
 use crate::pve::{PveClient, PveConfig, TlsTrust};
+use crate::engine::export::Exports;
 use crate::engine::Engine;
 use crate::metrics::Metrics;
 use crate::store::Store;
@@ -91,7 +92,8 @@ impl Application {
             tracing::info!(resumed, "resuming unfinished work");
         }
         engine.spawn_reconciler();
-        let state = ApiState { engine, tokens, metrics: Arc::new(Metrics::default()), max_page_size: config.max_page_size, started, proxmox };
+        let exports = Exports::new(engine.clone(), config.export_dir.clone(), config.data_dir.clone());
+        let state = ApiState { engine, exports, tokens, metrics: Arc::new(Metrics::default()), max_page_size: config.max_page_size, started, proxmox };
         Ok(Application {
             #[cfg(feature = "sandbox")]
             sandbox,
@@ -125,9 +127,12 @@ impl Application {
     /// (up to 10 s), waits for background work to reach a persisted point, and closes the database.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let engine = self.state.engine.clone();
+        // Terraform exports follow every change from now on (after a sweep for changes made while we were down).
+        let keeper = self.state.exports.spawn_keeper();
         let routes = api::routes(self.state.clone()).data(self.state);
         Server::new_with_acceptor(self.acceptor).run_with_graceful_shutdown(routes, shutdown, Some(Duration::from_secs(10))).await?;
         engine.shutdown(Duration::from_secs(20)).await;
+        keeper.stop().await;
         #[cfg(feature = "sandbox")]
         if let Some(s) = self.sandbox {
             s.stop().await;

@@ -45,6 +45,16 @@ pub struct FileConfig {
     pub api: ApiFile,
     #[serde(default)]
     pub proxmox: ProxmoxFile,
+    #[serde(default)]
+    pub export: ExportSection,
+}
+
+/// `[export]`: where the Terraform exports are kept.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportSection {
+    /// Directory of the per-deployment folders (default `<data_dir>/hcl-export`; env `PVEDEPLOY_EXPORT_DIR`).
+    pub dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -267,6 +277,8 @@ pub struct Config {
     pub admin_token: Option<Secret<String>>,
     pub max_page_size: u32,
     pub proxmox: ProxmoxSetting,
+    /// Where Terraform exports are written (`<data_dir>/hcl-export` by default).
+    pub export_dir: PathBuf,
     /// Where each value came from, for the start-up log line.
     pub sources: Vec<String>,
 }
@@ -408,7 +420,15 @@ impl Config {
             return Err(invalid("api.max_page_size", "must be between 1 and 1000"));
         }
         let proxmox = proxmox_setting(file.proxmox, env)?;
-        Ok(Config { listen, data_dir, database, limits, repos, tokens, admin_token, max_page_size, proxmox, sources })
+        let export_dir = match env.get("PVEDEPLOY_EXPORT_DIR").map(PathBuf::from).or(file.export.dir) {
+            None => data_dir.join("hcl-export"),
+            Some(d) if d.as_os_str().is_empty() => return Err(invalid("export.dir", "must not be empty")),
+            Some(d) if d.components().any(|c| c == std::path::Component::ParentDir) => {
+                return Err(invalid("export.dir", "must not contain `..`; give the directory itself"))
+            }
+            Some(d) => d,
+        };
+        Ok(Config { listen, data_dir, database, limits, repos, tokens, admin_token, max_page_size, proxmox, export_dir, sources })
     }
 
     /// A configuration for tests and throwaway runs: defaults, the given data dir, port 0, no Proxmox.
@@ -622,6 +642,19 @@ mod tests {
             let e = parse(&format!("{base}{extra}\n")).unwrap_err().to_string();
             assert!(e.contains(field), "{extra}: {e}");
         }
+    }
+
+    #[test]
+    fn the_export_dir_defaults_under_the_data_dir_and_is_checked() {
+        assert_eq!(parse("").unwrap().export_dir, PathBuf::from("./data/hcl-export"));
+        assert_eq!(parse("[export]\ndir = '/srv/tf'").unwrap().export_dir, PathBuf::from("/srv/tf"));
+        let e = parse("[export]\ndir = ''").unwrap_err().to_string();
+        assert!(e.contains("export.dir"), "{e}");
+        let e = parse("[export]\ndirectory = 'x'").unwrap_err().to_string();
+        assert!(e.contains("directory"), "{e}");
+        let env = BTreeMap::from([("PVEDEPLOY_EXPORT_DIR".to_string(), "/tmp/tf".to_string())]);
+        let c = Config::from_parts(FileConfig::default(), &Overrides::default(), &env, vec![]).unwrap();
+        assert_eq!(c.export_dir, PathBuf::from("/tmp/tf"));
     }
 
     #[test]

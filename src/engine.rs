@@ -1,6 +1,7 @@
 //! Runs what the doors ask for: records intent, advances the lifecycle one persisted step at a time, and publishes what happened.
 
 pub mod bus;
+pub mod export;
 pub mod provision;
 pub mod reconcile;
 pub mod resources;

@@ -6,9 +6,11 @@ pub mod auth;
 pub mod config;
 pub mod core;
 pub mod engine;
+pub mod export;
 pub mod keys;
 pub mod metrics;
 pub mod pve;
+pub mod remote;
 #[cfg(feature = "sandbox")]
 pub mod sandbox;
 pub mod secrets;

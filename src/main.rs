@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use pvedeploy::app::{redact_url, Application};
 use pvedeploy::config::{Config, Overrides};
+use pvedeploy::remote::{self, RemoteError};
 
 #[derive(Parser)]
 #[command(name = "pvedeploy", version, about = "Deploy apps from git onto Proxmox VE")]
@@ -32,6 +33,39 @@ enum Command {
         #[arg(long)]
         database_url: Option<String>,
     },
+    /// Write deployments' Terraform exports (bpg/proxmox), read from a running agent, to a folder.
+    Export {
+        /// Deployment name or id.
+        name: Option<String>,
+        /// Every deployment that has a guest.
+        #[arg(long, conflicts_with = "name")]
+        all: bool,
+        /// Folder to write `<name>/` into (default ./hcl-export).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[command(flatten)]
+        agent: AgentArgs,
+    },
+    /// List the differences between the store, the live Proxmox guests and the exports.
+    /// Exits 0 when there are none, 1 when there are, 2 when the check could not be made.
+    Drift {
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        agent: AgentArgs,
+    },
+}
+
+/// How to reach a running agent. The token comes from PVEDEPLOY_TOKEN or --token-file (never a flag value).
+#[derive(clap::Args)]
+struct AgentArgs {
+    /// The agent's URL (default: http:// and the configured listen address, else http://127.0.0.1:8080).
+    #[arg(long, env = "PVEDEPLOY_URL")]
+    url: Option<String>,
+    /// File holding an API token with the read scope (default: the PVEDEPLOY_TOKEN variable).
+    #[arg(long)]
+    token_file: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -45,7 +79,7 @@ fn main() -> ExitCode {
         }
     };
     match runtime.block_on(run(cli)) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
@@ -53,7 +87,7 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let env: BTreeMap<String, String> = std::env::vars().filter(|(k, _)| k.starts_with("PVEDEPLOY_")).collect();
     match cli.command {
         Command::Serve { listen, data_dir, database_url } => {
@@ -73,9 +107,71 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("No API token existed, so an admin token was generated. It is shown only this once; keep it safe:\n\n    {token}\n");
             }
             tracing::info!(addr = %app.addr(), "serving the API at http://{}/api/v1 (docs at /docs)", app.addr());
-            app.run_until_stopped(shutdown).await
+            app.run_until_stopped(shutdown).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Export { name, all, out, agent } => {
+            let remote = remote(&agent, cli.config, &env)?;
+            let names = match (name, all) {
+                (Some(n), _) => vec![remote::deployment_arg(&n)?],
+                (None, true) => remote.names_with_guests().await?,
+                (None, false) => anyhow::bail!("argument NAME is required (a deployment name or id), or give --all"),
+            };
+            let out = out.unwrap_or_else(|| PathBuf::from("hcl-export"));
+            let mut failed = 0;
+            for n in &names {
+                match remote.export(n).await {
+                    Ok(export) => {
+                        let folder = remote::write_export(&out, &export)?;
+                        println!("wrote {} ({} files, {})", folder.display(), export.files.len(), export.resource);
+                    }
+                    Err(e @ RemoteError::Refused { status: 409, .. }) if names.len() > 1 => eprintln!("skipped {n}: {e}"),
+                    Err(e) => {
+                        eprintln!("error: {n}: {e}");
+                        failed += 1;
+                    }
+                }
+            }
+            Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        Command::Drift { json, agent } => {
+            let report = match remote(&agent, cli.config, &env) {
+                Ok(r) => r.drift().await.map_err(anyhow::Error::from),
+                Err(e) => Err(e),
+            };
+            let report = match report {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    return Ok(ExitCode::from(2));
+                }
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                for d in &report.differences {
+                    println!("{}\t{}\t{}", d.deployment, d.field, d.message);
+                }
+                println!("{} difference(s) in {} deployment(s) checked", report.differences.len(), report.checked);
+            }
+            Ok(if report.differences.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
     }
+}
+
+/// The agent named by `--url`, else by the configuration's listen address, with the token.
+fn remote(agent: &AgentArgs, config: Option<PathBuf>, env: &BTreeMap<String, String>) -> anyhow::Result<remote::Remote> {
+    let url = match &agent.url {
+        Some(u) => u.clone(),
+        None => {
+            let over = Overrides { config, ..Overrides::default() };
+            let listen = Config::load(&over, env).map(|c| c.listen).unwrap_or_else(|_| pvedeploy::config::DEFAULT_LISTEN.parse().expect("valid"));
+            let host = if listen.ip().is_unspecified() { std::net::IpAddr::from([127, 0, 0, 1]) } else { listen.ip() };
+            format!("http://{}", std::net::SocketAddr::new(host, listen.port()))
+        }
+    };
+    let token = remote::token(agent.token_file.as_deref(), std::env::var("PVEDEPLOY_TOKEN").ok())?;
+    Ok(remote::Remote::new(&url, token)?)
 }
 
 /// Installs the SIGTERM and SIGINT handlers now and returns a future that resolves on either.

@@ -416,7 +416,7 @@ pub fn ed25519_fingerprint_from_log(lines: &[String]) -> Option<String> {
 }
 
 /// The client's name for a guest kind.
-fn pve_kind(kind: GuestType) -> crate::pve::GuestType {
+pub(crate) fn pve_kind(kind: GuestType) -> crate::pve::GuestType {
     match kind {
         GuestType::Vm => crate::pve::GuestType::Qemu,
         GuestType::Lxc => crate::pve::GuestType::Lxc,

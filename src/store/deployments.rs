@@ -257,6 +257,27 @@ impl Store {
         }
     }
 
+    /// Records where the deployment's Terraform export lives. A narrow `SET` of this one field: it neither checks
+    /// nor bumps the revision, so it never makes the engine's revision-checked saves stale. A save that read the
+    /// record before this update writes the old reference back; the exporter runs after every save's status event
+    /// and sets it again, so the field converges. Returns whether anything changed.
+    pub async fn set_terraform_output(&self, id: &DeploymentId, reference: &str) -> Result<bool, StoreError> {
+        let rows = self
+            .run(
+                "UPDATE type::record('deployment', $id) SET terraform_output = $reference WHERE terraform_output != $reference RETURN VALUE record::id(id)",
+                json!({ "id": id.as_str(), "reference": reference }),
+            )
+            .await?;
+        Ok(rows.into_iter().next().is_some_and(|r| !r.is_empty()))
+    }
+
+    /// Every deployment that is not destroyed and has a guest, oldest first.
+    pub async fn deployments_with_guests(&self) -> Result<Vec<Deployment>, StoreError> {
+        let sql = format!("{SELECT} deployment WHERE status != 'destroyed' AND proxmox_id != NONE ORDER BY created_at ASC");
+        let rows = self.run(&sql, json!({})).await?;
+        rows_to_deployments(rows.into_iter().next().unwrap_or_default())
+    }
+
     /// Deployments whose work was interrupted (pending, provisioning, destroying), in one query.
     pub async fn unfinished_deployments(&self) -> Result<Vec<(DeploymentId, Status)>, StoreError> {
         let rows = self

@@ -4,6 +4,7 @@ mod agents;
 mod api;
 mod cli;
 mod crash;
+mod export;
 mod helpers;
 mod persistence;
 mod provision;

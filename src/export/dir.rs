@@ -1,0 +1,249 @@
+//! The export directory on disk: one folder per deployment (`<dir>/<name>/`), written atomically (a temporary
+//! folder swapped in), with a manifest of what was written (hashes, figures) so drift can tell hand edits;
+//! destroyed deployments move to `<dir>/.archive/<name>-<id8>/`.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::drift::ExportState;
+use super::live::{LiveGuest, Summary};
+use super::ExportFile;
+use crate::core::deployment::DeploymentId;
+use crate::core::names::AppName;
+
+/// The manifest's file name inside each export folder (Terraform ignores it).
+pub const MANIFEST: &str = ".pvedeploy-export.json";
+pub const ARCHIVE: &str = ".archive";
+
+/// A file-system failure under the export directory; the message names the path. Retrying after fixing
+/// permissions or space is safe: a failed write leaves the previous export in place.
+#[derive(Debug, thiserror::Error)]
+#[error("export directory: {what} {path}: {source}")]
+pub struct ExportIoError {
+    what: &'static str,
+    path: PathBuf,
+    source: std::io::Error,
+}
+
+fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> ExportIoError + 'a {
+    move |source| ExportIoError { what, path: path.to_owned(), source }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Manifest {
+    deployment_id: String,
+    name: String,
+    generated_at: i64,
+    node: String,
+    vmid: u32,
+    cores: u32,
+    memory_mib: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    disk_gib: Option<u64>,
+    tags: Vec<String>,
+    running: bool,
+    /// File name → SHA-256 of what was written.
+    files: BTreeMap<String, String>,
+}
+
+impl Manifest {
+    fn summary(&self) -> Summary {
+        Summary {
+            node: self.node.clone(),
+            vmid: self.vmid,
+            cores: self.cores,
+            memory_mib: self.memory_mib,
+            disk_gib: self.disk_gib,
+            tags: self.tags.clone(),
+            running: self.running,
+        }
+    }
+}
+
+/// What a write did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Written {
+    pub folder: PathBuf,
+    /// False when the files on disk already were exactly these (nothing was rewritten).
+    pub changed: bool,
+    pub generated_at: i64,
+}
+
+/// An export as found on disk.
+#[derive(Debug, Clone)]
+pub struct OnDisk {
+    pub state: ExportState,
+    pub generated_at: Option<i64>,
+}
+
+/// The root of all exports.
+#[derive(Debug, Clone)]
+pub struct ExportDir {
+    root: PathBuf,
+}
+
+impl ExportDir {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn folder(&self, name: &AppName) -> PathBuf {
+        self.root.join(name.as_str())
+    }
+
+    /// Writes `files` for `guest` unless the folder already holds exactly them; atomically replaces the folder.
+    pub fn write(&self, guest: &LiveGuest, files: &[ExportFile], now: i64) -> Result<Written, ExportIoError> {
+        let folder = self.folder(&guest.name);
+        let hashes: BTreeMap<String, String> = files.iter().map(|f| (f.path.clone(), f.sha256())).collect();
+        if let Some(m) = read_manifest(&folder)? {
+            let unchanged = m.files == hashes
+                && m.deployment_id == guest.deployment.as_str()
+                && m.summary() == guest.summary()
+                && files.iter().all(|f| std::fs::read(folder.join(&f.path)).is_ok_and(|b| b == f.content.as_bytes()));
+            if unchanged {
+                return Ok(Written { folder, changed: false, generated_at: m.generated_at });
+            }
+        }
+        std::fs::create_dir_all(&self.root).map_err(io("cannot create", &self.root))?;
+        let tmp = self.root.join(format!(".tmp-{}-{}", guest.name, uuid::Uuid::new_v4().simple()));
+        let result = (|| {
+            std::fs::create_dir(&tmp).map_err(io("cannot create", &tmp))?;
+            for f in files {
+                write_synced(&tmp.join(&f.path), f.content.as_bytes())?;
+            }
+            let s = guest.summary();
+            let manifest = Manifest {
+                deployment_id: guest.deployment.to_string(),
+                name: guest.name.to_string(),
+                generated_at: now,
+                node: s.node,
+                vmid: s.vmid,
+                cores: s.cores,
+                memory_mib: s.memory_mib,
+                disk_gib: s.disk_gib,
+                tags: s.tags,
+                running: s.running,
+                files: hashes,
+            };
+            let json = serde_json::to_vec_pretty(&manifest).expect("a manifest serializes");
+            write_synced(&tmp.join(MANIFEST), &json)?;
+            sync_dir(&tmp)?;
+            swap_in(&tmp, &folder)?;
+            sync_dir(&self.root)
+        })();
+        if tmp.exists() {
+            let _ = std::fs::remove_dir_all(&tmp);
+        }
+        result.map(|()| Written { folder, changed: true, generated_at: now })
+    }
+
+    /// The export of deployment `id` (named `name`) as on disk: the figures written and which files changed since.
+    /// A folder written for another deployment of the same name counts as missing.
+    pub fn read(&self, name: &AppName, id: &DeploymentId) -> Result<OnDisk, ExportIoError> {
+        let folder = self.folder(name);
+        let m = match read_manifest(&folder)? {
+            Some(m) if m.deployment_id == id.as_str() => m,
+            _ => return Ok(OnDisk { state: ExportState::Missing, generated_at: None }),
+        };
+        let (mut edited, mut removed) = (Vec::new(), Vec::new());
+        for (file, hash) in &m.files {
+            match std::fs::read(folder.join(file)) {
+                Ok(bytes) if super::sha256_hex(&bytes) == *hash => {}
+                Ok(_) => edited.push(file.clone()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => removed.push(file.clone()),
+                Err(e) => return Err(io("cannot read", &folder.join(file))(e)),
+            }
+        }
+        Ok(OnDisk { state: ExportState::Present { written: m.summary(), edited, removed }, generated_at: Some(m.generated_at) })
+    }
+
+    /// Moves `name`'s export to `.archive/<name>-<id8>/` (replacing an older archive of the same deployment).
+    /// `None` when there was nothing to archive.
+    pub fn archive(&self, name: &AppName, id: &DeploymentId) -> Result<Option<PathBuf>, ExportIoError> {
+        let folder = self.folder(name);
+        match read_manifest(&folder)? {
+            Some(m) if m.deployment_id == id.as_str() => {}
+            // Another deployment of the same name owns this folder now (or it is not ours): leave it.
+            _ => return Ok(None),
+        }
+        let archive = self.root.join(ARCHIVE);
+        std::fs::create_dir_all(&archive).map_err(io("cannot create", &archive))?;
+        let target = archive.join(format!("{}-{}", name, &id.as_str()[..8]));
+        if target.exists() {
+            std::fs::remove_dir_all(&target).map_err(io("cannot replace", &target))?;
+        }
+        std::fs::rename(&folder, &target).map_err(io("cannot archive", &folder))?;
+        sync_dir(&archive)?;
+        sync_dir(&self.root)?;
+        Ok(Some(target))
+    }
+
+    /// The deployments whose exports are in the directory (archived ones excluded), by their manifests.
+    pub fn owners(&self) -> Vec<DeploymentId> {
+        let Ok(entries) = std::fs::read_dir(&self.root) else { return Vec::new() };
+        let mut ids: Vec<DeploymentId> = entries
+            .flatten()
+            .filter_map(|e| read_manifest(&e.path()).ok().flatten())
+            .filter_map(|m| DeploymentId::parse(&m.deployment_id))
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    /// `path` relative to `base` when it lies under it, else as it is: what the deployment record keeps.
+    pub fn reference(path: &Path, base: &Path) -> String {
+        path.strip_prefix(base).unwrap_or(path).display().to_string()
+    }
+}
+
+fn read_manifest(folder: &Path) -> Result<Option<Manifest>, ExportIoError> {
+    let path = folder.join(MANIFEST);
+    match std::fs::read(&path) {
+        // An unreadable manifest is treated as no export: the next write replaces it.
+        Ok(bytes) => Ok(serde_json::from_slice(&bytes).ok()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io("cannot read", &path)(e)),
+    }
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), ExportIoError> {
+    let mut f = std::fs::File::create(path).map_err(io("cannot create", path))?;
+    f.write_all(bytes).map_err(io("cannot write", path))?;
+    f.sync_all().map_err(io("cannot sync", path))
+}
+
+fn sync_dir(dir: &Path) -> Result<(), ExportIoError> {
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io("cannot sync", dir))
+}
+
+/// Puts `tmp` in place of `folder` in one step: an atomic exchange when `folder` exists (the old one then
+/// sits at `tmp` and is removed), a rename otherwise. Readers see the old folder or the new, never neither.
+fn swap_in(tmp: &Path, folder: &Path) -> Result<(), ExportIoError> {
+    if !folder.exists() {
+        return std::fs::rename(tmp, folder).map_err(io("cannot move into place", folder));
+    }
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &Path| std::ffi::CString::new(p.as_os_str().as_bytes()).expect("paths have no NUL");
+    let (a, b) = (c(tmp), c(folder));
+    // SAFETY: both are valid NUL-terminated paths; renameat2 only reads them.
+    let rc = unsafe { libc::renameat2(libc::AT_FDCWD, a.as_ptr(), libc::AT_FDCWD, b.as_ptr(), libc::RENAME_EXCHANGE) };
+    if rc == 0 {
+        return std::fs::remove_dir_all(tmp).map_err(io("cannot remove the previous export", tmp));
+    }
+    let err = std::io::Error::last_os_error();
+    if err.raw_os_error() != Some(libc::EINVAL) && err.raw_os_error() != Some(libc::ENOSYS) {
+        return Err(io("cannot swap into place", folder)(err));
+    }
+    // The file system cannot exchange: move the old folder aside, then the new one in (a short gap).
+    let old = tmp.with_extension("old");
+    std::fs::rename(folder, &old).map_err(io("cannot move aside", folder))?;
+    std::fs::rename(tmp, folder).map_err(io("cannot move into place", folder))?;
+    std::fs::remove_dir_all(&old).map_err(io("cannot remove the previous export", &old))
+}

@@ -1,5 +1,6 @@
 //! The agent's configuration: a TOML file, then `PVEDEPLOY_*` environment overrides, then CLI flags; parsed into typed values.
 
+pub mod github;
 pub mod secret;
 
 use std::collections::BTreeMap;
@@ -45,6 +46,8 @@ pub struct FileConfig {
     pub api: ApiFile,
     #[serde(default)]
     pub proxmox: ProxmoxFile,
+    #[serde(default)]
+    pub github: github::GithubFile,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -211,6 +214,8 @@ pub struct Config {
     pub admin_token: Option<Secret<String>>,
     pub max_page_size: u32,
     pub proxmox: ProxmoxSetting,
+    /// GitHub webhook secrets; none configured turns the webhook endpoint off.
+    pub github: github::GithubSettings,
     /// Where each value came from, for the start-up log line.
     pub sources: Vec<String>,
 }
@@ -352,7 +357,8 @@ impl Config {
             return Err(invalid("api.max_page_size", "must be between 1 and 1000"));
         }
         let proxmox = proxmox_setting(file.proxmox, env)?;
-        Ok(Config { listen, data_dir, database, limits, repos, tokens, admin_token, max_page_size, proxmox, sources })
+        let github = github::parse(file.github, env)?;
+        Ok(Config { listen, data_dir, database, limits, repos, tokens, admin_token, max_page_size, proxmox, github, sources })
     }
 
     /// A configuration for tests and throwaway runs: defaults, the given data dir, port 0, no Proxmox.

@@ -9,3 +9,4 @@ pub mod provision;
 pub mod repo;
 pub mod status;
 pub mod validation;
+pub mod webhook;

@@ -1,6 +1,7 @@
 //! State in SurrealDB (embedded surrealkv, `mem://`, or a remote server): connection, migrations, one repository per aggregate.
 
 pub mod audit;
+pub mod deliveries;
 pub mod deployments;
 pub mod leases;
 pub mod logs;

@@ -87,6 +87,34 @@ const MIGRATIONS: &[&str] = &[
     DEFINE FIELD state ON provision TYPE object FLEXIBLE;
     DEFINE FIELD updated_at ON provision TYPE int;
     "#,
+    // v3: GitHub webhook deliveries (one record per delivery GUID) and claims on pushes already handled.
+    r#"
+    DEFINE TABLE webhook_delivery SCHEMAFULL;
+    DEFINE FIELD delivery ON webhook_delivery TYPE string;
+    DEFINE FIELD event ON webhook_delivery TYPE string;
+    DEFINE FIELD repo ON webhook_delivery TYPE option<string>;
+    DEFINE FIELD git_ref ON webhook_delivery TYPE option<string>;
+    DEFINE FIELD before_commit ON webhook_delivery TYPE option<string>;
+    DEFINE FIELD after_commit ON webhook_delivery TYPE option<string>;
+    DEFINE FIELD pusher ON webhook_delivery TYPE option<string>;
+    DEFINE FIELD hook_id ON webhook_delivery TYPE option<int>;
+    DEFINE FIELD received_at ON webhook_delivery TYPE int;
+    DEFINE FIELD updated_at ON webhook_delivery TYPE int;
+    DEFINE FIELD outcome ON webhook_delivery TYPE string;
+    DEFINE FIELD detail ON webhook_delivery TYPE option<string>;
+    DEFINE FIELD deployments ON webhook_delivery TYPE array<string>;
+    DEFINE FIELD targets ON webhook_delivery TYPE array<object>;
+    DEFINE FIELD targets[*].deployment ON webhook_delivery TYPE string;
+    DEFINE FIELD targets[*].outcome ON webhook_delivery TYPE string;
+    DEFINE FIELD targets[*].detail ON webhook_delivery TYPE option<string>;
+    DEFINE FIELD redeliveries ON webhook_delivery TYPE int;
+    DEFINE INDEX webhook_delivery_guid ON webhook_delivery FIELDS delivery UNIQUE;
+    DEFINE INDEX webhook_delivery_received ON webhook_delivery FIELDS received_at;
+
+    DEFINE TABLE push_claim SCHEMAFULL;
+    DEFINE FIELD delivery ON push_claim TYPE string;
+    DEFINE FIELD at ON push_claim TYPE int;
+    "#,
 ];
 
 /// The schema version this binary writes.

@@ -82,7 +82,11 @@ impl Application {
         if resumed > 0 {
             tracing::info!(resumed, "resuming unfinished work");
         }
-        let state = ApiState { engine, tokens, metrics: Arc::new(Metrics::default()), max_page_size: config.max_page_size, started, proxmox };
+        let webhooks = crate::webhooks::WebhookDoor::new(engine.clone(), &config.github);
+        if webhooks.enabled() {
+            tracing::info!(path = crate::webhooks::PATH, "GitHub webhooks enabled");
+        }
+        let state = ApiState { engine, tokens, metrics: Arc::new(Metrics::default()), max_page_size: config.max_page_size, started, proxmox, webhooks };
         Ok(Application {
             #[cfg(feature = "sandbox")]
             sandbox,
@@ -116,8 +120,11 @@ impl Application {
     /// (up to 10 s), waits for background work to reach a persisted point, and closes the database.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let engine = self.state.engine.clone();
+        let webhooks = self.state.webhooks.clone();
         let routes = api::routes(self.state.clone()).data(self.state);
         Server::new_with_acceptor(self.acceptor).run_with_graceful_shutdown(routes, shutdown, Some(Duration::from_secs(10))).await?;
+        webhooks.shutdown(Duration::from_secs(10)).await;
+        drop(webhooks);
         engine.shutdown(Duration::from_secs(20)).await;
         #[cfg(feature = "sandbox")]
         if let Some(s) = self.sandbox {

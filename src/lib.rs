@@ -13,3 +13,4 @@ pub mod pve;
 pub mod sandbox;
 pub mod store;
 pub mod telemetry;
+pub mod webhooks;

@@ -13,3 +13,4 @@ mod schemathesis;
 mod sse;
 mod store;
 mod validation;
+mod webhooks;

@@ -86,6 +86,10 @@ impl Application {
         if webhooks.enabled() {
             tracing::info!(path = crate::webhooks::PATH, "GitHub webhooks enabled");
         }
+        let unrouted = webhooks.resume().await?;
+        if unrouted > 0 {
+            tracing::info!(unrouted, "routing webhook pushes left unrouted at the last stop");
+        }
         let state = ApiState { engine, tokens, metrics: Arc::new(Metrics::default()), max_page_size: config.max_page_size, started, proxmox, webhooks };
         Ok(Application {
             #[cfg(feature = "sandbox")]

@@ -133,6 +133,7 @@ impl WebhookDoor {
             delivery: delivery.clone(),
             event: event.clone(),
             repo: None,
+            repo_hosts: vec![],
             git_ref: None,
             before: None,
             after: None,
@@ -184,6 +185,7 @@ impl WebhookDoor {
                     tracing::warn!(%delivery, "webhook delivery refused: too many pushes in flight");
                     return error(StatusCode::SERVICE_UNAVAILABLE, "busy", "too many deliveries are being handled; nothing was done, redeliver later");
                 };
+                record.repo_hosts = push.repo.hosts.clone();
                 record.git_ref = Some(push.raw_ref.clone());
                 record.before = push.before.as_ref().map(|c| c.as_str().to_owned());
                 record.after = push.after.as_ref().map(|c| c.as_str().to_owned());
@@ -216,6 +218,28 @@ impl WebhookDoor {
             }
             Err(e) => Some(unavailable(&e)),
         }
+    }
+
+    /// Routes the pushes that were recorded but not routed when the agent last stopped (a crash
+    /// between the 202 and the engine's answer); their push claims keep them from acting twice.
+    pub async fn resume(&self) -> Result<usize, StoreError> {
+        let pending = self.inner.engine.store().unrouted_deliveries().await?;
+        let n = pending.len();
+        for record in pending {
+            let engine = self.inner.engine.clone();
+            self.inner.tasks.spawn(async move {
+                match dispatch::push_from_record(&record) {
+                    Some(push) => dispatch::push(&engine, &record.delivery, &push).await,
+                    None => {
+                        let why = "the recorded push could not be read back; redeliver it from GitHub";
+                        if let Err(e) = engine.store().finish_delivery(&record.delivery, Outcome::Failed, Some(why), &[]).await {
+                            tracing::error!(delivery = %record.delivery, error = %e, "could not record a webhook delivery's outcome");
+                        }
+                    }
+                }
+            });
+        }
+        Ok(n)
     }
 
     /// Stops taking pushes and waits (up to `grace`) for those being routed.

@@ -16,6 +16,8 @@ pub struct DeliveryRecord {
     pub event: String,
     /// `owner/repo` as the payload named it.
     pub repo: Option<String>,
+    /// The hosts of the repository's URLs in a push (kept so an interrupted push can be routed again).
+    pub repo_hosts: Vec<String>,
     pub git_ref: Option<String>,
     pub before: Option<String>,
     pub after: Option<String>,
@@ -64,6 +66,8 @@ struct Row {
     event: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     repo: Option<String>,
+    #[serde(default)]
+    repo_hosts: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     git_ref: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -94,6 +98,7 @@ impl From<&DeliveryRecord> for Row {
             delivery: d.delivery.to_string(),
             event: d.event.clone(),
             repo: d.repo.clone(),
+            repo_hosts: d.repo_hosts.clone(),
             git_ref: d.git_ref.clone(),
             before_commit: d.before.clone(),
             after_commit: d.after.clone(),
@@ -133,6 +138,7 @@ impl TryFrom<Row> for DeliveryRecord {
             targets,
             event: r.event,
             repo: r.repo,
+            repo_hosts: r.repo_hosts,
             git_ref: r.git_ref,
             before: r.before_commit,
             after: r.after_commit,
@@ -186,8 +192,9 @@ impl Store {
         self.run(&sql, vars).await.map(|_| ())
     }
 
-    /// Claims a push (its identity: repository, ref, before, after) for `delivery`. `None`: claimed now;
-    /// `Some(other)`: the delivery that claimed it first. Atomic, so two deliveries of one push never both act.
+    /// Claims a push (its identity: repository, ref, before, after) for `delivery`. `None`: claimed now
+    /// (or earlier by this same delivery, whose routing was interrupted); `Some(other)`: the delivery
+    /// that claimed it first. Atomic, so two deliveries of one push never both act.
     pub async fn claim_push(&self, identity: &str, delivery: &DeliveryId) -> Result<Option<String>, StoreError> {
         let key = hex::encode(Sha256::digest(identity.as_bytes()));
         let created = self
@@ -197,10 +204,17 @@ impl Store {
             Ok(_) => Ok(None),
             Err(StoreError::Taken { .. }) => {
                 let rows = self.run("SELECT VALUE delivery FROM ONLY type::record('push_claim', $key)", json!({ "key": key })).await?;
-                Ok(Some(rows.into_iter().next().and_then(|r| r.into_iter().next()).and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()))
+                let first = rows.into_iter().next().and_then(|r| r.into_iter().next()).and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+                Ok((first != delivery.as_str()).then_some(first))
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// Deliveries recorded but never routed (the agent stopped in between), oldest first.
+    pub async fn unrouted_deliveries(&self) -> Result<Vec<DeliveryRecord>, StoreError> {
+        let rows = self.run("SELECT * FROM webhook_delivery WHERE outcome = 'received' ORDER BY received_at ASC", json!({})).await?;
+        rows.into_iter().next().unwrap_or_default().into_iter().map(|v| decode::<Row>(v).and_then(DeliveryRecord::try_from)).collect()
     }
 
     pub async fn get_delivery(&self, id: &DeliveryId) -> Result<Option<DeliveryRecord>, StoreError> {

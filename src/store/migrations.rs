@@ -93,6 +93,7 @@ const MIGRATIONS: &[&str] = &[
     DEFINE FIELD delivery ON webhook_delivery TYPE string;
     DEFINE FIELD event ON webhook_delivery TYPE string;
     DEFINE FIELD repo ON webhook_delivery TYPE option<string>;
+    DEFINE FIELD repo_hosts ON webhook_delivery TYPE array<string>;
     DEFINE FIELD git_ref ON webhook_delivery TYPE option<string>;
     DEFINE FIELD before_commit ON webhook_delivery TYPE option<string>;
     DEFINE FIELD after_commit ON webhook_delivery TYPE option<string>;

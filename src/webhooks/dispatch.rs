@@ -3,9 +3,9 @@
 use crate::core::command::{Actor, Door};
 use crate::core::deployment::DeploymentId;
 use crate::core::names::CommitSha;
-use crate::core::webhook::{push_skip, route, Decision, DeliveryId, Outcome, PushEvent, Skip};
+use crate::core::webhook::{commit_or_none, push_skip, route, Decision, DeliveryId, Outcome, PushEvent, PushedRef, RepoIdentity, Skip};
 use crate::engine::{Engine, EngineError, RedeployTicket};
-use crate::store::deliveries::TargetOutcome;
+use crate::store::deliveries::{DeliveryRecord, TargetOutcome};
 use crate::store::logs::Level;
 use crate::store::StoreError;
 
@@ -22,6 +22,26 @@ pub async fn push(engine: &Engine, delivery: &DeliveryId, push: &PushEvent) {
     if let Err(e) = engine.store().finish_delivery(delivery, outcome, detail.as_deref(), &targets).await {
         tracing::error!(%delivery, error = %e, "could not record a webhook delivery's outcome");
     }
+}
+
+/// A recorded push delivery as the `PushEvent` it was converted into; `None` when it is not a push or the record lacks a field.
+pub fn push_from_record(r: &DeliveryRecord) -> Option<PushEvent> {
+    if r.event != "push" {
+        return None;
+    }
+    let raw_ref = r.git_ref.clone()?;
+    let zeros = "0".repeat(40);
+    let before = commit_or_none(r.before.as_deref().unwrap_or(&zeros), "before").ok()?;
+    let after = commit_or_none(r.after.as_deref().unwrap_or(&zeros), "after").ok()?;
+    Some(PushEvent {
+        repo: RepoIdentity { full_name: r.repo.clone()?, hosts: r.repo_hosts.clone() },
+        pushed_ref: PushedRef::parse(&raw_ref),
+        raw_ref,
+        deleted: after.is_none(),
+        before,
+        after,
+        pusher: r.pusher.clone().unwrap_or_else(|| "unknown".into()),
+    })
 }
 
 /// What identifies one push across deliveries (a repository hook and an organisation hook both

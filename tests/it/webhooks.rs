@@ -4,12 +4,12 @@ use std::time::{Duration, Instant};
 
 use hmac::{Hmac, Mac};
 use pvedeploy::config::github::GithubSettings;
-use pvedeploy::config::Secret;
+use pvedeploy::config::{Config, Secret};
 use pvedeploy::core::limits::{RepoPolicy, RepoScheme};
 use serde_json::{json, Value};
 use sha2::Sha256;
 
-use crate::helpers::{TestApp, ADMIN, READER};
+use crate::helpers::{test_config, TestApp, ADMIN, READER};
 
 const SECRET: &str = "test-webhook-secret-0123456789";
 /// `octo/own` has its own secret; the global one does not speak for it.
@@ -21,12 +21,13 @@ const C2: &str = "2222222222222222222222222222222222222222";
 const C3: &str = "3333333333333333333333333333333333333333";
 const ZERO: &str = "0000000000000000000000000000000000000000";
 
+fn configure(c: &mut Config) {
+    c.github = GithubSettings { webhook_secret: Some(Secret::new(SECRET.into())), repo_secrets: vec![("octo/own".into(), Secret::new(OWN_SECRET.into()))] };
+    c.repos = RepoPolicy { allowed_hosts: vec!["github.com".into(), "127.0.0.1:9".into()], schemes: vec![RepoScheme::Https, RepoScheme::Http] };
+}
+
 async fn app() -> TestApp {
-    TestApp::spawn_with(|c| {
-        c.github = GithubSettings { webhook_secret: Some(Secret::new(SECRET.into())), repo_secrets: vec![("octo/own".into(), Secret::new(OWN_SECRET.into()))] };
-        c.repos = RepoPolicy { allowed_hosts: vec!["github.com".into(), "127.0.0.1:9".into()], schemes: vec![RepoScheme::Https, RepoScheme::Http] };
-    })
-    .await
+    TestApp::spawn_with(configure).await
 }
 
 fn sign(secret: &str, body: &[u8]) -> String {
@@ -334,6 +335,50 @@ async fn the_same_push_in_another_delivery_is_a_no_op() {
     deliver(&app, "push", "back-0001", &push_body("octo/app", "refs/heads/main", C3, C2)).await;
     assert_eq!(settled(&app, "back-0001").await["outcome"], "refused");
     assert_eq!(webhook_audits(&app).await.len(), 2);
+}
+
+#[tokio::test]
+async fn a_push_recorded_but_not_routed_before_a_stop_is_routed_at_the_next_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path());
+    configure(&mut config);
+    let app = TestApp::spawn_config(config.clone()).await;
+    deployment(&app, "web", "octo/app", "main", true).await;
+    app.stop().await;
+    {
+        // what a crash between the 202 and the routing leaves behind
+        use pvedeploy::core::webhook::{DeliveryId, Outcome};
+        use pvedeploy::store::deliveries::DeliveryRecord;
+        let store = pvedeploy::store::Store::open(&config.database).await.unwrap();
+        let now = pvedeploy::store::now_millis();
+        let record = DeliveryRecord {
+            delivery: DeliveryId::parse("crashed-0001").unwrap(),
+            event: "push".into(),
+            repo: Some("octo/app".into()),
+            repo_hosts: vec!["127.0.0.1:9".into()],
+            git_ref: Some("refs/heads/main".into()),
+            before: Some(C1.into()),
+            after: Some(C2.into()),
+            pusher: Some("octocat".into()),
+            hook_id: None,
+            received_at: now,
+            updated_at: now,
+            outcome: Outcome::Received,
+            detail: None,
+            targets: vec![],
+            redeliveries: 0,
+        };
+        store.record_delivery(&record).await.unwrap();
+        assert!(store.close(Duration::from_secs(10)).await);
+    }
+    let app = TestApp::spawn_config(config).await;
+    let d = settled(&app, "crashed-0001").await;
+    assert_eq!(d["outcome"], "refused", "routed after the restart: {d}");
+    assert_eq!(webhook_audits(&app).await.len(), 1);
+    // GitHub's redelivery of it is still a duplicate
+    let (s, _) = deliver(&app, "push", "crashed-0001", &push_body("octo/app", "refs/heads/main", C1, C2)).await;
+    assert_eq!(s, 200);
+    app.stop().await;
 }
 
 #[tokio::test]

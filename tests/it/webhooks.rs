@@ -404,6 +404,9 @@ async fn the_deliveries_list_filters_and_paginates() {
     }
     assert_eq!(app.get("/api/v1/webhooks/deliveries", None).await.0, 401);
     assert_eq!(app.get("/api/v1/webhooks/deliveries/no-such-delivery", Some(READER)).await.0, 404);
+    let (_, spec) = app.get("/api/v1/openapi.json", None).await;
+    assert!(spec["paths"]["/webhooks/deliveries"]["get"].is_object() && spec["paths"]["/webhooks/deliveries/{delivery}"]["get"].is_object());
+    assert!(spec["info"]["description"].as_str().unwrap().contains("POST /webhooks/github"), "the receiver is described in the spec");
 }
 
 /// Figures, not assertions: how fast the endpoint answers a signed push (recorded, routed in the background).

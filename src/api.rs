@@ -3,9 +3,11 @@
 pub mod deployments;
 pub mod error;
 pub mod export;
+pub mod paging;
 pub mod payload;
 pub mod security;
 pub mod system;
+pub mod webhooks;
 pub mod wire;
 
 use std::sync::Arc;
@@ -28,17 +30,28 @@ pub struct ApiState {
     pub max_page_size: u32,
     pub started: Instant,
     pub proxmox: Option<String>,
+    /// The GitHub webhook door (`POST /webhooks/github`).
+    pub webhooks: crate::webhooks::WebhookDoor,
 }
 
 pub const API_PREFIX: &str = "/api/v1";
 
-pub fn service(state: &ApiState) -> OpenApiService<(deployments::DeploymentsApi, system::SystemApi, export::ExportApi), ()> {
+pub fn service(state: &ApiState) -> OpenApiService<(deployments::DeploymentsApi, system::SystemApi, export::ExportApi, webhooks::WebhooksApi), ()> {
     OpenApiService::new(
-        (deployments::DeploymentsApi { state: state.clone() }, system::SystemApi { state: state.clone() }, export::ExportApi { state: state.clone() }),
+        (
+            deployments::DeploymentsApi { state: state.clone() },
+            system::SystemApi { state: state.clone() },
+            export::ExportApi { state: state.clone() },
+            webhooks::WebhooksApi { state: state.clone() },
+        ),
         "pvedeploy",
         env!("CARGO_PKG_VERSION"),
     )
-    .description("Deploy apps from git onto Proxmox VE. Authenticate with `Authorization: Bearer <token>`.")
+    .description(
+        "Deploy apps from git onto Proxmox VE. Authenticate with `Authorization: Bearer <token>`.\n\n\
+         GitHub webhooks are received at `POST /webhooks/github` (outside `/api/v1`; authenticated by \
+         `X-Hub-Signature-256`, not by a token); their deliveries are listed at `/webhooks/deliveries`.",
+    )
     .server(API_PREFIX)
 }
 
@@ -53,6 +66,7 @@ pub fn routes(state: ApiState) -> impl Endpoint {
         .at(format!("{API_PREFIX}/openapi.json"), spec)
         .nest("/docs", docs)
         .at("/health", poem::get(poem::endpoint::make_sync(|_| "ok")))
+        .at(crate::webhooks::PATH, poem::post(crate::webhooks::receive))
         .around(move |ep, req| {
             let metrics = metrics.clone();
             async move {

@@ -93,7 +93,15 @@ impl Application {
         }
         engine.spawn_reconciler();
         let exports = Exports::new(engine.clone(), config.export_dir.clone(), config.data_dir.clone());
-        let state = ApiState { engine, exports, tokens, metrics: Arc::new(Metrics::default()), max_page_size: config.max_page_size, started, proxmox };
+        let webhooks = crate::webhooks::WebhookDoor::new(engine.clone(), &config.github);
+        if webhooks.enabled() {
+            tracing::info!(path = crate::webhooks::PATH, "GitHub webhooks enabled");
+        }
+        let unrouted = webhooks.resume().await?;
+        if unrouted > 0 {
+            tracing::info!(unrouted, "routing webhook pushes left unrouted at the last stop");
+        }
+        let state = ApiState { engine, exports, tokens, metrics: Arc::new(Metrics::default()), max_page_size: config.max_page_size, started, proxmox, webhooks };
         Ok(Application {
             #[cfg(feature = "sandbox")]
             sandbox,
@@ -129,8 +137,11 @@ impl Application {
         let engine = self.state.engine.clone();
         // Terraform exports follow every change from now on (after a sweep for changes made while we were down).
         let keeper = self.state.exports.spawn_keeper();
+        let webhooks = self.state.webhooks.clone();
         let routes = api::routes(self.state.clone()).data(self.state);
         Server::new_with_acceptor(self.acceptor).run_with_graceful_shutdown(routes, shutdown, Some(Duration::from_secs(10))).await?;
+        webhooks.shutdown(Duration::from_secs(10)).await;
+        drop(webhooks);
         engine.shutdown(Duration::from_secs(20)).await;
         keeper.stop().await;
         #[cfg(feature = "sandbox")]

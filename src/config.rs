@@ -1,5 +1,6 @@
 //! The agent's configuration: a TOML file, then `PVEDEPLOY_*` environment overrides, then CLI flags; parsed into typed values.
 
+pub mod github;
 pub mod secret;
 
 use std::collections::BTreeMap;
@@ -47,6 +48,8 @@ pub struct FileConfig {
     pub proxmox: ProxmoxFile,
     #[serde(default)]
     pub export: ExportSection,
+    #[serde(default)]
+    pub github: github::GithubFile,
 }
 
 /// `[export]`: where the Terraform exports are kept.
@@ -279,6 +282,8 @@ pub struct Config {
     pub proxmox: ProxmoxSetting,
     /// Where Terraform exports are written (`<data_dir>/hcl-export` by default).
     pub export_dir: PathBuf,
+    /// GitHub webhook secrets; none configured turns the webhook endpoint off.
+    pub github: github::GithubSettings,
     /// Where each value came from, for the start-up log line.
     pub sources: Vec<String>,
 }
@@ -428,7 +433,8 @@ impl Config {
             }
             Some(d) => d,
         };
-        Ok(Config { listen, data_dir, database, limits, repos, tokens, admin_token, max_page_size, proxmox, export_dir, sources })
+        let github = github::parse(file.github, env)?;
+        Ok(Config { listen, data_dir, database, limits, repos, tokens, admin_token, max_page_size, proxmox, export_dir, github, sources })
     }
 
     /// A configuration for tests and throwaway runs: defaults, the given data dir, port 0, no Proxmox.

@@ -13,3 +13,4 @@ pub mod release;
 pub mod repo;
 pub mod status;
 pub mod validation;
+pub mod webhook;

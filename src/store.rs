@@ -2,6 +2,7 @@
 
 pub mod addresses;
 pub mod audit;
+pub mod deliveries;
 pub mod deployments;
 pub mod leases;
 pub mod logs;

@@ -11,6 +11,7 @@ use tokio::sync::broadcast::error::RecvError;
 
 use super::error::ApiError;
 use super::security::TokenAuth;
+use super::paging::Paging;
 use super::payload::JsonObject;
 use super::wire::{raw_spec, DeploymentDetail, DeploymentPage, DeploymentRequest, DeploymentView, EventView, LogLineView, LogPage};
 use super::{ApiState, API_PREFIX};
@@ -102,12 +103,7 @@ impl DeploymentsApi {
         offset: Query<Option<u32>>,
     ) -> Result<Json<DeploymentPage>, ApiError> {
         auth.require(Scope::Read)?;
-        let max = self.state.max_page_size;
-        let limit = limit.0.unwrap_or(20.min(max));
-        if limit == 0 || limit > max {
-            return Err(ApiError::invalid_field("limit", "range", format!("must be between 1 and {max}")));
-        }
-        let offset = offset.0.unwrap_or(0);
+        let Paging { limit, offset } = Paging::parse(limit.0, offset.0, self.state.max_page_size)?;
         let status = match status.0.as_deref() {
             None => None,
             Some(s) => Some(Status::parse(s).ok_or_else(|| {
@@ -121,13 +117,12 @@ impl DeploymentsApi {
         };
         let filter = Filter { status, framework, name: name.0 };
         let (items, total) = self.state.engine.store().list_deployments(&filter, limit, offset).await.map_err(crate::engine::EngineError::from)?;
-        let next = offset.saturating_add(items.len() as u32);
         Ok(Json(DeploymentPage {
             items: items.iter().map(DeploymentView::from).collect(),
             total,
             limit,
             offset,
-            next_offset: (u64::from(next) < total && !items.is_empty()).then_some(next),
+            next_offset: Paging { limit, offset }.next_offset(items.len(), total),
         }))
     }
 

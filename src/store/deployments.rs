@@ -357,3 +357,13 @@ pub struct Stats {
     /// Sorted ascending.
     pub deploy_durations_ms: Vec<i64>,
 }
+
+impl Store {
+    /// Live deployments (not `destroyed`) whose repository URL mentions `full_name`, case-insensitive:
+    /// a coarse pre-filter; the caller matches host and name exactly (`RepoIdentity::matches`).
+    pub async fn deployments_mentioning_repo(&self, full_name: &str) -> Result<Vec<Deployment>, StoreError> {
+        let sql = format!("{SELECT} deployment WHERE status != 'destroyed' AND string::contains(string::lowercase(repo_url), $needle) ORDER BY created_at ASC");
+        let rows = self.run(&sql, json!({ "needle": full_name.to_ascii_lowercase() })).await?;
+        rows_to_deployments(rows.into_iter().next().unwrap_or_default())
+    }
+}

@@ -94,6 +94,35 @@ const MIGRATIONS: &[&str] = &[
     DEFINE FIELD at ON ip_claim TYPE int;
     DEFINE INDEX ip_claim_dep ON ip_claim FIELDS deployment;
     "#,
+    // v4: GitHub webhook deliveries (one record per delivery GUID) and claims on pushes already handled.
+    r#"
+    DEFINE TABLE webhook_delivery SCHEMAFULL;
+    DEFINE FIELD delivery ON webhook_delivery TYPE string;
+    DEFINE FIELD event ON webhook_delivery TYPE string;
+    DEFINE FIELD repo ON webhook_delivery TYPE option<string>;
+    DEFINE FIELD repo_hosts ON webhook_delivery TYPE array<string>;
+    DEFINE FIELD git_ref ON webhook_delivery TYPE option<string>;
+    DEFINE FIELD before_commit ON webhook_delivery TYPE option<string>;
+    DEFINE FIELD after_commit ON webhook_delivery TYPE option<string>;
+    DEFINE FIELD pusher ON webhook_delivery TYPE option<string>;
+    DEFINE FIELD hook_id ON webhook_delivery TYPE option<int>;
+    DEFINE FIELD received_at ON webhook_delivery TYPE int;
+    DEFINE FIELD updated_at ON webhook_delivery TYPE int;
+    DEFINE FIELD outcome ON webhook_delivery TYPE string;
+    DEFINE FIELD detail ON webhook_delivery TYPE option<string>;
+    DEFINE FIELD deployments ON webhook_delivery TYPE array<string>;
+    DEFINE FIELD targets ON webhook_delivery TYPE array<object>;
+    DEFINE FIELD targets[*].deployment ON webhook_delivery TYPE string;
+    DEFINE FIELD targets[*].outcome ON webhook_delivery TYPE string;
+    DEFINE FIELD targets[*].detail ON webhook_delivery TYPE option<string>;
+    DEFINE FIELD redeliveries ON webhook_delivery TYPE int;
+    DEFINE INDEX webhook_delivery_guid ON webhook_delivery FIELDS delivery UNIQUE;
+    DEFINE INDEX webhook_delivery_received ON webhook_delivery FIELDS received_at;
+
+    DEFINE TABLE push_claim SCHEMAFULL;
+    DEFINE FIELD delivery ON push_claim TYPE string;
+    DEFINE FIELD at ON push_claim TYPE int;
+    "#,
 ];
 
 /// The schema version this binary writes.

@@ -40,6 +40,16 @@ impl TestApp {
         app
     }
 
+    /// A fresh app on a fresh temporary data dir, its configuration changed by `change` first.
+    pub async fn spawn_with(change: impl FnOnce(&mut Config)) -> TestApp {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = test_config(dir.path());
+        change(&mut config);
+        let mut app = Self::spawn_config(config).await;
+        app._dir = Some(dir);
+        app
+    }
+
     pub async fn spawn_config(config: Config) -> TestApp {
         let app = Application::build(config).await.expect("the app builds");
         let base = format!("http://{}", app.addr());

@@ -14,3 +14,4 @@ mod schemathesis;
 mod sse;
 mod store;
 mod validation;
+mod webhooks;

@@ -1,0 +1,258 @@
+//! Webhook deliveries: one record per delivery GUID (created before any effect, unique), its outcome, and claims on pushes already handled.
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use super::{decode, now_millis, Store, StoreError};
+use crate::core::deployment::DeploymentId;
+use crate::core::webhook::{DeliveryId, Outcome};
+
+/// A delivery as recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryRecord {
+    pub delivery: DeliveryId,
+    /// `X-GitHub-Event`.
+    pub event: String,
+    /// `owner/repo` as the payload named it.
+    pub repo: Option<String>,
+    /// The hosts of the repository's URLs in a push (kept so an interrupted push can be routed again).
+    pub repo_hosts: Vec<String>,
+    pub git_ref: Option<String>,
+    pub before: Option<String>,
+    pub after: Option<String>,
+    pub pusher: Option<String>,
+    /// A `ping`'s hook id.
+    pub hook_id: Option<i64>,
+    pub received_at: i64,
+    pub updated_at: i64,
+    pub outcome: Outcome,
+    pub detail: Option<String>,
+    /// Each deployment of the repository and what the delivery did to it.
+    pub targets: Vec<TargetOutcome>,
+    /// How many times the same GUID came again (and was answered "duplicate delivery").
+    pub redeliveries: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetOutcome {
+    pub deployment: DeploymentId,
+    pub outcome: Outcome,
+    pub detail: Option<String>,
+}
+
+/// Which deliveries a listing shows (all given conditions must hold).
+#[derive(Debug, Clone, Default)]
+pub struct DeliveryFilter {
+    /// `owner/repo`, case-insensitive.
+    pub repo: Option<String>,
+    pub deployment: Option<DeploymentId>,
+    pub event: Option<String>,
+    pub outcome: Option<Outcome>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct TargetRow {
+    deployment: String,
+    outcome: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    detail: Option<String>,
+}
+
+/// The stored shape; absent options are omitted (SurrealDB `option<T>` means absent, not null).
+#[derive(Debug, Serialize, Deserialize)]
+struct Row {
+    delivery: String,
+    event: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    repo: Option<String>,
+    #[serde(default)]
+    repo_hosts: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    git_ref: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    before_commit: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    after_commit: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pusher: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    hook_id: Option<i64>,
+    received_at: i64,
+    updated_at: i64,
+    outcome: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    detail: Option<String>,
+    deployments: Vec<String>,
+    targets: Vec<TargetRow>,
+    redeliveries: i64,
+}
+
+fn target_rows(targets: &[TargetOutcome]) -> Vec<TargetRow> {
+    targets.iter().map(|t| TargetRow { deployment: t.deployment.to_string(), outcome: t.outcome.as_str().into(), detail: t.detail.clone() }).collect()
+}
+
+impl From<&DeliveryRecord> for Row {
+    fn from(d: &DeliveryRecord) -> Self {
+        Row {
+            delivery: d.delivery.to_string(),
+            event: d.event.clone(),
+            repo: d.repo.clone(),
+            repo_hosts: d.repo_hosts.clone(),
+            git_ref: d.git_ref.clone(),
+            before_commit: d.before.clone(),
+            after_commit: d.after.clone(),
+            pusher: d.pusher.clone(),
+            hook_id: d.hook_id,
+            received_at: d.received_at,
+            updated_at: d.updated_at,
+            outcome: d.outcome.as_str().into(),
+            detail: d.detail.clone(),
+            deployments: d.targets.iter().map(|t| t.deployment.to_string()).collect(),
+            targets: target_rows(&d.targets),
+            redeliveries: d.redeliveries,
+        }
+    }
+}
+
+impl TryFrom<Row> for DeliveryRecord {
+    type Error = StoreError;
+
+    fn try_from(r: Row) -> Result<Self, StoreError> {
+        let bad = |what: &str| StoreError::Corrupt(format!("webhook delivery {}: bad {what}", r.delivery));
+        let outcome = |s: &str| Outcome::parse(s).ok_or_else(|| bad("outcome"));
+        let targets = r
+            .targets
+            .iter()
+            .map(|t| {
+                Ok(TargetOutcome {
+                    deployment: DeploymentId::parse(&t.deployment).ok_or_else(|| bad("deployment"))?,
+                    outcome: outcome(&t.outcome)?,
+                    detail: t.detail.clone(),
+                })
+            })
+            .collect::<Result<_, StoreError>>()?;
+        Ok(DeliveryRecord {
+            delivery: DeliveryId::parse(&r.delivery).map_err(|_| bad("delivery id"))?,
+            outcome: outcome(&r.outcome)?,
+            targets,
+            event: r.event,
+            repo: r.repo,
+            repo_hosts: r.repo_hosts,
+            git_ref: r.git_ref,
+            before: r.before_commit,
+            after: r.after_commit,
+            pusher: r.pusher,
+            hook_id: r.hook_id,
+            received_at: r.received_at,
+            updated_at: r.updated_at,
+            detail: r.detail,
+            redeliveries: r.redeliveries,
+        })
+    }
+}
+
+impl Store {
+    /// Records a delivery the first time its GUID is seen; `Taken` when it was seen before
+    /// (also when two arrive at once: the record id and a unique index both refuse the second).
+    pub async fn record_delivery(&self, d: &DeliveryRecord) -> Result<(), StoreError> {
+        match self.run("CREATE type::record('webhook_delivery', $key) CONTENT $row", json!({ "key": d.delivery.as_str(), "row": Row::from(d) })).await {
+            Err(StoreError::Taken { .. }) => Err(StoreError::Taken { what: format!("the delivery {}", d.delivery) }),
+            Err(StoreError::Unavailable(m)) if m.contains("webhook_delivery") && m.contains("exists") => {
+                Err(StoreError::Taken { what: format!("the delivery {}", d.delivery) })
+            }
+            other => other.map(|_| ()),
+        }
+    }
+
+    /// Counts a redelivery of a GUID already recorded.
+    pub async fn note_redelivery(&self, id: &DeliveryId) -> Result<(), StoreError> {
+        self.run(
+            "UPDATE type::record('webhook_delivery', $key) SET redeliveries += 1, updated_at = $now",
+            json!({ "key": id.as_str(), "now": now_millis() }),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Records what a delivery led to.
+    pub async fn finish_delivery(&self, id: &DeliveryId, outcome: Outcome, detail: Option<&str>, targets: &[TargetOutcome]) -> Result<(), StoreError> {
+        let detail_set = if detail.is_some() { ", detail = $detail" } else { "" };
+        let sql = format!(
+            "UPDATE type::record('webhook_delivery', $key) SET outcome = $outcome, targets = $targets, deployments = $deployments, updated_at = $now{detail_set}"
+        );
+        let vars = json!({
+            "key": id.as_str(),
+            "outcome": outcome.as_str(),
+            "detail": detail,
+            "targets": target_rows(targets),
+            "deployments": targets.iter().map(|t| t.deployment.to_string()).collect::<Vec<_>>(),
+            "now": now_millis(),
+        });
+        self.run(&sql, vars).await.map(|_| ())
+    }
+
+    /// Claims a push (its identity: repository, ref, before, after) for `delivery`. `None`: claimed now
+    /// (or earlier by this same delivery, whose routing was interrupted); `Some(other)`: the delivery
+    /// that claimed it first. Atomic, so two deliveries of one push never both act.
+    pub async fn claim_push(&self, identity: &str, delivery: &DeliveryId) -> Result<Option<String>, StoreError> {
+        let key = hex::encode(Sha256::digest(identity.as_bytes()));
+        let created = self
+            .run("CREATE type::record('push_claim', $key) CONTENT { delivery: $delivery, at: $now }", json!({ "key": key, "delivery": delivery.as_str(), "now": now_millis() }))
+            .await;
+        match created {
+            Ok(_) => Ok(None),
+            Err(StoreError::Taken { .. }) => {
+                let rows = self.run("SELECT VALUE delivery FROM ONLY type::record('push_claim', $key)", json!({ "key": key })).await?;
+                let first = rows.into_iter().next().and_then(|r| r.into_iter().next()).and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+                Ok((first != delivery.as_str()).then_some(first))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Deliveries recorded but never routed (the agent stopped in between), oldest first.
+    pub async fn unrouted_deliveries(&self) -> Result<Vec<DeliveryRecord>, StoreError> {
+        let rows = self.run("SELECT * FROM webhook_delivery WHERE outcome = 'received' ORDER BY received_at ASC", json!({})).await?;
+        rows.into_iter().next().unwrap_or_default().into_iter().map(|v| decode::<Row>(v).and_then(DeliveryRecord::try_from)).collect()
+    }
+
+    pub async fn get_delivery(&self, id: &DeliveryId) -> Result<Option<DeliveryRecord>, StoreError> {
+        let rows = self.run("SELECT * FROM type::record('webhook_delivery', $key)", json!({ "key": id.as_str() })).await?;
+        rows.into_iter().next().unwrap_or_default().into_iter().map(|v| decode::<Row>(v).and_then(DeliveryRecord::try_from)).next().transpose()
+    }
+
+    /// A page of deliveries, newest first, and how many match in all.
+    pub async fn list_deliveries(&self, f: &DeliveryFilter, limit: u32, offset: u32) -> Result<(Vec<DeliveryRecord>, u64), StoreError> {
+        let mut conds = Vec::new();
+        if f.repo.is_some() {
+            conds.push("string::lowercase(repo ?? '') = $repo");
+        }
+        if f.deployment.is_some() {
+            conds.push("$deployment IN deployments");
+        }
+        if f.event.is_some() {
+            conds.push("event = $event");
+        }
+        if f.outcome.is_some() {
+            conds.push("outcome = $outcome");
+        }
+        let cond = if conds.is_empty() { String::new() } else { format!("WHERE {}", conds.join(" AND ")) };
+        let sql = format!(
+            "SELECT * FROM webhook_delivery {cond} ORDER BY received_at DESC, delivery ASC LIMIT $limit START $offset;
+             SELECT count() AS n FROM webhook_delivery {cond} GROUP ALL;"
+        );
+        let vars = json!({
+            "repo": f.repo.as_ref().map(|r| r.to_ascii_lowercase()),
+            "deployment": f.deployment.as_ref().map(|d| d.to_string()),
+            "event": f.event,
+            "outcome": f.outcome.map(|o| o.as_str()),
+            "limit": limit,
+            "offset": offset,
+        });
+        let mut rows = self.run(&sql, vars).await?.into_iter();
+        let items = rows.next().unwrap_or_default().into_iter().map(|v| decode::<Row>(v).and_then(DeliveryRecord::try_from)).collect::<Result<_, _>>()?;
+        let total = rows.next().and_then(|r| r.into_iter().next()).and_then(|v| v.get("n").and_then(|n| n.as_u64())).unwrap_or(0);
+        Ok((items, total))
+    }
+}

@@ -1,0 +1,245 @@
+//! GitHub's webhook payloads as sent (wire types) and their conversion into the core's `PushEvent`; nothing else sees these shapes.
+
+use serde::Deserialize;
+
+use crate::core::repo::RepoUrl;
+use crate::core::validation::{FieldError, ValidationErrors};
+use crate::core::webhook::{commit_or_none, PushEvent, PushedRef, RepoIdentity};
+
+/// A delivery, converted: what the door acts on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GithubEvent {
+    Ping { hook_id: Option<i64>, repo: Option<String> },
+    Push(PushEvent),
+    /// Any other event: acknowledged, ignored.
+    Other { repo: Option<String> },
+}
+
+impl GithubEvent {
+    /// The `owner/repo` the payload names, if any.
+    pub fn repo(&self) -> Option<&str> {
+        match self {
+            GithubEvent::Ping { repo, .. } | GithubEvent::Other { repo } => repo.as_deref(),
+            GithubEvent::Push(p) => Some(&p.repo.full_name),
+        }
+    }
+}
+
+/// `X-GitHub-Event`: 1–64 lowercase letters or underscores (`push`, `ping`, `pull_request`, …).
+pub fn parse_event_name(raw: Option<&str>) -> Result<String, FieldError> {
+    let field = "X-GitHub-Event";
+    let raw = raw.ok_or_else(|| FieldError::new(field, "required", "is required (the GitHub event name)"))?;
+    let ok = !raw.is_empty() && raw.len() <= 64 && raw.bytes().all(|b| b.is_ascii_lowercase() || b == b'_');
+    if ok {
+        Ok(raw.to_owned())
+    } else {
+        Err(FieldError::new(field, "event_name", "must be a GitHub event name: 1-64 lowercase letters or underscores"))
+    }
+}
+
+#[derive(Deserialize)]
+struct RepositoryWire {
+    full_name: String,
+    #[serde(default)]
+    clone_url: Option<String>,
+    #[serde(default)]
+    ssh_url: Option<String>,
+    #[serde(default)]
+    html_url: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct NamedRepositoryWire {
+    full_name: String,
+}
+
+#[derive(Deserialize)]
+struct PusherWire {
+    #[serde(default)]
+    name: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct SenderWire {
+    #[serde(default)]
+    login: Option<String>,
+}
+
+/// The parts of a `push` payload pvedeploy reads (GitHub sends many more; they are ignored).
+#[derive(Deserialize)]
+struct PushWire {
+    #[serde(rename = "ref")]
+    git_ref: String,
+    before: String,
+    after: String,
+    #[serde(default)]
+    deleted: bool,
+    repository: RepositoryWire,
+    #[serde(default)]
+    pusher: Option<PusherWire>,
+    #[serde(default)]
+    sender: Option<SenderWire>,
+}
+
+#[derive(Deserialize)]
+struct HookWire {
+    #[serde(default)]
+    id: Option<i64>,
+}
+
+#[derive(Deserialize)]
+struct PingWire {
+    #[serde(default)]
+    hook_id: Option<i64>,
+    #[serde(default)]
+    hook: Option<HookWire>,
+    #[serde(default)]
+    repository: Option<NamedRepositoryWire>,
+}
+
+#[derive(Deserialize)]
+struct AnyWire {
+    #[serde(default)]
+    repository: Option<NamedRepositoryWire>,
+}
+
+fn one(field: &str, rule: &'static str, message: impl Into<String>) -> ValidationErrors {
+    ValidationErrors(vec![FieldError::new(field, rule, message)])
+}
+
+/// The JSON of a delivery: the raw body for `application/json`, or the `payload` field of a form
+/// (GitHub's other content type). Called only after the signature over the raw body was verified.
+pub fn payload_json<'a>(content_type: Option<&str>, body: &'a [u8]) -> Result<std::borrow::Cow<'a, [u8]>, ValidationErrors> {
+    let form = content_type.and_then(|c| c.parse::<mime::Mime>().ok()).is_some_and(|m| m.type_() == "application" && m.subtype() == "x-www-form-urlencoded");
+    if !form {
+        return Ok(std::borrow::Cow::Borrowed(body));
+    }
+    #[derive(Deserialize)]
+    struct Form {
+        payload: String,
+    }
+    let f: Form = serde_urlencoded::from_bytes(body).map_err(|_| one("payload", "required", "a form-encoded delivery must carry a `payload` field"))?;
+    Ok(std::borrow::Cow::Owned(f.payload.into_bytes()))
+}
+
+/// Converts a verified delivery into a `GithubEvent`; a payload that is not what GitHub sends is refused naming the field.
+pub fn parse(event: &str, json: &[u8]) -> Result<GithubEvent, ValidationErrors> {
+    let invalid = |e: serde_json::Error| one("body", "github_payload", format!("is not a GitHub `{event}` payload: {e}"));
+    match event {
+        "push" => push(serde_json::from_slice(json).map_err(invalid)?).map(GithubEvent::Push),
+        "ping" => {
+            let p: PingWire = serde_json::from_slice(json).map_err(invalid)?;
+            let repo = p.repository.map(|r| full_name(&r.full_name)).transpose()?;
+            Ok(GithubEvent::Ping { hook_id: p.hook_id.or(p.hook.and_then(|h| h.id)), repo })
+        }
+        _ => {
+            // Best effort, for the record only: an unknown event may have any shape.
+            let repo = serde_json::from_slice::<AnyWire>(json).ok().and_then(|a| a.repository).and_then(|r| full_name(&r.full_name).ok());
+            Ok(GithubEvent::Other { repo })
+        }
+    }
+}
+
+/// `owner/repo` as GitHub writes it: two segments of letters, digits, `-`, `_`, `.`.
+fn full_name(raw: &str) -> Result<String, ValidationErrors> {
+    let ok = raw.len() <= 200
+        && raw.split('/').count() == 2
+        && raw.split('/').all(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')));
+    if ok {
+        Ok(raw.to_owned())
+    } else {
+        Err(one("repository.full_name", "full_name", "must be owner/repo"))
+    }
+}
+
+/// A name for the audit log: printable, at most 100 characters.
+fn printable(raw: &str) -> String {
+    raw.chars().filter(|c| !c.is_control()).take(100).collect()
+}
+
+fn push(w: PushWire) -> Result<PushEvent, ValidationErrors> {
+    let mut errs = ValidationErrors::default();
+    let repo = errs.take(full_name(&w.repository.full_name).map_err(|mut e| e.0.remove(0)));
+    let before = errs.take(commit_or_none(&w.before, "before"));
+    let after = errs.take(commit_or_none(&w.after, "after"));
+    if w.git_ref.is_empty() || w.git_ref.len() > 1024 || w.git_ref.chars().any(char::is_control) {
+        errs.push(FieldError::new("ref", "git_ref", "must be a git ref such as refs/heads/main (at most 1024 characters)"));
+    }
+    let (Some(full_name), Some(before), Some(after)) = (repo, before, after) else { return Err(errs) };
+    if !errs.is_empty() {
+        return Err(errs);
+    }
+    let mut hosts: Vec<String> = [&w.repository.clone_url, &w.repository.ssh_url, &w.repository.html_url]
+        .into_iter()
+        .flatten()
+        .map(|u| RepoUrl::from_stored(u.clone()).host().to_owned())
+        .filter(|h| !h.is_empty())
+        .collect();
+    hosts.dedup();
+    let pusher = w.pusher.and_then(|p| p.name).or(w.sender.and_then(|s| s.login)).map(|n| printable(&n)).unwrap_or_else(|| "unknown".into());
+    Ok(PushEvent {
+        repo: RepoIdentity { full_name, hosts },
+        pushed_ref: PushedRef::parse(&w.git_ref),
+        raw_ref: w.git_ref,
+        before,
+        after,
+        deleted: w.deleted,
+        pusher,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Shaped like GitHub's own push payload (abridged: fields pvedeploy ignores are kept to show they are ignored).
+    const PUSH: &str = r#"{
+      "ref": "refs/heads/main",
+      "before": "6113728f27ae82c7b1a177c8d03f9e96e0adf246",
+      "after": "76ae82c7b1a177c8d03f9e96e0adf2466113728f",
+      "created": false, "deleted": false, "forced": false, "base_ref": null,
+      "compare": "https://github.com/Octo/App/compare/6113728f27ae...76ae82c7b1a1",
+      "commits": [], "head_commit": {"id": "76ae82c7b1a177c8d03f9e96e0adf2466113728f", "message": "Update README"},
+      "repository": {"id": 1296269, "name": "App", "full_name": "Octo/App", "private": false,
+        "html_url": "https://github.com/Octo/App", "clone_url": "https://github.com/Octo/App.git",
+        "ssh_url": "git@github.com:Octo/App.git", "default_branch": "main"},
+      "pusher": {"name": "octocat", "email": "octocat@github.com"},
+      "sender": {"login": "octocat", "id": 1}
+    }"#;
+
+    #[test]
+    fn a_github_push_converts() {
+        let GithubEvent::Push(p) = parse("push", PUSH.as_bytes()).unwrap() else { panic!() };
+        assert_eq!(p.repo.full_name, "Octo/App");
+        assert_eq!(p.repo.hosts, ["github.com"]);
+        assert!(matches!(&p.pushed_ref, PushedRef::Branch(b) if b.as_str() == "main"));
+        assert_eq!(p.after.unwrap().as_str(), "76ae82c7b1a177c8d03f9e96e0adf2466113728f");
+        assert_eq!(p.pusher, "octocat");
+    }
+
+    #[test]
+    fn a_branch_deletion_has_no_after() {
+        let body = PUSH.replace("\"deleted\": false", "\"deleted\": true").replace("76ae82c7b1a177c8d03f9e96e0adf2466113728f\",\n      \"created", "0000000000000000000000000000000000000000\",\n      \"created");
+        let GithubEvent::Push(p) = parse("push", body.as_bytes()).unwrap() else { panic!() };
+        assert!(p.deleted && p.after.is_none());
+    }
+
+    #[test]
+    fn wrong_payloads_name_the_field() {
+        let e = parse("push", PUSH.replace("\"after\": \"76ae", "\"after\": \"XYae").as_bytes()).unwrap_err();
+        assert_eq!(e.0[0].field, "after");
+        let e = parse("push", b"[1]").unwrap_err();
+        assert_eq!(e.0[0].field, "body");
+        assert_eq!(parse("ping", br#"{"zen": "x", "hook_id": 42}"#).unwrap(), GithubEvent::Ping { hook_id: Some(42), repo: None });
+        assert_eq!(parse("issues", b"not json").unwrap(), GithubEvent::Other { repo: None });
+        assert!(parse_event_name(Some("pull_request")).is_ok());
+        assert_eq!(parse_event_name(Some("Push!")).unwrap_err().field, "X-GitHub-Event");
+    }
+
+    #[test]
+    fn form_encoded_deliveries_carry_the_json_in_payload() {
+        let body = serde_urlencoded::to_string([("payload", "{\"hook_id\":7}")]).unwrap();
+        let json = payload_json(Some("application/x-www-form-urlencoded"), body.as_bytes()).unwrap();
+        assert_eq!(parse("ping", &json).unwrap(), GithubEvent::Ping { hook_id: Some(7), repo: None });
+    }
+}

@@ -9,6 +9,7 @@ pub mod engine;
 pub mod keys;
 pub mod metrics;
 pub mod pve;
+pub mod ssh;
 #[cfg(feature = "sandbox")]
 pub mod sandbox;
 pub mod store;

@@ -11,6 +11,7 @@ pub mod keys;
 pub mod metrics;
 pub mod pve;
 pub mod remote;
+pub mod ssh;
 #[cfg(feature = "sandbox")]
 pub mod sandbox;
 pub mod secrets;

@@ -29,7 +29,7 @@ use std::time::Duration;
 use crate::config::Secret;
 
 pub use client::{PveClient, RetryPolicy};
-pub use cluster::{ClusterResource, NodeInfo, NodeStatus, ResourceKind, ResourceType, StorageInfo, Version, Volume};
+pub use cluster::{ClusterResource, ClusterStatusEntry, NodeInfo, NodeStatus, ResourceKind, ResourceType, StorageInfo, Version, Volume};
 pub use error::PveError;
 pub use form::encode_sshkeys;
 pub use guest::{GuestState, GuestStatus, GuestSummary, GuestType, PowerAction};

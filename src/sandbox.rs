@@ -20,6 +20,8 @@ pub struct Sandbox {
     pub fingerprint: String,
     /// What backs started guests.
     pub guests: String,
+    /// The nodes' SFTP endpoints for snippets (with real guests on a machine that can run them).
+    pub node_ssh: Option<crate::config::NodeSshSettings>,
 }
 
 impl Sandbox {
@@ -61,7 +63,17 @@ impl Sandbox {
         }
         let token = cfg.tokens.first().cloned().context("the sandbox has a token")?;
         let handle = Simulator::start(cfg).await.context("starting the Proxmox VE simulator")?;
+        let mut host_keys = std::collections::BTreeMap::new();
+        let mut addresses = std::collections::BTreeMap::new();
+        for node in handle.node_names() {
+            if let Some((addr, key)) = handle.node_ssh(&node) {
+                addresses.insert(node.clone(), addr.ip().to_string());
+                host_keys.insert(node, key);
+            }
+        }
+        let node_ssh = (!host_keys.is_empty()).then(|| crate::config::NodeSshSettings { user: "root".into(), port: 22, host_keys, addresses });
         Ok(Sandbox {
+            node_ssh,
             endpoint: format!("https://{}", handle.addr()),
             token_id: token.id.clone(),
             token_secret: Secret::new(token.secret.clone()),

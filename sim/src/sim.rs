@@ -124,6 +124,11 @@ impl SimHandle {
         Some(crate::cluster::storage::storage_dir(&self.cluster.state_dir, spec, node))
     }
 
+    /// The cluster's node names.
+    pub fn node_names(&self) -> Vec<String> {
+        self.cluster.state().nodes.keys().cloned().collect()
+    }
+
     /// `node`'s SSH endpoint: (address, host key line `ssh-ed25519 AAAA…` to pin), when
     /// `SimConfig::node_ssh` was set. Log in as `root`; SFTP only; `/var/lib/vz` is the node's
     /// `local` storage, `/mnt/pve/<id>` each shared storage.

@@ -18,7 +18,9 @@ pub enum Step {
     Create,
     /// Wait for the clone/create task and for the guest's config lock to clear.
     AwaitCreate,
-    /// VM: cores, memory, cloud-init (user, keys, network), agent, tags.
+    /// VM: render the user-data (deploy user, a fresh host key) and upload it to the node as a snippet.
+    Snippet,
+    /// VM: cores, memory, cloud-init (user, keys, network, the snippet), agent, tags.
     Configure,
     /// VM: grow the boot disk to the requested size (absolute size, so repeating is harmless).
     Resize,
@@ -30,8 +32,19 @@ pub enum Step {
 }
 
 impl Step {
-    pub const ALL: [Step; 10] =
-        [Step::Place, Step::ReserveId, Step::Create, Step::AwaitCreate, Step::Configure, Step::Resize, Step::Start, Step::AwaitStart, Step::AwaitAddress, Step::Done];
+    pub const ALL: [Step; 11] = [
+        Step::Place,
+        Step::ReserveId,
+        Step::Create,
+        Step::AwaitCreate,
+        Step::Snippet,
+        Step::Configure,
+        Step::Resize,
+        Step::Start,
+        Step::AwaitStart,
+        Step::AwaitAddress,
+        Step::Done,
+    ];
 
     pub fn next(self, kind: GuestType) -> Step {
         use Step::*;
@@ -39,7 +52,8 @@ impl Step {
             (Place, _) => ReserveId,
             (ReserveId, _) => Create,
             (Create, _) => AwaitCreate,
-            (AwaitCreate, GuestType::Vm) => Configure,
+            (AwaitCreate, GuestType::Vm) => Snippet,
+            (Snippet, _) => Configure,
             (AwaitCreate, GuestType::Lxc) => Start,
             (Configure, _) => Resize,
             (Resize, _) => Start,
@@ -55,6 +69,7 @@ impl Step {
             Step::ReserveId => "reserve_id",
             Step::Create => "create",
             Step::AwaitCreate => "await_create",
+            Step::Snippet => "snippet",
             Step::Configure => "configure",
             Step::Resize => "resize",
             Step::Start => "start",
@@ -126,7 +141,7 @@ mod tests {
 
     #[test]
     fn vm_and_container_paths() {
-        assert_eq!(walk(GuestType::Vm), ["place", "reserve_id", "create", "await_create", "configure", "resize", "start", "await_start", "await_address", "done"]);
+        assert_eq!(walk(GuestType::Vm), ["place", "reserve_id", "create", "await_create", "snippet", "configure", "resize", "start", "await_start", "await_address", "done"]);
         assert_eq!(walk(GuestType::Lxc), ["place", "reserve_id", "create", "await_create", "start", "await_start", "await_address", "done"]);
         for s in Step::ALL {
             assert_eq!(Step::parse(s.as_str()), Some(s));

@@ -253,6 +253,18 @@ impl From<WireResource> for ClusterResource {
     }
 }
 
+/// One entry of `GET /cluster/status` (`type` is `cluster` or `node`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct ClusterStatusEntry {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub name: String,
+    #[serde(default)]
+    pub ip: Option<String>,
+    #[serde(default, deserialize_with = "lenient::bool01")]
+    pub online: bool,
+}
+
 /// One entry of `GET /nodes/{node}/storage`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct StorageInfo {
@@ -323,6 +335,11 @@ impl PveClient {
 
     /// `GET /cluster/nextid`: the lowest free VMID (PVE answers it as a string; not reserved —
     /// a concurrent create can take it, see [`PveError::is_vmid_taken`]).
+    /// `GET /cluster/status`: the cluster and its nodes with their addresses (as corosync knows them).
+    pub async fn cluster_status(&self) -> Result<Vec<ClusterStatusEntry>, PveError> {
+        self.get("/cluster/status", Form::new(), "cluster status").await
+    }
+
     pub async fn next_id(&self) -> Result<VmId, PveError> {
         let v: Value = self.get("/cluster/nextid", Form::new(), "next VMID").await?;
         vmid_of(&v).ok_or_else(|| PveError::decode("next VMID", format!("expected a VMID, got {v}")))

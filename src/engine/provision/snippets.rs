@@ -1,0 +1,86 @@
+//! Cloud-init snippets on the nodes: PVE has no API to upload them, so the agent writes them over
+//! SFTP (the node's host key pinned) into the snippets storage's directory, and removes them at destroy.
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
+
+use russh::keys::{PrivateKey, PublicKey};
+
+use crate::core::deployment::DeploymentId;
+use crate::core::names::NodeName;
+use crate::pve::PveClient;
+use crate::ssh::{HostKeyPin, Ssh, Target};
+
+/// How to reach the nodes' snippet directories.
+pub struct NodeFiles {
+    pub ssh: Ssh,
+    pub key: Arc<PrivateKey>,
+    pub user: String,
+    pub port: u16,
+    /// Pinned host key per node.
+    pub host_keys: BTreeMap<String, PublicKey>,
+    /// Address per node, overriding `/cluster/status`.
+    pub addresses: BTreeMap<String, String>,
+    /// Storage id (`local`) and its snippets directory on the nodes (`/var/lib/vz/snippets`).
+    pub storage: String,
+    pub dir: String,
+}
+
+impl NodeFiles {
+    /// The file name of a deployment's user-data snippet.
+    pub fn file_name(id: &DeploymentId) -> String {
+        format!("pvedeploy-{id}.yaml")
+    }
+
+    /// `user=local:snippets/pvedeploy-<id>.yaml`, for `cicustom`.
+    pub fn cicustom(&self, id: &DeploymentId) -> String {
+        format!("user={}:snippets/{}", self.storage, Self::file_name(id))
+    }
+
+    async fn target(&self, client: &PveClient, node: &NodeName) -> Result<Target, String> {
+        let host_key = self
+            .host_keys
+            .get(node.as_str())
+            .cloned()
+            .ok_or_else(|| format!("no SSH host key is configured for node {node} ([proxmox.node_ssh] host_keys); refusing to upload to an unverified node"))?;
+        let addr = match self.addresses.get(node.as_str()) {
+            Some(a) => a.clone(),
+            None => client
+                .cluster_status()
+                .await
+                .map_err(|e| format!("cannot read node {node}'s address from /cluster/status: {e}"))?
+                .into_iter()
+                .find(|e| e.kind == "node" && e.name == node.as_str())
+                .and_then(|e| e.ip)
+                .ok_or_else(|| format!("node {node} has no address in /cluster/status; set [proxmox.node_ssh] addresses"))?,
+        };
+        let with_port = if addr.parse::<std::net::IpAddr>().is_ok() { SocketAddr::new(addr.parse().expect("checked"), self.port).to_string() } else { format!("{addr}:{}", self.port) };
+        let sock = with_port
+            .to_socket_addrs()
+            .map_err(|e| format!("cannot resolve node {node}'s address {addr}: {e}"))?
+            .next()
+            .ok_or_else(|| format!("node {node}'s address {addr} resolves to nothing"))?;
+        Ok(Target { addr: sock, user: self.user.clone(), host_key: HostKeyPin::Key(host_key), client_key: self.key.clone() })
+    }
+
+    /// Writes the deployment's user-data (mode 0600: it holds the guest's host private key).
+    pub async fn upload(&self, client: &PveClient, node: &NodeName, id: &DeploymentId, user_data: &str) -> Result<String, String> {
+        let t = self.target(client, node).await?;
+        let conn = self.ssh.connect(&t).await.map_err(|e| e.to_string())?;
+        let path = format!("{}/{}", self.dir, Self::file_name(id));
+        let r = conn.upload(&path, user_data.as_bytes(), 0o600).await.map_err(|e| e.to_string());
+        conn.close().await;
+        r.map(|()| self.cicustom(id))
+    }
+
+    /// Removes the snippet; a missing one is fine.
+    pub async fn remove(&self, client: &PveClient, node: &NodeName, id: &DeploymentId) -> Result<(), String> {
+        let t = self.target(client, node).await?;
+        let conn = self.ssh.connect(&t).await.map_err(|e| e.to_string())?;
+        let path = format!("{}/{}", self.dir, Self::file_name(id));
+        let r = conn.remove(&path).await.map_err(|e| e.to_string());
+        conn.close().await;
+        r
+    }
+}

@@ -5,6 +5,7 @@ pub mod error;
 pub mod export;
 pub mod paging;
 pub mod payload;
+pub mod releases;
 pub mod security;
 pub mod system;
 pub mod webhooks;
@@ -36,13 +37,14 @@ pub struct ApiState {
 
 pub const API_PREFIX: &str = "/api/v1";
 
-pub fn service(state: &ApiState) -> OpenApiService<(deployments::DeploymentsApi, system::SystemApi, export::ExportApi, webhooks::WebhooksApi), ()> {
+pub fn service(state: &ApiState) -> OpenApiService<(deployments::DeploymentsApi, system::SystemApi, export::ExportApi, webhooks::WebhooksApi, releases::ReleasesApi), ()> {
     OpenApiService::new(
         (
             deployments::DeploymentsApi { state: state.clone() },
             system::SystemApi { state: state.clone() },
             export::ExportApi { state: state.clone() },
             webhooks::WebhooksApi { state: state.clone() },
+            releases::ReleasesApi { state: state.clone() },
         ),
         "pvedeploy",
         env!("CARGO_PKG_VERSION"),

@@ -70,7 +70,12 @@ impl Application {
                 }
                 settings.reconcile_every = c.reconcile_interval;
                 settings.remove_orphans = c.remove_orphans;
-                (Some(format!("cluster {}", c.endpoint)), Some(Provisioner::new(client, settings)))
+                let mut prov = Provisioner::new(client, settings);
+                prov.node_files = match &c.node_ssh {
+                    Some(n) => Some(node_files(n, &c.snippets_storage, &c.snippets_dir, &deploy_key()?).await?),
+                    None => None,
+                };
+                (Some(format!("cluster {}", c.endpoint)), Some(prov))
             }
             #[cfg(feature = "sandbox")]
             ProxmoxSetting::Sandbox => {
@@ -79,14 +84,33 @@ impl Application {
                 tracing::info!(endpoint = %s.endpoint, fingerprint = %s.fingerprint, guests = %s.guests, "started the built-in Proxmox VE sandbox");
                 let desc = format!("sandbox {}", s.endpoint);
                 let client = PveClient::new(PveConfig::new(&s.endpoint, &s.token_id, s.token_secret.clone(), TlsTrust::parse_fingerprint(&s.fingerprint)?))?;
+                let mut prov = Provisioner::new(client, ProvisionSettings::sandbox(key.public_openssh.clone()));
+                prov.node_files = match &s.node_ssh {
+                    Some(n) => Some(node_files(n, "local", "/var/lib/vz/snippets", &key).await?),
+                    None => None,
+                };
                 sandbox = Some(s);
-                (Some(desc), Some(Provisioner::new(client, ProvisionSettings::sandbox(key.public_openssh))))
+                (Some(desc), Some(prov))
             }
             #[cfg(not(feature = "sandbox"))]
             ProxmoxSetting::Sandbox => anyhow::bail!("this build has no sandbox (built without the `sandbox` feature): configure [proxmox] or set mode = \"none\""),
         };
         let agent_id = agent_id(&config.data_dir).context("the agent id")?;
+        let deployer = match &provisioner {
+            Some(p) => {
+                let key = crate::ssh::load_private_key(deploy_key()?.private_openssh).await.context("the agent's deploy key")?;
+                let settings = crate::engine::deploy::DeploySettings { deploy_user: p.settings.deploy_user.clone(), ..Default::default() };
+                Some(crate::engine::deploy::Deployer::new(crate::ssh::Ssh::new(crate::ssh::SshSettings::default()), key, settings))
+            }
+            None => None,
+        };
+        let secrets_env = std::env::var("PVEDEPLOY_SECRETS_KEY").ok().map(crate::config::Secret::new);
+        let secrets = crate::secrets::SecretBox::load_or_create(&config.data_dir.join("keys"), secrets_env.as_ref()).context("the secrets key")?;
         let engine = Engine::new(store, config.limits.clone(), config.repos.clone(), provisioner, agent_id);
+        engine.set_secrets(secrets);
+        if let Some(d) = deployer {
+            engine.set_deployer(d);
+        }
         let resumed = engine.resume_unfinished().await?;
         if resumed > 0 {
             tracing::info!(resumed, "resuming unfinished work");
@@ -205,4 +229,22 @@ pub fn redact_url(url: &str) -> String {
         },
         None => url.to_owned(),
     }
+}
+
+/// SFTP access to the nodes' snippet directory, with each node's host key pinned.
+async fn node_files(n: &crate::config::NodeSshSettings, storage: &str, dir: &str, key: &crate::keys::KeyPair) -> anyhow::Result<crate::engine::provision::snippets::NodeFiles> {
+    let mut host_keys = std::collections::BTreeMap::new();
+    for (node, k) in &n.host_keys {
+        host_keys.insert(node.clone(), crate::ssh::parse_public_key(k).with_context(|| format!("the SSH host key of node {node}"))?);
+    }
+    Ok(crate::engine::provision::snippets::NodeFiles {
+        ssh: crate::ssh::Ssh::new(crate::ssh::SshSettings { connect_timeout: Duration::from_secs(15), command_timeout: Duration::from_secs(60), max_sessions_per_host: 4 }),
+        key: crate::ssh::load_private_key(key.private_openssh.clone()).await.context("the agent's deploy key")?,
+        user: n.user.clone(),
+        port: n.port,
+        host_keys,
+        addresses: n.addresses.clone(),
+        storage: storage.to_string(),
+        dir: dir.to_string(),
+    })
 }

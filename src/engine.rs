@@ -1,6 +1,7 @@
 //! Runs what the doors ask for: records intent, advances the lifecycle one persisted step at a time, and publishes what happened.
 
 pub mod bus;
+pub mod deploy;
 pub mod export;
 pub mod provision;
 pub mod reconcile;
@@ -14,7 +15,7 @@ use tokio_util::task::TaskTracker;
 use crate::core::command::{Action, Actor};
 use crate::core::deployment::{Deployment, DeploymentId, RawSpec, Spec};
 use crate::core::limits::{Limits, RepoPolicy};
-use crate::core::names::AppName;
+use crate::core::names::{AppName, CommitSha};
 use crate::core::status::{IllegalTransition, Status};
 use crate::core::validation::{FieldError, ValidationErrors};
 use crate::store::logs::Level;
@@ -71,8 +72,15 @@ struct Inner {
     /// The last cluster figures and when they were read.
     figures: tokio::sync::Mutex<Option<(std::time::Instant, resources::ClusterFigures)>>,
     last_reconcile: std::sync::Mutex<Option<reconcile::ReconcileReport>>,
+    reconciling: tokio::sync::Mutex<()>,
     /// Cancelled at shutdown: ends the periodic work (reconciler).
     stop: tokio_util::sync::CancellationToken,
+    /// SSH deploys (set once at start when a cluster is configured).
+    deployer: std::sync::OnceLock<Arc<deploy::Deployer>>,
+    /// Seals environment values at rest.
+    secrets: std::sync::OnceLock<crate::secrets::SecretBox>,
+    /// Deployments with a redeploy task running, each with the commit of its queued follow-up (if any).
+    redeploys: std::sync::Mutex<std::collections::HashMap<String, Option<Option<CommitSha>>>>,
 }
 
 impl Engine {
@@ -80,8 +88,18 @@ impl Engine {
     /// (so a restarted agent takes its own leases back at once) and distinct between agents.
     pub fn new(store: Store, limits: Limits, repos: RepoPolicy, provisioner: Option<provision::Provisioner>, agent_id: String) -> Self {
         Self {
-            inner: Arc::new(Inner { store, bus: Bus::new(), limits, repos, tasks: TaskTracker::new(), provisioner: provisioner.map(Arc::new), agent_id, working: Default::default(), figures: Default::default(), last_reconcile: Default::default(), stop: Default::default() }),
+            inner: Arc::new(Inner { store, bus: Bus::new(), limits, repos, tasks: TaskTracker::new(), provisioner: provisioner.map(Arc::new), agent_id, working: Default::default(), figures: Default::default(), last_reconcile: Default::default(), reconciling: Default::default(), stop: Default::default(), deployer: Default::default(), secrets: Default::default(), redeploys: Default::default() }),
         }
+    }
+
+    /// Enables deploying apps over SSH (set once, at start).
+    pub fn set_deployer(&self, d: deploy::Deployer) {
+        let _ = self.inner.deployer.set(Arc::new(d));
+    }
+
+    /// Sets the key that seals environment values (set once, at start).
+    pub fn set_secrets(&self, s: crate::secrets::SecretBox) {
+        let _ = self.inner.secrets.set(s);
     }
 
     /// The Proxmox side, when a cluster (or the sandbox) is configured.
@@ -169,10 +187,63 @@ impl Engine {
                 self.inner.tasks.spawn(async move { engine.power(id, action).await });
                 Ok(d)
             }
-            // Reachable only for a deployed app, and deploying over SSH is not in this build yet.
-            Action::Redeploy | Action::Rollback => {
-                Err(EngineError::Conflict(format!("cannot {} yet: deploying apps over SSH is not in this build", action.as_str())))
+            Action::Redeploy => {
+                self.redeploy_to(d.id.as_str(), None, actor).await?;
+                Ok(d)
             }
+            Action::Rollback => {
+                let previous = self.store().releases(&d.id, 50).await?.into_iter().find(|r| r.status == crate::store::releases::ReleaseStatus::Superseded);
+                let Some(prev) = previous else {
+                    return Err(EngineError::Conflict("there is no earlier release to roll back to".into()));
+                };
+                self.require_deployer()?;
+                self.log(&d.id, Level::Info, "rollback", &format!("rollback to release {} requested by {actor}", prev.id)).await;
+                let engine = self.clone();
+                let id = d.id.clone();
+                self.inner.tasks.spawn(async move {
+                    let e2 = engine.clone();
+                    let id2 = id.clone();
+                    let done = engine
+                        .with_lease(&id, std::time::Duration::from_secs(600), |lease| async move {
+                            let _ = e2.deploy_release(&id2, &lease, crate::store::releases::Trigger::Rollback, deploy::Wanted::Release(prev.id)).await;
+                        })
+                        .await;
+                    if done.is_none() {
+                        engine.log(&id, Level::Warn, "rollback", "another task holds this deployment; try again when it is done").await;
+                    }
+                });
+                Ok(d)
+            }
+        }
+    }
+
+    /// Replaces a deployment's environment variables (values sealed before they are stored); they
+    /// reach the guest at the next deploy. Only names are audited and logged.
+    pub async fn set_env(&self, id_or_name: &str, vars: Vec<(crate::core::release::EnvName, crate::core::release::EnvValue)>, actor: &Actor) -> Result<Vec<String>, EngineError> {
+        let d = self.find(id_or_name).await?;
+        if d.status == Status::Destroyed {
+            return Err(EngineError::Conflict("the deployment is destroyed".into()));
+        }
+        let secrets = self.inner.secrets.get().ok_or_else(|| EngineError::Conflict("no secrets key is loaded on this agent".into()))?;
+        let sealed: Vec<(String, String)> =
+            vars.iter().map(|(n, v)| (n.as_str().to_string(), secrets.seal(&deploy::env_context(&d.id, n.as_str()), v.expose()))).collect();
+        self.store().replace_env(&d.id, &sealed, crate::store::now_millis()).await?;
+        let names: Vec<String> = sealed.into_iter().map(|(n, _)| n).collect();
+        self.store().audit(actor, "set_env", Some(d.id.as_str()), &format!("names={}", names.join(","))).await?;
+        self.log(&d.id, Level::Info, "env", &format!("environment set by {actor}: {} (applied at the next deploy)", if names.is_empty() { "none".to_string() } else { names.join(", ") })).await;
+        Ok(names)
+    }
+
+    /// The names of a deployment's environment variables (values are write-only).
+    pub async fn env_names(&self, id_or_name: &str) -> Result<Vec<String>, EngineError> {
+        let d = self.find(id_or_name).await?;
+        Ok(self.store().env_sealed(&d.id).await?.into_iter().map(|(n, _)| n).collect())
+    }
+
+    fn require_deployer(&self) -> Result<(), EngineError> {
+        match self.inner.deployer.get() {
+            Some(_) => Ok(()),
+            None => Err(EngineError::Conflict("deploying over SSH is not configured on this agent (no Proxmox cluster)".into())),
         }
     }
 
@@ -181,8 +252,107 @@ impl Engine {
     /// run on one guest at once. The webhook door and the schedules go through here.
     pub async fn redeploy_to(&self, id_or_name: &str, commit: Option<crate::core::names::CommitSha>, actor: &Actor) -> Result<RedeployTicket, EngineError> {
         let d = self.find(id_or_name).await?;
-        let _ = (commit, actor);
-        Err(EngineError::Conflict(format!("cannot redeploy {}: deploying apps over SSH is not in this build", d.spec.name)))
+        let deploying = matches!(d.status, Status::Installing | Status::Deploying);
+        if !deploying {
+            crate::core::command::Action::Redeploy.check(d.status, d.proxmox_id.is_some()).map_err(EngineError::Conflict)?;
+        }
+        self.require_deployer()?;
+        let commit_text = commit.as_ref().map(|c| c.as_str().to_string());
+        enum Plan {
+            Queued,
+            AlreadyAt(String),
+            AfterFirst,
+            Start,
+        }
+        let plan = {
+            let mut running = self.inner.redeploys.lock().expect("redeploys poisoned");
+            if let Some(queued) = running.get_mut(d.id.as_str()) {
+                *queued = Some(commit.clone());
+                Plan::Queued
+            } else if let (Some(c), Some(live), true) = (&commit_text, &d.commit, d.status == Status::Running) {
+                if c == live {
+                    Plan::AlreadyAt(c.clone())
+                } else {
+                    running.insert(d.id.to_string(), None);
+                    Plan::Start
+                }
+            } else if deploying {
+                // The first deploy is still running under provisioning's lease: follow up after it.
+                running.insert(d.id.to_string(), Some(commit.clone()));
+                Plan::AfterFirst
+            } else {
+                running.insert(d.id.to_string(), None);
+                Plan::Start
+            }
+        };
+        let what = commit_text.clone().unwrap_or_else(|| "the branch head".into());
+        match plan {
+            Plan::Queued => {
+                self.log(&d.id, Level::Info, "redeploy", &format!("redeploy of {what} requested by {actor} while one runs: queued as the follow-up")).await;
+                return Ok(RedeployTicket::Queued { commit: commit_text });
+            }
+            Plan::AlreadyAt(c) => return Ok(RedeployTicket::AlreadyAt { commit: c }),
+            Plan::AfterFirst => {
+                self.log(&d.id, Level::Info, "redeploy", &format!("redeploy of {what} requested by {actor}: queued after the first deploy")).await;
+                let engine = self.clone();
+                let id = d.id.clone();
+                self.inner.tasks.spawn(async move { engine.redeploy_loop(id, None, true).await });
+                return Ok(RedeployTicket::Queued { commit: commit_text });
+            }
+            Plan::Start => {}
+        }
+        self.log(&d.id, Level::Info, "redeploy", &format!("redeploy of {what} requested by {actor}")).await;
+        let engine = self.clone();
+        let id = d.id.clone();
+        self.inner.tasks.spawn(async move { engine.redeploy_loop(id, Some(commit), false).await });
+        Ok(RedeployTicket::Started { commit: commit_text })
+    }
+
+    /// Runs redeploys of one deployment back to back until no follow-up is queued. With `first`
+    /// `None` it starts with the queued one (after waiting for the work in progress).
+    async fn redeploy_loop(&self, id: DeploymentId, first: Option<Option<CommitSha>>, wait_first: bool) {
+        let mut next = first;
+        let patience = if wait_first { std::time::Duration::from_secs(3600) } else { std::time::Duration::from_secs(600) };
+        loop {
+            let commit = match next.take() {
+                Some(c) => c,
+                None => {
+                    let mut running = self.inner.redeploys.lock().expect("redeploys poisoned");
+                    match running.get_mut(id.as_str()).and_then(Option::take) {
+                        Some(c) => c,
+                        None => {
+                            running.remove(id.as_str());
+                            return;
+                        }
+                    }
+                }
+            };
+            let wanted = match commit {
+                Some(c) => deploy::Wanted::Commit(c),
+                None => deploy::Wanted::BranchHead,
+            };
+            let engine = self.clone();
+            let id2 = id.clone();
+            let done = self
+                .with_lease(&id, patience, |lease| async move {
+                    // A redeploy queued behind the first deploy may find that very commit live already.
+                    if let (deploy::Wanted::Commit(c), Ok(Some(d))) = (&wanted, engine.store().get_deployment(&id2).await) {
+                        if d.status == Status::Running && d.commit.as_deref() == Some(c.as_str()) {
+                            engine.log(&id2, Level::Info, "redeploy", &format!("{} is already live", c.as_str())).await;
+                            return;
+                        }
+                        if !matches!(d.status, Status::Running | Status::Stopped | Status::Failed) {
+                            engine.log(&id2, Level::Warn, "redeploy", &format!("skipped: the deployment is {}", d.status)).await;
+                            return;
+                        }
+                    }
+                    let _ = engine.deploy_release(&id2, &lease, crate::store::releases::Trigger::Redeploy, wanted).await;
+                })
+                .await;
+            if done.is_none() {
+                self.log(&id, Level::Warn, "redeploy", "another task held this deployment for too long; redeploy dropped").await;
+            }
+        }
     }
 
     async fn destroy(&self, d: Deployment, actor: &Actor) -> Result<Deployment, EngineError> {

@@ -4,10 +4,12 @@ pub mod addresses;
 pub mod audit;
 pub mod deliveries;
 pub mod deployments;
+pub mod env;
 pub mod leases;
 pub mod logs;
 pub mod migrations;
 pub mod provision;
+pub mod releases;
 pub mod tokens;
 pub mod vmids;
 

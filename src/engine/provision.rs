@@ -20,6 +20,8 @@ use crate::store::leases::Lease;
 use crate::store::vmids::Claim;
 use crate::store::{Store, StoreError};
 
+pub mod snippets;
+
 /// Tag every guest carries, so the reconciler can tell ours from everything else.
 pub const TAG: &str = "pvedeploy";
 
@@ -112,6 +114,8 @@ impl ProvisionError {
 pub struct Provisioner {
     pub client: PveClient,
     pub settings: ProvisionSettings,
+    /// Snippet uploads to the nodes; without it VMs get Proxmox's generated user-data and no pinned host key.
+    pub node_files: Option<snippets::NodeFiles>,
     /// Memory (bytes) and cores of guests we are creating, per node, that PVE does not count yet.
     pending: Mutex<HashMap<String, (NodeName, u64, u32)>>,
     /// Full clones are serialized per storage (PVE would otherwise time out on its storage lock).
@@ -120,7 +124,7 @@ pub struct Provisioner {
 
 impl Provisioner {
     pub fn new(client: PveClient, settings: ProvisionSettings) -> Self {
-        Self { client, settings, pending: Mutex::new(HashMap::new()), full_clone_locks: tokio::sync::Mutex::new(HashMap::new()) }
+        Self { client, settings, node_files: None, pending: Mutex::new(HashMap::new()), full_clone_locks: tokio::sync::Mutex::new(HashMap::new()) }
     }
 
     /// Chooses a node for `d` from live figures plus our own in-flight reservations.

@@ -59,6 +59,8 @@ impl Engine {
     /// Runs the reconciler once; `None` without a cluster.
     pub async fn reconcile(&self) -> Result<Option<ReconcileReport>, EngineError> {
         let Some(prov) = self.inner.provisioner.clone() else { return Ok(None) };
+        // One run at a time: two runs would both try to remove the same orphans.
+        let _one = self.inner.reconciling.lock().await;
         let mut errors = Vec::new();
         let resources = match prov.client.cluster_resources(Some(ResourceKind::Vm)).await {
             Ok(r) => r,

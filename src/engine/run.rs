@@ -18,7 +18,7 @@ pub const LEASE_TTL_MS: i64 = 30_000;
 
 impl Engine {
     /// Takes the deployment's lease (waiting up to `wait` for another holder to finish), runs `work`, releases it.
-    async fn with_lease<F, Fut>(&self, id: &DeploymentId, patience: Duration, work: F) -> Option<()>
+    pub(crate) async fn with_lease<F, Fut>(&self, id: &DeploymentId, patience: Duration, work: F) -> Option<()>
     where
         F: FnOnce(Lease) -> Fut,
         Fut: std::future::Future<Output = ()>,
@@ -98,6 +98,9 @@ impl Engine {
         let mut d = store.get_deployment(id).await?.ok_or_else(|| ProvisionError::Failed("the deployment vanished".into()))?;
         if d.status == Status::Pending {
             d = self.leased_transition(d, Status::Provisioning, "provisioning", lease, |_| {}).await?;
+        }
+        if matches!(d.status, Status::Installing | Status::Deploying) {
+            return self.resume_deploy(id, lease).await;
         }
         if d.status != Status::Provisioning {
             return Ok(());
@@ -194,9 +197,34 @@ impl Engine {
                         .await?;
                     self.log(id, Level::Info, "provision", &format!("guest {vmid} created on {node}")).await;
                 }
+                Step::Snippet => {
+                    let node = p.node.clone().ok_or_else(missing("node"))?;
+                    match &prov.node_files {
+                        Some(files) => {
+                            // A fresh host key each time this step runs: the snippet and the pinned key always match.
+                            let host = crate::keys::generate_ed25519(d.spec.name.as_str());
+                            let identity = crate::core::cloud_init::GuestIdentity {
+                                hostname: d.spec.name.as_str(),
+                                deploy_user: &s.deploy_user,
+                                deploy_public_key: &s.deploy_public_key,
+                                host_private_key: host.private_openssh.expose(),
+                                host_public_key: &host.public_openssh,
+                            };
+                            let user_data = crate::core::cloud_init::render(&s.user_data, &identity);
+                            let volid = files.upload(&prov.client, &node, id, &user_data).await.map_err(|e| ProvisionError::Failed(format!("uploading the cloud-init snippet: {e}")))?;
+                            self.log(id, Level::Info, "provision", &format!("cloud-init snippet uploaded ({volid}) with the guest's own host key")).await;
+                            p.host_key = Some(host.public_openssh);
+                        }
+                        None => self.log(id, Level::Warn, "provision", "no node SSH is configured ([proxmox.node_ssh]): Proxmox generates the user-data and the guest's host key cannot be pinned").await,
+                    }
+                }
                 Step::Configure => {
                     let (node, vmid) = (p.node.clone().ok_or_else(missing("node"))?, p.vmid.ok_or_else(missing("vmid"))?);
-                    prov.configure_vm(&d, &node, vmid, &prov.addressing(p.static_ip), None).await?;
+                    let cicustom = match (&prov.node_files, &p.host_key) {
+                        (Some(files), Some(_)) => Some(files.cicustom(id)),
+                        _ => None,
+                    };
+                    prov.configure_vm(&d, &node, vmid, &prov.addressing(p.static_ip), cicustom).await?;
                     self.log(id, Level::Info, "provision", &format!("configured {} cores, {} MiB, cloud-init user {}", d.spec.cpu, d.spec.memory_mib, s.deploy_user)).await;
                 }
                 Step::Resize => {
@@ -235,9 +263,40 @@ impl Engine {
             p.upid = if matches!(p.step, Step::AwaitCreate | Step::AwaitStart) { p.upid.take() } else { None };
             persist(store, lease, &p).await?;
         }
-        self.log(id, Level::Info, "provision", "provisioned; installing the app over SSH is not wired into this build yet").await;
+        self.log(id, Level::Info, "provision", "provisioned; installing the app").await;
         self.leased_transition(d, Status::Installing, "guest ready", lease, |_| {}).await?;
-        Ok(())
+        self.deploy_release(id, lease, crate::store::releases::Trigger::Deploy, super::deploy::Wanted::BranchHead).await
+    }
+
+    /// A deploy was interrupted (agent crash or restart): its release is marked failed and a fresh
+    /// release of the same commit (or of the branch head, when none was chosen yet) is deployed.
+    async fn resume_deploy(&self, id: &DeploymentId, lease: &Lease) -> Result<(), ProvisionError> {
+        use crate::store::releases::{ReleaseStatus, Trigger};
+        let mut wanted = super::deploy::Wanted::BranchHead;
+        let mut trigger = Trigger::Deploy;
+        for mut r in self.store().releases(id, 20).await? {
+            if r.status == ReleaseStatus::Deploying {
+                r.status = ReleaseStatus::Failed;
+                r.error = Some("interrupted (the agent stopped); deployed again".into());
+                r.finished_at = Some(now_millis());
+                self.store().save_release(&r).await?;
+                if let (super::deploy::Wanted::BranchHead, Ok(c)) = (&wanted, crate::core::names::CommitSha::parse(&r.commit)) {
+                    wanted = super::deploy::Wanted::Commit(c);
+                    trigger = r.trigger;
+                }
+            }
+        }
+        self.log(id, Level::Info, "deploy", "resuming the interrupted deploy").await;
+        self.deploy_release(id, lease, trigger, wanted).await
+    }
+
+    /// Deletes a VM's user-data snippet from its node (it holds the guest's host private key).
+    async fn remove_snippet(&self, prov: &Provisioner, kind: GuestType, node: &crate::core::names::NodeName, id: &DeploymentId) {
+        let (GuestType::Vm, Some(files)) = (kind, &prov.node_files) else { return };
+        match files.remove(&prov.client, node, id).await {
+            Ok(()) => {}
+            Err(e) => self.log(id, Level::Warn, "cleanup", &format!("could not remove the cloud-init snippet from {node}: {e}")).await,
+        }
     }
 
     async fn retry_after_lock(&self, id: &DeploymentId, p: &mut Progress, why: &str) {
@@ -248,7 +307,7 @@ impl Engine {
     }
 
     /// Saves `d` with `change` applied and (when different) the new status, only while `lease` is held.
-    async fn leased_transition(
+    pub(crate) async fn leased_transition(
         &self,
         mut d: Deployment,
         to: Status,
@@ -284,6 +343,9 @@ impl Engine {
         }
         if let Some(vmid) = progress.vmid {
             let _ = self.store().release_vmid(vmid, id).await;
+        }
+        if let Some(node) = &progress.node {
+            self.remove_snippet(prov, d.spec.guest_type, node, id).await;
         }
         if let Some(a) = progress.static_ip {
             let _ = self.store().release_address(a, id).await;
@@ -323,6 +385,7 @@ impl Engine {
                         return;
                     }
                     let _ = engine.store().release_vmid(vmid, &id).await;
+                    engine.remove_snippet(&prov, d.spec.guest_type, &node, &id).await;
                 }
                 if let Some(a) = progress.static_ip {
                     let _ = engine.store().release_address(a, &id).await;

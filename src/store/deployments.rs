@@ -278,10 +278,10 @@ impl Store {
         rows_to_deployments(rows.into_iter().next().unwrap_or_default())
     }
 
-    /// Deployments whose work was interrupted (pending, provisioning, destroying), in one query.
+    /// Deployments whose work was interrupted (pending, provisioning, installing, deploying, destroying), in one query.
     pub async fn unfinished_deployments(&self) -> Result<Vec<(DeploymentId, Status)>, StoreError> {
         let rows = self
-            .run("SELECT record::id(id) AS key, status FROM deployment WHERE status IN ['pending', 'provisioning', 'destroying']", json!({}))
+            .run("SELECT record::id(id) AS key, status FROM deployment WHERE status IN ['pending', 'provisioning', 'installing', 'deploying', 'destroying']", json!({}))
             .await?;
         Ok(rows
             .into_iter()

@@ -123,6 +123,30 @@ const MIGRATIONS: &[&str] = &[
     DEFINE FIELD delivery ON push_claim TYPE string;
     DEFINE FIELD at ON push_claim TYPE int;
     "#,
+    // v5: deploying apps — the health check path, releases, sealed environment variables.
+    r#"
+    DEFINE FIELD health_path ON deployment TYPE option<string>;
+
+    DEFINE TABLE release SCHEMAFULL;
+    DEFINE FIELD deployment ON release TYPE string;
+    DEFINE FIELD release_id ON release TYPE string;
+    DEFINE FIELD commit ON release TYPE string;
+    DEFINE FIELD status ON release TYPE string ASSERT $value IN ['deploying', 'active', 'failed', 'superseded'];
+    DEFINE FIELD step ON release TYPE string;
+    DEFINE FIELD trigger ON release TYPE string;
+    DEFINE FIELD timings ON release TYPE object FLEXIBLE;
+    DEFINE FIELD error ON release TYPE option<string>;
+    DEFINE FIELD created_at ON release TYPE int;
+    DEFINE FIELD finished_at ON release TYPE option<int>;
+    DEFINE INDEX release_dep ON release FIELDS deployment, created_at;
+
+    DEFINE TABLE env_var SCHEMAFULL;
+    DEFINE FIELD deployment ON env_var TYPE string;
+    DEFINE FIELD name ON env_var TYPE string;
+    DEFINE FIELD sealed ON env_var TYPE string;
+    DEFINE FIELD updated_at ON env_var TYPE int;
+    DEFINE INDEX env_var_dep ON env_var FIELDS deployment;
+    "#,
 ];
 
 /// The schema version this binary writes.

@@ -90,6 +90,14 @@ impl TestApp {
         send(r).await
     }
 
+    pub async fn put_json(&self, path: &str, token: Option<&str>, body: &Value) -> (u16, Value) {
+        let mut r = self.client.put(self.url(path)).json(body);
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        send(r).await
+    }
+
     pub async fn delete(&self, path: &str, token: Option<&str>) -> (u16, Value) {
         let mut r = self.client.delete(self.url(path));
         if let Some(t) = token {

@@ -4,6 +4,7 @@ mod agents;
 mod api;
 mod cli;
 mod crash;
+mod deploy;
 mod export;
 mod helpers;
 mod persistence;

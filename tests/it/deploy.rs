@@ -1,0 +1,373 @@
+//! End to end on real guests: apps deployed from local git repositories (bare repositories served
+//! over HTTP stand in for GitHub) onto the simulator's systemd-nspawn guests over SSH, then
+//! redeployed (by API and by a signed GitHub push), broken, rolled back, given secrets, destroyed.
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hmac::{Hmac, Mac};
+use pvedeploy::config::github::GithubSettings;
+use pvedeploy::config::{ClusterSettings, NodeSshSettings, ProxmoxSetting, Secret, TrustSetting};
+use pvedeploy::core::limits::{RepoPolicy, RepoScheme};
+use pvedeploy_sim::guest::{default_cache_dir, NspawnBackend};
+use pvedeploy_sim::{node_ssh, SimConfig, SimHandle, Simulator};
+use serde_json::{json, Value};
+use sha2::Sha256;
+
+use crate::helpers::{test_config, TestApp, ADMIN, READER};
+
+const WEBHOOK_SECRET: &str = "e2e-webhook-secret-0123456789";
+const CANARY: &str = "canary-5f1e$(touch /tmp/pwned)`id`'q\"";
+
+/// Skips (prints why), or fails when `CI=true`: CI must run these.
+fn skip(reason: &str) {
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("CI=true and real guests cannot run here: {reason}");
+    }
+    eprintln!("SKIPPED: {reason}");
+}
+
+/// The simulator with real guests; stops every guest and node sshd when dropped, even on failure.
+struct RealSim {
+    sim: Option<SimHandle>,
+    _dir: tempfile::TempDir,
+}
+
+impl RealSim {
+    fn sim(&self) -> &SimHandle {
+        self.sim.as_ref().expect("running")
+    }
+
+    async fn stop(mut self) {
+        if let Some(s) = self.sim.take() {
+            s.shutdown().await;
+        }
+    }
+}
+
+impl Drop for RealSim {
+    fn drop(&mut self) {
+        if let Some(s) = self.sim.take() {
+            eprintln!("stopping the simulator's guests after a failure");
+            tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(s.shutdown()));
+        }
+    }
+}
+
+async fn start_real_sim(agent_public_key: &str) -> Option<RealSim> {
+    if let Err(why) = node_ssh::check_available() {
+        skip(&why.to_string());
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let backend = match NspawnBackend::detect(&state, &default_cache_dir()) {
+        Ok(b) => Arc::new(b),
+        Err(why) => {
+            skip(&format!("real guests unavailable: {why}"));
+            return None;
+        }
+    };
+    backend.prepare().await.expect("the guest base image");
+    let mut cfg = SimConfig::sandbox(state).with_node_ssh(agent_public_key);
+    cfg.backend = backend;
+    cfg.timing.clone_secs = 0.3;
+    cfg.timing.start_secs = 0.2;
+    cfg.timing.agent_delay_secs = 0.5;
+    cfg.timing.task_secs = 0.1;
+    cfg.timing.stop_secs = 0.2;
+    let sim = Simulator::start(cfg).await.expect("the simulator starts");
+    Some(RealSim { sim: Some(sim), _dir: dir })
+}
+
+/// A directory of bare repositories served over git's "dumb" HTTP protocol by a child process.
+struct GitServer {
+    root: tempfile::TempDir,
+    child: Child,
+    /// `127.0.0.1:PORT`
+    host: String,
+}
+
+impl Drop for GitServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl GitServer {
+    async fn start() -> GitServer {
+        let root = tempfile::tempdir().unwrap();
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = Command::new("python3")
+            .args(["-m", "http.server", &port.to_string(), "--bind", "127.0.0.1", "--directory"])
+            .arg(root.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3 serves the repositories");
+        let host = format!("127.0.0.1:{port}");
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(&host).is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        GitServer { root, child, host }
+    }
+
+    /// A new repository `owner/name` holding the fixture app `fixture`, pushed; returns it.
+    fn repo(&self, owner_name: &str, fixture: &str) -> Repo {
+        let bare = self.root.path().join(format!("{owner_name}.git"));
+        std::fs::create_dir_all(&bare).unwrap();
+        git(&bare, &["init", "--quiet", "--bare", "--initial-branch=main"]);
+        let work = self.root.path().join(format!("work-{}", owner_name.replace('/', "-")));
+        copy_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/apps").join(fixture), &work);
+        git(&work, &["init", "--quiet", "--initial-branch=main"]);
+        git(&work, &["remote", "add", "origin", bare.to_str().unwrap()]);
+        let r = Repo { bare, work, url: format!("http://{}/{owner_name}.git", self.host), full_name: owner_name.to_string() };
+        r.commit("v1");
+        r
+    }
+}
+
+struct Repo {
+    bare: PathBuf,
+    work: PathBuf,
+    url: String,
+    full_name: String,
+}
+
+impl Repo {
+    /// Commits the working tree as it is and pushes it; returns the commit id.
+    fn commit(&self, message: &str) -> String {
+        git(&self.work, &["add", "-A"]);
+        git(&self.work, &["-c", "user.name=Test", "-c", "user.email=test@example.invalid", "commit", "--quiet", "-m", message]);
+        git(&self.work, &["push", "--quiet", "origin", "main"]);
+        git(&self.bare, &["update-server-info"]);
+        git(&self.work, &["rev-parse", "HEAD"]).trim().to_string()
+    }
+
+    fn edit(&self, file: &str, from: &str, to: &str) {
+        let p = self.work.join(file);
+        let text = std::fs::read_to_string(&p).unwrap();
+        assert!(text.contains(from), "{file} has no {from:?}");
+        std::fs::write(&p, text.replacen(from, to, 1)).unwrap();
+    }
+}
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git").current_dir(dir).args(args).output().expect("git runs");
+    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), target).unwrap();
+        }
+    }
+}
+
+/// An agent against the simulator like against a real cluster (pinned TLS, API token, node SSH
+/// with pinned host keys), allowed to deploy from the local git server.
+async fn agent(sim: &SimHandle, data: &Path, git_host: &str) -> TestApp {
+    let mut c = test_config(data);
+    let (token_id, secret) = sim.admin_token();
+    let mut cs = ClusterSettings::new(format!("https://{}", sim.addr()), token_id, Secret::new(secret), TrustSetting::Fingerprint(sim.fingerprint_sha256()), 9000);
+    cs.vmid_range = 100..=999_999;
+    cs.address_timeout = Duration::from_secs(60);
+    cs.poll_interval = Duration::from_millis(100);
+    let (mut host_keys, mut addresses) = (BTreeMap::new(), BTreeMap::new());
+    for node in sim.node_names() {
+        let (addr, key) = sim.node_ssh(&node).expect("node SSH runs");
+        addresses.insert(node.clone(), addr.ip().to_string());
+        host_keys.insert(node, key);
+    }
+    cs.node_ssh = Some(NodeSshSettings { user: "root".into(), port: 22, host_keys, addresses });
+    c.proxmox = ProxmoxSetting::Cluster(cs);
+    c.repos = RepoPolicy { allowed_hosts: vec![git_host.to_string()], schemes: vec![RepoScheme::Http] };
+    c.github = GithubSettings { webhook_secret: Some(Secret::new(WEBHOOK_SECRET.into())), repo_secrets: vec![] };
+    TestApp::spawn_config(c).await
+}
+
+/// Polls until `pred` holds, for up to `limit`; panics with the state and the log tail.
+async fn wait_for(app: &TestApp, id: &str, what: &str, limit: Duration, pred: impl Fn(&Value) -> bool) -> Value {
+    let started = Instant::now();
+    loop {
+        let (s, d) = app.get(&format!("/api/v1/deployments/{id}"), Some(ADMIN)).await;
+        assert_eq!(s, 200, "{d}");
+        if pred(&d) {
+            return d;
+        }
+        if started.elapsed() > limit {
+            let (_, logs) = app.get(&format!("/api/v1/deployments/{id}/logs?limit=200"), Some(ADMIN)).await;
+            let lines: Vec<String> = logs["lines"].as_array().map(|a| a.iter().map(|l| format!("[{}] {}", l["step"], l["text"].as_str().unwrap_or(""))).collect()).unwrap_or_default();
+            panic!("deployment never became {what} within {limit:?}: {d}\nlog:\n{}", lines.join("\n"));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+async fn http_body(url: &str) -> String {
+    let c = reqwest::Client::builder().timeout(Duration::from_secs(10)).no_proxy().build().unwrap();
+    match c.get(url).send().await {
+        Ok(r) => r.text().await.unwrap_or_default(),
+        Err(e) => format!("<no answer: {e}>"),
+    }
+}
+
+async fn releases(app: &TestApp, id: &str) -> Vec<Value> {
+    let (s, r) = app.get(&format!("/api/v1/deployments/{id}/releases"), Some(READER)).await;
+    assert_eq!(s, 200, "{r}");
+    r.as_array().unwrap().clone()
+}
+
+fn signed_push(repo: &Repo, before: &str, after: &str) -> (String, String) {
+    let body = json!({
+        "ref": "refs/heads/main", "before": before, "after": after, "created": false, "deleted": false, "forced": false,
+        "repository": { "full_name": repo.full_name, "clone_url": repo.url, "html_url": repo.url.trim_end_matches(".git") },
+        "pusher": { "name": "octocat" }, "sender": { "login": "octocat" },
+        "head_commit": { "id": after, "message": "v2" }, "commits": [],
+    })
+    .to_string();
+    let mut mac = Hmac::<Sha256>::new_from_slice(WEBHOOK_SECRET.as_bytes()).unwrap();
+    mac.update(body.as_bytes());
+    (body, format!("sha256={}", hex::encode(mac.finalize().into_bytes())))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn flask_on_a_vm_and_express_in_a_container_deploy_redeploy_break_roll_back_and_go() {
+    let data = tempfile::tempdir().unwrap();
+    let key = pvedeploy::keys::load_or_create_deploy_key(&data.path().join("keys")).unwrap();
+    let Some(rig) = start_real_sim(&key.public_openssh).await else { return };
+    let server = GitServer::start().await;
+    let flask = server.repo("octo/flask", "flask");
+    let express = server.repo("octo/express", "express");
+    let app = agent(rig.sim(), data.path(), &server.host).await;
+
+    // first deploys: a Flask app on a VM, an Express app in a container, at the same time
+    let started = Instant::now();
+    let (s, f) = app.post("/api/v1/deployments", Some(ADMIN), &json!({"name": "flask-e2e", "repo_url": flask.url, "framework": "flask", "type": "vm", "memory_mib": 1024})).await;
+    assert_eq!(s, 202, "{f}");
+    let (s, e) = app.post("/api/v1/deployments", Some(ADMIN), &json!({"name": "express-e2e", "repo_url": express.url, "framework": "node", "type": "lxc", "memory_mib": 1024})).await;
+    assert_eq!(s, 202, "{e}");
+    let (fid, eid) = (f["id"].as_str().unwrap().to_string(), e["id"].as_str().unwrap().to_string());
+    let f = wait_for(&app, &fid, "running", Duration::from_secs(900), |d| d["status"] == "running" || d["status"] == "failed").await;
+    assert_eq!(f["status"], "running", "{f}");
+    let e = wait_for(&app, &eid, "running", Duration::from_secs(900), |d| d["status"] == "running" || d["status"] == "failed").await;
+    assert_eq!(e["status"], "running", "{e}");
+    eprintln!("first deploys of both apps: {:.1}s", started.elapsed().as_secs_f64());
+    let (furl, eurl) = (f["url"].as_str().unwrap().to_string(), e["url"].as_str().unwrap().to_string());
+    assert_eq!(http_body(&furl).await, "hello from flask v1\n");
+    assert_eq!(http_body(&eurl).await, "hello from express v1\n");
+    assert_eq!(f["commit"], git(&flask.work, &["rev-parse", "HEAD"]).trim());
+    let first = releases(&app, &fid).await;
+    let steps: Vec<&str> = first[0]["timings"].as_array().unwrap().iter().map(|t| t["step"].as_str().unwrap()).collect();
+    assert_eq!(steps, ["boot", "install", "fetch", "dependencies", "build", "start", "health"], "{first:?}");
+
+    // a secret reaches the app literally and nowhere else
+    let (s, names) = app.put_json(&format!("/api/v1/deployments/{fid}/env"), Some(ADMIN), &json!({"vars": {"APP_SECRET": CANARY}})).await;
+    assert_eq!((s, &names["names"]), (200, &json!(["APP_SECRET"])), "{names}");
+    let (s, bad) = app.put_json(&format!("/api/v1/deployments/{fid}/env"), Some(ADMIN), &json!({"vars": {"1BAD": "x", "OK": "a\nb"}})).await;
+    assert_eq!(s, 422, "{bad}");
+    let fields: Vec<&str> = bad["fields"].as_array().unwrap().iter().map(|f| f["field"].as_str().unwrap()).collect();
+    assert_eq!(fields, ["env.1BAD", "env.OK"], "{bad}");
+
+    // redeploy v2 through the API
+    flask.edit("app.py", "VERSION_MARKER = \"v1\"", "VERSION_MARKER = \"v2\"");
+    let v2 = flask.commit("v2");
+    let (s, r) = app.post(&format!("/api/v1/deployments/{fid}/redeploy"), Some(ADMIN), &json!({})).await;
+    assert_eq!(s, 202, "{r}");
+    let f = wait_for(&app, &fid, "running v2", Duration::from_secs(600), |d| d["status"] == "running" && d["commit"] == v2.as_str()).await;
+    assert_eq!(http_body(&furl).await, "hello from flask v2\n");
+    assert_eq!(http_body(&format!("{furl}/env/APP_SECRET")).await, CANARY, "the value reached the app byte for byte");
+    assert!(f["error_message"].is_null(), "{f}");
+
+    // the canary is nowhere: not in logs, not in API answers, not in the database's log records
+    for path in [format!("/api/v1/deployments/{fid}"), format!("/api/v1/deployments/{fid}/logs?limit=1000"), format!("/api/v1/deployments/{fid}/env"), format!("/api/v1/deployments/{fid}/releases"), "/api/v1/audit?limit=100".into()] {
+        let (_, v) = app.get(&path, Some(ADMIN)).await;
+        assert!(!v.to_string().contains("canary-5f1e"), "{path} shows the secret");
+    }
+
+    // Express v2 arrives by a signed GitHub push
+    let before = git(&express.work, &["rev-parse", "HEAD"]).trim().to_string();
+    express.edit("server.js", "const VERSION_MARKER = \"v1\";", "const VERSION_MARKER = \"v2\";");
+    let ev2 = express.commit("v2");
+    let (body, sig) = signed_push(&express, &before, &ev2);
+    let resp = app
+        .client
+        .post(app.url("/webhooks/github"))
+        .header("content-type", "application/json")
+        .header("x-github-event", "push")
+        .header("x-github-delivery", "9f0c2c1e-6f4e-11ef-9a8b-000000000001")
+        .header("x-hub-signature-256", sig)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 202);
+    wait_for(&app, &eid, "running v2", Duration::from_secs(600), |d| d["status"] == "running" && d["commit"] == ev2.as_str()).await;
+    assert_eq!(http_body(&eurl).await, "hello from express v2\n");
+
+    // a broken commit: the redeploy fails, is recorded, and v2 keeps answering
+    flask.edit("app.py", "import os\n", "import os\nraise RuntimeError(\"broken on purpose\")\n");
+    let broken = flask.commit("broken");
+    let (s, _) = app.post(&format!("/api/v1/deployments/{fid}/redeploy"), Some(ADMIN), &json!({})).await;
+    assert_eq!(s, 202);
+    let f = wait_for(&app, &fid, "done with the broken commit", Duration::from_secs(600), |d| d["error_message"].is_string()).await;
+    assert_eq!(f["status"], "running", "the previous release serves: {f}");
+    assert_eq!(f["commit"], v2.as_str());
+    assert!(f["error_message"].as_str().unwrap().contains("failed at step"), "{f}");
+    let rs = releases(&app, &fid).await;
+    assert_eq!((rs[0]["commit"].as_str(), rs[0]["status"].as_str()), (Some(broken.as_str()), Some("failed")), "{rs:?}");
+    assert_eq!(http_body(&furl).await, "hello from flask v2\n");
+
+    // rollback to the release before v2
+    let (s, r) = app.post(&format!("/api/v1/deployments/{fid}/rollback"), Some(ADMIN), &json!({})).await;
+    assert_eq!(s, 202, "{r}");
+    let v1 = first[0]["commit"].as_str().unwrap().to_string();
+    wait_for(&app, &fid, "rolled back", Duration::from_secs(300), |d| d["status"] == "running" && d["commit"] == v1.as_str()).await;
+    assert_eq!(http_body(&furl).await, "hello from flask v1\n");
+
+    // stop and start the container; its app comes back by itself
+    let (s, _) = app.post(&format!("/api/v1/deployments/{eid}/stop"), Some(ADMIN), &json!({})).await;
+    assert_eq!(s, 202);
+    wait_for(&app, &eid, "stopped", Duration::from_secs(120), |d| d["status"] == "stopped").await;
+    let (s, _) = app.post(&format!("/api/v1/deployments/{eid}/start"), Some(ADMIN), &json!({})).await;
+    assert_eq!(s, 202);
+    wait_for(&app, &eid, "running again", Duration::from_secs(120), |d| d["status"] == "running").await;
+    let mut answered = String::new();
+    for _ in 0..60 {
+        answered = http_body(&eurl).await;
+        if answered == "hello from express v2\n" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(answered, "hello from express v2\n");
+
+    // destroy both
+    for id in [&fid, &eid] {
+        let (s, _) = app.delete(&format!("/api/v1/deployments/{id}"), Some(ADMIN)).await;
+        assert_eq!(s, 202);
+    }
+    for id in [&fid, &eid] {
+        let d = wait_for(&app, id, "destroyed", Duration::from_secs(180), |d| d["status"] == "destroyed").await;
+        assert!(d["proxmox_id"].is_null());
+    }
+    assert!(http_body(&furl).await.starts_with("<no answer"));
+    app.stop().await;
+    rig.stop().await;
+    drop(server);
+}

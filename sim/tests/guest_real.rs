@@ -80,6 +80,7 @@ fn guest(
         mac: format!("BC:24:11:00:{:02X}:{:02X}", vmid / 256 % 256, vmid % 256),
         cloud_init,
         lxc_ssh_public_keys,
+        lxc_host_key: None,
     }
 }
 

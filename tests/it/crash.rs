@@ -27,6 +27,13 @@ fn spawn_agent(cluster: &Cluster, dir: &std::path::Path, port: u16) -> Agent {
         cluster.sim.addr(),
         cluster.sim.fingerprint_sha256()
     );
+    let mut config = config;
+    // The nodes' SFTP endpoints (snippets with the guest's host key), as a real cluster is configured.
+    if let Some(n) = crate::provision::node_ssh_settings(&cluster.sim) {
+        crate::provision::install_key(&cluster.agent_key, &dir.join("data"));
+        let table = |m: &std::collections::BTreeMap<String, String>| m.iter().map(|(k, v)| format!("{k} = \"{v}\"")).collect::<Vec<_>>().join(", ");
+        config.push_str(&format!("\n[proxmox.node_ssh]\nhost_keys = {{ {} }}\naddresses = {{ {} }}\n", table(&n.host_keys), table(&n.addresses)));
+    }
     std::fs::write(dir.join("pvedeploy.toml"), config).unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_pvedeploy"))
         .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--config"])

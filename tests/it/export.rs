@@ -190,7 +190,8 @@ async fn exports_parse_match_the_schema_follow_the_guest_and_report_drift() {
     let vm_main = main_tf(&vm_export);
     assert!(vm_main.contains(&format!("id = \"pve1/{vm_id}\"")) || vm_export.to_string().contains(&format!("pve1/{vm_id}")));
     assert!(vm_main.contains("clone {") && vm_main.contains("vm_id = 9000"), "{vm_main}");
-    assert!(vm_main.contains("username = \"deploy\""), "{vm_main}");
+    // the guest has our cloud-init snippet: its user-data (deploy user, host key) is referenced, not re-declared
+    assert!(vm_main.contains("user_data_file_id") && vm_main.contains("local:snippets/pvedeploy-"), "{vm_main}");
 
     // the tarball holds the same files under one folder
     let resp = app.client.get(app.url(&format!("/api/v1/deployments/{ct}/terraform.tar.gz"))).bearer_auth(READER).send().await.unwrap();

@@ -11,5 +11,6 @@ mod remote_db;
 mod pve;
 mod schemathesis;
 mod sse;
+mod ssh;
 mod store;
 mod validation;

@@ -238,7 +238,7 @@ async fn node_files(n: &crate::config::NodeSshSettings, storage: &str, dir: &str
         host_keys.insert(node.clone(), crate::ssh::parse_public_key(k).with_context(|| format!("the SSH host key of node {node}"))?);
     }
     Ok(crate::engine::provision::snippets::NodeFiles {
-        ssh: crate::ssh::Ssh::new(crate::ssh::SshSettings { connect_timeout: Duration::from_secs(15), command_timeout: Duration::from_secs(60), max_sessions_per_host: 4 }),
+        ssh: crate::ssh::Ssh::new(crate::ssh::SshSettings { connect_timeout: Duration::from_secs(15), command_timeout: Duration::from_secs(60), ..Default::default() }),
         key: crate::ssh::load_private_key(key.private_openssh.clone()).await.context("the agent's deploy key")?,
         user: n.user.clone(),
         port: n.port,

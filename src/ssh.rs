@@ -64,11 +64,16 @@ pub struct SshSettings {
     /// Session channels (commands, uploads) open at once per host address, across all connections
     /// of this `Ssh`; more wait their turn. Keep it ≤ OpenSSH's `MaxSessions` (10).
     pub max_sessions_per_host: usize,
+    /// Also enforce each command's timeout on the host: the argv runs under coreutils
+    /// `timeout --signal=HUP` (a few seconds later than ours), because OpenSSH refuses the `signal`
+    /// request for root logins and closing a channel without a PTY does not stop a silent command.
+    /// Turn it off only for hosts without coreutils (the command's argv[0] must then not be a builtin either way).
+    pub enforce_remote_timeout: bool,
 }
 
 impl Default for SshSettings {
     fn default() -> Self {
-        Self { connect_timeout: Duration::from_secs(15), command_timeout: Duration::from_secs(600), max_sessions_per_host: 4 }
+        Self { connect_timeout: Duration::from_secs(15), command_timeout: Duration::from_secs(600), max_sessions_per_host: 4, enforce_remote_timeout: true }
     }
 }
 
@@ -99,7 +104,7 @@ impl Ssh {
         let addr = t.addr;
         let after = self.settings.connect_timeout;
         let handle = tokio::time::timeout(after, handshake(t)).await.map_err(|_| SshError::ConnectTimeout { addr, after })??;
-        Ok(Connection::new(addr, handle, self.permits(addr), self.settings.command_timeout))
+        Ok(Connection::new(addr, handle, self.permits(addr), self.settings.clone()))
     }
 }
 

@@ -13,6 +13,12 @@ use super::error::SshError;
 use super::handler::Pinned;
 use super::lines::{LineSplitter, OutputLine, Stream};
 use super::quote::{command_line, QuoteError};
+use super::SshSettings;
+
+/// How much later than our own timer the host-side `timeout` fires, and how long after its SIGHUP
+/// it sends SIGKILL.
+const REMOTE_GRACE_SECS: u64 = 5;
+const REMOTE_KILL_AFTER_SECS: u64 = 10;
 
 /// A command to run: an argument vector (quoted once, by [`super::quote::command_line`]), optional
 /// stdin bytes, and an optional timeout replacing the default.
@@ -70,7 +76,7 @@ pub struct Connection {
     addr: SocketAddr,
     handle: client::Handle<Pinned>,
     permits: Arc<Semaphore>,
-    command_timeout: Duration,
+    settings: Arc<SshSettings>,
 }
 
 /// Where output lines go.
@@ -93,8 +99,8 @@ impl Sink<'_> {
 }
 
 impl Connection {
-    pub(super) fn new(addr: SocketAddr, handle: client::Handle<Pinned>, permits: Arc<Semaphore>, command_timeout: Duration) -> Self {
-        Self { addr, handle, permits, command_timeout }
+    pub(super) fn new(addr: SocketAddr, handle: client::Handle<Pinned>, permits: Arc<Semaphore>, settings: Arc<SshSettings>) -> Self {
+        Self { addr, handle, permits, settings }
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -102,7 +108,7 @@ impl Connection {
     }
 
     pub(super) fn command_timeout(&self) -> Duration {
-        self.command_timeout
+        self.settings.command_timeout
     }
 
     /// Waits for a free session slot on this host (never fails while the executor lives).
@@ -119,8 +125,10 @@ impl Connection {
     }
 
     /// Runs `cmd.argv` (quoted once by [`command_line`]) with optional stdin and timeout; stdout and
-    /// stderr lines go to `lines` as they arrive, tagged with their stream. On timeout the channel is
-    /// closed after a SIGHUP to the remote process group and [`SshError::Timeout`] names argv[0].
+    /// stderr lines go to `lines` as they arrive, tagged with their stream. On timeout we ask sshd to
+    /// SIGHUP the command's process group and close the channel, and [`SshError::Timeout`] names
+    /// argv[0]; with [`SshSettings::enforce_remote_timeout`] the host's `timeout` also stops it (sshd
+    /// refuses signal requests for root logins). argv[0] must be a program, not a shell builtin.
     pub async fn run(&self, cmd: &RemoteCommand, lines: Option<Sender<OutputLine>>) -> Result<Finished, SshError> {
         self.run_into(cmd, Sink::Send(lines)).await
     }
@@ -134,9 +142,16 @@ impl Connection {
     }
 
     async fn run_into(&self, cmd: &RemoteCommand, mut sink: Sink<'_>) -> Result<Finished, SshError> {
-        let line = command_line(&cmd.argv)?;
         let program = cmd.argv.first().cloned().ok_or(QuoteError::Empty)?;
-        let after = cmd.timeout.unwrap_or(self.command_timeout);
+        let after = cmd.timeout.unwrap_or(self.settings.command_timeout);
+        let line = command_line(&cmd.argv)?;
+        let line = if self.settings.enforce_remote_timeout {
+            let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0) + REMOTE_GRACE_SECS;
+            let guard = command_line(&["timeout".to_string(), format!("--kill-after={REMOTE_KILL_AFTER_SECS}s"), "--signal=HUP".into(), format!("{secs}s")])?;
+            format!("{guard} {line}")
+        } else {
+            line
+        };
         let _permit = self.permit().await;
         let (mut read, write) = self.open_channel().await?.split();
         write.exec(true, line).await.map_err(|e| self.channel_err(e))?;

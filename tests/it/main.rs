@@ -14,6 +14,7 @@ mod rig;
 mod pve;
 mod schemathesis;
 mod sse;
+mod ssh;
 mod store;
 mod validation;
 mod webhooks;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pvedeploy::keys::{generate_ed25519, KeyPair};
-use pvedeploy::ssh::{fingerprint, load_private_key, parse_public_key, Connection, RemoteCommand, Ssh, SshError, SshSettings, Stream, Target};
+use pvedeploy::ssh::{fingerprint, load_private_key, parse_public_key, Connection, HostKeyPin, RemoteCommand, Ssh, SshError, SshSettings, Stream, Target};
 use russh::keys::PrivateKey;
 
 /// A throwaway OpenSSH server on a random 127.66.x.y address: own host key, one authorized client
@@ -101,7 +101,7 @@ impl Sshd {
     }
 
     async fn target(&self) -> Target {
-        Target { addr: self.addr, user: "root".into(), host_key: parse_public_key(&self.host.public_openssh).unwrap(), client_key: self.client_key().await }
+        Target { addr: self.addr, user: "root".into(), host_key: HostKeyPin::Key(parse_public_key(&self.host.public_openssh).unwrap()), client_key: self.client_key().await }
     }
 
     async fn connect(&self, ssh: &Ssh) -> Connection {
@@ -233,12 +233,24 @@ async fn a_command_over_its_timeout_is_stopped_and_the_connection_stays_usable()
 }
 
 #[tokio::test]
+async fn a_fingerprint_pin_accepts_the_right_key_and_refuses_others() {
+    let Some(sshd) = Sshd::start().await else { return };
+    let mut target = sshd.target().await;
+    target.host_key = HostKeyPin::parse(&target.host_key.fingerprint()).unwrap();
+    let conn = Ssh::new(settings()).connect(&target).await.expect("the fingerprint matches");
+    conn.close().await;
+    let impostor = parse_public_key(&generate_ed25519("other").public_openssh).unwrap();
+    target.host_key = HostKeyPin::parse(&fingerprint(&impostor)).unwrap();
+    assert!(matches!(Ssh::new(settings()).connect(&target).await, Err(SshError::HostKeyMismatch { .. })));
+}
+
+#[tokio::test]
 async fn a_wrong_pinned_host_key_is_refused_naming_both_fingerprints() {
     let Some(sshd) = Sshd::start().await else { return };
     let impostor = parse_public_key(&generate_ed25519("other").public_openssh).unwrap();
     let mut target = sshd.target().await;
-    let real = fingerprint(&target.host_key);
-    target.host_key = impostor.clone();
+    let real = target.host_key.fingerprint();
+    target.host_key = HostKeyPin::Key(impostor.clone());
     let err = Ssh::new(settings()).connect(&target).await.err().expect("refused");
     match &err {
         SshError::HostKeyMismatch { expected_fingerprint, got_fingerprint, .. } => {
@@ -330,7 +342,7 @@ async fn upload_to_an_sftp_only_proxmox_node() {
     let cfg = pvedeploy_sim::SimConfig::sandbox(dir.path().to_path_buf()).with_node_ssh(&agent.public_openssh);
     let sim = pvedeploy_sim::Simulator::start(cfg).await.expect("simulator with node SSH starts");
     let (addr, host_key) = sim.node_ssh("pve1").expect("pve1 has an SSH endpoint");
-    let target = Target { addr, user: "root".into(), host_key: parse_public_key(&host_key).unwrap(), client_key: load_private_key(agent.private_openssh.clone()).await.unwrap() };
+    let target = Target { addr, user: "root".into(), host_key: HostKeyPin::Key(parse_public_key(&host_key).unwrap()), client_key: load_private_key(agent.private_openssh.clone()).await.unwrap() };
     let conn = Ssh::new(settings()).connect(&target).await.expect("connects to the node");
     let yaml = b"#cloud-config\nusers: []\n";
     conn.upload("/var/lib/vz/snippets/test.yaml", yaml, 0o644).await.expect("uploads over SFTP only");

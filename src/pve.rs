@@ -18,6 +18,7 @@ mod form;
 mod guest;
 mod lenient;
 mod lxc;
+mod poll;
 mod qemu;
 mod snapshots;
 mod tasks;
@@ -38,6 +39,7 @@ pub use qemu::{first_guest_ipv4, AgentInterface, CloneRequest, CloudInitKind, Qe
 pub use snapshots::Snapshot;
 pub use tasks::{TaskOutcome, TaskStatus};
 pub use tls::TlsTrust;
+pub use poll::PollDelay;
 pub use upid::Upid;
 
 /// How to reach one Proxmox VE cluster.

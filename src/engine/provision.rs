@@ -290,6 +290,7 @@ impl Provisioner {
     /// Waits until the guest's config has no lock (PVE holds `lock: clone` until the clone is done).
     pub async fn wait_unlocked(&self, kind: GuestType, node: &NodeName, vmid: VmId) -> Result<(), ProvisionError> {
         let started = Instant::now();
+        let mut gap = crate::pve::PollDelay::up_to(self.settings.poll);
         loop {
             let lock = self.client.guest_config_raw(pve_kind(kind), node, vmid).await?.remove("lock");
             if lock.is_none() {
@@ -298,7 +299,7 @@ impl Provisioner {
             if started.elapsed() > self.settings.task_deadline {
                 return Err(ProvisionError::Failed(format!("guest {vmid} is still locked ({}) after {:?}", lock.unwrap_or_default(), started.elapsed())));
             }
-            tokio::time::sleep(self.settings.poll).await;
+            tokio::time::sleep(gap.next_delay()).await;
         }
     }
 
@@ -344,6 +345,7 @@ impl Provisioner {
     /// Polls until the guest reports an IPv4 address (guest agent for VMs, interfaces for containers).
     pub async fn await_address(&self, kind: GuestType, node: &NodeName, vmid: VmId) -> Result<Ipv4Addr, ProvisionError> {
         let started = Instant::now();
+        let mut gap = crate::pve::PollDelay::up_to(self.settings.poll);
         let mut last_problem = String::from("no address reported yet");
         loop {
             let found = match kind {
@@ -377,7 +379,7 @@ impl Provisioner {
                     self.settings.address_deadline.as_secs()
                 )));
             }
-            tokio::time::sleep(self.settings.poll).await;
+            tokio::time::sleep(gap.next_delay()).await;
         }
     }
 

@@ -86,6 +86,7 @@ impl PveClient {
     /// whether it was a lock timeout. Transient errors while polling are ridden out until the deadline.
     pub async fn wait_task(&self, upid: &Upid, poll: Duration, deadline: Duration) -> Result<TaskOutcome, PveError> {
         let started = Instant::now();
+        let mut gap = super::poll::PollDelay::up_to(poll);
         loop {
             match self.task_status(upid).await {
                 Ok(TaskStatus { running: false, exitstatus }) => return self.outcome(upid, exitstatus.unwrap_or_default()).await,
@@ -99,7 +100,7 @@ impl PveClient {
             if waited >= deadline {
                 return Err(PveError::TaskDeadline { upid: upid.clone(), waited });
             }
-            tokio::time::sleep(poll.min(deadline - waited)).await;
+            tokio::time::sleep(gap.next_delay().min(deadline - waited)).await;
         }
     }
 

@@ -35,7 +35,7 @@ pub use error::PveError;
 pub use form::encode_sshkeys;
 pub use guest::{GuestState, GuestStatus, GuestSummary, GuestType, PowerAction};
 pub use lxc::{LxcConfig, LxcCreate, LxcInterface, LxcUpdate};
-pub use qemu::{first_guest_ipv4, AgentInterface, CloneRequest, CloudInitKind, QemuConfig, QemuUpdate};
+pub use qemu::{first_guest_ipv4, guest_ipv4_on_mac, AgentInterface, CloneRequest, CloudInitKind, QemuConfig, QemuUpdate};
 pub use snapshots::Snapshot;
 pub use tasks::{TaskOutcome, TaskStatus};
 pub use tls::TlsTrust;

@@ -14,7 +14,7 @@ use crate::core::names::{NodeName, VmId};
 use crate::core::placement::{self, NodeLoad, NoNodeFits, PlacementPolicy};
 use crate::core::provision::{Progress, Step};
 use crate::pve::{
-    first_guest_ipv4, CloneRequest, GuestState, LxcCreate, LxcInterface, PowerAction, PveClient, PveError, QemuUpdate, ResourceKind, ResourceType, Upid,
+    guest_ipv4_on_mac, CloneRequest, GuestState, LxcCreate, LxcInterface, PowerAction, PveClient, PveError, QemuUpdate, ResourceKind, ResourceType, Upid,
 };
 use crate::store::leases::Lease;
 use crate::store::vmids::Claim;
@@ -347,10 +347,16 @@ impl Provisioner {
         let started = Instant::now();
         let mut gap = crate::pve::PollDelay::up_to(self.settings.poll);
         let mut last_problem = String::from("no address reported yet");
+        let mut net0_mac: Option<String> = None;
         loop {
             let found = match kind {
                 GuestType::Vm => match self.client.qemu_agent_interfaces(node, vmid).await {
-                    Ok(ifaces) => first_guest_ipv4(&ifaces),
+                    Ok(ifaces) => {
+                        if net0_mac.is_none() {
+                            net0_mac = self.client.qemu_config(node, vmid).await.ok().and_then(|c| c.raw.get("net0").and_then(|n| mac_of(n)));
+                        }
+                        guest_ipv4_on_mac(&ifaces, net0_mac.as_deref())
+                    }
                     Err(PveError::AgentNotRunning) => {
                         last_problem = "the QEMU guest agent is not running".into();
                         None
@@ -410,6 +416,15 @@ impl Provisioner {
         c.wait_task(&upid, self.settings.poll, deadline).await?;
         Ok(())
     }
+}
+
+/// The MAC of a `net0` value (`virtio=BC:24:11:…,bridge=vmbr0` or `…,macaddr=…`).
+fn mac_of(net0: &str) -> Option<String> {
+    net0.split(',').find_map(|part| {
+        let (k, v) = part.split_once('=')?;
+        let is_mac = v.len() == 17 && v.split(':').count() == 6;
+        (is_mac && matches!(k, "virtio" | "e1000" | "e1000e" | "rtl8139" | "vmxnet3" | "macaddr" | "hwaddr")).then(|| v.to_string())
+    })
 }
 
 /// The ed25519 fingerprint in a container create task's log, as PVE prints it.

@@ -219,6 +219,25 @@ impl From<WireAgentInterface> for AgentInterface {
 }
 
 /// The guest's first IPv4 address outside the loopback interface `lo` and the link-local range.
+/// The guest's IPv4 address on the interface with MAC `mac` (the VM's `net0`), as the guest agent
+/// reports it; without a MAC match (an agent that reports no hardware addresses), the first usable
+/// address of an interface that is not loopback or a container bridge (docker0, br-…, veth…, virbr…, cni…, lxc…).
+pub fn guest_ipv4_on_mac(interfaces: &[AgentInterface], mac: Option<&str>) -> Option<Ipv4Addr> {
+    let usable = |i: &AgentInterface| {
+        i.ips.iter().find_map(|(ip, _)| match ip {
+            IpAddr::V4(v4) if !v4.is_link_local() && !v4.is_unspecified() && !v4.is_loopback() => Some(*v4),
+            _ => None,
+        })
+    };
+    if let Some(mac) = mac {
+        if let Some(i) = interfaces.iter().find(|i| i.hardware_address.as_deref().is_some_and(|h| h.eq_ignore_ascii_case(mac))) {
+            return usable(i);
+        }
+    }
+    const BRIDGES: [&str; 8] = ["docker", "br-", "veth", "virbr", "cni", "flannel", "lxc", "podman"];
+    interfaces.iter().filter(|i| i.name != "lo" && !BRIDGES.iter().any(|b| i.name.starts_with(b))).find_map(usable)
+}
+
 pub fn first_guest_ipv4(interfaces: &[AgentInterface]) -> Option<Ipv4Addr> {
     interfaces.iter().filter(|i| i.name != "lo").flat_map(|i| i.ips.iter()).find_map(|(ip, _)| match ip {
         IpAddr::V4(v4) if !v4.is_link_local() && !v4.is_unspecified() => Some(*v4),
@@ -396,6 +415,11 @@ mod tests {
         assert_eq!(ifaces[2].ips, vec![]);
         assert_eq!(first_guest_ipv4(&ifaces), Some(Ipv4Addr::new(10, 0, 0, 5)));
         assert_eq!(first_guest_ipv4(&ifaces[..1]), None);
+        let iface = |name: &str, mac: &str, ip: [u8; 4]| AgentInterface { name: name.into(), hardware_address: Some(mac.into()), ips: vec![(IpAddr::V4(Ipv4Addr::from(ip)), 24)] };
+        let many = [iface("docker0", "02:42:00:00:00:01", [172, 17, 0, 1]), iface("eth1", "bc:24:11:00:00:02", [10, 9, 9, 9]), iface("eth0", "BC:24:11:00:00:01", [10, 0, 0, 7])];
+        assert_eq!(guest_ipv4_on_mac(&many, Some("bc:24:11:00:00:01")), Some(Ipv4Addr::new(10, 0, 0, 7)), "the net0 MAC, in any case");
+        assert_eq!(guest_ipv4_on_mac(&many, None), Some(Ipv4Addr::new(10, 9, 9, 9)), "no MAC: first interface that is not a bridge");
+        assert_eq!(guest_ipv4_on_mac(&many[..1], None), None);
     }
 
     #[test]

@@ -106,6 +106,47 @@ async fn flask_on_a_vm_and_express_in_a_container_deploy_redeploy_break_roll_bac
     wait_for(&app, &eid, "running v2", Duration::from_secs(600), |d| d["status"] == "running" && d["commit"] == ev2.as_str()).await;
     assert_eq!(http_body(&eurl).await, "hello from express v2\n");
 
+    // a burst of three pushes while redeploys run: the first starts, the newest replaces the queued one
+    let mut commits = vec![ev2.clone()];
+    for (n, v) in ["v3", "v4", "v5"].into_iter().enumerate() {
+        let prev = format!("v{}", n + 2);
+        express.edit("server.js", &format!("const VERSION_MARKER = \"{prev}\";"), &format!("const VERSION_MARKER = \"{v}\";"));
+        let c = express.commit(v);
+        let (body, sig) = signed_push(&express, commits.last().unwrap(), &c);
+        let resp = app
+            .client
+            .post(app.url("/webhooks/github"))
+            .header("content-type", "application/json")
+            .header("x-github-event", "push")
+            .header("x-github-delivery", format!("9f0c2c1e-6f4e-11ef-9a8b-00000000001{n}"))
+            .header("x-hub-signature-256", sig)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 202);
+        // the next push goes out once this one was handed to the engine, so arrival order is commit order
+        let guid = format!("9f0c2c1e-6f4e-11ef-9a8b-00000000001{n}");
+        let t = Instant::now();
+        loop {
+            let (_, d) = app.get(&format!("/api/v1/webhooks/deliveries/{guid}"), Some(READER)).await;
+            if d["outcome"].is_string() && d["outcome"] != "received" {
+                let expected = if n == 0 { "redeploy_requested" } else { "queued" };
+                assert!(d.to_string().contains(expected), "{d}");
+                break;
+            }
+            assert!(t.elapsed() < Duration::from_secs(20), "{d}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        commits.push(c);
+    }
+    let (v3, v4, v5) = (commits[1].clone(), commits[2].clone(), commits[3].clone());
+    wait_for(&app, &eid, "running v5", Duration::from_secs(600), |d| d["status"] == "running" && d["commit"] == v5.as_str()).await;
+    assert_eq!(http_body(&eurl).await, "hello from express v5\n");
+    let deployed: Vec<String> = releases(&app, &eid).await.iter().map(|r| r["commit"].as_str().unwrap().to_string()).collect();
+    assert!(deployed.contains(&v3) && deployed.contains(&v5), "{deployed:?}");
+    assert!(!deployed.contains(&v4), "v4 was replaced by v5 while queued: {deployed:?}");
+
     // a broken commit: the redeploy fails, is recorded, and v2 keeps answering
     flask.edit("app.py", "import os\n", "import os\nraise RuntimeError(\"broken on purpose\")\n");
     let broken = flask.commit("broken");
@@ -136,12 +177,12 @@ async fn flask_on_a_vm_and_express_in_a_container_deploy_redeploy_break_roll_bac
     let mut answered = String::new();
     for _ in 0..60 {
         answered = http_body(&eurl).await;
-        if answered == "hello from express v2\n" {
+        if answered == "hello from express v5\n" {
             break;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    assert_eq!(answered, "hello from express v2\n");
+    assert_eq!(answered, "hello from express v5\n");
 
     // destroy both
     for id in [&fid, &eid] {
@@ -153,6 +194,39 @@ async fn flask_on_a_vm_and_express_in_a_container_deploy_redeploy_break_roll_bac
         assert!(d["proxmox_id"].is_null());
     }
     assert!(http_body(&furl).await.starts_with("<no answer"));
+    app.stop().await;
+    rig.stop().await;
+    drop(server);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn django_a_php_app_and_a_static_site_in_containers() {
+    let data = tempfile::tempdir().unwrap();
+    let key = pvedeploy::keys::load_or_create_deploy_key(&data.path().join("keys")).unwrap();
+    let Some(rig) = start_real_sim(&key.public_openssh).await else { return };
+    let server = GitServer::start().await;
+    let django = server.repo("octo/django", "django");
+    let site = server.repo("octo/site", "static");
+    // PHP-FPM, nginx and composer as for Laravel; the app itself has no dependencies (packagist.org is unreachable here)
+    let php = server.repo("octo/php", "laravel");
+    let app = agent(rig.sim(), data.path(), &server.host).await;
+    let mut ids = vec![];
+    for (name, repo, fw) in [("django-e2e", &django, "django"), ("static-e2e", &site, "static"), ("php-e2e", &php, "laravel")] {
+        let (s, d) = app.post("/api/v1/deployments", Some(ADMIN), &json!({"name": name, "repo_url": repo.url, "framework": fw, "type": "lxc"})).await;
+        assert_eq!(s, 202, "{d}");
+        ids.push(d["id"].as_str().unwrap().to_string());
+    }
+    for (id, body) in ids.iter().zip(["hello from django v1", "hello from static v1", "hello from laravel-php v1"]) {
+        let d = wait_for(&app, id, "running", Duration::from_secs(900), |d| d["status"] == "running" || d["status"] == "failed").await;
+        assert_eq!(d["status"], "running", "{d}");
+        let got = http_body(d["url"].as_str().unwrap()).await;
+        assert!(got.contains(body), "{got}");
+    }
+    for id in &ids {
+        let (s, _) = app.delete(&format!("/api/v1/deployments/{id}"), Some(ADMIN)).await;
+        assert_eq!(s, 202);
+        wait_for(&app, id, "destroyed", Duration::from_secs(180), |d| d["status"] == "destroyed").await;
+    }
     app.stop().await;
     rig.stop().await;
     drop(server);

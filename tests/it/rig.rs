@@ -183,7 +183,8 @@ pub async fn agent(sim: &SimHandle, data: &Path, git_host: &str) -> TestApp {
     let (token_id, secret) = sim.admin_token();
     let mut cs = ClusterSettings::new(format!("https://{}", sim.addr()), token_id, Secret::new(secret), TrustSetting::Fingerprint(sim.fingerprint_sha256()), 9000);
     cs.vmid_range = 100..=999_999;
-    cs.address_timeout = Duration::from_secs(60);
+    // Generous: a loaded CI machine boots nspawn guests slowly (real clusters default to 120 s).
+    cs.address_timeout = Duration::from_secs(300);
     cs.poll_interval = Duration::from_millis(100);
     let (mut host_keys, mut addresses) = (BTreeMap::new(), BTreeMap::new());
     for node in sim.node_names() {

@@ -63,7 +63,7 @@ pub fn routes(state: ApiState) -> impl Endpoint {
     let spec = api.spec_endpoint();
     let docs = api.swagger_ui();
     let metrics = state.metrics.clone();
-    Route::new()
+    crate::web::mount(Route::new())
         .nest(API_PREFIX, api.into_endpoint().catch_all_error(error::json_error))
         .at(format!("{API_PREFIX}/openapi.json"), spec)
         .nest("/docs", docs)

@@ -1,6 +1,6 @@
 //! The dashboard's shell: token login, hash routing, the background watcher (live refresh and toasts), dialogs.
 
-import { api, get, session, whenUnauthorized, ApiError } from './api.js';
+import { api, get, stream, session, whenUnauthorized, ApiError } from './api.js';
 import { h, clear } from './views.js';
 import * as views from './views.js';
 
@@ -60,6 +60,7 @@ function loginView() {
       await api('GET', '/deployments?limit=1', undefined, token);
       session.set(token);
       route();
+      sync();
     } catch (ex) {
       err.textContent = ex instanceof ApiError && ex.status === 401 ? 'This token was not accepted.' : `Could not check the token: ${ex.message}`;
       input.setAttribute('aria-invalid', 'true');
@@ -91,23 +92,35 @@ function route() {
   main.focus({ preventScroll: true });
 }
 
-// The watcher: every few seconds, the deployments' statuses and the newest webhook deliveries. Changes become
-// toasts, and the view on screen refreshes itself, so nothing needs a reload.
-const known = new Map();
+// The watcher: status changes arrive live on the `/events` stream (SSE read through fetch); a full read every few
+// seconds catches anything missed and the newest webhook delivery. Changes become toasts, and the view on screen
+// refreshes itself, so nothing needs a reload.
+const known = new Map(); // id → { name, status }
 let seenDelivery = null;
 let primed = false;
-async function watch() {
+let changes = null; // AbortController of the events stream
+
+function note(id, name, status) {
+  const before = known.get(id);
+  if (primed && before && before.status !== status) {
+    const kind = status === 'failed' ? 'error' : status === 'running' ? 'ok' : 'info';
+    toast(`${name}: ${before.status} → ${status}`, kind);
+  }
+  known.set(id, { name, status });
+}
+
+let pending = null;
+function refreshView() {
+  clearTimeout(pending);
+  pending = setTimeout(() => { if (current && current.refresh) current.refresh(); }, 100);
+}
+
+async function sync() {
   if (!session.token()) return;
+  connect();
   try {
     const page = await get('/deployments?limit=100');
-    for (const d of page.items) {
-      const before = known.get(d.id);
-      if (primed && before && before !== d.status) {
-        const kind = d.status === 'failed' ? 'error' : d.status === 'running' ? 'ok' : 'info';
-        toast(`${d.name}: ${before} → ${d.status}`, kind);
-      }
-      known.set(d.id, d.status);
-    }
+    for (const d of page.items) note(d.id, d.name, d.status);
     try {
       const del = await get('/webhooks/deliveries?limit=1');
       const newest = del.items[0];
@@ -117,27 +130,57 @@ async function watch() {
       seenDelivery = newest ? newest.delivery : '';
     } catch { /* deliveries are optional figures */ }
     primed = true;
-    if (current && current.refresh) await current.refresh();
+    refreshView();
   } catch (e) {
-    if (!(e instanceof ApiError)) console.warn('watch', e);
+    if (!(e instanceof ApiError)) console.warn('sync', e);
   }
+}
+
+async function onChange(ev) {
+  const e = JSON.parse(ev.data);
+  if (e.kind !== 'status') return sync();
+  let name = known.has(e.deployment) ? known.get(e.deployment).name : null;
+  if (!name) {
+    try { name = (await get(`/deployments/${e.deployment}`)).name; } catch { name = e.deployment; }
+  }
+  note(e.deployment, name, e.status);
+  refreshView();
+}
+
+function connect() {
+  if (changes || !session.token()) return;
+  const ctl = new AbortController();
+  changes = ctl;
+  stream('/events', onChange, ctl.signal)
+    .catch(() => {})
+    .finally(() => {
+      if (changes === ctl) changes = null;
+      if (!ctl.signal.aborted) setTimeout(connect, 3000);
+    });
+}
+
+function disconnect() {
+  if (changes) changes.abort();
+  changes = null;
+  known.clear();
+  primed = false;
 }
 
 whenUnauthorized(() => {
   session.clear();
+  disconnect();
   toast('The token was refused; log in again.', 'error');
   route();
 });
 
 document.getElementById('logout').addEventListener('click', () => {
   session.clear();
-  known.clear();
-  primed = false;
+  disconnect();
   location.hash = '#/';
   route();
 });
 
 window.addEventListener('hashchange', route);
 route();
-setInterval(watch, 2000);
-watch();
+setInterval(sync, 5000);
+sync();

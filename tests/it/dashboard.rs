@@ -52,6 +52,34 @@ async fn the_page_and_its_assets_are_served_with_strict_headers() {
     app.stop().await;
 }
 
+#[tokio::test]
+async fn the_change_stream_reports_every_status_change_live() {
+    use futures_util::StreamExt;
+    let app = TestApp::spawn().await;
+    let (s, _) = app.get("/api/v1/events", None).await;
+    assert_eq!(s, 401, "the stream needs a token");
+    let resp = app.client.get(app.url("/api/v1/events")).bearer_auth(crate::helpers::READER).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+    let mut body = resp.bytes_stream();
+    // changes made after the stream opened arrive on it
+    let id = app.create("streamed").await["id"].as_str().unwrap().to_string();
+    let (s, _) = app.delete(&format!("/api/v1/deployments/{id}"), Some(ADMIN)).await;
+    assert_eq!(s, 202);
+    let mut text = String::new();
+    while !text.contains(r#""status":"destroyed""#) {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), body.next()).await.expect("events in time").expect("stream open").unwrap();
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let seen: Vec<Value> = text.lines().filter_map(|l| l.strip_prefix("data: ")).map(|d| serde_json::from_str(d).unwrap()).collect();
+    let statuses: Vec<&str> = seen.iter().filter(|e| e["deployment"] == id.as_str()).map(|e| e["status"].as_str().unwrap()).collect();
+    assert_eq!(statuses.first(), Some(&"pending"), "{text}");
+    assert!(statuses.ends_with(&["destroying", "destroyed"]), "{statuses:?}");
+    assert!(text.contains("event: status"), "{text}");
+    drop(body);
+    app.stop().await;
+}
+
 // ---------- A minimal W3C WebDriver client (JSON over HTTP) ----------
 
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";

@@ -2,6 +2,7 @@
 
 pub mod deployments;
 pub mod error;
+pub mod events;
 pub mod export;
 pub mod paging;
 pub mod payload;
@@ -37,7 +38,7 @@ pub struct ApiState {
 
 pub const API_PREFIX: &str = "/api/v1";
 
-pub fn service(state: &ApiState) -> OpenApiService<(deployments::DeploymentsApi, system::SystemApi, export::ExportApi, webhooks::WebhooksApi, releases::ReleasesApi), ()> {
+pub fn service(state: &ApiState) -> OpenApiService<(deployments::DeploymentsApi, system::SystemApi, export::ExportApi, webhooks::WebhooksApi, releases::ReleasesApi, events::EventsApi), ()> {
     OpenApiService::new(
         (
             deployments::DeploymentsApi { state: state.clone() },
@@ -45,6 +46,7 @@ pub fn service(state: &ApiState) -> OpenApiService<(deployments::DeploymentsApi,
             export::ExportApi { state: state.clone() },
             webhooks::WebhooksApi { state: state.clone() },
             releases::ReleasesApi { state: state.clone() },
+            events::EventsApi { state: state.clone() },
         ),
         "pvedeploy",
         env!("CARGO_PKG_VERSION"),
@@ -63,7 +65,7 @@ pub fn routes(state: ApiState) -> impl Endpoint {
     let spec = api.spec_endpoint();
     let docs = api.swagger_ui();
     let metrics = state.metrics.clone();
-    Route::new()
+    crate::web::mount(Route::new())
         .nest(API_PREFIX, api.into_endpoint().catch_all_error(error::json_error))
         .at(format!("{API_PREFIX}/openapi.json"), spec)
         .nest("/docs", docs)

@@ -17,4 +17,5 @@ pub mod sandbox;
 pub mod secrets;
 pub mod store;
 pub mod telemetry;
+pub mod web;
 pub mod webhooks;

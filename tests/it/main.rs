@@ -4,6 +4,7 @@ mod agents;
 mod api;
 mod cli;
 mod crash;
+mod dashboard;
 mod deploy;
 mod export;
 mod helpers;

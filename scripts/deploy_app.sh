@@ -144,10 +144,12 @@ launch_dir() { printf '%s/shared/launch/%s' "$home" "$1"; }
 write_unit() { # framework
   local fw=$1 unit_extra=''
   if [ "$fw" = laravel ]; then
-    # php-fpm's socket lives in the runtime dir; nginx (www-data) may enter it, nobody else.
+    # php-fpm's socket lives in the runtime dir, owned app:www-data 0660: only the app and nginx (www-data) may
+    # connect. (systemd re-chowns a RuntimeDirectory to User:Group before ExecStart, so the group is set on the
+    # socket by php-fpm itself, which may do so because the master is in www-data's group.)
     unit_extra="RuntimeDirectory=pvedeploy-app-$app
-RuntimeDirectoryMode=0750
-ExecStartPre=+/bin/chgrp www-data /run/pvedeploy-app-$app"
+RuntimeDirectoryMode=0755
+SupplementaryGroups=www-data"
   fi
   write_atomic "/etc/systemd/system/$unit" root:root 0644 <<UNIT
 # Written by pvedeploy deploy_app.sh activate; rewritten on every activate/rollback.
@@ -233,7 +235,8 @@ daemonize = no
 
 [app]
 listen = /run/pvedeploy-app-$app/php-fpm.sock
-listen.mode = 0666
+listen.group = www-data
+listen.mode = 0660
 pm = dynamic
 pm.max_children = 5
 pm.start_servers = 2

@@ -56,6 +56,10 @@ impl Drop for RealSim {
 }
 
 pub async fn start_real_sim(agent_public_key: &str) -> Option<RealSim> {
+    // With RUST_LOG set, the agent's and the simulator's logs show up in the test output.
+    if std::env::var_os("RUST_LOG").is_some() {
+        pvedeploy::telemetry::init();
+    }
     if let Err(why) = node_ssh::check_available() {
         skip(&why.to_string());
         return None;

@@ -225,7 +225,7 @@ impl From<WireAgentInterface> for AgentInterface {
 pub fn guest_ipv4_on_mac(interfaces: &[AgentInterface], mac: Option<&str>) -> Option<Ipv4Addr> {
     let usable = |i: &AgentInterface| {
         i.ips.iter().find_map(|(ip, _)| match ip {
-            IpAddr::V4(v4) if !v4.is_link_local() && !v4.is_unspecified() && !v4.is_loopback() => Some(*v4),
+            IpAddr::V4(v4) if !v4.is_link_local() && !v4.is_unspecified() => Some(*v4),
             _ => None,
         })
     };

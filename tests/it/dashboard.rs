@@ -8,11 +8,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use base64::Engine as _;
-use pvedeploy_sim::ClusterSpec;
 use serde_json::{json, Value};
 
 use crate::helpers::{tool, TestApp, ADMIN};
-use crate::provision::{agent_for, start_sim};
 
 #[tokio::test]
 async fn the_page_and_its_assets_are_served_with_strict_headers() {
@@ -178,7 +176,12 @@ impl Browser {
 
     /// Polls a JavaScript expression until it is truthy; returns its value (the page's text on failure).
     async fn wait(&self, expr: &str, what: &str) -> Value {
-        for _ in 0..600 {
+        self.wait_secs(expr, what, 60).await
+    }
+
+    /// As `wait`, for up to `secs` seconds.
+    async fn wait_secs(&self, expr: &str, what: &str, secs: u64) -> Value {
+        for _ in 0..secs * 10 {
             let v = self.js(&format!("return ({expr});")).await;
             if !(v.is_null() || v == false || v == "" || v == 0) {
                 return v;
@@ -238,9 +241,13 @@ const VIEWS: [(&str, &str, &str); 5] = [
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_user_deploys_watches_and_destroys_from_the_browser() {
     let Some((chromium, chromedriver)) = browser_tools() else { return };
-    let cluster = start_sim(ClusterSpec::sandbox()).await;
+    // real guests: the app really runs and answers at the URL the page shows
     let dir = tempfile::tempdir().unwrap();
-    let app = agent_for(&cluster, dir.path(), Duration::from_secs(30)).await;
+    let key = pvedeploy::keys::load_or_create_deploy_key(&dir.path().join("keys")).unwrap();
+    let Some(rig) = crate::rig::start_real_sim(&key.public_openssh).await else { return };
+    let server = crate::rig::GitServer::start().await;
+    let flask = server.repo("octo/web", "flask");
+    let app = crate::rig::agent(rig.sim(), dir.path(), &server.host).await;
     let b = Browser::start(&chromium, &chromedriver).await;
     b.viewport(1280, 800).await;
 
@@ -273,6 +280,8 @@ async fn a_user_deploys_watches_and_destroys_from_the_browser() {
 
     // a good one, with an environment variable: lands on the detail page
     b.fill("#f-name", "web-one").await;
+    b.fill("#f-repo_url", &flask.url).await;
+    b.js("const t = document.querySelector('#f-type'); t.value = 'lxc'; t.dispatchEvent(new Event('change')); return 1").await;
     b.click("fieldset.env button").await;
     b.fill("#env-n-0", "GREETING").await;
     b.fill("#env-v-0", "hello").await;
@@ -282,14 +291,19 @@ async fn a_user_deploys_watches_and_destroys_from_the_browser() {
     let (s, env) = app.get(&format!("/api/v1/deployments/{id}/env"), Some(ADMIN)).await;
     assert_eq!((s, env.clone()), (200, json!({"names": ["GREETING"]})), "{env}");
 
-    // the list follows the deployment to `installing` (the simulator's API-only guests stop there) without a reload
+    // the list follows the deployment to `running` without a reload; the app answers at the URL shown
     b.click("nav a[href='#/deployments']").await;
     b.find("tr[data-name='web-one']").await;
     b.js("window.__notReloaded = true; return 1").await;
-    b.wait("['installing','running'].includes(document.querySelector(\"tr[data-name='web-one']\").dataset.status)", "installing on the list").await;
+    b.wait_secs("['running','failed'].includes(document.querySelector(\"tr[data-name='web-one']\").dataset.status) && document.querySelector(\"tr[data-name='web-one']\").dataset.status", "running on the list", 900).await;
+    assert_eq!(b.js("return document.querySelector(\"tr[data-name='web-one']\").dataset.status").await, "running");
     assert_eq!(b.js("return window.__notReloaded === true").await, true, "the page was not reloaded");
     let row = b.js("return document.querySelector(\"tr[data-name='web-one']\").innerText").await;
-    assert!(row.as_str().unwrap().contains("pve1"), "the node is shown: {row}");
+    let (_, d) = app.get(&format!("/api/v1/deployments/{id}"), Some(ADMIN)).await;
+    let url = d["url"].as_str().unwrap().to_string();
+    assert!(row.as_str().unwrap().contains(&url) && row.as_str().unwrap().contains("pve"), "the URL and node are shown: {row}");
+    assert_eq!(crate::rig::http_body(&url).await, "hello from flask v1\n");
+    assert_eq!(crate::rig::http_body(&format!("{url}/env/GREETING")).await, "hello", "the variable set in the form reached the app");
 
     // its log (live stream) and timeline on the detail page
     b.click("tr[data-name='web-one'] a.name").await;
@@ -321,11 +335,12 @@ async fn a_user_deploys_watches_and_destroys_from_the_browser() {
     b.screenshot("destroy-confirm-desktop").await;
     b.click("#confirm-ok").await;
     b.wait("['destroying','destroyed'].includes(document.querySelector(\"tr[data-name='web-one']\").dataset.status)", "destroying on the list").await;
-    crate::provision::wait_until(&app, &id, "destroyed", |d| d["status"] == "destroyed").await;
+    crate::rig::wait_for(&app, &id, "destroyed", Duration::from_secs(180), |d| d["status"] == "destroyed").await;
     b.wait("document.querySelector(\"tr[data-name='web-one']\").dataset.status === 'destroyed'", "destroyed on the list").await;
     b.wait("[...document.querySelectorAll('.toast')].some(t => t.textContent.includes('destroyed'))", "a toast").await;
 
     drop(b);
     app.stop().await;
-    cluster.sim.shutdown().await;
+    rig.stop().await;
+    drop(server);
 }

@@ -6,6 +6,7 @@ pub mod export;
 pub mod paging;
 pub mod payload;
 pub mod releases;
+pub mod schedules;
 pub mod security;
 pub mod system;
 pub mod webhooks;
@@ -33,11 +34,13 @@ pub struct ApiState {
     pub proxmox: Option<String>,
     /// The GitHub webhook door (`POST /webhooks/github`).
     pub webhooks: crate::webhooks::WebhookDoor,
+    /// Cron schedules and deployment expiry.
+    pub schedules: crate::engine::schedules::Scheduler,
 }
 
 pub const API_PREFIX: &str = "/api/v1";
 
-pub fn service(state: &ApiState) -> OpenApiService<(deployments::DeploymentsApi, system::SystemApi, export::ExportApi, webhooks::WebhooksApi, releases::ReleasesApi), ()> {
+pub fn service(state: &ApiState) -> OpenApiService<(deployments::DeploymentsApi, system::SystemApi, export::ExportApi, webhooks::WebhooksApi, releases::ReleasesApi, schedules::SchedulesApi), ()> {
     OpenApiService::new(
         (
             deployments::DeploymentsApi { state: state.clone() },
@@ -45,6 +48,7 @@ pub fn service(state: &ApiState) -> OpenApiService<(deployments::DeploymentsApi,
             export::ExportApi { state: state.clone() },
             webhooks::WebhooksApi { state: state.clone() },
             releases::ReleasesApi { state: state.clone() },
+            schedules::SchedulesApi { state: state.clone() },
         ),
         "pvedeploy",
         env!("CARGO_PKG_VERSION"),

@@ -10,6 +10,7 @@ mod helpers;
 mod persistence;
 mod provision;
 mod remote_db;
+mod schedules;
 mod pve;
 mod schemathesis;
 mod sse;

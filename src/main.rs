@@ -59,8 +59,6 @@ enum Command {
     Schedule {
         #[command(subcommand)]
         command: ScheduleCommand,
-        #[command(flatten)]
-        agent: AgentArgs,
     },
 }
 
@@ -71,6 +69,8 @@ enum ScheduleCommand {
         /// Print them as JSON (with the next 5 run times).
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        agent: AgentArgs,
     },
     /// Add a schedule (the token needs the deploy scope; admin for destroy).
     Add {
@@ -95,11 +95,15 @@ enum ScheduleCommand {
         /// Record it disabled.
         #[arg(long)]
         disabled: bool,
+        #[command(flatten)]
+        agent: AgentArgs,
     },
     /// Remove a schedule and its history.
     Remove {
         /// The schedule id.
         id: String,
+        #[command(flatten)]
+        agent: AgentArgs,
     },
 }
 
@@ -202,10 +206,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(if report.differences.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
-        Command::Schedule { command, agent } => {
-            let remote = remote(&agent, cli.config, &env)?;
+        Command::Schedule { command } => {
+            let agent = match &command {
+                ScheduleCommand::List { agent, .. } | ScheduleCommand::Add { agent, .. } | ScheduleCommand::Remove { agent, .. } => agent,
+            };
+            let remote = remote(agent, cli.config, &env)?;
             match command {
-                ScheduleCommand::List { json } => {
+                ScheduleCommand::List { json, .. } => {
                     let list = remote.schedules().await?;
                     if json {
                         println!("{}", serde_json::to_string_pretty(&list)?);
@@ -217,7 +224,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         }
                     }
                 }
-                ScheduleCommand::Add { cron, action, target, timezone, keep, catch_up, disabled } => {
+                ScheduleCommand::Add { cron, action, target, timezone, keep, catch_up, disabled, .. } => {
                     let mut body = serde_json::json!({ "cron": cron, "action": action, "target": target, "catch_up": catch_up, "enabled": !disabled });
                     if let Some(z) = timezone {
                         body["timezone"] = z.into();
@@ -229,7 +236,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     let next = s.next_runs.first().map(|n| n.local.clone()).unwrap_or_else(|| "never".into());
                     println!("{}\tnext run {next}", s.id);
                 }
-                ScheduleCommand::Remove { id } => {
+                ScheduleCommand::Remove { id, .. } => {
                     remote.remove_schedule(&id).await?;
                     println!("removed {id}");
                 }

@@ -275,3 +275,42 @@ async fn snapshot_schedule_keeps_the_newest_and_leaves_other_snapshots_alone() {
     assert_eq!(names, ["before-upgrade", "pvedeploy-20300101-030000", "pvedeploy-20300101-040000"]);
     app.stop().await;
 }
+
+fn cli(app: &TestApp, token: &str, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_pvedeploy"))
+        .args(args)
+        .args(["--url", &app.base])
+        .env("PVEDEPLOY_TOKEN", token)
+        .env_remove("PVEDEPLOY_URL")
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("pvedeploy runs")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_adds_lists_and_removes_schedules_through_the_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(ms("2030-01-01T00:00:00Z")));
+    let app = clocked(dir.path(), &clock).await;
+    let add = |args: Vec<&str>| {
+        let mut all = vec!["schedule", "add"];
+        all.extend(args);
+        cli(&app, DEPLOYER, &all)
+    };
+    let bad = add(vec!["--cron", "0 3 * * *", "--action", "drift", "--timezone", "Moon/Tranquility"]);
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("timezone") && err.contains("HTTP 422"), "{err}");
+    let ok = add(vec!["--cron", "0 3 * * *", "--action", "drift", "--timezone", "Asia/Tokyo"]);
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    let out = String::from_utf8_lossy(&ok.stdout).to_string();
+    let id = out.split('\t').next().unwrap().to_string();
+    assert!(out.contains("next run 2030-01-02T03:00:00+09:00"), "{out}");
+    let list = cli(&app, READER, &["schedule", "list"]);
+    let listed = String::from_utf8_lossy(&list.stdout);
+    assert!(listed.starts_with(&format!("{id}\t0 3 * * *\tAsia/Tokyo\tdrift\tall\tnext 2030-01-02T03:00:00+09:00")), "{listed}");
+    assert!(!cli(&app, READER, &["schedule", "remove", &id]).status.success(), "removing needs the deploy scope");
+    assert!(cli(&app, DEPLOYER, &["schedule", "remove", &id]).status.success());
+    assert_eq!(app.get("/api/v1/schedules", Some(READER)).await.1["total"], 0);
+    app.stop().await;
+}

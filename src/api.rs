@@ -7,6 +7,7 @@ pub mod export;
 pub mod paging;
 pub mod payload;
 pub mod releases;
+pub mod schedules;
 pub mod security;
 pub mod system;
 pub mod webhooks;
@@ -34,11 +35,13 @@ pub struct ApiState {
     pub proxmox: Option<String>,
     /// The GitHub webhook door (`POST /webhooks/github`).
     pub webhooks: crate::webhooks::WebhookDoor,
+    /// Cron schedules and deployment expiry.
+    pub schedules: crate::engine::schedules::Scheduler,
 }
 
 pub const API_PREFIX: &str = "/api/v1";
 
-pub fn service(state: &ApiState) -> OpenApiService<(deployments::DeploymentsApi, system::SystemApi, export::ExportApi, webhooks::WebhooksApi, releases::ReleasesApi, events::EventsApi), ()> {
+pub fn service(state: &ApiState) -> OpenApiService<(deployments::DeploymentsApi, system::SystemApi, export::ExportApi, webhooks::WebhooksApi, releases::ReleasesApi, events::EventsApi, schedules::SchedulesApi), ()> {
     OpenApiService::new(
         (
             deployments::DeploymentsApi { state: state.clone() },
@@ -47,6 +50,7 @@ pub fn service(state: &ApiState) -> OpenApiService<(deployments::DeploymentsApi,
             webhooks::WebhooksApi { state: state.clone() },
             releases::ReleasesApi { state: state.clone() },
             events::EventsApi { state: state.clone() },
+            schedules::SchedulesApi { state: state.clone() },
         ),
         "pvedeploy",
         env!("CARGO_PKG_VERSION"),

@@ -31,6 +31,11 @@ pub struct Application {
 
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Application> {
+        Self::build_with_clock(config, Arc::new(crate::engine::schedules::SystemClock)).await
+    }
+
+    /// As `build`, with the clock the scheduler reads (tests move a `ManualClock` by hand).
+    pub async fn build_with_clock(config: Config, clock: Arc<dyn crate::engine::schedules::Clock>) -> anyhow::Result<Application> {
         let started = Instant::now();
         let store = Store::open(&config.database).await.with_context(|| format!("opening the database at {}", redact_url(&config.database.url)))?;
         let (tokens, generated_admin_token) = prepare_tokens(&store, &config).await?;
@@ -125,7 +130,8 @@ impl Application {
         if unrouted > 0 {
             tracing::info!(unrouted, "routing webhook pushes left unrouted at the last stop");
         }
-        let state = ApiState { engine, exports, tokens, metrics: Arc::new(Metrics::default()), max_page_size: config.max_page_size, started, proxmox, webhooks };
+        let schedules = crate::engine::schedules::Scheduler::new(engine.clone(), Some(exports.clone()), clock);
+        let state = ApiState { engine, exports, tokens, metrics: Arc::new(Metrics::default()), max_page_size: config.max_page_size, started, proxmox, webhooks, schedules };
         Ok(Application {
             #[cfg(feature = "sandbox")]
             sandbox,
@@ -162,10 +168,13 @@ impl Application {
         // Terraform exports follow every change from now on (after a sweep for changes made while we were down).
         let keeper = self.state.exports.spawn_keeper();
         let webhooks = self.state.webhooks.clone();
+        // Schedules: a pass at once (runs missed while down are caught up or skipped), then at every due time.
+        let scheduler = self.state.schedules.spawn();
         let routes = api::routes(self.state.clone()).data(self.state);
         Server::new_with_acceptor(self.acceptor).run_with_graceful_shutdown(routes, shutdown, Some(Duration::from_secs(10))).await?;
         webhooks.shutdown(Duration::from_secs(10)).await;
         drop(webhooks);
+        scheduler.stop().await;
         engine.shutdown(Duration::from_secs(20)).await;
         keeper.stop().await;
         #[cfg(feature = "sandbox")]

@@ -10,6 +10,7 @@ pub mod placement;
 pub mod provision;
 pub mod reconcile;
 pub mod release;
+pub mod schedule;
 pub mod repo;
 pub mod status;
 pub mod validation;

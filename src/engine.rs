@@ -7,6 +7,7 @@ pub mod provision;
 pub mod reconcile;
 pub mod resources;
 mod run;
+pub mod schedules;
 
 use std::sync::Arc;
 

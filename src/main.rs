@@ -55,6 +55,56 @@ enum Command {
         #[command(flatten)]
         agent: AgentArgs,
     },
+    /// Manage the schedules of a running agent (cron: redeploy, snapshot, stop, start, destroy, reconcile, drift).
+    Schedule {
+        #[command(subcommand)]
+        command: ScheduleCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ScheduleCommand {
+    /// List the schedules with their next run time.
+    List {
+        /// Print them as JSON (with the next 5 run times).
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        agent: AgentArgs,
+    },
+    /// Add a schedule (the token needs the deploy scope; admin for destroy).
+    Add {
+        /// Cron expression: 5 fields (Unix) or 6/7 with seconds first, e.g. "0 3 * * *".
+        #[arg(long)]
+        cron: String,
+        /// redeploy, snapshot, stop, start, destroy, reconcile or drift.
+        #[arg(long)]
+        action: String,
+        /// `all` or a deployment name or id.
+        #[arg(long, default_value = "all")]
+        target: String,
+        /// IANA time zone the expression is read in (default UTC).
+        #[arg(long)]
+        timezone: Option<String>,
+        /// Snapshots to keep (snapshot action).
+        #[arg(long)]
+        keep: Option<i64>,
+        /// Run once at start a time missed while no agent was up (default: skip it).
+        #[arg(long)]
+        catch_up: bool,
+        /// Record it disabled.
+        #[arg(long)]
+        disabled: bool,
+        #[command(flatten)]
+        agent: AgentArgs,
+    },
+    /// Remove a schedule and its history.
+    Remove {
+        /// The schedule id.
+        id: String,
+        #[command(flatten)]
+        agent: AgentArgs,
+    },
 }
 
 /// How to reach a running agent. The token comes from PVEDEPLOY_TOKEN or --token-file (never a flag value).
@@ -155,6 +205,43 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 println!("{} difference(s) in {} deployment(s) checked", report.differences.len(), report.checked);
             }
             Ok(if report.differences.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        }
+        Command::Schedule { command } => {
+            let agent = match &command {
+                ScheduleCommand::List { agent, .. } | ScheduleCommand::Add { agent, .. } | ScheduleCommand::Remove { agent, .. } => agent,
+            };
+            let remote = remote(agent, cli.config, &env)?;
+            match command {
+                ScheduleCommand::List { json, .. } => {
+                    let list = remote.schedules().await?;
+                    if json {
+                        println!("{}", serde_json::to_string_pretty(&list)?);
+                    } else {
+                        for s in &list {
+                            let keep = s.keep.map(|k| format!(" keep={k}")).unwrap_or_default();
+                            let next = s.next_runs.first().map(|n| n.local.as_str()).unwrap_or(if s.enabled { "never" } else { "disabled" });
+                            println!("{}\t{}\t{}\t{}{keep}\t{}\tnext {next}", s.id, s.cron, s.timezone, s.action, s.target);
+                        }
+                    }
+                }
+                ScheduleCommand::Add { cron, action, target, timezone, keep, catch_up, disabled, .. } => {
+                    let mut body = serde_json::json!({ "cron": cron, "action": action, "target": target, "catch_up": catch_up, "enabled": !disabled });
+                    if let Some(z) = timezone {
+                        body["timezone"] = z.into();
+                    }
+                    if let Some(k) = keep {
+                        body["keep"] = k.into();
+                    }
+                    let s = remote.add_schedule(&body).await?;
+                    let next = s.next_runs.first().map(|n| n.local.clone()).unwrap_or_else(|| "never".into());
+                    println!("{}\tnext run {next}", s.id);
+                }
+                ScheduleCommand::Remove { id, .. } => {
+                    remote.remove_schedule(&id).await?;
+                    println!("removed {id}");
+                }
+            }
+            Ok(ExitCode::SUCCESS)
         }
     }
 }

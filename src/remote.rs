@@ -1,4 +1,4 @@
-//! The command line's client for a running agent's HTTP API: `pvedeploy export` and `pvedeploy drift` go through
+//! The command line's client for a running agent's HTTP API: `pvedeploy export`, `drift` and `schedule` go through
 //! the agent (it holds the embedded database open), authenticated with a token that never appears in `ps`.
 
 use std::path::{Path, PathBuf};
@@ -76,6 +76,34 @@ pub struct DriftItemJson {
     pub message: String,
 }
 
+/// A schedule as the agent shows it.
+#[derive(Debug, Deserialize, serde::Serialize)]
+pub struct ScheduleJson {
+    pub id: String,
+    pub cron: String,
+    pub timezone: String,
+    pub action: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep: Option<u32>,
+    pub target: String,
+    pub enabled: bool,
+    pub catch_up: bool,
+    #[serde(default)]
+    pub next_runs: Vec<NextRunJson>,
+}
+
+#[derive(Debug, Deserialize, serde::Serialize)]
+pub struct NextRunJson {
+    pub utc: String,
+    pub local: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct SchedulePageJson {
+    items: Vec<ScheduleJson>,
+    next_offset: Option<u32>,
+}
+
 #[derive(Debug, Deserialize)]
 struct Page {
     items: Vec<Item>,
@@ -143,6 +171,50 @@ impl Remote {
         }
         let message = serde_json::from_str::<ErrorJson>(&text).map(|e| e.message).unwrap_or(text);
         Err(if status == 401 || status == 403 { RemoteError::Auth { status, message } } else { RemoteError::Refused { status, message } })
+    }
+
+    /// A POST (JSON body) or DELETE; answers the body as JSON (`null` for 204).
+    async fn send<T: serde::de::DeserializeOwned>(&self, method: reqwest::Method, path: &str, body: Option<&serde_json::Value>) -> Result<T, RemoteError> {
+        let url = format!("{}/api/v1{path}", self.base);
+        let mut req = self.http.request(method, &url).bearer_auth(self.token.expose());
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let resp = req.send().await.map_err(|e| RemoteError::Unreachable { url: self.base.clone(), cause: e.to_string() })?;
+        let status = resp.status().as_u16();
+        let text = resp.text().await.map_err(|e| RemoteError::Unreachable { url: self.base.clone(), cause: e.to_string() })?;
+        if (200..300).contains(&status) {
+            let text = if text.is_empty() { "null" } else { text.as_str() };
+            return serde_json::from_str(text).map_err(|e| RemoteError::Refused { status, message: format!("unexpected answer: {e}") });
+        }
+        let message = serde_json::from_str::<ErrorJson>(&text).map(|e| e.message).unwrap_or(text);
+        Err(if status == 401 || status == 403 { RemoteError::Auth { status, message } } else { RemoteError::Refused { status, message } })
+    }
+
+    /// Every schedule (all pages).
+    pub async fn schedules(&self) -> Result<Vec<ScheduleJson>, RemoteError> {
+        let mut out = Vec::new();
+        let mut offset = 0;
+        loop {
+            let page: SchedulePageJson = self.get(&format!("/schedules?limit=100&offset={offset}")).await?;
+            out.extend(page.items);
+            match page.next_offset {
+                Some(n) => offset = n,
+                None => return Ok(out),
+            }
+        }
+    }
+
+    /// Creates a schedule from the `POST /schedules` body; the agent validates it (422 names the field).
+    pub async fn add_schedule(&self, body: &serde_json::Value) -> Result<ScheduleJson, RemoteError> {
+        self.send(reqwest::Method::POST, "/schedules", Some(body)).await
+    }
+
+    pub async fn remove_schedule(&self, id: &str) -> Result<(), RemoteError> {
+        if uuid::Uuid::try_parse(id).is_err() {
+            return Err(arg("ID", format!("must be a schedule id (as `pvedeploy schedule list` shows), got {id:?}")));
+        }
+        self.send::<serde_json::Value>(reqwest::Method::DELETE, &format!("/schedules/{id}"), None).await.map(|_| ())
     }
 
     pub async fn export(&self, name: &str) -> Result<ExportJson, RemoteError> {

@@ -10,6 +10,7 @@ pub mod logs;
 pub mod migrations;
 pub mod provision;
 pub mod releases;
+pub mod schedules;
 pub mod tokens;
 pub mod vmids;
 

@@ -70,17 +70,7 @@ impl DeploymentsApi {
         let actor = auth.require(Scope::Deploy)?;
         let engine = &self.state.engine;
         let (raw, type_errors) = raw_spec(&body.fields);
-        let spec = match engine.parse_spec(raw) {
-            Ok(spec) if type_errors.is_empty() => spec,
-            Ok(_) => return Err(ApiError::invalid(&type_errors)),
-            Err(EngineError::Invalid(rule_errors)) => {
-                // A field with a wrong type is reported once, as a type error.
-                let mut all = type_errors.clone();
-                all.0.extend(rule_errors.0.into_iter().filter(|e| !type_errors.0.iter().any(|t| t.field == e.field)));
-                return Err(ApiError::invalid(&all));
-            }
-            Err(e) => return Err(e.into()),
-        };
+        let spec = super::payload::with_type_errors(type_errors, engine.parse_spec(raw))?;
         let d = engine.deploy(spec, &actor).await?;
         let location = format!("{API_PREFIX}/deployments/{}", d.id);
         Ok(Created::Accepted(Json(DeploymentView::from(&d)), location))

@@ -105,3 +105,20 @@ impl<'a> FieldReader<'a> {
         self.errors
     }
 }
+
+/// The outcome of parsing a body whose fields were read with a [`FieldReader`]: the parsed value, or a
+/// 422 with the type errors and the rule errors, a field with a wrong type reported once (as a type error).
+pub fn with_type_errors<T>(type_errors: ValidationErrors, parsed: Result<T, crate::engine::EngineError>) -> Result<T, super::error::ApiError> {
+    use super::error::ApiError;
+    use crate::engine::EngineError;
+    match parsed {
+        Ok(v) if type_errors.is_empty() => Ok(v),
+        Ok(_) => Err(ApiError::invalid(&type_errors)),
+        Err(EngineError::Invalid(rule_errors)) => {
+            let mut all = type_errors.clone();
+            all.0.extend(rule_errors.0.into_iter().filter(|e| !type_errors.0.iter().any(|t| t.field == e.field)));
+            Err(ApiError::invalid(&all))
+        }
+        Err(e) => Err(e.into()),
+    }
+}

@@ -147,6 +147,41 @@ const MIGRATIONS: &[&str] = &[
     DEFINE FIELD updated_at ON env_var TYPE int;
     DEFINE INDEX env_var_dep ON env_var FIELDS deployment;
     "#,
+    // v6: schedules, their runs (each run record is the claim on its occurrence), deployment expiry times.
+    r#"
+    DEFINE TABLE schedule SCHEMAFULL;
+    DEFINE FIELD cron ON schedule TYPE string;
+    DEFINE FIELD timezone ON schedule TYPE string;
+    DEFINE FIELD action ON schedule TYPE string;
+    DEFINE FIELD keep ON schedule TYPE option<int>;
+    DEFINE FIELD target ON schedule TYPE string;
+    DEFINE FIELD enabled ON schedule TYPE bool;
+    DEFINE FIELD catch_up ON schedule TYPE bool;
+    DEFINE FIELD created_by ON schedule TYPE string;
+    DEFINE FIELD created_at ON schedule TYPE int;
+    DEFINE FIELD updated_at ON schedule TYPE int;
+    DEFINE FIELD last_occurrence ON schedule TYPE option<int>;
+    DEFINE INDEX schedule_created ON schedule FIELDS created_at;
+
+    DEFINE TABLE schedule_run SCHEMAFULL;
+    DEFINE FIELD schedule ON schedule_run TYPE string;
+    DEFINE FIELD occurrence ON schedule_run TYPE int;
+    DEFINE FIELD agent ON schedule_run TYPE string;
+    DEFINE FIELD token ON schedule_run TYPE string;
+    DEFINE FIELD started_at ON schedule_run TYPE int;
+    DEFINE FIELD ended_at ON schedule_run TYPE option<int>;
+    DEFINE FIELD expires_at ON schedule_run TYPE int;
+    DEFINE FIELD outcome ON schedule_run TYPE string ASSERT $value IN ['running', 'succeeded', 'failed', 'skipped'];
+    DEFINE FIELD message ON schedule_run TYPE string;
+    DEFINE INDEX schedule_run_schedule ON schedule_run FIELDS schedule, occurrence;
+
+    DEFINE TABLE deployment_expiry SCHEMAFULL;
+    DEFINE FIELD deployment ON deployment_expiry TYPE string;
+    DEFINE FIELD expires_at ON deployment_expiry TYPE int;
+    DEFINE FIELD set_by ON deployment_expiry TYPE string;
+    DEFINE FIELD set_at ON deployment_expiry TYPE int;
+    DEFINE INDEX deployment_expiry_at ON deployment_expiry FIELDS expires_at;
+    "#,
 ];
 
 /// The schema version this binary writes.

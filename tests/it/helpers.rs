@@ -51,7 +51,12 @@ impl TestApp {
     }
 
     pub async fn spawn_config(config: Config) -> TestApp {
-        let app = Application::build(config).await.expect("the app builds");
+        Self::spawn_config_with_clock(config, std::sync::Arc::new(pvedeploy::engine::schedules::SystemClock)).await
+    }
+
+    /// As `spawn_config`, the scheduler reading `clock` (a `ManualClock` the test moves).
+    pub async fn spawn_config_with_clock(config: Config, clock: std::sync::Arc<dyn pvedeploy::engine::schedules::Clock>) -> TestApp {
+        let app = Application::build_with_clock(config, clock).await.expect("the app builds");
         let base = format!("http://{}", app.addr());
         let (tx, rx) = oneshot::channel();
         let handle = tokio::spawn(app.run_until_stopped(async move {

@@ -12,6 +12,7 @@ mod persistence;
 mod provision;
 mod remote_db;
 mod rig;
+mod schedules;
 mod pve;
 mod schemathesis;
 mod sse;

@@ -1,0 +1,610 @@
+//! Schedules as data: a cron expression in an IANA time zone, the action it runs and on what; when it
+//! runs next (correct across DST changes) and whether it is due now (the catch-up rule). No I/O.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, LocalResult, NaiveDateTime, TimeZone, Utc};
+
+use crate::core::deployment::DeploymentId;
+use crate::core::validation::{FieldError, ValidationErrors};
+
+/// An occurrence older than this when the scheduler sees it was missed (the agent was down or the
+/// schedule could not run): it runs once when `catch_up` is set, else it is skipped. The scheduler
+/// wakes at every due time and at least every 30 s, so an on-time run is never this late.
+pub const GRACE_MS: i64 = 120_000;
+
+/// Missed occurrences are counted up to this many (the count is only reported).
+const MISSED_CAP: u32 = 10_000;
+
+/// The largest `keep` of a snapshot schedule.
+pub const MAX_KEEP: u32 = 100;
+
+/// A cron expression the `cron` crate accepts. Five fields are read as Unix cron (minute hour
+/// day-of-month month day-of-week, Sunday = 0 or 7) and get a leading seconds field `0`; six or seven
+/// fields (seconds first, optional year) and `@daily`-style shorthands are taken as the crate reads them.
+#[derive(Clone)]
+pub struct CronExpr {
+    source: String,
+    schedule: cron::Schedule,
+}
+
+impl CronExpr {
+    pub fn parse(raw: &str) -> Result<Self, FieldError> {
+        let source = raw.split_whitespace().collect::<Vec<_>>().join(" ");
+        let err = |m: String| FieldError::new("cron", "cron_expression", m);
+        if source.is_empty() {
+            return Err(FieldError::new("cron", "required", "must be a cron expression such as `0 3 * * *` (03:00 every day)"));
+        }
+        if source.len() > 200 {
+            return Err(err("must be at most 200 characters".into()));
+        }
+        let fields: Vec<&str> = source.split(' ').collect();
+        let translated = if source.starts_with('@') {
+            source.clone()
+        } else {
+            match fields.len() {
+                5 => {
+                    let dow = unix_day_of_week(fields[4]).map_err(err)?;
+                    format!("0 {} {} {} {} {dow}", fields[0], fields[1], fields[2], fields[3])
+                }
+                6 | 7 => source.clone(),
+                n => {
+                    return Err(err(format!(
+                        "has {n} fields; use 5 (minute hour day-of-month month day-of-week), or 6/7 with seconds first (and a year last)"
+                    )))
+                }
+            }
+        };
+        let schedule = cron::Schedule::from_str(&translated).map_err(|e| err(format!("is not a valid cron expression: {e}")))?;
+        // An expression that never fires (30 February) is refused rather than stored as dead.
+        if schedule.after(&Utc.timestamp_opt(0, 0).unwrap()).next().is_none() {
+            return Err(err("never matches a date".into()));
+        }
+        Ok(Self { source, schedule })
+    }
+
+    /// The expression as given (whitespace normalised).
+    pub fn as_str(&self) -> &str {
+        &self.source
+    }
+}
+
+impl fmt::Debug for CronExpr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CronExpr({:?})", self.source)
+    }
+}
+
+impl PartialEq for CronExpr {
+    fn eq(&self, other: &Self) -> bool {
+        self.source == other.source
+    }
+}
+
+/// Unix day-of-week numbers (0–7, Sunday = 0 and 7) as day names the crate reads (it counts Sunday = 1).
+fn unix_day_of_week(field: &str) -> Result<String, String> {
+    const NAMES: [&str; 7] = ["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"];
+    let mut out = Vec::new();
+    for item in field.split(',') {
+        if item.chars().any(|c| c.is_ascii_alphabetic()) || item == "*" || item == "?" {
+            out.push(item.to_string());
+            continue;
+        }
+        let (range, step) = match item.split_once('/') {
+            Some((r, s)) => (r, s.parse::<u32>().ok().filter(|s| *s > 0).ok_or(format!("day-of-week step {s:?} must be a positive number"))?),
+            None => (item, 1),
+        };
+        let num = |s: &str| s.parse::<u32>().ok().filter(|n| *n <= 7).ok_or(format!("day-of-week {s:?} must be 0-7 (Sunday = 0 or 7) or a name"));
+        let (lo, hi) = match range {
+            "*" => (0, 6),
+            r => match r.split_once('-') {
+                Some((a, b)) => (num(a)?, num(b)?),
+                None if step > 1 => (num(r)?, 6),
+                None => (num(r)?, num(r)?),
+            },
+        };
+        if lo > hi {
+            return Err(format!("day-of-week range {range:?} runs backwards"));
+        }
+        let mut days: Vec<u32> = (lo..=hi).step_by(step as usize).map(|d| d % 7).collect();
+        days.sort_unstable();
+        days.dedup();
+        out.extend(days.into_iter().map(|d| NAMES[d as usize].to_string()));
+    }
+    Ok(out.join(","))
+}
+
+/// An IANA time zone (`Europe/Berlin`, `UTC`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Zone(chrono_tz::Tz);
+
+impl Zone {
+    pub const UTC: Zone = Zone(chrono_tz::UTC);
+
+    pub fn parse(raw: &str) -> Result<Self, FieldError> {
+        chrono_tz::Tz::from_str(raw.trim())
+            .map(Zone)
+            .map_err(|_| FieldError::new("timezone", "iana_zone", format!("{raw:?} is not an IANA time zone name such as `Europe/Berlin` or `UTC`")))
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.0.name()
+    }
+
+    /// `ms` (UTC) as RFC 3339 with this zone's offset at that instant.
+    pub fn rfc3339(&self, ms: i64) -> String {
+        self.0.timestamp_millis_opt(ms).single().map(|t| t.to_rfc3339()).unwrap_or_default()
+    }
+}
+
+/// What a schedule does when it fires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScheduleAction {
+    /// Redeploy the branch head (picks up security updates and new commits).
+    Redeploy,
+    /// Take a snapshot `pvedeploy-YYYYMMDD-HHMMSS`, then delete the oldest `pvedeploy-*` beyond `keep`.
+    Snapshot { keep: u32 },
+    Stop,
+    Start,
+    Destroy,
+    /// Run the reconciler (orphans, missing guests).
+    Reconcile,
+    /// Check drift between store, guests and Terraform exports.
+    Drift,
+}
+
+impl ScheduleAction {
+    pub const NAMES: [&'static str; 7] = ["redeploy", "snapshot", "stop", "start", "destroy", "reconcile", "drift"];
+
+    /// `keep` belongs to `snapshot` only (1..=`MAX_KEEP`).
+    pub fn parse(action: &str, keep: Option<i64>) -> Result<Self, ValidationErrors> {
+        let mut errs = ValidationErrors::default();
+        let action = match action {
+            "redeploy" => Some(ScheduleAction::Redeploy),
+            "snapshot" => match keep {
+                None => {
+                    errs.push(FieldError::new("keep", "required", "is required for a snapshot schedule: how many `pvedeploy-*` snapshots to keep"));
+                    None
+                }
+                Some(k) if !(1..=i64::from(MAX_KEEP)).contains(&k) => {
+                    errs.push(FieldError::new("keep", "range", format!("must be between 1 and {MAX_KEEP}")));
+                    None
+                }
+                Some(k) => Some(ScheduleAction::Snapshot { keep: k as u32 }),
+            },
+            "stop" => Some(ScheduleAction::Stop),
+            "start" => Some(ScheduleAction::Start),
+            "destroy" => Some(ScheduleAction::Destroy),
+            "reconcile" => Some(ScheduleAction::Reconcile),
+            "drift" => Some(ScheduleAction::Drift),
+            other => {
+                errs.push(FieldError::new("action", "enum", format!("{other:?} is not an action; use one of: {}", Self::NAMES.join(", "))));
+                None
+            }
+        };
+        if keep.is_some() && !matches!(action, Some(ScheduleAction::Snapshot { .. }) | None) {
+            errs.push(FieldError::new("keep", "not_allowed", "applies to the snapshot action only"));
+        }
+        match action {
+            Some(a) if errs.is_empty() => Ok(a),
+            _ => Err(errs),
+        }
+    }
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ScheduleAction::Redeploy => "redeploy",
+            ScheduleAction::Snapshot { .. } => "snapshot",
+            ScheduleAction::Stop => "stop",
+            ScheduleAction::Start => "start",
+            ScheduleAction::Destroy => "destroy",
+            ScheduleAction::Reconcile => "reconcile",
+            ScheduleAction::Drift => "drift",
+        }
+    }
+
+    pub fn keep(&self) -> Option<u32> {
+        match self {
+            ScheduleAction::Snapshot { keep } => Some(*keep),
+            _ => None,
+        }
+    }
+
+    /// Destroying needs the `admin` scope, as it does when asked directly.
+    pub fn needs_admin(&self) -> bool {
+        matches!(self, ScheduleAction::Destroy)
+    }
+}
+
+/// What a schedule acts on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    All,
+    Deployment(DeploymentId),
+}
+
+impl Target {
+    /// `all` or a deployment id (a door resolves names to ids before).
+    pub fn parse(raw: &str) -> Result<Self, FieldError> {
+        match raw {
+            "all" => Ok(Target::All),
+            id => DeploymentId::parse(id).map(Target::Deployment).ok_or_else(|| FieldError::new("target", "deployment", "must be `all` or an existing deployment's id or name")),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            Target::All => "all",
+            Target::Deployment(id) => id.as_str(),
+        }
+    }
+}
+
+/// A schedule request as a door hands it over (absent = default).
+#[derive(Debug, Clone, Default)]
+pub struct RawSchedule {
+    pub cron: Option<String>,
+    /// Default `UTC`.
+    pub timezone: Option<String>,
+    pub action: Option<String>,
+    pub keep: Option<i64>,
+    /// `all` or a deployment id.
+    pub target: Option<String>,
+    /// Default true.
+    pub enabled: Option<bool>,
+    /// Default false: a run missed while the agent was down is skipped.
+    pub catch_up: Option<bool>,
+}
+
+/// A valid schedule's settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScheduleSpec {
+    pub cron: CronExpr,
+    pub zone: Zone,
+    pub action: ScheduleAction,
+    pub target: Target,
+    pub enabled: bool,
+    pub catch_up: bool,
+}
+
+impl ScheduleSpec {
+    /// Every wrong field at once; nothing is built unless all are right.
+    pub fn parse(raw: RawSchedule) -> Result<Self, ValidationErrors> {
+        let mut errs = ValidationErrors::default();
+        let cron = match raw.cron.as_deref() {
+            Some(c) => errs.take(CronExpr::parse(c)),
+            None => errs.take(Err(FieldError::new("cron", "required", "must be a cron expression such as `0 3 * * *` (03:00 every day)"))),
+        };
+        let zone = errs.take(raw.timezone.as_deref().map_or(Ok(Zone::UTC), Zone::parse));
+        let action = match raw.action.as_deref() {
+            Some(a) => match ScheduleAction::parse(a, raw.keep) {
+                Ok(a) => Some(a),
+                Err(e) => {
+                    errs.0.extend(e.0);
+                    None
+                }
+            },
+            None => errs.take(Err(FieldError::new("action", "required", format!("must be one of: {}", ScheduleAction::NAMES.join(", "))))),
+        };
+        let target = match raw.target.as_deref() {
+            Some(t) => errs.take(Target::parse(t)),
+            None => errs.take(Err(FieldError::new("target", "required", "must be `all` or a deployment's id or name"))),
+        };
+        if let (Some(a), Some(t)) = (&action, &target) {
+            match (a, t) {
+                (ScheduleAction::Reconcile | ScheduleAction::Drift, Target::Deployment(_)) => {
+                    errs.push(FieldError::new("target", "all_only", format!("must be `all`: {} covers the whole cluster", a.as_str())))
+                }
+                (ScheduleAction::Destroy, Target::All) => {
+                    errs.push(FieldError::new("target", "single_only", "a destroy schedule names one deployment; `all` is refused"))
+                }
+                _ => {}
+            }
+        }
+        match (cron, zone, action, target) {
+            (Some(cron), Some(zone), Some(action), Some(target)) if errs.is_empty() => {
+                Ok(ScheduleSpec { cron, zone, action, target, enabled: raw.enabled.unwrap_or(true), catch_up: raw.catch_up.unwrap_or(false) })
+            }
+            _ => Err(errs),
+        }
+    }
+
+    /// The next `n` run times strictly after `after_ms`, as UTC milliseconds, ascending.
+    ///
+    /// The expression is matched against wall-clock time in the zone. A wall time that does not exist
+    /// (spring forward) runs at the first instant after the gap when the expression names fixed hours,
+    /// and is dropped when it runs every hour (the next hour comes anyway). A wall time that happens
+    /// twice (fall back) runs once, at its first instant, when the expression names fixed hours; every
+    /// hour means both.
+    pub fn next_runs(&self, after_ms: i64, n: usize) -> Vec<i64> {
+        self.runs_after(after_ms).take(n).collect()
+    }
+
+    /// Every run time strictly after `after_ms`, ascending, lazily.
+    fn runs_after(&self, after_ms: i64) -> impl Iterator<Item = i64> + '_ {
+        let tz = self.zone.0;
+        let hourly = cron::TimeUnitSpec::is_all(self.cron.schedule.hours());
+        let after = tz.timestamp_millis_opt(after_ms).single();
+        // Walk wall-clock times (as if in UTC) from 3 h before (more than any DST shift), map each to its
+        // instants in the zone. The earliest instant of a wall time never decreases as wall time grows, so a
+        // pending instant is final once it is not after the earliest instant of the wall time just seen.
+        let start = after.map(|a| Utc.from_utc_datetime(&(a.naive_local() - chrono::Duration::hours(3))));
+        let mut walls = start.into_iter().flat_map(move |s| self.cron.schedule.after_owned(s));
+        let mut pending = BTreeSet::new();
+        let mut floor = i64::MIN;
+        std::iter::from_fn(move || loop {
+            if let Some(&first) = pending.first() {
+                if first <= floor {
+                    return pending.pop_first();
+                }
+            }
+            match walls.next() {
+                None => return pending.pop_first(),
+                Some(wall) => {
+                    let found = instants(tz, wall.naive_utc(), hourly);
+                    if let Some(lo) = found.iter().copied().min() {
+                        floor = floor.max(lo);
+                    }
+                    pending.extend(found.into_iter().filter(|t| *t > after_ms));
+                }
+            }
+        })
+    }
+
+    /// Occurrences in (`since_ms`, `now_ms`], up to `cap`.
+    fn occurrences_between(&self, since_ms: i64, now_ms: i64, cap: u32) -> Vec<i64> {
+        self.runs_after(since_ms).take_while(|t| *t <= now_ms).take(cap as usize).collect()
+    }
+}
+
+/// The instants at which wall time `naive` happens in `tz`, by the rules of [`ScheduleSpec::next_runs`].
+fn instants(tz: chrono_tz::Tz, naive: NaiveDateTime, hourly: bool) -> Vec<i64> {
+    match tz.from_local_datetime(&naive) {
+        LocalResult::Single(t) => vec![t.timestamp_millis()],
+        LocalResult::Ambiguous(first, second) if hourly => vec![first.timestamp_millis(), second.timestamp_millis()],
+        LocalResult::Ambiguous(first, _) => vec![first.timestamp_millis()],
+        LocalResult::None if hourly => vec![],
+        LocalResult::None => {
+            // The first wall time after the gap, to the minute (gaps are whole quarter hours or more).
+            (1..=24 * 60)
+                .map(|m| naive + chrono::Duration::minutes(m))
+                .find_map(|later| match tz.from_local_datetime(&later) {
+                    LocalResult::Single(t) | LocalResult::Ambiguous(t, _) => Some(gap_end(tz, t)),
+                    LocalResult::None => None,
+                })
+                .into_iter()
+                .collect()
+        }
+    }
+}
+
+/// The instant the gap before `t` closed: `t`'s wall time truncated to the transition (whole minutes back
+/// while the wall time one minute earlier still does not exist).
+fn gap_end(tz: chrono_tz::Tz, t: DateTime<chrono_tz::Tz>) -> i64 {
+    let mut end = t;
+    loop {
+        let prev = end.naive_local() - chrono::Duration::minutes(1);
+        match tz.from_local_datetime(&prev) {
+            LocalResult::None => return end.timestamp_millis(),
+            LocalResult::Single(p) | LocalResult::Ambiguous(p, _) if p.timestamp_millis() == end.timestamp_millis() - 60_000 => end = p,
+            _ => return end.timestamp_millis(),
+        }
+    }
+}
+
+/// What the scheduler should do about a schedule now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Due {
+    /// The occurrence (UTC ms) this decision is about: the latest one not yet handled.
+    pub occurrence: i64,
+    /// Earlier occurrences that were missed and are folded into this one (never run separately).
+    pub missed: u32,
+    pub decision: Decision,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// On time: run it.
+    Run,
+    /// Missed while the agent was down, and `catch_up` is set: run it once now.
+    CatchUp,
+    /// Missed, and `catch_up` is off: record it as skipped.
+    Skip,
+}
+
+/// A recorded schedule.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Schedule {
+    pub id: String,
+    pub spec: ScheduleSpec,
+    pub created_at: i64,
+    /// Changed by the last replace; occurrences before it are never run late.
+    pub updated_at: i64,
+    /// The last occurrence handled (run or skipped).
+    pub last_occurrence: Option<i64>,
+}
+
+impl Schedule {
+    /// What is due at `now_ms`, given the last occurrence handled (`None`: never), or `None` if nothing is.
+    ///
+    /// Only the latest occurrence since then matters: several missed ones make one run at most. It runs if
+    /// it is on time (within [`GRACE_MS`]); a late one runs once when `catch_up` is set and is skipped otherwise.
+    pub fn due(&self, last_run: Option<i64>, now_ms: i64) -> Option<Due> {
+        if !self.spec.enabled {
+            return None;
+        }
+        let since = last_run.unwrap_or(i64::MIN).max(self.updated_at).max(self.created_at);
+        let occ = self.spec.occurrences_between(since, now_ms, MISSED_CAP + 1);
+        let &latest = occ.last()?;
+        let missed = (occ.len() - 1) as u32;
+        let decision = if now_ms - latest <= GRACE_MS {
+            Decision::Run
+        } else if self.spec.catch_up {
+            Decision::CatchUp
+        } else {
+            Decision::Skip
+        };
+        Some(Due { occurrence: latest, missed, decision })
+    }
+}
+
+/// The prefix of every snapshot a schedule takes; others are never deleted by retention.
+pub const SNAPSHOT_PREFIX: &str = "pvedeploy-";
+
+/// The name of the snapshot taken for `occurrence_ms`: `pvedeploy-YYYYMMDD-HHMMSS` in UTC.
+pub fn snapshot_name(occurrence_ms: i64) -> String {
+    let t = Utc.timestamp_millis_opt(occurrence_ms).single().unwrap_or_default();
+    format!("{SNAPSHOT_PREFIX}{}", t.format("%Y%m%d-%H%M%S"))
+}
+
+/// Whether `name` is exactly a scheduled snapshot's name (`pvedeploy-` + 8 digits + `-` + 6 digits).
+pub fn is_scheduled_snapshot(name: &str) -> bool {
+    let Some(rest) = name.strip_prefix(SNAPSHOT_PREFIX) else { return false };
+    let b = rest.as_bytes();
+    b.len() == 15 && b[8] == b'-' && b[..8].iter().chain(&b[9..]).all(u8::is_ascii_digit)
+}
+
+/// The scheduled snapshots among `names` to delete so that the newest `keep` of them remain (their
+/// names sort by time); every other snapshot is left alone.
+pub fn snapshots_beyond(names: &[String], keep: u32) -> Vec<String> {
+    let mut ours: Vec<&String> = names.iter().filter(|n| is_scheduled_snapshot(n)).collect();
+    ours.sort();
+    let excess = ours.len().saturating_sub(keep as usize);
+    ours.into_iter().take(excess).cloned().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(cron: &str, zone: &str) -> ScheduleSpec {
+        ScheduleSpec::parse(RawSchedule {
+            cron: Some(cron.into()),
+            timezone: Some(zone.into()),
+            action: Some("reconcile".into()),
+            target: Some("all".into()),
+            ..Default::default()
+        })
+        .unwrap()
+    }
+
+    fn ms(rfc: &str) -> i64 {
+        DateTime::parse_from_rfc3339(rfc).unwrap().timestamp_millis()
+    }
+
+    fn utc(ms: &[i64]) -> Vec<String> {
+        ms.iter().map(|m| Zone::UTC.rfc3339(*m)).collect()
+    }
+
+    #[test]
+    fn five_fields_are_unix_cron_with_sunday_zero() {
+        // 2026-03-01 is a Sunday.
+        let s = spec("0 9 * * 0", "UTC");
+        assert_eq!(utc(&s.next_runs(ms("2026-02-27T00:00:00Z"), 2)), ["2026-03-01T09:00:00+00:00", "2026-03-08T09:00:00+00:00"]);
+        let weekdays = spec("30 6 * * 1-5", "UTC");
+        assert_eq!(utc(&weekdays.next_runs(ms("2026-02-27T07:00:00Z"), 2)), ["2026-03-02T06:30:00+00:00", "2026-03-03T06:30:00+00:00"]);
+        assert_eq!(spec("0 9 * * 7", "UTC").next_runs(0, 3), spec("0 9 * * SUN", "UTC").next_runs(0, 3));
+        // Six fields: seconds first, as the crate reads them.
+        assert_eq!(utc(&spec("15 0 12 * * *", "UTC").next_runs(ms("2026-01-01T00:00:00Z"), 1)), ["2026-01-01T12:00:15+00:00"]);
+    }
+
+    #[test]
+    fn spring_forward_gap_in_berlin() {
+        // 2026-03-29: Berlin jumps from 02:00 CET to 03:00 CEST; 02:30 does not exist that day.
+        let s = spec("30 2 * * *", "Europe/Berlin");
+        let runs = s.next_runs(ms("2026-03-27T12:00:00Z"), 4);
+        assert_eq!(
+            utc(&runs),
+            [
+                "2026-03-28T01:30:00+00:00", // 02:30 CET
+                "2026-03-29T01:00:00+00:00", // the gap: right when it closes, 03:00 CEST
+                "2026-03-30T00:30:00+00:00", // 02:30 CEST
+                "2026-03-31T00:30:00+00:00",
+            ]
+        );
+        // Every 30 minutes: the missing wall times are simply not there, nothing doubles up.
+        let half = spec("*/30 * * * *", "Europe/Berlin");
+        assert_eq!(
+            utc(&half.next_runs(ms("2026-03-29T00:15:00Z"), 3)),
+            ["2026-03-29T00:30:00+00:00", "2026-03-29T01:00:00+00:00", "2026-03-29T01:30:00+00:00"]
+        );
+    }
+
+    #[test]
+    fn fall_back_overlap_in_new_york() {
+        // 2026-11-01: New York goes from 02:00 EDT back to 01:00 EST; 01:30 happens twice.
+        let s = spec("30 1 * * *", "America/New_York");
+        let runs = s.next_runs(ms("2026-10-31T12:00:00Z"), 3);
+        assert_eq!(
+            utc(&runs),
+            [
+                "2026-11-01T05:30:00+00:00", // 01:30 EDT, once
+                "2026-11-02T06:30:00+00:00", // 01:30 EST
+                "2026-11-03T06:30:00+00:00",
+            ]
+        );
+        // Every hour at :30: both 01:30s run, an hour apart, in order.
+        let hourly = spec("30 * * * *", "America/New_York");
+        assert_eq!(
+            utc(&hourly.next_runs(ms("2026-11-01T04:00:00Z"), 4)),
+            ["2026-11-01T04:30:00+00:00", "2026-11-01T05:30:00+00:00", "2026-11-01T06:30:00+00:00", "2026-11-01T07:30:00+00:00"]
+        );
+        assert_eq!(s.zone.rfc3339(runs[0]), "2026-11-01T01:30:00-04:00");
+        assert_eq!(s.zone.rfc3339(runs[1]), "2026-11-02T01:30:00-05:00");
+    }
+
+    fn schedule(cron: &str, catch_up: bool, created: i64) -> Schedule {
+        let mut spec = spec(cron, "UTC");
+        spec.catch_up = catch_up;
+        Schedule { id: "s".into(), spec, created_at: created, updated_at: created, last_occurrence: None }
+    }
+
+    #[test]
+    fn due_runs_on_time_and_folds_missed_runs_into_one() {
+        let created = ms("2026-05-01T00:00:00Z");
+        let hourly = schedule("0 * * * *", false, created);
+        assert_eq!(hourly.due(None, created + 59 * 60_000), None);
+        let on_time = hourly.due(None, ms("2026-05-01T01:00:30Z")).unwrap();
+        assert_eq!((on_time.occurrence, on_time.missed, on_time.decision), (ms("2026-05-01T01:00:00Z"), 0, Decision::Run));
+        assert_eq!(hourly.due(Some(on_time.occurrence), ms("2026-05-01T01:59:00Z")), None, "handled once");
+        // Down from 01:10 to 04:30: 02:00, 03:00, 04:00 missed; only 04:00 is considered, and skipped.
+        let late = hourly.due(Some(on_time.occurrence), ms("2026-05-01T04:30:00Z")).unwrap();
+        assert_eq!((late.occurrence, late.missed, late.decision), (ms("2026-05-01T04:00:00Z"), 2, Decision::Skip));
+        let catching = schedule("0 * * * *", true, created).due(Some(on_time.occurrence), ms("2026-05-01T04:30:00Z")).unwrap();
+        assert_eq!((catching.occurrence, catching.decision), (ms("2026-05-01T04:00:00Z"), Decision::CatchUp));
+        let mut off = hourly.clone();
+        off.spec.enabled = false;
+        assert_eq!(off.due(None, ms("2026-05-01T04:30:00Z")), None);
+    }
+
+    #[test]
+    fn retention_deletes_only_the_oldest_scheduled_snapshots() {
+        assert_eq!(snapshot_name(ms("2026-03-29T01:00:05Z")), "pvedeploy-20260329-010005");
+        let names: Vec<String> =
+            ["pvedeploy-20260103-000000", "before-upgrade", "pvedeploy-20260101-000000", "pvedeploy-keep-me", "pvedeploy-20260102-000000", "current"]
+                .map(String::from)
+                .to_vec();
+        assert_eq!(snapshots_beyond(&names, 1), ["pvedeploy-20260101-000000", "pvedeploy-20260102-000000"]);
+        assert!(snapshots_beyond(&names, 3).is_empty());
+    }
+
+    #[test]
+    fn bad_input_names_field_and_rule() {
+        let rules = |raw: RawSchedule| ScheduleSpec::parse(raw).unwrap_err().0.into_iter().map(|e| (e.field, e.rule)).collect::<Vec<_>>();
+        let base = || RawSchedule { cron: Some("0 3 * * *".into()), action: Some("redeploy".into()), target: Some("all".into()), ..Default::default() };
+        assert_eq!(rules(RawSchedule { cron: Some("61 3 * * *".into()), ..base() }), [("cron".into(), "cron_expression")]);
+        assert_eq!(rules(RawSchedule { cron: Some("* * *".into()), ..base() }), [("cron".into(), "cron_expression")]);
+        assert_eq!(rules(RawSchedule { cron: Some("0 0 30 2 *".into()), ..base() }), [("cron".into(), "cron_expression")]);
+        assert_eq!(rules(RawSchedule { timezone: Some("Mars/Olympus".into()), ..base() }), [("timezone".into(), "iana_zone")]);
+        assert_eq!(rules(RawSchedule { action: Some("reboot".into()), ..base() }), [("action".into(), "enum")]);
+        assert_eq!(rules(RawSchedule { action: Some("snapshot".into()), ..base() }), [("keep".into(), "required")]);
+        assert_eq!(rules(RawSchedule { action: Some("snapshot".into()), keep: Some(0), ..base() }), [("keep".into(), "range")]);
+        assert_eq!(rules(RawSchedule { keep: Some(3), ..base() }), [("keep".into(), "not_allowed")]);
+        assert_eq!(rules(RawSchedule { action: Some("destroy".into()), ..base() }), [("target".into(), "single_only")]);
+        assert_eq!(rules(RawSchedule { target: Some("shop".into()), ..base() }), [("target".into(), "deployment")]);
+        assert_eq!(rules(RawSchedule::default()).len(), 3, "cron, action and target are required");
+        assert!(ScheduleSpec::parse(RawSchedule { action: Some("snapshot".into()), keep: Some(2), ..base() }).is_ok());
+    }
+}

@@ -33,6 +33,8 @@ pub struct ApiState {
     pub proxmox: Option<String>,
     /// The GitHub webhook door (`POST /webhooks/github`).
     pub webhooks: crate::webhooks::WebhookDoor,
+    /// The Discord door (`POST /discord/interactions`, the gateway bot, notifications).
+    pub discord: crate::discord::DiscordDoor,
 }
 
 pub const API_PREFIX: &str = "/api/v1";
@@ -69,6 +71,7 @@ pub fn routes(state: ApiState) -> impl Endpoint {
         .nest("/docs", docs)
         .at("/health", poem::get(poem::endpoint::make_sync(|_| "ok")))
         .at(crate::webhooks::PATH, poem::post(crate::webhooks::receive))
+        .at(crate::discord::PATH, poem::post(crate::discord::receive))
         .around(move |ep, req| {
             let metrics = metrics.clone();
             async move {

@@ -125,7 +125,8 @@ impl Application {
         if unrouted > 0 {
             tracing::info!(unrouted, "routing webhook pushes left unrouted at the last stop");
         }
-        let state = ApiState { engine, exports, tokens, metrics: Arc::new(Metrics::default()), max_page_size: config.max_page_size, started, proxmox, webhooks };
+        let discord = crate::discord::DiscordDoor::new(engine.clone(), &config.discord);
+        let state = ApiState { engine, exports, tokens, metrics: Arc::new(Metrics::default()), max_page_size: config.max_page_size, started, proxmox, webhooks, discord };
         Ok(Application {
             #[cfg(feature = "sandbox")]
             sandbox,
@@ -162,10 +163,15 @@ impl Application {
         // Terraform exports follow every change from now on (after a sweep for changes made while we were down).
         let keeper = self.state.exports.spawn_keeper();
         let webhooks = self.state.webhooks.clone();
+        // The bot, command registration and notifications start with the server (and stop before the engine).
+        let discord = self.state.discord.clone();
+        discord.start();
         let routes = api::routes(self.state.clone()).data(self.state);
         Server::new_with_acceptor(self.acceptor).run_with_graceful_shutdown(routes, shutdown, Some(Duration::from_secs(10))).await?;
         webhooks.shutdown(Duration::from_secs(10)).await;
         drop(webhooks);
+        discord.shutdown(Duration::from_secs(10)).await;
+        drop(discord);
         engine.shutdown(Duration::from_secs(20)).await;
         keeper.stop().await;
         #[cfg(feature = "sandbox")]

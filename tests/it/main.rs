@@ -5,6 +5,7 @@ mod api;
 mod cli;
 mod crash;
 mod deploy;
+mod discord;
 mod export;
 mod helpers;
 mod persistence;

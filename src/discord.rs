@@ -225,12 +225,22 @@ impl DiscordDoor {
         }
     }
 
-    /// Edits the interaction's original message. The first edit can race Discord's processing of our
-    /// deferred answer, so an unknown message is retried briefly.
+    /// Edits the interaction's original message; an ephemeral reply (an error, a refusal) replaces the public
+    /// "thinking…" message with a follow-up only the caller sees. The first edit can race Discord's processing
+    /// of our deferred answer, so an unknown message is retried briefly.
     async fn edit(&self, i: &Interaction, r: &Reply) {
         let body = r.message_json();
+        let rest = &self.inner.rest;
         for attempt in 0..5 {
-            match self.inner.rest.edit_original(i.application_id, &i.token, &body).await {
+            let sent = if r.ephemeral {
+                match rest.delete_original(i.application_id, &i.token).await {
+                    Ok(()) => rest.follow_up(i.application_id, &i.token, &body).await,
+                    Err(e) => Err(e),
+                }
+            } else {
+                rest.edit_original(i.application_id, &i.token, &body).await
+            };
+            match sent {
                 Ok(()) => return,
                 Err(rest::RestError::Refused { status: 404, .. }) if attempt < 4 => tokio::time::sleep(Duration::from_millis(300)).await,
                 Err(e) => {

@@ -54,6 +54,16 @@ impl Rest {
         self.send(Method::PATCH, &format!("/webhooks/{app}/{}/messages/@original", token.expose()), message, false).await
     }
 
+    /// Deletes the interaction's original response.
+    pub async fn delete_original(&self, app: Snowflake, token: &Secret<String>) -> Result<(), RestError> {
+        self.send(Method::DELETE, &format!("/webhooks/{app}/{}/messages/@original", token.expose()), &Value::Null, false).await
+    }
+
+    /// Sends a follow-up message to the interaction (`POST /webhooks/{app}/{token}`), e.g. an ephemeral one.
+    pub async fn follow_up(&self, app: Snowflake, token: &Secret<String>, message: &Value) -> Result<(), RestError> {
+        self.send(Method::POST, &format!("/webhooks/{app}/{}", token.expose()), message, false).await
+    }
+
     /// Posts a message in a channel (needs the bot token).
     pub async fn post_message(&self, channel: Snowflake, message: &Value) -> Result<(), RestError> {
         self.send(Method::POST, &format!("/channels/{channel}/messages"), message, true).await
@@ -66,7 +76,10 @@ impl Rest {
 
     async fn send(&self, method: Method, path: &str, body: &Value, bot: bool) -> Result<(), RestError> {
         for _ in 0..TRIES {
-            let mut req = self.http.request(method.clone(), format!("{}{path}", self.base)).json(body);
+            let mut req = self.http.request(method.clone(), format!("{}{path}", self.base));
+            if !body.is_null() {
+                req = req.json(body);
+            }
             if bot {
                 if let Some(t) = &self.bot_token {
                     req = req.header("authorization", format!("Bot {}", t.expose()));

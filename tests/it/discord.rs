@@ -357,5 +357,13 @@ async fn destroy_waits_for_the_same_users_confirmation() {
     // the buttons work once
     let (_, b) = post_signed(&app, &button("tok-destroy", ADA, &confirm)).await;
     assert!(b["data"]["content"].as_str().unwrap().contains("expired or was already used"), "{b}");
+
+    // an error found in the background is shown to the caller only: the public "thinking…" goes away
+    let (_, b) = post_signed(&app, &command("tok-ghost", ADA, &[CHANGER_ROLE], "stop", json!([{"name": "name", "type": 3, "value": "ghost"}]))).await;
+    assert_eq!(b, json!({"type": 5}));
+    let note = fake.wait_for("the private follow-up", |c| c.method == "POST" && c.path == format!("/api/v10/webhooks/{APP}/tok-ghost")).await;
+    assert_eq!(note.body["flags"], 64, "{note:?}");
+    assert!(note.body["content"].as_str().unwrap().contains("No deployment is named `ghost`"), "{note:?}");
+    assert!(fake.calls().iter().any(|c| c.method == "DELETE" && c.path.ends_with("/tok-ghost/messages/@original")));
     app.stop().await;
 }

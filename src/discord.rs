@@ -111,9 +111,7 @@ impl DiscordDoor {
             tracing::info!(path = PATH, "Discord interactions endpoint enabled");
         }
         let Some(token) = s.bot_token.clone() else {
-            if s.enabled() {
-                tracing::info!("no Discord bot token (discord.bot_token / PVEDEPLOY_DISCORD_BOT_TOKEN): the gateway bot, command registration and notifications do not start");
-            }
+            tracing::info!("no Discord bot token (discord.bot_token / PVEDEPLOY_DISCORD_BOT_TOKEN): the gateway bot, command registration and notifications do not start");
             return;
         };
         let door = self.clone();

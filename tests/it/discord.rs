@@ -215,6 +215,9 @@ async fn signatures_are_checked_before_anything_and_refusals_change_nothing() {
         ("stale timestamp", &deploy, Some(sign_at(&signing_key(), now() - 301, &deploy))),
         ("malformed signature", &deploy, Some(("not-hex".into(), now().to_string()))),
     ];
+    let huge = format!("{{\"type\":1,\"pad\":\"{}\"}}", "x".repeat(70 * 1024));
+    let (s, _) = post_raw(&app, &huge, Some(sign_at(&signing_key(), now(), &huge))).await;
+    assert_eq!(s, 413, "bodies over 64 KiB are refused before they are read");
     for (what, body, sig) in cases {
         let (s, b) = post_raw(&app, body, sig).await;
         assert_eq!(s, 401, "{what}: {b}");

@@ -37,6 +37,8 @@ pub struct ApiState {
     pub webhooks: crate::webhooks::WebhookDoor,
     /// Cron schedules and deployment expiry.
     pub schedules: crate::engine::schedules::Scheduler,
+    /// The Discord door (`POST /discord/interactions`, the gateway bot, notifications).
+    pub discord: crate::discord::DiscordDoor,
 }
 
 pub const API_PREFIX: &str = "/api/v1";
@@ -75,6 +77,7 @@ pub fn routes(state: ApiState) -> impl Endpoint {
         .nest("/docs", docs)
         .at("/health", poem::get(poem::endpoint::make_sync(|_| "ok")))
         .at(crate::webhooks::PATH, poem::post(crate::webhooks::receive))
+        .at(crate::discord::PATH, poem::post(crate::discord::receive))
         .around(move |ep, req| {
             let metrics = metrics.clone();
             async move {

@@ -131,7 +131,8 @@ impl Application {
             tracing::info!(unrouted, "routing webhook pushes left unrouted at the last stop");
         }
         let schedules = crate::engine::schedules::Scheduler::new(engine.clone(), Some(exports.clone()), clock);
-        let state = ApiState { engine, exports, tokens, metrics: Arc::new(Metrics::default()), max_page_size: config.max_page_size, started, proxmox, webhooks, schedules };
+        let discord = crate::discord::DiscordDoor::new(engine.clone(), &config.discord);
+        let state = ApiState { engine, exports, tokens, metrics: Arc::new(Metrics::default()), max_page_size: config.max_page_size, started, proxmox, webhooks, schedules, discord };
         Ok(Application {
             #[cfg(feature = "sandbox")]
             sandbox,
@@ -170,10 +171,15 @@ impl Application {
         let webhooks = self.state.webhooks.clone();
         // Schedules: a pass at once (runs missed while down are caught up or skipped), then at every due time.
         let scheduler = self.state.schedules.spawn();
+        // The bot, command registration and notifications start with the server (and stop before the engine).
+        let discord = self.state.discord.clone();
+        discord.start();
         let routes = api::routes(self.state.clone()).data(self.state);
         Server::new_with_acceptor(self.acceptor).run_with_graceful_shutdown(routes, shutdown, Some(Duration::from_secs(10))).await?;
         webhooks.shutdown(Duration::from_secs(10)).await;
         drop(webhooks);
+        discord.shutdown(Duration::from_secs(10)).await;
+        drop(discord);
         scheduler.stop().await;
         engine.shutdown(Duration::from_secs(20)).await;
         keeper.stop().await;

@@ -1,5 +1,6 @@
 //! The agent's configuration: a TOML file, then `PVEDEPLOY_*` environment overrides, then CLI flags; parsed into typed values.
 
+pub mod discord;
 pub mod github;
 pub mod secret;
 
@@ -50,6 +51,8 @@ pub struct FileConfig {
     pub export: ExportSection,
     #[serde(default)]
     pub github: github::GithubFile,
+    #[serde(default)]
+    pub discord: discord::DiscordFile,
 }
 
 /// `[export]`: where the Terraform exports are kept.
@@ -284,6 +287,8 @@ pub struct Config {
     pub export_dir: PathBuf,
     /// GitHub webhook secrets; none configured turns the webhook endpoint off.
     pub github: github::GithubSettings,
+    /// The Discord door (bot, interactions endpoint, notifications); off when nothing is configured.
+    pub discord: discord::DiscordSettings,
     /// Where each value came from, for the start-up log line.
     pub sources: Vec<String>,
 }
@@ -434,7 +439,8 @@ impl Config {
             Some(d) => d,
         };
         let github = github::parse(file.github, env)?;
-        Ok(Config { listen, data_dir, database, limits, repos, tokens, admin_token, max_page_size, proxmox, export_dir, github, sources })
+        let discord = discord::parse(file.discord, env)?;
+        Ok(Config { listen, data_dir, database, limits, repos, tokens, admin_token, max_page_size, proxmox, export_dir, github, discord, sources })
     }
 
     /// A configuration for tests and throwaway runs: defaults, the given data dir, port 0, no Proxmox.

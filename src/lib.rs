@@ -5,6 +5,7 @@ pub mod app;
 pub mod auth;
 pub mod config;
 pub mod core;
+pub mod discord;
 pub mod engine;
 pub mod export;
 pub mod keys;

@@ -106,7 +106,7 @@ impl Framework {
 
 /// A deployment request as any door hands it over, before parsing. Every field is optional so
 /// that a missing field is reported like a wrong one.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RawSpec {
     pub name: Option<String>,
     pub guest_type: Option<String>,

@@ -6,6 +6,7 @@ mod cli;
 mod crash;
 mod dashboard;
 mod deploy;
+mod discord;
 mod export;
 mod helpers;
 mod persistence;

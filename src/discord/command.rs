@@ -1,0 +1,275 @@
+//! Slash-command options → a typed `DiscordCommand` (the same `RawSpec` as the HTTP door), and which permission each needs.
+
+use crate::core::command::Action;
+use crate::core::deployment::RawSpec;
+use crate::core::validation::{FieldError, ValidationErrors};
+
+use super::interaction::OptionValue;
+
+/// What a Discord user asked for, typed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DiscordCommand {
+    /// `/deploy`: the request as the HTTP door hands it to the engine.
+    Deploy(RawSpec),
+    /// `/status [name]`: one deployment, or the service's counts.
+    Status(Option<String>),
+    /// `/list`: the newest deployments.
+    List,
+    /// `/logs name [lines]`.
+    Logs { name: String, lines: u32 },
+    /// `/redeploy`, `/rollback`, `/stop`, `/start`.
+    Act { action: Action, name: String },
+    /// `/destroy name`: only asks for confirmation.
+    AskDestroy { name: String },
+    /// The confirm button of a `/destroy`.
+    ConfirmDestroy { deployment: String, nonce: String },
+    /// The cancel button of a `/destroy`.
+    CancelDestroy { nonce: String },
+    /// `/resources`: the cluster's nodes and storages.
+    Resources,
+}
+
+/// The permission a command needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    Read,
+    Change,
+}
+
+/// Lines `/logs` shows by default, and at most.
+pub const DEFAULT_LINES: u32 = 20;
+pub const MAX_LINES: u32 = 50;
+
+impl DiscordCommand {
+    pub fn need(&self) -> Need {
+        match self {
+            DiscordCommand::Status(_) | DiscordCommand::List | DiscordCommand::Logs { .. } | DiscordCommand::Resources => Need::Read,
+            DiscordCommand::Deploy(_)
+            | DiscordCommand::Act { .. }
+            | DiscordCommand::AskDestroy { .. }
+            | DiscordCommand::ConfirmDestroy { .. }
+            | DiscordCommand::CancelDestroy { .. } => Need::Change,
+        }
+    }
+
+    /// The command's name for logs and the audit (`deploy`, `destroy`, …).
+    pub fn name(&self) -> &'static str {
+        match self {
+            DiscordCommand::Deploy(_) => "deploy",
+            DiscordCommand::Status(_) => "status",
+            DiscordCommand::List => "list",
+            DiscordCommand::Logs { .. } => "logs",
+            DiscordCommand::Act { action, .. } => action.as_str(),
+            DiscordCommand::AskDestroy { .. } | DiscordCommand::ConfirmDestroy { .. } | DiscordCommand::CancelDestroy { .. } => "destroy",
+            DiscordCommand::Resources => "resources",
+        }
+    }
+}
+
+/// The name of an option as the user sees it, for an engine field name (`repo_url` is `repo` in Discord).
+pub fn option_name(engine_field: &str) -> &str {
+    match engine_field {
+        "repo_url" => "repo",
+        "memory_mib" => "memory",
+        "disk_gb" => "disk",
+        other => other,
+    }
+}
+
+/// Reads a command's options by name; wrong types are collected as field errors.
+struct Options<'a> {
+    options: &'a [(String, OptionValue)],
+    errors: ValidationErrors,
+}
+
+impl<'a> Options<'a> {
+    fn get(&self, name: &str) -> Option<&'a OptionValue> {
+        self.options.iter().find(|(n, _)| n == name).map(|(_, v)| v)
+    }
+
+    fn text(&mut self, name: &str) -> Option<String> {
+        match self.get(name)? {
+            OptionValue::Text(s) => Some(s.clone()),
+            _ => {
+                self.errors.push(FieldError::new(name, "type", "must be text"));
+                None
+            }
+        }
+    }
+
+    fn integer(&mut self, name: &str) -> Option<i64> {
+        match self.get(name)? {
+            OptionValue::Integer(n) => Some(*n),
+            _ => {
+                self.errors.push(FieldError::new(name, "type", "must be a whole number"));
+                None
+            }
+        }
+    }
+
+    fn required_text(&mut self, name: &str) -> Option<String> {
+        let v = self.text(name);
+        if v.is_none() && self.get(name).is_none() {
+            self.errors.push(FieldError::new(name, "required", "is required"));
+        }
+        v
+    }
+
+    fn finish<T>(self, v: Option<T>) -> Result<T, ValidationErrors> {
+        match v {
+            Some(v) if self.errors.is_empty() => Ok(v),
+            _ => Err(self.errors),
+        }
+    }
+}
+
+/// Converts a slash command into a `DiscordCommand`, naming every wrong option.
+pub fn parse_command(name: &str, options: &[(String, OptionValue)]) -> Result<DiscordCommand, ValidationErrors> {
+    let mut o = Options { options, errors: ValidationErrors::default() };
+    let action = |a| move |name| DiscordCommand::Act { action: a, name };
+    let cmd = match name {
+        "deploy" => {
+            // Every field goes to the engine's parser, which reports missing and wrong ones like the HTTP door.
+            let raw = RawSpec {
+                name: o.text("name"),
+                repo_url: o.text("repo"),
+                framework: o.text("framework"),
+                guest_type: o.text("type"),
+                cpu: o.integer("cpu"),
+                memory_mib: o.integer("memory"),
+                disk_gb: o.integer("disk"),
+                branch: o.text("branch"),
+                ..RawSpec::default()
+            };
+            Some(DiscordCommand::Deploy(raw))
+        }
+        "status" => Some(DiscordCommand::Status(o.text("name"))),
+        "list" => Some(DiscordCommand::List),
+        "resources" => Some(DiscordCommand::Resources),
+        "logs" => {
+            let name = o.required_text("name");
+            let lines = match o.integer("lines") {
+                None => Some(DEFAULT_LINES),
+                Some(n) if (1..=i64::from(MAX_LINES)).contains(&n) => Some(n as u32),
+                Some(_) => {
+                    o.errors.push(FieldError::new("lines", "range", format!("must be between 1 and {MAX_LINES}")));
+                    None
+                }
+            };
+            name.zip(lines).map(|(name, lines)| DiscordCommand::Logs { name, lines })
+        }
+        "redeploy" => o.required_text("name").map(action(Action::Redeploy)),
+        "rollback" => o.required_text("name").map(action(Action::Rollback)),
+        "stop" => o.required_text("name").map(action(Action::Stop)),
+        "start" => o.required_text("name").map(action(Action::Start)),
+        "destroy" => o.required_text("name").map(|name| DiscordCommand::AskDestroy { name }),
+        other => {
+            o.errors.push(FieldError::new("command", "unknown", format!("/{other} is not a pvedeploy command")));
+            None
+        }
+    };
+    o.finish(cmd)
+}
+
+/// The custom id of a destroy confirmation's buttons: `destroy:<deployment id>:<nonce>`, `cancel:<nonce>`.
+pub fn confirm_id(deployment: &str, nonce: &str) -> String {
+    format!("destroy:{deployment}:{nonce}")
+}
+
+pub fn cancel_id(nonce: &str) -> String {
+    format!("cancel:{nonce}")
+}
+
+/// Converts a button press into a `DiscordCommand`.
+pub fn parse_component(custom_id: &str) -> Result<DiscordCommand, ValidationErrors> {
+    let bad = || ValidationErrors(vec![FieldError::new("custom_id", "unknown", "is not a pvedeploy button")]);
+    let mut parts = custom_id.split(':');
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some("destroy"), Some(d), Some(n), None) if !d.is_empty() && !n.is_empty() => Ok(DiscordCommand::ConfirmDestroy { deployment: d.into(), nonce: n.into() }),
+        (Some("cancel"), Some(n), None, None) if !n.is_empty() => Ok(DiscordCommand::CancelDestroy { nonce: n.into() }),
+        _ => Err(bad()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(name: &str, v: &str) -> (String, OptionValue) {
+        (name.into(), OptionValue::Text(v.into()))
+    }
+    fn i(name: &str, v: i64) -> (String, OptionValue) {
+        (name.into(), OptionValue::Integer(v))
+    }
+
+    #[test]
+    fn deploy_options_become_the_http_doors_raw_spec() {
+        let opts = [t("name", "web"), t("repo", "https://github.com/o/r"), t("framework", "flask"), t("type", "lxc"), i("cpu", 2), i("memory", 2048), i("disk", 20), t("branch", "dev")];
+        let DiscordCommand::Deploy(raw) = parse_command("deploy", &opts).unwrap() else { panic!() };
+        let expected = RawSpec {
+            name: Some("web".into()),
+            repo_url: Some("https://github.com/o/r".into()),
+            framework: Some("flask".into()),
+            guest_type: Some("lxc".into()),
+            cpu: Some(2),
+            memory_mib: Some(2048),
+            disk_gb: Some(20),
+            branch: Some("dev".into()),
+            ..RawSpec::default()
+        };
+        assert_eq!(raw, expected);
+        // missing fields stay missing: the engine reports them as the API does
+        let DiscordCommand::Deploy(raw) = parse_command("deploy", &[t("name", "web")]).unwrap() else { panic!() };
+        assert_eq!((raw.repo_url, raw.cpu), (None, None));
+        let e = parse_command("deploy", &[t("name", "web"), t("cpu", "two")]).unwrap_err();
+        assert_eq!((e.0[0].field.as_str(), e.0[0].rule), ("cpu", "type"));
+    }
+
+    #[test]
+    fn every_command_converts_and_needs_its_permission() {
+        let cases: Vec<(&str, Vec<(String, OptionValue)>, DiscordCommand, Need)> = vec![
+            ("status", vec![], DiscordCommand::Status(None), Need::Read),
+            ("status", vec![t("name", "web")], DiscordCommand::Status(Some("web".into())), Need::Read),
+            ("list", vec![], DiscordCommand::List, Need::Read),
+            ("resources", vec![], DiscordCommand::Resources, Need::Read),
+            ("logs", vec![t("name", "web")], DiscordCommand::Logs { name: "web".into(), lines: DEFAULT_LINES }, Need::Read),
+            ("logs", vec![t("name", "web"), i("lines", 5)], DiscordCommand::Logs { name: "web".into(), lines: 5 }, Need::Read),
+            ("redeploy", vec![t("name", "web")], DiscordCommand::Act { action: Action::Redeploy, name: "web".into() }, Need::Change),
+            ("rollback", vec![t("name", "web")], DiscordCommand::Act { action: Action::Rollback, name: "web".into() }, Need::Change),
+            ("stop", vec![t("name", "web")], DiscordCommand::Act { action: Action::Stop, name: "web".into() }, Need::Change),
+            ("start", vec![t("name", "web")], DiscordCommand::Act { action: Action::Start, name: "web".into() }, Need::Change),
+            ("destroy", vec![t("name", "web")], DiscordCommand::AskDestroy { name: "web".into() }, Need::Change),
+        ];
+        for (name, opts, want, need) in cases {
+            let got = parse_command(name, &opts).unwrap();
+            assert_eq!(got, want, "/{name}");
+            assert_eq!(got.need(), need, "/{name}");
+        }
+        assert_eq!(parse_command("deploy", &[]).unwrap().need(), Need::Change);
+    }
+
+    #[test]
+    fn wrong_options_are_named() {
+        for (name, opts, field, rule) in [
+            ("logs", vec![], "name", "required"),
+            ("logs", vec![t("name", "web"), i("lines", 0)], "lines", "range"),
+            ("logs", vec![t("name", "web"), i("lines", 51)], "lines", "range"),
+            ("stop", vec![i("name", 3)], "name", "type"),
+            ("destroy", vec![], "name", "required"),
+            ("shutdown", vec![], "command", "unknown"),
+        ] {
+            let e = parse_command(name, &opts).unwrap_err();
+            assert_eq!((e.0[0].field.as_str(), e.0[0].rule), (field, rule), "/{name}");
+        }
+    }
+
+    #[test]
+    fn buttons_round_trip() {
+        let id = "0190d5c0-0000-7000-8000-000000000000";
+        assert_eq!(parse_component(&confirm_id(id, "abc")).unwrap(), DiscordCommand::ConfirmDestroy { deployment: id.into(), nonce: "abc".into() });
+        assert_eq!(parse_component(&cancel_id("abc")).unwrap(), DiscordCommand::CancelDestroy { nonce: "abc".into() });
+        assert!(parse_component("destroy:x").is_err());
+        assert!(parse_component("other:1:2").is_err());
+        assert_eq!(parse_component(&cancel_id("n")).unwrap().need(), Need::Change);
+    }
+}

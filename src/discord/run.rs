@@ -1,0 +1,147 @@
+//! The work behind a deferred Discord reply: asks the engine, follows a `/deploy` on the bus, edits the original message.
+
+use std::time::Duration;
+
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::core::command::{Action, Actor};
+use crate::core::deployment::Spec;
+use crate::core::status::Status;
+use crate::engine::resources::FiguresError;
+use crate::engine::{EngineError, Event};
+use crate::store::deployments::Filter;
+
+use super::command::DiscordCommand;
+use super::interaction::Interaction;
+use super::reply::{Button, ButtonStyle, Reply};
+use super::{command, render, DiscordDoor};
+
+/// Discord's interaction tokens live 15 minutes: the `/deploy` message is followed for a little less.
+const FOLLOW_FOR: Duration = Duration::from_secs(14 * 60);
+/// At most one edit of a followed message per this interval (Discord's webhook rate limits).
+const EDIT_SPACING: Duration = Duration::from_millis(750);
+/// How many deployments `/list` shows.
+const LIST_SIZE: u32 = 15;
+/// Log lines shown when a deployment fails.
+const FAILURE_LINES: u32 = 10;
+
+/// Runs a read, an action or a destroy question, then edits the reply.
+pub async fn command(door: DiscordDoor, i: Interaction, cmd: DiscordCommand, actor: Actor) {
+    let reply = answer(&door, &i, cmd, &actor).await;
+    door.edit(&i, &reply).await;
+}
+
+async fn answer(door: &DiscordDoor, i: &Interaction, cmd: DiscordCommand, actor: &Actor) -> Reply {
+    let engine = &door.inner.engine;
+    let store = engine.store();
+    let result: Result<Reply, EngineError> = async {
+        Ok(match cmd {
+            DiscordCommand::Status(Some(name)) => render::status_of(&engine.find(&name).await?),
+            DiscordCommand::Status(None) => render::summary(&store.deployment_stats().await?.by_status),
+            DiscordCommand::List => {
+                let (items, total) = store.list_deployments(&Filter::default(), LIST_SIZE, 0).await?;
+                render::list(&items, total)
+            }
+            DiscordCommand::Logs { name, lines } => {
+                let d = engine.find(&name).await?;
+                render::logs(&d, &store.tail_log(&d.id, lines).await?)
+            }
+            DiscordCommand::Resources => match engine.cluster_figures().await {
+                Ok(f) => render::resources(&f),
+                Err(FiguresError::NotConfigured) => Reply::private("No Proxmox cluster is configured on this agent."),
+                Err(FiguresError::Pve(e)) => Reply::private(format!("Proxmox did not answer: {e}")),
+            },
+            DiscordCommand::Act { action, name } => render::accepted(action.as_str(), &engine.act(&name, action, actor).await?),
+            DiscordCommand::AskDestroy { name } => {
+                let d = engine.find(&name).await?;
+                if matches!(d.status, Status::Destroying | Status::Destroyed) {
+                    return Ok(Reply::text(format!("**{}** is already {}.", d.spec.name, d.status)));
+                }
+                let caller = i.caller.as_ref().map(|c| c.id).unwrap_or(crate::config::discord::Snowflake(0));
+                let nonce = door.inner.confirmations.issue(d.id.as_str(), caller, std::time::Instant::now());
+                let guest = d.proxmox_id.map(|v| format!(" and its guest {v}")).unwrap_or_default();
+                Reply {
+                    buttons: vec![
+                        Button { label: format!("Destroy {}", d.spec.name), custom_id: command::confirm_id(d.id.as_str(), &nonce), style: ButtonStyle::Danger },
+                        Button { label: "Cancel".into(), custom_id: command::cancel_id(&nonce), style: ButtonStyle::Secondary },
+                    ],
+                    ..Reply::text(format!(
+                        "⚠️ Destroy **{}** (`{}`, {}){guest}? This cannot be undone. Only the person who asked can confirm; the buttons expire in {} seconds.",
+                        d.spec.name,
+                        d.id,
+                        d.status,
+                        super::confirm::TTL.as_secs()
+                    ))
+                }
+            }
+            DiscordCommand::Deploy(_) | DiscordCommand::ConfirmDestroy { .. } | DiscordCommand::CancelDestroy { .. } => {
+                Reply::private("this command is handled elsewhere")
+            }
+        })
+    }
+    .await;
+    result.unwrap_or_else(|e| render::engine_error(&e))
+}
+
+/// A confirmed `/destroy`: asks the engine, and replaces the question (and its buttons) with the answer.
+pub async fn destroy(door: DiscordDoor, i: Interaction, deployment: String, actor: Actor) {
+    let reply = match door.inner.engine.act(&deployment, Action::Destroy, &actor).await {
+        Ok(d) => Reply::text(format!("🗑️ Destroying **{}** (`{}`), confirmed by {}.", d.spec.name, d.id, actor.name)),
+        Err(e) => render::engine_error(&e),
+    };
+    door.edit(&i, &reply).await;
+}
+
+/// A `/deploy`: records it, then edits the same message as the deployment moves, ending with the URL
+/// or the error and the last log lines.
+pub async fn deploy(door: DiscordDoor, i: Interaction, spec: Spec, actor: Actor) {
+    let engine = door.inner.engine.clone();
+    // Subscribed before the deployment exists, so no step is missed.
+    let mut events = engine.bus().subscribe();
+    let d = match engine.deploy(spec, &actor).await {
+        Ok(d) => d,
+        Err(e) => return door.edit(&i, &render::engine_error(&e)).await,
+    };
+    door.edit(&i, &render::deploy_progress(&d, &[])).await;
+    let deadline = tokio::time::Instant::now() + FOLLOW_FOR;
+    let mut shown = d.status;
+    loop {
+        let changed = tokio::select! {
+            _ = door.inner.stop.cancelled() => return,
+            _ = tokio::time::sleep_until(deadline) => {
+                let now = engine.store().get_deployment(&d.id).await.ok().flatten().unwrap_or_else(|| d.clone());
+                let mut r = render::deploy_progress(&now, &[]);
+                r.content = format!("{}\n… still {}: this message stops updating; follow it with `/status {}`.", r.content, now.status, d.spec.name);
+                return door.edit(&i, &r).await;
+            }
+            ev = events.recv() => match ev {
+                Ok(Event::Status { id, .. }) => id == d.id,
+                Ok(Event::Log(_)) => false,
+                Err(RecvError::Lagged(_)) => true,
+                Err(RecvError::Closed) => return,
+            },
+        };
+        if !changed {
+            continue;
+        }
+        // Several steps in quick succession become one edit of the newest state.
+        tokio::time::sleep(EDIT_SPACING).await;
+        let now = match engine.store().get_deployment(&d.id).await {
+            Ok(Some(now)) => now,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(deployment = %d.id, error = %e, "could not read a deployment to update its Discord message");
+                continue;
+            }
+        };
+        if now.status == shown {
+            continue;
+        }
+        shown = now.status;
+        let tail = if now.status == Status::Failed { engine.store().tail_log(&d.id, FAILURE_LINES).await.unwrap_or_default() } else { vec![] };
+        door.edit(&i, &render::deploy_progress(&now, &tail)).await;
+        if !now.status.is_busy() {
+            return;
+        }
+    }
+}

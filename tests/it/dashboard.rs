@@ -266,7 +266,7 @@ async fn a_user_deploys_watches_and_destroys_from_the_browser() {
     // a bad name: the API's rule appears next to the field, nothing is created
     b.click("nav a[href='#/deploy']").await;
     b.fill("#f-name", "Bad_Name!").await;
-    b.fill("#f-repo_url", "https://github.com/octo/app").await;
+    b.fill("#f-repo_url", &flask.url).await;
     b.fill("#f-cpu", "2").await;
     b.click("#deploy-form button[type=submit]").await;
     let err = b.wait("document.querySelector('#err-name').textContent", "the name's error").await;

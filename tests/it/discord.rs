@@ -9,13 +9,11 @@ use poem::listener::{Acceptor, Listener, TcpListener};
 use poem::web::Data;
 use poem::{Body, EndpointExt, IntoResponse, Request, Response, Route, Server};
 use pvedeploy::config::discord::{DiscordSettings, Snowflake};
-use pvedeploy::config::{ClusterSettings, Config, ProxmoxSetting, Secret, TrustSetting};
-use pvedeploy_sim::ClusterSpec;
+use pvedeploy::config::Secret;
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
-use crate::helpers::{test_config, TestApp, ADMIN};
-use crate::provision::{install_key, node_ssh_settings, start_sim, Cluster};
+use crate::helpers::{TestApp, ADMIN};
 
 const APP: u64 = 900;
 const GUILD: u64 = 901;
@@ -84,7 +82,11 @@ impl FakeDiscord {
 
     /// Waits until a recorded call satisfies `pred` (or panics with what was recorded).
     async fn wait_for(&self, what: &str, pred: impl Fn(&Call) -> bool) -> Call {
-        for _ in 0..600 {
+        self.wait_for_secs(what, pred, 60).await
+    }
+
+    async fn wait_for_secs(&self, what: &str, pred: impl Fn(&Call) -> bool, secs: u64) -> Call {
+        for _ in 0..secs * 10 {
             if let Some(c) = self.calls().into_iter().find(|c| pred(c)) {
                 return c;
             }
@@ -168,10 +170,10 @@ fn button(token: &str, user: u64, custom_id: &str) -> Value {
     })
 }
 
-fn deploy_options(name: &str) -> Value {
+fn deploy_options(name: &str, repo: &str) -> Value {
     json!([
         {"name": "name", "type": 3, "value": name},
-        {"name": "repo", "type": 3, "value": "https://github.com/octo/app"},
+        {"name": "repo", "type": 3, "value": repo},
         {"name": "framework", "type": 3, "value": "flask"},
         {"name": "type", "type": 3, "value": "lxc"},
         {"name": "cpu", "type": 4, "value": 2},
@@ -205,7 +207,7 @@ async fn signatures_are_checked_before_anything_and_refusals_change_nothing() {
     assert_eq!((s, b), (200, json!({"type": 1})));
 
     // what Discord's endpoint check sends, and worse: every one 401, nothing done
-    let deploy = command("tok-x", ADA, &[CHANGER_ROLE], "deploy", deploy_options("sneaky")).to_string();
+    let deploy = command("tok-x", ADA, &[CHANGER_ROLE], "deploy", deploy_options("sneaky", "https://github.com/octo/app")).to_string();
     let other_key = SigningKey::from_bytes(&[7u8; 32]);
     let tampered = deploy.replace("sneaky", "sneakier");
     let cases: Vec<(&str, &str, Option<(String, String)>)> = vec![
@@ -226,9 +228,9 @@ async fn signatures_are_checked_before_anything_and_refusals_change_nothing() {
 
     // signed, but refused by the server-side checks: answered at once, ephemeral
     let refusals = [
-        ("no change role", command("t1", BOB, &[], "deploy", deploy_options("nope")), "roles allowed to change"),
+        ("no change role", command("t1", BOB, &[], "deploy", deploy_options("nope", "https://github.com/octo/app")), "roles allowed to change"),
         ("wrong guild", {
-            let mut c = command("t2", ADA, &[CHANGER_ROLE], "deploy", deploy_options("nope"));
+            let mut c = command("t2", ADA, &[CHANGER_ROLE], "deploy", deploy_options("nope", "https://github.com/octo/app"));
             c["guild_id"] = json!("12345");
             c
         }, "not set up for this server"),
@@ -260,38 +262,30 @@ async fn signatures_are_checked_before_anything_and_refusals_change_nothing() {
     app.stop().await;
 }
 
-/// An agent against the simulator with the Discord door configured.
-async fn agent_with_discord(cluster: &Cluster, data_dir: &std::path::Path, discord: DiscordSettings) -> TestApp {
-    let mut c: Config = test_config(data_dir);
-    install_key(&cluster.agent_key, data_dir);
-    let (token_id, secret) = cluster.sim.admin_token();
-    let mut s = ClusterSettings::new(format!("https://{}", cluster.sim.addr()), token_id, Secret::new(secret), TrustSetting::Fingerprint(cluster.sim.fingerprint_sha256()), 9000);
-    s.vmid_range = 100..=999_999;
-    s.address_timeout = Duration::from_secs(30);
-    s.poll_interval = Duration::from_millis(50);
-    s.node_ssh = node_ssh_settings(&cluster.sim);
-    c.proxmox = ProxmoxSetting::Cluster(s);
-    c.discord = discord;
-    TestApp::spawn_config(c).await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deploy_from_discord_is_followed_in_the_same_message() {
-    let cluster = start_sim(ClusterSpec::sandbox()).await;
+    // a real guest: the deployment really reaches `running` and the message ends with its URL
+    let dir = tempfile::tempdir().unwrap();
+    let key = pvedeploy::keys::load_or_create_deploy_key(&dir.path().join("keys")).unwrap();
+    let Some(rig) = crate::rig::start_real_sim(&key.public_openssh).await else { return };
+    let server = crate::rig::GitServer::start().await;
+    let repo = server.repo("octo/chat", "flask");
     let fake = FakeDiscord::start().await;
     fake.rec.throttle_edits.store(1, Ordering::SeqCst);
-    let dir = tempfile::tempdir().unwrap();
-    let app = agent_with_discord(&cluster, dir.path(), settings(&fake)).await;
+    let discord = settings(&fake);
+    let app = crate::rig::agent_with(rig.sim(), dir.path(), &server.host, move |c| c.discord = discord).await;
 
-    let (s, b) = post_signed(&app, &command("tok-deploy", ADA, &[CHANGER_ROLE], "deploy", deploy_options("chat-app"))).await;
+    let (s, b) = post_signed(&app, &command("tok-deploy", ADA, &[CHANGER_ROLE], "deploy", deploy_options("chat-app", &repo.url))).await;
     assert_eq!((s, b), (200, json!({"type": 5})), "deferred at once");
 
-    // the same message is edited as the deployment moves; API-only guests stop at `installing` (provisioned)
-    let done = |c: &Call| c.method == "PATCH" && c.body["content"].as_str().is_some_and(|t| t.contains("⏳ installing") || t.contains("failed"));
-    let last = fake.wait_for("an edit showing the deployment provisioned", done).await;
+    // the same message is edited as the deployment moves, and ends with where the app answers
+    let done = |c: &Call| c.method == "PATCH" && c.body["content"].as_str().is_some_and(|t| t.contains("🟢 running") || t.contains("failed"));
+    let last = fake.wait_for_secs("an edit showing the deployment running", done, 900).await;
     let content = last.body["content"].as_str().unwrap();
-    assert!(content.contains("⏳ installing"), "{content}");
-    assert!(content.contains("🚀 Deploying **chat-app** — https://github.com/octo/app @ main (flask on lxc)") && content.contains("✅ provisioning"), "{content}");
+    assert!(content.contains("🟢 running at http://"), "{content}");
+    assert!(content.contains(&format!("🚀 Deploying **chat-app** — {} @ main (flask on lxc)", repo.url)) && content.contains("✅ provisioning"), "{content}");
+    let url = content.split("🟢 running at ").nth(1).unwrap().split_whitespace().next().unwrap().to_string();
+    assert_eq!(crate::rig::http_body(&url).await, "hello from flask v1\n");
     assert_eq!(last.body["allowed_mentions"], json!({"parse": []}));
     let calls = fake.calls();
     let edits = edits_of(&calls, "tok-deploy");
@@ -302,7 +296,7 @@ async fn deploy_from_discord_is_followed_in_the_same_message() {
     // the API sees the same deployment, audited with the Discord user
     let (s, d) = app.get("/api/v1/deployments/chat-app", Some(ADMIN)).await;
     assert_eq!(s, 200);
-    assert_eq!((d["status"].as_str(), d["type"].as_str(), d["cpu"].as_u64()), (Some("installing"), Some("lxc"), Some(2)), "{d}");
+    assert_eq!((d["status"].as_str(), d["type"].as_str(), d["cpu"].as_u64()), (Some("running"), Some("lxc"), Some(2)), "{d}");
     let entry = audit(&app).await.into_iter().find(|e| e["action"] == "deploy").expect("audited");
     assert_eq!((entry["actor"].as_str(), entry["door"].as_str()), (Some("discord:42 ada"), Some("discord")));
 
@@ -314,10 +308,14 @@ async fn deploy_from_discord_is_followed_in_the_same_message() {
     let (_, b) = post_signed(&app, &command("tok-status", BOB, &[], "status", json!([{"name": "name", "type": 3, "value": "chat-app"}]))).await;
     assert_eq!(b, json!({"type": 5}));
     let st = fake.wait_for("the /status reply", |c| c.path.contains("tok-status")).await;
-    assert!(st.body["content"].as_str().unwrap().contains("**chat-app** is installing"), "{st:?}");
+    assert!(st.body["content"].as_str().unwrap().contains("**chat-app** is running"), "{st:?}");
     assert_eq!(st.body["embeds"][0]["title"], "chat-app");
+    let (s, _) = app.delete("/api/v1/deployments/chat-app", Some(ADMIN)).await;
+    assert_eq!(s, 202);
+    crate::rig::wait_for(&app, d["id"].as_str().unwrap(), "destroyed", Duration::from_secs(180), |d| d["status"] == "destroyed").await;
     app.stop().await;
-    cluster.sim.shutdown().await;
+    rig.stop().await;
+    drop(server);
 }
 
 #[tokio::test]

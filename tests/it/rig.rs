@@ -183,6 +183,11 @@ pub fn copy_dir(from: &Path, to: &Path) {
 /// An agent against the simulator like against a real cluster (pinned TLS, API token, node SSH
 /// with pinned host keys), allowed to deploy from the local git server.
 pub async fn agent(sim: &SimHandle, data: &Path, git_host: &str) -> TestApp {
+    agent_with(sim, data, git_host, |_| {}).await
+}
+
+/// As `agent`, with the configuration changed by `tweak` first.
+pub async fn agent_with(sim: &SimHandle, data: &Path, git_host: &str, tweak: impl FnOnce(&mut pvedeploy::config::Config)) -> TestApp {
     let mut c = test_config(data);
     let (token_id, secret) = sim.admin_token();
     let mut cs = ClusterSettings::new(format!("https://{}", sim.addr()), token_id, Secret::new(secret), TrustSetting::Fingerprint(sim.fingerprint_sha256()), 9000);
@@ -200,6 +205,7 @@ pub async fn agent(sim: &SimHandle, data: &Path, git_host: &str) -> TestApp {
     c.proxmox = ProxmoxSetting::Cluster(cs);
     c.repos = RepoPolicy { allowed_hosts: vec![git_host.to_string()], schemes: vec![RepoScheme::Http] };
     c.github = GithubSettings { webhook_secret: Some(Secret::new(WEBHOOK_SECRET.into())), repo_secrets: vec![] };
+    tweak(&mut c);
     TestApp::spawn_config(c).await
 }
 

@@ -19,6 +19,23 @@ async fn releases(app: &TestApp, id: &str) -> Vec<Value> {
     r.as_array().unwrap().clone()
 }
 
+/// Delivers a signed GitHub push of `before..after` to `repo` as delivery `guid`; returns the HTTP status.
+async fn push(app: &TestApp, repo: &Repo, before: &str, after: &str, guid: &str) -> u16 {
+    let (body, sig) = signed_push(repo, before, after);
+    let resp = app
+        .client
+        .post(app.url("/webhooks/github"))
+        .header("content-type", "application/json")
+        .header("x-github-event", "push")
+        .header("x-github-delivery", guid)
+        .header("x-hub-signature-256", sig)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    resp.status().as_u16()
+}
+
 fn signed_push(repo: &Repo, before: &str, after: &str) -> (String, String) {
     let body = json!({
         "ref": "refs/heads/main", "before": before, "after": after, "created": false, "deleted": false, "forced": false,
@@ -90,19 +107,7 @@ async fn flask_on_a_vm_and_express_in_a_container_deploy_redeploy_break_roll_bac
     let before = git(&express.work, &["rev-parse", "HEAD"]).trim().to_string();
     express.edit("server.js", "const VERSION_MARKER = \"v1\";", "const VERSION_MARKER = \"v2\";");
     let ev2 = express.commit("v2");
-    let (body, sig) = signed_push(&express, &before, &ev2);
-    let resp = app
-        .client
-        .post(app.url("/webhooks/github"))
-        .header("content-type", "application/json")
-        .header("x-github-event", "push")
-        .header("x-github-delivery", "9f0c2c1e-6f4e-11ef-9a8b-000000000001")
-        .header("x-hub-signature-256", sig)
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 202);
+    assert_eq!(push(&app, &express, &before, &ev2, "9f0c2c1e-6f4e-11ef-9a8b-000000000001").await, 202);
     wait_for(&app, &eid, "running v2", Duration::from_secs(600), |d| d["status"] == "running" && d["commit"] == ev2.as_str()).await;
     assert_eq!(http_body(&eurl).await, "hello from express v2\n");
 
@@ -112,21 +117,9 @@ async fn flask_on_a_vm_and_express_in_a_container_deploy_redeploy_break_roll_bac
         let prev = format!("v{}", n + 2);
         express.edit("server.js", &format!("const VERSION_MARKER = \"{prev}\";"), &format!("const VERSION_MARKER = \"{v}\";"));
         let c = express.commit(v);
-        let (body, sig) = signed_push(&express, commits.last().unwrap(), &c);
-        let resp = app
-            .client
-            .post(app.url("/webhooks/github"))
-            .header("content-type", "application/json")
-            .header("x-github-event", "push")
-            .header("x-github-delivery", format!("9f0c2c1e-6f4e-11ef-9a8b-00000000001{n}"))
-            .header("x-hub-signature-256", sig)
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status().as_u16(), 202);
-        // the next push goes out once this one was handed to the engine, so arrival order is commit order
         let guid = format!("9f0c2c1e-6f4e-11ef-9a8b-00000000001{n}");
+        assert_eq!(push(&app, &express, commits.last().unwrap(), &c, &guid).await, 202);
+        // the next push goes out once this one was handed to the engine, so arrival order is commit order
         let t = Instant::now();
         loop {
             let (_, d) = app.get(&format!("/api/v1/webhooks/deliveries/{guid}"), Some(READER)).await;

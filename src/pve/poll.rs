@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 /// The first gap between two polls.
-const FIRST: Duration = Duration::from_millis(10);
+const FIRST: Duration = Duration::from_millis(2);
 
 #[derive(Debug, Clone)]
 pub struct PollDelay {
@@ -13,7 +13,7 @@ pub struct PollDelay {
 }
 
 impl PollDelay {
-    /// Gaps of 10 ms, 20 ms, 40 ms, … up to `max`.
+    /// Gaps of 2 ms, 4 ms, 8 ms, … up to `max`.
     pub fn up_to(max: Duration) -> Self {
         Self { next: FIRST.min(max), max }
     }
@@ -33,8 +33,8 @@ mod tests {
     #[test]
     fn starts_fast_and_caps_at_the_interval() {
         let mut p = PollDelay::up_to(Duration::from_millis(250));
-        let gaps: Vec<u128> = (0..7).map(|_| p.next_delay().as_millis()).collect();
-        assert_eq!(gaps, [10, 20, 40, 80, 160, 250, 250]);
-        assert_eq!(PollDelay::up_to(Duration::from_millis(5)).next_delay(), Duration::from_millis(5));
+        let gaps: Vec<u128> = (0..9).map(|_| p.next_delay().as_millis()).collect();
+        assert_eq!(gaps, [2, 4, 8, 16, 32, 64, 128, 250, 250]);
+        assert_eq!(PollDelay::up_to(Duration::from_millis(1)).next_delay(), Duration::from_millis(1));
     }
 }

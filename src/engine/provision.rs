@@ -17,10 +17,15 @@ use crate::pve::{
     guest_ipv4_on_mac, CloneRequest, GuestState, LxcCreate, LxcInterface, PowerAction, PveClient, PveError, QemuUpdate, ResourceKind, ResourceType, Upid,
 };
 use crate::store::leases::Lease;
+use crate::store::logs::LogLine;
+use crate::core::status::Status;
 use crate::store::vmids::Claim;
 use crate::store::{Store, StoreError};
 
 pub mod snippets;
+
+/// A guest's config as Proxmox returns it, key by key.
+pub type RawConfig = std::collections::BTreeMap<String, String>;
 
 /// Tag every guest carries, so the reconciler can tell ours from everything else.
 pub const TAG: &str = "pvedeploy";
@@ -118,13 +123,18 @@ pub struct Provisioner {
     pub node_files: Option<snippets::NodeFiles>,
     /// Memory (bytes) and cores of guests we are creating, per node, that PVE does not count yet.
     pending: Mutex<HashMap<String, (NodeName, u64, u32)>>,
+    /// Ids this agent claimed (or is claiming) for provisionings still running, by deployment: Proxmox's
+    /// next free id does not know them until the guest exists, so sibling tasks skip them here.
+    claiming: Mutex<HashMap<String, u32>>,
+    /// Where placement last saw the VM template (saves reading the cluster again to clone it).
+    template_seen: Mutex<Option<NodeName>>,
     /// Full clones are serialized per storage (PVE would otherwise time out on its storage lock).
     full_clone_locks: tokio::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl Provisioner {
     pub fn new(client: PveClient, settings: ProvisionSettings) -> Self {
-        Self { client, settings, node_files: None, pending: Mutex::new(HashMap::new()), full_clone_locks: tokio::sync::Mutex::new(HashMap::new()) }
+        Self { client, settings, node_files: None, pending: Mutex::new(HashMap::new()), claiming: Mutex::new(HashMap::new()), template_seen: Mutex::new(None), full_clone_locks: tokio::sync::Mutex::new(HashMap::new()) }
     }
 
     /// Chooses a node for `d` from live figures plus our own in-flight reservations.
@@ -134,6 +144,7 @@ impl Provisioner {
             .iter()
             .find(|r| r.vmid == Some(self.settings.vm_template) && r.template)
             .and_then(|r| r.node.clone());
+        *self.template_seen.lock().expect("template_seen poisoned") = template_node.clone();
         let template_storage_shared = self.template_on_shared_storage(&resources).await;
         let pending = self.pending.lock().expect("pending poisoned").clone();
         let mut loads = Vec::new();
@@ -174,19 +185,50 @@ impl Provisioner {
 
     pub fn forget_pending(&self, id: &DeploymentId) {
         self.pending.lock().expect("pending poisoned").remove(id.as_str());
+        self.claiming.lock().expect("claiming poisoned").remove(id.as_str());
     }
 
     /// Claims the lowest id at or above the cluster's next free id that nobody claimed.
+    ///
+    /// One range read of the claims, then a claim attempt on the lowest id that is neither claimed nor
+    /// being claimed by another task of this agent, so concurrent deployments take consecutive ids
+    /// without colliding; a collision with another agent just moves on to the next id.
     pub async fn reserve_id(&self, store: &Store, id: &DeploymentId) -> Result<VmId, ProvisionError> {
+        let bad = |e: crate::core::validation::FieldError| ProvisionError::Failed(e.message);
+        // Resumed after a crash between claiming and persisting: the claim is already ours.
+        if let Some(vmid) = store.vmid_held_by(id).await? {
+            return Ok(vmid);
+        }
+        let end = *self.settings.vmid_range.end();
         let hint = self.client.next_id().await?.get().max(*self.settings.vmid_range.start());
-        for candidate in hint..=*self.settings.vmid_range.end() {
-            let vmid = VmId::new(candidate.into()).map_err(|e| ProvisionError::Failed(e.message))?;
-            match store.claim_vmid(vmid, id).await? {
-                Claim::Claimed | Claim::Taken { by_us: true } => return Ok(vmid),
-                Claim::Taken { by_us: false } => continue,
+        let (from_id, end_id) = (VmId::new(hint.into()).map_err(bad)?, VmId::new(end.into()).map_err(bad)?);
+        let claimed: std::collections::BTreeSet<u32> = store.claimed_vmids(from_id, end_id, 100_000).await?.into_iter().collect();
+        let mut from = hint;
+        loop {
+            let candidate = {
+                let mut taken_here = self.claiming.lock().expect("claiming poisoned");
+                let c = (from..=end).find(|c| !claimed.contains(c) && !taken_here.values().any(|v| v == c));
+                if let Some(c) = c {
+                    taken_here.insert(id.to_string(), c);
+                }
+                c
+            };
+            let Some(candidate) = candidate else {
+                return Err(ProvisionError::Failed(format!("no free VMID left in the configured range {:?}", self.settings.vmid_range)));
+            };
+            let vmid = VmId::new(candidate.into()).map_err(bad)?;
+            match store.claim_vmid(vmid, id).await {
+                Ok(Claim::Claimed | Claim::Taken { by_us: true }) => return Ok(vmid),
+                Ok(Claim::Taken { by_us: false }) => {
+                    self.claiming.lock().expect("claiming poisoned").remove(id.as_str());
+                    from = candidate + 1;
+                }
+                Err(e) => {
+                    self.claiming.lock().expect("claiming poisoned").remove(id.as_str());
+                    return Err(e.into());
+                }
             }
         }
-        Err(ProvisionError::Failed(format!("no free VMID left in the configured range {:?}", self.settings.vmid_range)))
     }
 
     /// Claims the lowest free static address when a pool is configured (`None`: DHCP).
@@ -279,6 +321,10 @@ impl Provisioner {
     }
 
     async fn template_node(&self) -> Result<NodeName, PveError> {
+        // Placement just read the cluster; a template that moved since then makes the clone fail clearly.
+        if let Some(node) = self.template_seen.lock().expect("template_seen poisoned").clone() {
+            return Ok(node);
+        }
         let resources = self.client.cluster_resources(Some(ResourceKind::Vm)).await?;
         resources
             .into_iter()
@@ -287,15 +333,15 @@ impl Provisioner {
             .ok_or_else(|| PveError::NotFound { message: format!("VM template {} is not in the cluster", self.settings.vm_template) })
     }
 
-    /// Waits until the guest's config has no lock (PVE holds `lock: clone` until the clone is done).
-    pub async fn wait_unlocked(&self, kind: GuestType, node: &NodeName, vmid: VmId) -> Result<(), ProvisionError> {
+    /// Waits until the guest's config has no lock (PVE holds `lock: clone` until the clone is done) and
+    /// returns that config.
+    pub async fn wait_unlocked(&self, kind: GuestType, node: &NodeName, vmid: VmId) -> Result<RawConfig, ProvisionError> {
         let started = Instant::now();
         let mut gap = crate::pve::PollDelay::up_to(self.settings.poll);
         loop {
-            let lock = self.client.guest_config_raw(pve_kind(kind), node, vmid).await?.remove("lock");
-            if lock.is_none() {
-                return Ok(());
-            }
+            let mut config = self.client.guest_config_raw(pve_kind(kind), node, vmid).await?;
+            let Some(lock) = config.remove("lock") else { return Ok(config) };
+            let lock = Some(lock);
             if started.elapsed() > self.settings.task_deadline {
                 return Err(ProvisionError::Failed(format!("guest {vmid} is still locked ({}) after {:?}", lock.unwrap_or_default(), started.elapsed())));
             }
@@ -321,10 +367,18 @@ impl Provisioner {
         self.client.qemu_update_config(node, vmid, &update).await
     }
 
-    /// Grows the boot disk to the requested size; a disk already that large is left alone.
-    pub async fn resize_vm(&self, d: &Deployment, node: &NodeName, vmid: VmId) -> Result<Option<Upid>, ProvisionError> {
-        let cfg = self.client.qemu_config(node, vmid).await?;
-        let (disk, value) = boot_disk(&cfg.raw).ok_or_else(|| ProvisionError::Failed(format!("VM {vmid} has no boot disk to resize")))?;
+    /// Grows the boot disk to the requested size; a disk already that large is left alone. `known` is
+    /// the guest's config when it was read since the clone (disks do not change in between).
+    pub async fn resize_vm(&self, d: &Deployment, node: &NodeName, vmid: VmId, known: Option<&RawConfig>) -> Result<Option<Upid>, ProvisionError> {
+        let read;
+        let raw = match known {
+            Some(raw) => raw,
+            None => {
+                read = self.client.qemu_config(node, vmid).await?.raw;
+                &read
+            }
+        };
+        let (disk, value) = boot_disk(raw).ok_or_else(|| ProvisionError::Failed(format!("VM {vmid} has no boot disk to resize")))?;
         let current = disk_size_bytes(&value).unwrap_or(0);
         let wanted = u64::from(d.spec.disk_gb) << 30;
         if current >= wanted {
@@ -333,21 +387,23 @@ impl Provisioner {
         Ok(self.client.qemu_resize(node, vmid, &disk, &format!("{}G", d.spec.disk_gb)).await?)
     }
 
-    /// Starts the guest unless it already runs. `None` when nothing had to be done.
-    pub async fn start(&self, kind: GuestType, node: &NodeName, vmid: VmId) -> Result<Option<Upid>, PveError> {
+    /// Starts the guest unless it already runs (`surely_stopped`: it was created by this run, so there is
+    /// nothing to ask). `None` when nothing had to be done.
+    pub async fn start(&self, kind: GuestType, node: &NodeName, vmid: VmId, surely_stopped: bool) -> Result<Option<Upid>, PveError> {
         let kind = pve_kind(kind);
-        if self.client.guest_current(kind, node, vmid).await?.status == GuestState::Running {
+        if !surely_stopped && self.client.guest_current(kind, node, vmid).await?.status == GuestState::Running {
             return Ok(None);
         }
         self.client.guest_power(kind, node, vmid, PowerAction::Start).await.map(Some)
     }
 
     /// Polls until the guest reports an IPv4 address (guest agent for VMs, interfaces for containers).
-    pub async fn await_address(&self, kind: GuestType, node: &NodeName, vmid: VmId) -> Result<Ipv4Addr, ProvisionError> {
+    /// `known` is the guest's config when it was read since the clone (its `net0` MAC does not change).
+    pub async fn await_address(&self, kind: GuestType, node: &NodeName, vmid: VmId, known: Option<&RawConfig>) -> Result<Ipv4Addr, ProvisionError> {
         let started = Instant::now();
         let mut gap = crate::pve::PollDelay::up_to(self.settings.poll);
         let mut last_problem = String::from("no address reported yet");
-        let mut net0_mac: Option<String> = None;
+        let mut net0_mac: Option<String> = known.and_then(|c| c.get("net0")).and_then(|n| mac_of(n));
         loop {
             let found = match kind {
                 GuestType::Vm => match self.client.qemu_agent_interfaces(node, vmid).await {
@@ -484,9 +540,10 @@ pub async fn wait(client: &PveClient, upid: &str, s: &ProvisionSettings) -> Resu
     Ok(())
 }
 
-/// Persists the progress under the lease (the intent of the next step).
-pub async fn persist(store: &Store, lease: &Lease, p: &Progress) -> Result<(), ProvisionError> {
-    store.save_progress(lease, p).await.map_err(ProvisionError::from_store)
+/// Persists the progress under the lease (the intent of the next step) with the line saying what the
+/// step did; returns the deployment's status as it is now.
+pub async fn persist(store: &Store, lease: &Lease, p: &Progress, line: Option<&LogLine>) -> Result<Option<Status>, ProvisionError> {
+    store.save_progress(lease, p, line).await.map_err(ProvisionError::from_store)
 }
 
 /// The step a progress is at, for logs.

@@ -10,7 +10,8 @@ use crate::core::deployment::{Deployment, DeploymentId, GuestType};
 use crate::core::provision::{Progress, Step};
 use crate::core::status::Status;
 use crate::store::leases::Lease;
-use crate::store::logs::Level;
+use crate::store::logs::{Level, LogLine};
+use super::Event;
 use crate::store::now_millis;
 
 /// How long a lease lasts without renewal; renewed every third of it while working.
@@ -107,41 +108,44 @@ impl Engine {
         }
         let kind = d.spec.guest_type;
         let mut p = store.load_progress(id).await?.unwrap_or_default();
-        if p.step != Step::Place {
+        // The first step of a resumed run may have been half done before the crash: it checks what
+        // exists on Proxmox before acting. Every later step follows one this run did itself.
+        let mut resumed = p.step != Step::Place;
+        if resumed {
             self.log(id, Level::Info, "provision", &format!("resuming at: {}", describe(&p))).await;
         }
+        // The guest's config as last read in this run (disks and MAC do not change after the clone).
+        let mut config: Option<super::provision::RawConfig> = None;
         let s = &prov.settings;
         loop {
-            // A destroy requested meanwhile takes over from here (it waits for this lease).
-            if store.get_deployment(id).await?.is_some_and(|now| now.status == Status::Destroying) {
-                self.log(id, Level::Info, "provision", "destroy requested; stopping provisioning").await;
-                return Ok(());
-            }
+            // What the step did, committed with its progress (one transaction per step).
+            let mut note: Option<(Level, String)> = None;
             match p.step {
                 Step::Place => {
                     let node = prov.place(&d).await?;
-                    self.log(id, Level::Info, "provision", &format!("placed on node {node}")).await;
+                    note = Some((Level::Info, format!("placed on node {node}")));
                     p.node = Some(node);
                 }
                 Step::ReserveId => {
                     let vmid = prov.reserve_id(store, id).await?;
                     p.vmid = Some(vmid);
                     if let Some(a) = prov.reserve_address(store, id).await? {
-                        self.log(id, Level::Info, "provision", &format!("reserved VMID {vmid} and address {a}")).await;
+                        note = Some((Level::Info, format!("reserved VMID {vmid} and address {a}")));
                         p.static_ip = Some(a);
                     }
                 }
                 Step::Create => {
                     let (node, vmid) = (p.node.clone().ok_or_else(missing("node"))?, p.vmid.ok_or_else(missing("vmid"))?);
-                    if prov.guest_exists(kind, &node, vmid).await? {
+                    // A fresh run knows it has not created the guest yet, unless a failed clone is being retried.
+                    if (resumed || p.attempts > 0) && prov.guest_exists(kind, &node, vmid).await? {
                         // Created before a crash; the await step waits for its lock to clear.
-                        self.log(id, Level::Info, "provision", &format!("guest {vmid} already exists on {node}; continuing")).await;
+                        note = Some((Level::Info, format!("guest {vmid} already exists on {node}; continuing")));
                         p.upid = None;
                     } else {
                         match prov.create(&d, &node, vmid, &prov.addressing(p.static_ip)).await {
                             Ok(upid) => {
                                 let what = if kind == GuestType::Vm { "cloning the template" } else { "creating the container" };
-                                self.log(id, Level::Info, "provision", &format!("{what} as {vmid} on {node}")).await;
+                                note = Some((Level::Info, format!("{what} as {vmid} on {node}")));
                                 p.upid = Some(upid.as_str().to_owned());
                             }
                             Err(e) if e.is_vmid_taken() => {
@@ -149,12 +153,12 @@ impl Engine {
                                 store.release_vmid(vmid, id).await?;
                                 p.vmid = None;
                                 p.step = Step::ReserveId;
-                                persist(store, lease, &p).await?;
+                                persist(store, lease, &p, None).await?;
                                 continue;
                             }
                             Err(e) if e.is_lock_timeout() && p.attempts < s.lock_retries => {
                                 self.retry_after_lock(id, &mut p, &e.to_string()).await;
-                                persist(store, lease, &p).await?;
+                                persist(store, lease, &p, None).await?;
                                 continue;
                             }
                             Err(e) => return Err(e.into()),
@@ -171,13 +175,13 @@ impl Engine {
                                 self.retry_after_lock(id, &mut p, &e.to_string()).await;
                                 p.step = Step::Create;
                                 p.upid = None;
-                                persist(store, lease, &p).await?;
+                                persist(store, lease, &p, None).await?;
                                 continue;
                             }
                             Err(e) => return Err(e),
                         }
                     }
-                    prov.wait_unlocked(kind, &node, vmid).await?;
+                    config = Some(prov.wait_unlocked(kind, &node, vmid).await?);
                     if kind == GuestType::Lxc {
                         p.host_key = match &p.upid {
                             Some(upid) => prov.container_host_key(upid).await?,
@@ -195,7 +199,7 @@ impl Engine {
                             d.proxmox_node = Some(node2);
                         })
                         .await?;
-                    self.log(id, Level::Info, "provision", &format!("guest {vmid} created on {node}")).await;
+                    note = Some((Level::Info, format!("guest {vmid} created on {node}")));
                 }
                 Step::Snippet => {
                     let node = p.node.clone().ok_or_else(missing("node"))?;
@@ -212,10 +216,10 @@ impl Engine {
                             };
                             let user_data = crate::core::cloud_init::render(&s.user_data, &identity);
                             let volid = files.upload(&prov.client, &node, id, &user_data).await.map_err(|e| ProvisionError::Failed(format!("uploading the cloud-init snippet: {e}")))?;
-                            self.log(id, Level::Info, "provision", &format!("cloud-init snippet uploaded ({volid}) with the guest's own host key")).await;
+                            note = Some((Level::Info, format!("cloud-init snippet uploaded ({volid}) with the guest's own host key")));
                             p.host_key = Some(host.public_openssh);
                         }
-                        None => self.log(id, Level::Warn, "provision", "no node SSH is configured ([proxmox.node_ssh]): Proxmox generates the user-data and the guest's host key cannot be pinned").await,
+                        None => note = Some((Level::Warn, "no node SSH is configured ([proxmox.node_ssh]): Proxmox generates the user-data and the guest's host key cannot be pinned".into())),
                     }
                 }
                 Step::Configure => {
@@ -225,19 +229,19 @@ impl Engine {
                         _ => None,
                     };
                     prov.configure_vm(&d, &node, vmid, &prov.addressing(p.static_ip), cicustom).await?;
-                    self.log(id, Level::Info, "provision", &format!("configured {} cores, {} MiB, cloud-init user {}", d.spec.cpu, d.spec.memory_mib, s.deploy_user)).await;
+                    note = Some((Level::Info, format!("configured {} cores, {} MiB, cloud-init user {}", d.spec.cpu, d.spec.memory_mib, s.deploy_user)));
                 }
                 Step::Resize => {
                     let (node, vmid) = (p.node.clone().ok_or_else(missing("node"))?, p.vmid.ok_or_else(missing("vmid"))?);
-                    if let Some(upid) = prov.resize_vm(&d, &node, vmid).await? {
+                    if let Some(upid) = prov.resize_vm(&d, &node, vmid, config.as_ref()).await? {
                         wait(&prov.client, upid.as_str(), s).await?;
-                        self.log(id, Level::Info, "provision", &format!("boot disk grown to {} GB", d.spec.disk_gb)).await;
+                        note = Some((Level::Info, format!("boot disk grown to {} GB", d.spec.disk_gb)));
                     }
                 }
                 Step::Start => {
                     let (node, vmid) = (p.node.clone().ok_or_else(missing("node"))?, p.vmid.ok_or_else(missing("vmid"))?);
-                    p.upid = prov.start(kind, &node, vmid).await?.map(|u| u.as_str().to_owned());
-                    self.log(id, Level::Info, "provision", &format!("starting guest {vmid}")).await;
+                    p.upid = prov.start(kind, &node, vmid, !resumed).await?.map(|u| u.as_str().to_owned());
+                    note = Some((Level::Info, format!("starting guest {vmid}")));
                 }
                 Step::AwaitStart => {
                     if let Some(upid) = p.upid.clone() {
@@ -250,18 +254,28 @@ impl Engine {
                 }
                 Step::AwaitAddress => {
                     let (node, vmid) = (p.node.clone().ok_or_else(missing("node"))?, p.vmid.ok_or_else(missing("vmid"))?);
-                    let ip = prov.await_address(kind, &node, vmid).await?;
+                    let ip = prov.await_address(kind, &node, vmid, config.as_ref()).await?;
                     p.ipv4 = Some(ip);
                     d = self
                         .leased_transition(d, Status::Provisioning, "address known", lease, move |d| d.ip_address = Some(ip.to_string()))
                         .await?;
-                    self.log(id, Level::Info, "provision", &format!("guest {vmid} is up at {ip}")).await;
+                    note = Some((Level::Info, format!("guest {vmid} is up at {ip}")));
                 }
                 Step::Done => break,
             }
+            resumed = false;
             p.advance(kind);
             p.upid = if matches!(p.step, Step::AwaitCreate | Step::AwaitStart) { p.upid.take() } else { None };
-            persist(store, lease, &p).await?;
+            let line = note.map(|(level, text)| LogLine::new(id, level, "provision", &text));
+            let now = persist(store, lease, &p, line.as_ref()).await?;
+            if let Some(line) = line {
+                self.inner.bus.publish(Event::Log(line));
+            }
+            // A destroy requested meanwhile takes over from here (it waits for this lease).
+            if now == Some(Status::Destroying) {
+                self.log(id, Level::Info, "provision", "destroy requested; stopping provisioning").await;
+                return Ok(());
+            }
         }
         self.log(id, Level::Info, "provision", "provisioned; installing the app").await;
         self.leased_transition(d, Status::Installing, "guest ready", lease, |_| {}).await?;
@@ -429,10 +443,10 @@ impl Engine {
                         }
                         _ => {
                             engine.log(&id, Level::Info, step, &format!("starting guest {vmid} on {node}")).await;
-                            if let Some(upid) = prov.start(kind, &node, vmid).await? {
+                            if let Some(upid) = prov.start(kind, &node, vmid, false).await? {
                                 wait(&prov.client, upid.as_str(), &prov.settings).await?;
                             }
-                            let ip = prov.await_address(kind, &node, vmid).await?;
+                            let ip = prov.await_address(kind, &node, vmid, None).await?;
                             engine.log(&id, Level::Info, step, &format!("guest {vmid} is up at {ip}")).await;
                             engine.leased_transition(d, Status::Running, "started", &lease, move |d| d.ip_address = Some(ip.to_string())).await
                         }

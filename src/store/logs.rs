@@ -54,9 +54,16 @@ fn next_seq() -> i64 {
     }
 }
 
+impl LogLine {
+    /// A new line stamped now, with the next cursor.
+    pub fn new(id: &DeploymentId, level: Level, step: &str, text: &str) -> LogLine {
+        LogLine { deployment: id.to_string(), seq: next_seq(), ts: now_millis(), level, step: step.into(), text: text.into() }
+    }
+}
+
 impl Store {
     pub async fn append_log(&self, id: &DeploymentId, level: Level, step: &str, text: &str) -> Result<LogLine, StoreError> {
-        let line = LogLine { deployment: id.to_string(), seq: next_seq(), ts: now_millis(), level, step: step.into(), text: text.into() };
+        let line = LogLine::new(id, level, step, text);
         self.run("CREATE log_line CONTENT $line", json!({ "line": line })).await?;
         Ok(line)
     }

@@ -12,6 +12,8 @@ use super::{decode, now_millis, Store, StoreError};
 use crate::core::deployment::DeploymentId;
 use crate::core::names::{NodeName, VmId};
 use crate::core::provision::{Progress, Step};
+use crate::core::status::Status;
+use super::logs::LogLine;
 
 /// The stored shape of a `Progress`.
 #[derive(Debug, Serialize, Deserialize)]
@@ -67,25 +69,28 @@ impl TryFrom<ProgressRow> for Progress {
 }
 
 impl Store {
-    /// Writes the state if `lease` is still ours (`Stale` otherwise).
-    pub async fn save_provision<S: Serialize>(&self, lease: &Lease, state: &S) -> Result<(), StoreError> {
+    /// Writes the progress under `lease` together with the line saying what the step did, in one
+    /// transaction (one commit per step; a line is never kept for a step whose result was lost), and
+    /// returns the deployment's status as it is now: a destroy requested meanwhile shows up here.
+    pub async fn save_progress(&self, lease: &Lease, p: &Progress, line: Option<&LogLine>) -> Result<Option<Status>, StoreError> {
+        let log = if line.is_some() { "CREATE log_line CONTENT $line RETURN NONE;" } else { "" };
         let sql = format!(
             "BEGIN TRANSACTION;
              {CHECK_LEASE}
-             UPSERT type::record('provision', $lease_dep) CONTENT {{ state: $state, updated_at: $now }};
+             UPSERT type::record('provision', $lease_dep) CONTENT {{ state: $state, updated_at: $now }} RETURN NONE;
+             {log}
+             SELECT VALUE status FROM ONLY type::record('deployment', $lease_dep);
              COMMIT TRANSACTION;"
         );
-        let state = serde_json::to_value(state).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let vars = json!({ "lease_dep": lease.deployment.as_str(), "lease_token": lease.token, "state": state, "now": now_millis() });
-        match self.run(&sql, vars).await {
-            Ok(_) => Ok(()),
-            Err(StoreError::Unavailable(m)) if m.contains("lease lost") => Err(StoreError::Stale),
-            Err(e) => Err(e),
-        }
-    }
-
-    pub async fn save_progress(&self, lease: &Lease, p: &Progress) -> Result<(), StoreError> {
-        self.save_provision(lease, &ProgressRow::from(p)).await
+        let state = serde_json::to_value(ProgressRow::from(p)).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let vars = json!({ "lease_dep": lease.deployment.as_str(), "lease_token": lease.token, "state": state, "line": line, "now": now_millis() });
+        let rows = match self.run(&sql, vars).await {
+            Ok(rows) => rows,
+            Err(StoreError::Unavailable(m)) if m.contains("lease lost") => return Err(StoreError::Stale),
+            Err(e) => return Err(e),
+        };
+        let status = rows.last().and_then(|r| r.first()).and_then(|v| v.as_str()).and_then(Status::parse);
+        Ok(status)
     }
 
     pub async fn load_progress(&self, dep: &DeploymentId) -> Result<Option<Progress>, StoreError> {

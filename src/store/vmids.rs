@@ -33,6 +33,21 @@ impl Store {
         }
     }
 
+    /// The id `dep` holds, if any (a reservation resumed after a crash finds its own claim here).
+    pub async fn vmid_held_by(&self, dep: &DeploymentId) -> Result<Option<VmId>, StoreError> {
+        let rows = self.run("SELECT VALUE record::id(id) FROM vmid_claim WHERE deployment = $dep LIMIT 1", json!({ "dep": dep.as_str() })).await?;
+        let id = rows.into_iter().next().and_then(|r| r.into_iter().next()).and_then(|v| v.as_u64());
+        id.map(|v| VmId::new(v).map_err(|e| StoreError::Corrupt(format!("vmid_claim: {}", e.message)))).transpose()
+    }
+
+    /// Claimed ids in `from..=to`, at most `limit` of them, lowest first (one range read).
+    pub async fn claimed_vmids(&self, from: VmId, to: VmId, limit: u32) -> Result<Vec<u32>, StoreError> {
+        // A record range needs literal bounds; both are integers we typed, never text from outside.
+        let sql = format!("SELECT VALUE record::id(id) FROM vmid_claim:{}..={} LIMIT $limit", from.get(), to.get());
+        let rows = self.run(&sql, json!({ "limit": limit })).await?;
+        Ok(rows.into_iter().next().unwrap_or_default().into_iter().filter_map(|v| v.as_u64().map(|n| n as u32)).collect())
+    }
+
     pub async fn vmid_owner(&self, id: VmId) -> Result<Option<String>, StoreError> {
         let rows = self.run("SELECT VALUE deployment FROM ONLY type::record('vmid_claim', $id)", json!({ "id": id.get() })).await?;
         Ok(rows.into_iter().next().and_then(|r| r.into_iter().next()).and_then(|v| v.as_str().map(String::from)))

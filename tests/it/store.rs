@@ -3,6 +3,8 @@
 use pvedeploy::config::Config;
 use pvedeploy::core::deployment::DeploymentId;
 use pvedeploy::core::names::VmId;
+use pvedeploy::core::provision::{Progress, Step};
+use pvedeploy::store::logs::{Level, LogLine};
 use pvedeploy::store::vmids::Claim;
 use pvedeploy::store::{Store, StoreError};
 
@@ -36,14 +38,17 @@ async fn leases_exclude_expire_and_fence_stale_writers() {
     let dep = DeploymentId::generate();
     let a = store.acquire_lease(&dep, "agent-a", 200).await.unwrap().expect("free lease");
     assert!(store.acquire_lease(&dep, "agent-b", 200).await.unwrap().is_none(), "held by a");
-    store.save_provision(&a, &serde_json::json!({"step": "clone", "vmid": 100})).await.unwrap();
+    let at = |step: Step| Progress { step, vmid: Some(VmId::new(100).unwrap()), ..Progress::default() };
+    store.save_progress(&a, &at(Step::Create), None).await.unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(250)).await;
     let b = store.acquire_lease(&dep, "agent-b", 10_000).await.unwrap().expect("expired lease is taken over");
-    assert!(matches!(store.save_provision(&a, &serde_json::json!({"step": "stale"})).await, Err(StoreError::Stale)), "a's token is fenced");
+    assert!(matches!(store.save_progress(&a, &at(Step::Start), None).await, Err(StoreError::Stale)), "a's token is fenced");
     assert!(matches!(store.renew_lease(&a, 1000).await, Err(StoreError::Stale)));
-    store.save_provision(&b, &serde_json::json!({"step": "resize", "vmid": 100})).await.unwrap();
-    let state: serde_json::Value = store.load_provision(&dep).await.unwrap().unwrap();
-    assert_eq!(state["step"], "resize");
+    // the step's line commits with the progress (and a fenced writer's line never does)
+    let line = LogLine::new(&dep, Level::Info, "provision", "boot disk grown");
+    assert_eq!(store.save_progress(&b, &at(Step::Resize), Some(&line)).await.unwrap(), None, "no deployment record, so no status");
+    assert_eq!(store.load_progress(&dep).await.unwrap().unwrap().step, Step::Resize);
+    assert_eq!(store.read_log(&dep, 0, 10).await.unwrap(), vec![line]);
     store.renew_lease(&b, 10_000).await.unwrap();
     store.release_lease(&b).await.unwrap();
     assert!(store.acquire_lease(&dep, "agent-a", 200).await.unwrap().is_some());

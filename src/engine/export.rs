@@ -1,4 +1,5 @@
-//! Keeps every deployment's Terraform export in step: a background task follows the bus's status events,
+//! Keeps every deployment's Terraform export in step: a background task follows the bus's status events
+//! (those that leave the guest settled),
 //! reads the guest back from Proxmox through the provisioner's client, rewrites the export (only when it
 //! changed), archives it when the deployment is destroyed, and records its place on the deployment.
 //! Also renders an export on demand and checks drift for the doors.
@@ -92,7 +93,8 @@ impl Exports {
                 tokio::select! {
                     _ = stop.cancelled() => break,
                     event = events.recv() => match event {
-                        Ok(Event::Status { id, status }) => this.on_change(&id, status).await,
+                        Ok(Event::Status { id, status }) if settles_the_guest(status) => this.on_change(&id, status).await,
+                        Ok(Event::Status { .. }) => {}
                         Ok(Event::Log(_)) => {}
                         Err(RecvError::Lagged(_)) => this.sweep().await,
                         Err(RecvError::Closed) => break,
@@ -211,7 +213,9 @@ impl Exports {
             let now = now_millis();
             let written = tokio::task::spawn_blocking(move || dir.write(&guest, &files, now)).await.expect("the export writer does not panic")?;
             let reference = ExportDir::reference(&written.folder, &self.data_dir);
-            self.engine.store().set_terraform_output(&d.id, &reference).await?;
+            if d.terraform_output.as_deref() != Some(reference.as_str()) {
+                self.engine.store().set_terraform_output(&d.id, &reference).await?;
+            }
             if written.changed {
                 tracing::info!(deployment = %d.id, folder = %written.folder.display(), "Terraform export written");
             }
@@ -238,6 +242,13 @@ impl Exports {
             Err(e) => tracing::warn!(deployment = %d.id, error = %e, "cannot archive the Terraform export"),
         }
     }
+}
+
+/// Whether a change to `status` leaves the guest in a shape worth exporting. While a guest is being
+/// provisioned (or deployed onto, or destroyed) its config is still moving; exporting every step would
+/// cost a read-back and a rewrite per step for files nobody can use yet.
+fn settles_the_guest(status: Status) -> bool {
+    matches!(status, Status::Installing | Status::Running | Status::Stopped | Status::Failed | Status::Destroyed)
 }
 
 /// The cluster's API URL as the provider wants it (without `/api2/json`).

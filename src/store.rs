@@ -2,6 +2,7 @@
 
 pub mod addresses;
 pub mod audit;
+pub mod cache;
 pub mod deliveries;
 pub mod deployments;
 pub mod env;
@@ -52,6 +53,8 @@ pub struct Store {
     db: Surreal<Any>,
     /// The embedded engine's lock file, held until the last handle is gone and the engine has shut down.
     lock_file: Option<std::path::PathBuf>,
+    /// Deployments recently read, for embedded engines only: with a remote server other agents write too.
+    pub(crate) cache: Option<std::sync::Arc<cache::DetailCache>>,
 }
 
 impl Store {
@@ -70,7 +73,10 @@ impl Store {
             db.signin(surrealdb::opt::auth::Root { username: user.clone(), password: pass.expose().clone() }).await?;
         }
         db.use_ns(cfg.namespace.as_str()).use_db(cfg.database.as_str()).await?;
-        let store = Store { db, lock_file };
+        // An embedded engine belongs to this process alone (surrealkv holds a lock on its directory).
+        let embedded = url.starts_with("surrealkv://") || url.starts_with("mem://");
+        let cache = embedded.then(|| std::sync::Arc::new(cache::DetailCache::default()));
+        let store = Store { db, lock_file, cache };
         migrations::apply(&store).await?;
         Ok(store)
     }
@@ -117,7 +123,7 @@ impl Store {
     /// flushed and released its lock: the last handle's drop shuts it down in the background.
     /// Returns whether the database is closed. Other clones of this handle must be dropped first.
     pub async fn close(self, limit: std::time::Duration) -> bool {
-        let Store { db, lock_file } = self;
+        let Store { db, lock_file, .. } = self;
         drop(db);
         let Some(lock) = lock_file else { return true };
         let deadline = tokio::time::Instant::now() + limit;

@@ -127,12 +127,12 @@ impl DeploymentsApi {
             Some(did) => store.get_deployment_with_events(&did).await.map_err(EngineError::from)?,
             None => {
                 let d = self.state.engine.find(&id.0).await?;
-                let events = store.deployment_events(&d.id).await.map_err(EngineError::from)?;
-                Some((d, events))
+                store.get_deployment_with_events(&d.id).await.map_err(EngineError::from)?
             }
         };
-        let (d, events) = found.ok_or_else(|| ApiError::not_found(&id.0))?;
-        Ok(Json(DeploymentDetail { deployment: DeploymentView::from(&d), events: events.into_iter().map(EventView::from).collect() }))
+        let detail = found.ok_or_else(|| ApiError::not_found(&id.0))?;
+        let (d, events) = &*detail;
+        Ok(Json(DeploymentDetail { deployment: DeploymentView::from(d), events: events.iter().map(EventView::from).collect() }))
     }
 
     /// Destroy a deployment: stop and delete its guest, release its name. Destroying twice is harmless.

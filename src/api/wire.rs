@@ -148,9 +148,9 @@ pub struct EventView {
     pub message: String,
 }
 
-impl From<Event> for EventView {
-    fn from(e: Event) -> Self {
-        EventView { at: rfc3339(e.at), from: e.from, to: e.to, message: e.message }
+impl From<&Event> for EventView {
+    fn from(e: &Event) -> Self {
+        EventView { at: rfc3339(e.at), from: e.from.clone(), to: e.to.clone(), message: e.message.clone() }
     }
 }
 

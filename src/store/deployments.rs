@@ -158,7 +158,9 @@ impl Store {
             CREATE deployment_event CONTENT { deployment: $id, at: $at, to: $status, message: $message };
             COMMIT TRANSACTION;";
         let vars = json!({ "name": d.spec.name.as_str(), "id": d.id.as_str(), "row": Row::from(d), "at": d.created_at, "status": d.status.as_str(), "message": message });
-        match self.run(sql, vars).await {
+        let result = self.run(sql, vars).await;
+        self.written(&d.id);
+        match result {
             Err(StoreError::Taken { .. }) => Err(StoreError::Taken { what: format!("the name {:?}", d.spec.name.as_str()) }),
             Err(StoreError::Unavailable(m)) if m.contains("name_claim") && m.contains("exists") => {
                 Err(StoreError::Taken { what: format!("the name {:?}", d.spec.name.as_str()) })
@@ -168,6 +170,9 @@ impl Store {
     }
 
     pub async fn get_deployment(&self, id: &DeploymentId) -> Result<Option<Deployment>, StoreError> {
+        if let Some(hit) = self.cache.as_ref().and_then(|c| c.get(id)) {
+            return Ok(Some(hit.0.clone()));
+        }
         let sql = format!("{SELECT} type::record('deployment', $id)");
         let rows = self.run(&sql, json!({ "id": id.as_str() })).await?;
         Ok(rows_to_deployments(rows.into_iter().next().unwrap_or_default())?.into_iter().next())
@@ -250,7 +255,9 @@ impl Store {
             "at": d.updated_at, "from": previous.as_str(), "to": d.status.as_str(), "message": message,
             "lease_dep": d.id.as_str(), "lease_token": lease.map(|l| l.token.as_str()),
         });
-        match self.run(&sql, vars).await {
+        let result = self.run(&sql, vars).await;
+        self.written(&d.id);
+        match result {
             Ok(_) => Ok(next),
             Err(StoreError::Unavailable(m)) if m.contains("stale revision") || m.contains("lease lost") => Err(StoreError::Stale),
             Err(e) => Err(e),
@@ -262,12 +269,14 @@ impl Store {
     /// record before this update writes the old reference back; the exporter runs after every save's status event
     /// and sets it again, so the field converges. Returns whether anything changed.
     pub async fn set_terraform_output(&self, id: &DeploymentId, reference: &str) -> Result<bool, StoreError> {
-        let rows = self
+        let result = self
             .run(
                 "UPDATE type::record('deployment', $id) SET terraform_output = $reference WHERE terraform_output != $reference RETURN VALUE record::id(id)",
                 json!({ "id": id.as_str(), "reference": reference }),
             )
-            .await?;
+            .await;
+        self.written(id);
+        let rows = result?;
         Ok(rows.into_iter().next().is_some_and(|r| !r.is_empty()))
     }
 
@@ -314,7 +323,12 @@ impl Store {
     }
 
     /// One deployment and its status history in one round trip.
-    pub async fn get_deployment_with_events(&self, id: &DeploymentId) -> Result<Option<(Deployment, Vec<Event>)>, StoreError> {
+    /// A deployment and its status history (from the cache when the engine is embedded).
+    pub async fn get_deployment_with_events(&self, id: &DeploymentId) -> Result<Option<super::cache::Detail>, StoreError> {
+        if let Some(hit) = self.cache.as_ref().and_then(|c| c.get(id)) {
+            return Ok(Some(hit));
+        }
+        let epoch = self.cache.as_ref().map(|c| c.epoch());
         let sql = format!(
             "{SELECT} type::record('deployment', $id);
              {EVENTS};"
@@ -322,7 +336,18 @@ impl Store {
         let mut rows = self.run(&sql, json!({ "id": id.as_str() })).await?.into_iter();
         let Some(d) = rows_to_deployments(rows.next().unwrap_or_default())?.into_iter().next() else { return Ok(None) };
         let events = rows.next().unwrap_or_default().into_iter().map(decode).collect::<Result<_, _>>()?;
-        Ok(Some((d, events)))
+        let detail = std::sync::Arc::new((d, events));
+        if let (Some(cache), Some(epoch)) = (&self.cache, epoch) {
+            cache.fill(epoch, detail.clone());
+        }
+        Ok(Some(detail))
+    }
+
+    /// Drops `id` from the read cache; every write to a deployment or its events calls this once it returned.
+    fn written(&self, id: &DeploymentId) {
+        if let Some(c) = &self.cache {
+            c.invalidate(id);
+        }
     }
 
     /// The status history of one deployment, oldest first.

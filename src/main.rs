@@ -119,6 +119,13 @@ struct AgentArgs {
 }
 
 fn main() -> ExitCode {
+    // `RUST_BACKTRACE=1` (common in developer shells) also makes every error value capture a
+    // backtrace, and SurrealDB creates errors on ordinary paths: provisioning took nearly twice as
+    // long. Panics still print theirs; error values do not, unless `RUST_LIB_BACKTRACE` asks for it.
+    // Set before any other thread exists.
+    if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
+        std::env::set_var("RUST_LIB_BACKTRACE", "0");
+    }
     let cli = Cli::parse();
     pvedeploy::telemetry::init();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {

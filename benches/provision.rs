@@ -1,93 +1,205 @@
-//! Prints the agent's own overhead per deployment: time from request to guest-ready, with the
-//! simulator's task delays set to zero (so what remains is the agent, the store and HTTP), for 1 and
-//! for 50 concurrent deployments. Figures, never assertions.
+//! Prints the agent's own overhead per deployment: time from request to guest-ready, for 1 and for 50
+//! concurrent deployments, with the simulator's task delays at zero (what remains is the agent, the
+//! store, HTTP and the simulator's own CPU) and with realistic delays (does 50 at once take about as
+//! long as one?). Figures, never assertions.
 //!
 //! Run: `cargo bench --bench provision`.
+//!
+//! The simulator runs on its own runtime whose threads are named `sim`, so the CPU time the agent
+//! spends (every other thread of this process, the load client included) is reported apart from the
+//! simulator's. Guest-ready is seen on the `/events` stream (status `installing`: the address is
+//! recorded), so the measurement itself adds no polling load.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use futures_util::StreamExt;
 use pvedeploy::app::Application;
 use pvedeploy::config::{ClusterSettings, Config, ProxmoxSetting, Secret, TrustSetting};
-use pvedeploy_sim::{SimConfig, Simulator};
+use pvedeploy_sim::{SimConfig, SimHandle, Simulator};
 use serde_json::json;
 
 const TOKEN: &str = "bench-admin-token-0123456789";
 
-#[tokio::main]
-async fn main() {
-    let sim_dir = tempfile::tempdir().unwrap();
-    let mut sim_cfg = SimConfig::sandbox(sim_dir.path().to_path_buf());
-    sim_cfg.timing.clone_secs = 0.0;
-    sim_cfg.timing.start_secs = 0.0;
-    sim_cfg.timing.stop_secs = 0.0;
-    sim_cfg.timing.agent_delay_secs = 0.0;
-    sim_cfg.timing.task_secs = 0.0;
-    sim_cfg.timing.worker_start_secs = 0.0;
-    sim_cfg.cluster.nodes.iter_mut().for_each(|n| n.memory_bytes = 512 << 30);
-    let sim = Simulator::start(sim_cfg).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = Config::for_data_dir(dir.path());
-    config.admin_token = Some(Secret::new(TOKEN.into()));
-    let (token_id, secret) = sim.admin_token();
-    config.proxmox = ProxmoxSetting::Cluster(ClusterSettings {
-        vmid_range: 100..=999_999,
-        address_timeout: Duration::from_secs(60),
-        poll_interval: Duration::from_millis(20),
-        ..ClusterSettings::new(format!("https://{}", sim.addr()), token_id, Secret::new(secret), TrustSetting::Fingerprint(sim.fingerprint_sha256()), 9000)
-    });
-    let app = Application::build(config).await.unwrap();
-    let base = format!("http://{}/api/v1", app.addr());
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(app.run_until_stopped(async move {
-        let _ = rx.await;
-    }));
-    let client = reqwest::Client::new();
-    let mut n = 0;
-    for concurrency in [1usize, 50] {
-        let start = Instant::now();
-        let mut handles = Vec::new();
-        for _ in 0..concurrency {
-            n += 1;
-            let (client, base) = (client.clone(), base.clone());
-            let name = format!("bench-{n}");
-            handles.push(tokio::spawn(async move {
-                let t = Instant::now();
-                let body = json!({"name": name, "repo_url": "https://github.com/o/r", "framework": "flask", "type": if n % 2 == 0 { "lxc" } else { "vm" }});
-                let d: serde_json::Value = client.post(format!("{base}/deployments")).bearer_auth(TOKEN).json(&body).send().await.unwrap().json().await.unwrap();
-                let id = d["id"].as_str().unwrap().to_string();
-                loop {
-                    let d: serde_json::Value = client.get(format!("{base}/deployments/{id}")).bearer_auth(TOKEN).send().await.unwrap().json().await.unwrap();
-                    // Guest-ready = provisioning recorded the guest's address (the deploy that follows is not
-                    // measured here: these API-only guests have no SSH, and VMs here have no node SFTP).
-                    if d["ip_address"].is_string() {
-                        return (t.elapsed(), true);
-                    }
-                    if d["status"] == "failed" {
-                        return (t.elapsed(), false);
-                    }
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-            }));
+/// CPU time (on-CPU nanoseconds from `/proc/self/task/*/schedstat`) of the simulator's threads and of all others.
+fn cpu_split() -> (Duration, Duration) {
+    let (mut sim, mut rest) = (0u64, 0u64);
+    for task in std::fs::read_dir("/proc/self/task").into_iter().flatten().flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        let ns: u64 = std::fs::read_to_string(task.path().join("schedstat")).ok().and_then(|s| s.split_whitespace().next()?.parse().ok()).unwrap_or(0);
+        if comm.trim() == "sim" {
+            sim += ns;
+        } else {
+            rest += ns;
         }
-        let mut times = Vec::new();
-        let mut failures = 0;
-        for h in handles {
-            let (t, ok) = h.await.unwrap();
-            times.push(t);
-            if !ok {
-                failures += 1;
-            }
-        }
-        times.sort();
-        let mean = times.iter().sum::<Duration>().as_secs_f64() / times.len() as f64;
-        println!(
-            "{concurrency} concurrent: all guest-ready in {:.0} ms; per deployment mean {:.0} ms, max {:.0} ms (simulator task delays 0; agent poll interval 20 ms); failures {failures}",
-            start.elapsed().as_secs_f64() * 1000.0,
-            mean * 1000.0,
-            times.last().unwrap().as_secs_f64() * 1000.0
-        );
     }
-    let _ = tx.send(());
-    server.await.unwrap().unwrap();
-    sim.shutdown().await;
+    (Duration::from_nanos(sim), Duration::from_nanos(rest))
+}
+
+struct Rig {
+    /// The simulator's own runtime (threads named `sim`).
+    sim_rt: tokio::runtime::Runtime,
+    sim: Option<SimHandle>,
+    _sim_dir: tempfile::TempDir,
+    _dir: tempfile::TempDir,
+    base: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    client: reqwest::Client,
+    /// Deployment id → when its status became `installing` (or `failed`: `false`).
+    ready: tokio::sync::watch::Receiver<HashMap<String, (Instant, bool)>>,
+}
+
+impl Rig {
+    /// A simulator (3 nodes) with `timing`, and an agent configured for it.
+    async fn start(timing: impl FnOnce(&mut pvedeploy_sim::Timing)) -> Rig {
+        let sim_rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).thread_name("sim").enable_all().build().unwrap();
+        let sim_dir = tempfile::tempdir().unwrap();
+        let mut sim_cfg = SimConfig::sandbox(sim_dir.path().to_path_buf());
+        timing(&mut sim_cfg.timing);
+        sim_cfg.cluster.nodes.iter_mut().for_each(|n| n.memory_bytes = 512 << 30);
+        let sim = sim_rt.spawn(Simulator::start(sim_cfg)).await.unwrap().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::for_data_dir(dir.path());
+        config.admin_token = Some(Secret::new(TOKEN.into()));
+        let (token_id, secret) = sim.admin_token();
+        config.proxmox = ProxmoxSetting::Cluster(ClusterSettings {
+            vmid_range: 100..=999_999,
+            address_timeout: Duration::from_secs(60),
+            poll_interval: Duration::from_millis(250),
+            ..ClusterSettings::new(format!("https://{}", sim.addr()), token_id, Secret::new(secret), TrustSetting::Fingerprint(sim.fingerprint_sha256()), 9000)
+        });
+        let app = Application::build(config).await.unwrap();
+        let base = format!("http://{}/api/v1", app.addr());
+        let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(app.run_until_stopped(async move {
+            let _ = rx.await;
+        }));
+        let client = reqwest::Client::new();
+        let (tx, ready) = tokio::sync::watch::channel(HashMap::new());
+        let events = client.get(format!("{base}/events")).bearer_auth(TOKEN).send().await.unwrap();
+        tokio::spawn(async move {
+            let mut body = events.bytes_stream();
+            let mut buf = String::new();
+            while let Some(Ok(chunk)) = body.next().await {
+                buf.push_str(&String::from_utf8_lossy(&chunk));
+                while let Some(end) = buf.find("\n\n") {
+                    let event: String = buf.drain(..end + 2).collect();
+                    let Some(data) = event.lines().find_map(|l| l.strip_prefix("data: ")) else { continue };
+                    let Ok(v) = serde_json::from_str::<serde_json::Value>(data) else { continue };
+                    let (Some(id), Some(status)) = (v["deployment"].as_str(), v["status"].as_str()) else { continue };
+                    if matches!(status, "installing" | "failed") {
+                        let at = Instant::now();
+                        tx.send_modify(|m| {
+                            m.entry(id.to_string()).or_insert((at, status == "installing"));
+                        });
+                    }
+                }
+            }
+        });
+        Rig { sim_rt, sim: Some(sim), _sim_dir: sim_dir, _dir: dir, base, stop: Some(stop), server: Some(server), client, ready }
+    }
+
+    /// Starts `count` deployments at once and waits for each to be guest-ready: (time each took, failures, wall time).
+    async fn run(&self, names: &[String]) -> (Vec<Duration>, usize, Duration) {
+        let start = Instant::now();
+        let posts = names.iter().enumerate().map(|(i, name)| {
+            let body = json!({"name": name, "repo_url": "https://github.com/o/r", "framework": "flask", "type": if i % 2 == 0 { "vm" } else { "lxc" }});
+            let req = self.client.post(format!("{}/deployments", self.base)).bearer_auth(TOKEN).json(&body).send();
+            async move {
+                let t = Instant::now();
+                let d: serde_json::Value = req.await.unwrap().json().await.unwrap();
+                (d["id"].as_str().unwrap().to_string(), t)
+            }
+        });
+        let started: Vec<(String, Instant)> = futures_util::future::join_all(posts).await;
+        let mut ready = self.ready.clone();
+        let seen = ready.wait_for(|m| started.iter().all(|(id, _)| m.contains_key(id))).await.unwrap().clone();
+        let wall = start.elapsed();
+        let mut times: Vec<Duration> = started.iter().map(|(id, t)| seen[id].0 - *t).collect();
+        times.sort();
+        let failures = started.iter().filter(|(id, _)| !seen[id].1).count();
+        (times, failures, wall)
+    }
+
+    /// The deployment's log, each line with the milliseconds since the line before: where the time goes.
+    async fn print_step_gaps(&self, name: &str) {
+        let page: serde_json::Value =
+            self.client.get(format!("{}/deployments/{name}/logs", self.base)).bearer_auth(TOKEN).send().await.unwrap().json().await.unwrap();
+        let mut last: Option<time::OffsetDateTime> = None;
+        for l in page["lines"].as_array().into_iter().flatten() {
+            let ts = time::OffsetDateTime::parse(l["ts"].as_str().unwrap(), &time::format_description::well_known::Rfc3339).unwrap();
+            let gap = last.map(|p| (ts - p).as_seconds_f64() * 1000.0).unwrap_or(0.0);
+            last = Some(ts);
+            println!("    +{gap:6.1} ms  {}", l["text"].as_str().unwrap_or(""));
+        }
+    }
+
+    async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        self.server.take().unwrap().await.unwrap().unwrap();
+        let sim = self.sim.take().unwrap();
+        self.sim_rt.spawn(sim.shutdown()).await.unwrap();
+        let Rig { sim_rt, .. } = self;
+        sim_rt.shutdown_background();
+    }
+}
+
+fn names(prefix: &str, n: usize) -> Vec<String> {
+    (1..=n).map(|i| format!("{prefix}-{i}")).collect()
+}
+
+fn summary(what: &str, (times, failures, wall): &(Vec<Duration>, usize, Duration)) {
+    let mean = times.iter().sum::<Duration>().as_secs_f64() / times.len() as f64;
+    println!(
+        "{what}: all guest-ready in {:.0} ms; per deployment mean {:.0} ms, max {:.0} ms; failures {failures}",
+        wall.as_secs_f64() * 1000.0,
+        mean * 1000.0,
+        times.last().unwrap().as_secs_f64() * 1000.0
+    );
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(async {
+        println!("== simulator task delays 0: what remains is overhead (half VMs, half containers)");
+        let rig = Rig::start(|t| {
+            t.clone_secs = 0.0;
+            t.start_secs = 0.0;
+            t.stop_secs = 0.0;
+            t.agent_delay_secs = 0.0;
+            t.task_secs = 0.0;
+            t.worker_start_secs = 0.0;
+        })
+        .await;
+        summary("first deployment after start (cold connections and caches)", &rig.run(&names("cold", 1)).await);
+        for round in 1..=3 {
+            summary(&format!("1 deployment (warm, round {round})"), &rig.run(&names(&format!("one{round}"), 1)).await);
+        }
+        println!("  where the time of the last one went (log lines; ms since the line before):");
+        rig.print_step_gaps("one3-1").await;
+        let (sim0, agent0) = cpu_split();
+        let fifty = rig.run(&names("fifty", 50)).await;
+        let (sim1, agent1) = cpu_split();
+        summary("50 concurrent", &fifty);
+        println!(
+            "  CPU per deployment during the 50: agent {:.1} ms, simulator {:.1} ms (2 cores)",
+            (agent1 - agent0).as_secs_f64() * 1000.0 / 50.0,
+            (sim1 - sim0).as_secs_f64() * 1000.0 / 50.0
+        );
+        rig.stop().await;
+
+        println!("== realistic delays: clone 1.0 s, start 0.3 s, guest agent 1.0 s after start, other tasks 0.1 s");
+        let rig = Rig::start(|t| {
+            t.clone_secs = 1.0;
+            t.start_secs = 0.3;
+            t.agent_delay_secs = 1.0;
+            t.task_secs = 0.1;
+        })
+        .await;
+        let _ = rig.run(&names("warm", 2)).await;
+        summary("1 VM", &rig.run(&names("single", 1)).await);
+        summary("50 concurrent", &rig.run(&names("many", 50)).await);
+        rig.stop().await;
+    });
 }

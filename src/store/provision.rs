@@ -97,7 +97,7 @@ impl Store {
         self.load_provision::<ProgressRow>(dep).await?.map(Progress::try_from).transpose()
     }
 
-    pub async fn load_provision<S: DeserializeOwned>(&self, dep: &DeploymentId) -> Result<Option<S>, StoreError> {
+    async fn load_provision<S: DeserializeOwned>(&self, dep: &DeploymentId) -> Result<Option<S>, StoreError> {
         let rows = self.run("SELECT VALUE state FROM ONLY type::record('provision', $dep)", json!({ "dep": dep.as_str() })).await?;
         match rows.into_iter().next().and_then(|r| r.into_iter().next()) {
             Some(v) if !v.is_null() => Ok(Some(decode(v)?)),

@@ -81,6 +81,27 @@ impl Store {
         Ok(store)
     }
 
+    /// Runs `body` (statements, each ending in `;`) as one transaction and returns the body's answers:
+    /// SurrealDB also answers for `BEGIN` and `COMMIT`, and those two answers are dropped here.
+    pub(crate) async fn transaction(&self, body: &str, vars: serde_json::Value) -> Result<Vec<Vec<serde_json::Value>>, StoreError> {
+        let mut rows = self.run(&format!("BEGIN TRANSACTION;\n{body}\nCOMMIT TRANSACTION;"), vars).await?;
+        if rows.len() >= 2 {
+            rows.pop();
+            rows.remove(0);
+        }
+        Ok(rows)
+    }
+
+    /// Runs a page query and its count in one read transaction, so both see the same snapshot: a row
+    /// committed between them would otherwise be counted in the total but missing from the page.
+    /// Returns the page's rows and the total.
+    pub(crate) async fn read_page(&self, page_sql: &str, count_sql: &str, vars: serde_json::Value) -> Result<(Vec<serde_json::Value>, u64), StoreError> {
+        let mut rows = self.transaction(&format!("{page_sql};\n{count_sql};"), vars).await?.into_iter();
+        let items = rows.next().unwrap_or_default();
+        let total = rows.next().and_then(|r| r.into_iter().next()).and_then(|v| v.get("n").and_then(|n| n.as_u64())).unwrap_or(0);
+        Ok((items, total))
+    }
+
     /// Runs one query with bound variables and returns each statement's rows as JSON, failing on any statement error.
     /// Optimistic transactions that lost a write conflict are retried (up to 8 times, jittered);
     /// every query here is a whole transaction, so running it again is safe.

@@ -75,16 +75,14 @@ impl Store {
     pub async fn save_progress(&self, lease: &Lease, p: &Progress, line: Option<&LogLine>) -> Result<Option<Status>, StoreError> {
         let log = if line.is_some() { "CREATE log_line CONTENT $line RETURN NONE;" } else { "" };
         let sql = format!(
-            "BEGIN TRANSACTION;
-             {CHECK_LEASE}
+            "{CHECK_LEASE}
              UPSERT type::record('provision', $lease_dep) CONTENT {{ state: $state, updated_at: $now }} RETURN NONE;
              {log}
-             SELECT VALUE status FROM ONLY type::record('deployment', $lease_dep);
-             COMMIT TRANSACTION;"
+             SELECT VALUE status FROM ONLY type::record('deployment', $lease_dep);"
         );
         let state = serde_json::to_value(ProgressRow::from(p)).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let vars = json!({ "lease_dep": lease.deployment.as_str(), "lease_token": lease.token, "state": state, "line": line, "now": now_millis() });
-        let rows = match self.run(&sql, vars).await {
+        let rows = match self.transaction(&sql, vars).await {
             Ok(rows) => rows,
             Err(StoreError::Unavailable(m)) if m.contains("lease lost") => return Err(StoreError::Stale),
             Err(e) => return Err(e),

@@ -389,6 +389,11 @@ async fn destroying_a_deployment_while_it_provisions_removes_its_guest() {
     for vmid in 100..120 {
         assert!(!cluster.sim.vm_exists(vmid), "guest {vmid} left behind");
     }
+    // Provisioning saw the destroy at its next step and handed over, rather than running to the end.
+    let (_, log) = app.get(&format!("/api/v1/deployments/{id}/logs?limit=500"), Some(ADMIN)).await;
+    let texts: Vec<&str> = log["lines"].as_array().unwrap().iter().map(|l| l["text"].as_str().unwrap()).collect();
+    assert!(texts.iter().any(|t| t.contains("destroy requested; stopping provisioning")), "{texts:?}");
+    assert!(!texts.iter().any(|t| t.contains("is up at")), "no step ran after the destroy was seen: {texts:?}");
     app.stop().await;
     cluster.sim.shutdown().await;
 }

@@ -66,3 +66,21 @@ async fn two_agents_racing_for_one_lease_get_exactly_one() {
     .await;
     assert_eq!(tries.iter().filter(|r| matches!(r, Ok(Some(_)))).count(), 1, "{tries:?}");
 }
+
+/// A step's commit answers with the deployment's status as it is now, so a destroy requested while
+/// the step ran is seen at once.
+#[tokio::test]
+async fn a_saved_step_answers_with_the_status_as_it_is_now() {
+    use pvedeploy::core::deployment::{Deployment, RawSpec, Spec};
+    use pvedeploy::core::limits::{Limits, RepoPolicy};
+    use pvedeploy::core::status::Status;
+    let (store, _dir) = store().await;
+    let raw = RawSpec { name: Some("stepper".into()), framework: Some("flask".into()), repo_url: Some("https://github.com/o/r".into()), ..RawSpec::default() };
+    let d = Deployment::new(Spec::parse(raw, &Limits::default(), &RepoPolicy::default()).unwrap(), pvedeploy::store::now_millis());
+    store.create_deployment(&d, "test").await.unwrap();
+    let lease = store.acquire_lease(&d.id, "agent-a", 10_000).await.unwrap().expect("free lease");
+    let p = Progress { step: Step::Create, vmid: Some(VmId::new(100).unwrap()), ..Progress::default() };
+    assert_eq!(store.save_progress(&lease, &p, None).await.unwrap(), Some(Status::Pending));
+    let line = LogLine::new(&d.id, Level::Info, "provision", "cloned");
+    assert_eq!(store.save_progress(&lease, &p, Some(&line)).await.unwrap(), Some(Status::Pending), "with a line too");
+}

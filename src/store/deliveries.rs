@@ -238,10 +238,8 @@ impl Store {
             conds.push("outcome = $outcome");
         }
         let cond = if conds.is_empty() { String::new() } else { format!("WHERE {}", conds.join(" AND ")) };
-        let sql = format!(
-            "SELECT * FROM webhook_delivery {cond} ORDER BY received_at DESC, delivery ASC LIMIT $limit START $offset;
-             SELECT count() AS n FROM webhook_delivery {cond} GROUP ALL;"
-        );
+        let page = format!("SELECT * FROM webhook_delivery {cond} ORDER BY received_at DESC, delivery ASC LIMIT $limit START $offset");
+        let count = format!("SELECT count() AS n FROM webhook_delivery {cond} GROUP ALL");
         let vars = json!({
             "repo": f.repo.as_ref().map(|r| r.to_ascii_lowercase()),
             "deployment": f.deployment.as_ref().map(|d| d.to_string()),
@@ -250,9 +248,8 @@ impl Store {
             "limit": limit,
             "offset": offset,
         });
-        let mut rows = self.run(&sql, vars).await?.into_iter();
-        let items = rows.next().unwrap_or_default().into_iter().map(|v| decode::<Row>(v).and_then(DeliveryRecord::try_from)).collect::<Result<_, _>>()?;
-        let total = rows.next().and_then(|r| r.into_iter().next()).and_then(|v| v.get("n").and_then(|n| n.as_u64())).unwrap_or(0);
+        let (rows, total) = self.read_page(&page, &count, vars).await?;
+        let items = rows.into_iter().map(|v| decode::<Row>(v).and_then(DeliveryRecord::try_from)).collect::<Result<_, _>>()?;
         Ok((items, total))
     }
 }

@@ -202,10 +202,8 @@ impl Store {
             conds.push("string::contains(name, $name)");
         }
         let cond = if conds.is_empty() { String::new() } else { format!("WHERE {}", conds.join(" AND ")) };
-        let sql = format!(
-            "{SELECT} deployment {cond} ORDER BY created_at DESC LIMIT $limit START $offset;
-             SELECT count() AS n FROM deployment {cond} GROUP ALL;"
-        );
+        let page = format!("{SELECT} deployment {cond} ORDER BY created_at DESC LIMIT $limit START $offset");
+        let count = format!("SELECT count() AS n FROM deployment {cond} GROUP ALL");
         let vars = json!({
             "status": f.status.map(|s| s.as_str()),
             "framework": f.framework.map(|s| s.as_str()),
@@ -213,10 +211,8 @@ impl Store {
             "limit": limit,
             "offset": offset,
         });
-        let mut rows = self.run(&sql, vars).await?.into_iter();
-        let items = rows_to_deployments(rows.next().unwrap_or_default())?;
-        let total = rows.next().and_then(|r| r.into_iter().next()).and_then(|v| v.get("n").and_then(|n| n.as_u64())).unwrap_or(0);
-        Ok((items, total))
+        let (rows, total) = self.read_page(&page, &count, vars).await?;
+        Ok((rows_to_deployments(rows)?, total))
     }
 
     /// Writes `d` if the stored revision is still `d.revision`, bumping it; records `message` as an

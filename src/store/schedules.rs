@@ -175,11 +175,9 @@ impl Store {
 
     /// A page of schedules, oldest first, and how many there are.
     pub async fn list_schedules(&self, limit: u32, offset: u32) -> Result<(Vec<(Schedule, String)>, u64), StoreError> {
-        let sql = format!("{SELECT} schedule ORDER BY created_at ASC LIMIT $limit START $offset; SELECT count() AS n FROM schedule GROUP ALL;");
-        let mut rows = self.run(&sql, json!({ "limit": limit, "offset": offset })).await?.into_iter();
-        let items = schedules(rows.next().unwrap_or_default())?;
-        let total = rows.next().and_then(|r| r.into_iter().next()).and_then(|v| v.get("n").and_then(|n| n.as_u64())).unwrap_or(0);
-        Ok((items, total))
+        let page = format!("{SELECT} schedule ORDER BY created_at ASC LIMIT $limit START $offset");
+        let (rows, total) = self.read_page(&page, "SELECT count() AS n FROM schedule GROUP ALL", json!({ "limit": limit, "offset": offset })).await?;
+        Ok((schedules(rows)?, total))
     }
 
     /// Replaces a schedule's settings (its `updated_at` says from when it counts); `false` when it is gone.
@@ -276,11 +274,14 @@ impl Store {
 
     /// A page of a schedule's runs, newest occurrence first, and how many there are.
     pub async fn schedule_runs(&self, schedule: &str, limit: u32, offset: u32) -> Result<(Vec<RunRecord>, u64), StoreError> {
-        let sql = "SELECT * FROM schedule_run WHERE schedule = $sid ORDER BY occurrence DESC LIMIT $limit START $offset;
-                   SELECT count() AS n FROM schedule_run WHERE schedule = $sid GROUP ALL;";
-        let mut rows = self.run(sql, json!({ "sid": schedule, "limit": limit, "offset": offset })).await?.into_iter();
-        let items = rows.next().unwrap_or_default().into_iter().map(|v| decode::<RunRow>(v).and_then(RunRecord::try_from)).collect::<Result<_, _>>()?;
-        let total = rows.next().and_then(|r| r.into_iter().next()).and_then(|v| v.get("n").and_then(|n| n.as_u64())).unwrap_or(0);
+        let (rows, total) = self
+            .read_page(
+                "SELECT * FROM schedule_run WHERE schedule = $sid ORDER BY occurrence DESC LIMIT $limit START $offset",
+                "SELECT count() AS n FROM schedule_run WHERE schedule = $sid GROUP ALL",
+                json!({ "sid": schedule, "limit": limit, "offset": offset }),
+            )
+            .await?;
+        let items = rows.into_iter().map(|v| decode::<RunRow>(v).and_then(RunRecord::try_from)).collect::<Result<_, _>>()?;
         Ok((items, total))
     }
 

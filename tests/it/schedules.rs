@@ -206,16 +206,48 @@ async fn two_schedulers_on_one_database_run_each_occurrence_once() {
     assert_eq!(occ.len(), 6, "one record per occurrence");
 }
 
+/// A store in `dir` holding one every-minute drift schedule, added through a scheduler with no cluster.
+async fn minutely_drift(dir: &std::path::Path) -> (Store, pvedeploy::core::schedule::Schedule) {
+    let store = Store::open(&Config::for_data_dir(dir).database).await.unwrap();
+    let clock = Arc::new(ManualClock::new(ms("2030-01-01T00:00:00Z")));
+    let engine = Engine::new(store.clone(), Limits::default(), RepoPolicy::default(), None, "agent-a".into());
+    let sched = Scheduler::new(engine, None, clock);
+    let spec = sched.parse(RawSchedule { cron: Some("* * * * *".into()), action: Some("drift".into()), target: Some("all".into()), ..Default::default() }).await.unwrap();
+    let s = sched.add(spec, &Actor { name: "test".into(), door: Door::Api }).await.unwrap();
+    (store, s)
+}
+
+/// A page of runs and its total come from one snapshot: while runs are being recorded, a reader never
+/// sees a total that counts a run the page leaves out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_of_runs_and_its_total_agree_while_runs_are_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, s) = minutely_drift(dir.path()).await;
+    let writer = {
+        let (store, id) = (store.clone(), s.id.clone());
+        tokio::spawn(async move {
+            for minute in 1..=150i64 {
+                let t = ms("2030-01-01T00:00:00Z") + minute * 60_000;
+                store.claim_occurrence(&id, t, "agent-a", t, 30_000, RunOutcome::Skipped, "").await.unwrap();
+            }
+        })
+    };
+    let mut reads = 0;
+    while !writer.is_finished() {
+        let (items, total) = store.schedule_runs(&s.id, 1000, 0).await.unwrap();
+        assert_eq!(items.len() as u64, total, "a page of every run has as many items as its total says");
+        reads += 1;
+    }
+    writer.await.unwrap();
+    assert_eq!(store.schedule_runs(&s.id, 1000, 0).await.unwrap().1, 150);
+    assert!(reads > 0);
+}
+
 /// The same schedule never runs twice at once: an occurrence due while a run is live is recorded as skipped.
 #[tokio::test]
 async fn an_occurrence_due_while_the_previous_run_is_live_is_skipped() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&Config::for_data_dir(dir.path()).database).await.unwrap();
-    let clock = Arc::new(ManualClock::new(ms("2030-01-01T00:00:00Z")));
-    let engine = Engine::new(store.clone(), Limits::default(), RepoPolicy::default(), None, "agent-a".into());
-    let sched = Scheduler::new(engine, None, clock.clone());
-    let spec = sched.parse(RawSchedule { cron: Some("* * * * *".into()), action: Some("drift".into()), target: Some("all".into()), ..Default::default() }).await.unwrap();
-    let s = sched.add(spec, &Actor { name: "test".into(), door: Door::Api }).await.unwrap();
+    let (store, s) = minutely_drift(dir.path()).await;
     let t0 = ms("2030-01-01T00:01:00Z");
     let Claimed::Run(claim) = store.claim_occurrence(&s.id, t0, "agent-a", t0, 30_000, RunOutcome::Running, "").await.unwrap() else { panic!("the first claim runs") };
     assert_eq!(store.claim_occurrence(&s.id, t0, "agent-b", t0, 30_000, RunOutcome::Running, "").await.unwrap(), Claimed::Handled, "claimed once");
@@ -267,7 +299,8 @@ async fn snapshot_schedule_keeps_the_newest_and_leaves_other_snapshots_alone() {
     let runs = format!("/api/v1/schedules/{}/runs", sched["id"].as_str().unwrap());
     for hour in 1..=4 {
         clock.set(ms("2030-01-01T00:00:00Z") + hour * 3_600_000);
-        let page = wait_for(&app, &runs, "the snapshot run", |r| r["total"] == hour && r["items"][0]["outcome"] != "running").await;
+        let occurrence = format!("2030-01-01T{hour:02}:00:00Z");
+        let page = wait_for(&app, &runs, "the snapshot run", |r| r["total"] == hour && r["items"][0]["occurrence"] == occurrence.as_str() && r["items"][0]["outcome"] != "running").await;
         assert_eq!(page["items"][0]["outcome"], "succeeded", "{page}");
     }
     let mut names: Vec<String> = client.snapshot_list(kind, &node, vmid).await.unwrap().into_iter().filter(|s| !s.is_current()).map(|s| s.name).collect();

@@ -134,6 +134,11 @@ impl Browser {
     }
 
     async fn call(&self, method: &str, path: &str, body: Value) -> Value {
+        self.try_call(method, path, body).await.unwrap_or_else(|e| panic!("webdriver {method} {path}: {e}"))
+    }
+
+    /// One WebDriver command; `Err` with the driver's error object when it refused.
+    async fn try_call(&self, method: &str, path: &str, body: Value) -> Result<Value, Value> {
         let url = if path == "/session" { format!("{}{path}", self.driver) } else { format!("{}/session/{}{path}", self.driver, self.session) };
         let req = match method {
             "GET" => self.http.get(url),
@@ -142,9 +147,9 @@ impl Browser {
         };
         let v: Value = req.send().await.expect("webdriver answers").json().await.expect("webdriver json");
         if v["value"]["error"].is_string() {
-            panic!("webdriver {method} {path}: {}", v["value"]);
+            return Err(v["value"].clone());
         }
-        v["value"].clone()
+        Ok(v["value"].clone())
     }
 
     async fn goto(&self, url: &str) {
@@ -158,9 +163,18 @@ impl Browser {
         e[ELEMENT].as_str().unwrap().to_string()
     }
 
+    /// Clicks the element `css` selects. The page re-renders live (a status change redraws the list),
+    /// so an element found a moment ago may be gone: it is then found again, as a user would look again.
     async fn click(&self, css: &str) {
-        let e = self.find(css).await;
-        self.call("POST", &format!("/element/{e}/click"), json!({})).await;
+        for _ in 0..20 {
+            let e = self.find(css).await;
+            match self.try_call("POST", &format!("/element/{e}/click"), json!({})).await {
+                Ok(_) => return,
+                Err(err) if err["error"] == "stale element reference" => tokio::time::sleep(Duration::from_millis(50)).await,
+                Err(err) => panic!("webdriver click {css}: {err}"),
+            }
+        }
+        panic!("{css} kept being redrawn before it could be clicked");
     }
 
     /// Replaces an input's text by typing it.

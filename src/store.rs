@@ -61,6 +61,13 @@ impl Store {
     /// Connects (creating the data dir for embedded engines), signs in when credentials are configured,
     /// selects the namespace and database, and applies pending migrations.
     pub async fn open(cfg: &DatabaseConfig) -> Result<Store, StoreError> {
+        Self::open_at_schema(cfg, migrations::LATEST).await
+    }
+
+    /// As `open`, applying migrations only up to `version`: a data dir as an older binary left it
+    /// (the upgrade tests make one with it).
+    #[doc(hidden)]
+    pub async fn open_at_schema(cfg: &DatabaseConfig, version: i64) -> Result<Store, StoreError> {
         let url = durable_url(&cfg.url);
         let mut lock_file = None;
         if let Some(path) = url.strip_prefix("surrealkv://") {
@@ -77,7 +84,7 @@ impl Store {
         let embedded = url.starts_with("surrealkv://") || url.starts_with("mem://");
         let cache = embedded.then(|| std::sync::Arc::new(cache::DetailCache::default()));
         let store = Store { db, lock_file, cache };
-        migrations::apply(&store).await?;
+        migrations::apply(&store, version).await?;
         Ok(store)
     }
 

@@ -197,19 +197,26 @@ pub async fn current_version(store: &Store) -> Result<i64, StoreError> {
     }
 }
 
-pub async fn apply(store: &Store) -> Result<(), StoreError> {
+/// Brings the schema up to `target` (`LATEST` outside tests); refuses a database newer than this binary.
+pub async fn apply(store: &Store, target: i64) -> Result<(), StoreError> {
     let found = current_version(store).await?;
     if found > LATEST {
         return Err(StoreError::NewerSchema { found, known: LATEST });
     }
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
-        let version = i as i64 + 1;
-        let q = format!(
-            "BEGIN TRANSACTION;\n{sql}\nUPSERT type::record('schema_meta', 'current') CONTENT {{ version: $version, applied_at: $now }};\nCOMMIT TRANSACTION;"
-        );
-        store.run(&q, json!({ "version": version, "now": super::now_millis() })).await?;
-        tracing::info!(version, "applied database migration");
+    let target = target.clamp(0, LATEST);
+    if found >= target {
+        return Ok(());
     }
+    // Every pending migration in one transaction: an upgrade is applied whole or not at all, and a
+    // fresh database is ready after one commit instead of one per version.
+    let pending = MIGRATIONS[found as usize..target as usize].concat();
+    store
+        .transaction(
+            &format!("{pending}\nUPSERT type::record('schema_meta', 'current') CONTENT {{ version: $version, applied_at: $now }};"),
+            json!({ "version": target, "now": super::now_millis() }),
+        )
+        .await?;
+    tracing::info!(from = found, to = target, "applied database migrations");
     Ok(())
 }
 

@@ -25,6 +25,28 @@ async fn deployments_logs_and_tokens_survive_a_restart() {
     app.stop().await;
 }
 
+/// A data dir left by an older binary (schema version 3: no webhooks, releases or schedules yet) is
+/// upgraded at start, keeping what it held: its token still works, and the newer tables are there.
+#[tokio::test]
+async fn an_older_schema_is_upgraded_at_start_keeping_its_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path());
+    {
+        let store = pvedeploy::store::Store::open_at_schema(&config.database, 3).await.unwrap();
+        assert_eq!(pvedeploy::store::migrations::current_version(&store).await.unwrap(), 3);
+        let h = pvedeploy::auth::hash_token("pvd_older_binary_token_0123456789abcdef");
+        store.insert_token("from-v3", &h, &[pvedeploy::auth::Scope::Admin]).await.unwrap();
+        assert!(store.close(std::time::Duration::from_secs(10)).await);
+    }
+    config.admin_token = None;
+    let app = TestApp::spawn_config(config.clone()).await;
+    let (s, body) = app.get("/api/v1/schedules", Some("pvd_older_binary_token_0123456789abcdef")).await;
+    assert_eq!(s, 200, "the v3 token authenticates and the v6 table answers: {body}");
+    app.stop().await;
+    let store = pvedeploy::store::Store::open(&config.database).await.unwrap();
+    assert_eq!(pvedeploy::store::migrations::current_version(&store).await.unwrap(), pvedeploy::store::migrations::LATEST);
+}
+
 #[tokio::test]
 async fn a_newer_schema_is_refused_with_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();

@@ -126,6 +126,12 @@ fn main() -> ExitCode {
     if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
         std::env::set_var("RUST_LIB_BACKTRACE", "0");
     }
+    // SurrealDB starts a pool of at least 16 threads for blocking storage work; with surrealkv only
+    // row counts run there. Four (its minimum) is plenty on the small hosts an agent runs on, and
+    // saves twelve idle threads. An explicit setting wins.
+    if std::env::var_os("SURREAL_KVS_THREADPOOL_SIZE").is_none() {
+        std::env::set_var("SURREAL_KVS_THREADPOOL_SIZE", "4");
+    }
     let cli = Cli::parse();
     pvedeploy::telemetry::init();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {

@@ -2,7 +2,10 @@
 //! time from process start to `/ready`, idle RSS and binary size. Figures, never assertions.
 //!
 //! Run: `cargo bench --bench api` (release profile). Load comes from this process over loopback,
-//! so the agent and the load generator share the machine's cores.
+//! so the agent and the load generator share the machine's cores. GETs are measured two ways: closed
+//! loop (a fixed number of clients, each sending its next request when the last one answers: the most
+//! the agent can serve, with the queueing that saturation brings) and open loop at a fixed offered
+//! rate (the latency a client sees while the agent serves that rate).
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -71,6 +74,47 @@ where
         let (l, e) = h.await.unwrap();
         all.extend(l);
         errors += e;
+    }
+    let wall = start.elapsed();
+    all.sort();
+    (wall, all, errors)
+}
+
+/// Open-loop load at `rate` requests/s: request `i` is due at `i / rate` s whatever happened to the
+/// earlier ones, and its latency counts from that due time, so a stall shows as queueing instead of
+/// slowing the load down (no coordinated omission). Returns wall time, sorted latencies, errors.
+async fn paced<F, Fut>(rate: u32, total: usize, f: F) -> (Duration, Vec<Duration>, usize)
+where
+    F: Fn(usize) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    let start = Instant::now();
+    let mut running = tokio::task::JoinSet::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    let mut i = 0;
+    while i < total {
+        tick.tick().await;
+        let now = start.elapsed();
+        while i < total {
+            let due = Duration::from_secs_f64(i as f64 / f64::from(rate));
+            if due > now {
+                break;
+            }
+            let f = f.clone();
+            let due_at = start + due;
+            running.spawn(async move {
+                let ok = f(i).await;
+                (due_at.elapsed(), ok)
+            });
+            i += 1;
+        }
+    }
+    let mut all = Vec::with_capacity(total);
+    let mut errors = 0;
+    while let Some(r) = running.join_next().await {
+        let (lat, ok) = r.unwrap();
+        all.push(lat);
+        errors += usize::from(!ok);
     }
     let wall = start.elapsed();
     all.sort();
@@ -195,6 +239,19 @@ async fn main() {
         })
         .await;
         report(&format!("GET /deployments/{{id}} (10,000 stored, read before, concurrency {concurrency})"), wall, &lat, errors);
+    }
+    {
+        let rate = 5_000u32;
+        let c = client.clone();
+        let b = base.clone();
+        let ids = ids.clone();
+        let (wall, lat, errors) = paced(rate, rate as usize * 10, move |i| {
+            let c = c.clone();
+            let url = format!("{b}/deployments/{}", ids[(i * 7919) % ids.len()]);
+            async move { c.get(url).bearer_auth(TOKEN).send().await.map(|r| r.status() == 200).unwrap_or(false) }
+        })
+        .await;
+        report(&format!("GET /deployments/{{id}} (10,000 stored, read before) offered at {rate} req/s for 10 s, latency from each request's due time"), wall, &lat, errors);
     }
     if let Some(out) = wrk_get(&base, &ids, dir.path()) {
         println!("GET /deployments/{{id}} (10,000 stored) with wrk, 1 thread, 16 connections, 10 s: {out}");

@@ -101,10 +101,18 @@ impl Rig {
     }
 
     /// Starts `count` deployments at once and waits for each to be guest-ready: (time each took, failures, wall time).
+    /// Deploys `names` at once, alternating VMs and containers.
     async fn run(&self, names: &[String]) -> (Vec<Duration>, usize, Duration) {
+        self.run_as(names, None).await
+    }
+
+    /// Deploys `names` at once, all of `kind` (`vm` or `lxc`) or alternating when `None`; the times
+    /// to guest-ready (sorted), how many failed, and the wall time until the last was ready.
+    async fn run_as(&self, names: &[String], kind: Option<&str>) -> (Vec<Duration>, usize, Duration) {
         let start = Instant::now();
         let posts = names.iter().enumerate().map(|(i, name)| {
-            let body = json!({"name": name, "repo_url": "https://github.com/o/r", "framework": "flask", "type": if i % 2 == 0 { "vm" } else { "lxc" }});
+            let kind = kind.unwrap_or(if i % 2 == 0 { "vm" } else { "lxc" });
+            let body = json!({"name": name, "repo_url": "https://github.com/o/r", "framework": "flask", "type": kind});
             let req = self.client.post(format!("{}/deployments", self.base)).bearer_auth(TOKEN).json(&body).send();
             async move {
                 let t = Instant::now();
@@ -198,8 +206,14 @@ fn main() {
         })
         .await;
         let _ = rig.run(&names("warm", 2)).await;
-        summary("1 VM", &rig.run(&names("single", 1)).await);
-        summary("50 concurrent", &rig.run(&names("many", 50)).await);
+        let vm = rig.run_as(&names("single-vm", 1), Some("vm")).await;
+        summary("1 VM", &vm);
+        let ct = rig.run_as(&names("single-ct", 1), Some("lxc")).await;
+        summary("1 container", &ct);
+        let many = rig.run(&names("many", 50)).await;
+        summary("50 concurrent (half VMs, half containers)", &many);
+        let slowest = vm.2.max(ct.2);
+        println!("  the 50 took {:.2}× the slowest single one ({:.0} ms)", many.2.as_secs_f64() / slowest.as_secs_f64(), slowest.as_secs_f64() * 1000.0);
         rig.stop().await;
     });
 }

@@ -145,6 +145,11 @@ impl Engine {
             return Ok(());
         };
         let d = self.store().get_deployment(id).await?.ok_or_else(|| ProvisionError::Failed("the deployment vanished".into()))?;
+        // A destroy requested since the work began waits for this lease: hand over to it.
+        if d.status == Status::Destroying {
+            self.log(id, Level::Info, "deploy", "destroy requested; not deploying").await;
+            return Ok(());
+        }
         let started = Instant::now();
         match self.deploy_steps(&dep, d, lease, trigger, wanted).await {
             Ok(()) => {
@@ -434,6 +439,10 @@ impl Engine {
         let report = e.report();
         self.log(id, Level::Error, e.step().map(DeployStep::as_str).unwrap_or("deploy"), &format!("deploy failed: {report}")).await;
         let Ok(Some(d)) = self.store().get_deployment(id).await else { return };
+        // A destroy requested meanwhile is not undone by recording the failure: it takes over.
+        if d.status == Status::Destroying {
+            return;
+        }
         let serving = matches!(self.store().releases(id, 50).await, Ok(rs) if rs.iter().any(|r| r.status == ReleaseStatus::Active));
         let step = e.step().map(DeployStep::as_str).unwrap_or("deploy");
         let (to, msg) = if serving {

@@ -101,6 +101,12 @@ impl Rig {
     }
 
     /// Starts `count` deployments at once and waits for each to be guest-ready: (time each took, failures, wall time).
+    /// The agent's count of database queries sent so far (`pvedeploy_store_queries_total`).
+    async fn store_queries(&self) -> u64 {
+        let text = self.client.get(format!("{}/metrics", self.base)).bearer_auth(TOKEN).send().await.unwrap().text().await.unwrap();
+        text.lines().find_map(|l| l.strip_prefix("pvedeploy_store_queries_total ")).and_then(|n| n.parse().ok()).unwrap_or(0)
+    }
+
     /// Deploys `names` at once, alternating VMs and containers.
     async fn run(&self, names: &[String]) -> (Vec<Duration>, usize, Duration) {
         self.run_as(names, None).await
@@ -186,15 +192,16 @@ fn main() {
         }
         println!("  where the time of the last one went (log lines; ms since the line before):");
         rig.print_step_gaps("one3-1").await;
-        let (sim0, agent0) = cpu_split();
+        let (sim0, agent0, q0) = (cpu_split().0, cpu_split().1, rig.store_queries().await);
         let fifty = rig.run(&names("fifty", 50)).await;
-        let (sim1, agent1) = cpu_split();
+        let (sim1, agent1, q1) = (cpu_split().0, cpu_split().1, rig.store_queries().await);
         summary("50 concurrent", &fifty);
         println!(
             "  CPU per deployment during the 50: agent {:.1} ms, simulator {:.1} ms (2 cores)",
             (agent1 - agent0).as_secs_f64() * 1000.0 / 50.0,
             (sim1 - sim0).as_secs_f64() * 1000.0 / 50.0
         );
+        println!("  database queries per deployment during the 50 (each may hold several statements): {:.1}", (q1 - q0) as f64 / 50.0);
         rig.stop().await;
 
         println!("== realistic delays: clone 1.0 s, start 0.3 s, guest agent 1.0 s after start, other tasks 0.1 s");

@@ -54,6 +54,8 @@ impl Metrics {
         }
         let _ = writeln!(out, "pvedeploy_deploy_duration_seconds_sum {}", d.iter().sum::<i64>() as f64 / 1000.0);
         let _ = writeln!(out, "pvedeploy_deploy_duration_seconds_count {}", d.len());
+        out.push_str("# HELP pvedeploy_store_queries_total Queries this process has sent to the database (each may hold several statements).\n# TYPE pvedeploy_store_queries_total counter\n");
+        let _ = writeln!(out, "pvedeploy_store_queries_total {}", crate::store::queries_sent());
         out.push_str("# HELP pvedeploy_http_requests_total HTTP requests by method, operation and status.\n# TYPE pvedeploy_http_requests_total counter\n");
         for ((m, op, st), n) in self.requests.lock().expect("metrics poisoned").iter() {
             let _ = writeln!(out, "pvedeploy_http_requests_total{{method=\"{m}\",operation=\"{op}\",status=\"{st}\"}} {n}");

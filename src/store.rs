@@ -127,6 +127,7 @@ impl Store {
     }
 
     async fn run_once(&self, sql: &str, vars: serde_json::Value) -> Result<Vec<Vec<serde_json::Value>>, StoreError> {
+        QUERIES_SENT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut resp = self.db.query(sql).bind(vars).await?;
         let n = resp.num_statements();
         // In a failed transaction every statement reports "not executed"; the cause is the other one.
@@ -198,6 +199,14 @@ pub(crate) fn decode<T: DeserializeOwned>(v: serde_json::Value) -> Result<T, Sto
 }
 
 /// Milliseconds since the Unix epoch: the store's timestamp unit.
+/// Queries this process has sent to the database (a query may hold several statements).
+static QUERIES_SENT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How many queries this process has sent to the database so far (for `/metrics`).
+pub fn queries_sent() -> u64 {
+    QUERIES_SENT.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 pub fn now_millis() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }

@@ -155,6 +155,8 @@ async fn logs_status_resources_metrics_ready_and_spec() {
     assert_eq!(s, 200);
     let m = m.as_str().unwrap();
     assert!(m.contains("pvedeploy_deployments{status=\"pending\"} 1"), "{m}");
+    let queries = m.lines().find_map(|l| l.strip_prefix("pvedeploy_store_queries_total ")).and_then(|n| n.parse::<u64>().ok());
+    assert!(queries.is_some_and(|n| n > 0), "the database queries sent are counted: {m}");
     assert!(m.contains("pvedeploy_http_requests_total{method=\"POST\",operation=\"create_deployment\",status=\"202\"} 1"), "{m}");
     assert!(m.contains("pvedeploy_http_request_duration_seconds_bucket{operation=\"get_deployment\"") || m.contains("operation=\"deployment_logs\""), "{m}");
 

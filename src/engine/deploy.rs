@@ -439,10 +439,6 @@ impl Engine {
         let report = e.report();
         self.log(id, Level::Error, e.step().map(DeployStep::as_str).unwrap_or("deploy"), &format!("deploy failed: {report}")).await;
         let Ok(Some(d)) = self.store().get_deployment(id).await else { return };
-        // A destroy requested meanwhile is not undone by recording the failure: it takes over.
-        if d.status == Status::Destroying {
-            return;
-        }
         let serving = matches!(self.store().releases(id, 50).await, Ok(rs) if rs.iter().any(|r| r.status == ReleaseStatus::Active));
         let step = e.step().map(DeployStep::as_str).unwrap_or("deploy");
         let (to, msg) = if serving {
@@ -451,7 +447,7 @@ impl Engine {
             (Status::Failed, format!("deploy failed at step {step}: {report}"))
         };
         let m2 = msg.clone();
-        if let Err(err) = self.leased_transition(d, to, &msg, lease, move |d| d.error_message = Some(m2)).await {
+        if let Err(err) = self.record_end_of_work(d, to, &msg, lease, move |d| d.error_message = Some(m2)).await {
             tracing::error!(deployment = %id, error = %err, "could not record the deploy failure");
         }
     }

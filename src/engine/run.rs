@@ -344,6 +344,16 @@ impl Engine {
         Ok(saved)
     }
 
+    /// Records how work in flight ended (`failed`, or back to `running`) from `d` as just read, unless a
+    /// destroy was requested meanwhile: that destroy waits for this lease and takes over, and recording
+    /// the failure would strand it (a failed deployment cannot become destroyed).
+    pub(crate) async fn record_end_of_work(&self, d: Deployment, to: Status, message: &str, lease: &Lease, change: impl FnOnce(&mut Deployment)) -> Result<(), ProvisionError> {
+        if d.status == Status::Destroying {
+            return Ok(());
+        }
+        self.leased_transition(d, to, message, lease, change).await.map(|_| ())
+    }
+
     /// A step failed for good: remove whatever guest exists, release the id, record the failure.
     async fn fail_provisioning(&self, id: &DeploymentId, lease: &Lease, prov: &Provisioner, why: &str) {
         self.log(id, Level::Error, "provision", &format!("provisioning failed: {why}")).await;
@@ -366,7 +376,7 @@ impl Engine {
         }
         let msg = format!("provisioning failed at step {}: {why}", progress.step.as_str());
         let result = self
-            .leased_transition(d, Status::Failed, &msg, lease, |d| {
+            .record_end_of_work(d, Status::Failed, &msg, lease, |d| {
                 d.error_message = Some(msg.clone());
                 d.proxmox_id = None;
                 d.proxmox_node = None;

@@ -152,13 +152,11 @@ fn rows_to_deployments(rows: Vec<serde_json::Value>) -> Result<Vec<Deployment>, 
 impl Store {
     /// Records a new deployment, claiming its name among live deployments atomically.
     pub async fn create_deployment(&self, d: &Deployment, message: &str) -> Result<(), StoreError> {
-        let sql = "BEGIN TRANSACTION;
-            CREATE type::record('name_claim', $name) CONTENT { deployment: $id };
+        let sql = "CREATE type::record('name_claim', $name) CONTENT { deployment: $id };
             CREATE type::record('deployment', $id) CONTENT $row;
-            CREATE deployment_event CONTENT { deployment: $id, at: $at, to: $status, message: $message };
-            COMMIT TRANSACTION;";
+            CREATE deployment_event CONTENT { deployment: $id, at: $at, to: $status, message: $message };";
         let vars = json!({ "name": d.spec.name.as_str(), "id": d.id.as_str(), "row": Row::from(d), "at": d.created_at, "status": d.status.as_str(), "message": message });
-        let result = self.run(sql, vars).await;
+        let result = self.transaction(sql, vars).await;
         self.written(&d.id);
         match result {
             Err(StoreError::Taken { .. }) => Err(StoreError::Taken { what: format!("the name {:?}", d.spec.name.as_str()) }),
@@ -238,20 +236,18 @@ impl Store {
         };
         let check = if lease.is_some() { CHECK_LEASE } else { "" };
         let sql = format!(
-            "BEGIN TRANSACTION;
-             {check}
+            "{check}
              LET $updated = (UPDATE type::record('deployment', $id) CONTENT $row WHERE revision = $rev RETURN AFTER);
              IF array::len($updated) = 0 {{ THROW 'stale revision' }};
              {event}
-             {release}
-             COMMIT TRANSACTION;"
+             {release}"
         );
         let vars = json!({
             "id": d.id.as_str(), "row": Row::from(&next), "rev": d.revision, "name": d.spec.name.as_str(),
             "at": d.updated_at, "from": previous.as_str(), "to": d.status.as_str(), "message": message,
             "lease_dep": d.id.as_str(), "lease_token": lease.map(|l| l.token.as_str()),
         });
-        let result = self.run(&sql, vars).await;
+        let result = self.transaction(&sql, vars).await;
         self.written(&d.id);
         match result {
             Ok(_) => Ok(next),

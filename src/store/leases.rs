@@ -20,13 +20,11 @@ impl Store {
     pub async fn acquire_lease(&self, dep: &DeploymentId, holder: &str, ttl_ms: i64) -> Result<Option<Lease>, StoreError> {
         let token = uuid::Uuid::new_v4().to_string();
         let now = now_millis();
-        let sql = "BEGIN TRANSACTION;
-            LET $cur = (SELECT * FROM ONLY type::record('lease', $dep));
+        let sql = "LET $cur = (SELECT * FROM ONLY type::record('lease', $dep));
             IF $cur != NONE AND $cur.expires_at > $now AND $cur.holder != $holder { THROW 'lease held' };
-            UPSERT type::record('lease', $dep) CONTENT { holder: $holder, token: $lease_token, expires_at: $exp };
-            COMMIT TRANSACTION;";
+            UPSERT type::record('lease', $dep) CONTENT { holder: $holder, token: $lease_token, expires_at: $exp };";
         let vars = json!({ "dep": dep.as_str(), "holder": holder, "lease_token": token, "now": now, "exp": now + ttl_ms });
-        match self.run(sql, vars).await {
+        match self.transaction(sql, vars).await {
             Ok(_) => Ok(Some(Lease { deployment: dep.clone(), holder: holder.into(), token })),
             Err(StoreError::Unavailable(m)) if m.contains("lease held") => Ok(None),
             Err(e) => Err(e),
@@ -35,13 +33,11 @@ impl Store {
 
     /// Extends a lease we still hold; `Stale` when it was taken over.
     pub async fn renew_lease(&self, lease: &Lease, ttl_ms: i64) -> Result<(), StoreError> {
-        let sql = "BEGIN TRANSACTION;
-            LET $cur = (SELECT * FROM ONLY type::record('lease', $dep));
+        let sql = "LET $cur = (SELECT * FROM ONLY type::record('lease', $dep));
             IF $cur = NONE OR $cur.token != $lease_token { THROW 'lease lost' };
-            UPDATE type::record('lease', $dep) SET expires_at = $exp;
-            COMMIT TRANSACTION;";
+            UPDATE type::record('lease', $dep) SET expires_at = $exp;";
         let vars = json!({ "dep": lease.deployment.as_str(), "lease_token": lease.token, "exp": now_millis() + ttl_ms });
-        match self.run(sql, vars).await {
+        match self.transaction(sql, vars).await {
             Ok(_) => Ok(()),
             Err(StoreError::Unavailable(m)) if m.contains("lease lost") => Err(StoreError::Stale),
             Err(e) => Err(e),

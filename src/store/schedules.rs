@@ -194,11 +194,9 @@ impl Store {
     /// Deletes a schedule and its history; `false` when there was none.
     pub async fn delete_schedule(&self, id: &str) -> Result<bool, StoreError> {
         let rows = self
-            .run(
-                "BEGIN TRANSACTION;
-                 DELETE schedule_run WHERE schedule = $key;
-                 DELETE type::record('schedule', $key) RETURN BEFORE;
-                 COMMIT TRANSACTION;",
+            .transaction(
+                "DELETE schedule_run WHERE schedule = $key;
+                 DELETE type::record('schedule', $key) RETURN BEFORE;",
                 json!({ "key": id }),
             )
             .await?;
@@ -211,8 +209,7 @@ impl Store {
     pub async fn claim_occurrence(&self, schedule: &str, occurrence: i64, agent: &str, now: i64, ttl_ms: i64, want: RunOutcome, message: &str) -> Result<Claimed, StoreError> {
         let key = format!("{schedule}_{occurrence}");
         let token = uuid::Uuid::new_v4().to_string();
-        let sql = "BEGIN TRANSACTION;
-            LET $s = (SELECT * FROM ONLY type::record('schedule', $sid));
+        let sql = "LET $s = (SELECT * FROM ONLY type::record('schedule', $sid));
             IF $s = NONE { THROW 'occurrence handled' };
             IF ($s.last_occurrence ?? -1) >= $occ { THROW 'occurrence handled' };
             UPDATE schedule_run SET outcome = 'failed', ended_at = $now, message = 'the agent running it stopped before it finished'
@@ -225,13 +222,12 @@ impl Store {
                 expires_at: $exp, outcome: $outcome, message: $msg
             };
             IF $outcome != 'running' { UPDATE type::record('schedule_run', $key) SET ended_at = $now };
-            UPDATE type::record('schedule', $sid) SET last_occurrence = $occ;
-            COMMIT TRANSACTION;";
+            UPDATE type::record('schedule', $sid) SET last_occurrence = $occ;";
         let vars = json!({
             "sid": schedule, "occ": occurrence, "key": key, "agent": agent, "run_token": token, "now": now,
             "exp": now + ttl_ms, "want": want.as_str(), "message": message,
         });
-        match self.run(sql, vars).await {
+        match self.transaction(sql, vars).await {
             Ok(_) => {}
             Err(StoreError::Unavailable(m)) if m.contains("occurrence handled") => return Ok(Claimed::Handled),
             Err(StoreError::Taken { .. }) => return Ok(Claimed::Handled),

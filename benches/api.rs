@@ -28,6 +28,33 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// Starts `pvedeploy serve` on `port` over `data_dir` and waits for `/ready`; the agent and the time it took.
+async fn start_agent(client: &reqwest::Client, port: u16, data_dir: &std::path::Path) -> (Agent, Duration) {
+    let t0 = Instant::now();
+    let child = Command::new(env!("CARGO_BIN_EXE_pvedeploy"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .arg(data_dir)
+        .env("PVEDEPLOY_ADMIN_TOKEN", TOKEN)
+        .env("PVEDEPLOY_PROXMOX_MODE", "none")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start pvedeploy");
+    let agent = Agent(child);
+    loop {
+        if let Ok(r) = client.get(format!("http://127.0.0.1:{port}/api/v1/ready")).bearer_auth(TOKEN).send().await {
+            if r.status() == 200 {
+                return (agent, t0.elapsed());
+            }
+        }
+        if t0.elapsed() > Duration::from_secs(30) {
+            panic!("not ready after 30 s");
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
@@ -162,31 +189,9 @@ async fn main() {
     let base = format!("http://127.0.0.1:{port}/api/v1");
     let client = reqwest::Client::builder().pool_max_idle_per_host(256).build().unwrap();
 
-    let t0 = Instant::now();
-    let child = Command::new(exe)
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
-        .arg(dir.path())
-        .env("PVEDEPLOY_ADMIN_TOKEN", TOKEN)
-        .env("PVEDEPLOY_PROXMOX_MODE", "none")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start pvedeploy");
-    let agent = Agent(child);
+    let (agent, took) = start_agent(&client, port, dir.path()).await;
     let pid = agent.0.id();
-    loop {
-        if let Ok(r) = client.get(format!("{base}/ready")).bearer_auth(TOKEN).send().await {
-            if r.status() == 200 {
-                break;
-            }
-        }
-        if t0.elapsed() > Duration::from_secs(30) {
-            panic!("not ready after 30 s");
-        }
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-    println!("start to /ready: {:.0} ms (fresh data dir)", t0.elapsed().as_secs_f64() * 1000.0);
+    println!("start to /ready: {:.0} ms (fresh data dir)", took.as_secs_f64() * 1000.0);
     tokio::time::sleep(Duration::from_millis(500)).await;
     println!("idle RSS after start: {:.1} MB", rss_kib(pid) as f64 / 1024.0);
 
@@ -268,26 +273,8 @@ async fn main() {
     // Restarts on the same data dir with 10,000 stored deployments: first after the SIGKILL above (the
     // write-ahead log is replayed), then after a clean stop (SIGTERM: everything flushed on the way out).
     for how in ["after SIGKILL, write-ahead log replayed", "after a clean stop (SIGTERM)"] {
-        let t0 = Instant::now();
-        let child = Command::new(exe)
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
-            .arg(dir.path())
-            .env("PVEDEPLOY_ADMIN_TOKEN", TOKEN)
-            .env("PVEDEPLOY_PROXMOX_MODE", "none")
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut agent = Agent(child);
-        loop {
-            if let Ok(r) = client.get(format!("{base}/ready")).bearer_auth(TOKEN).send().await {
-                if r.status() == 200 {
-                    break;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-        println!("start to /ready: {:.0} ms (10,000 stored deployments, {how})", t0.elapsed().as_secs_f64() * 1000.0);
+        let (mut agent, took) = start_agent(&client, port, dir.path()).await;
+        println!("start to /ready: {:.0} ms (10,000 stored deployments, {how})", took.as_secs_f64() * 1000.0);
         // SAFETY: signals our own child, still running (it is reaped only below).
         unsafe { libc::kill(agent.0.id() as i32, libc::SIGTERM) };
         let _ = agent.0.wait();

@@ -192,9 +192,9 @@ fn main() {
         }
         println!("  where the time of the last one went (log lines; ms since the line before):");
         rig.print_step_gaps("one3-1").await;
-        let (sim0, agent0, q0) = (cpu_split().0, cpu_split().1, rig.store_queries().await);
+        let ((sim0, agent0), q0) = (cpu_split(), rig.store_queries().await);
         let fifty = rig.run(&names("fifty", 50)).await;
-        let (sim1, agent1, q1) = (cpu_split().0, cpu_split().1, rig.store_queries().await);
+        let ((sim1, agent1), q1) = (cpu_split(), rig.store_queries().await);
         summary("50 concurrent", &fifty);
         println!(
             "  CPU per deployment during the 50: agent {:.1} ms, simulator {:.1} ms (2 cores)",

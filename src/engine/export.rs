@@ -1,7 +1,7 @@
 //! Keeps every deployment's Terraform export in step: a background task follows the bus's status events
-//! (those that leave the guest settled),
-//! reads the guest back from Proxmox through the provisioner's client, rewrites the export (only when it
-//! changed), archives it when the deployment is destroyed, and records its place on the deployment.
+//! (those that leave the guest settled), reads the guest back from Proxmox through the provisioner's
+//! client, rewrites the export (only when it changed), archives it when the deployment is destroyed, and
+//! records its place on the deployment.
 //! Also renders an export on demand and checks drift for the doors.
 
 use std::path::PathBuf;

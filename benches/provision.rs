@@ -115,6 +115,12 @@ impl Rig {
     /// Deploys `names` at once, all of `kind` (`vm` or `lxc`) or alternating when `None`; the times
     /// to guest-ready (sorted), how many failed, and the wall time until the last was ready.
     async fn run_as(&self, names: &[String], kind: Option<&str>) -> (Vec<Duration>, usize, Duration) {
+        let (times, failures, wall, _) = self.run_timed(names, kind).await;
+        (times, failures, wall)
+    }
+
+    /// As `run_as`, also naming the deployment that became ready last.
+    async fn run_timed(&self, names: &[String], kind: Option<&str>) -> (Vec<Duration>, usize, Duration, String) {
         let start = Instant::now();
         let posts = names.iter().enumerate().map(|(i, name)| {
             let kind = kind.unwrap_or(if i % 2 == 0 { "vm" } else { "lxc" });
@@ -133,7 +139,8 @@ impl Rig {
         let mut times: Vec<Duration> = started.iter().map(|(id, t)| seen[id].0 - *t).collect();
         times.sort();
         let failures = started.iter().filter(|(id, _)| !seen[id].1).count();
-        (times, failures, wall)
+        let last = started.iter().max_by_key(|(id, _)| seen[id].0).map(|(id, _)| id.clone()).unwrap_or_default();
+        (times, failures, wall, last)
     }
 
     /// The deployment's log, each line with the milliseconds since the line before: where the time goes.
@@ -217,8 +224,13 @@ fn main() {
         summary("1 VM", &vm);
         let ct = rig.run_as(&names("single-ct", 1), Some("lxc")).await;
         summary("1 container", &ct);
-        let many = rig.run(&names("many", 50)).await;
+        println!("  where the time of the single VM went:");
+        rig.print_step_gaps("single-vm-1").await;
+        let (times, failures, wall, last) = rig.run_timed(&names("many", 50), None).await;
+        let many = (times, failures, wall);
         summary("50 concurrent (half VMs, half containers)", &many);
+        println!("  where the time of the one ready last went:");
+        rig.print_step_gaps(&last).await;
         let slowest = vm.2.max(ct.2);
         println!("  the 50 took {:.2}× the slowest single one ({:.0} ms)", many.2.as_secs_f64() / slowest.as_secs_f64(), slowest.as_secs_f64() * 1000.0);
         rig.stop().await;

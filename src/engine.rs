@@ -19,7 +19,8 @@ use crate::core::limits::{Limits, RepoPolicy};
 use crate::core::names::{AppName, CommitSha};
 use crate::core::status::{IllegalTransition, Status};
 use crate::core::validation::{FieldError, ValidationErrors};
-use crate::store::logs::Level;
+use crate::store::audit::AuditEntry;
+use crate::store::logs::{Level, LogLine};
 use crate::store::{now_millis, Store, StoreError};
 pub use bus::{Bus, Event};
 
@@ -129,7 +130,10 @@ impl Engine {
     pub async fn deploy(&self, spec: Spec, actor: &Actor) -> Result<Deployment, EngineError> {
         let d = Deployment::new(spec, now_millis());
         let store = &self.inner.store;
-        match store.create_deployment(&d, &format!("requested by {actor}")).await {
+        // The request is recorded whole in one commit: deployment, first event, audit entry and log line.
+        let audit = AuditEntry::new(actor, "deploy", Some(d.id.as_str()), &format!("name={} repo={} branch={}", d.spec.name, d.spec.repo_url, d.spec.branch));
+        let line = LogLine::new(&d.id, Level::Info, "request", &format!("deployment {} requested by {actor}", d.spec.name));
+        match store.create_requested_deployment(&d, &format!("requested by {actor}"), Some(&audit), Some(&line)).await {
             Ok(()) => {}
             Err(StoreError::Taken { .. }) => {
                 return Err(EngineError::Invalid(ValidationErrors(vec![FieldError::new(
@@ -140,8 +144,7 @@ impl Engine {
             }
             Err(e) => return Err(e.into()),
         }
-        store.audit(actor, "deploy", Some(d.id.as_str()), &format!("name={} repo={} branch={}", d.spec.name, d.spec.repo_url, d.spec.branch)).await?;
-        self.log(&d.id, Level::Info, "request", &format!("deployment {} requested by {actor}", d.spec.name)).await;
+        self.inner.bus.publish(Event::Log(line));
         self.publish_status(&d);
         let engine = self.clone();
         let id = d.id.clone();

@@ -20,6 +20,7 @@ use crate::store::leases::Lease;
 use crate::store::logs::LogLine;
 use crate::core::status::Status;
 use crate::store::vmids::Claim;
+use crate::store::provision::{StepSaved, StepWrite};
 use crate::store::{Store, StoreError};
 
 pub mod snippets;
@@ -115,6 +116,15 @@ impl ProvisionError {
     }
 }
 
+/// The id chosen for a guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdChoice {
+    /// Already claimed by this deployment (before a crash).
+    Held(VmId),
+    /// Free when chosen: claim it with the step's commit.
+    ToClaim(VmId),
+}
+
 /// Talks to one cluster on behalf of the engine.
 pub struct Provisioner {
     pub client: PveClient,
@@ -130,15 +140,61 @@ pub struct Provisioner {
     template_seen: Mutex<Option<NodeName>>,
     /// Full clones are serialized per storage (PVE would otherwise time out on its storage lock).
     full_clone_locks: tokio::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// The cluster as placement last read it (see `cluster_view`), the read in flight, and a count of
+    /// provisionings ended (a read that overlaps one is not kept).
+    view: Mutex<Option<(Instant, Arc<ClusterView>)>>,
+    view_read: tokio::sync::Mutex<()>,
+    view_generation: std::sync::atomic::AtomicU64,
+}
+
+/// How long placements share one read of the cluster.
+const VIEW_FOR: Duration = Duration::from_secs(1);
+
+/// What placement reads from the cluster.
+struct ClusterView {
+    resources: Vec<crate::pve::ClusterResource>,
+    template_node: Option<NodeName>,
+    template_storage_shared: bool,
 }
 
 impl Provisioner {
     pub fn new(client: PveClient, settings: ProvisionSettings) -> Self {
-        Self { client, settings, node_files: None, pending: Mutex::new(HashMap::new()), claiming: Mutex::new(HashMap::new()), template_seen: Mutex::new(None), full_clone_locks: tokio::sync::Mutex::new(HashMap::new()) }
+        Self { client, settings, node_files: None, pending: Mutex::new(HashMap::new()), claiming: Mutex::new(HashMap::new()), template_seen: Mutex::new(None),
+            full_clone_locks: tokio::sync::Mutex::new(HashMap::new()),
+            view: Mutex::new(None),
+            view_read: tokio::sync::Mutex::new(()),
+            view_generation: std::sync::atomic::AtomicU64::new(0),
+        }
     }
 
     /// Chooses a node for `d` from live figures plus our own in-flight reservations.
     pub async fn place(&self, d: &Deployment) -> Result<NodeName, ProvisionError> {
+        let (view, shared) = self.cluster_view(false).await?;
+        match self.place_in(d, &view) {
+            // A shared view may predate a guest that went away: look again before giving up.
+            Err(ProvisionError::NoNode(_)) if shared => self.place_in(d, &self.cluster_view(true).await?.0),
+            other => other,
+        }
+    }
+
+    /// The cluster as placement sees it. Placements that overlap share one read (at most `VIEW_FOR`
+    /// old, and never older than the last provisioning that ended): every guest created since that read
+    /// is still counted in `pending`, so sharing it neither misses nor double-counts a guest.
+    async fn cluster_view(&self, fresh: bool) -> Result<(Arc<ClusterView>, bool), ProvisionError> {
+        let young = || self.view.lock().expect("view poisoned").as_ref().filter(|(at, _)| at.elapsed() < VIEW_FOR).map(|(_, v)| v.clone());
+        if !fresh {
+            if let Some(v) = young() {
+                return Ok((v, true));
+            }
+        }
+        // One read at a time: placements that arrive meanwhile take its result.
+        let _one = self.view_read.lock().await;
+        if !fresh {
+            if let Some(v) = young() {
+                return Ok((v, true));
+            }
+        }
+        let generation = self.view_generation.load(std::sync::atomic::Ordering::SeqCst);
         let resources = self.client.cluster_resources(None).await?;
         let template_node = resources
             .iter()
@@ -146,6 +202,19 @@ impl Provisioner {
             .and_then(|r| r.node.clone());
         *self.template_seen.lock().expect("template_seen poisoned") = template_node.clone();
         let template_storage_shared = self.template_on_shared_storage(&resources).await;
+        let view = Arc::new(ClusterView { resources, template_node, template_storage_shared });
+        let mut cached = self.view.lock().expect("view poisoned");
+        // Kept only if no provisioning ended while it was read (its guest may be missing from it).
+        if self.view_generation.load(std::sync::atomic::Ordering::SeqCst) == generation {
+            *cached = Some((Instant::now(), view.clone()));
+        }
+        Ok((view, false))
+    }
+
+    fn place_in(&self, d: &Deployment, view: &ClusterView) -> Result<NodeName, ProvisionError> {
+        let ClusterView { resources, template_node, template_storage_shared } = view;
+        let template_storage_shared = *template_storage_shared;
+        // Our reservations as they are now (a shared view's own copy may be older).
         let pending = self.pending.lock().expect("pending poisoned").clone();
         let mut loads = Vec::new();
         for r in resources.iter().filter(|r| r.kind == ResourceType::Node) {
@@ -186,49 +255,47 @@ impl Provisioner {
     pub fn forget_pending(&self, id: &DeploymentId) {
         self.pending.lock().expect("pending poisoned").remove(id.as_str());
         self.claiming.lock().expect("claiming poisoned").remove(id.as_str());
+        // Its guest now counts in Proxmox's own figures (or is gone): the next placement reads them.
+        self.view_generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        *self.view.lock().expect("view poisoned") = None;
     }
 
-    /// Claims the lowest id at or above the cluster's next free id that nobody claimed.
+    /// The id to give `id`'s guest: the lowest at or above the cluster's next free id that is neither
+    /// claimed in the store nor being claimed by another task of this agent (one range read). It is held
+    /// for this deployment in `claiming` until provisioning ends, so concurrent deployments take
+    /// consecutive ids without colliding; the claim itself is committed with the step (see
+    /// `StepWrite::claim`), and a collision with another agent there just means choosing again.
     ///
-    /// One range read of the claims, then a claim attempt on the lowest id that is neither claimed nor
-    /// being claimed by another task of this agent, so concurrent deployments take consecutive ids
-    /// without colliding; a collision with another agent just moves on to the next id.
-    pub async fn reserve_id(&self, store: &Store, id: &DeploymentId) -> Result<VmId, ProvisionError> {
+    /// A run resumed after a crash first looks for an id the deployment already holds.
+    pub async fn choose_id(&self, store: &Store, id: &DeploymentId, resumed: bool) -> Result<IdChoice, ProvisionError> {
         let bad = |e: crate::core::validation::FieldError| ProvisionError::Failed(e.message);
-        // Resumed after a crash between claiming and persisting: the claim is already ours.
-        if let Some(vmid) = store.vmid_held_by(id).await? {
-            return Ok(vmid);
+        if resumed {
+            if let Some(vmid) = store.vmid_held_by(id).await? {
+                return Ok(IdChoice::Held(vmid));
+            }
         }
         let end = *self.settings.vmid_range.end();
         let hint = self.client.next_id().await?.get().max(*self.settings.vmid_range.start());
         let (from_id, end_id) = (VmId::new(hint.into()).map_err(bad)?, VmId::new(end.into()).map_err(bad)?);
         let claimed: std::collections::BTreeSet<u32> = store.claimed_vmids(from_id, end_id, 100_000).await?.into_iter().collect();
-        let mut from = hint;
-        loop {
-            let candidate = {
-                let mut taken_here = self.claiming.lock().expect("claiming poisoned");
-                let c = (from..=end).find(|c| !claimed.contains(c) && !taken_here.values().any(|v| v == c));
-                if let Some(c) = c {
-                    taken_here.insert(id.to_string(), c);
-                }
-                c
-            };
-            let Some(candidate) = candidate else {
-                return Err(ProvisionError::Failed(format!("no free VMID left in the configured range {:?}", self.settings.vmid_range)));
-            };
-            let vmid = VmId::new(candidate.into()).map_err(bad)?;
-            match store.claim_vmid(vmid, id).await {
-                Ok(Claim::Claimed | Claim::Taken { by_us: true }) => return Ok(vmid),
-                Ok(Claim::Taken { by_us: false }) => {
-                    self.claiming.lock().expect("claiming poisoned").remove(id.as_str());
-                    from = candidate + 1;
-                }
-                Err(e) => {
-                    self.claiming.lock().expect("claiming poisoned").remove(id.as_str());
-                    return Err(e.into());
-                }
+        let candidate = {
+            let mut taken_here = self.claiming.lock().expect("claiming poisoned");
+            taken_here.remove(id.as_str());
+            let c = (hint..=end).find(|c| !claimed.contains(c) && !taken_here.values().any(|v| v == c));
+            if let Some(c) = c {
+                taken_here.insert(id.to_string(), c);
             }
-        }
+            c
+        };
+        let Some(candidate) = candidate else {
+            return Err(ProvisionError::Failed(format!("no free VMID left in the configured range {:?}", self.settings.vmid_range)));
+        };
+        Ok(IdChoice::ToClaim(VmId::new(candidate.into()).map_err(bad)?))
+    }
+
+    /// Forgets the id this agent was about to claim for `id` (another agent claimed it first).
+    pub fn drop_choice(&self, id: &DeploymentId) {
+        self.claiming.lock().expect("claiming poisoned").remove(id.as_str());
     }
 
     /// Claims the lowest free static address when a pool is configured (`None`: DHCP).
@@ -544,6 +611,12 @@ pub async fn wait(client: &PveClient, upid: &str, s: &ProvisionSettings) -> Resu
 /// step did; returns the deployment's status as it is now.
 pub async fn persist(store: &Store, lease: &Lease, p: &Progress, line: Option<&LogLine>) -> Result<Option<Status>, ProvisionError> {
     store.save_progress(lease, p, line).await.map_err(ProvisionError::from_store)
+}
+
+/// Commits a whole step under the lease (see [`StepWrite`]); a claimed id someone else holds is
+/// `Store(Taken)`, for the caller to choose again.
+pub async fn commit(store: &Store, lease: &Lease, step: StepWrite<'_>) -> Result<StepSaved, ProvisionError> {
+    store.save_step(lease, step).await.map_err(ProvisionError::from_store)
 }
 
 /// The step a progress is at, for logs.

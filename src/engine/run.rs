@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use super::provision::{describe, persist, wait, ProvisionError, Provisioner};
+use super::provision::{commit, describe, persist, wait, IdChoice, ProvisionError, Provisioner};
+use crate::store::provision::StepWrite;
+use crate::store::StoreError;
 use crate::pve::PveError;
 use super::{Engine, EngineError};
 use crate::core::deployment::{Deployment, DeploymentId, GuestType};
@@ -16,6 +18,20 @@ use crate::store::now_millis;
 
 /// How long a lease lasts without renewal; renewed every third of it while working.
 pub const LEASE_TTL_MS: i64 = 30_000;
+
+/// How a provisioning step ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flow {
+    /// Go on to the next step.
+    Next,
+    /// Run the step again (its progress was saved).
+    Again,
+    /// Provisioning is complete.
+    Done,
+}
+
+/// How many times an id another agent claimed first is chosen again before provisioning fails.
+const ID_RETRIES: u32 = 20;
 
 impl Engine {
     /// Takes the deployment's lease (waiting up to `wait` for another holder to finish), runs `work`, releases it.
@@ -97,7 +113,8 @@ impl Engine {
     async fn provision_steps(&self, id: &DeploymentId, lease: &Lease, prov: &Provisioner) -> Result<(), ProvisionError> {
         let store = self.store();
         let mut d = store.get_deployment(id).await?.ok_or_else(|| ProvisionError::Failed("the deployment vanished".into()))?;
-        if d.status == Status::Pending {
+        let fresh = d.status == Status::Pending;
+        if fresh {
             d = self.leased_transition(d, Status::Provisioning, "provisioning", lease, |_| {}).await?;
         }
         if matches!(d.status, Status::Installing | Status::Deploying) {
@@ -107,7 +124,9 @@ impl Engine {
             return Ok(());
         }
         let kind = d.spec.guest_type;
-        let mut p = store.load_progress(id).await?.unwrap_or_default();
+        // A deployment that was pending a moment ago has no progress yet (it is only written under
+        // `provisioning`); a retried or resumed one reads where it stopped.
+        let mut p = if fresh { Progress::default() } else { store.load_progress(id).await?.unwrap_or_default() };
         // The first step of a resumed run may have been half done before the crash: it checks what
         // exists on Proxmox before acting. Every later step follows one this run did itself.
         let mut resumed = p.step != Step::Place;
@@ -117,168 +136,231 @@ impl Engine {
         // The guest's config as last read in this run (disks and MAC do not change after the clone).
         let mut config: Option<super::provision::RawConfig> = None;
         let s = &prov.settings;
+        // Lines of steps whose commit was left to the next step (see `defer` below).
+        let mut lines: Vec<LogLine> = Vec::new();
         loop {
-            // What the step did, committed with its progress (one transaction per step).
+            // What the step did, committed with its progress (one transaction per step): lines, the id
+            // it chose to claim, and the deployment with the step's changes applied.
             let mut note: Option<(Level, String)> = None;
-            match p.step {
-                Step::Place => {
-                    let node = prov.place(&d).await?;
-                    note = Some((Level::Info, format!("placed on node {node}")));
-                    p.node = Some(node);
-                }
-                Step::ReserveId => {
-                    let vmid = prov.reserve_id(store, id).await?;
-                    p.vmid = Some(vmid);
-                    if let Some(a) = prov.reserve_address(store, id).await? {
-                        note = Some((Level::Info, format!("reserved VMID {vmid} and address {a}")));
-                        p.static_ip = Some(a);
+            let carried = lines.len();
+            let mut claim = None;
+            // A step that changed nothing outside this process (a choice, a wait, a skipped upload)
+            // commits together with the next one: after a crash it is simply done again.
+            let mut defer = false;
+            let mut change: Option<(Deployment, &str)> = None;
+            // The step itself; `Again` when it must run again (its progress was saved), `Done` at the end.
+            let outcome: Result<Flow, ProvisionError> = async {
+                match p.step {
+                    Step::Place => {
+                        let node = prov.place(&d).await?;
+                        note = Some((Level::Info, format!("placed on node {node}")));
+                        defer = true;
+                        p.node = Some(node);
                     }
-                }
-                Step::Create => {
-                    let (node, vmid) = (p.node.clone().ok_or_else(missing("node"))?, p.vmid.ok_or_else(missing("vmid"))?);
-                    // A fresh run knows it has not created the guest yet, unless a failed clone is being retried.
-                    if (resumed || p.attempts > 0) && prov.guest_exists(kind, &node, vmid).await? {
-                        // Created before a crash; the await step waits for its lock to clear.
-                        note = Some((Level::Info, format!("guest {vmid} already exists on {node}; continuing")));
-                        p.upid = None;
-                    } else {
-                        match prov.create(&d, &node, vmid, &prov.addressing(p.static_ip)).await {
-                            Ok(upid) => {
-                                let what = if kind == GuestType::Vm { "cloning the template" } else { "creating the container" };
-                                note = Some((Level::Info, format!("{what} as {vmid} on {node}")));
-                                p.upid = Some(upid.as_str().to_owned());
-                            }
-                            Err(e) if e.is_vmid_taken() => {
-                                self.log(id, Level::Info, "provision", &format!("VMID {vmid} was taken meanwhile; choosing another")).await;
-                                store.release_vmid(vmid, id).await?;
-                                p.vmid = None;
-                                p.step = Step::ReserveId;
-                                persist(store, lease, &p, None).await?;
-                                continue;
-                            }
-                            Err(e) if e.is_lock_timeout() && p.attempts < s.lock_retries => {
-                                self.retry_after_lock(id, &mut p, &e.to_string()).await;
-                                persist(store, lease, &p, None).await?;
-                                continue;
-                            }
-                            Err(e) => return Err(e.into()),
-                        }
-                    }
-                }
-                Step::AwaitCreate => {
-                    let (node, vmid) = (p.node.clone().ok_or_else(missing("node"))?, p.vmid.ok_or_else(missing("vmid"))?);
-                    if let Some(upid) = p.upid.clone() {
-                        match wait(&prov.client, &upid, s).await {
-                            Ok(()) => {}
-                            Err(ProvisionError::Pve(e)) if e.is_lock_timeout() && p.attempts < s.lock_retries => {
-                                // PVE removes the half-made guest when a clone fails; try the clone again.
-                                self.retry_after_lock(id, &mut p, &e.to_string()).await;
-                                p.step = Step::Create;
-                                p.upid = None;
-                                persist(store, lease, &p, None).await?;
-                                continue;
-                            }
-                            Err(e) => return Err(e),
-                        }
-                    }
-                    config = Some(prov.wait_unlocked(kind, &node, vmid).await?);
-                    if kind == GuestType::Lxc {
-                        p.host_key = match &p.upid {
-                            Some(upid) => prov.container_host_key(upid).await?,
-                            None => None,
+                    Step::ReserveId => {
+                        let vmid = match prov.choose_id(store, id, resumed).await? {
+                            IdChoice::Held(vmid) => vmid,
+                            IdChoice::ToClaim(vmid) => *claim.insert(vmid),
                         };
-                        match &p.host_key {
-                            Some(fp) => self.log(id, Level::Info, "provision", &format!("container host key {fp} (from Proxmox's create log)")).await,
-                            None => self.log(id, Level::Warn, "provision", "the container's host key fingerprint is not in its create log; its key will be trusted on first contact").await,
+                        p.vmid = Some(vmid);
+                        if let Some(a) = prov.reserve_address(store, id).await? {
+                            note = Some((Level::Info, format!("reserved VMID {vmid} and address {a}")));
+                            p.static_ip = Some(a);
                         }
                     }
-                    let node2 = node.clone();
-                    d = self
-                        .leased_transition(d, Status::Provisioning, "guest created", lease, move |d| {
-                            d.proxmox_id = Some(vmid);
-                            d.proxmox_node = Some(node2);
-                        })
-                        .await?;
-                    note = Some((Level::Info, format!("guest {vmid} created on {node}")));
-                }
-                Step::Snippet => {
-                    let node = p.node.clone().ok_or_else(missing("node"))?;
-                    match &prov.node_files {
-                        Some(files) => {
-                            // A fresh host key each time this step runs: the snippet and the pinned key always match.
-                            let host = crate::keys::generate_ed25519(d.spec.name.as_str());
-                            let identity = crate::core::cloud_init::GuestIdentity {
-                                hostname: d.spec.name.as_str(),
-                                deploy_user: &s.deploy_user,
-                                deploy_public_key: &s.deploy_public_key,
-                                host_private_key: host.private_openssh.expose(),
-                                host_public_key: &host.public_openssh,
+                    Step::Create => {
+                        let (node, vmid) = (p.node.clone().ok_or_else(missing("node"))?, p.vmid.ok_or_else(missing("vmid"))?);
+                        // A fresh run knows it has not created the guest yet, unless a failed clone is being retried.
+                        if (resumed || p.attempts > 0) && prov.guest_exists(kind, &node, vmid).await? {
+                            // Created before a crash; the await step waits for its lock to clear.
+                            note = Some((Level::Info, format!("guest {vmid} already exists on {node}; continuing")));
+                            p.upid = None;
+                        } else {
+                            match prov.create(&d, &node, vmid, &prov.addressing(p.static_ip)).await {
+                                Ok(upid) => {
+                                    let what = if kind == GuestType::Vm { "cloning the template" } else { "creating the container" };
+                                    note = Some((Level::Info, format!("{what} as {vmid} on {node}")));
+                                    p.upid = Some(upid.as_str().to_owned());
+                                }
+                                Err(e) if e.is_vmid_taken() => {
+                                    self.log(id, Level::Info, "provision", &format!("VMID {vmid} was taken meanwhile; choosing another")).await;
+                                    store.release_vmid(vmid, id).await?;
+                                    p.vmid = None;
+                                    p.step = Step::ReserveId;
+                                    persist(store, lease, &p, None).await?;
+                                    return Ok(Flow::Again);
+                                }
+                                Err(e) if e.is_lock_timeout() && p.attempts < s.lock_retries => {
+                                    self.retry_after_lock(id, &mut p, &e.to_string()).await;
+                                    persist(store, lease, &p, None).await?;
+                                    return Ok(Flow::Again);
+                                }
+                                Err(e) => return Err(e.into()),
+                            }
+                        }
+                    }
+                    Step::AwaitCreate => {
+                        let (node, vmid) = (p.node.clone().ok_or_else(missing("node"))?, p.vmid.ok_or_else(missing("vmid"))?);
+                        if let Some(upid) = p.upid.clone() {
+                            match wait(&prov.client, &upid, s).await {
+                                Ok(()) => {}
+                                Err(ProvisionError::Pve(e)) if e.is_lock_timeout() && p.attempts < s.lock_retries => {
+                                    // PVE removes the half-made guest when a clone fails; try the clone again.
+                                    self.retry_after_lock(id, &mut p, &e.to_string()).await;
+                                    p.step = Step::Create;
+                                    p.upid = None;
+                                    persist(store, lease, &p, None).await?;
+                                    return Ok(Flow::Again);
+                                }
+                                Err(e) => return Err(e),
+                            }
+                        }
+                        config = Some(prov.wait_unlocked(kind, &node, vmid).await?);
+                        if kind == GuestType::Lxc {
+                            p.host_key = match &p.upid {
+                                Some(upid) => prov.container_host_key(upid).await?,
+                                None => None,
                             };
-                            let user_data = crate::core::cloud_init::render(&s.user_data, &identity);
-                            let volid = files.upload(&prov.client, &node, id, &user_data).await.map_err(|e| ProvisionError::Failed(format!("uploading the cloud-init snippet: {e}")))?;
-                            note = Some((Level::Info, format!("cloud-init snippet uploaded ({volid}) with the guest's own host key")));
-                            p.host_key = Some(host.public_openssh);
+                            lines.push(match &p.host_key {
+                                Some(fp) => LogLine::new(id, Level::Info, "provision", &format!("container host key {fp} (from Proxmox's create log)")),
+                                None => LogLine::new(id, Level::Warn, "provision", "the container's host key fingerprint is not in its create log; its key will be trusted on first contact"),
+                            });
                         }
-                        None => note = Some((Level::Warn, "no node SSH is configured ([proxmox.node_ssh]): Proxmox generates the user-data and the guest's host key cannot be pinned".into())),
+                        let mut next = d.clone();
+                        next.proxmox_id = Some(vmid);
+                        next.proxmox_node = Some(node.clone());
+                        change = Some((next, "guest created"));
+                        note = Some((Level::Info, format!("guest {vmid} created on {node}")));
                     }
-                }
-                Step::Configure => {
-                    let (node, vmid) = (p.node.clone().ok_or_else(missing("node"))?, p.vmid.ok_or_else(missing("vmid"))?);
-                    let cicustom = match (&prov.node_files, &p.host_key) {
-                        (Some(files), Some(_)) => Some(files.cicustom(id)),
-                        _ => None,
-                    };
-                    prov.configure_vm(&d, &node, vmid, &prov.addressing(p.static_ip), cicustom).await?;
-                    note = Some((Level::Info, format!("configured {} cores, {} MiB, cloud-init user {}", d.spec.cpu, d.spec.memory_mib, s.deploy_user)));
-                }
-                Step::Resize => {
-                    let (node, vmid) = (p.node.clone().ok_or_else(missing("node"))?, p.vmid.ok_or_else(missing("vmid"))?);
-                    if let Some(upid) = prov.resize_vm(&d, &node, vmid, config.as_ref()).await? {
-                        wait(&prov.client, upid.as_str(), s).await?;
-                        note = Some((Level::Info, format!("boot disk grown to {} GB", d.spec.disk_gb)));
-                    }
-                }
-                Step::Start => {
-                    let (node, vmid) = (p.node.clone().ok_or_else(missing("node"))?, p.vmid.ok_or_else(missing("vmid"))?);
-                    p.upid = prov.start(kind, &node, vmid, !resumed).await?.map(|u| u.as_str().to_owned());
-                    note = Some((Level::Info, format!("starting guest {vmid}")));
-                }
-                Step::AwaitStart => {
-                    if let Some(upid) = p.upid.clone() {
-                        match wait(&prov.client, &upid, s).await {
-                            // A start resumed after a crash can race the first one: running is what we wanted.
-                            Err(ProvisionError::Pve(PveError::TaskFailed { exitstatus, .. })) if exitstatus.contains("already running") => {}
-                            other => other?,
+                    Step::Snippet => {
+                        let node = p.node.clone().ok_or_else(missing("node"))?;
+                        match &prov.node_files {
+                            Some(files) => {
+                                // A fresh host key each time this step runs: the snippet and the pinned key always match.
+                                let host = crate::keys::generate_ed25519(d.spec.name.as_str());
+                                let identity = crate::core::cloud_init::GuestIdentity {
+                                    hostname: d.spec.name.as_str(),
+                                    deploy_user: &s.deploy_user,
+                                    deploy_public_key: &s.deploy_public_key,
+                                    host_private_key: host.private_openssh.expose(),
+                                    host_public_key: &host.public_openssh,
+                                };
+                                let user_data = crate::core::cloud_init::render(&s.user_data, &identity);
+                                let volid = files.upload(&prov.client, &node, id, &user_data).await.map_err(|e| ProvisionError::Failed(format!("uploading the cloud-init snippet: {e}")))?;
+                                note = Some((Level::Info, format!("cloud-init snippet uploaded ({volid}) with the guest's own host key")));
+                                p.host_key = Some(host.public_openssh);
+                            }
+                            None => {
+                                note = Some((Level::Warn, "no node SSH is configured ([proxmox.node_ssh]): Proxmox generates the user-data and the guest's host key cannot be pinned".into()));
+                                defer = true;
+                            }
                         }
                     }
+                    Step::Configure => {
+                        let (node, vmid) = (p.node.clone().ok_or_else(missing("node"))?, p.vmid.ok_or_else(missing("vmid"))?);
+                        let cicustom = match (&prov.node_files, &p.host_key) {
+                            (Some(files), Some(_)) => Some(files.cicustom(id)),
+                            _ => None,
+                        };
+                        prov.configure_vm(&d, &node, vmid, &prov.addressing(p.static_ip), cicustom).await?;
+                        note = Some((Level::Info, format!("configured {} cores, {} MiB, cloud-init user {}", d.spec.cpu, d.spec.memory_mib, s.deploy_user)));
+                    }
+                    Step::Resize => {
+                        let (node, vmid) = (p.node.clone().ok_or_else(missing("node"))?, p.vmid.ok_or_else(missing("vmid"))?);
+                        if let Some(upid) = prov.resize_vm(&d, &node, vmid, config.as_ref()).await? {
+                            wait(&prov.client, upid.as_str(), s).await?;
+                            note = Some((Level::Info, format!("boot disk grown to {} GB", d.spec.disk_gb)));
+                        }
+                    }
+                    Step::Start => {
+                        let (node, vmid) = (p.node.clone().ok_or_else(missing("node"))?, p.vmid.ok_or_else(missing("vmid"))?);
+                        p.upid = prov.start(kind, &node, vmid, !resumed).await?.map(|u| u.as_str().to_owned());
+                        note = Some((Level::Info, format!("starting guest {vmid}")));
+                    }
+                    Step::AwaitStart => {
+                        defer = true;
+                        if let Some(upid) = p.upid.clone() {
+                            match wait(&prov.client, &upid, s).await {
+                                // A start resumed after a crash can race the first one: running is what we wanted.
+                                Err(ProvisionError::Pve(PveError::TaskFailed { exitstatus, .. })) if exitstatus.contains("already running") => {}
+                                other => other?,
+                            }
+                        }
+                    }
+                    Step::AwaitAddress => {
+                        let (node, vmid) = (p.node.clone().ok_or_else(missing("node"))?, p.vmid.ok_or_else(missing("vmid"))?);
+                        let ip = prov.await_address(kind, &node, vmid, config.as_ref()).await?;
+                        p.ipv4 = Some(ip);
+                        let mut next = d.clone();
+                        next.ip_address = Some(ip.to_string());
+                        change = Some((next, "address known"));
+                        note = Some((Level::Info, format!("guest {vmid} is up at {ip}")));
+                    }
+                    Step::Done => return Ok(Flow::Done),
                 }
-                Step::AwaitAddress => {
-                    let (node, vmid) = (p.node.clone().ok_or_else(missing("node"))?, p.vmid.ok_or_else(missing("vmid"))?);
-                    let ip = prov.await_address(kind, &node, vmid, config.as_ref()).await?;
-                    p.ipv4 = Some(ip);
-                    d = self
-                        .leased_transition(d, Status::Provisioning, "address known", lease, move |d| d.ip_address = Some(ip.to_string()))
-                        .await?;
-                    note = Some((Level::Info, format!("guest {vmid} is up at {ip}")));
-                }
-                Step::Done => break,
+                Ok(Flow::Next)
             }
+            .await;
+            match outcome {
+                Ok(Flow::Next) => {}
+                Ok(Flow::Again) => continue,
+                Ok(Flow::Done) => break,
+                Err(e) => {
+                    // Lines of deferred steps still tell what happened before the failure.
+                    if !lines.is_empty() && !matches!(e, ProvisionError::LeaseLost) {
+                        self.keep_lines(std::mem::take(&mut lines)).await;
+                    }
+                    return Err(e);
+                }
+            }
+            let before = p.clone();
             resumed = false;
             p.advance(kind);
             p.upid = if matches!(p.step, Step::AwaitCreate | Step::AwaitStart) { p.upid.take() } else { None };
-            let line = note.map(|(level, text)| LogLine::new(id, level, "provision", &text));
-            let now = persist(store, lease, &p, line.as_ref()).await?;
-            if let Some(line) = line {
+            lines.extend(note.map(|(level, text)| LogLine::new(id, level, "provision", &text)));
+            if defer && p.step != Step::Done {
+                continue;
+            }
+            if p.step == Step::Done {
+                // The last step's commit also hands the guest over to the deploy.
+                let (mut next, _) = change.take().unwrap_or_else(|| (d.clone(), ""));
+                next.status = d.status.transition(Status::Installing).map_err(|e| ProvisionError::Failed(e.to_string()))?;
+                change = Some((next, "guest ready"));
+                lines.push(LogLine::new(id, Level::Info, "provision", "provisioned; installing the app"));
+            }
+            let deployment = change.as_mut().map(|(next, message)| {
+                next.updated_at = now_millis();
+                (&*next, d.status, *message)
+            });
+            let saved = match commit(store, lease, StepWrite { progress: &p, lines: &lines, claim, deployment }).await {
+                Ok(saved) => saved,
+                Err(ProvisionError::Store(StoreError::Taken { .. })) if claim.is_some() && before.attempts < ID_RETRIES => {
+                    // Another agent claimed that id first: choose again.
+                    prov.drop_choice(id);
+                    p = Progress { vmid: None, attempts: before.attempts + 1, ..before };
+                    lines.truncate(carried);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            for line in lines.drain(..) {
                 self.inner.bus.publish(Event::Log(line));
             }
+            if let Some(saved) = saved.deployment {
+                d = saved;
+                self.publish_status(&d);
+            }
             // A destroy requested meanwhile takes over from here (it waits for this lease).
-            if now == Some(Status::Destroying) {
+            if saved.status == Some(Status::Destroying) {
                 self.log(id, Level::Info, "provision", "destroy requested; stopping provisioning").await;
                 return Ok(());
             }
         }
-        self.log(id, Level::Info, "provision", "provisioned; installing the app").await;
-        self.leased_transition(d, Status::Installing, "guest ready", lease, |_| {}).await?;
+        if d.status == Status::Provisioning {
+            // Progress at `done` from an older agent that stopped before handing the guest over.
+            self.log(id, Level::Info, "provision", "provisioned; installing the app").await;
+            self.leased_transition(d, Status::Installing, "guest ready", lease, |_| {}).await?;
+        }
         self.deploy_release(id, lease, crate::store::releases::Trigger::Deploy, super::deploy::Wanted::BranchHead).await
     }
 
@@ -302,6 +384,14 @@ impl Engine {
         }
         self.log(id, Level::Info, "deploy", "resuming the interrupted deploy").await;
         self.deploy_release(id, lease, trigger, wanted).await
+    }
+
+    /// Records and publishes lines that were waiting for a step's commit.
+    async fn keep_lines(&self, lines: Vec<LogLine>) {
+        match self.store().append_lines(&lines).await {
+            Ok(()) => lines.into_iter().for_each(|l| self.inner.bus.publish(Event::Log(l))),
+            Err(e) => tracing::error!(error = %e, "could not record log lines"),
+        }
     }
 
     /// Deletes a VM's user-data snippet from its node (it holds the guest's host private key).

@@ -17,16 +17,23 @@ pub struct AuditEntry {
     pub detail: String,
 }
 
-impl Store {
-    pub async fn audit(&self, actor: &Actor, action: &str, target: Option<&str>, detail: &str) -> Result<(), StoreError> {
-        let e = AuditEntry {
+impl AuditEntry {
+    /// An entry stamped now.
+    pub fn new(actor: &Actor, action: &str, target: Option<&str>, detail: &str) -> AuditEntry {
+        AuditEntry {
             at: now_millis(),
             actor: actor.name.clone(),
             door: actor.door.as_str().into(),
             action: action.into(),
             target: target.map(Into::into),
             detail: detail.into(),
-        };
+        }
+    }
+}
+
+impl Store {
+    pub async fn audit(&self, actor: &Actor, action: &str, target: Option<&str>, detail: &str) -> Result<(), StoreError> {
+        let e = AuditEntry::new(actor, action, target, detail);
         self.run("CREATE audit CONTENT $e", json!({ "e": e })).await?;
         Ok(())
     }

@@ -9,6 +9,8 @@ use crate::core::deployment::{Deployment, DeploymentId, Framework, GuestType, Sp
 use crate::core::names::{AppName, GitRef, HealthPath, NodeName, VmId};
 use crate::core::repo::RepoUrl;
 use crate::core::status::Status;
+use super::audit::AuditEntry;
+use super::logs::LogLine;
 
 /// The stored shape. Optional fields are omitted when empty (SurrealDB `option<T>` means absent, not null).
 #[derive(Debug, Serialize, Deserialize)]
@@ -152,11 +154,26 @@ fn rows_to_deployments(rows: Vec<serde_json::Value>) -> Result<Vec<Deployment>, 
 impl Store {
     /// Records a new deployment, claiming its name among live deployments atomically.
     pub async fn create_deployment(&self, d: &Deployment, message: &str) -> Result<(), StoreError> {
-        let sql = "CREATE type::record('name_claim', $name) CONTENT { deployment: $id };
+        self.create_requested_deployment(d, message, None, None).await
+    }
+
+    /// As `create_deployment`, with the request's audit entry and log line in the same transaction:
+    /// a request is recorded whole (deployment, event, audit, line) or not at all, in one commit.
+    pub async fn create_requested_deployment(&self, d: &Deployment, message: &str, audit: Option<&AuditEntry>, line: Option<&LogLine>) -> Result<(), StoreError> {
+        let sql = format!(
+            "CREATE type::record('name_claim', $name) CONTENT {{ deployment: $id }};
             CREATE type::record('deployment', $id) CONTENT $row;
-            CREATE deployment_event CONTENT { deployment: $id, at: $at, to: $status, message: $message };";
-        let vars = json!({ "name": d.spec.name.as_str(), "id": d.id.as_str(), "row": Row::from(d), "at": d.created_at, "status": d.status.as_str(), "message": message });
-        let result = self.transaction(sql, vars).await;
+            CREATE deployment_event CONTENT {{ deployment: $id, at: $at, to: $status, message: $message }};
+            {}
+            {}",
+            if audit.is_some() { "CREATE audit CONTENT $audit RETURN NONE;" } else { "" },
+            if line.is_some() { "CREATE log_line CONTENT $line RETURN NONE;" } else { "" },
+        );
+        let vars = json!({
+            "name": d.spec.name.as_str(), "id": d.id.as_str(), "row": Row::from(d), "at": d.created_at,
+            "status": d.status.as_str(), "message": message, "audit": audit, "line": line,
+        });
+        let result = self.transaction(&sql, vars).await;
         self.written(&d.id);
         match result {
             Err(StoreError::Taken { .. }) => Err(StoreError::Taken { what: format!("the name {:?}", d.spec.name.as_str()) }),
@@ -222,35 +239,16 @@ impl Store {
 
     /// As `save_deployment`, and only while `lease` (when given) is still held: a stale worker's write is refused.
     pub async fn save_deployment_leased(&self, d: &Deployment, previous: Status, message: &str, lease: Option<&Lease>) -> Result<Deployment, StoreError> {
-        let mut next = d.clone();
-        next.revision = d.revision + 1;
-        let release = if d.status == Status::Destroyed {
-            "DELETE type::record('name_claim', $name) WHERE deployment = $id;"
-        } else {
-            ""
-        };
-        let event = if previous != d.status {
-            "CREATE deployment_event CONTENT { deployment: $id, at: $at, from: $from, to: $to, message: $message };"
-        } else {
-            ""
-        };
+        let write = DeploymentWrite { d, previous, message };
         let check = if lease.is_some() { CHECK_LEASE } else { "" };
-        let sql = format!(
-            "{check}
-             LET $updated = (UPDATE type::record('deployment', $id) CONTENT $row WHERE revision = $rev RETURN AFTER);
-             IF array::len($updated) = 0 {{ THROW 'stale revision' }};
-             {event}
-             {release}"
-        );
-        let vars = json!({
-            "id": d.id.as_str(), "row": Row::from(&next), "rev": d.revision, "name": d.spec.name.as_str(),
-            "at": d.updated_at, "from": previous.as_str(), "to": d.status.as_str(), "message": message,
-            "lease_dep": d.id.as_str(), "lease_token": lease.map(|l| l.token.as_str()),
-        });
-        let result = self.transaction(&sql, vars).await;
+        let sql = format!("{check}\n{}", write.statements());
+        let mut vars = write.vars();
+        vars.insert("lease_dep".into(), json!(d.id.as_str()));
+        vars.insert("lease_token".into(), json!(lease.map(|l| l.token.as_str())));
+        let result = self.transaction(&sql, serde_json::Value::Object(vars)).await;
         self.written(&d.id);
         match result {
-            Ok(_) => Ok(next),
+            Ok(_) => Ok(write.saved()),
             Err(StoreError::Unavailable(m)) if m.contains("stale revision") || m.contains("lease lost") => Err(StoreError::Stale),
             Err(e) => Err(e),
         }
@@ -336,7 +334,7 @@ impl Store {
     }
 
     /// Drops `id` from the read cache; every write to a deployment or its events calls this once it returned.
-    fn written(&self, id: &DeploymentId) {
+    pub(super) fn written(&self, id: &DeploymentId) {
         if let Some(c) = &self.cache {
             c.invalidate(id);
         }
@@ -382,5 +380,50 @@ impl Store {
         let sql = format!("{SELECT} deployment WHERE status != 'destroyed' AND string::contains(string::lowercase(repo_url), $needle) ORDER BY created_at ASC");
         let rows = self.run(&sql, json!({ "needle": full_name.to_ascii_lowercase() })).await?;
         rows_to_deployments(rows.into_iter().next().unwrap_or_default())
+    }
+}
+
+/// A revision-checked save of one deployment, as statements to run inside a transaction (the caller
+/// adds the lease check): writes `d` if the stored revision is still `d.revision`, records `message` as an
+/// event when the status changed from `previous`, and releases the name when the deployment is destroyed.
+/// Its variables are `id`, `row`, `rev`, `name`, `at`, `from`, `to` and `message`.
+pub(crate) struct DeploymentWrite<'a> {
+    pub d: &'a Deployment,
+    pub previous: Status,
+    pub message: &'a str,
+}
+
+impl DeploymentWrite<'_> {
+    pub(crate) fn statements(&self) -> String {
+        let event = if self.previous != self.d.status {
+            "CREATE deployment_event CONTENT { deployment: $id, at: $at, from: $from, to: $to, message: $message };"
+        } else {
+            ""
+        };
+        let release = if self.d.status == Status::Destroyed { "DELETE type::record('name_claim', $name) WHERE deployment = $id;" } else { "" };
+        format!(
+            "LET $updated = (UPDATE type::record('deployment', $id) CONTENT $row WHERE revision = $rev RETURN AFTER);
+             IF array::len($updated) = 0 {{ THROW 'stale revision' }};
+             {event}
+             {release}"
+        )
+    }
+
+    pub(crate) fn vars(&self) -> serde_json::Map<String, serde_json::Value> {
+        let d = self.d;
+        let serde_json::Value::Object(vars) = json!({
+            "id": d.id.as_str(), "row": Row::from(&self.saved()), "rev": d.revision, "name": d.spec.name.as_str(),
+            "at": d.updated_at, "from": self.previous.as_str(), "to": d.status.as_str(), "message": self.message,
+        }) else {
+            unreachable!("json! of an object literal is an object")
+        };
+        vars
+    }
+
+    /// The deployment as stored once the write commits (its revision bumped).
+    pub(crate) fn saved(&self) -> Deployment {
+        let mut next = self.d.clone();
+        next.revision = self.d.revision + 1;
+        next
     }
 }

@@ -68,6 +68,12 @@ impl Store {
         Ok(line)
     }
 
+    /// Appends lines made earlier (their cursors already taken), in one commit.
+    pub async fn append_lines(&self, lines: &[LogLine]) -> Result<(), StoreError> {
+        self.run("INSERT INTO log_line $lines RETURN NONE", json!({ "lines": lines })).await?;
+        Ok(())
+    }
+
     /// Lines after cursor `after` (exclusive), oldest first, at most `limit`.
     pub async fn read_log(&self, id: &DeploymentId, after: i64, limit: u32) -> Result<Vec<LogLine>, StoreError> {
         let rows = self

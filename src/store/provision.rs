@@ -9,7 +9,8 @@ use serde_json::json;
 
 use super::leases::{Lease, CHECK_LEASE};
 use super::{decode, now_millis, Store, StoreError};
-use crate::core::deployment::DeploymentId;
+use crate::core::deployment::{Deployment, DeploymentId};
+use super::deployments::DeploymentWrite;
 use crate::core::names::{NodeName, VmId};
 use crate::core::provision::{Progress, Step};
 use crate::core::status::Status;
@@ -68,27 +69,85 @@ impl TryFrom<ProgressRow> for Progress {
     }
 }
 
+/// Everything one provisioning step commits, in one transaction under the deployment's lease: its
+/// progress (the intent of the next step), the lines saying what it did, and, when the step made them,
+/// a VMID claim and a revision-checked save of the deployment. One commit per step: a line, a claim or
+/// a deployment change is never kept for a step whose progress was lost, nor the reverse.
+#[derive(Debug, Clone, Copy)]
+pub struct StepWrite<'a> {
+    pub progress: &'a Progress,
+    pub lines: &'a [LogLine],
+    /// Claims this id for the deployment; the commit fails with `Taken` when another deployment holds it.
+    pub claim: Option<VmId>,
+    /// The deployment with the step's changes applied (its revision still the one read), and the status it had.
+    pub deployment: Option<(&'a Deployment, Status, &'a str)>,
+}
+
+/// What a committed step left behind.
+#[derive(Debug)]
+pub struct StepSaved {
+    /// The deployment's status as it is now: a destroy requested meanwhile shows up here.
+    pub status: Option<Status>,
+    /// The deployment as saved (its revision bumped), when the step saved it.
+    pub deployment: Option<Deployment>,
+}
+
+impl<'a> StepWrite<'a> {
+    /// Just the progress, with at most one line.
+    pub fn progress(progress: &'a Progress, lines: &'a [LogLine]) -> Self {
+        StepWrite { progress, lines, claim: None, deployment: None }
+    }
+}
+
 impl Store {
     /// Writes the progress under `lease` together with the line saying what the step did, in one
-    /// transaction (one commit per step; a line is never kept for a step whose result was lost), and
-    /// returns the deployment's status as it is now: a destroy requested meanwhile shows up here.
+    /// transaction, and returns the deployment's status as it is now (see [`Store::save_step`]).
     pub async fn save_progress(&self, lease: &Lease, p: &Progress, line: Option<&LogLine>) -> Result<Option<Status>, StoreError> {
-        let log = if line.is_some() { "CREATE log_line CONTENT $line RETURN NONE;" } else { "" };
+        let lines: Vec<LogLine> = line.cloned().into_iter().collect();
+        Ok(self.save_step(lease, StepWrite::progress(p, &lines)).await?.status)
+    }
+
+    /// Commits one step (see [`StepWrite`]). `Stale` when the lease was taken over or the deployment
+    /// changed since it was read (a destroy, say); `Taken` when the claimed id is someone else's.
+    pub async fn save_step(&self, lease: &Lease, step: StepWrite<'_>) -> Result<StepSaved, StoreError> {
+        let write = step.deployment.map(|(d, previous, message)| DeploymentWrite { d, previous, message });
         let sql = format!(
             "{CHECK_LEASE}
+             {claim}
              UPSERT type::record('provision', $lease_dep) CONTENT {{ state: $state, updated_at: $now }} RETURN NONE;
-             {log}
-             SELECT VALUE status FROM ONLY type::record('deployment', $lease_dep);"
+             {lines}
+             {deployment}
+             SELECT VALUE status FROM ONLY type::record('deployment', $lease_dep);",
+            claim = if step.claim.is_some() { "CREATE type::record('vmid_claim', $claim_vmid) CONTENT { deployment: $lease_dep, at: $now } RETURN NONE;" } else { "" },
+            lines = if step.lines.is_empty() { "" } else { "INSERT INTO log_line $lines RETURN NONE;" },
+            deployment = write.as_ref().map(DeploymentWrite::statements).unwrap_or_default(),
         );
-        let state = serde_json::to_value(ProgressRow::from(p)).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let vars = json!({ "lease_dep": lease.deployment.as_str(), "lease_token": lease.token, "state": state, "line": line, "now": now_millis() });
-        let rows = match self.transaction(&sql, vars).await {
+        let state = serde_json::to_value(ProgressRow::from(step.progress)).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let mut vars = write.as_ref().map(DeploymentWrite::vars).unwrap_or_default();
+        for (k, v) in [
+            ("lease_dep", json!(lease.deployment.as_str())),
+            ("lease_token", json!(lease.token)),
+            ("state", state),
+            ("lines", json!(step.lines)),
+            ("now", json!(now_millis())),
+            ("claim_vmid", json!(step.claim.map(VmId::get))),
+        ] {
+            vars.insert(k.into(), v);
+        }
+        let result = self.transaction(&sql, serde_json::Value::Object(vars)).await;
+        if write.is_some() {
+            self.written(&lease.deployment);
+        }
+        let rows = match result {
             Ok(rows) => rows,
-            Err(StoreError::Unavailable(m)) if m.contains("lease lost") => return Err(StoreError::Stale),
+            Err(StoreError::Unavailable(m)) if m.contains("lease lost") || m.contains("stale revision") => return Err(StoreError::Stale),
+            Err(StoreError::Taken { .. }) if step.claim.is_some() => {
+                return Err(StoreError::Taken { what: format!("VMID {}", step.claim.map(VmId::get).unwrap_or_default()) })
+            }
             Err(e) => return Err(e),
         };
         let status = rows.last().and_then(|r| r.first()).and_then(|v| v.as_str()).and_then(Status::parse);
-        Ok(status)
+        Ok(StepSaved { status, deployment: write.map(|w| w.saved()) })
     }
 
     pub async fn load_progress(&self, dep: &DeploymentId) -> Result<Option<Progress>, StoreError> {

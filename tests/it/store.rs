@@ -14,6 +14,16 @@ async fn store() -> (Store, tempfile::TempDir) {
     (Store::open(&cfg.database).await.unwrap(), dir)
 }
 
+/// A new `pending` deployment named `name`, recorded.
+async fn pending_deployment(store: &Store, name: &str) -> pvedeploy::core::deployment::Deployment {
+    use pvedeploy::core::deployment::{Deployment, RawSpec, Spec};
+    use pvedeploy::core::limits::{Limits, RepoPolicy};
+    let raw = RawSpec { name: Some(name.into()), framework: Some("flask".into()), repo_url: Some("https://github.com/o/r".into()), ..RawSpec::default() };
+    let d = Deployment::new(Spec::parse(raw, &Limits::default(), &RepoPolicy::default()).unwrap(), pvedeploy::store::now_millis());
+    store.create_deployment(&d, "test").await.unwrap();
+    d
+}
+
 #[tokio::test]
 async fn vmid_claims_are_exclusive_even_when_raced() {
     let (store, _dir) = store().await;
@@ -71,16 +81,56 @@ async fn two_agents_racing_for_one_lease_get_exactly_one() {
 /// the step ran is seen at once.
 #[tokio::test]
 async fn a_saved_step_answers_with_the_status_as_it_is_now() {
-    use pvedeploy::core::deployment::{Deployment, RawSpec, Spec};
-    use pvedeploy::core::limits::{Limits, RepoPolicy};
     use pvedeploy::core::status::Status;
     let (store, _dir) = store().await;
-    let raw = RawSpec { name: Some("stepper".into()), framework: Some("flask".into()), repo_url: Some("https://github.com/o/r".into()), ..RawSpec::default() };
-    let d = Deployment::new(Spec::parse(raw, &Limits::default(), &RepoPolicy::default()).unwrap(), pvedeploy::store::now_millis());
-    store.create_deployment(&d, "test").await.unwrap();
+    let d = pending_deployment(&store, "stepper").await;
     let lease = store.acquire_lease(&d.id, "agent-a", 10_000).await.unwrap().expect("free lease");
     let p = Progress { step: Step::Create, vmid: Some(VmId::new(100).unwrap()), ..Progress::default() };
     assert_eq!(store.save_progress(&lease, &p, None).await.unwrap(), Some(Status::Pending));
     let line = LogLine::new(&d.id, Level::Info, "provision", "cloned");
     assert_eq!(store.save_progress(&lease, &p, Some(&line)).await.unwrap(), Some(Status::Pending), "with a line too");
+}
+
+/// A step commits its id claim, lines and deployment change with its progress, or nothing at all: an id
+/// another deployment claimed first fails the whole step (`Taken`), so the engine chooses again.
+#[tokio::test]
+async fn a_step_commits_its_claim_lines_and_deployment_change_whole_or_not_at_all() {
+    use pvedeploy::core::status::Status;
+    use pvedeploy::store::provision::StepWrite;
+    let (store, _dir) = store().await;
+    let d = pending_deployment(&store, "whole").await;
+    let lease = store.acquire_lease(&d.id, "agent-a", 10_000).await.unwrap().expect("free lease");
+    let (taken, free) = (VmId::new(4300).unwrap(), VmId::new(4301).unwrap());
+    assert_eq!(store.claim_vmid(taken, &DeploymentId::generate()).await.unwrap(), Claim::Claimed, "another deployment holds 4300");
+
+    let at = |vmid| Progress { step: Step::Create, vmid: Some(vmid), ..Progress::default() };
+    let lines = [LogLine::new(&d.id, Level::Info, "provision", "placed"), LogLine::new(&d.id, Level::Info, "provision", "reserved")];
+    let lost = store.save_step(&lease, StepWrite { claim: Some(taken), ..StepWrite::progress(&at(taken), &lines) }).await;
+    assert!(matches!(lost, Err(StoreError::Taken { .. })), "{lost:?}");
+    assert_eq!(store.load_progress(&d.id).await.unwrap(), None, "no progress from a step that lost its id");
+    assert!(store.read_log(&d.id, 0, 10).await.unwrap().is_empty(), "nor its lines");
+
+    let saved = store.save_step(&lease, StepWrite { claim: Some(free), ..StepWrite::progress(&at(free), &lines) }).await.unwrap();
+    assert_eq!(saved.status, Some(Status::Pending));
+    assert_eq!(store.vmid_owner(free).await.unwrap().as_deref(), Some(d.id.as_str()));
+    assert_eq!(store.load_progress(&d.id).await.unwrap().unwrap().vmid, Some(free));
+    assert_eq!(store.read_log(&d.id, 0, 10).await.unwrap(), lines.to_vec(), "both lines, in order");
+
+    // A deployment change rides along, revision-checked: a stale copy fails the whole step.
+    let mut next = d.clone();
+    next.status = Status::Provisioning;
+    next.proxmox_id = Some(free);
+    let created = at(free);
+    let step = StepWrite { deployment: Some((&next, Status::Pending, "guest created")), ..StepWrite::progress(&created, &[]) };
+    let saved = store.save_step(&lease, step).await.unwrap();
+    assert_eq!(saved.status, Some(Status::Provisioning), "the status as the step left it");
+    assert_eq!(saved.deployment.as_ref().map(|s| s.revision), Some(d.revision + 1));
+    assert_eq!(store.get_deployment(&d.id).await.unwrap().unwrap().proxmox_id, Some(free));
+    let mut stale = d.clone();
+    stale.ip_address = Some("127.0.0.9".into());
+    let later = Progress { step: Step::Start, ..at(free) };
+    let step = StepWrite { deployment: Some((&stale, Status::Pending, "address known")), ..StepWrite::progress(&later, &[]) };
+    assert!(matches!(store.save_step(&lease, step).await, Err(StoreError::Stale)));
+    assert_eq!(store.load_progress(&d.id).await.unwrap().unwrap().step, Step::Create, "the progress did not move either");
+    assert_eq!(store.get_deployment(&d.id).await.unwrap().unwrap().ip_address, None);
 }

@@ -468,7 +468,13 @@ impl Provisioner {
     /// `known` is the guest's config when it was read since the clone (its `net0` MAC does not change).
     pub async fn await_address(&self, kind: GuestType, node: &NodeName, vmid: VmId, known: Option<&RawConfig>) -> Result<Ipv4Addr, ProvisionError> {
         let started = Instant::now();
-        let mut gap = crate::pve::PollDelay::up_to(self.settings.poll);
+        // How long guests of this kind took to report an address after their start task ended.
+        let wait_kind = match kind {
+            GuestType::Vm => "address:qemu",
+            GuestType::Lxc => "address:lxc",
+        };
+        let mut gap = crate::pve::PollDelay::around(self.settings.poll, self.client.wait_times().expected(wait_kind));
+        let mut polls = 0u32;
         let mut last_problem = String::from("no address reported yet");
         let mut net0_mac: Option<String> = known.and_then(|c| c.get("net0")).and_then(|n| mac_of(n));
         loop {
@@ -499,7 +505,12 @@ impl Provisioner {
                     Err(e) => return Err(e.into()),
                 },
             };
+            polls += 1;
             if let Some(ip) = found {
+                // A guest that had its address at the first look says nothing about how long it takes.
+                if polls > 1 {
+                    self.client.wait_times().observe(wait_kind, started.elapsed());
+                }
                 return Ok(ip);
             }
             if started.elapsed() > self.settings.address_deadline {
@@ -508,7 +519,7 @@ impl Provisioner {
                     self.settings.address_deadline.as_secs()
                 )));
             }
-            tokio::time::sleep(gap.next_delay()).await;
+            tokio::time::sleep(gap.next_delay_at(started.elapsed())).await;
         }
     }
 

@@ -34,6 +34,8 @@ struct Inner {
     token_id: String,
     timeout: Duration,
     retry: RetryPolicy,
+    /// How long tasks and other waits took lately (shared by clones of this client).
+    wait_times: Arc<super::poll::WaitTimes>,
 }
 
 /// How often and how patiently retryable failures are retried: GETs on transport errors,
@@ -114,7 +116,7 @@ impl PveClient {
             .build()
             .map_err(|e| PveError::Config(format!("HTTP client: {e}")))?;
         Ok(Self {
-            inner: Arc::new(Inner { http, base, auth, token_id: cfg.token_id, timeout: cfg.timeout, retry: RetryPolicy::default() }),
+            inner: Arc::new(Inner { http, base, auth, token_id: cfg.token_id, timeout: cfg.timeout, retry: RetryPolicy::default(), wait_times: Arc::default() }),
         })
     }
 
@@ -123,6 +125,11 @@ impl PveClient {
         let mut inner = (*self.inner).clone();
         inner.retry = retry;
         Self { inner: Arc::new(inner) }
+    }
+
+    /// How long tasks and other waits took lately, for polling around when the next is due.
+    pub fn wait_times(&self) -> &super::poll::WaitTimes {
+        &self.inner.wait_times
     }
 
     /// `https://host:8006/api2/json`

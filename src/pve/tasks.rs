@@ -86,11 +86,20 @@ impl PveClient {
     /// whether it was a lock timeout. Transient errors while polling are ridden out until the deadline.
     pub async fn wait_task(&self, upid: &Upid, poll: Duration, deadline: Duration) -> Result<TaskOutcome, PveError> {
         let started = Instant::now();
-        let mut gap = super::poll::PollDelay::up_to(poll);
+        let kind = upid.task_type();
+        let mut gap = super::poll::PollDelay::around(poll, self.wait_times().expected(kind));
+        let mut seen_running = false;
         loop {
             match self.task_status(upid).await {
-                Ok(TaskStatus { running: false, exitstatus }) => return self.outcome(upid, exitstatus.unwrap_or_default()).await,
-                Ok(_) => {}
+                Ok(TaskStatus { running: false, exitstatus }) => {
+                    let outcome = self.outcome(upid, exitstatus.unwrap_or_default()).await;
+                    // Only a task seen under way says how long its kind takes (one found done says nothing).
+                    if seen_running && outcome.is_ok() {
+                        self.wait_times().observe(kind, started.elapsed());
+                    }
+                    return outcome;
+                }
+                Ok(_) => seen_running = true,
                 Err(e) if e.is_retryable() && started.elapsed() < deadline => {
                     tracing::debug!(%upid, error = %e, "task status not readable, polling on");
                 }
@@ -100,7 +109,7 @@ impl PveClient {
             if waited >= deadline {
                 return Err(PveError::TaskDeadline { upid: upid.clone(), waited });
             }
-            tokio::time::sleep(gap.next_delay().min(deadline - waited)).await;
+            tokio::time::sleep(gap.next_delay_at(waited).min(deadline - waited)).await;
         }
     }
 

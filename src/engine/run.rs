@@ -113,14 +113,12 @@ impl Engine {
     async fn provision_steps(&self, id: &DeploymentId, lease: &Lease, prov: &Provisioner) -> Result<(), ProvisionError> {
         let store = self.store();
         let mut d = store.get_deployment(id).await?.ok_or_else(|| ProvisionError::Failed("the deployment vanished".into()))?;
+        // A pending deployment becomes `provisioning` with its first step's commit (see below).
         let fresh = d.status == Status::Pending;
-        if fresh {
-            d = self.leased_transition(d, Status::Provisioning, "provisioning", lease, |_| {}).await?;
-        }
         if matches!(d.status, Status::Installing | Status::Deploying) {
             return self.resume_deploy(id, lease).await;
         }
-        if d.status != Status::Provisioning {
+        if !matches!(d.status, Status::Provisioning | Status::Pending) {
             return Ok(());
         }
         let kind = d.spec.guest_type;
@@ -320,6 +318,12 @@ impl Engine {
             lines.extend(note.map(|(level, text)| LogLine::new(id, level, "provision", &text)));
             if defer && p.step != Step::Done {
                 continue;
+            }
+            if change.is_none() && d.status == Status::Pending {
+                // The first commit also records that provisioning began (one transaction fewer per deployment).
+                let mut next = d.clone();
+                next.status = Status::Provisioning;
+                change = Some((next, "provisioning"));
             }
             if p.step == Step::Done {
                 // The last step's commit also hands the guest over to the deploy.

@@ -24,9 +24,9 @@ impl PollDelay {
     }
 
     /// As `up_to`, and when the wait is expected to take about `due`: no gap runs past 90% of it, and
-    /// from there until half as long again the gaps are a tenth of `max` (5–25 ms), so a wait that ends
-    /// on time is seen within that instead of up to `max` late. A few more polls per wait, and only in
-    /// that window.
+    /// from there until half as long again the gaps are a fortieth of `due` (at least a tenth of `max`,
+    /// at most `max`), so a wait that ends on time is seen within that instead of up to `max` late. At
+    /// most 24 polls in that window; waits of 40 intervals or more keep the usual cadence.
     pub fn around(max: Duration, due: Option<Duration>) -> Self {
         Self { due, ..Self::up_to(max) }
     }
@@ -49,7 +49,10 @@ impl PollDelay {
             }
             gap
         } else if elapsed < closes {
-            (self.max / 10).clamp(Duration::from_millis(5), Duration::from_millis(25)).min(self.max)
+            // A fortieth of the expected time, at least a tenth of `max` (5 ms at least) and at most
+            // `max`: at most 24 polls in the window, and none extra for waits of 40 intervals or more.
+            let floor = (self.max / 10).max(Duration::from_millis(5)).min(self.max);
+            (due / 40).clamp(floor, self.max)
         } else {
             self.next_delay()
         }
@@ -112,6 +115,10 @@ mod tests {
         assert_eq!(polls(PollDelay::up_to(max), 1000), [2, 6, 14, 30, 62, 126, 254, 504, 754, 1004]);
         let due = polls(PollDelay::around(max, Some(Duration::from_secs(1))), 1060);
         assert_eq!(due, [2, 6, 14, 30, 62, 126, 254, 504, 754, 900, 925, 950, 975, 1000, 1025, 1050, 1075]);
+        // A long wait keeps the usual cadence in its window (no extra polls).
+        let long = polls(PollDelay::around(max, Some(Duration::from_secs(120))), 110_000);
+        let in_window: Vec<u64> = long.windows(2).filter(|w| w[0] >= 108_000).map(|w| w[1] - w[0]).collect();
+        assert!(!in_window.is_empty() && in_window.iter().all(|&g| g == 250), "{in_window:?}");
         // Past half as long again, back to the usual cadence.
         let late = polls(PollDelay::around(max, Some(Duration::from_millis(100))), 600);
         assert_eq!(late, [2, 6, 14, 30, 62, 90, 115, 140, 165, 229, 357, 607]);

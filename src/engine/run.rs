@@ -19,6 +19,12 @@ use crate::store::now_millis;
 /// How long a lease lasts without renewal; renewed every third of it while working.
 pub const LEASE_TTL_MS: i64 = 30_000;
 
+/// How long a destroy waits for work in flight to hand over: that work sees the destroy at its next
+/// step commit, and the longest step is a task or an address wait running to its deadline.
+fn destroy_patience(s: &super::provision::ProvisionSettings) -> Duration {
+    (s.task_deadline.max(s.address_deadline) + Duration::from_millis(LEASE_TTL_MS as u64)).max(Duration::from_millis((LEASE_TTL_MS * 2) as u64))
+}
+
 /// How a provisioning step ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Flow {
@@ -161,7 +167,12 @@ impl Engine {
                             IdChoice::ToClaim(vmid) => *claim.insert(vmid),
                         };
                         p.vmid = Some(vmid);
-                        if let Some(a) = prov.reserve_address(store, id).await? {
+                        // Kept across a retry of this step: an address is claimed once per deployment.
+                        let reserved = match p.static_ip {
+                            Some(a) => Some(a),
+                            None => prov.reserve_address(store, id).await?,
+                        };
+                        if let Some(a) = reserved {
                             note = Some((Level::Info, format!("reserved VMID {vmid} and address {a}")));
                             p.static_ip = Some(a);
                         }
@@ -182,10 +193,12 @@ impl Engine {
                                 }
                                 Err(e) if e.is_vmid_taken() => {
                                     self.log(id, Level::Info, "provision", &format!("VMID {vmid} was taken meanwhile; choosing another")).await;
-                                    store.release_vmid(vmid, id).await?;
+                                    // Progress first: killed in between, the resumed ReserveId finds the claim
+                                    // still ours and comes back here, instead of adopting someone else's guest.
                                     p.vmid = None;
                                     p.step = Step::ReserveId;
                                     persist(store, lease, &p, None).await?;
+                                    store.release_vmid(vmid, id).await?;
                                     return Ok(Flow::Again);
                                 }
                                 Err(e) if e.is_lock_timeout() && p.attempts < s.lock_retries => {
@@ -345,7 +358,12 @@ impl Engine {
                     lines.truncate(carried);
                     continue;
                 }
-                Err(e) => return Err(e),
+                Err(e) => {
+                    if !lines.is_empty() && !matches!(e, ProvisionError::LeaseLost) {
+                        self.keep_lines(std::mem::take(&mut lines)).await;
+                    }
+                    return Err(e);
+                }
             };
             for line in lines.drain(..) {
                 self.inner.bus.publish(Event::Log(line));
@@ -465,9 +483,8 @@ impl Engine {
         if let Some(node) = &progress.node {
             self.remove_snippet(prov, d.spec.guest_type, node, id).await;
         }
-        if let Some(a) = progress.static_ip {
-            let _ = self.store().release_address(a, id).await;
-        }
+        // Every address the deployment holds, recorded in its progress or not (a first commit that failed).
+        let _ = self.store().release_addresses_of(id).await;
         let msg = format!("provisioning failed at step {}: {why}", progress.step.as_str());
         let result = self
             .record_end_of_work(d, Status::Failed, &msg, lease, |d| {
@@ -488,7 +505,7 @@ impl Engine {
         let id2 = id.clone();
         // A provisioning in flight holds the lease; wait for it (bounded), then clean up after it.
         let done = self
-            .with_lease(&id, Duration::from_millis((LEASE_TTL_MS * 2) as u64), |lease| async move {
+            .with_lease(&id, destroy_patience(&prov.settings), |lease| async move {
                 let id = id2;
                 let Ok(Some(d)) = engine.store().get_deployment(&id).await else { return };
                 let progress = engine.store().load_progress(&id).await.ok().flatten().unwrap_or_default();
@@ -505,9 +522,7 @@ impl Engine {
                     let _ = engine.store().release_vmid(vmid, &id).await;
                     engine.remove_snippet(&prov, d.spec.guest_type, &node, &id).await;
                 }
-                if let Some(a) = progress.static_ip {
-                    let _ = engine.store().release_address(a, &id).await;
-                }
+                let _ = engine.store().release_addresses_of(&id).await;
                 let _ = engine.leased_transition(d, Status::Destroyed, "destroyed", &lease, |d| {
                     d.proxmox_id = None;
                     d.ip_address = None;

@@ -34,6 +34,12 @@ impl Store {
         Ok(())
     }
 
+    /// Releases every address `dep` holds.
+    pub async fn release_addresses_of(&self, dep: &DeploymentId) -> Result<(), StoreError> {
+        self.run("DELETE ip_claim WHERE deployment = $dep", json!({ "dep": dep.as_str() })).await?;
+        Ok(())
+    }
+
     /// Every claimed address with its deployment.
     pub async fn address_claims(&self) -> Result<Vec<(Ipv4Addr, String)>, StoreError> {
         let rows = self.run("SELECT record::id(id) AS a, deployment FROM ip_claim", json!({})).await?;

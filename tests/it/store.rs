@@ -134,3 +134,18 @@ async fn a_step_commits_its_claim_lines_and_deployment_change_whole_or_not_at_al
     assert_eq!(store.load_progress(&d.id).await.unwrap().unwrap().step, Step::Create, "the progress did not move either");
     assert_eq!(store.get_deployment(&d.id).await.unwrap().unwrap().ip_address, None);
 }
+
+/// A failed or destroyed deployment gives back every address it holds, also one its progress never
+/// recorded (claimed by a step whose commit failed), and nobody else's.
+#[tokio::test]
+async fn releasing_a_deployments_addresses_frees_all_of_its_claims_and_only_those() {
+    let (store, _dir) = store().await;
+    let (dep, other) = (DeploymentId::generate(), DeploymentId::generate());
+    let a = |n: u8| std::net::Ipv4Addr::new(127, 78, 9, n);
+    for (addr, owner) in [(a(1), &dep), (a(2), &dep), (a(3), &other)] {
+        assert_eq!(store.claim_address(addr, owner).await.unwrap(), Claim::Claimed);
+    }
+    store.release_addresses_of(&dep).await.unwrap();
+    let left: Vec<_> = store.address_claims().await.unwrap();
+    assert_eq!(left, vec![(a(3), other.to_string())]);
+}

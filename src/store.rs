@@ -198,7 +198,6 @@ pub(crate) fn decode<T: DeserializeOwned>(v: serde_json::Value) -> Result<T, Sto
     serde_json::from_value(v).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
-/// Milliseconds since the Unix epoch: the store's timestamp unit.
 /// Queries this process has sent to the database (a query may hold several statements).
 static QUERIES_SENT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
@@ -207,6 +206,7 @@ pub fn queries_sent() -> u64 {
     QUERIES_SENT.load(std::sync::atomic::Ordering::Relaxed)
 }
 
+/// Milliseconds since the Unix epoch: the store's timestamp unit.
 pub fn now_millis() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }

@@ -17,8 +17,6 @@ use crate::pve::{
     guest_ipv4_on_mac, CloneRequest, GuestState, LxcCreate, LxcInterface, PowerAction, PveClient, PveError, QemuUpdate, ResourceKind, ResourceType, Upid,
 };
 use crate::store::leases::Lease;
-use crate::store::logs::LogLine;
-use crate::core::status::Status;
 use crate::store::vmids::Claim;
 use crate::store::provision::{StepSaved, StepWrite};
 use crate::store::{Store, StoreError};
@@ -616,12 +614,6 @@ pub async fn wait(client: &PveClient, upid: &str, s: &ProvisionSettings) -> Resu
     let upid = Upid::parse(upid)?;
     client.wait_task(&upid, s.poll, s.task_deadline).await?;
     Ok(())
-}
-
-/// Persists the progress under the lease (the intent of the next step) with the line saying what the
-/// step did; returns the deployment's status as it is now.
-pub async fn persist(store: &Store, lease: &Lease, p: &Progress, line: Option<&LogLine>) -> Result<Option<Status>, ProvisionError> {
-    store.save_progress(lease, p, line).await.map_err(ProvisionError::from_store)
 }
 
 /// Commits a whole step under the lease (see [`StepWrite`]); a claimed id someone else holds is

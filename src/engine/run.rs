@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::provision::{commit, describe, persist, wait, IdChoice, ProvisionError, Provisioner};
+use super::provision::{commit, describe, wait, IdChoice, ProvisionError, Provisioner};
 use crate::store::provision::StepWrite;
 use crate::store::StoreError;
 use crate::pve::PveError;
@@ -197,13 +197,13 @@ impl Engine {
                                     // still ours and comes back here, instead of adopting someone else's guest.
                                     p.vmid = None;
                                     p.step = Step::ReserveId;
-                                    persist(store, lease, &p, None).await?;
+                                    commit(store, lease, StepWrite::progress(&p, &[])).await?;
                                     store.release_vmid(vmid, id).await?;
                                     return Ok(Flow::Again);
                                 }
                                 Err(e) if e.is_lock_timeout() && p.attempts < s.lock_retries => {
                                     self.retry_after_lock(id, &mut p, &e.to_string()).await;
-                                    persist(store, lease, &p, None).await?;
+                                    commit(store, lease, StepWrite::progress(&p, &[])).await?;
                                     return Ok(Flow::Again);
                                 }
                                 Err(e) => return Err(e.into()),
@@ -220,7 +220,7 @@ impl Engine {
                                     self.retry_after_lock(id, &mut p, &e.to_string()).await;
                                     p.step = Step::Create;
                                     p.upid = None;
-                                    persist(store, lease, &p, None).await?;
+                                    commit(store, lease, StepWrite::progress(&p, &[])).await?;
                                     return Ok(Flow::Again);
                                 }
                                 Err(e) => return Err(e),
@@ -317,10 +317,7 @@ impl Engine {
                 Ok(Flow::Again) => continue,
                 Ok(Flow::Done) => break,
                 Err(e) => {
-                    // Lines of deferred steps still tell what happened before the failure.
-                    if !lines.is_empty() && !matches!(e, ProvisionError::LeaseLost) {
-                        self.keep_lines(std::mem::take(&mut lines)).await;
-                    }
+                    self.keep_lines(&mut lines, &e).await;
                     return Err(e);
                 }
             }
@@ -359,9 +356,7 @@ impl Engine {
                     continue;
                 }
                 Err(e) => {
-                    if !lines.is_empty() && !matches!(e, ProvisionError::LeaseLost) {
-                        self.keep_lines(std::mem::take(&mut lines)).await;
-                    }
+                    self.keep_lines(&mut lines, &e).await;
                     return Err(e);
                 }
             };
@@ -408,8 +403,14 @@ impl Engine {
         self.deploy_release(id, lease, trigger, wanted).await
     }
 
-    /// Records and publishes lines that were waiting for a step's commit.
-    async fn keep_lines(&self, lines: Vec<LogLine>) {
+    /// Provisioning stopped on `cause` with `lines` not yet committed (deferred steps, or the step whose
+    /// commit failed): they still tell what happened, so they are recorded and published, unless
+    /// another agent took the work over.
+    async fn keep_lines(&self, lines: &mut Vec<LogLine>, cause: &ProvisionError) {
+        if lines.is_empty() || matches!(cause, ProvisionError::LeaseLost) {
+            return;
+        }
+        let lines = std::mem::take(lines);
         match self.store().append_lines(&lines).await {
             Ok(()) => lines.into_iter().for_each(|l| self.inner.bus.publish(Event::Log(l))),
             Err(e) => tracing::error!(error = %e, "could not record log lines"),

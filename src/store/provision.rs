@@ -103,8 +103,7 @@ impl Store {
     /// Writes the progress under `lease` together with the line saying what the step did, in one
     /// transaction, and returns the deployment's status as it is now (see [`Store::save_step`]).
     pub async fn save_progress(&self, lease: &Lease, p: &Progress, line: Option<&LogLine>) -> Result<Option<Status>, StoreError> {
-        let lines: Vec<LogLine> = line.cloned().into_iter().collect();
-        Ok(self.save_step(lease, StepWrite::progress(p, &lines)).await?.status)
+        Ok(self.save_step(lease, StepWrite::progress(p, line.map(std::slice::from_ref).unwrap_or_default())).await?.status)
     }
 
     /// Commits one step (see [`StepWrite`]). `Stale` when the lease was taken over or the deployment

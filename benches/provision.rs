@@ -100,27 +100,15 @@ impl Rig {
         Rig { sim_rt, sim: Some(sim), _sim_dir: sim_dir, _dir: dir, base, stop: Some(stop), server: Some(server), client, ready }
     }
 
-    /// Starts `count` deployments at once and waits for each to be guest-ready: (time each took, failures, wall time).
     /// The agent's count of database queries sent so far (`pvedeploy_store_queries_total`).
     async fn store_queries(&self) -> u64 {
         let text = self.client.get(format!("{}/metrics", self.base)).bearer_auth(TOKEN).send().await.unwrap().text().await.unwrap();
         text.lines().find_map(|l| l.strip_prefix("pvedeploy_store_queries_total ")).and_then(|n| n.parse().ok()).unwrap_or(0)
     }
 
-    /// Deploys `names` at once, alternating VMs and containers.
-    async fn run(&self, names: &[String]) -> (Vec<Duration>, usize, Duration) {
-        self.run_as(names, None).await
-    }
-
-    /// Deploys `names` at once, all of `kind` (`vm` or `lxc`) or alternating when `None`; the times
-    /// to guest-ready (sorted), how many failed, and the wall time until the last was ready.
-    async fn run_as(&self, names: &[String], kind: Option<&str>) -> (Vec<Duration>, usize, Duration) {
-        let (times, failures, wall, _) = self.run_timed(names, kind).await;
-        (times, failures, wall)
-    }
-
-    /// As `run_as`, also naming the deployment that became ready last.
-    async fn run_timed(&self, names: &[String], kind: Option<&str>) -> (Vec<Duration>, usize, Duration, String) {
+    /// Deploys `names` at once, all of `kind` (`vm` or `lxc`) or alternating when `None`, and waits
+    /// until each is guest-ready (or failed).
+    async fn run(&self, names: &[String], kind: Option<&str>) -> Round {
         let start = Instant::now();
         let posts = names.iter().enumerate().map(|(i, name)| {
             let kind = kind.unwrap_or(if i % 2 == 0 { "vm" } else { "lxc" });
@@ -140,7 +128,7 @@ impl Rig {
         times.sort();
         let failures = started.iter().filter(|(id, _)| !seen[id].1).count();
         let last = started.iter().max_by_key(|(id, _)| seen[id].0).map(|(id, _)| id.clone()).unwrap_or_default();
-        (times, failures, wall, last)
+        Round { times, failures, wall, last }
     }
 
     /// The deployment's log, each line with the milliseconds since the line before: where the time goes.
@@ -170,7 +158,18 @@ fn names(prefix: &str, n: usize) -> Vec<String> {
     (1..=n).map(|i| format!("{prefix}-{i}")).collect()
 }
 
-fn summary(what: &str, (times, failures, wall): &(Vec<Duration>, usize, Duration)) {
+/// How one round of deployments went.
+struct Round {
+    /// Each deployment's time from request to guest-ready, sorted.
+    times: Vec<Duration>,
+    failures: usize,
+    /// Until the last one was ready.
+    wall: Duration,
+    /// The id of the one ready last.
+    last: String,
+}
+
+fn summary(what: &str, Round { times, failures, wall, .. }: &Round) {
     let mean = times.iter().sum::<Duration>().as_secs_f64() / times.len() as f64;
     println!(
         "{what}: all guest-ready in {:.0} ms; per deployment mean {:.0} ms, max {:.0} ms; failures {failures}",
@@ -193,19 +192,19 @@ fn main() {
             t.worker_start_secs = 0.0;
         })
         .await;
-        summary("first deployment after start (cold connections and caches)", &rig.run(&names("cold", 1)).await);
+        summary("first deployment after start (cold connections and caches)", &rig.run(&names("cold", 1), None).await);
         for round in 1..=3 {
-            summary(&format!("1 deployment (warm, round {round})"), &rig.run(&names(&format!("one{round}"), 1)).await);
+            summary(&format!("1 deployment (warm, round {round})"), &rig.run(&names(&format!("one{round}"), 1), None).await);
         }
         println!("  where the time of the last one went (log lines; ms since the line before):");
         rig.print_step_gaps("one3-1").await;
         let ((sim0, agent0), q0) = (cpu_split(), rig.store_queries().await);
-        let fifty = rig.run(&names("fifty", 50)).await;
+        let fifty = rig.run(&names("fifty", 50), None).await;
         let ((sim1, agent1), q1) = (cpu_split(), rig.store_queries().await);
         summary("50 concurrent", &fifty);
         println!(
             "  amortised: {:.1} ms of wall time per deployment (the 50 share 2 cores, so each one's own latency includes the others' work)",
-            fifty.2.as_secs_f64() * 1000.0 / 50.0
+            fifty.wall.as_secs_f64() * 1000.0 / 50.0
         );
         println!(
             "  CPU per deployment during the 50: agent {:.1} ms, simulator {:.1} ms (2 cores)",
@@ -223,20 +222,19 @@ fn main() {
             t.task_secs = 0.1;
         })
         .await;
-        let _ = rig.run(&names("warm", 2)).await;
-        let vm = rig.run_as(&names("single-vm", 1), Some("vm")).await;
+        let _ = rig.run(&names("warm", 2), None).await;
+        let vm = rig.run(&names("single-vm", 1), Some("vm")).await;
         summary("1 VM", &vm);
-        let ct = rig.run_as(&names("single-ct", 1), Some("lxc")).await;
+        let ct = rig.run(&names("single-ct", 1), Some("lxc")).await;
         summary("1 container", &ct);
         println!("  where the time of the single VM went:");
         rig.print_step_gaps("single-vm-1").await;
-        let (times, failures, wall, last) = rig.run_timed(&names("many", 50), None).await;
-        let many = (times, failures, wall);
+        let many = rig.run(&names("many", 50), None).await;
         summary("50 concurrent (half VMs, half containers)", &many);
         println!("  where the time of the one ready last went:");
-        rig.print_step_gaps(&last).await;
-        let slowest = vm.2.max(ct.2);
-        println!("  the 50 took {:.2}× the slowest single one ({:.0} ms)", many.2.as_secs_f64() / slowest.as_secs_f64(), slowest.as_secs_f64() * 1000.0);
+        rig.print_step_gaps(&many.last).await;
+        let slowest = vm.wall.max(ct.wall);
+        println!("  the 50 took {:.2}× the slowest single one ({:.0} ms)", many.wall.as_secs_f64() / slowest.as_secs_f64(), slowest.as_secs_f64() * 1000.0);
         rig.stop().await;
     });
 }

@@ -8,6 +8,7 @@ pub mod config_update;
 pub mod disks;
 pub mod locks;
 pub mod lxc;
+pub mod migrate;
 pub mod nodes;
 pub mod power;
 pub mod qemu;
@@ -45,6 +46,8 @@ pub struct Cluster {
     pub name: String,
     pub fingerprint: String,
     pub started: Instant,
+    /// API calls served, by method and schema path (tests count what a client sent).
+    pub calls: Mutex<std::collections::BTreeMap<(String, String), u64>>,
 }
 
 /// A validated API call.
@@ -96,6 +99,7 @@ impl Cluster {
             name: cfg.cluster.name.clone(),
             fingerprint,
             started: Instant::now(),
+            calls: Mutex::default(),
         }))
     }
 
@@ -130,8 +134,20 @@ impl Cluster {
         }
         if let Some(message) = self.faults.task_failure(task_type) {
             let secs = self.timing.task_secs;
+            let c = self.clone();
+            let (task_type, id) = (task_type.to_string(), id.to_string());
             tasks::run_worker(task, async move {
                 Cluster::pause(secs).await;
+                // A failed create removes the guest it had registered (pve-container `API2/LXC.pm`
+                // create_vm and qemu-server `API2/Qemu.pm` create_vm destroy the config on error).
+                if matches!(task_type.as_str(), "vzcreate" | "qmcreate") {
+                    if let Ok(vmid) = id.parse::<u32>() {
+                        let mut st = c.state();
+                        if st.guests.get(&vmid).is_some_and(|g| g.config.get("lock").map(String::as_str) == Some("create")) {
+                            st.guests.remove(&vmid);
+                        }
+                    }
+                }
                 Err(message)
             });
             return upid;
@@ -139,6 +155,11 @@ impl Cluster {
         let fut = work(self.clone(), task.clone());
         tasks::run_worker(task, fut);
         upid
+    }
+
+    /// Counts one call of `method` on the schema path `path` (it passed authentication and routing).
+    pub fn count_call(&self, method: &str, path: &str) {
+        *self.calls.lock().unwrap_or_else(|p| p.into_inner()).entry((method.to_string(), path.to_string())).or_default() += 1;
     }
 
     /// Dispatches a validated call to its handler.
@@ -177,6 +198,7 @@ impl Cluster {
             ("POST", "/nodes/{node}/qemu/{vmid}/config") => config_update::update_async(self, &node, GuestKind::Qemu, &call)?.into(),
             ("PUT", "/nodes/{node}/qemu/{vmid}/config") => config_update::update_sync(self, &node, GuestKind::Qemu, &call)?.into(),
             ("POST", "/nodes/{node}/qemu/{vmid}/clone") => qemu::clone(self, &node, &call)?.into(),
+            ("POST", "/nodes/{node}/qemu/{vmid}/migrate") => migrate::migrate(self, &node, GuestKind::Qemu, &call)?.into(),
             ("PUT", "/nodes/{node}/qemu/{vmid}/resize") => config_update::resize(self, &node, GuestKind::Qemu, &call)?.into(),
             ("POST", "/nodes/{node}/qemu/{vmid}/template") => power::template(self, &node, GuestKind::Qemu, &call)?.into(),
             ("DELETE", "/nodes/{node}/qemu/{vmid}") => power::destroy(self, &node, GuestKind::Qemu, &call)?.into(),
@@ -202,6 +224,7 @@ impl Cluster {
             ("GET", "/nodes/{node}/lxc/{vmid}/pending") => config_update::pending(self, &node, GuestKind::Lxc, p)?.into(),
             ("PUT", "/nodes/{node}/lxc/{vmid}/config") => config_update::update_sync(self, &node, GuestKind::Lxc, &call)?.into(),
             ("PUT", "/nodes/{node}/lxc/{vmid}/resize") => config_update::resize(self, &node, GuestKind::Lxc, &call)?.into(),
+            ("POST", "/nodes/{node}/lxc/{vmid}/migrate") => migrate::migrate(self, &node, GuestKind::Lxc, &call)?.into(),
             ("POST", "/nodes/{node}/lxc/{vmid}/template") => power::template(self, &node, GuestKind::Lxc, &call)?.into(),
             ("DELETE", "/nodes/{node}/lxc/{vmid}") => power::destroy(self, &node, GuestKind::Lxc, &call)?.into(),
             ("GET", "/nodes/{node}/lxc/{vmid}/status/current") => power::current(self, &node, GuestKind::Lxc, p)?.into(),

@@ -1,5 +1,6 @@
 //! Faults injected on demand (latency, failing or hanging tasks, lock timeouts, a silent guest
-//! agent, offline nodes), from Rust through [`Faults`] or over HTTP at `/_sim/faults`.
+//! agent, offline nodes, dropped connections, a cluster without quorum), from Rust through
+//! [`Faults`] or over HTTP at `/_sim/faults`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -26,6 +27,36 @@ pub struct LatencyRule {
     regex: Option<Arc<fancy_regex::Regex>>,
 }
 
+/// When a `drop_connection` rule closes the connection.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum DropWhen {
+    /// The call is not executed at all.
+    Before,
+    /// The call is executed (e.g. the clone task is started), then the answer is thrown away.
+    After,
+}
+
+/// A rule closing the TCP connection of matching requests without any HTTP response: `path` is a
+/// regex on the path below `/api2/json` (as for latency), `method` (any if absent) is compared
+/// case-insensitively; `times` counts down with each matching request and the rule disappears
+/// at 0 (default 1).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DropRule {
+    pub path: String,
+    #[serde(default)]
+    pub method: Option<String>,
+    pub when: DropWhen,
+    #[serde(default = "one")]
+    pub times: u32,
+    #[serde(skip)]
+    regex: Option<Arc<fancy_regex::Regex>>,
+}
+
+fn one() -> u32 {
+    1
+}
+
 /// The whole fault set (also the JSON shape of `/_sim/faults`).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
@@ -39,6 +70,11 @@ pub struct FaultSet {
     pub lock_timeout: BTreeSet<String>,
     pub agent_silent: AgentSilence,
     pub offline_nodes: BTreeSet<String>,
+    /// connections closed without an answer (first matching rule counts down)
+    pub drop_connection: Vec<DropRule>,
+    /// every write (POST/PUT/DELETE) below `/api2/json` except `/access/ticket` fails like a node
+    /// without quorum; reads keep working
+    pub no_quorum: bool,
 }
 
 /// Errors in fault definitions.
@@ -46,6 +82,8 @@ pub struct FaultSet {
 pub enum FaultError {
     #[error("invalid latency path regex '{0}': {1}")]
     Regex(String, String),
+    #[error("invalid drop_connection path regex '{0}': {1}")]
+    DropRegex(String, String),
 }
 
 /// A cloneable handle on one simulator's faults.
@@ -104,6 +142,24 @@ impl Faults {
         }
     }
 
+    /// Closes the connection of the next `times` requests whose path (below `/api2/json`) matches
+    /// `path_regex` and whose method is `method` (any with `None`) without an HTTP response —
+    /// before the call runs ([`DropWhen::Before`]) or after it ran ([`DropWhen::After`]).
+    /// `times == 0` adds nothing.
+    pub fn drop_connection(&self, path_regex: &str, method: Option<&str>, when: DropWhen, times: u32) -> Result<(), FaultError> {
+        let rule = DropRule::new(path_regex, method.map(str::to_string), when, times)?;
+        if rule.times > 0 {
+            self.lock().drop_connection.push(rule);
+        }
+        Ok(())
+    }
+
+    /// The cluster loses (`true`) or regains quorum: while lost, every write answers 500
+    /// `cluster not ready - no quorum?` (see `http.rs`).
+    pub fn set_no_quorum(&self, no_quorum: bool) {
+        self.lock().no_quorum = no_quorum;
+    }
+
     /// Removes every fault.
     pub fn clear(&self) {
         *self.lock() = FaultSet::default();
@@ -121,8 +177,15 @@ impl Faults {
             .into_iter()
             .map(|r| LatencyRule::new(&r.path, r.ms))
             .collect::<Result<Vec<_>, _>>()?;
+        let drops = set
+            .drop_connection
+            .into_iter()
+            .map(|r| DropRule::new(&r.path, r.method, r.when, r.times))
+            .collect::<Result<Vec<_>, _>>()?;
         let mut f = self.lock();
         f.latency.extend(latency);
+        f.drop_connection.extend(drops.into_iter().filter(|r| r.times > 0));
+        f.no_quorum |= set.no_quorum;
         f.fail_task.extend(set.fail_task);
         f.hang_task.extend(set.hang_task);
         f.lock_timeout.extend(set.lock_timeout);
@@ -174,11 +237,110 @@ impl Faults {
     pub(crate) fn node_offline(&self, node: &str) -> bool {
         self.lock().offline_nodes.contains(node)
     }
+
+    pub(crate) fn no_quorum(&self) -> bool {
+        self.lock().no_quorum
+    }
+
+    /// Whether (and when) this request's connection is to be dropped; counts the first matching
+    /// rule down and removes it at 0.
+    pub(crate) fn take_connection_drop(&self, method: &str, path: &str) -> Option<DropWhen> {
+        let mut f = self.lock();
+        let idx = f.drop_connection.iter().position(|r| r.matches(method, path))?;
+        let (when, remaining) = {
+            let rule = &mut f.drop_connection[idx];
+            rule.times = rule.times.saturating_sub(1);
+            (rule.when, rule.times)
+        };
+        if remaining == 0 {
+            f.drop_connection.remove(idx);
+        }
+        Some(when)
+    }
+}
+
+impl DropRule {
+    fn new(path: &str, method: Option<String>, when: DropWhen, times: u32) -> Result<Self, FaultError> {
+        let regex = fancy_regex::Regex::new(path).map_err(|e| FaultError::DropRegex(path.to_string(), e.to_string()))?;
+        Ok(Self { path: path.to_string(), method, when, times, regex: Some(Arc::new(regex)) })
+    }
+
+    fn matches(&self, method: &str, path: &str) -> bool {
+        self.times > 0
+            && self.method.as_deref().is_none_or(|m| m.eq_ignore_ascii_case(method))
+            && self.regex.as_ref().is_some_and(|re| re.is_match(path).unwrap_or(false))
+    }
 }
 
 impl LatencyRule {
     fn new(path: &str, ms: u64) -> Result<Self, FaultError> {
         let regex = fancy_regex::Regex::new(path).map_err(|e| FaultError::Regex(path.to_string(), e.to_string()))?;
         Ok(Self { path: path.to_string(), ms, regex: Some(Arc::new(regex)) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drop_rules_count_down_and_disappear() {
+        let f = Faults::default();
+        f.drop_connection(r"^/nodes/[^/]+/qemu/\d+/clone$", Some("post"), DropWhen::After, 2).unwrap();
+        assert_eq!(f.take_connection_drop("GET", "/nodes/pve1/qemu/9000/clone"), None, "method must match");
+        assert_eq!(f.take_connection_drop("POST", "/nodes/pve1/qemu/9000/config"), None, "path must match");
+        assert_eq!(f.take_connection_drop("POST", "/nodes/pve1/qemu/9000/clone"), Some(DropWhen::After));
+        assert_eq!(f.snapshot().drop_connection[0].times, 1);
+        assert_eq!(f.take_connection_drop("POST", "/nodes/pve1/qemu/9000/clone"), Some(DropWhen::After));
+        assert!(f.snapshot().drop_connection.is_empty());
+        assert_eq!(f.take_connection_drop("POST", "/nodes/pve1/qemu/9000/clone"), None);
+        f.drop_connection("/status/start$", None, DropWhen::Before, 0).unwrap();
+        assert!(f.snapshot().drop_connection.is_empty(), "times 0 adds nothing");
+        assert!(matches!(f.drop_connection("(", None, DropWhen::Before, 1), Err(FaultError::DropRegex(..))));
+    }
+
+    #[test]
+    fn first_matching_rule_counts_down() {
+        let f = Faults::default();
+        f.drop_connection("/clone$", None, DropWhen::Before, 1).unwrap();
+        f.drop_connection("/clone$", None, DropWhen::After, 1).unwrap();
+        assert_eq!(f.take_connection_drop("POST", "/nodes/pve1/qemu/9000/clone"), Some(DropWhen::Before));
+        assert_eq!(f.take_connection_drop("POST", "/nodes/pve1/qemu/9000/clone"), Some(DropWhen::After));
+        assert_eq!(f.take_connection_drop("POST", "/nodes/pve1/qemu/9000/clone"), None);
+    }
+
+    #[test]
+    fn json_merge_snapshot_and_clear() {
+        let f = Faults::default();
+        let set: FaultSet = serde_json::from_str(
+            r#"{"drop_connection": [{"path": "/clone$", "method": "POST", "when": "after", "times": 3},
+                                    {"path": "/status/start$", "when": "before"}],
+                "no_quorum": true}"#,
+        )
+        .unwrap();
+        f.merge(set).unwrap();
+        let snap = f.snapshot();
+        assert!(snap.no_quorum && f.no_quorum());
+        assert_eq!(snap.drop_connection.len(), 2);
+        assert_eq!(snap.drop_connection[1].times, 1, "times defaults to 1");
+        assert_eq!(snap.drop_connection[1].method, None);
+        let json = serde_json::to_value(&snap).unwrap();
+        assert_eq!(json["drop_connection"][0]["when"], "after");
+        assert_eq!(json["no_quorum"], true);
+        // a snapshot merged back (what GET then POST does) keeps working
+        let g = Faults::default();
+        g.merge(serde_json::from_value(json).unwrap()).unwrap();
+        assert_eq!(g.take_connection_drop("POST", "/nodes/pve1/qemu/9000/clone"), Some(DropWhen::After));
+        // merging `no_quorum: false` does not clear it; set_no_quorum / clear do
+        f.merge(FaultSet::default()).unwrap();
+        assert!(f.no_quorum());
+        f.set_no_quorum(false);
+        assert!(!f.no_quorum());
+        f.set_no_quorum(true);
+        f.clear();
+        assert!(!f.no_quorum() && f.snapshot().drop_connection.is_empty());
+        let bad: FaultSet = serde_json::from_str(r#"{"drop_connection": [{"path": "(", "when": "before"}]}"#).unwrap();
+        assert!(f.merge(bad).is_err());
+        assert!(serde_json::from_str::<FaultSet>(r#"{"drop_connection": [{"path": "x", "when": "during"}]}"#).is_err());
     }
 }

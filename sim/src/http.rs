@@ -13,7 +13,7 @@ use serde_json::{json, Map, Value};
 
 use crate::auth::{check_permissions, Auth, Identity};
 use crate::cluster::{ApiCall, Cluster};
-use crate::faults::{FaultSet, Faults};
+use crate::faults::{DropWhen, FaultSet, Faults};
 use crate::schema::validate::validate_params;
 use crate::schema::Schema;
 use envelope::{json_response, ok_response, with_reason, ApiError};
@@ -23,6 +23,27 @@ use params::{decode_body, decode_multipart, decode_urlencoded, Params};
 const MAX_POST: usize = 64 * 1024;
 /// Largest file `…/storage/{storage}/upload` takes here.
 const MAX_UPLOAD: usize = 512 * 1024 * 1024;
+
+/// The panic payload a dropped connection unwinds with.
+pub const DROPPED_CONNECTION: &str = "pvedeploy-sim: connection dropped (fault)";
+
+/// Closes the client's connection without any HTTP response (the `drop_connection` fault) by
+/// unwinding the handler future with `resume_unwind` (which, unlike `panic!`, does not run the
+/// panic hook, so nothing is printed).
+///
+/// Why this closes the connection (poem 3.1 `src/server.rs`, hyper 1 HTTP/1): the sim serves
+/// `endpoint()` directly with `poem::Server::run_with_graceful_shutdown` — no `CatchPanic`
+/// middleware that would turn the unwind into a 500. hyper's HTTP/1 dispatcher polls the
+/// handler future inside the connection future, so the unwind leaves `serve_connection`;
+/// poem's per-connection task wraps that in `catch_unwind` only to decrement its
+/// alive-connection counter, then drops the connection future — and with it the TLS/TCP stream,
+/// without a response and without TLS close_notify — and re-raises the payload with
+/// `resume_unwind`, which tokio catches as the (detached) task's result. Other connections and
+/// the server keep running. Needs `panic = "unwind"` (the default; the workspace does not set
+/// `abort`).
+fn drop_connection() -> ! {
+    std::panic::resume_unwind(Box::new(DROPPED_CONNECTION))
+}
 
 fn is_upload(method: &str, rel: &str) -> bool {
     let parts: Vec<&str> = rel.split('/').collect();
@@ -65,7 +86,12 @@ impl ApiServer {
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
         }
-        match self.api(&req, &method, rel, &body).await {
+        // `drop_connection` fault: decided (and counted down) once per request
+        let drop_when = self.faults.take_connection_drop(&method, rel);
+        if drop_when == Some(DropWhen::Before) {
+            drop_connection();
+        }
+        let resp = match self.api(&req, &method, rel, &body).await {
             Ok(resp) => resp,
             Err(err) => {
                 if matches!(err, ApiError::Unauthorized(_)) {
@@ -73,7 +99,13 @@ impl ApiServer {
                 }
                 err.into_response()
             }
+        };
+        if drop_when == Some(DropWhen::After) {
+            // the call ran (a task may have been forked); its answer is never sent
+            drop(resp);
+            drop_connection();
         }
+        resp
     }
 
     fn authenticate(&self, req: &Request, method: &str, rel: &str) -> Result<Option<Identity>, ApiError> {
@@ -144,6 +176,7 @@ impl ApiServer {
             }
         }
         let def = found.def;
+        self.cluster.count_call(method, &def.path);
         if method == "POST" && def.path == "/access/ticket" {
             validate_params(&def, &raw).map_err(ApiError::Params)?;
             let p = Params(raw);
@@ -174,6 +207,16 @@ impl ApiServer {
             }
         }
         validate_params(&def, &raw).map_err(ApiError::Params)?;
+        // `no_quorum` fault. On an inquorate node pmxcfs (/etc/pve) is read-only: reads work,
+        // writes fail. The handlers that create/start/clone/migrate guests call
+        // `PVE::Cluster::check_cfs_quorum` (pve-cluster src/PVE/Cluster.pm), which dies with
+        // "cluster not ready - no quorum?\n"; pve-manager PVE/HTTPServer.pm `rest_handler`
+        // answers a plain `die` with 500 and the message. The sim answers every write that way
+        // (after authentication, permission and parameter checks, as the die happens in the
+        // handler); `/access/ticket` returned above and is not affected.
+        if matches!(method, "POST" | "PUT" | "DELETE") && self.faults.no_quorum() {
+            return Err(ApiError::server("cluster not ready - no quorum?"));
+        }
         let call = ApiCall { method: method.to_string(), path: def.path.clone(), params: Params(raw), ident, upload };
         let reply = self.cluster.dispatch(call).await?;
         Ok(ok_response(reply.data, reply.total))

@@ -16,5 +16,5 @@ pub mod tls;
 
 pub use backend::{ApiOnlyBackend, CloudInitSeed, GuestBackend, GuestKind, GuestStart};
 pub use config::{ClusterSpec, NodeSpec, NodeSshConfig, SimConfig, StorageKind, StorageSpec, TemplateSpec, Timing, TokenSpec, UserSpec};
-pub use faults::Faults;
+pub use faults::{DropWhen, Faults};
 pub use sim::{SimHandle, Simulator};

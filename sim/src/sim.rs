@@ -103,6 +103,26 @@ impl SimHandle {
         }
     }
 
+    /// API calls served so far (each call that reached a schema method, whatever its answer).
+    pub fn calls(&self) -> u64 {
+        self.cluster.calls.lock().unwrap_or_else(|p| p.into_inner()).values().sum()
+    }
+
+    /// Calls served of `method` on the schema path `path` (`/nodes/{node}/lxc`).
+    pub fn calls_to(&self, method: &str, path: &str) -> u64 {
+        self.cluster.calls.lock().unwrap_or_else(|p| p.into_inner()).get(&(method.to_string(), path.to_string())).copied().unwrap_or(0)
+    }
+
+    /// Tasks still running.
+    pub fn running_tasks(&self) -> usize {
+        self.cluster.tasks.running()
+    }
+
+    /// The node a guest is on.
+    pub fn guest_node(&self, vmid: u32) -> Option<String> {
+        self.cluster.state().guests.get(&vmid).map(|g| g.node.clone())
+    }
+
     pub fn vm_exists(&self, vmid: u32) -> bool {
         self.cluster.state().guests.contains_key(&vmid)
     }

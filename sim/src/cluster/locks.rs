@@ -44,4 +44,38 @@ impl StorageLocks {
             .await
             .map_err(|_| timeout_message(storage, shared))
     }
+
+    /// A node-local lock file taken with `PVE::Tools::lock_file` (pve-common
+    /// `src/PVE/Tools.pm`), e.g. `/var/lock/pve-manager/pve-migrate-100` held by
+    /// `guest_migration_lock`: waits up to `timeout`, then fails with
+    /// `can't lock file '<path>' - got timeout`.
+    pub async fn acquire_file(&self, node: &str, path: &str, timeout: Duration) -> Result<OwnedMutexGuard<()>, String> {
+        let lock = {
+            let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+            locks.entry(format!("file:{node}:{path}")).or_default().clone()
+        };
+        tokio::time::timeout(timeout, lock.lock_owned())
+            .await
+            .map_err(|_| format!("can't lock file '{path}' - got timeout"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn file_locks_time_out_per_node_and_path() {
+        let locks = StorageLocks::default();
+        let path = "/var/lock/pve-manager/pve-migrate-100";
+        let held = locks.acquire_file("pve1", path, Duration::from_millis(10)).await.unwrap();
+        let Err(err) = locks.acquire_file("pve1", path, Duration::from_millis(10)).await else {
+            panic!("a held lock file must time out");
+        };
+        assert_eq!(err, "can't lock file '/var/lock/pve-manager/pve-migrate-100' - got timeout");
+        // another node's /var/lock is another file
+        let _other = locks.acquire_file("pve2", path, Duration::from_millis(10)).await.unwrap();
+        drop(held);
+        assert!(locks.acquire_file("pve1", path, Duration::from_millis(10)).await.is_ok());
+    }
 }

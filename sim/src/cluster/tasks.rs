@@ -128,6 +128,11 @@ impl Tasks {
         self.list.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// How many tasks are still running.
+    pub fn running(&self) -> usize {
+        self.list().iter().filter(|t| t.is_running()).count()
+    }
+
     /// Registers a new running task and returns it (its UPID is
     /// `UPID:node:PID:PSTART:STARTTIME:type:id:user@realm[!token]:`).
     pub fn create(&self, node: &str, task_type: &str, id: &str, ident: &Identity) -> Arc<Task> {

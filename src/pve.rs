@@ -16,7 +16,7 @@ mod cluster;
 mod error;
 mod form;
 mod guest;
-mod lenient;
+pub(crate) mod lenient;
 mod lxc;
 mod poll;
 mod qemu;

@@ -47,21 +47,24 @@ pub struct RetryPolicy {
     pub attempts: u32,
     /// Delay before the first retry; doubles each time, with jitter (50–100 % of the step).
     pub base_delay: Duration,
+    /// The longest wait between two tries.
     pub max_delay: Duration,
+    /// No retry starts once this long has passed since the first try.
+    pub deadline: Duration,
 }
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        Self { attempts: 4, base_delay: Duration::from_millis(250), max_delay: Duration::from_secs(4) }
+        Self { attempts: 5, base_delay: Duration::from_millis(500), max_delay: Duration::from_secs(300), deadline: Duration::from_secs(120) }
     }
 }
 
 impl RetryPolicy {
     /// Never retry.
-    pub const NONE: RetryPolicy = RetryPolicy { attempts: 1, base_delay: Duration::ZERO, max_delay: Duration::ZERO };
+    pub const NONE: RetryPolicy = RetryPolicy { attempts: 1, base_delay: Duration::ZERO, max_delay: Duration::ZERO, deadline: Duration::ZERO };
 
     /// The jittered wait before retry number `retry` (1-based).
-    fn delay(&self, retry: u32) -> Duration {
+    pub fn delay(&self, retry: u32) -> Duration {
         let step = self.base_delay.saturating_mul(1u32 << retry.saturating_sub(1).min(16)).min(self.max_delay);
         step.mul_f64(rand::random_range(0.5..=1.0))
     }
@@ -179,12 +182,19 @@ impl PveClient {
     /// One API call with the retry policy applied.
     async fn call(&self, method: Method, path: &str, params: &Form) -> Result<Reply, PveError> {
         let idempotent = method == Method::GET;
+        let retry = &self.inner.retry;
+        let started = std::time::Instant::now();
         let mut attempt = 1;
         loop {
             match self.attempt(&method, path, params).await {
-                Err(e) if attempt < self.inner.retry.attempts && should_retry(&e, idempotent) => {
+                Err(e) if attempt < retry.attempts && should_retry(&e, idempotent) => {
+                    // Never more than one write a second, whatever the policy's first step.
+                    let wait = if idempotent { retry.delay(attempt) } else { retry.delay(attempt).max(Duration::from_secs(1)) };
+                    if started.elapsed() + wait > retry.deadline {
+                        return Err(e);
+                    }
                     tracing::debug!(%method, path, attempt, error = %e, "retrying Proxmox VE call");
-                    tokio::time::sleep(self.inner.retry.delay(attempt)).await;
+                    tokio::time::sleep(wait).await;
                     attempt += 1;
                 }
                 other => return other,
@@ -244,7 +254,9 @@ fn should_retry(e: &PveError, idempotent: bool) -> bool {
         PveError::Timeout => idempotent,
         // PVE gave up waiting for the lock before doing anything
         PveError::Locked { message } => is_lock_timeout(message),
-        PveError::Server { status, .. } => idempotent && matches!(status, 502..=504),
+        PveError::Server { status, .. } => idempotent && matches!(status, 500..=504),
+        // A write refused for lost quorum did nothing: sending it again is safe.
+        PveError::NoQuorum { .. } => true,
         _ => false,
     }
 }
@@ -347,7 +359,7 @@ mod tests {
 
     #[test]
     fn backoff_doubles_with_jitter_and_a_cap() {
-        let p = RetryPolicy { attempts: 5, base_delay: Duration::from_millis(100), max_delay: Duration::from_millis(300) };
+        let p = RetryPolicy { attempts: 5, base_delay: Duration::from_millis(100), max_delay: Duration::from_millis(300), deadline: Duration::from_secs(1) };
         for _ in 0..50 {
             let d1 = p.delay(1);
             assert!(d1 >= Duration::from_millis(50) && d1 <= Duration::from_millis(100), "{d1:?}");
@@ -370,7 +382,9 @@ mod tests {
         assert!(!should_retry(&PveError::Locked { message: "VM is locked (clone)".into() }, true));
         assert!(should_retry(&PveError::Server { status: 503, message: String::new() }, true));
         assert!(!should_retry(&PveError::Server { status: 503, message: String::new() }, false));
-        assert!(!should_retry(&PveError::Server { status: 500, message: String::new() }, true));
+        assert!(should_retry(&PveError::Server { status: 500, message: String::new() }, true), "a GET is idempotent");
+        assert!(!should_retry(&PveError::Server { status: 500, message: String::new() }, false), "a write answered 500 may have acted");
+        assert!(should_retry(&PveError::NoQuorum { message: "cluster not ready - no quorum?".into() }, false));
         assert!(!should_retry(&PveError::Tls { message: String::new() }, true));
         assert!(!should_retry(&PveError::Unauthorized, true));
     }

@@ -56,6 +56,10 @@ pub enum PveError {
     /// `wait_task` gave up while the task was still running; keep waiting or stop it.
     #[error("Proxmox VE task {upid} still running after {waited:?}")]
     TaskDeadline { upid: Upid, waited: Duration },
+    /// The cluster lost quorum: `/etc/pve` is read-only and PVE refuses every write before doing
+    /// anything (pve-cluster `PVE::Cluster::check_cfs_quorum`: `cluster not ready - no quorum?`). Retry later.
+    #[error("the Proxmox VE cluster has no quorum: {message}")]
+    NoQuorum { message: String },
     /// Any other error PVE answered with (status and PVE's message).
     #[error("Proxmox VE error {status}: {message}")]
     Server { status: u16, message: String },
@@ -73,11 +77,29 @@ impl PveError {
     /// `Timeout` or `Transport { retry_safe: false }`, PVE may have acted already.
     pub fn is_retryable(&self) -> bool {
         match self {
-            PveError::Transport { .. } | PveError::Timeout | PveError::Locked { .. } | PveError::AgentNotRunning => true,
+            PveError::Transport { .. } | PveError::Timeout | PveError::Locked { .. } | PveError::AgentNotRunning | PveError::NoQuorum { .. } => true,
             PveError::TaskFailed { lock_timeout, .. } => *lock_timeout,
             PveError::Server { status, .. } => matches!(status, 502..=504),
             _ => false,
         }
+    }
+
+    /// Worth trying the same step again after a backoff: nothing was done (a lost quorum, a 5xx from
+    /// the proxy, a connection refused) or the outcome is unknown and the step checks what exists first
+    /// (a timeout, a dropped connection). Plain 500s are included: PVE answers most failures so, some
+    /// of them passing (`got timeout` from pmxcfs); the step's budget bounds the deterministic ones.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            PveError::Transport { .. } | PveError::Timeout | PveError::NoQuorum { .. } => true,
+            PveError::Server { status, .. } => (500..=599).contains(status),
+            PveError::TaskFailed { lock_timeout, .. } => *lock_timeout,
+            _ => false,
+        }
+    }
+
+    /// The call may or may not have been carried out (no answer arrived): re-read before acting again.
+    pub fn outcome_unknown(&self) -> bool {
+        matches!(self, PveError::Timeout | PveError::Transport { retry_safe: false, .. })
     }
 
     /// A lock could not be had in time, synchronously or as the task's failure.
@@ -124,6 +146,9 @@ impl PveError {
 /// Classifies a handler's `die` (PVE answers 500 with the message).
 fn from_die(status: u16, message: String) -> PveError {
     let lower = message.to_ascii_lowercase();
+    if lower.contains("no quorum") {
+        return PveError::NoQuorum { message };
+    }
     if is_lock_timeout(&message) || lower.contains(" is locked") {
         return PveError::Locked { message };
     }

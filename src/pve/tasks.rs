@@ -76,6 +76,19 @@ impl PveClient {
         Ok(lines.into_iter().map(|l| l.t).collect())
     }
 
+    /// The newest task of `task_type` (`vzcreate`, `qmclone`, …) about guest `vmid` on `node`, running
+    /// or ended (`GET /nodes/{node}/tasks?vmid=…&typefilter=…&source=all`; PVE lists newest first). For
+    /// finding the task of a call whose answer was lost.
+    pub async fn latest_task(&self, node: &crate::core::names::NodeName, vmid: crate::core::names::VmId, task_type: &str) -> Result<Option<Upid>, PveError> {
+        #[derive(Deserialize)]
+        struct Listed {
+            upid: String,
+        }
+        let query = Form::new().set("vmid", vmid.get()).set("typefilter", task_type).set("source", "all").set("limit", 1);
+        let listed: Vec<Listed> = self.get(&format!("/nodes/{}/tasks", seg(node.as_str())), query, "task list").await?;
+        listed.into_iter().next().map(|l| Upid::parse(&l.upid)).transpose()
+    }
+
     /// `DELETE /nodes/{node}/tasks/{upid}`: asks PVE to stop a running task.
     pub async fn task_stop(&self, upid: &Upid) -> Result<(), PveError> {
         self.delete(&task_path(upid), Form::new()).await

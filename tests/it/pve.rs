@@ -476,7 +476,7 @@ async fn slow_answers_time_out_and_transient_failures_are_retried() {
         tokio::time::sleep(Duration::from_millis(400)).await;
         faults.set_node_offline("pve2", false);
     });
-    let patient = env.client.clone().with_retry(RetryPolicy { attempts: 8, base_delay: Duration::from_millis(100), max_delay: Duration::from_millis(400) });
+    let patient = env.client.clone().with_retry(RetryPolicy { attempts: 8, base_delay: Duration::from_millis(100), max_delay: Duration::from_millis(400), deadline: Duration::from_secs(30) });
     let t = Instant::now();
     let st = patient.node_status(&node("pve2")).await.expect("retried until the node answered");
     assert!(st.cpus == 8 && t.elapsed() >= Duration::from_millis(300));

@@ -55,7 +55,9 @@ impl Application {
                     TrustSetting::Fingerprint(f) => TlsTrust::parse_fingerprint(f)?,
                     TrustSetting::CaFile(p) => TlsTrust::CaBundlePem(std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?),
                 };
-                let client = PveClient::new(PveConfig::new(&c.endpoint, &c.token_id, c.token_secret.clone(), trust))?;
+                let mut pve = PveConfig::new(&c.endpoint, &c.token_id, c.token_secret.clone(), trust);
+                pve.timeout = c.call_timeout;
+                let client = PveClient::new(pve)?;
                 let mut settings = ProvisionSettings::sandbox(deploy_key()?.public_openssh);
                 settings.vm_template = crate::core::names::VmId::new(c.vm_template.into()).map_err(|e| anyhow::anyhow!(e.message))?;
                 settings.lxc_template = c.lxc_template.clone();
@@ -67,6 +69,8 @@ impl Application {
                 settings.placement.max_guests_per_node = c.max_guests_per_node;
                 settings.address_deadline = c.address_timeout;
                 settings.poll = c.poll_interval;
+                settings.task_deadline = c.task_timeout;
+                settings.step_deadline = c.step_timeout;
                 settings.address_pool = c.address_pool.clone();
                 settings.nameserver = c.nameserver.map(|n| n.to_string());
                 if let Some(p) = &c.user_data_template {

@@ -96,6 +96,12 @@ pub struct ProxmoxFile {
     pub address_timeout_secs: Option<u64>,
     /// How often tasks, locks and addresses are polled (default 250).
     pub poll_interval_ms: Option<u64>,
+    /// How long one Proxmox API call may take before it counts as unanswered (default 30).
+    pub call_timeout_secs: Option<u64>,
+    /// How long a Proxmox task (clone, create, start, delete, …) may run before it is stopped (default 300).
+    pub task_timeout_secs: Option<u64>,
+    /// How long one provisioning step may take, its retries after transient failures included (default 900).
+    pub step_timeout_secs: Option<u64>,
     /// Static addresses for guests, `FIRST-LAST/PREFIX` (default: DHCP).
     pub address_pool: Option<String>,
     /// Gateway for static addresses.
@@ -197,6 +203,9 @@ pub struct ClusterSettings {
     pub max_guests_per_node: Option<u32>,
     pub address_timeout: std::time::Duration,
     pub poll_interval: std::time::Duration,
+    pub call_timeout: std::time::Duration,
+    pub task_timeout: std::time::Duration,
+    pub step_timeout: std::time::Duration,
     pub address_pool: Option<crate::core::addresses::AddressPool>,
     pub nameserver: Option<std::net::IpAddr>,
     pub user_data_template: Option<PathBuf>,
@@ -235,6 +244,9 @@ impl ClusterSettings {
             max_guests_per_node: None,
             address_timeout: std::time::Duration::from_secs(120),
             poll_interval: std::time::Duration::from_millis(250),
+            call_timeout: std::time::Duration::from_secs(30),
+            task_timeout: std::time::Duration::from_secs(300),
+            step_timeout: std::time::Duration::from_secs(900),
             address_pool: None,
             nameserver: None,
             user_data_template: None,
@@ -552,6 +564,21 @@ fn proxmox_setting(file: ProxmoxFile, env: &BTreeMap<String, String>) -> Result<
                     None => 250,
                     Some(n @ 10..=10_000) => n,
                     Some(_) => return Err(invalid("proxmox.poll_interval_ms", "must be between 10 and 10000")),
+                }),
+                call_timeout: std::time::Duration::from_secs(match file.call_timeout_secs {
+                    None => 30,
+                    Some(n @ 1..=600) => n,
+                    Some(_) => return Err(invalid("proxmox.call_timeout_secs", "must be between 1 and 600")),
+                }),
+                task_timeout: std::time::Duration::from_secs(match file.task_timeout_secs {
+                    None => 300,
+                    Some(n @ 1..=86_400) => n,
+                    Some(_) => return Err(invalid("proxmox.task_timeout_secs", "must be between 1 and 86400")),
+                }),
+                step_timeout: std::time::Duration::from_secs(match file.step_timeout_secs {
+                    None => 900,
+                    Some(n @ 10..=86_400) => n,
+                    Some(_) => return Err(invalid("proxmox.step_timeout_secs", "must be between 10 and 86400")),
                 }),
                 address_pool,
                 nameserver,

@@ -6,6 +6,7 @@ pub mod command;
 pub mod deployment;
 pub mod limits;
 pub mod names;
+pub mod ownership;
 pub mod placement;
 pub mod provision;
 pub mod reconcile;

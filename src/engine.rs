@@ -3,6 +3,7 @@
 pub mod bus;
 pub mod deploy;
 pub mod export;
+pub mod ownership;
 pub mod provision;
 pub mod reconcile;
 pub mod resources;

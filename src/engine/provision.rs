@@ -26,8 +26,7 @@ pub mod snippets;
 /// A guest's config as Proxmox returns it, key by key.
 pub type RawConfig = std::collections::BTreeMap<String, String>;
 
-/// Tag every guest carries, so the reconciler can tell ours from everything else.
-pub const TAG: &str = "pvedeploy";
+pub use crate::core::ownership::{tag_for, TAG};
 
 /// What provisioning needs to know about the cluster; the sandbox and a config file both produce one.
 #[derive(Debug, Clone)]
@@ -57,6 +56,8 @@ pub struct ProvisionSettings {
     /// The agent's public deploy key, authorized for `deploy_user` (VMs) / root (containers).
     pub deploy_public_key: String,
     pub task_deadline: Duration,
+    /// How long one provisioning step may take, its retries after transient failures included.
+    pub step_deadline: Duration,
     pub address_deadline: Duration,
     pub poll: Duration,
     /// How many times a clone hitting a storage lock timeout is retried.
@@ -82,6 +83,7 @@ impl ProvisionSettings {
             deploy_user: "deploy".into(),
             deploy_public_key,
             task_deadline: Duration::from_secs(300),
+            step_deadline: Duration::from_secs(900),
             address_deadline: Duration::from_secs(120),
             poll: Duration::from_millis(250),
             lock_retries: 5,
@@ -101,6 +103,9 @@ pub enum ProvisionError {
     /// Another agent took the lease: stop quietly, it carries on.
     #[error("the work lease was taken over by another agent")]
     LeaseLost,
+    /// The guest is not provably this deployment's: nothing was done to it.
+    #[error(transparent)]
+    NotOurs(#[from] crate::core::ownership::NotOurs),
     #[error("{0}")]
     Failed(String),
 }
@@ -134,6 +139,9 @@ pub struct Provisioner {
     /// Ids this agent claimed (or is claiming) for provisionings still running, by deployment: Proxmox's
     /// next free id does not know them until the guest exists, so sibling tasks skip them here.
     claiming: Mutex<HashMap<String, u32>>,
+    /// Ids found held by guests outside our records (a create answered "already exists" and the guest
+    /// there is not ours): later choices skip them until the cluster read shows them gone.
+    taken_outside: Mutex<HashMap<u32, Instant>>,
     /// Where placement last saw the VM template (saves reading the cluster again to clone it).
     template_seen: Mutex<Option<NodeName>>,
     /// Full clones are serialized per storage (PVE would otherwise time out on its storage lock).
@@ -148,6 +156,9 @@ pub struct Provisioner {
 /// How long placements share one read of the cluster.
 const VIEW_FOR: Duration = Duration::from_secs(1);
 
+/// How long an id found taken outside our records is skipped without the cluster read saying so.
+const TAKEN_FOR: Duration = Duration::from_secs(30);
+
 /// What placement reads from the cluster.
 struct ClusterView {
     resources: Vec<crate::pve::ClusterResource>,
@@ -157,7 +168,7 @@ struct ClusterView {
 
 impl Provisioner {
     pub fn new(client: PveClient, settings: ProvisionSettings) -> Self {
-        Self { client, settings, node_files: None, pending: Mutex::new(HashMap::new()), claiming: Mutex::new(HashMap::new()), template_seen: Mutex::new(None),
+        Self { client, settings, node_files: None, pending: Mutex::new(HashMap::new()), claiming: Mutex::new(HashMap::new()), taken_outside: Mutex::default(), template_seen: Mutex::new(None),
             full_clone_locks: tokio::sync::Mutex::new(HashMap::new()),
             view: Mutex::new(None),
             view_read: tokio::sync::Mutex::new(()),
@@ -258,11 +269,13 @@ impl Provisioner {
         *self.view.lock().expect("view poisoned") = None;
     }
 
-    /// The id to give `id`'s guest: the lowest at or above the cluster's next free id that is neither
-    /// claimed in the store nor being claimed by another task of this agent (one range read). It is held
-    /// for this deployment in `claiming` until provisioning ends, so concurrent deployments take
-    /// consecutive ids without colliding; the claim itself is committed with the step (see
-    /// `StepWrite::claim`), and a collision with another agent there just means choosing again.
+    /// The id to give `id`'s guest: the lowest in the configured range that no guest in the cluster
+    /// holds (placement's read of `/cluster/resources`, shared and at most a second old, so usually no
+    /// extra call), that is not claimed in the store, not being claimed by another task of this agent,
+    /// and not found taken outside our records lately (see `note_taken`). It is held for this
+    /// deployment in `claiming` until provisioning ends, so concurrent deployments take consecutive ids
+    /// without colliding; the claim itself is committed with the step (see `StepWrite::claim`), and a
+    /// collision with another agent there just means choosing again.
     ///
     /// A run resumed after a crash first looks for an id the deployment already holds.
     pub async fn choose_id(&self, store: &Store, id: &DeploymentId, resumed: bool) -> Result<IdChoice, ProvisionError> {
@@ -272,14 +285,21 @@ impl Provisioner {
                 return Ok(IdChoice::Held(vmid));
             }
         }
-        let end = *self.settings.vmid_range.end();
-        let hint = self.client.next_id().await?.get().max(*self.settings.vmid_range.start());
-        let (from_id, end_id) = (VmId::new(hint.into()).map_err(bad)?, VmId::new(end.into()).map_err(bad)?);
+        let (start, end) = (*self.settings.vmid_range.start(), *self.settings.vmid_range.end());
+        let (view, _) = self.cluster_view(false).await?;
+        let in_cluster: std::collections::BTreeSet<u32> = view.resources.iter().filter_map(|r| r.vmid.map(|v| v.get())).collect();
+        let (from_id, end_id) = (VmId::new(start.into()).map_err(bad)?, VmId::new(end.into()).map_err(bad)?);
         let claimed: std::collections::BTreeSet<u32> = store.claimed_vmids(from_id, end_id, 100_000).await?.into_iter().collect();
         let candidate = {
+            let outside: std::collections::BTreeSet<u32> = {
+                let mut outside = self.taken_outside.lock().expect("taken_outside poisoned");
+                // Only to cover the shared read's staleness: after that, the read itself says.
+                outside.retain(|_, at| at.elapsed() < TAKEN_FOR);
+                outside.keys().copied().collect()
+            };
             let mut taken_here = self.claiming.lock().expect("claiming poisoned");
             taken_here.remove(id.as_str());
-            let c = (hint..=end).find(|c| !claimed.contains(c) && !taken_here.values().any(|v| v == c));
+            let c = (start..=end).find(|c| !in_cluster.contains(c) && !claimed.contains(c) && !outside.contains(c) && !taken_here.values().any(|v| v == c));
             if let Some(c) = c {
                 taken_here.insert(id.to_string(), c);
             }
@@ -289,6 +309,12 @@ impl Provisioner {
             return Err(ProvisionError::Failed(format!("no free VMID left in the configured range {:?}", self.settings.vmid_range)));
         };
         Ok(IdChoice::ToClaim(VmId::new(candidate.into()).map_err(bad)?))
+    }
+
+    /// Remembers that a guest outside our records holds `vmid` (later choices skip it).
+    pub fn note_taken(&self, vmid: VmId) {
+        self.taken_outside.lock().expect("taken_outside poisoned").insert(vmid.get(), Instant::now());
+        self.claiming.lock().expect("claiming poisoned").retain(|_, v| *v != vmid.get());
     }
 
     /// Forgets the id this agent was about to claim for `id` (another agent claimed it first).
@@ -324,19 +350,21 @@ impl Provisioner {
         Ok(ed25519_fingerprint_from_log(&lines))
     }
 
-    /// Whether a guest with `vmid` exists on `node` (of either kind).
-    pub async fn guest_exists(&self, kind: GuestType, node: &NodeName, vmid: VmId) -> Result<bool, PveError> {
-        match self.client.guest_config_raw(pve_kind(kind), node, vmid).await {
-            Ok(_) => Ok(true),
-            Err(PveError::NotFound { .. }) => Ok(false),
-            Err(e) => Err(e),
+    /// The task that created our container `vmid` (its log has the host key's fingerprint), found when
+    /// the create's answer was lost or the agent crashed after sending it. VMs need none: their host
+    /// key is the agent's own, in the snippet.
+    pub async fn creation_task(&self, kind: GuestType, node: &NodeName, vmid: VmId) -> Result<Option<String>, ProvisionError> {
+        match kind {
+            GuestType::Vm => Ok(None),
+            GuestType::Lxc => Ok(self.client.latest_task(node, vmid, "vzcreate").await?.map(|u| u.as_str().to_owned())),
         }
     }
 
     /// Starts the clone (VM) or create (container) task.
     pub async fn create(&self, d: &Deployment, node: &NodeName, vmid: VmId, addressing: &Addressing) -> Result<Upid, PveError> {
         let s = &self.settings;
-        let description = format!("pvedeploy deployment {} ({})", d.id, d.spec.name);
+        // The mark is written by the create call itself: no moment exists in which the guest is ours but unmarked.
+        let description = crate::core::ownership::description_for(&d.id, d.spec.name.as_str());
         match d.spec.guest_type {
             GuestType::Vm => {
                 let template_node = self.template_node().await?;
@@ -521,32 +549,25 @@ impl Provisioner {
         }
     }
 
-    /// Shuts a running guest down, then stops it hard if it has not stopped after `graceful`
-    /// (guests without a working agent or ACPI never shut down by request). A stopped guest is left alone.
-    pub async fn stop_guest(&self, kind: GuestType, node: &NodeName, vmid: VmId, graceful: Duration) -> Result<(), PveError> {
-        let (c, kind) = (&self.client, pve_kind(kind));
-        if c.guest_current(kind, node, vmid).await?.status != GuestState::Running {
-            return Ok(());
-        }
-        let shutdown = PowerAction::Shutdown { timeout_secs: Some(graceful.as_secs() as u32), force_stop: true };
-        let upid = c.guest_power(kind, node, vmid, shutdown).await?;
-        if c.wait_task(&upid, self.settings.poll, graceful + Duration::from_secs(30)).await.is_err() {
-            let upid = c.guest_power(kind, node, vmid, PowerAction::Stop).await?;
-            c.wait_task(&upid, self.settings.poll, self.settings.task_deadline).await?;
-        }
-        Ok(())
+    /// Waits for a task up to `deadline`; a task still running then is stopped
+    /// (`DELETE /nodes/{node}/tasks/{upid}`) before the error is returned, so nothing we started runs on unseen.
+    pub async fn wait_task_for(&self, upid: &Upid, deadline: Duration) -> Result<(), ProvisionError> {
+        wait_or_stop(&self.client, upid, self.settings.poll, deadline).await
     }
+}
 
-    /// Stops (hard, after a bounded shutdown) and deletes a guest with purge; a missing guest is fine.
-    pub async fn remove_guest(&self, kind: GuestType, node: &NodeName, vmid: VmId, graceful: Duration) -> Result<(), PveError> {
-        if !self.guest_exists(kind, node, vmid).await? {
-            return Ok(());
+/// `wait_task`, stopping the task when it outlives `deadline`.
+async fn wait_or_stop(client: &PveClient, upid: &Upid, poll: Duration, deadline: Duration) -> Result<(), ProvisionError> {
+    match client.wait_task(upid, poll, deadline).await {
+        Ok(_) => Ok(()),
+        Err(PveError::TaskDeadline { upid, waited }) => {
+            let stopped = match client.task_stop(&upid).await {
+                Ok(()) => "stopped it".to_string(),
+                Err(e) => format!("could not stop it: {e}"),
+            };
+            Err(ProvisionError::Failed(format!("Proxmox VE task {upid} still running after {}s (the task deadline); {stopped}", waited.as_secs())))
         }
-        self.stop_guest(kind, node, vmid, graceful).await?;
-        let (c, kind, deadline) = (&self.client, pve_kind(kind), self.settings.task_deadline);
-        let upid = c.guest_delete(kind, node, vmid, true, true).await?;
-        c.wait_task(&upid, self.settings.poll, deadline).await?;
-        Ok(())
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -574,11 +595,6 @@ pub(crate) fn pve_kind(kind: GuestType) -> crate::pve::GuestType {
         GuestType::Vm => crate::pve::GuestType::Qemu,
         GuestType::Lxc => crate::pve::GuestType::Lxc,
     }
-}
-
-/// `pvedeploy-<first 8 of the id>`: a per-deployment tag (PVE tags allow `[a-z0-9_][a-z0-9_\-+.]*`).
-pub fn tag_for(id: &DeploymentId) -> String {
-    format!("pvedeploy-{}", &id.as_str()[..8])
 }
 
 /// The boot disk's key and value (`scsi0`, `local-lvm:vm-100-disk-0,size=4G`), skipping CD-ROMs and cloud-init drives.
@@ -610,10 +626,9 @@ pub fn disk_size_bytes(value: &str) -> Option<u64> {
 }
 
 /// The waiting parts of a step share one policy: how long a task may run.
+/// A task outliving the deadline is stopped.
 pub async fn wait(client: &PveClient, upid: &str, s: &ProvisionSettings) -> Result<(), ProvisionError> {
-    let upid = Upid::parse(upid)?;
-    client.wait_task(&upid, s.poll, s.task_deadline).await?;
-    Ok(())
+    wait_or_stop(client, &Upid::parse(upid)?, s.poll, s.task_deadline).await
 }
 
 /// Commits a whole step under the lease (see [`StepWrite`]); a claimed id someone else holds is

@@ -1,10 +1,19 @@
 //! The reconciler: compares the guests tagged `pvedeploy` on the cluster with the store, reports
-//! orphans and missing guests, and removes orphans only when configured to (and only tagged ones).
+//! orphans, missing and moved guests, follows moved guests of ours to their new node, and removes
+//! orphans only when configured to, and then only through the ownership guard: a guest whose mark names
+//! a deployment this store records as finished (destroyed or failed without a guest). A guest marked for
+//! a deployment this store does not know (a restored database, another agent's store) is never removed.
 
 use std::time::Duration;
 
-use super::provision::TAG;
+use super::ownership::{Fence, Found};
+use super::provision::{ProvisionError, TAG};
 use super::{Engine, EngineError};
+use crate::core::deployment::{Deployment, DeploymentId};
+use crate::core::names::NodeName;
+use crate::core::ownership::Owner;
+use crate::core::status::Status;
+use crate::store::leases::Lease;
 use crate::core::command::{Actor, Door};
 use crate::core::deployment::GuestType;
 use crate::core::names::VmId;
@@ -89,15 +98,30 @@ impl Engine {
         let f = compare(&present, &recorded, &claimed);
         let mut removed = Vec::new();
         if prov.settings.remove_orphans {
-            let actor = Actor { name: "reconciler".into(), door: Door::System };
             for g in &orphans {
-                match prov.remove_guest(g.kind, &g.node, g.vmid, Duration::from_secs(30)).await {
-                    Ok(()) => {
-                        let _ = self.store().audit(&actor, "remove_orphan", None, &format!("guest {} on {} (tagged {TAG})", g.vmid, g.node)).await;
-                        removed.push(GuestRef::from(g));
-                    }
-                    Err(e) => errors.push(format!("could not remove orphan {} on {}: {e}", g.vmid, g.node)),
+                match self.remove_orphan(g).await {
+                    Ok(true) => removed.push(GuestRef::from(g)),
+                    Ok(false) => {}
+                    Err(e) => errors.push(format!("orphan {} on {} left in place: {e}", g.vmid, g.node)),
                 }
+            }
+        }
+        // A record whose guest carries another deployment's mark: never acted on, reported.
+        for r in &recorded {
+            let mark = resources.iter().find(|x| x.vmid == Some(r.vmid)).map(|x| Owner::of(&x.tags, None));
+            if let Some(Owner::Deployment(other)) = mark.filter(|o| !matches!(o, Owner::Deployment(d) if d.as_str() == r.deployment)) {
+                errors.push(format!("deployment {} records guest {}, which carries deployment {other}'s mark: it is not acted on", r.name, r.vmid));
+            }
+        }
+        // Guests of ours that were migrated: the record follows them.
+        for (r, now_on) in &f.moved {
+            let owner = resources.iter().find(|x| x.vmid == Some(r.vmid)).map(|x| Owner::of(&x.tags, None));
+            let Some(dep) = DeploymentId::parse(&r.deployment).filter(|d| owner.as_ref().is_some_and(|o| o.is(d))) else {
+                errors.push(format!("guest {} is recorded for {} but its mark says otherwise: not followed", r.vmid, r.name));
+                continue;
+            };
+            if let Err(e) = self.record_move(&dep, r.vmid, r.node.as_ref(), now_on).await {
+                errors.push(format!("guest {} moved to {now_on}; could not record it: {e}", r.vmid));
             }
         }
         let report = ReconcileReport {
@@ -114,6 +138,96 @@ impl Engine {
         }
         *self.inner.last_reconcile.lock().expect("reconcile poisoned") = Some(report.clone());
         Ok(Some(report))
+    }
+
+    /// Removes one orphan when it is provably a finished deployment's guest: its mark names a deployment
+    /// this store records as destroyed or failed without a guest, the agent takes that deployment's
+    /// lease, claims the VMID for it, and the guard confirms lease, claim and mark just before acting.
+    /// `Ok(false)`: not provably ours, left in place (reported only).
+    async fn remove_orphan(&self, g: &TaggedGuest) -> Result<bool, String> {
+        let prov = self.inner.provisioner.clone().ok_or("no cluster")?;
+        let Owner::Deployment(dep) = Owner::of(&g.tags, None) else {
+            return Err("it carries no deployment's mark (only the shared tag): never removed".into());
+        };
+        let d = match self.store().get_deployment(&dep).await.map_err(|e| e.to_string())? {
+            Some(d) => d,
+            None => return Err(format!("its mark names deployment {dep}, which this store does not know (a restored database or another agent's): never removed")),
+        };
+        let finished = d.status == Status::Destroyed || (d.status == Status::Failed && d.proxmox_id.is_none());
+        if !finished {
+            return Err(format!("its deployment {} is {}: not an orphan of ours to remove", d.spec.name, d.status));
+        }
+        let engine = self.clone();
+        let (kind, node, vmid) = (g.kind, g.node.clone(), g.vmid);
+        let outcome = std::sync::Arc::new(std::sync::Mutex::new(Err::<bool, String>("its deployment is busy".into())));
+        let slot = outcome.clone();
+        self.with_lease(&dep, Duration::from_secs(5), |lease| async move {
+            let r = engine.remove_orphan_leased(&prov, &lease, kind, &node, vmid).await;
+            *slot.lock().expect("outcome poisoned") = r;
+        })
+        .await;
+        let r = outcome.lock().expect("outcome poisoned").clone();
+        r
+    }
+
+    async fn remove_orphan_leased(&self, prov: &super::provision::Provisioner, lease: &Lease, kind: GuestType, node: &NodeName, vmid: VmId) -> Result<bool, String> {
+        let dep = &lease.deployment;
+        match self.store().claim_vmid(vmid, dep).await.map_err(|e| e.to_string())? {
+            crate::store::vmids::Claim::Claimed | crate::store::vmids::Claim::Taken { by_us: true } => {}
+            crate::store::vmids::Claim::Taken { by_us: false } => return Err(format!("VMID {vmid} is claimed by another deployment: never removed")),
+        }
+        let fence = Fence::new(self.store().clone(), lease.clone());
+        let result = match prov.guard(&fence, kind, node, vmid).await {
+            Ok(Found::Owned(owned)) => prov.remove_owned(&owned, Duration::from_secs(30)).await.map(|()| true),
+            Ok(Found::Gone) => Ok(false),
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(removed) => {
+                if let Err(e) = self.store().release_vmid(vmid, dep).await {
+                    tracing::error!(error = %e, "could not release an orphan's VMID");
+                }
+                if removed {
+                    let actor = Actor { name: "reconciler".into(), door: Door::System };
+                    if let Err(e) = self.store().audit(&actor, "remove_orphan", Some(dep.as_str()), &format!("guest {vmid} on {node} (marked for deployment {dep})")).await {
+                        tracing::error!(error = %e, "could not audit an orphan's removal");
+                    }
+                }
+                Ok(removed)
+            }
+            Err(e) => {
+                // Not ours after all: give the claim back. Still there: keep it claimed until it is gone.
+                if matches!(e, ProvisionError::NotOurs(_)) {
+                    if let Err(e) = self.store().release_vmid(vmid, dep).await {
+                        tracing::error!(error = %e, "could not release an orphan's VMID");
+                    }
+                }
+                Err(e.to_string())
+            }
+        }
+    }
+
+    /// Records that `dep`'s guest `vmid` is now on `node` (migrated), with an audit entry and a log line.
+    /// A fact about the cluster, not an action on the guest: no lease needed (see `Store::set_guest_node`).
+    pub(crate) async fn record_move(&self, dep: &DeploymentId, vmid: VmId, from: Option<&NodeName>, node: &NodeName) -> Result<(), crate::store::StoreError> {
+        if !self.store().set_guest_node(dep, vmid, node).await? {
+            return Ok(());
+        }
+        let from = from.map(ToString::to_string).unwrap_or_else(|| "an unknown node".into());
+        let detail = format!("guest {vmid} moved from {from} to {node}");
+        let actor = Actor { name: "reconciler".into(), door: Door::System };
+        self.store().audit(&actor, "guest_moved", Some(dep.as_str()), &detail).await?;
+        self.log(dep, crate::store::logs::Level::Info, "reconcile", &detail).await;
+        Ok(())
+    }
+
+    /// `d` with its guest on `node`: recorded when it moved (see `record_move`).
+    pub(crate) async fn follow_move(&self, mut d: Deployment, node: &NodeName) -> Result<Deployment, ProvisionError> {
+        if let (Some(vmid), false) = (d.proxmox_id, d.proxmox_node.as_ref() == Some(node)) {
+            self.record_move(&d.id, vmid, d.proxmox_node.as_ref(), node).await?;
+            d.proxmox_node = Some(node.clone());
+        }
+        Ok(d)
     }
 
     /// The last run's report, if any.

@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
+use super::ownership::{Fence, Found};
 use super::provision::{commit, describe, wait, IdChoice, ProvisionError, Provisioner};
+use crate::core::names::{NodeName, VmId};
 use crate::store::provision::StepWrite;
 use crate::store::StoreError;
 use crate::pve::PveError;
@@ -36,8 +38,67 @@ enum Flow {
     Done,
 }
 
-/// How many times an id another agent claimed first is chosen again before provisioning fails.
+/// How many times an id another agent claimed first, or a guest not ours holds, is chosen again before
+/// provisioning fails.
 const ID_RETRIES: u32 = 20;
+
+/// How often a step that keeps Proxmox waiting says so in the deployment's log.
+const SLOW_STEP_NOTICE: Duration = Duration::from_secs(10);
+
+/// One retry budget per provisioning step: a transient failure (a lost quorum, a 5xx, a timeout or a
+/// dropped connection) runs the step again after a jittered exponential backoff from 1 s (so no
+/// failure sends more than one mutating call per second per deployment), capped at 5 minutes between
+/// tries, within the step's deadline and at most `STEP_ATTEMPTS` tries (3 for a plain 500, which is
+/// usually deterministic). Giving up names the last answer.
+struct StepBudget {
+    step: Step,
+    since: std::time::Instant,
+    attempts: u32,
+    deadline: Duration,
+}
+
+const STEP_ATTEMPTS: u32 = 10;
+const STEP_BACKOFF: crate::pve::RetryPolicy =
+    crate::pve::RetryPolicy { attempts: STEP_ATTEMPTS, base_delay: Duration::from_secs(1), max_delay: Duration::from_secs(300), deadline: Duration::MAX };
+
+impl StepBudget {
+    fn new(step: Step, deadline: Duration) -> Self {
+        Self { step, since: std::time::Instant::now(), attempts: 0, deadline }
+    }
+
+    /// How long to wait before trying `step` again after `e`; `None` when `e` is not transient or the
+    /// budget is spent.
+    fn retry(&mut self, step: Step, e: &ProvisionError) -> Option<Duration> {
+        if step != self.step {
+            *self = Self::new(step, self.deadline);
+        }
+        let ProvisionError::Pve(pe) = e else { return None };
+        let cap = if matches!(pe, PveError::Server { status: 500, .. }) { 3 } else { STEP_ATTEMPTS };
+        if !pe.is_transient() || self.attempts + 1 >= cap {
+            return None;
+        }
+        // Jitter takes up to half of each step off; never below a second.
+        let wait = STEP_BACKOFF.delay(self.attempts + 1).max(Duration::from_secs(1));
+        if self.since.elapsed() + wait > self.deadline {
+            return None;
+        }
+        self.attempts += 1;
+        Some(wait)
+    }
+
+    /// The final error, saying how long the step was tried when it was tried more than once.
+    fn give_up(&self, e: ProvisionError) -> ProvisionError {
+        match e {
+            ProvisionError::Pve(pe) if self.attempts > 0 && pe.is_transient() => ProvisionError::Failed(format!(
+                "step {} gave up after {} tries in {}s; the last Proxmox VE answer: {pe}",
+                self.step.as_str().replace('_', " "),
+                self.attempts + 1,
+                self.since.elapsed().as_secs()
+            )),
+            e => e,
+        }
+    }
+}
 
 impl Engine {
     /// Takes the deployment's lease (waiting up to `wait` for another holder to finish), runs `work`, releases it.
@@ -142,6 +203,12 @@ impl Engine {
         let s = &prov.settings;
         // Lines of steps whose commit was left to the next step (see `defer` below).
         let mut lines: Vec<LogLine> = Vec::new();
+        // Checked immediately before every mutating Proxmox call (see `ownership`).
+        let fence = super::ownership::Fence::new(store.clone(), lease.clone());
+        // Ids found held by guests that are not ours, this run (bounded: see `vmid_taken`).
+        let mut taken_ids: u32 = 0;
+        // The step being retried after a transient failure, since when, and how often (see `StepBudget`).
+        let mut budget = StepBudget::new(p.step, s.step_deadline);
         loop {
             // What the step did, committed with its progress (one transaction per step): lines, the id
             // it chose to claim, and the deployment with the step's changes applied.
@@ -153,7 +220,8 @@ impl Engine {
             let mut defer = false;
             let mut change: Option<(Deployment, &str)> = None;
             // The step itself; `Again` when it must run again (its progress was saved), `Done` at the end.
-            let outcome: Result<Flow, ProvisionError> = async {
+            let step = p.step;
+            let outcome = async {
                 match p.step {
                     Step::Place => {
                         let node = prov.place(&d).await?;
@@ -179,34 +247,39 @@ impl Engine {
                     }
                     Step::Create => {
                         let (node, vmid) = (p.node.clone().ok_or_else(missing("node"))?, p.vmid.ok_or_else(missing("vmid"))?);
-                        // A fresh run knows it has not created the guest yet, unless a failed clone is being retried.
-                        if (resumed || p.attempts > 0) && prov.guest_exists(kind, &node, vmid).await? {
-                            // Created before a crash; the await step waits for its lock to clear.
-                            note = Some((Level::Info, format!("guest {vmid} already exists on {node}; continuing")));
-                            p.upid = None;
-                        } else {
-                            match prov.create(&d, &node, vmid, &prov.addressing(p.static_ip)).await {
-                                Ok(upid) => {
-                                    let what = if kind == GuestType::Vm { "cloning the template" } else { "creating the container" };
-                                    note = Some((Level::Info, format!("{what} as {vmid} on {node}")));
-                                    p.upid = Some(upid.as_str().to_owned());
+                        // A resumed or retried create may have happened already (its answer lost to a
+                        // crash, a timeout or a dropped connection): the guest's mark decides, never the id alone.
+                        let found = if resumed || p.attempts > 0 { prov.owner_at(kind, &node, vmid).await? } else { None };
+                        match found {
+                            Some(owner) if owner.is(id) => {
+                                // Created before; the await step waits for its task and lock.
+                                note = Some((Level::Info, format!("guest {vmid} already exists on {node} with this deployment's mark; continuing")));
+                                p.upid = prov.creation_task(kind, &node, vmid).await?;
+                            }
+                            Some(_) => return self.vmid_taken(id, lease, prov, &mut p, vmid, &mut taken_ids).await,
+                            None => {
+                                fence.check().await?;
+                                match prov.create(&d, &node, vmid, &prov.addressing(p.static_ip)).await {
+                                    Ok(upid) => {
+                                        let what = if kind == GuestType::Vm { "cloning the template" } else { "creating the container" };
+                                        note = Some((Level::Info, format!("{what} as {vmid} on {node}")));
+                                        p.upid = Some(upid.as_str().to_owned());
+                                    }
+                                    Err(e) if e.is_vmid_taken() => match prov.owner_at(kind, &node, vmid).await? {
+                                        // An earlier create of ours whose answer was lost went through.
+                                        Some(owner) if owner.is(id) => {
+                                            note = Some((Level::Info, format!("guest {vmid} already exists on {node} with this deployment's mark; continuing")));
+                                            p.upid = prov.creation_task(kind, &node, vmid).await?;
+                                        }
+                                        _ => return self.vmid_taken(id, lease, prov, &mut p, vmid, &mut taken_ids).await,
+                                    },
+                                    Err(e) if e.is_lock_timeout() && p.attempts < s.lock_retries => {
+                                        self.retry_after_lock(id, &mut p, &e.to_string()).await;
+                                        commit(store, lease, StepWrite::progress(&p, &[])).await?;
+                                        return Ok(Flow::Again);
+                                    }
+                                    Err(e) => return Err(e.into()),
                                 }
-                                Err(e) if e.is_vmid_taken() => {
-                                    self.log(id, Level::Info, "provision", &format!("VMID {vmid} was taken meanwhile; choosing another")).await;
-                                    // Progress first: killed in between, the resumed ReserveId finds the claim
-                                    // still ours and comes back here, instead of adopting someone else's guest.
-                                    p.vmid = None;
-                                    p.step = Step::ReserveId;
-                                    commit(store, lease, StepWrite::progress(&p, &[])).await?;
-                                    store.release_vmid(vmid, id).await?;
-                                    return Ok(Flow::Again);
-                                }
-                                Err(e) if e.is_lock_timeout() && p.attempts < s.lock_retries => {
-                                    self.retry_after_lock(id, &mut p, &e.to_string()).await;
-                                    commit(store, lease, StepWrite::progress(&p, &[])).await?;
-                                    return Ok(Flow::Again);
-                                }
-                                Err(e) => return Err(e.into()),
                             }
                         }
                     }
@@ -223,10 +296,17 @@ impl Engine {
                                     commit(store, lease, StepWrite::progress(&p, &[])).await?;
                                     return Ok(Flow::Again);
                                 }
+                                // PVE's worker checks the id again under its lock (the race with `nextid`).
+                                Err(ProvisionError::Pve(e)) if e.is_vmid_taken() => return self.vmid_taken(id, lease, prov, &mut p, vmid, &mut taken_ids).await,
                                 Err(e) => return Err(e),
                             }
                         }
-                        config = Some(prov.wait_unlocked(kind, &node, vmid).await?);
+                        let created = prov.wait_unlocked(kind, &node, vmid).await?;
+                        // Whatever this run believes, the guest it goes on with must carry our mark.
+                        if !super::ownership::owner_of(&created).is(id) {
+                            return Err(crate::core::ownership::NotOurs::Foreign { vmid: vmid.get() }.into());
+                        }
+                        config = Some(created);
                         if kind == GuestType::Lxc {
                             p.host_key = match &p.upid {
                                 Some(upid) => prov.container_host_key(upid).await?,
@@ -273,11 +353,13 @@ impl Engine {
                             (Some(files), Some(_)) => Some(files.cicustom(id)),
                             _ => None,
                         };
+                        fence.check().await?;
                         prov.configure_vm(&d, &node, vmid, &prov.addressing(p.static_ip), cicustom).await?;
                         note = Some((Level::Info, format!("configured {} cores, {} MiB, cloud-init user {}", d.spec.cpu, d.spec.memory_mib, s.deploy_user)));
                     }
                     Step::Resize => {
                         let (node, vmid) = (p.node.clone().ok_or_else(missing("node"))?, p.vmid.ok_or_else(missing("vmid"))?);
+                        fence.check().await?;
                         if let Some(upid) = prov.resize_vm(&d, &node, vmid, config.as_ref()).await? {
                             wait(&prov.client, upid.as_str(), s).await?;
                             note = Some((Level::Info, format!("boot disk grown to {} GB", d.spec.disk_gb)));
@@ -285,6 +367,7 @@ impl Engine {
                     }
                     Step::Start => {
                         let (node, vmid) = (p.node.clone().ok_or_else(missing("node"))?, p.vmid.ok_or_else(missing("vmid"))?);
+                        fence.check().await?;
                         p.upid = prov.start(kind, &node, vmid, !resumed).await?.map(|u| u.as_str().to_owned());
                         note = Some((Level::Info, format!("starting guest {vmid}")));
                     }
@@ -310,13 +393,23 @@ impl Engine {
                     Step::Done => return Ok(Flow::Done),
                 }
                 Ok(Flow::Next)
-            }
-            .await;
+            };
+            let outcome: Result<Flow, ProvisionError> = self.patiently(id, step, outcome).await;
             match outcome {
                 Ok(Flow::Next) => {}
                 Ok(Flow::Again) => continue,
                 Ok(Flow::Done) => break,
                 Err(e) => {
+                    if let Some(wait) = budget.retry(step, &e) {
+                        lines.truncate(carried);
+                        self.log(id, Level::Warn, "provision", &format!("{} failed: {e}; retry {} in {:.1}s", step.as_str().replace('_', " "), budget.attempts, wait.as_secs_f64())).await;
+                        tokio::time::sleep(wait).await;
+                        // The step runs again checking what exists first (a create may have happened).
+                        resumed = true;
+                        p.attempts = p.attempts.max(1);
+                        continue;
+                    }
+                    let e = budget.give_up(e);
                     self.keep_lines(&mut lines, &e).await;
                     return Err(e);
                 }
@@ -417,6 +510,43 @@ impl Engine {
         }
     }
 
+    /// Runs a step, logging every `SLOW_STEP_NOTICE` that it is still waiting on Proxmox (a call slower
+    /// than expected is never silent).
+    async fn patiently<T>(&self, id: &DeploymentId, step: Step, work: impl std::future::Future<Output = T>) -> T {
+        tokio::pin!(work);
+        let started = std::time::Instant::now();
+        loop {
+            tokio::select! {
+                out = &mut work => return out,
+                _ = tokio::time::sleep(SLOW_STEP_NOTICE) => {
+                    let line = format!("still waiting on Proxmox VE: step {} running for {}s", step.as_str().replace('_', " "), started.elapsed().as_secs());
+                    self.log(id, Level::Info, "provision", &line).await;
+                }
+            }
+        }
+    }
+
+    /// The guest at `vmid` is not ours (its id was taken outside our records): forget the id, remember
+    /// it as taken, and choose another — at most `ID_RETRIES` times in one run.
+    async fn vmid_taken(&self, id: &DeploymentId, lease: &Lease, prov: &Provisioner, p: &mut Progress, vmid: crate::core::names::VmId, taken: &mut u32) -> Result<Flow, ProvisionError> {
+        prov.note_taken(vmid);
+        *taken += 1;
+        if *taken > ID_RETRIES {
+            return Err(ProvisionError::Failed(format!("gave up after {taken} VMIDs were found held by guests that are not ours (the last: {vmid})")));
+        }
+        self.log(id, Level::Info, "provision", &format!("VMID {vmid} is held by a guest that is not ours; choosing another")).await;
+        // At most one create per second per deployment, whatever the cluster answers.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        // Progress first: killed in between, the resumed ReserveId finds the claim still ours and comes
+        // back here, instead of adopting someone else's guest.
+        p.vmid = None;
+        p.upid = None;
+        p.step = Step::ReserveId;
+        commit(self.store(), lease, StepWrite::progress(p, &[])).await?;
+        self.store().release_vmid(vmid, id).await?;
+        Ok(Flow::Again)
+    }
+
     /// Deletes a VM's user-data snippet from its node (it holds the guest's host private key).
     async fn remove_snippet(&self, prov: &Provisioner, kind: GuestType, node: &crate::core::names::NodeName, id: &DeploymentId) {
         let (GuestType::Vm, Some(files)) = (kind, &prov.node_files) else { return };
@@ -467,31 +597,86 @@ impl Engine {
         self.leased_transition(d, to, message, lease, change).await.map(|_| ())
     }
 
-    /// A step failed for good: remove whatever guest exists, release the id, record the failure.
+    /// Removes the deployment's guest at `vmid` through the ownership guard (see `ownership`) and says
+    /// in the log what happened; `what` names the log step.
+    async fn remove_if_ours(&self, fence: &Fence, prov: &Provisioner, kind: GuestType, node: &NodeName, vmid: VmId, graceful: Duration, what: &str) -> Removal {
+        let id = fence.deployment();
+        let owned = match prov.guard(fence, kind, node, vmid).await {
+            Ok(Found::Owned(g)) => g,
+            Ok(Found::Gone) => return Removal::NothingOfOurs,
+            Err(ProvisionError::LeaseLost) => return Removal::LeaseLost,
+            Err(ProvisionError::NotOurs(why)) => {
+                self.log(id, Level::Warn, what, &why.to_string()).await;
+                return Removal::NothingOfOurs;
+            }
+            Err(e) => return Removal::Failed(e.to_string()),
+        };
+        let on = &owned.node;
+        match prov.remove_owned(&owned, graceful).await {
+            Ok(()) => {
+                self.log(id, Level::Info, what, &format!("removed guest {vmid} from {on}")).await;
+                Removal::NothingOfOurs
+            }
+            Err(ProvisionError::LeaseLost) => Removal::LeaseLost,
+            Err(e) => Removal::Failed(format!("could not remove guest {vmid} from {on}: {e}")),
+        }
+    }
+
+    /// A step failed for good: remove the guest it made (only through the ownership guard), forget it,
+    /// release its id and address, record the failure. A guest that could not be removed keeps its id
+    /// and address claimed and stays on the record, so nothing else is given that id while it exists.
     async fn fail_provisioning(&self, id: &DeploymentId, lease: &Lease, prov: &Provisioner, why: &str) {
         self.log(id, Level::Error, "provision", &format!("provisioning failed: {why}")).await;
         let progress = self.store().load_progress(id).await.ok().flatten().unwrap_or_default();
         let Ok(Some(d)) = self.store().get_deployment(id).await else { return };
+        let fence = Fence::new(self.store().clone(), lease.clone());
+        let kind = d.spec.guest_type;
+        let mut kept: Option<(NodeName, VmId, String)> = None;
         if let (true, Some(node), Some(vmid)) = (progress.step.guest_may_exist(), &progress.node, progress.vmid) {
-            match prov.remove_guest(d.spec.guest_type, node, vmid, Duration::from_secs(10)).await {
-                Ok(()) => self.log(id, Level::Info, "cleanup", &format!("removed guest {vmid} from {node}")).await,
-                Err(e) => self.log(id, Level::Error, "cleanup", &format!("could not remove guest {vmid} from {node}: {e}; the reconciler will report it")).await,
+            match self.remove_if_ours(&fence, prov, kind, node, vmid, Duration::from_secs(10), "cleanup").await {
+                Removal::NothingOfOurs => {}
+                // The successor carries on; nothing here is ours to touch any more.
+                Removal::LeaseLost => return tracing::warn!(deployment = %id, "another agent took over; leaving the cleanup to it"),
+                Removal::Failed(e) => kept = Some((node.clone(), vmid, e)),
             }
         }
-        if let Some(vmid) = progress.vmid {
-            let _ = self.store().release_vmid(vmid, id).await;
+        if let Some((node, vmid, e)) = &kept {
+            self.log(id, Level::Error, "cleanup", &format!("{e}; VMID {vmid} stays claimed by this deployment until its guest is gone (destroy it to retry)")).await;
+            let _ = node;
+        } else {
+            // The guest is gone (or was never ours): forget everything about it, so no later destroy or
+            // resume can act on an id someone else may be given now.
+            if let Err(e) = commit(self.store(), lease, StepWrite::progress(&Progress::default(), &[])).await {
+                tracing::error!(deployment = %id, error = %e, "could not forget the removed guest");
+                return;
+            }
+            if let Some(vmid) = progress.vmid {
+                if let Err(e) = self.store().release_vmid(vmid, id).await {
+                    tracing::error!(deployment = %id, error = %e, "could not release the VMID");
+                }
+            }
+            if let Some(node) = &progress.node {
+                self.remove_snippet(prov, kind, node, id).await;
+            }
+            // Every address the deployment holds, recorded in its progress or not (a first commit that failed).
+            if let Err(e) = self.store().release_addresses_of(id).await {
+                tracing::error!(deployment = %id, error = %e, "could not release the addresses");
+            }
         }
-        if let Some(node) = &progress.node {
-            self.remove_snippet(prov, d.spec.guest_type, node, id).await;
-        }
-        // Every address the deployment holds, recorded in its progress or not (a first commit that failed).
-        let _ = self.store().release_addresses_of(id).await;
         let msg = format!("provisioning failed at step {}: {why}", progress.step.as_str());
         let result = self
             .record_end_of_work(d, Status::Failed, &msg, lease, |d| {
                 d.error_message = Some(msg.clone());
-                d.proxmox_id = None;
-                d.proxmox_node = None;
+                match kept {
+                    Some((node, vmid, _)) => {
+                        d.proxmox_id = Some(vmid);
+                        d.proxmox_node = Some(node);
+                    }
+                    None => {
+                        d.proxmox_id = None;
+                        d.proxmox_node = None;
+                    }
+                }
             })
             .await;
         if let Err(e) = result {
@@ -499,7 +684,8 @@ impl Engine {
         }
     }
 
-    /// Removes the guest of a deployment being destroyed and marks it destroyed.
+    /// Removes the guest of a deployment being destroyed (only through the ownership guard) and marks
+    /// it destroyed. A guest that is not ours is left untouched and the deployment is destroyed without it.
     pub(crate) async fn destroy_guest(&self, id: DeploymentId) {
         let Some(prov) = self.inner.provisioner.clone() else { return };
         let engine = self.clone();
@@ -512,22 +698,36 @@ impl Engine {
                 let progress = engine.store().load_progress(&id).await.ok().flatten().unwrap_or_default();
                 let node = d.proxmox_node.clone().or(progress.node.clone());
                 let vmid = d.proxmox_id.or(progress.vmid);
+                let fence = Fence::new(engine.store().clone(), lease.clone());
                 if let (Some(node), Some(vmid)) = (node, vmid) {
                     engine.log(&id, Level::Info, "destroy", &format!("stopping and deleting guest {vmid} on {node}")).await;
-                    if let Err(e) = prov.remove_guest(d.spec.guest_type, &node, vmid, Duration::from_secs(30)).await {
-                        engine.log(&id, Level::Error, "destroy", &format!("could not delete guest {vmid}: {e}")).await;
-                        let msg = format!("destroy failed: {e}");
-                        let _ = engine.leased_transition(d, Status::Failed, &msg, &lease, |d| d.error_message = Some(msg.clone())).await;
-                        return;
+                    match engine.remove_if_ours(&fence, &prov, d.spec.guest_type, &node, vmid, Duration::from_secs(30), "destroy").await {
+                        Removal::NothingOfOurs => {}
+                        Removal::LeaseLost => return,
+                        Removal::Failed(e) => {
+                            engine.log(&id, Level::Error, "destroy", &e).await;
+                            let msg = format!("destroy failed: {e}");
+                            if let Err(e) = engine.leased_transition(d, Status::Failed, &msg, &lease, |d| d.error_message = Some(msg.clone())).await {
+                                tracing::error!(deployment = %id, error = %e, "could not record the failed destroy");
+                            }
+                            return;
+                        }
                     }
-                    let _ = engine.store().release_vmid(vmid, &id).await;
+                    if let Err(e) = engine.store().release_vmid(vmid, &id).await {
+                        tracing::error!(deployment = %id, error = %e, "could not release the VMID");
+                    }
                     engine.remove_snippet(&prov, d.spec.guest_type, &node, &id).await;
                 }
-                let _ = engine.store().release_addresses_of(&id).await;
-                let _ = engine.leased_transition(d, Status::Destroyed, "destroyed", &lease, |d| {
+                if let Err(e) = engine.store().release_addresses_of(&id).await {
+                    tracing::error!(deployment = %id, error = %e, "could not release the addresses");
+                }
+                if let Err(e) = engine.leased_transition(d, Status::Destroyed, "destroyed", &lease, |d| {
                     d.proxmox_id = None;
                     d.ip_address = None;
-                }).await;
+                }).await {
+                    tracing::error!(deployment = %id, error = %e, "could not record the destroy");
+                    return;
+                }
                 engine.log(&id, Level::Info, "destroy", "destroyed").await;
             })
             .await;
@@ -554,19 +754,27 @@ impl Engine {
                 }
                 let (Some(node), Some(vmid)) = (d.proxmox_node.clone(), d.proxmox_id) else { return };
                 let kind = d.spec.guest_type;
+                let fence = Fence::new(engine.store().clone(), lease.clone());
                 let result: Result<Deployment, ProvisionError> = async {
+                    let g = match prov.guard(&fence, kind, &node, vmid).await? {
+                        Found::Owned(g) => g,
+                        Found::Gone => return Err(ProvisionError::Failed(format!("guest {vmid} no longer exists on the cluster"))),
+                    };
+                    // Followed to where it is now (migrated since it was recorded).
+                    let d = engine.follow_move(d, &g.node).await?;
+                    let on = g.node.clone();
                     match action {
                         Action::Stop => {
-                            engine.log(&id, Level::Info, step, &format!("shutting down guest {vmid} on {node}")).await;
-                            prov.stop_guest(kind, &node, vmid, Duration::from_secs(60)).await?;
+                            engine.log(&id, Level::Info, step, &format!("shutting down guest {vmid} on {on}")).await;
+                            prov.stop_owned(&g, Duration::from_secs(60)).await?;
                             engine.leased_transition(d, Status::Stopped, "stopped", &lease, |_| {}).await
                         }
                         _ => {
-                            engine.log(&id, Level::Info, step, &format!("starting guest {vmid} on {node}")).await;
-                            if let Some(upid) = prov.start(kind, &node, vmid, false).await? {
-                                wait(&prov.client, upid.as_str(), &prov.settings).await?;
+                            engine.log(&id, Level::Info, step, &format!("starting guest {vmid} on {on}")).await;
+                            if let Some(upid) = prov.start_owned(&g).await? {
+                                prov.wait_task_for(&upid, prov.settings.task_deadline).await?;
                             }
-                            let ip = prov.await_address(kind, &node, vmid, None).await?;
+                            let ip = prov.await_address(kind, &on, vmid, None).await?;
                             engine.log(&id, Level::Info, step, &format!("guest {vmid} is up at {ip}")).await;
                             engine.leased_transition(d, Status::Running, "started", &lease, move |d| d.ip_address = Some(ip.to_string())).await
                         }
@@ -603,6 +811,16 @@ impl Engine {
         }
         Ok(found.len())
     }
+}
+
+/// How a guarded removal ended.
+enum Removal {
+    /// Removed, already gone, or not ours (left untouched): nothing of ours is at that id.
+    NothingOfOurs,
+    /// Another agent took the deployment over: it carries on, this work stops.
+    LeaseLost,
+    /// Ours, and still there: keep its id claimed.
+    Failed(String),
 }
 
 /// Removes a deployment from this process's working set when its work ends (even by panic).

@@ -383,34 +383,75 @@ impl Scheduler {
     }
 
     /// Takes `pvedeploy-YYYYMMDD-HHMMSS`, then deletes the oldest scheduled snapshots beyond `keep`
-    /// (never one we did not name). Not under the deployment's work lease: an install may hold that for
-    /// minutes, and Proxmox's own guest lock already keeps a snapshot and a configuration change apart.
+    /// (never one we did not name), through the ownership guard: under the deployment's work lease when
+    /// it is free, or under this agent's own lease when its work on the deployment (an install, which
+    /// may hold it for minutes) is in flight; Proxmox's guest lock keeps a snapshot and a configuration
+    /// change apart. Never while another agent holds the lease.
     async fn snapshot(&self, d: &Deployment, occurrence: i64, keep: u32, actor: &Actor) -> Result<String, String> {
-        let engine = &self.inner.engine;
-        let prov = engine.provisioner().ok_or("no Proxmox cluster is configured")?;
+        let engine = self.inner.engine.clone();
+        let prov = engine.inner.provisioner.clone().ok_or("no Proxmox cluster is configured")?;
         let (Some(node), Some(vmid)) = (d.proxmox_node.clone(), d.proxmox_id) else {
             return Err(format!("has no guest (status {})", d.status));
         };
-        let kind = pve_kind(d.spec.guest_type);
         let name = snapshot_name(occurrence);
-        let r: Result<String, String> = async {
-            let upid = prov.client.snapshot_create(kind, &node, vmid, &name, Some(&format!("taken by {actor}"))).await.map_err(|e| format!("snapshot {name}: {e}"))?;
-            wait(&prov.client, upid.as_str(), &prov.settings).await.map_err(|e| format!("snapshot {name}: {e}"))?;
-            let listed = prov.client.snapshot_list(kind, &node, vmid).await.map_err(|e| format!("listing snapshots: {e}"))?;
-            let names: Vec<String> = listed.into_iter().filter(|s| !s.is_current()).map(|s| s.name).collect();
-            let old = snapshots_beyond(&names, keep);
-            for o in &old {
-                let upid = prov.client.snapshot_delete(kind, &node, vmid, o).await.map_err(|e| format!("deleting {o}: {e}"))?;
-                wait(&prov.client, upid.as_str(), &prov.settings).await.map_err(|e| format!("deleting {o}: {e}"))?;
-            }
-            Ok(if old.is_empty() { format!("snapshot {name} taken") } else { format!("snapshot {name} taken; deleted {}", old.join(", ")) })
-        }
-        .await;
+        let take = Snapshot { prov: &prov, kind: d.spec.guest_type, node: &node, vmid, name: &name, keep, actor: &actor.to_string() };
+        let outcome = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let slot = outcome.clone();
+        let e2 = engine.clone();
+        let leased = engine
+            .with_lease(&d.id, Duration::ZERO, |lease| async move {
+                let r = take.run(&super::ownership::Fence::new(e2.store().clone(), lease)).await;
+                *slot.lock().expect("outcome poisoned") = Some(r);
+            })
+            .await;
+        let done = outcome.lock().expect("outcome poisoned").take();
+        let r = match (leased, done) {
+            (Some(()), Some(r)) => r,
+            _ => match engine.store().live_lease(&d.id).await.map_err(|e| e.to_string())? {
+                Some(lease) if lease.holder == engine.inner.agent_id => take.run(&super::ownership::Fence::new(engine.store().clone(), lease)).await,
+                Some(_) => Err("another agent is working on this deployment (it holds the work lease); not taken".to_string()),
+                None => Err("the deployment was busy; not taken".to_string()),
+            },
+        };
         match &r {
             Ok(m) => engine.log(&d.id, Level::Info, "snapshot", m).await,
             Err(m) => engine.log(&d.id, Level::Error, "snapshot", &format!("scheduled snapshot failed: {m}")).await,
         }
         r
+    }
+}
+
+/// One scheduled snapshot of a guest, and the retention that follows it.
+#[derive(Clone, Copy)]
+struct Snapshot<'a> {
+    prov: &'a super::provision::Provisioner,
+    kind: crate::core::deployment::GuestType,
+    node: &'a crate::core::names::NodeName,
+    vmid: crate::core::names::VmId,
+    name: &'a str,
+    keep: u32,
+    actor: &'a str,
+}
+
+impl Snapshot<'_> {
+    async fn run(self, fence: &super::ownership::Fence) -> Result<String, String> {
+        let (prov, name, vmid) = (self.prov, self.name, self.vmid);
+        let g = match prov.guard(fence, self.kind, self.node, vmid).await.map_err(|e| e.to_string())? {
+            super::ownership::Found::Owned(g) => g,
+            super::ownership::Found::Gone => return Err(format!("guest {vmid} no longer exists")),
+        };
+        let (kind, on) = (pve_kind(self.kind), g.node.clone());
+        let upid = prov.client.snapshot_create(kind, &on, vmid, name, Some(&format!("taken by {}", self.actor))).await.map_err(|e| format!("snapshot {name}: {e}"))?;
+        wait(&prov.client, upid.as_str(), &prov.settings).await.map_err(|e| format!("snapshot {name}: {e}"))?;
+        let listed = prov.client.snapshot_list(kind, &on, vmid).await.map_err(|e| format!("listing snapshots: {e}"))?;
+        let names: Vec<String> = listed.into_iter().filter(|s| !s.is_current()).map(|s| s.name).collect();
+        let old = snapshots_beyond(&names, self.keep);
+        for o in &old {
+            g.still_ours().await.map_err(|e| e.to_string())?;
+            let upid = prov.client.snapshot_delete(kind, &on, vmid, o).await.map_err(|e| format!("deleting {o}: {e}"))?;
+            wait(&prov.client, upid.as_str(), &prov.settings).await.map_err(|e| format!("deleting {o}: {e}"))?;
+        }
+        Ok(if old.is_empty() { format!("snapshot {name} taken") } else { format!("snapshot {name} taken; deleted {}", old.join(", ")) })
     }
 }
 

@@ -1,6 +1,6 @@
 //! The export directory on disk: one folder per deployment (`<dir>/<name>/`), written atomically (a temporary
 //! folder swapped in), with a manifest of what was written (hashes, figures) so drift can tell hand edits;
-//! destroyed deployments move to `<dir>/.archive/<name>-<id8>/`.
+//! destroyed deployments move to `<dir>/.archive/<name>-<deployment id>/` (the whole id: two deployments of one name never share an archive).
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -164,7 +164,7 @@ impl ExportDir {
         Ok(OnDisk { state: ExportState::Present { written: m.summary(), edited, removed }, generated_at: Some(m.generated_at) })
     }
 
-    /// Moves `name`'s export to `.archive/<name>-<id8>/` (replacing an older archive of the same deployment).
+    /// Moves `name`'s export to `.archive/<name>-<deployment id>/` (replacing an older archive of the same deployment).
     /// `None` when there was nothing to archive.
     pub fn archive(&self, name: &AppName, id: &DeploymentId) -> Result<Option<PathBuf>, ExportIoError> {
         let folder = self.folder(name);
@@ -175,7 +175,7 @@ impl ExportDir {
         }
         let archive = self.root.join(ARCHIVE);
         std::fs::create_dir_all(&archive).map_err(io("cannot create", &archive))?;
-        let target = archive.join(format!("{}-{}", name, &id.as_str()[..8]));
+        let target = archive.join(format!("{name}-{id}"));
         if target.exists() {
             std::fs::remove_dir_all(&target).map_err(io("cannot replace", &target))?;
         }

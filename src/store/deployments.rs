@@ -254,6 +254,23 @@ impl Store {
         }
     }
 
+    /// Records that the deployment's guest `vmid` is now on `node` (migrated). A narrow `SET`, like
+    /// `set_terraform_output`: it neither checks nor bumps the revision, and only applies while the record
+    /// still has that guest. A save that read the record before writes the old node back; the reconciler
+    /// follows the guest again at its next run, and every action on the guest finds it wherever it is
+    /// (`Provisioner::guard`). Returns whether anything changed.
+    pub async fn set_guest_node(&self, id: &DeploymentId, vmid: VmId, node: &NodeName) -> Result<bool, StoreError> {
+        let result = self
+            .run(
+                "UPDATE type::record('deployment', $id) SET proxmox_node = $node WHERE proxmox_id = $vmid AND proxmox_node != $node RETURN VALUE record::id(id)",
+                json!({ "id": id.as_str(), "vmid": vmid.get(), "node": node.as_str() }),
+            )
+            .await;
+        self.written(id);
+        let rows = result?;
+        Ok(rows.into_iter().next().is_some_and(|r| !r.is_empty()))
+    }
+
     /// Records where the deployment's Terraform export lives. A narrow `SET` of this one field: it neither checks
     /// nor bumps the revision, so it never makes the engine's revision-checked saves stale. A save that read the
     /// record before this update writes the old reference back; the exporter runs after every save's status event

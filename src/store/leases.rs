@@ -44,6 +44,15 @@ impl Store {
         }
     }
 
+    /// The live lease on `dep`, if any (whoever holds it).
+    pub async fn live_lease(&self, dep: &DeploymentId) -> Result<Option<Lease>, StoreError> {
+        let rows = self
+            .run("SELECT holder, token FROM ONLY type::record('lease', $dep) WHERE expires_at > $now", json!({ "dep": dep.as_str(), "now": now_millis() }))
+            .await?;
+        let row = rows.into_iter().next().and_then(|r| r.into_iter().next());
+        Ok(row.and_then(|r| Some(Lease { deployment: dep.clone(), holder: r.get("holder")?.as_str()?.to_string(), token: r.get("token")?.as_str()?.to_string() })))
+    }
+
     pub async fn release_lease(&self, lease: &Lease) -> Result<(), StoreError> {
         self.run("DELETE type::record('lease', $dep) WHERE token = $lease_token", json!({ "dep": lease.deployment.as_str(), "lease_token": lease.token })).await?;
         Ok(())

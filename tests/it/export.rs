@@ -271,7 +271,7 @@ async fn exports_parse_match_the_schema_follow_the_guest_and_report_drift() {
     let (s, _) = app.delete(&format!("/api/v1/deployments/{ct}"), Some(ADMIN)).await;
     assert_eq!(s, 202);
     wait_until(&app, &ct, "destroyed", |d| d["status"] == "destroyed").await;
-    let archived = format!("hcl-export/.archive/tf-ct-{}", &ct[..8]);
+    let archived = format!("hcl-export/.archive/tf-ct-{ct}");
     let d = wait_until(&app, &ct, "archived", |d| d["terraform_output"] == archived.as_str()).await;
     assert_eq!(d["terraform_output"], archived.as_str());
     assert!(dir.path().join(&archived).join("main.tf").is_file());

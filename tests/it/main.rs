@@ -9,6 +9,7 @@ mod deploy;
 mod discord;
 mod export;
 mod helpers;
+mod ownership;
 mod persistence;
 mod provision;
 mod remote_db;

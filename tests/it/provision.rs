@@ -234,7 +234,7 @@ async fn hand_made_guest(pve: &pvedeploy::pve::PveClient, vmid: u32, tags: &[&st
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_reconciler_reports_orphans_and_missing_guests_and_removes_only_tagged_orphans() {
+async fn the_reconciler_reports_orphans_and_missing_guests_and_removes_only_provably_ours() {
     let cluster = start_sim(ClusterSpec::sandbox()).await;
     let dir = tempfile::tempdir().unwrap();
     let app = agent_with(&cluster, dir.path(), Duration::from_secs(30), |c| c.remove_orphans = false).await;
@@ -243,8 +243,19 @@ async fn the_reconciler_reports_orphans_and_missing_guests_and_removes_only_tagg
     let kept = wait_until(&app, &id, "provisioned", provisioned).await;
     let gone = deploy(&app, "gone", "lxc").await;
     let gone = wait_until(&app, &gone, "provisioned", provisioned).await;
+    let done = deploy(&app, "done", "lxc").await;
+    wait_until(&app, &done, "provisioned", provisioned).await;
+    let (s, _) = app.delete(&format!("/api/v1/deployments/{done}"), Some(ADMIN)).await;
+    assert_eq!(s, 202);
+    wait_until(&app, &done, "destroyed", |d| d["status"] == "destroyed").await;
+    // Only the shared tag: someone's guest that looks like ours, never provably ours.
     hand_made_guest(&pve, 4242, &["pvedeploy"]).await;
     hand_made_guest(&pve, 4343, &["other"]).await;
+    // Marked for a deployment this store records as destroyed: a leftover of ours.
+    let done_tag = format!("pvedeploy-{done}");
+    hand_made_guest(&pve, 4444, &["pvedeploy", &done_tag]).await;
+    // Marked for a deployment this store does not know (a restored database, another agent's store).
+    hand_made_guest(&pve, 4545, &["pvedeploy", "pvedeploy-01900000-0000-7000-8000-000000000abc"]).await;
     // the container is deleted behind our back
     let ct = pvedeploy::core::names::VmId::new(gone["proxmox_id"].as_u64().unwrap()).unwrap();
     let node = pvedeploy::core::names::NodeName::parse(gone["proxmox_node"].as_str().unwrap()).unwrap();
@@ -258,7 +269,7 @@ async fn the_reconciler_reports_orphans_and_missing_guests_and_removes_only_tagg
     let (s, r) = app.post("/api/v1/reconcile", Some(ADMIN), &json!({})).await;
     assert_eq!(s, 200, "{r}");
     let orphans: Vec<u64> = r["orphans"].as_array().unwrap().iter().map(|g| g["vmid"].as_u64().unwrap()).collect();
-    assert_eq!(orphans, [4242], "only the tagged guest nobody owns: {r}");
+    assert_eq!(orphans, [4242, 4444, 4545], "the tagged guests nobody owns: {r}");
     let missing: Vec<&str> = r["missing"].as_array().unwrap().iter().map(|g| g["name"].as_str().unwrap()).collect();
     assert_eq!(missing, ["gone"], "{r}");
     assert_eq!(r["removed"], json!([]), "reporting only, by default");
@@ -268,14 +279,19 @@ async fn the_reconciler_reports_orphans_and_missing_guests_and_removes_only_tagg
     assert!(cluster.sim.vm_exists(kept["proxmox_id"].as_u64().unwrap() as u32));
     app.stop().await;
 
-    // configured to remove orphans: the tagged one goes, the untagged hand-made guest stays
+    // Configured to remove orphans: only the guest provably ours goes.
     let app = agent_with(&cluster, dir.path(), Duration::from_secs(30), |c| c.remove_orphans = true).await;
     // (the agent's own run at start may have removed it already: runs never overlap)
     let (s, r) = app.post("/api/v1/reconcile", Some(ADMIN), &json!({})).await;
     assert_eq!(s, 200, "{r}");
-    assert_eq!(r["orphans"], json!([]), "{r}");
-    assert_eq!(r["errors"], json!([]), "{r}");
-    assert!(!cluster.sim.vm_exists(4242));
+    let orphans: Vec<u64> = r["orphans"].as_array().unwrap().iter().map(|g| g["vmid"].as_u64().unwrap()).collect();
+    assert_eq!(orphans, [4242, 4545], "{r}");
+    let errors = r["errors"].to_string();
+    assert!(errors.contains("4242") && errors.contains("no deployment's mark"), "{r}");
+    assert!(errors.contains("4545") && errors.contains("does not know"), "{r}");
+    assert!(!cluster.sim.vm_exists(4444), "a destroyed deployment's leftover is removed");
+    assert!(cluster.sim.vm_exists(4242), "never a guest with only the shared tag");
+    assert!(cluster.sim.vm_exists(4545), "never a guest of a deployment this store does not know");
     assert!(cluster.sim.vm_exists(4343), "never a guest without our tag");
     assert!(cluster.sim.vm_exists(kept["proxmox_id"].as_u64().unwrap() as u32), "never a guest a deployment owns");
     let (_, audit) = app.get("/api/v1/audit", Some(ADMIN)).await;

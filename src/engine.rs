@@ -5,6 +5,7 @@ pub mod deploy;
 pub mod export;
 pub mod ownership;
 pub mod provision;
+pub mod reachability;
 pub mod reconcile;
 pub mod resources;
 mod run;
@@ -84,6 +85,8 @@ struct Inner {
     secrets: std::sync::OnceLock<crate::secrets::SecretBox>,
     /// Deployments with a redeploy task running, each with the commit of its queued follow-up (if any).
     redeploys: std::sync::Mutex<std::collections::HashMap<String, Option<Option<CommitSha>>>>,
+    /// The last probe of the cluster for `/ready`.
+    probe: reachability::Probe,
 }
 
 impl Engine {
@@ -91,7 +94,7 @@ impl Engine {
     /// (so a restarted agent takes its own leases back at once) and distinct between agents.
     pub fn new(store: Store, limits: Limits, repos: RepoPolicy, provisioner: Option<provision::Provisioner>, agent_id: String) -> Self {
         Self {
-            inner: Arc::new(Inner { store, bus: Bus::new(), limits, repos, tasks: TaskTracker::new(), provisioner: provisioner.map(Arc::new), agent_id, working: Default::default(), figures: Default::default(), last_reconcile: Default::default(), reconciling: Default::default(), stop: Default::default(), deployer: Default::default(), secrets: Default::default(), redeploys: Default::default() }),
+            inner: Arc::new(Inner { store, bus: Bus::new(), limits, repos, tasks: TaskTracker::new(), provisioner: provisioner.map(Arc::new), agent_id, working: Default::default(), figures: Default::default(), last_reconcile: Default::default(), reconciling: Default::default(), stop: Default::default(), deployer: Default::default(), secrets: Default::default(), redeploys: Default::default(), probe: Default::default() }),
         }
     }
 

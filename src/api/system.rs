@@ -36,6 +36,14 @@ pub struct Readiness {
     pub database: bool,
     /// `not_configured` when no Proxmox cluster is configured.
     pub proxmox: String,
+    /// `ok`, `unreachable`, `certificate_mismatch` (TLS failed against the pinned fingerprint or CA),
+    /// `token_rejected` or `failing`; absent without a cluster.
+    #[oai(validator(pattern = "^(ok|unreachable|certificate_mismatch|token_rejected|failing)$"))]
+    pub proxmox_state: Option<String>,
+    /// Why Proxmox VE is not usable now, in words.
+    pub proxmox_reason: Option<String>,
+    /// The cluster's Proxmox VE version, when it answered.
+    pub proxmox_version: Option<String>,
 }
 
 #[derive(ApiResponse)]
@@ -173,8 +181,19 @@ impl SystemApi {
     async fn ready(&self, auth: TokenAuth) -> Result<ReadyResponse, ApiError> {
         auth.require(Scope::Read)?;
         let database = self.state.engine.store().ping().await;
-        let r = Readiness { database, proxmox: self.state.proxmox.clone().unwrap_or_else(|| "not_configured".into()) };
-        Ok(if database { ReadyResponse::Ready(Json(r)) } else { ReadyResponse::NotReady(Json(r)) })
+        let pve = self.state.engine.proxmox_reachability().await;
+        let proxmox_ok = pve.as_ref().is_none_or(|r| r.is_ok());
+        let r = Readiness {
+            database,
+            proxmox: self.state.proxmox.clone().unwrap_or_else(|| "not_configured".into()),
+            proxmox_state: pve.as_ref().map(|r| r.as_str().to_string()),
+            proxmox_reason: pve.as_ref().and_then(|r| r.reason().map(String::from)),
+            proxmox_version: match &pve {
+                Some(crate::engine::reachability::Reachability::Ok { version }) => Some(version.clone()),
+                _ => None,
+            },
+        };
+        Ok(if database && proxmox_ok { ReadyResponse::Ready(Json(r)) } else { ReadyResponse::NotReady(Json(r)) })
     }
 
     /// Counts by status, success rate, mean and p95 deployment time, and Proxmox resource use.

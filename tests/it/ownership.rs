@@ -307,6 +307,36 @@ async fn deployments_created_in_the_same_second_have_different_tags() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_says_why_proxmox_cannot_be_used() {
+    let cluster = start_sim(ClusterSpec::sandbox()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let app = agent(&cluster, dir.path(), |_| {}).await;
+    let (s, r) = app.get("/api/v1/ready", Some(ADMIN)).await;
+    assert_eq!((s, r["proxmox_state"].as_str()), (200, Some("ok")), "{r}");
+    app.stop().await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let app = agent(&cluster, dir.path(), |c| c.token_secret = Secret::new("00000000-0000-0000-0000-000000000000".into())).await;
+    let (s, r) = app.get("/api/v1/ready", Some(ADMIN)).await;
+    assert_eq!((s, r["proxmox_state"].as_str()), (503, Some("token_rejected")), "{r}");
+    assert!(r["proxmox_reason"].as_str().unwrap().contains("401"), "{r}");
+    app.stop().await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let app = agent(&cluster, dir.path(), |c| c.trust = pvedeploy::config::TrustSetting::Fingerprint(["AB"; 32].join(":"))).await;
+    let (s, r) = app.get("/api/v1/ready", Some(ADMIN)).await;
+    assert_eq!((s, r["proxmox_state"].as_str()), (503, Some("certificate_mismatch")), "{r}");
+    app.stop().await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let app = agent(&cluster, dir.path(), |c| c.endpoint = "https://127.0.0.1:9".into()).await;
+    let (s, r) = app.get("/api/v1/ready", Some(ADMIN)).await;
+    assert_eq!((s, r["proxmox_state"].as_str()), (503, Some("unreachable")), "{r}");
+    app.stop().await;
+    cluster.sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_call_says_it_is_waiting() {
     let cluster = start_sim(ClusterSpec::sandbox()).await;
     cluster.sim.faults().add_latency("^/nodes/[^/]+/lxc$", Duration::from_secs(11)).unwrap();

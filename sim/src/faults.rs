@@ -37,21 +37,40 @@ pub enum DropWhen {
     After,
 }
 
-/// A rule closing the TCP connection of matching requests without any HTTP response: `path` is a
-/// regex on the path below `/api2/json` (as for latency), `method` (any if absent) is compared
-/// case-insensitively; `times` counts down with each matching request and the rule disappears
-/// at 0 (default 1).
+/// A rule for matching requests: `path` is a regex on the path below `/api2/json` (as for latency),
+/// `method` (any if absent) is compared case-insensitively; `times` counts down with each matching
+/// request and the rule disappears at 0 (default 1). `action` is what happens to the request.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct DropRule {
+pub struct CallRule<A> {
     pub path: String,
     #[serde(default)]
     pub method: Option<String>,
-    pub when: DropWhen,
+    #[serde(flatten)]
+    pub action: A,
     #[serde(default = "one")]
     pub times: u32,
     #[serde(skip)]
     regex: Option<Arc<fancy_regex::Regex>>,
 }
+
+/// Close the TCP connection without any HTTP response (`{"when": "before" | "after"}`).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DropAction {
+    pub when: DropWhen,
+}
+
+/// Answer with this HTTP status and PVE-style message instead of running the call
+/// (`{"status": 503, "message": "…"}`): a proxy or daemon failing in front of the handler.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Answer {
+    pub status: u16,
+    pub message: String,
+}
+
+/// A rule closing the connection of matching requests.
+pub type DropRule = CallRule<DropAction>;
+/// A rule answering matching requests with an error status.
+pub type FailRule = CallRule<Answer>;
 
 fn one() -> u32 {
     1
@@ -72,6 +91,8 @@ pub struct FaultSet {
     pub offline_nodes: BTreeSet<String>,
     /// connections closed without an answer (first matching rule counts down)
     pub drop_connection: Vec<DropRule>,
+    /// calls answered with an error status without running (first matching rule counts down)
+    pub fail_call: Vec<FailRule>,
     /// every write (POST/PUT/DELETE) below `/api2/json` except `/access/ticket` fails like a node
     /// without quorum; reads keep working
     pub no_quorum: bool,
@@ -82,7 +103,7 @@ pub struct FaultSet {
 pub enum FaultError {
     #[error("invalid latency path regex '{0}': {1}")]
     Regex(String, String),
-    #[error("invalid drop_connection path regex '{0}': {1}")]
+    #[error("invalid drop_connection or fail_call path regex '{0}': {1}")]
     DropRegex(String, String),
 }
 
@@ -147,7 +168,7 @@ impl Faults {
     /// before the call runs ([`DropWhen::Before`]) or after it ran ([`DropWhen::After`]).
     /// `times == 0` adds nothing.
     pub fn drop_connection(&self, path_regex: &str, method: Option<&str>, when: DropWhen, times: u32) -> Result<(), FaultError> {
-        let rule = DropRule::new(path_regex, method.map(str::to_string), when, times)?;
+        let rule = DropRule::new(path_regex, method.map(str::to_string), DropAction { when }, times)?;
         if rule.times > 0 {
             self.lock().drop_connection.push(rule);
         }
@@ -156,6 +177,16 @@ impl Faults {
 
     /// The cluster loses (`true`) or regains quorum: while lost, every write answers 500
     /// `cluster not ready - no quorum?` (see `http.rs`).
+    /// The next `times` calls of `method` (any if `None`) on a path matching `path_regex` are answered
+    /// with `status` and `message` and not run (a 502/503 from pveproxy, a 500 from a daemon).
+    pub fn fail_call(&self, path_regex: &str, method: Option<&str>, status: u16, message: &str, times: u32) -> Result<(), FaultError> {
+        let rule = FailRule::new(path_regex, method.map(str::to_string), Answer { status, message: message.to_string() }, times)?;
+        if rule.times > 0 {
+            self.lock().fail_call.push(rule);
+        }
+        Ok(())
+    }
+
     pub fn set_no_quorum(&self, no_quorum: bool) {
         self.lock().no_quorum = no_quorum;
     }
@@ -180,11 +211,17 @@ impl Faults {
         let drops = set
             .drop_connection
             .into_iter()
-            .map(|r| DropRule::new(&r.path, r.method, r.when, r.times))
+            .map(|r| DropRule::new(&r.path, r.method, r.action, r.times))
+            .collect::<Result<Vec<_>, _>>()?;
+        let fails = set
+            .fail_call
+            .into_iter()
+            .map(|r| FailRule::new(&r.path, r.method, r.action, r.times))
             .collect::<Result<Vec<_>, _>>()?;
         let mut f = self.lock();
         f.latency.extend(latency);
         f.drop_connection.extend(drops.into_iter().filter(|r| r.times > 0));
+        f.fail_call.extend(fails.into_iter().filter(|r| r.times > 0));
         f.no_quorum |= set.no_quorum;
         f.fail_task.extend(set.fail_task);
         f.hang_task.extend(set.hang_task);
@@ -245,24 +282,31 @@ impl Faults {
     /// Whether (and when) this request's connection is to be dropped; counts the first matching
     /// rule down and removes it at 0.
     pub(crate) fn take_connection_drop(&self, method: &str, path: &str) -> Option<DropWhen> {
-        let mut f = self.lock();
-        let idx = f.drop_connection.iter().position(|r| r.matches(method, path))?;
-        let (when, remaining) = {
-            let rule = &mut f.drop_connection[idx];
-            rule.times = rule.times.saturating_sub(1);
-            (rule.when, rule.times)
-        };
-        if remaining == 0 {
-            f.drop_connection.remove(idx);
-        }
-        Some(when)
+        take(&mut self.lock().drop_connection, method, path).map(|a| a.when)
+    }
+
+    /// The error this request is to be answered with instead of running, if any (counted down).
+    pub(crate) fn take_call_failure(&self, method: &str, path: &str) -> Option<Answer> {
+        take(&mut self.lock().fail_call, method, path)
     }
 }
 
-impl DropRule {
-    fn new(path: &str, method: Option<String>, when: DropWhen, times: u32) -> Result<Self, FaultError> {
+/// The action of the first rule matching the request, counting it down (removed at 0).
+fn take<A: Clone>(rules: &mut Vec<CallRule<A>>, method: &str, path: &str) -> Option<A> {
+    let idx = rules.iter().position(|r| r.matches(method, path))?;
+    let rule = &mut rules[idx];
+    rule.times = rule.times.saturating_sub(1);
+    let action = rule.action.clone();
+    if rule.times == 0 {
+        rules.remove(idx);
+    }
+    Some(action)
+}
+
+impl<A> CallRule<A> {
+    fn new(path: &str, method: Option<String>, action: A, times: u32) -> Result<Self, FaultError> {
         let regex = fancy_regex::Regex::new(path).map_err(|e| FaultError::DropRegex(path.to_string(), e.to_string()))?;
-        Ok(Self { path: path.to_string(), method, when, times, regex: Some(Arc::new(regex)) })
+        Ok(Self { path: path.to_string(), method, action, times, regex: Some(Arc::new(regex)) })
     }
 
     fn matches(&self, method: &str, path: &str) -> bool {
@@ -282,6 +326,19 @@ impl LatencyRule {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn failed_calls_count_down_and_round_trip_as_json() {
+        let f = Faults::default();
+        f.fail_call("^/cluster/resources$", Some("get"), 503, "Service Unavailable", 2).unwrap();
+        assert_eq!(f.take_call_failure("POST", "/cluster/resources"), None, "another method");
+        assert_eq!(f.take_call_failure("GET", "/cluster/resources").map(|a| a.status), Some(503));
+        assert!(f.take_call_failure("GET", "/cluster/resources").is_some());
+        assert_eq!(f.take_call_failure("GET", "/cluster/resources"), None, "used up");
+        let set: FaultSet = serde_json::from_str(r#"{"fail_call": [{"path": "/clone$", "status": 502, "message": "Bad Gateway", "times": 1}]}"#).unwrap();
+        f.merge(set).unwrap();
+        assert_eq!(f.take_call_failure("POST", "/nodes/pve1/qemu/9000/clone"), Some(Answer { status: 502, message: "Bad Gateway".into() }));
+    }
 
     #[test]
     fn drop_rules_count_down_and_disappear() {

@@ -86,10 +86,18 @@ impl ApiServer {
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
         }
+        // Every call a client sent to a known method is counted, whatever happens to it next.
+        if let Some(found) = self.schema.find(&method, rel) {
+            self.cluster.count_call(&method, &found.def.path);
+        }
         // `drop_connection` fault: decided (and counted down) once per request
         let drop_when = self.faults.take_connection_drop(&method, rel);
         if drop_when == Some(DropWhen::Before) {
             drop_connection();
+        }
+        // `fail_call` fault: answered as the proxy or daemon in front of the handler would, not run.
+        if let Some(answer) = self.faults.take_call_failure(&method, rel) {
+            return ApiError::Status(answer.status, answer.message).into_response();
         }
         let resp = match self.api(&req, &method, rel, &body).await {
             Ok(resp) => resp,
@@ -176,7 +184,6 @@ impl ApiServer {
             }
         }
         let def = found.def;
-        self.cluster.count_call(method, &def.path);
         if method == "POST" && def.path == "/access/ticket" {
             validate_params(&def, &raw).map_err(ApiError::Params)?;
             let p = Params(raw);

@@ -490,3 +490,29 @@ async fn two_deployments_of_one_name_keep_both_archived_exports() {
     app.stop().await;
     cluster.sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_errors_are_retried_within_a_bounded_budget_that_names_the_last_answer() {
+    let cluster = start_sim(ClusterSpec::sandbox()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let app = agent(&cluster, dir.path(), |_| {}).await;
+    let faults = cluster.sim.faults();
+    // pveproxy answering 503 to a read and to a write, twice each: ridden out.
+    faults.fail_call("^/cluster/resources$", Some("GET"), 503, "Service Unavailable", 2).unwrap();
+    faults.fail_call("^/nodes/[^/]+/lxc$", Some("POST"), 503, "Service Unavailable", 2).unwrap();
+    let id = deploy(&app, "bumpy", "lxc").await;
+    let d = wait_until(&app, &id, "provisioned", settled).await;
+    assert!(provisioned(&d), "{d}\n{}", logs(&app, &id).await);
+    assert_eq!(cluster.sim.calls_to("POST", "/nodes/{node}/lxc"), 3, "two refused creates, then the one that worked");
+    // A daemon that keeps failing the create: a bounded number of tries, then the last answer in words.
+    faults.fail_call("^/nodes/[^/]+/lxc$", Some("POST"), 500, "storage 'local-lvm' is not online", 100).unwrap();
+    let before = cluster.sim.calls_to("POST", "/nodes/{node}/lxc");
+    let id = deploy(&app, "doomed", "lxc").await;
+    let d = wait_until(&app, &id, "failed", |d| d["status"] == "failed").await;
+    let tries = cluster.sim.calls_to("POST", "/nodes/{node}/lxc") - before;
+    assert_eq!(tries, 3, "a plain 500 is tried three times");
+    let why = d["error_message"].as_str().unwrap();
+    assert!(why.contains("gave up after 3 tries") && why.contains("storage 'local-lvm' is not online"), "{why}");
+    app.stop().await;
+    cluster.sim.shutdown().await;
+}

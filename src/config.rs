@@ -667,6 +667,7 @@ mod tests {
         let ok = parse(&format!("{base}address_pool='10.0.0.10-10.0.0.20/24'\ngateway='10.0.0.1'\nnameserver='10.0.0.2'\n[proxmox.node_ssh]\nhost_keys={{pve1='ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGb8VYNA0lN3i6eRNgwmEotTuPxHVOKXfBp5MqqnXwU9 root@pve1'}}\n")).unwrap();
         let ProxmoxSetting::Cluster(c) = ok.proxmox else { panic!() };
         assert_eq!(c.address_pool.unwrap().size(), 11);
+        assert_eq!((c.call_timeout.as_secs(), c.task_timeout.as_secs(), c.step_timeout.as_secs()), (30, 300, 900), "the documented defaults");
         assert_eq!(c.node_ssh.unwrap().user, "root");
         for (extra, field) in [
             ("address_pool='10.0.0.20-10.0.0.10/24'", "proxmox.address_pool"),
@@ -675,6 +676,9 @@ mod tests {
             ("nameserver='dns'", "proxmox.nameserver"),
             ("snippets_dir='relative/x'", "proxmox.snippets_dir"),
             ("reconcile_interval_secs=5", "proxmox.reconcile_interval_secs"),
+            ("call_timeout_secs=0", "proxmox.call_timeout_secs"),
+            ("task_timeout_secs=0", "proxmox.task_timeout_secs"),
+            ("step_timeout_secs=5", "proxmox.step_timeout_secs"),
             ("user_data_template='/nonexistent/user-data.yaml'", "proxmox.user_data_template"),
             ("[proxmox.node_ssh]\nhost_keys={pve1='not a key'}", "proxmox.node_ssh.host_keys"),
         ] {

@@ -159,15 +159,9 @@ impl Engine {
         }
         let engine = self.clone();
         let (kind, node, vmid) = (g.kind, g.node.clone(), g.vmid);
-        let outcome = std::sync::Arc::new(std::sync::Mutex::new(Err::<bool, String>("its deployment is busy".into())));
-        let slot = outcome.clone();
-        self.with_lease(&dep, Duration::from_secs(5), |lease| async move {
-            let r = engine.remove_orphan_leased(&prov, &lease, kind, &node, vmid).await;
-            *slot.lock().expect("outcome poisoned") = r;
-        })
-        .await;
-        let r = outcome.lock().expect("outcome poisoned").clone();
-        r
+        self.with_lease(&dep, Duration::from_secs(5), |lease| async move { engine.remove_orphan_leased(&prov, &lease, kind, &node, vmid).await })
+            .await
+            .unwrap_or_else(|| Err("its deployment is busy".into()))
     }
 
     async fn remove_orphan_leased(&self, prov: &super::provision::Provisioner, lease: &Lease, kind: GuestType, node: &NodeName, vmid: VmId) -> Result<bool, String> {

@@ -101,11 +101,12 @@ impl StepBudget {
 }
 
 impl Engine {
-    /// Takes the deployment's lease (waiting up to `wait` for another holder to finish), runs `work`, releases it.
-    pub(crate) async fn with_lease<F, Fut>(&self, id: &DeploymentId, patience: Duration, work: F) -> Option<()>
+    /// Takes the deployment's lease (waiting up to `patience` for another holder to finish), runs `work`,
+    /// releases it; `None` when the lease could not be had.
+    pub(crate) async fn with_lease<F, Fut, T>(&self, id: &DeploymentId, patience: Duration, work: F) -> Option<T>
     where
         F: FnOnce(Lease) -> Fut,
-        Fut: std::future::Future<Output = ()>,
+        Fut: std::future::Future<Output = T>,
     {
         let started = std::time::Instant::now();
         // One task of this process at a time per deployment (the lease is per agent).
@@ -140,10 +141,13 @@ impl Engine {
                 }
             })
         };
-        work(lease.clone()).await;
+        let out = work(lease.clone()).await;
         renew.abort();
-        let _ = store.release_lease(&lease).await;
-        Some(())
+        if let Err(e) = store.release_lease(&lease).await {
+            // It runs out by itself within `LEASE_TTL_MS`.
+            tracing::warn!(deployment = %id, error = %e, "could not release the work lease");
+        }
+        Some(out)
     }
 
     /// Provisions `id` if it is pending or provisioning and no other agent is working on it.
@@ -640,9 +644,8 @@ impl Engine {
                 Removal::Failed(e) => kept = Some((node.clone(), vmid, e)),
             }
         }
-        if let Some((node, vmid, e)) = &kept {
+        if let Some((_, vmid, e)) = &kept {
             self.log(id, Level::Error, "cleanup", &format!("{e}; VMID {vmid} stays claimed by this deployment until its guest is gone (destroy it to retry)")).await;
-            let _ = node;
         } else {
             // The guest is gone (or was never ours): forget everything about it, so no later destroy or
             // resume can act on an id someone else may be given now.

@@ -395,19 +395,11 @@ impl Scheduler {
         };
         let name = snapshot_name(occurrence);
         let take = Snapshot { prov: &prov, kind: d.spec.guest_type, node: &node, vmid, name: &name, keep, actor: &actor.to_string() };
-        let outcome = std::sync::Arc::new(std::sync::Mutex::new(None));
-        let slot = outcome.clone();
         let e2 = engine.clone();
-        let leased = engine
-            .with_lease(&d.id, Duration::ZERO, |lease| async move {
-                let r = take.run(&super::ownership::Fence::new(e2.store().clone(), lease)).await;
-                *slot.lock().expect("outcome poisoned") = Some(r);
-            })
-            .await;
-        let done = outcome.lock().expect("outcome poisoned").take();
-        let r = match (leased, done) {
-            (Some(()), Some(r)) => r,
-            _ => match engine.store().live_lease(&d.id).await.map_err(|e| e.to_string())? {
+        let leased = engine.with_lease(&d.id, Duration::ZERO, |lease| async move { take.run(&super::ownership::Fence::new(e2.store().clone(), lease)).await }).await;
+        let r = match leased {
+            Some(r) => r,
+            None => match engine.store().live_lease(&d.id).await.map_err(|e| e.to_string())? {
                 Some(lease) if lease.holder == engine.inner.agent_id => take.run(&super::ownership::Fence::new(engine.store().clone(), lease)).await,
                 Some(_) => Err("another agent is working on this deployment (it holds the work lease); not taken".to_string()),
                 None => Err("the deployment was busy; not taken".to_string()),

@@ -134,6 +134,8 @@ struct GuestAccess {
     sudo: bool,
     ip: Ipv4Addr,
     kind: GuestType,
+    /// Where the guest is on Proxmox (to tell a guest that is gone or stopped from one still booting).
+    guest: Option<(crate::core::names::NodeName, crate::core::names::VmId)>,
 }
 
 impl Engine {
@@ -341,6 +343,7 @@ impl Engine {
             sudo,
             ip,
             kind: d.spec.guest_type,
+            guest: d.proxmox_node.clone().zip(d.proxmox_id),
         })
     }
 
@@ -348,7 +351,15 @@ impl Engine {
     async fn connect_when_up(&self, dep: &Deployer, id: &DeploymentId, g: &GuestAccess) -> Result<crate::ssh::Connection, DeployError> {
         let started = Instant::now();
         let mut said = false;
+        let mut last_liveness = Instant::now();
         loop {
+            // A guest that is gone or stopped never answers: say so now, not at the boot deadline.
+            if let (Some(prov), Some((node, vmid))) = (self.inner.provisioner.as_deref(), &g.guest) {
+                if last_liveness.elapsed() >= super::provision::LIVENESS_EVERY {
+                    last_liveness = Instant::now();
+                    prov.still_running(g.kind, node, *vmid).await?;
+                }
+            }
             match dep.ssh.connect(&g.target).await {
                 Ok(c) => {
                     self.log(id, Level::Info, "boot", &format!("connected to {} as {} (host key verified)", g.target.addr, g.target.user)).await;

@@ -156,6 +156,9 @@ pub struct Provisioner {
 /// How long placements share one read of the cluster.
 const VIEW_FOR: Duration = Duration::from_secs(1);
 
+/// How often a wait for a booting guest (its address, its SSH) checks that the guest still runs.
+pub const LIVENESS_EVERY: Duration = Duration::from_secs(2);
+
 /// How long an id found taken outside our records is skipped without the cluster read saying so.
 const TAKEN_FOR: Duration = Duration::from_secs(30);
 
@@ -490,6 +493,18 @@ impl Provisioner {
         self.client.guest_power(kind, node, vmid, PowerAction::Start).await.map(Some)
     }
 
+    /// Whether the guest still runs: `Ok(())`, or why waiting for it further is pointless (it stopped
+    /// — it died during boot — or it no longer exists). A read only; transient read errors are not a verdict.
+    pub async fn still_running(&self, kind: GuestType, node: &NodeName, vmid: VmId) -> Result<(), ProvisionError> {
+        match self.client.guest_current(pve_kind(kind), node, vmid).await {
+            Ok(s) if s.status == GuestState::Stopped => Err(ProvisionError::Failed(format!("guest {vmid} stopped while booting (it exited; see its console on {node})"))),
+            Ok(_) => Ok(()),
+            Err(PveError::NotFound { .. }) => Err(ProvisionError::Failed(format!("guest {vmid} no longer exists on {node} (deleted outside pvedeploy?)"))),
+            Err(e) if e.is_transient() || e.is_retryable() => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Polls until the guest reports an IPv4 address (guest agent for VMs, interfaces for containers).
     /// `known` is the guest's config when it was read since the clone (its `net0` MAC does not change).
     pub async fn await_address(&self, kind: GuestType, node: &NodeName, vmid: VmId, known: Option<&RawConfig>) -> Result<Ipv4Addr, ProvisionError> {
@@ -503,6 +518,7 @@ impl Provisioner {
         let mut polls = 0u32;
         let mut last_problem = String::from("no address reported yet");
         let mut net0_mac: Option<String> = known.and_then(|c| c.get("net0")).and_then(|n| mac_of(n));
+        let mut last_liveness = Instant::now();
         loop {
             let found = match kind {
                 GuestType::Vm => match self.client.qemu_agent_interfaces(node, vmid).await {
@@ -544,6 +560,11 @@ impl Provisioner {
                     "guest {vmid} reported no IPv4 address within {}s ({last_problem})",
                     self.settings.address_deadline.as_secs()
                 )));
+            }
+            // A guest that died during boot never reports one: look every `LIVENESS_EVERY`, not at the deadline.
+            if last_liveness.elapsed() >= LIVENESS_EVERY {
+                last_liveness = Instant::now();
+                self.still_running(kind, node, vmid).await?;
             }
             tokio::time::sleep(gap.next_delay_at(started.elapsed())).await;
         }

@@ -413,3 +413,67 @@ async fn destroying_a_deployment_while_it_provisions_removes_its_guest() {
     app.stop().await;
     cluster.sim.shutdown().await;
 }
+
+/// Stops and deletes a guest behind the agent's back, as an operator would in the Proxmox GUI.
+async fn delete_behind_our_back(pve: &pvedeploy::pve::PveClient, d: &Value) {
+    use pvedeploy::core::names::{NodeName, VmId};
+    let (node, vmid) = (NodeName::parse(d["proxmox_node"].as_str().unwrap()).unwrap(), VmId::new(d["proxmox_id"].as_u64().unwrap()).unwrap());
+    let kind = if d["type"] == "vm" { pvedeploy::pve::GuestType::Qemu } else { pvedeploy::pve::GuestType::Lxc };
+    let upid = match kind {
+        pvedeploy::pve::GuestType::Qemu => pve.qemu_power(&node, vmid, pvedeploy::pve::PowerAction::Stop).await.unwrap(),
+        pvedeploy::pve::GuestType::Lxc => pve.lxc_power(&node, vmid, pvedeploy::pve::PowerAction::Stop).await.unwrap(),
+    };
+    pve.wait_task(&upid, Duration::from_millis(20), Duration::from_secs(30)).await.unwrap();
+    let upid = match kind {
+        pvedeploy::pve::GuestType::Qemu => pve.qemu_delete(&node, vmid, true, true).await.unwrap(),
+        pvedeploy::pve::GuestType::Lxc => pve.lxc_delete(&node, vmid, true, true).await.unwrap(),
+    };
+    pve.wait_task(&upid, Duration::from_millis(20), Duration::from_secs(30)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_deleted_while_the_deploy_waits_for_it_fails_the_deploy_with_that_reason() {
+    let cluster = start_sim(ClusterSpec::sandbox()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let app = agent_for(&cluster, dir.path(), Duration::from_secs(30)).await;
+    let id = deploy(&app, "vanishing", "lxc").await;
+    // The simulator's API-only guests never answer SSH: the deploy waits at boot (up to minutes).
+    let d = wait_until(&app, &id, "installing", |d| d["status"] == "installing").await;
+    delete_behind_our_back(&operator(&cluster), &d).await;
+    let d = wait_until(&app, &id, "failed", |d| d["status"] == "failed").await;
+    let why = d["error_message"].as_str().unwrap();
+    assert!(why.contains("no longer exists") || why.contains("stopped while booting"), "told why, not at the boot deadline: {why}");
+    app.stop().await;
+    cluster.sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_that_dies_while_booting_fails_provisioning_with_that_reason() {
+    let cluster = start_sim(ClusterSpec::sandbox()).await;
+    // The VM's address comes from its guest agent, which never answers: provisioning waits for it.
+    cluster.sim.faults().agent_never_answers(None);
+    let dir = tempfile::tempdir().unwrap();
+    let app = agent_for(&cluster, dir.path(), Duration::from_secs(60)).await;
+    let id = deploy(&app, "dies-at-boot", "vm").await;
+    let pve = operator(&cluster);
+    let d = wait_until(&app, &id, "started", |d| d["proxmox_id"].is_u64()).await;
+    let (node, vmid) = (pvedeploy::core::names::NodeName::parse(d["proxmox_node"].as_str().unwrap()).unwrap(), pvedeploy::core::names::VmId::new(d["proxmox_id"].as_u64().unwrap()).unwrap());
+    // It starts, then exits (as a guest whose kernel panics does).
+    let t = std::time::Instant::now();
+    loop {
+        let (_, logs) = app.get(&format!("/api/v1/deployments/{id}/logs"), Some(ADMIN)).await;
+        if logs.to_string().contains("starting guest") {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(30), "{logs}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let upid = pve.qemu_power(&node, vmid, pvedeploy::pve::PowerAction::Stop).await.unwrap();
+    pve.wait_task(&upid, Duration::from_millis(20), Duration::from_secs(30)).await.unwrap();
+    let d = wait_until(&app, &id, "failed", |d| d["status"] == "failed").await;
+    let why = d["error_message"].as_str().unwrap();
+    assert!(why.contains("stopped while booting"), "told why, not at the address deadline: {why}");
+    app.stop().await;
+    cluster.sim.shutdown().await;
+}

@@ -177,10 +177,26 @@ impl DeploymentsApi {
         after: Query<Option<i64>>,
         /// At most this many lines (default 200, at most 1000); ignored when following.
         limit: Query<Option<u32>>,
+        /// Only the newest this many lines (1 to 1000); with `follow`, the stream starts with them.
+        /// Not together with `after`.
+        tail: Query<Option<u32>>,
     ) -> Result<LogsResponse, ApiError> {
         auth.require(Scope::Read)?;
         let d = self.state.engine.find(&id.0).await?;
-        let after = after.0.unwrap_or(0);
+        let after = match (tail.0, after.0) {
+            (Some(_), Some(_)) => return Err(ApiError::invalid_field("tail", "exclusive", "cannot be combined with after")),
+            (Some(0), None) | (Some(1001..), None) => return Err(ApiError::invalid_field("tail", "range", "must be between 1 and 1000")),
+            (Some(n), None) => {
+                let lines = self.state.engine.store().tail_log(&d.id, n).await.map_err(crate::engine::EngineError::from)?;
+                if !follow.0.unwrap_or(false) {
+                    let next_after = lines.last().map(|l| l.seq).unwrap_or(0);
+                    return Ok(LogsResponse::Ok(LogsBody::Json(Json(LogPage { lines: lines.into_iter().map(LogLineView::from).collect(), next_after }))));
+                }
+                // Follow from just before the oldest of them.
+                lines.first().map(|l| l.seq - 1).unwrap_or(0)
+            }
+            (None, after) => after.unwrap_or(0),
+        };
         if follow.0.unwrap_or(false) {
             let stream = follow_log(self.state.clone(), d.id, after);
             let es = EventStream::new(stream)

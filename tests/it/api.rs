@@ -136,6 +136,15 @@ async fn logs_status_resources_metrics_ready_and_spec() {
     let after = lines["lines"][0]["seq"].as_i64().unwrap();
     let (_, rest) = app.get(&format!("/api/v1/deployments/{id}/logs?after={after}"), Some(READER)).await;
     assert_eq!(rest["lines"].as_array().unwrap().len(), texts.len() - 1);
+    // The newest lines, oldest first (what `tail` shows).
+    let (s, last) = app.get(&format!("/api/v1/deployments/{id}/logs?tail=1"), Some(READER)).await;
+    assert_eq!(s, 200);
+    assert_eq!(last["lines"].as_array().unwrap().len(), 1);
+    assert_eq!(last["lines"][0], lines["lines"][texts.len() - 1], "{last}");
+    for bad in ["tail=0", "tail=1001", &format!("tail=2&after={after}")] {
+        let (s, e) = app.get(&format!("/api/v1/deployments/{id}/logs?{bad}"), Some(READER)).await;
+        assert_eq!((s, e["fields"][0]["field"].as_str()), (422, Some("tail")), "{bad}: {e}");
+    }
 
     let (s, st) = app.get("/api/v1/status", Some(READER)).await;
     assert_eq!(s, 200);

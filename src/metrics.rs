@@ -47,7 +47,7 @@ impl Metrics {
             let _ = writeln!(out, "pvedeploy_deployments{{status=\"{}\"}} {n}", s.as_str());
         }
         let d = &stats.deploy_durations_ms;
-        out.push_str("# HELP pvedeploy_deploy_duration_seconds Time from request to first running.\n# TYPE pvedeploy_deploy_duration_seconds summary\n");
+        out.push_str("# HELP pvedeploy_deploy_duration_seconds How long each deploy that went live took (its start to a passing health check).\n# TYPE pvedeploy_deploy_duration_seconds summary\n");
         for q in [0.5, 0.95] {
             let v = if d.is_empty() { 0.0 } else { d[((q * d.len() as f64).ceil() as usize).clamp(1, d.len()) - 1] as f64 / 1000.0 };
             let _ = writeln!(out, "pvedeploy_deploy_duration_seconds{{quantile=\"{q}\"}} {v}");

@@ -69,9 +69,9 @@ pub struct StatusCount {
 pub struct StatusReport {
     pub total: u64,
     pub by_status: Vec<StatusCount>,
-    /// Deployments that reached `running` / (those plus those that failed); absent until one settled.
+    /// Deploys (releases) that went live / (those plus those that failed); absent until one ended.
     pub success_rate: Option<f64>,
-    /// From request to first `running`, in seconds.
+    /// How long a deploy that went live took, from its start to the app answering its health check, in seconds.
     pub mean_deploy_seconds: Option<f64>,
     pub p95_deploy_seconds: Option<f64>,
     /// Proxmox resource use, when known.
@@ -203,7 +203,7 @@ impl SystemApi {
         let stats = self.state.engine.store().deployment_stats().await.map_err(EngineError::from)?;
         let count = |s: Status| stats.by_status.iter().find(|(st, _)| *st == s).map(|(_, n)| *n).unwrap_or(0);
         let succeeded = stats.deploy_durations_ms.len() as u64;
-        let failed = count(Status::Failed);
+        let failed = stats.deploys_failed;
         let d = &stats.deploy_durations_ms;
         Ok(Json(StatusReport {
             total: stats.by_status.iter().map(|(_, n)| n).sum(),

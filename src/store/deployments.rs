@@ -367,8 +367,12 @@ impl Store {
 
     /// Counts by status and the times from creation to first `running`, for the monitoring figures.
     pub async fn deployment_stats(&self) -> Result<Stats, StoreError> {
+        // Deploy figures come from the releases, one per deploy attempt: how long each took from its
+        // start to its end, and how many ended live against how many failed. (A deployment's
+        // `deployed_at - created_at` counted provisioning once and moved on every redeploy.)
         let sql = "SELECT status, count() AS n FROM deployment GROUP BY status;
-                   SELECT VALUE deployed_at - created_at FROM deployment WHERE deployed_at != NONE;";
+                   SELECT VALUE finished_at - created_at FROM release WHERE finished_at != NONE AND status IN ['active', 'superseded'];
+                   SELECT count() AS n FROM release WHERE finished_at != NONE AND status = 'failed' GROUP ALL;";
         let mut rows = self.run(sql, json!({})).await?.into_iter();
         let mut by_status = Vec::new();
         for v in rows.next().unwrap_or_default() {
@@ -378,7 +382,8 @@ impl Store {
         }
         let mut durations: Vec<i64> = rows.next().unwrap_or_default().into_iter().filter_map(|v| v.as_i64()).collect();
         durations.sort_unstable();
-        Ok(Stats { by_status, deploy_durations_ms: durations })
+        let deploys_failed = rows.next().unwrap_or_default().first().and_then(|v| v.get("n")).and_then(|n| n.as_u64()).unwrap_or(0);
+        Ok(Stats { by_status, deploy_durations_ms: durations, deploys_failed })
     }
 }
 
@@ -386,8 +391,10 @@ impl Store {
 #[derive(Debug, Clone, Default)]
 pub struct Stats {
     pub by_status: Vec<(Status, u64)>,
-    /// Sorted ascending.
+    /// How long each deploy that went live took (a release's start to its end), sorted ascending.
     pub deploy_durations_ms: Vec<i64>,
+    /// Deploys (releases) that ended failed.
+    pub deploys_failed: u64,
 }
 
 impl Store {

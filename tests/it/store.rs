@@ -149,3 +149,33 @@ async fn releasing_a_deployments_addresses_frees_all_of_its_claims_and_only_thos
     let left: Vec<_> = store.address_claims().await.unwrap();
     assert_eq!(left, vec![(a(3), other.to_string())]);
 }
+
+#[tokio::test]
+async fn deploy_figures_come_from_the_releases_that_ended() {
+    use pvedeploy::core::names::CommitSha;
+    use pvedeploy::core::release::{DeployStep, ReleaseId};
+    use pvedeploy::store::releases::{Release, ReleaseStatus, Trigger};
+    let (store, _dir) = store().await;
+    let d = pending_deployment(&store, "figures").await;
+    let commit = CommitSha::parse("0123456789abcdef0123456789abcdef01234567").unwrap();
+    // One deploy live after 1 s, one superseded (it was live) after 3 s, one failed, one still running.
+    for (i, (status, took)) in [(ReleaseStatus::Active, Some(1000)), (ReleaseStatus::Superseded, Some(3000)), (ReleaseStatus::Failed, Some(500)), (ReleaseStatus::Deploying, None)].into_iter().enumerate() {
+        let start = 1_000_000 + i as i64 * 10_000;
+        let r = Release {
+            deployment: d.id.clone(),
+            id: ReleaseId::new(start, &commit),
+            commit: commit.as_str().to_string(),
+            status,
+            step: DeployStep::Health,
+            trigger: Trigger::Redeploy,
+            timings: vec![],
+            error: None,
+            created_at: start,
+            finished_at: took.map(|t| start + t),
+        };
+        store.save_release(&r).await.unwrap();
+    }
+    let stats = store.deployment_stats().await.unwrap();
+    assert_eq!(stats.deploy_durations_ms, [1000, 3000], "the deploys that went live, not the deployment's age");
+    assert_eq!(stats.deploys_failed, 1);
+}

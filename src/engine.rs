@@ -84,9 +84,16 @@ struct Inner {
     /// Seals environment values at rest.
     secrets: std::sync::OnceLock<crate::secrets::SecretBox>,
     /// Deployments with a redeploy task running, each with the commit of its queued follow-up (if any).
-    redeploys: std::sync::Mutex<std::collections::HashMap<String, Option<Option<CommitSha>>>>,
+    redeploys: std::sync::Mutex<std::collections::HashMap<String, Option<Wish>>>,
     /// The last probe of the cluster for `/ready`.
     probe: reachability::Probe,
+}
+
+/// A redeploy asked for: of which commit (the branch head when `None`) and through which door.
+#[derive(Debug, Clone)]
+struct Wish {
+    commit: Option<CommitSha>,
+    trigger: crate::store::releases::Trigger,
 }
 
 impl Engine {
@@ -272,10 +279,11 @@ impl Engine {
             AfterFirst,
             Start,
         }
+        let wish = Wish { commit: commit.clone(), trigger: crate::store::releases::Trigger::redeploy_via(actor.door) };
         let plan = {
             let mut running = self.inner.redeploys.lock().expect("redeploys poisoned");
             if let Some(queued) = running.get_mut(d.id.as_str()) {
-                *queued = Some(commit.clone());
+                *queued = Some(wish.clone());
                 Plan::Queued
             } else if let (Some(c), Some(live), true) = (&commit_text, &d.commit, d.status == Status::Running) {
                 if c == live {
@@ -286,7 +294,7 @@ impl Engine {
                 }
             } else if deploying {
                 // The first deploy is still running under provisioning's lease: follow up after it.
-                running.insert(d.id.to_string(), Some(commit.clone()));
+                running.insert(d.id.to_string(), Some(wish.clone()));
                 Plan::AfterFirst
             } else {
                 running.insert(d.id.to_string(), None);
@@ -312,17 +320,17 @@ impl Engine {
         self.log(&d.id, Level::Info, "redeploy", &format!("redeploy of {what} requested by {actor}")).await;
         let engine = self.clone();
         let id = d.id.clone();
-        self.inner.tasks.spawn(async move { engine.redeploy_loop(id, Some(commit), false).await });
+        self.inner.tasks.spawn(async move { engine.redeploy_loop(id, Some(wish), false).await });
         Ok(RedeployTicket::Started { commit: commit_text })
     }
 
     /// Runs redeploys of one deployment back to back until no follow-up is queued. With `first`
     /// `None` it starts with the queued one (after waiting for the work in progress).
-    async fn redeploy_loop(&self, id: DeploymentId, first: Option<Option<CommitSha>>, wait_first: bool) {
+    async fn redeploy_loop(&self, id: DeploymentId, first: Option<Wish>, wait_first: bool) {
         let mut next = first;
         let patience = if wait_first { std::time::Duration::from_secs(3600) } else { std::time::Duration::from_secs(600) };
         loop {
-            let commit = match next.take() {
+            let Wish { commit, trigger } = match next.take() {
                 Some(c) => c,
                 None => {
                     let mut running = self.inner.redeploys.lock().expect("redeploys poisoned");
@@ -354,7 +362,7 @@ impl Engine {
                             return;
                         }
                     }
-                    let _ = engine.deploy_release(&id2, &lease, crate::store::releases::Trigger::Redeploy, wanted).await;
+                    let _ = engine.deploy_release(&id2, &lease, trigger, wanted).await;
                 })
                 .await;
             if done.is_none() {

@@ -50,7 +50,8 @@ pub struct ReleaseView {
     pub commit: String,
     /// deploying, active, failed or superseded.
     pub status: String,
-    /// deploy, redeploy or rollback.
+    /// What asked for it: deploy (the first, after provisioning), push, api, discord, schedule, cli, rollback,
+    /// or redeploy (the agent itself, or a release recorded before triggers named their door).
     pub trigger: String,
     /// The step it is at, or ended at.
     pub step: String,

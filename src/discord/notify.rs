@@ -26,7 +26,7 @@ pub fn notice(d: &Deployment, status: Status, trigger: Option<Trigger>) -> Optio
     let commit = d.commit.as_deref().map(|c| format!(" ({})", c.chars().take(12).collect::<String>())).unwrap_or_default();
     Some(match (status, trigger) {
         (Status::Pending, _) => format!("🆕 **{name}** created: {} @ {} ({} on {})", d.spec.repo_url, d.spec.branch.as_str(), d.spec.framework.as_str(), d.spec.guest_type.as_str()),
-        (Status::Running, Some(Trigger::Redeploy)) => format!("🔁 **{name}** redeployed{commit}, running{url}"),
+        (Status::Running, Some(t)) if t.is_redeploy() => format!("🔁 **{name}** redeployed{commit}, running{url}"),
         (Status::Running, Some(Trigger::Rollback)) => format!("↩️ **{name}** rolled back{commit}, running{url}"),
         (Status::Running, _) => format!("🟢 **{name}** is running{url}{commit}"),
         (Status::Failed, _) => format!("🔴 **{name}** failed: {}", d.error_message.as_deref().unwrap_or("see its log")),

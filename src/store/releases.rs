@@ -11,26 +11,56 @@ use crate::core::release::{DeployStep, ReleaseId};
 /// What started a release.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Trigger {
+    /// The first deploy after provisioning.
     Deploy,
-    Redeploy,
+    /// A GitHub push.
+    Push,
+    /// A redeploy asked through the HTTP API (or the dashboard).
+    Api,
+    Discord,
+    Schedule,
+    Cli,
     Rollback,
+    /// A redeploy asked by the agent itself, or recorded before triggers named their door.
+    Redeploy,
 }
 
 impl Trigger {
+    const ALL: [Trigger; 8] = [Self::Deploy, Self::Push, Self::Api, Self::Discord, Self::Schedule, Self::Cli, Self::Rollback, Self::Redeploy];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Trigger::Deploy => "deploy",
-            Trigger::Redeploy => "redeploy",
+            Trigger::Push => "push",
+            Trigger::Api => "api",
+            Trigger::Discord => "discord",
+            Trigger::Schedule => "schedule",
+            Trigger::Cli => "cli",
             Trigger::Rollback => "rollback",
+            Trigger::Redeploy => "redeploy",
         }
     }
 
-    fn parse(s: &str) -> Self {
-        match s {
-            "redeploy" => Trigger::Redeploy,
-            "rollback" => Trigger::Rollback,
-            _ => Trigger::Deploy,
+    fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.as_str() == s)
+    }
+
+    /// A redeploy's trigger, from the door it was asked through.
+    pub fn redeploy_via(door: crate::core::command::Door) -> Self {
+        use crate::core::command::Door;
+        match door {
+            Door::Api => Trigger::Api,
+            Door::Webhook => Trigger::Push,
+            Door::Discord => Trigger::Discord,
+            Door::Schedule => Trigger::Schedule,
+            Door::Cli => Trigger::Cli,
+            Door::System => Trigger::Redeploy,
         }
+    }
+
+    /// Any deploy after the first (what a notice calls "redeployed").
+    pub fn is_redeploy(self) -> bool {
+        !matches!(self, Trigger::Deploy | Trigger::Rollback)
     }
 }
 
@@ -129,7 +159,7 @@ impl TryFrom<Row> for Release {
             commit: r.commit,
             status: ReleaseStatus::parse(&r.status).ok_or_else(|| bad("status"))?,
             step: DeployStep::parse(&r.step).ok_or_else(|| bad("step"))?,
-            trigger: Trigger::parse(&r.trigger),
+            trigger: Trigger::parse(&r.trigger).ok_or_else(|| bad("trigger"))?,
             timings: timings.into_iter().map(|(_, n, v)| (n, v)).collect(),
             error: r.error,
             created_at: r.created_at,

@@ -139,6 +139,10 @@ async fn flask_on_a_vm_and_express_in_a_container_deploy_redeploy_break_roll_bac
     let deployed: Vec<String> = releases(&app, &eid).await.iter().map(|r| r["commit"].as_str().unwrap().to_string()).collect();
     assert!(deployed.contains(&v3) && deployed.contains(&v5), "{deployed:?}");
     assert!(!deployed.contains(&v4), "v4 was replaced by v5 while queued: {deployed:?}");
+    // Each release says what asked for it: the first deploy, then pushes.
+    let triggers: Vec<String> = releases(&app, &eid).await.iter().map(|r| r["trigger"].as_str().unwrap().to_string()).collect();
+    assert_eq!(triggers.last().map(String::as_str), Some("deploy"), "{triggers:?}");
+    assert!(triggers[..triggers.len() - 1].iter().all(|t| t == "push"), "{triggers:?}");
 
     // a broken commit: the redeploy fails, is recorded, and v2 keeps answering
     flask.edit("app.py", "import os\n", "import os\nraise RuntimeError(\"broken on purpose\")\n");
@@ -151,6 +155,7 @@ async fn flask_on_a_vm_and_express_in_a_container_deploy_redeploy_break_roll_bac
     assert!(f["error_message"].as_str().unwrap().contains("failed at step"), "{f}");
     let rs = releases(&app, &fid).await;
     assert_eq!((rs[0]["commit"].as_str(), rs[0]["status"].as_str()), (Some(broken.as_str()), Some("failed")), "{rs:?}");
+    assert_eq!(rs[0]["trigger"], "api", "asked through the HTTP API: {rs:?}");
     assert_eq!(http_body(&furl).await, "hello from flask v2\n");
 
     // rollback to the release before v2

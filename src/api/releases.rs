@@ -55,7 +55,7 @@ pub struct ReleaseView {
     pub trigger: String,
     /// The step it is at, or ended at.
     pub step: String,
-    /// Milliseconds per finished step, in order.
+    /// Milliseconds per step, in order; a failed release's last entry is the step it failed in.
     pub timings: Vec<StepTiming>,
     pub error: Option<String>,
     pub created_at: String,

@@ -278,6 +278,8 @@ impl Engine {
             let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
             if let Err(e) = shell.root(step.as_str(), &argv, stdin, s.step_timeout).await {
                 release.step = step;
+                // The step it failed in counts too: its time is how long it took to fail.
+                timings.push((step.as_str().to_string(), t.elapsed().as_millis() as u64));
                 release.timings = timings;
                 self.finish_release(&mut release, ReleaseStatus::Failed, Some(format!("step {} failed", step.as_str()))).await;
                 return Err(DeployError::Step { step, source: e });
@@ -292,6 +294,7 @@ impl Engine {
         let t = Instant::now();
         let url = format!("http://{ip}:{port}");
         if let Err(e) = self.health(dep, &id, &url, d.spec.health_path.as_str()).await {
+            timings.push(("health".into(), t.elapsed().as_millis() as u64));
             release.timings = timings;
             self.finish_release(&mut release, ReleaseStatus::Failed, Some(e.to_string())).await;
             self.restore_previous(&shell, &id, &name, &deploy_app, &release_id).await;

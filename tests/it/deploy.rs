@@ -156,6 +156,8 @@ async fn flask_on_a_vm_and_express_in_a_container_deploy_redeploy_break_roll_bac
     let rs = releases(&app, &fid).await;
     assert_eq!((rs[0]["commit"].as_str(), rs[0]["status"].as_str()), (Some(broken.as_str()), Some("failed")), "{rs:?}");
     assert_eq!(rs[0]["trigger"], "api", "asked through the HTTP API: {rs:?}");
+    let timed: Vec<&str> = rs[0]["timings"].as_array().unwrap().iter().map(|t| t["step"].as_str().unwrap()).collect();
+    assert_eq!(timed.last().copied(), rs[0]["step"].as_str(), "the step it failed in is timed too: {rs:?}");
     assert_eq!(http_body(&furl).await, "hello from flask v2\n");
 
     // rollback to the release before v2

@@ -406,7 +406,7 @@ impl Engine {
     }
 
     /// Asks `url` + `path` until it answers 2xx/3xx or the deadline passes.
-    async fn health(&self, dep: &Deployer, id: &DeploymentId, url: &str, path: &str) -> Result<(), DeployError> {
+    pub(crate) async fn health(&self, dep: &Deployer, id: &DeploymentId, url: &str, path: &str) -> Result<(), DeployError> {
         let target = format!("{url}{path}");
         self.log(id, Level::Info, "health", &format!("checking {target}")).await;
         let started = Instant::now();

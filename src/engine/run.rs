@@ -779,6 +779,18 @@ impl Engine {
                             }
                             let ip = prov.await_address(kind, &on, vmid, None).await?;
                             engine.log(&id, Level::Info, step, &format!("guest {vmid} is up at {ip}")).await;
+                            // `running` means the app answers, as after a deploy: its health check first.
+                            let url = format!("http://{ip}:{}", crate::core::release::app_port(d.spec.framework));
+                            if let (Some(dep), Some(_)) = (engine.inner.deployer.get(), d.commit.as_ref()) {
+                                if let Err(e) = engine.health(dep, &id, &url, d.spec.health_path.as_str()).await {
+                                    let msg = format!("started, but the app does not answer: {e}");
+                                    let error = msg.clone();
+                                    return engine.leased_transition(d, Status::Failed, &msg, &lease, move |d| {
+                                        d.ip_address = Some(ip.to_string());
+                                        d.error_message = Some(error);
+                                    }).await;
+                                }
+                            }
                             engine.leased_transition(d, Status::Running, "started", &lease, move |d| d.ip_address = Some(ip.to_string())).await
                         }
                     }

@@ -49,8 +49,10 @@ pub enum Accepted {
 #[derive(ResponseContent)]
 pub enum LogsBody {
     Json(Json<LogPage>),
-    /// With `follow=true`: one `log` event per line (JSON), until the deployment settles.
-    Stream(EventStream<BoxStream<'static, LogLineView>>),
+    /// With `follow=true`: a `log` event per line (its data is the line's JSON); after 5 s without a
+    /// line, a `progress` event (`{"step", "waiting_seconds"}`) every 5 s; when the deployment settles,
+    /// a last `status` event (`{"status", "error_message", "url", "commit"}`) and the end of the stream.
+    Stream(EventStream<BoxStream<'static, FollowEvent>>),
 }
 
 #[derive(ApiResponse)]
@@ -199,9 +201,12 @@ impl DeploymentsApi {
         };
         if follow.0.unwrap_or(false) {
             let stream = follow_log(self.state.clone(), d.id, after);
-            let es = EventStream::new(stream)
-                .keep_alive(Duration::from_secs(15))
-                .to_event(|l| poem::web::sse::Event::message(serde_json::to_string(&LogJson::from(&l)).unwrap_or_default()).event_type("log").id(l.seq.to_string()));
+            let es = EventStream::new(stream).keep_alive(Duration::from_secs(15)).to_event(|e| match (&e.line, &e.progress, &e.end) {
+                (Some(l), _, _) => poem::web::sse::Event::message(serde_json::to_string(&LogJson::from(l)).unwrap_or_default()).event_type("log").id(l.seq.to_string()),
+                (_, Some(p), _) => poem::web::sse::Event::message(serde_json::json!({"step": p.step, "waiting_seconds": p.waiting_seconds}).to_string()).event_type("progress"),
+                (_, _, Some(end)) => poem::web::sse::Event::message(serde_json::json!({"status": end.status, "error_message": end.error_message, "url": end.url, "commit": end.commit}).to_string()).event_type("status"),
+                _ => poem::web::sse::Event::message("{}").event_type("progress"),
+            });
             return Ok(LogsResponse::Ok(LogsBody::Stream(es)));
         }
         let limit = limit.0.unwrap_or(200);
@@ -239,14 +244,55 @@ impl<'a> From<&'a LogLineView> for LogJson<'a> {
     }
 }
 
-/// Lines after `after`, then every new line, until the deployment is no longer busy.
+/// One event of a followed log (see `LogsBody::Stream`): exactly one of its members is present.
+#[derive(Debug, Clone, poem_openapi::Object)]
+#[oai(skip_serializing_if_is_none)]
+pub struct FollowEvent {
+    /// A new line (SSE event `log`).
+    pub line: Option<LogLineView>,
+    /// Nothing was logged for a while; the step still at work (SSE event `progress`).
+    pub progress: Option<FollowProgress>,
+    /// The deployment settled; the stream ends after this (SSE event `status`).
+    pub end: Option<FollowEnd>,
+}
+
+#[derive(Debug, Clone, poem_openapi::Object)]
+pub struct FollowProgress {
+    /// The step of the last line.
+    pub step: String,
+    /// Seconds since the last line.
+    pub waiting_seconds: u64,
+}
+
+#[derive(Debug, Clone, poem_openapi::Object)]
+#[oai(skip_serializing_if_is_none)]
+pub struct FollowEnd {
+    pub status: String,
+    pub error_message: Option<String>,
+    pub url: Option<String>,
+    pub commit: Option<String>,
+}
+
+impl FollowEvent {
+    fn line(l: LogLineView) -> Self {
+        FollowEvent { line: Some(l), progress: None, end: None }
+    }
+}
+
+/// How long a followed log may stay silent before a `progress` event says what is still at work.
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
+/// Lines after `after`, then every new line, until the deployment is no longer busy; `progress`
+/// during silences, and a last `status` event.
 /// Subscribes before reading the backlog so that no line falls between the two.
-fn follow_log(state: ApiState, id: DeploymentId, after: i64) -> BoxStream<'static, LogLineView> {
-    let (tx, rx) = tokio::sync::mpsc::channel::<LogLineView>(256);
+fn follow_log(state: ApiState, id: DeploymentId, after: i64) -> BoxStream<'static, FollowEvent> {
+    let (tx, rx) = tokio::sync::mpsc::channel::<FollowEvent>(256);
     tokio::spawn(async move {
         let mut events = state.engine.bus().subscribe();
         let store = state.engine.store();
         let mut last = after;
+        let mut step = String::from("request");
+        let mut quiet_since = std::time::Instant::now();
         let mut settled = false;
         loop {
             // Backlog (first pass, or after the bus overflowed).
@@ -255,7 +301,9 @@ fn follow_log(state: ApiState, id: DeploymentId, after: i64) -> BoxStream<'stati
                 let n = lines.len();
                 for l in lines {
                     last = l.seq;
-                    if tx.send(l.into()).await.is_err() {
+                    step = l.step.clone();
+                    quiet_since = std::time::Instant::now();
+                    if tx.send(FollowEvent::line(l.into())).await.is_err() {
                         return;
                     }
                 }
@@ -264,6 +312,11 @@ fn follow_log(state: ApiState, id: DeploymentId, after: i64) -> BoxStream<'stati
                 }
             }
             if settled {
+                // The end: what the deployment settled as.
+                if let Ok(Some(d)) = store.get_deployment(&id).await {
+                    let end = FollowEnd { status: d.status.as_str().into(), error_message: d.error_message.clone(), url: d.url.clone(), commit: d.commit.clone() };
+                    let _ = tx.send(FollowEvent { line: None, progress: None, end: Some(end) }).await;
+                }
                 return;
             }
             match store.get_deployment(&id).await {
@@ -274,10 +327,22 @@ fn follow_log(state: ApiState, id: DeploymentId, after: i64) -> BoxStream<'stati
                 continue; // one more backlog read catches lines written just before settling
             }
             loop {
-                match events.recv().await {
+                let next = match tokio::time::timeout(PROGRESS_EVERY, events.recv()).await {
+                    Ok(next) => next,
+                    Err(_) => {
+                        let progress = FollowProgress { step: step.clone(), waiting_seconds: quiet_since.elapsed().as_secs() };
+                        if tx.send(FollowEvent { line: None, progress: Some(progress), end: None }).await.is_err() {
+                            return;
+                        }
+                        continue;
+                    }
+                };
+                match next {
                     Ok(Event::Log(l)) if l.deployment == id.as_str() && l.seq > last => {
                         last = l.seq;
-                        if tx.send(l.into()).await.is_err() {
+                        step = l.step.clone();
+                        quiet_since = std::time::Instant::now();
+                        if tx.send(FollowEvent::line(l.into())).await.is_err() {
                             return;
                         }
                     }

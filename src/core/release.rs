@@ -107,6 +107,27 @@ pub fn app_port(f: Framework) -> u16 {
     }
 }
 
+/// Whether a health-check answer will not change by waiting: a client error (4xx) other than a
+/// timeout or a rate limit comes from the app itself, deciding on the request.
+pub fn health_answer_is_final(status: u16) -> bool {
+    (400..500).contains(&status) && !matches!(status, 408 | 425 | 429)
+}
+
+/// What to do about an app answering its health check with `status`, in words, per framework.
+pub fn health_hint(f: Framework, status: u16, path: &str) -> Option<String> {
+    Some(match (f, status) {
+        (Framework::Django, 400) => "Django refuses the guest's address as Host (ALLOWED_HOSTS). In settings.py, read it from the \
+             environment: `ALLOWED_HOSTS = os.environ.get(\"DJANGO_ALLOWED_HOSTS\", \"\").split(\",\")` and set \
+             DJANGO_ALLOWED_HOSTS (the agent sets it to the guest's address and the app's URL host for you), or list them there"
+            .to_string(),
+        (Framework::Laravel, 400 | 419) => "Laravel refused the request: check APP_URL and the trusted hosts/proxies for the guest's address".to_string(),
+        (_, 404) => format!("the app has no page at the health path {path}: set the deployment's health_path to one that answers 200"),
+        (_, 401 | 403) => format!("the health path {path} needs a login: set the deployment's health_path to a public page"),
+        (_, 405) => format!("the health path {path} does not answer GET: set the deployment's health_path to a page that does"),
+        _ => return None,
+    })
+}
+
 /// An environment variable name: `[A-Za-z_][A-Za-z0-9_]*`, at most 128 characters.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct EnvName(String);
@@ -158,6 +179,18 @@ impl fmt::Debug for EnvValue {
 }
 
 /// The env file the guest scripts read: `NAME=value` lines, literal, sorted by name.
+/// What the agent adds to an app's environment unless the deployment sets it: for Django,
+/// `DJANGO_ALLOWED_HOSTS` with the guest's address (a settings.py that reads it then accepts the requests
+/// the health check and users make).
+pub fn framework_env(f: Framework, ip: std::net::Ipv4Addr, set: &[(EnvName, EnvValue)]) -> Vec<(EnvName, EnvValue)> {
+    let mut out = set.to_vec();
+    if f == Framework::Django && !set.iter().any(|(n, _)| n.as_str() == "DJANGO_ALLOWED_HOSTS") {
+        let name = EnvName("DJANGO_ALLOWED_HOSTS".into());
+        out.push((name, EnvValue(format!("{ip},localhost,127.0.0.1"))));
+    }
+    out
+}
+
 pub fn env_file(vars: &[(EnvName, EnvValue)]) -> Vec<u8> {
     let mut sorted: Vec<&(EnvName, EnvValue)> = vars.iter().collect();
     sorted.sort_by(|a, b| a.0.cmp(&b.0));
@@ -178,6 +211,26 @@ fn printable(raw: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn final_health_answers_and_their_hints() {
+        assert!(health_answer_is_final(400) && health_answer_is_final(404) && health_answer_is_final(403));
+        assert!(!health_answer_is_final(429) && !health_answer_is_final(408) && !health_answer_is_final(502) && !health_answer_is_final(200));
+        assert!(health_hint(Framework::Django, 400, "/").unwrap().contains("ALLOWED_HOSTS"));
+        assert!(health_hint(Framework::Flask, 404, "/healthz").unwrap().contains("/healthz"));
+        assert_eq!(health_hint(Framework::Flask, 418, "/"), None);
+    }
+
+    #[test]
+    fn django_gets_its_allowed_hosts_unless_the_deployment_sets_them() {
+        let ip = std::net::Ipv4Addr::new(127, 77, 0, 5);
+        let added = framework_env(Framework::Django, ip, &[]);
+        assert_eq!(String::from_utf8(env_file(&added)).unwrap(), "DJANGO_ALLOWED_HOSTS=127.77.0.5,localhost,127.0.0.1\n");
+        let name = EnvName::parse("DJANGO_ALLOWED_HOSTS").unwrap();
+        let own = vec![(name.clone(), EnvValue::parse(&name, "example.com".into()).unwrap())];
+        assert_eq!(framework_env(Framework::Django, ip, &own), own);
+        assert!(framework_env(Framework::Flask, ip, &[]).is_empty());
+    }
 
     #[test]
     fn release_ids_sort_by_time_and_round_trip() {

@@ -18,7 +18,7 @@ use super::provision::ProvisionError;
 use super::Engine;
 use crate::core::deployment::{Deployment, DeploymentId, GuestType};
 use crate::core::names::CommitSha;
-use crate::core::release::{app_port, env_file, DeployStep, EnvName, EnvValue, ReleaseId};
+use crate::core::release::{app_port, env_file, framework_env, health_answer_is_final, health_hint, DeployStep, EnvName, EnvValue, ReleaseId};
 use crate::core::status::Status;
 use crate::ssh::{HostKeyPin, Ssh, SshError, Target};
 use crate::store::leases::Lease;
@@ -92,6 +92,9 @@ pub enum DeployError {
     Step { step: DeployStep, source: ShellError },
     #[error("health check of {url} failed for {secs}s: {last}")]
     Health { url: String, secs: u64, last: String },
+    /// The app answered its health check with a client error that waiting will not change.
+    #[error("health check of {url}: the app answered HTTP {status} ({body}){}", hint.as_ref().map(|h| format!("; {h}")).unwrap_or_default())]
+    Refused { url: String, status: u16, body: String, hint: Option<String> },
     #[error(transparent)]
     Provision(#[from] ProvisionError),
     #[error("{0}")]
@@ -111,7 +114,7 @@ impl DeployError {
     fn step(&self) -> Option<DeployStep> {
         match self {
             DeployError::Step { step, .. } => Some(*step),
-            DeployError::Health { .. } => Some(DeployStep::Health),
+            DeployError::Health { .. } | DeployError::Refused { .. } => Some(DeployStep::Health),
             _ => None,
         }
     }
@@ -258,7 +261,7 @@ impl Engine {
                     (DeployStep::Fetch, vec![deploy_app.clone(), "fetch".into(), "--app".into(), name.clone(), "--repo".into(), d.spec.repo_url.to_string(), "--commit".into(), commit.clone(), "--release".into(), rel.clone()], None),
                     (DeployStep::Dependencies, vec![deploy_app.clone(), "deps".into(), "--app".into(), name.clone(), "--release".into(), rel.clone(), "--framework".into(), fw.clone()], None),
                     // The environment file goes first, so build steps (migrations) see it.
-                    (DeployStep::Build, vec!["install".into(), "-m".into(), "0640".into(), "-o".into(), "root".into(), "-g".into(), format!("app-{name}"), "/dev/stdin".into(), env_path], Some(env_file(&env))),
+                    (DeployStep::Build, vec!["install".into(), "-m".into(), "0640".into(), "-o".into(), "root".into(), "-g".into(), format!("app-{name}"), "/dev/stdin".into(), env_path], Some(env_file(&framework_env(d.spec.framework, access.ip, &env)))),
                     (DeployStep::Build, vec![deploy_app.clone(), "build".into(), "--app".into(), name.clone(), "--release".into(), rel.clone(), "--framework".into(), fw.clone()], None),
                     (DeployStep::Start, vec![deploy_app.clone(), "activate".into(), "--app".into(), name.clone(), "--release".into(), rel.clone(), "--framework".into(), fw, "--port".into(), port_s.clone(), "--bind".into(), ip.clone()], None),
                 ]
@@ -293,7 +296,7 @@ impl Engine {
         self.store().save_release(&release).await?;
         let t = Instant::now();
         let url = format!("http://{ip}:{port}");
-        if let Err(e) = self.health(dep, &id, &url, d.spec.health_path.as_str()).await {
+        if let Err(e) = self.health(dep, &id, &url, d.spec.health_path.as_str(), d.spec.framework).await {
             timings.push(("health".into(), t.elapsed().as_millis() as u64));
             release.timings = timings;
             self.finish_release(&mut release, ReleaseStatus::Failed, Some(e.to_string())).await;
@@ -406,19 +409,35 @@ impl Engine {
     }
 
     /// Asks `url` + `path` until it answers 2xx/3xx or the deadline passes.
-    pub(crate) async fn health(&self, dep: &Deployer, id: &DeploymentId, url: &str, path: &str) -> Result<(), DeployError> {
+    /// Waits for the app to answer `path` with a success or a redirect. An answer that waiting cannot
+    /// change (a 4xx from the app, three times in a row) ends the wait at once with the status, the
+    /// first lines of the body and what to do about it.
+    pub(crate) async fn health(&self, dep: &Deployer, id: &DeploymentId, url: &str, path: &str, framework: crate::core::deployment::Framework) -> Result<(), DeployError> {
         let target = format!("{url}{path}");
         self.log(id, Level::Info, "health", &format!("checking {target}")).await;
         let started = Instant::now();
         let mut last = String::from("no answer yet");
+        let mut same_final = (0u16, 0u32);
         while started.elapsed() < dep.settings.health_deadline {
             match dep.http.get(&target).send().await {
                 Ok(r) if r.status().is_success() || r.status().is_redirection() => {
                     self.log(id, Level::Info, "health", &format!("{target} answered {}", r.status().as_u16())).await;
                     return Ok(());
                 }
-                Ok(r) => last = format!("HTTP {}", r.status().as_u16()),
-                Err(e) => last = e.to_string(),
+                Ok(r) => {
+                    let status = r.status().as_u16();
+                    last = format!("HTTP {status}");
+                    same_final = if health_answer_is_final(status) && same_final.0 == status { (status, same_final.1 + 1) } else { (status, u32::from(health_answer_is_final(status))) };
+                    if same_final.1 >= 3 {
+                        let body = r.text().await.unwrap_or_default();
+                        let head: String = body.lines().filter(|l| !l.trim().is_empty()).take(5).collect::<Vec<_>>().join(" | ").chars().take(400).collect();
+                        return Err(DeployError::Refused { url: target, status, body: head, hint: health_hint(framework, status, path) });
+                    }
+                }
+                Err(e) => {
+                    last = e.to_string();
+                    same_final = (0, 0);
+                }
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }

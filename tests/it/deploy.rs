@@ -202,7 +202,16 @@ async fn django_a_php_app_and_a_static_site_in_containers() {
     let site = server.repo("octo/site", "static");
     // PHP-FPM, nginx and composer as for Laravel; the app itself has no dependencies (packagist.org is unreachable here)
     let php = server.repo("octo/php", "laravel");
+    // Django as `startproject` leaves it: DEBUG on, no ALLOWED_HOSTS (only localhost may ask), and the
+    // middleware that checks the Host header (startproject's list starts with these two).
+    let stock = server.repo("octo/django-stock", "django");
+    stock.edit("mysite/settings.py", "DEBUG = False\nALLOWED_HOSTS = [\"*\"]", "DEBUG = True\nALLOWED_HOSTS = []");
+    stock.edit("mysite/settings.py", "MIDDLEWARE = []", "MIDDLEWARE = [\"django.middleware.security.SecurityMiddleware\", \"django.middleware.common.CommonMiddleware\"]");
+    stock.commit("as startproject leaves it");
     let app = agent(rig.sim(), data.path(), &server.host).await;
+    let (s, d) = app.post("/api/v1/deployments", Some(ADMIN), &json!({"name": "django-stock", "repo_url": stock.url, "framework": "django", "type": "lxc"})).await;
+    assert_eq!(s, 202, "{d}");
+    let stock_id = d["id"].as_str().unwrap().to_string();
     let mut ids = vec![];
     for (name, repo, fw) in [("django-e2e", &django, "django"), ("static-e2e", &site, "static"), ("php-e2e", &php, "laravel")] {
         let (s, d) = app.post("/api/v1/deployments", Some(ADMIN), &json!({"name": name, "repo_url": repo.url, "framework": fw, "type": "lxc"})).await;
@@ -215,6 +224,11 @@ async fn django_a_php_app_and_a_static_site_in_containers() {
         let got = http_body(d["url"].as_str().unwrap()).await;
         assert!(got.contains(body), "{got}");
     }
+    // The stock project's 400 ends the health check at once, saying why and what to change.
+    let d = wait_for(&app, &stock_id, "failed", Duration::from_secs(900), |d| d["status"] == "failed" || d["status"] == "running").await;
+    let why = d["error_message"].as_str().unwrap_or_default();
+    assert!(why.contains("HTTP 400") && why.contains("ALLOWED_HOSTS"), "{d}");
+    ids.push(stock_id);
     for id in &ids {
         let (s, _) = app.delete(&format!("/api/v1/deployments/{id}"), Some(ADMIN)).await;
         assert_eq!(s, 202);

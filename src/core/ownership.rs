@@ -13,7 +13,8 @@ use crate::core::deployment::DeploymentId;
 pub const TAG: &str = "pvedeploy";
 
 /// The tag of `id`'s guest: `pvedeploy-<the whole deployment id>`. PVE's tag format is
-/// `[a-z0-9_][a-z0-9_\-+.]*` (`pve-tag` in pve-common's `JSONSchema.pm`); a hyphenated lowercase UUID fits.
+/// `[a-z0-9_][a-z0-9_\-+.]*` (`$PVE_TAG_RE` for the `pve-tag` format, pve-common `src/PVE/JSONSchema.pm`);
+/// a hyphenated lowercase UUID fits.
 pub fn tag_for(id: &DeploymentId) -> String {
     format!("{TAG}-{id}")
 }

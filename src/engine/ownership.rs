@@ -102,9 +102,10 @@ impl Provisioner {
     async fn locate(&self, kind: GuestType, node: &NodeName, vmid: VmId) -> Result<Located, ProvisionError> {
         match self.locate_once(kind, node, vmid).await? {
             // PVE writes a new guest's config, marks included, only when its create or clone task ends;
-            // until then the config holds just `lock: create` / `lock: clone` (pve-container
-            // `API2/LXC.pm` create_vm, qemu-server `API2/Qemu.pm` clone_vm: `create_and_lock_config`).
-            // Whose it is can only be told once the lock is gone.
+            // until then the config holds just its lock: pve-container `src/PVE/API2/LXC.pm` create_vm
+            // takes `create_and_lock_config` (`lock: create`, removed with `remove_lock($vmid, 'create')`),
+            // qemu-server `src/PVE/API2/Qemu.pm` clone_vm writes "# qmclone temporary file\nlock: clone\n"
+            // (both at the commits in sim/README.md). Whose it is can only be told once the lock is gone.
             Located::At(node, config) if matches!(config.get("lock").map(String::as_str), Some("create" | "clone")) && owner_of(&config) == Owner::Unmarked => {
                 match self.wait_unlocked(kind, &node, vmid).await {
                     Ok(config) => Ok(Located::At(node, config)),

@@ -35,6 +35,10 @@ pub struct DeploymentRequest {
     pub auto_redeploy: Option<bool>,
     /// Path of the HTTP health check after each deploy (default `/`).
     pub health_path: Option<String>,
+    /// Starts the app instead of the framework's own command: a command line like a Procfile's `web:`
+    /// line, run on the guest as the app's user by `/bin/sh -c`, with the app's environment. 1-2048
+    /// characters, no newline. Ignored for static and laravel (nginx and PHP-FPM serve those).
+    pub start_command: Option<String>,
 }
 
 /// Reads a deployment request out of a JSON object; wrong types and unknown fields are field errors.
@@ -52,6 +56,7 @@ pub fn raw_spec(fields: &serde_json::Map<String, serde_json::Value>) -> (RawSpec
         node: r.string("node"),
         auto_redeploy: r.boolean("auto_redeploy"),
         health_path: r.string("health_path"),
+        start_command: r.string("start_command"),
     };
     (raw, r.finish())
 }
@@ -74,6 +79,7 @@ pub struct DeploymentView {
     pub node: Option<String>,
     pub auto_redeploy: bool,
     pub health_path: String,
+    pub start_command: Option<String>,
     /// pending, provisioning, installing, deploying, running, stopped, failed, destroying or destroyed.
     pub status: String,
     pub proxmox_id: Option<u32>,
@@ -115,6 +121,7 @@ impl From<&Deployment> for DeploymentView {
             node: s.node.as_ref().map(ToString::to_string),
             auto_redeploy: s.auto_redeploy,
             health_path: s.health_path.as_str().into(),
+            start_command: s.start_command.as_ref().map(|c| c.as_str().to_string()),
             status: d.status.as_str().into(),
             proxmox_id: d.proxmox_id.map(|v| v.get()),
             proxmox_node: d.proxmox_node.as_ref().map(ToString::to_string),

@@ -3,7 +3,7 @@
 use std::fmt;
 
 use crate::core::limits::{Limits, RepoPolicy};
-use crate::core::names::{AppName, GitRef, HealthPath, NodeName, VmId};
+use crate::core::names::{AppName, GitRef, HealthPath, NodeName, StartCommand, VmId};
 use crate::core::repo::RepoUrl;
 use crate::core::status::Status;
 use crate::core::validation::{FieldError, ValidationErrors};
@@ -119,6 +119,7 @@ pub struct RawSpec {
     pub node: Option<String>,
     pub auto_redeploy: Option<bool>,
     pub health_path: Option<String>,
+    pub start_command: Option<String>,
 }
 
 /// A deployment request that passed every rule.
@@ -137,6 +138,8 @@ pub struct Spec {
     pub auto_redeploy: bool,
     /// Where the health check asks the app (`/` by default).
     pub health_path: HealthPath,
+    /// Starts the app instead of the framework's own command.
+    pub start_command: Option<StartCommand>,
 }
 
 pub const DEFAULT_BRANCH: &str = "main";
@@ -155,15 +158,19 @@ impl Spec {
         let memory_mib = errs.take(in_range("memory_mib", raw.memory_mib.unwrap_or(1024), &limits.memory_mib, "MiB"));
         let disk_gb = errs.take(in_range("disk_gb", raw.disk_gb.unwrap_or(10), &limits.disk_gb, "GB"));
         let health_path = errs.take(raw.health_path.as_deref().map(HealthPath::parse).unwrap_or_else(|| Ok(HealthPath::root())));
+        let start_command = match raw.start_command {
+            Some(c) => errs.take(StartCommand::parse(&c)).map(Some),
+            None => Some(None),
+        };
         let node = match raw.node {
             Some(n) => errs.take(NodeName::parse(&n)).map(Some),
             None => Some(None),
         };
-        match (name, guest_type, framework, repo_url, branch, cpu, memory_mib, disk_gb, node, health_path) {
-            (Some(name), Some(guest_type), Some(framework), Some(repo_url), Some(branch), Some(cpu), Some(memory_mib), Some(disk_gb), Some(node), Some(health_path))
+        match (name, guest_type, framework, repo_url, branch, cpu, memory_mib, disk_gb, node, health_path, start_command) {
+            (Some(name), Some(guest_type), Some(framework), Some(repo_url), Some(branch), Some(cpu), Some(memory_mib), Some(disk_gb), Some(node), Some(health_path), Some(start_command))
                 if errs.is_empty() =>
             {
-                Ok(Spec { name, guest_type, framework, repo_url, branch, cpu, memory_mib, disk_gb, node, auto_redeploy: raw.auto_redeploy.unwrap_or(true), health_path })
+                Ok(Spec { name, guest_type, framework, repo_url, branch, cpu, memory_mib, disk_gb, node, auto_redeploy: raw.auto_redeploy.unwrap_or(true), health_path, start_command })
             }
             _ => Err(errs),
         }
@@ -238,6 +245,17 @@ mod tests {
     fn defaults_fill_the_optional_fields() {
         let s = Spec::parse(raw(), &Limits::default(), &RepoPolicy::default()).unwrap();
         assert_eq!((s.guest_type, s.branch.as_str(), s.cpu, s.memory_mib, s.disk_gb), (GuestType::Vm, "main", 1, 1024, 10));
+    }
+
+    #[test]
+    fn a_start_command_is_one_line() {
+        let with = |c: &str| Spec::parse(RawSpec { start_command: Some(c.into()), ..raw() }, &Limits::default(), &RepoPolicy::default());
+        let s = with("gunicorn -b \"$BIND:$PORT\" 'app:create()' $(never-run-here)").unwrap();
+        assert_eq!(s.start_command.unwrap().as_str(), "gunicorn -b \"$BIND:$PORT\" 'app:create()' $(never-run-here)");
+        for bad in ["", "  ", "a\nb", "a\rb", "a\0b", &"x".repeat(2049)] {
+            let e = with(bad).unwrap_err();
+            assert_eq!((e.0[0].field.as_str(), e.0[0].rule), ("start_command", "start_command"), "{bad:?}");
+        }
     }
 
     #[test]

@@ -130,6 +130,30 @@ impl HealthPath {
     }
 }
 
+/// The command that starts the app, replacing the framework's own: like a Procfile's `web:` line, it is
+/// the app owner's own command line, run on the guest as the app's user by `/bin/sh -c` (the
+/// `compute_start` of `scripts/lib/frameworks.sh`; it reaches the guest as one argument, never spliced
+/// into a shell string of ours). 1 to 2048 characters, no NUL, carriage return or newline — the rule
+/// `check_start_command` in `scripts/lib/contract.sh` applies too.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct StartCommand(String);
+
+impl StartCommand {
+    pub const RULE: &'static str = "must be 1 to 2048 characters without NUL, carriage return or newline";
+
+    pub fn parse(raw: &str) -> Result<Self, FieldError> {
+        if !raw.trim().is_empty() && raw.len() <= 2048 && !raw.contains(['\0', '\r', '\n']) {
+            Ok(Self(raw.to_owned()))
+        } else {
+            Err(FieldError::new("start_command", "start_command", Self::RULE))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 /// A Proxmox VE guest id (`pve-vmid`: 100–999999999).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct VmId(u32);

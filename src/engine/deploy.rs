@@ -83,6 +83,16 @@ pub enum Wanted {
     Release(ReleaseId),
 }
 
+/// `deploy_app.sh activate` for a release, with the deployment's own start command as one argument
+/// when it has one (the script checks it and runs it as a Procfile line: `/bin/sh -c` as the app user).
+fn activate_argv(deploy_app: &str, app: &str, release: &str, framework: &str, port: &str, bind: &str, start: Option<&crate::core::names::StartCommand>) -> Vec<String> {
+    let mut argv: Vec<String> = [deploy_app, "activate", "--app", app, "--release", release, "--framework", framework, "--port", port, "--bind", bind].map(String::from).to_vec();
+    if let Some(c) = start {
+        argv.extend(["--start-command".to_string(), c.as_str().to_string()]);
+    }
+    argv
+}
+
 /// Why a deploy stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum DeployError {
@@ -263,7 +273,7 @@ impl Engine {
                     // The environment file goes first, so build steps (migrations) see it.
                     (DeployStep::Build, vec!["install".into(), "-m".into(), "0640".into(), "-o".into(), "root".into(), "-g".into(), format!("app-{name}"), "/dev/stdin".into(), env_path], Some(env_file(&framework_env(d.spec.framework, access.ip, &env)))),
                     (DeployStep::Build, vec![deploy_app.clone(), "build".into(), "--app".into(), name.clone(), "--release".into(), rel.clone(), "--framework".into(), fw.clone()], None),
-                    (DeployStep::Start, vec![deploy_app.clone(), "activate".into(), "--app".into(), name.clone(), "--release".into(), rel.clone(), "--framework".into(), fw, "--port".into(), port_s.clone(), "--bind".into(), ip.clone()], None),
+                    (DeployStep::Start, activate_argv(&deploy_app, &name, &rel, &fw, &port_s, &ip, d.spec.start_command.as_ref()), None),
                 ]
             }
         };
@@ -505,4 +515,19 @@ impl Engine {
 /// What a sealed env value is bound to.
 pub fn env_context(id: &DeploymentId, name: &str) -> String {
     format!("env/{id}/{name}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_start_command_reaches_the_script_as_one_argument() {
+        let plain = activate_argv("/opt/d.sh", "web", "r1", "flask", "8000", "10.0.0.5", None);
+        assert_eq!(plain.last().map(String::as_str), Some("10.0.0.5"));
+        let cmd = crate::core::names::StartCommand::parse("gunicorn -b \"0.0.0.0:$PORT\" app:app; $(id) `id`").unwrap();
+        let argv = activate_argv("/opt/d.sh", "web", "r1", "flask", "8000", "10.0.0.5", Some(&cmd));
+        assert_eq!(argv.len(), plain.len() + 2);
+        assert_eq!(&argv[argv.len() - 2..], ["--start-command", cmd.as_str()]);
+    }
 }

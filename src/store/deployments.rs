@@ -6,7 +6,7 @@ use serde_json::json;
 use super::leases::{Lease, CHECK_LEASE};
 use super::{decode, Store, StoreError};
 use crate::core::deployment::{Deployment, DeploymentId, Framework, GuestType, Spec};
-use crate::core::names::{AppName, GitRef, HealthPath, NodeName, VmId};
+use crate::core::names::{AppName, GitRef, HealthPath, NodeName, StartCommand, VmId};
 use crate::core::repo::RepoUrl;
 use crate::core::status::Status;
 use super::audit::AuditEntry;
@@ -30,6 +30,8 @@ struct Row {
     auto_redeploy: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     health_path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    start_command: Option<String>,
     status: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     proxmox_id: Option<i64>,
@@ -68,6 +70,7 @@ impl From<&Deployment> for Row {
             node: s.node.as_ref().map(ToString::to_string),
             auto_redeploy: s.auto_redeploy,
             health_path: Some(s.health_path.as_str().into()),
+            start_command: s.start_command.as_ref().map(|c| c.as_str().to_string()),
             status: d.status.as_str().into(),
             proxmox_id: d.proxmox_id.map(|v| v.get().into()),
             proxmox_node: d.proxmox_node.as_ref().map(ToString::to_string),
@@ -107,6 +110,7 @@ impl TryFrom<Row> for Deployment {
                     None => HealthPath::root(),
                     Some(p) => HealthPath::parse(p).map_err(|_| bad("health_path"))?,
                 },
+                start_command: r.start_command.as_deref().map(StartCommand::parse).transpose().map_err(|_| bad("start_command"))?,
             },
             status: Status::parse(&r.status).ok_or_else(|| bad("status"))?,
             proxmox_id: r.proxmox_id.map(|v| VmId::new(v as u64)).transpose().map_err(|_| bad("proxmox_id"))?,

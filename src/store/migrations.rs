@@ -182,6 +182,10 @@ const MIGRATIONS: &[&str] = &[
     DEFINE FIELD set_at ON deployment_expiry TYPE int;
     DEFINE INDEX deployment_expiry_at ON deployment_expiry FIELDS expires_at;
     "#,
+    // v7: a deployment's own start command.
+    r#"
+    DEFINE FIELD start_command ON deployment TYPE option<string>;
+    "#,
 ];
 
 /// The schema version this binary writes.

@@ -115,6 +115,22 @@ async fn create_read_list_and_destroy() {
 }
 
 #[tokio::test]
+async fn a_deployment_carries_its_own_start_command() {
+    let app = TestApp::spawn().await;
+    let mut body = crate::helpers::valid_request("procs");
+    body["start_command"] = serde_json::json!("gunicorn -b \"0.0.0.0:$PORT\" 'app:create()'");
+    let (s, d) = app.post("/api/v1/deployments", Some(ADMIN), &body).await;
+    assert_eq!(s, 202, "{d}");
+    let (_, got) = app.get(&format!("/api/v1/deployments/{}", d["id"].as_str().unwrap()), Some(READER)).await;
+    assert_eq!(got["start_command"], body["start_command"], "{got}");
+    let mut bad = crate::helpers::valid_request("procs2");
+    bad["start_command"] = serde_json::json!("run\nrm -rf /");
+    let (s, e) = app.post("/api/v1/deployments", Some(ADMIN), &bad).await;
+    assert_eq!((s, e["fields"][0]["field"].as_str()), (422, Some("start_command")), "{e}");
+    assert_eq!(app.count_deployments().await, 1, "a rejected request stores nothing");
+}
+
+#[tokio::test]
 async fn logs_status_resources_metrics_ready_and_spec() {
     let app = TestApp::spawn().await;
     let d = app.create("logs").await;

@@ -32,6 +32,7 @@ fn deployment(name: &str, kind: GuestType, vmid: u32) -> Deployment {
             node: None,
             auto_redeploy: true,
             health_path: crate::core::names::HealthPath::root(),
+            start_command: None,
         },
         status: Status::Installing,
         proxmox_id: Some(VmId::new(vmid.into()).unwrap()),

@@ -202,6 +202,7 @@ impl Engine {
                 self.inner.tasks.spawn(async move { engine.power(id, action).await });
                 Ok(d)
             }
+            Action::Redeploy if d.proxmox_id.is_none() => self.provision_again(d, actor).await,
             Action::Redeploy => {
                 self.redeploy_to(d.id.as_str(), None, actor).await?;
                 Ok(d)
@@ -260,6 +261,29 @@ impl Engine {
             Some(_) => Ok(()),
             None => Err(EngineError::Conflict("deploying over SSH is not configured on this agent (no Proxmox cluster)".into())),
         }
+    }
+
+    /// A failed deployment without a guest (its provisioning failed, or its guest was lost) starts over:
+    /// back to `provisioning` from its first step, under its lease, then provisioned as a new one is.
+    async fn provision_again(&self, d: Deployment, actor: &Actor) -> Result<Deployment, EngineError> {
+        if self.inner.provisioner.is_none() {
+            return Err(EngineError::Conflict("no Proxmox cluster is configured to provision this deployment".into()));
+        }
+        let engine = self.clone();
+        let message = format!("provisioned again: asked by {actor}");
+        let id = d.id.clone();
+        let restarted = self
+            .with_lease(&id, std::time::Duration::from_secs(5), |lease| async move {
+                engine.store().save_progress(&lease, &crate::core::provision::Progress::default(), None).await.map_err(EngineError::from)?;
+                engine.leased_transition(d, Status::Provisioning, &message, &lease, |d| d.error_message = None).await.map_err(|e| EngineError::Conflict(e.to_string()))
+            })
+            .await
+            .ok_or_else(|| EngineError::Conflict("the deployment is busy; try again in a moment".into()))??;
+        self.log(&restarted.id, Level::Info, "provision", &format!("provisioning again (asked by {actor})")).await;
+        let engine = self.clone();
+        let id = restarted.id.clone();
+        self.inner.tasks.spawn(async move { engine.provision(id).await });
+        Ok(restarted)
     }
 
     /// Asks for a redeploy of `commit` (the branch's newest commit when `None`). Pushes arriving

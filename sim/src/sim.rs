@@ -123,6 +123,17 @@ impl SimHandle {
         self.cluster.state().guests.get(&vmid).map(|g| g.node.clone())
     }
 
+    /// The guest disappears at once, as when its config is deleted by hand on the node (`rm
+    /// /etc/pve/nodes/…/<vmid>.conf`): no task, no stop; a running backend is stopped.
+    pub async fn vanish(&self, vmid: u32) {
+        let gone = self.cluster.state().guests.remove(&vmid);
+        if let Some(g) = gone {
+            if g.running.is_some() {
+                let _ = self.backend.stop(vmid).await;
+            }
+        }
+    }
+
     pub fn vm_exists(&self, vmid: u32) -> bool {
         self.cluster.state().guests.contains_key(&vmid)
     }

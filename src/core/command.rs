@@ -68,7 +68,10 @@ impl Action {
         let ok = match self {
             Action::Start => status == Stopped,
             Action::Stop => status == Running,
-            Action::Redeploy | Action::Rollback => has_guest && matches!(status, Running | Stopped | Failed),
+            // A failed deployment without a guest (its provisioning failed, or its guest was lost) is
+            // provisioned again by a redeploy.
+            Action::Redeploy => (has_guest && matches!(status, Running | Stopped | Failed)) || (!has_guest && status == Failed),
+            Action::Rollback => has_guest && matches!(status, Running | Stopped | Failed),
             Action::Destroy => status != Destroyed,
         };
         if ok {
@@ -91,6 +94,8 @@ mod tests {
         assert!(Action::Start.check(Status::Running, true).is_err());
         assert!(Action::Stop.check(Status::Pending, false).unwrap_err().contains("pending"));
         assert!(Action::Redeploy.check(Status::Running, false).unwrap_err().contains("no guest"));
+        assert!(Action::Redeploy.check(Status::Failed, false).is_ok(), "provisioned again");
+        assert!(Action::Rollback.check(Status::Failed, false).is_err());
         assert!(Action::Destroy.check(Status::Destroying, false).is_ok());
         assert!(Action::Destroy.check(Status::Destroyed, false).is_err());
     }

@@ -482,6 +482,9 @@ impl Engine {
         let report = e.report();
         self.log(id, Level::Error, e.step().map(DeployStep::as_str).unwrap_or("deploy"), &format!("deploy failed: {report}")).await;
         let Ok(Some(d)) = self.store().get_deployment(id).await else { return };
+        if let DeployError::Provision(ProvisionError::GuestLost { vmid }) = e {
+            return self.guest_lost(d, *vmid, lease).await;
+        }
         let serving = matches!(self.store().releases(id, 50).await, Ok(rs) if rs.iter().any(|r| r.status == ReleaseStatus::Active));
         let step = e.step().map(DeployStep::as_str).unwrap_or("deploy");
         let (to, msg) = if serving {
@@ -492,6 +495,36 @@ impl Engine {
         let m2 = msg.clone();
         if let Err(err) = self.record_end_of_work(d, to, &msg, lease, move |d| d.error_message = Some(m2)).await {
             tracing::error!(deployment = %id, error = %err, "could not record the deploy failure");
+        }
+    }
+
+    /// The deployment's guest is gone: nothing serves any more. The deployment forgets it (record,
+    /// progress, VMID and address claims) and ends `failed` saying so; a redeploy provisions it again.
+    async fn guest_lost(&self, d: Deployment, vmid: crate::core::names::VmId, lease: &Lease) {
+        let id = d.id.clone();
+        let forgotten: Result<(), crate::store::StoreError> = async {
+            self.store().save_progress(lease, &crate::core::provision::Progress::default(), None).await?;
+            self.store().release_vmid(vmid, &id).await?;
+            self.store().release_addresses_of(&id).await
+        }
+        .await;
+        if let Err(e) = forgotten {
+            tracing::error!(deployment = %id, error = %e, "could not forget the lost guest");
+            return;
+        }
+        let msg = format!("its guest {vmid} no longer exists on the cluster (deleted outside pvedeploy?); redeploy to provision a new one");
+        let m2 = msg.clone();
+        let result = self
+            .record_end_of_work(d, Status::Failed, &msg, lease, move |d| {
+                d.error_message = Some(m2);
+                d.proxmox_id = None;
+                d.proxmox_node = None;
+                d.ip_address = None;
+                d.url = None;
+            })
+            .await;
+        if let Err(e) = result {
+            tracing::error!(deployment = %id, error = %e, "could not record the lost guest");
         }
     }
 

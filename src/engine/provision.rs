@@ -103,6 +103,9 @@ pub enum ProvisionError {
     /// Another agent took the lease: stop quietly, it carries on.
     #[error("the work lease was taken over by another agent")]
     LeaseLost,
+    /// The deployment's guest no longer exists anywhere in the cluster (deleted outside pvedeploy).
+    #[error("guest {vmid} no longer exists on the cluster (deleted outside pvedeploy?)")]
+    GuestLost { vmid: VmId },
     /// The guest is not provably this deployment's: nothing was done to it.
     #[error(transparent)]
     NotOurs(#[from] crate::core::ownership::NotOurs),
@@ -499,7 +502,12 @@ impl Provisioner {
         match self.client.guest_current(pve_kind(kind), node, vmid).await {
             Ok(s) if s.status == GuestState::Stopped => Err(ProvisionError::Failed(format!("guest {vmid} stopped while booting (it exited; see its console on {node})"))),
             Ok(_) => Ok(()),
-            Err(PveError::NotFound { .. }) => Err(ProvisionError::Failed(format!("guest {vmid} no longer exists on {node} (deleted outside pvedeploy?)"))),
+            // Not on its node: gone only if the cluster lists it nowhere (a migrated guest is followed elsewhere).
+            Err(PveError::NotFound { .. }) => match self.client.cluster_resources(Some(crate::pve::ResourceKind::Vm)).await {
+                Ok(all) if all.iter().any(|r| r.vmid == Some(vmid)) => Ok(()),
+                Ok(_) => Err(ProvisionError::GuestLost { vmid }),
+                Err(_) => Ok(()),
+            },
             Err(e) if e.is_transient() || e.is_retryable() => Ok(()),
             Err(e) => Err(e.into()),
         }

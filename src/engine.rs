@@ -10,6 +10,7 @@ pub mod reconcile;
 pub mod resources;
 mod run;
 pub mod schedules;
+pub mod source;
 
 use std::sync::Arc;
 
@@ -138,12 +139,22 @@ impl Engine {
     }
 
     /// Records a new `pending` deployment (the name claimed atomically) and starts its pipeline.
+    /// The repository and branch are asked for first (`source::check`): one that certainly does not
+    /// exist is refused naming the field, before anything is recorded or created.
     pub async fn deploy(&self, spec: Spec, actor: &Actor) -> Result<Deployment, EngineError> {
+        let source = source::check(&spec).await;
+        if let Some(refusal) = source.refusal(&spec) {
+            return Err(EngineError::Invalid(refusal));
+        }
+        let checked = match &source {
+            source::Source::Unverified(why) => format!(" (the repository could not be checked from the agent: {why}; the guest will try)"),
+            _ => String::new(),
+        };
         let d = Deployment::new(spec, now_millis());
         let store = &self.inner.store;
         // The request is recorded whole in one commit: deployment, first event, audit entry and log line.
         let audit = AuditEntry::new(actor, "deploy", Some(d.id.as_str()), &format!("name={} repo={} branch={}", d.spec.name, d.spec.repo_url, d.spec.branch));
-        let line = LogLine::new(&d.id, Level::Info, "request", &format!("deployment {} requested by {actor}", d.spec.name));
+        let line = LogLine::new(&d.id, Level::Info, "request", &format!("deployment {} requested by {actor}{checked}", d.spec.name));
         match store.create_requested_deployment(&d, &format!("requested by {actor}"), Some(&audit), Some(&line)).await {
             Ok(()) => {}
             Err(StoreError::Taken { .. }) => {

@@ -238,3 +238,21 @@ async fn django_a_php_app_and_a_static_site_in_containers() {
     rig.stop().await;
     drop(server);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repository_or_branch_that_does_not_exist_is_refused_before_anything_is_created() {
+    let server = GitServer::start().await;
+    let repo = server.repo("octo/there", "flask");
+    let host = server.host.clone();
+    let app = TestApp::spawn_with(|c| c.repos = pvedeploy::core::limits::RepoPolicy { allowed_hosts: vec![host], schemes: vec![pvedeploy::core::limits::RepoScheme::Http] }).await;
+    let missing = format!("http://{}/octo/nowhere.git", server.host);
+    let cases = [(missing.as_str(), "main", "repo_url"), (repo.url.as_str(), "no-such-branch", "branch")];
+    for (url, branch, field) in cases {
+        let (s, e) = app.post("/api/v1/deployments", Some(ADMIN), &json!({"name": "checked", "repo_url": url, "branch": branch, "framework": "flask"})).await;
+        assert_eq!((s, e["fields"][0]["field"].as_str(), e["fields"][0]["rule"].as_str()), (422, Some(field), Some("exists")), "{url} {branch}: {e}");
+    }
+    assert_eq!(app.count_deployments().await, 0, "nothing recorded, nothing provisioned");
+    let (s, d) = app.post("/api/v1/deployments", Some(ADMIN), &json!({"name": "checked", "repo_url": repo.url, "framework": "flask"})).await;
+    assert_eq!(s, 202, "{d}");
+    app.stop().await;
+}

@@ -1,0 +1,100 @@
+//! The repository check before a deployment is recorded: `git ls-remote` from the agent, so a wrong
+//! repository or branch is a 422 naming the field in a second, not a failure on the guest after a
+//! guest was made. Only a definite answer refuses a request; when the agent cannot tell (no network
+//! to the host, a private repository, no git here) the request goes on and the guest tries.
+
+use std::time::Duration;
+
+use crate::core::deployment::Spec;
+use crate::core::validation::{FieldError, ValidationErrors};
+
+/// How long the check may take.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// What `git ls-remote` said about a repository and branch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// The branch exists.
+    Found,
+    /// The repository answered, without that branch.
+    NoBranch,
+    /// The host answered that there is no such repository.
+    NoRepository,
+    /// The agent cannot tell (why, in words); the guest will try.
+    Unverified(String),
+}
+
+impl Source {
+    /// The refusal to answer with, for a definite "does not exist".
+    pub fn refusal(&self, spec: &Spec) -> Option<ValidationErrors> {
+        let e = match self {
+            Source::NoBranch => FieldError::new("branch", "exists", format!("the repository has no branch {:?}", spec.branch.as_str())),
+            Source::NoRepository => FieldError::new("repo_url", "exists", "no repository answers at this URL (or it is private and the agent has no access)"),
+            _ => return None,
+        };
+        Some(ValidationErrors(vec![e]))
+    }
+}
+
+/// Asks the repository for the spec's branch, bounded in time; git runs with an argument vector (no
+/// shell), no prompts, and only the protocols the repository policy allows.
+pub async fn check(spec: &Spec) -> Source {
+    let url = spec.repo_url.to_string();
+    if !(url.starts_with("https://") || url.starts_with("http://")) {
+        return Source::Unverified("ssh repositories are read with the guest's own key".into());
+    }
+    let refname = format!("refs/heads/{}", spec.branch.as_str());
+    let mut cmd = tokio::process::Command::new("git");
+    cmd.args(["-c", "protocol.allow=never", "-c", "protocol.https.allow=always", "-c", "protocol.http.allow=always", "ls-remote", "--exit-code", "--", &url, &refname])
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .env("GIT_ASKPASS", "/bin/false")
+        .env_remove("GIT_DIR")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    let out = match tokio::time::timeout(CHECK_TIMEOUT, cmd.output()).await {
+        Ok(Ok(out)) => out,
+        Ok(Err(e)) => return Source::Unverified(format!("cannot run git here: {e}")),
+        Err(_) => return Source::Unverified(format!("no answer within {}s", CHECK_TIMEOUT.as_secs())),
+    };
+    classify(out.status.code(), &String::from_utf8_lossy(&out.stderr))
+}
+
+/// `git ls-remote --exit-code` ends 0 with a match, 2 without one, 128 on errors (git-ls-remote(1)).
+fn classify(code: Option<i32>, stderr: &str) -> Source {
+    match code {
+        Some(0) => Source::Found,
+        Some(2) => Source::NoBranch,
+        _ => {
+            let lower = stderr.to_ascii_lowercase();
+            // GitHub: "remote: Repository not found."; smart HTTP 404: "repository '…' not found";
+            // dumb HTTP and local paths: "does not appear to be a git repository".
+            if lower.contains("repository not found") || (lower.contains("repository '") && lower.contains("' not found")) || lower.contains("does not appear to be a git repository") {
+                Source::NoRepository
+            } else {
+                let first = stderr.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("git failed without a message");
+                Source::Unverified(first.trim_start_matches("fatal: ").to_string())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_are_classified_as_git_and_the_hosts_word_them() {
+        assert_eq!(classify(Some(0), ""), Source::Found);
+        assert_eq!(classify(Some(2), ""), Source::NoBranch);
+        assert_eq!(classify(Some(128), "remote: Repository not found.\nfatal: repository 'https://github.com/o/x/' not found\n"), Source::NoRepository);
+        assert_eq!(classify(Some(128), "fatal: repository 'http://127.0.0.1:1/o/x.git/' not found\n"), Source::NoRepository);
+        assert_eq!(
+            classify(Some(128), "fatal: unable to access 'https://github.com/o/x/': Could not resolve host: github.com\n"),
+            Source::Unverified("unable to access 'https://github.com/o/x/': Could not resolve host: github.com".into())
+        );
+        assert!(matches!(classify(Some(128), "fatal: could not read Username for 'https://github.com': terminal prompts disabled\n"), Source::Unverified(_)), "private: the guest may have access");
+        assert!(matches!(classify(None, ""), Source::Unverified(_)));
+    }
+}

@@ -19,15 +19,35 @@ mark_done() { printf '%s\n' "$2" | as_app "$app" "$dest" tee "$1" >/dev/null; }
 
 # --- Python (django, flask, fastapi, procfile with requirements.txt/pyproject.toml) ---
 python_deps() {
-  local py marker digest extra=()
+  local py marker digest
   py=$(state_get "$home/shared/install.state" python)
   py=${py:-/usr/bin/python3}
   marker="$dest/.venv/.pvedeploy-deps"
-  digest=$(deps_digest requirements.txt pyproject.toml)
+  digest=$(printf '%s %s\n' "$(deps_digest requirements.txt pyproject.toml)" "$py" | sha256sum | cut -d' ' -f1)
   if deps_done "$marker" "$digest"; then log "venv up to date"; return 0; fi
+  # Requirements alone (no pyproject.toml, which installs the app itself): one venv per digest, shared by
+  # every release that has it, linked in as .venv. Built in place (a venv is not relocatable), complete
+  # once its marker is written; an incomplete one is built again.
+  if has_file requirements.txt && ! has_file pyproject.toml && [ ! -e "$dest/.venv" ]; then
+    local shared="$home/shared/cache/venvs/$digest"
+    if deps_done "$shared/.pvedeploy-deps" "$digest"; then
+      log "reusing the venv of an earlier release (requirements unchanged)"
+    else
+      as_app "$app" "$dest" rm -rf -- "$shared"
+      as_app "$app" "$dest" mkdir -p -- "$home/shared/cache/venvs"
+      python_venv "$py" "$shared" "$digest"
+    fi
+    as_app "$app" "$dest" ln -s -- "$shared" .venv
+    return 0
+  fi
+  python_venv "$py" .venv "$digest"
+}
+# Creates the venv VENV (relative to the release, or absolute) and installs the release's dependencies.
+python_venv() { # python venv digest
+  local py=$1 venv=$2 digest=$3 extra=()
   log "creating venv with $py"
-  as_app "$app" "$dest" "$py" -m venv .venv
-  local pip=(.venv/bin/python -m pip install --no-input --progress-bar off -q)
+  as_app "$app" "$dest" "$py" -m venv "$venv"
+  local pip=("$venv/bin/python" -m pip install --no-input --progress-bar off -q)
   if has_file requirements.txt; then
     log "pip install -r requirements.txt"
     as_app "$app" "$dest" "${pip[@]}" -r requirements.txt
@@ -38,17 +58,17 @@ python_deps() {
     log "no requirements.txt or pyproject.toml"
   fi
   case $framework in
-  django | flask) py_has_module gunicorn || extra+=(gunicorn) ;;
-  fastapi) py_has_module uvicorn || extra+=(uvicorn) ;;
+  django | flask) py_has_module "$venv" gunicorn || extra+=(gunicorn) ;;
+  fastapi) py_has_module "$venv" uvicorn || extra+=(uvicorn) ;;
   esac
   if [ ${#extra[@]} -gt 0 ]; then
     log "pip install ${extra[*]} (not in the requirements)"
     as_app "$app" "$dest" "${pip[@]}" "${extra[@]}"
   fi
-  mark_done "$marker" "$digest"
+  mark_done "$venv/.pvedeploy-deps" "$digest"
 }
-py_has_module() {
-  as_app "$app" "$dest" .venv/bin/python -c 'import importlib.util,sys; sys.exit(importlib.util.find_spec(sys.argv[1]) is None)' "$1" 2>/dev/null
+py_has_module() { # venv module
+  as_app "$app" "$dest" "$1/bin/python" -c 'import importlib.util,sys; sys.exit(importlib.util.find_spec(sys.argv[1]) is None)' "$2" 2>/dev/null
 }
 
 # --- Node (node, nextjs, static with a build script, procfile with package.json) ---

@@ -96,6 +96,9 @@ async fn flask_on_a_vm_and_express_in_a_container_deploy_redeploy_break_roll_bac
     assert_eq!(http_body(&furl).await, "hello from flask v2\n");
     assert_eq!(http_body(&format!("{furl}/env/APP_SECRET")).await, CANARY, "the value reached the app byte for byte");
     assert!(f["error_message"].is_null(), "{f}");
+    // Unchanged requirements: v2 links v1's venv instead of building one.
+    let (_, logs) = app.get(&format!("/api/v1/deployments/{fid}/logs?tail=200"), Some(ADMIN)).await;
+    assert!(logs.to_string().contains("reusing the venv of an earlier release"), "{logs}");
 
     // the canary is nowhere: not in logs, not in API answers, not in the database's log records
     for path in [format!("/api/v1/deployments/{fid}"), format!("/api/v1/deployments/{fid}/logs?limit=1000"), format!("/api/v1/deployments/{fid}/env"), format!("/api/v1/deployments/{fid}/releases"), "/api/v1/audit?limit=100".into()] {

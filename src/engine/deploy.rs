@@ -195,53 +195,99 @@ impl Engine {
         let port = app_port(d.spec.framework);
         let name = d.spec.name.to_string();
         let mut timings: Vec<(String, u64)> = Vec::new();
-
-        // boot
-        let t = Instant::now();
-        let conn = self.connect_when_up(dep, &id, &access).await?;
-        let shell = GuestShell { conn, sudo: access.sudo, engine: self, id: &id, redact: env.iter().map(|(_, v)| v.expose().to_string()).collect() };
-        if access.kind == GuestType::Vm {
-            self.log(&id, Level::Info, "boot", "waiting for cloud-init to finish").await;
-            match shell.root("boot", &["cloud-init", "status", "--wait"], None, s.boot_deadline).await {
-                Ok(_) => {}
-                // 2: finished with recoverable errors (e.g. a module not applicable in this guest).
-                Err(ShellError::Failed(f)) if f.exit_code == Some(2) => self.log(&id, Level::Warn, "boot", "cloud-init finished with warnings").await,
-                Err(e) => return Err(DeployError::Step { step: DeployStep::Boot, source: e }),
+        // The branch's head asked of the repository from the agent when it can answer: the release is
+        // then known, and recorded, before the guest is reached, so a failure at boot or install is a
+        // failed release too (with the step it failed in).
+        let mut wanted = wanted;
+        if matches!(wanted, Wanted::BranchHead) {
+            if let super::source::Source::Found(c) = super::source::check(&d.spec).await {
+                wanted = Wanted::Commit(c);
             }
         }
-        timings.push(("boot".into(), t.elapsed().as_millis() as u64));
+        let mut early = match &wanted {
+            Wanted::Commit(c) => Some(Release {
+                deployment: id.clone(),
+                id: ReleaseId::new(now_millis(), c),
+                commit: c.as_str().to_string(),
+                status: ReleaseStatus::Deploying,
+                step: DeployStep::Boot,
+                trigger,
+                timings: vec![],
+                error: None,
+                created_at: now_millis(),
+                finished_at: None,
+            }),
+            _ => None,
+        };
+        if let Some(r) = &early {
+            self.store().save_release(r).await?;
+        }
 
-        // install: the scripts, then the runtime
-        let t = Instant::now();
-        self.log(&id, Level::Info, "install", &format!("installing the {} runtime", d.spec.framework.as_str())).await;
-        for (file, bytes, mode) in scripts::FILES {
-            let path = scripts::on_guest(file);
-            let mode = format!("{mode:o}");
+        let mut step_at = (DeployStep::Boot, Instant::now());
+        let prepared: Result<(GuestShell<'_>, Deployment), DeployError> = async {
+            // boot
+            let conn = self.connect_when_up(dep, &id, &access).await?;
+            let shell = GuestShell { conn, sudo: access.sudo, engine: self, id: &id, redact: env.iter().map(|(_, v)| v.expose().to_string()).collect() };
+            if access.kind == GuestType::Vm {
+                self.log(&id, Level::Info, "boot", "waiting for cloud-init to finish").await;
+                match shell.root("boot", &["cloud-init", "status", "--wait"], None, s.boot_deadline).await {
+                    Ok(_) => {}
+                    // 2: finished with recoverable errors (e.g. a module not applicable in this guest).
+                    Err(ShellError::Failed(f)) if f.exit_code == Some(2) => self.log(&id, Level::Warn, "boot", "cloud-init finished with warnings").await,
+                    Err(e) => return Err(DeployError::Step { step: DeployStep::Boot, source: e }),
+                }
+            }
+            timings.push(("boot".into(), step_at.1.elapsed().as_millis() as u64));
+
+            // install: the scripts, then the runtime
+            step_at = (DeployStep::Install, Instant::now());
+            self.log(&id, Level::Info, "install", &format!("installing the {} runtime", d.spec.framework.as_str())).await;
+            for (file, bytes, mode) in scripts::FILES {
+                let path = scripts::on_guest(file);
+                let mode = format!("{mode:o}");
+                shell
+                    .root("install", &["install", "-D", "-m", &mode, "-o", "root", "-g", "root", "/dev/stdin", &path], Some(bytes.to_vec()), s.step_timeout)
+                    .await
+                    .map_err(|e| DeployError::Step { step: DeployStep::Install, source: e })?;
+            }
+            let install = scripts::on_guest("install_framework.sh");
+            let (ip, port_s) = (access.ip.to_string(), port.to_string());
             shell
-                .root("install", &["install", "-D", "-m", &mode, "-o", "root", "-g", "root", "/dev/stdin", &path], Some(bytes.to_vec()), s.step_timeout)
+                .root("install", &[&install, "--framework", d.spec.framework.as_str(), "--app", &name, "--port", &port_s, "--bind", &ip], None, s.step_timeout)
                 .await
                 .map_err(|e| DeployError::Step { step: DeployStep::Install, source: e })?;
+            timings.push(("install".into(), step_at.1.elapsed().as_millis() as u64));
+            let mut d = d;
+            if d.status == Status::Installing {
+                d = self.leased_transition(d, Status::Deploying, "runtime installed", lease, |_| {}).await?;
+            }
+            Ok((shell, d))
         }
+        .await;
+        let (shell, d) = match prepared {
+            Ok(p) => p,
+            Err(e) => {
+                if let Some(r) = early.as_mut() {
+                    r.step = step_at.0;
+                    timings.push((step_at.0.as_str().to_string(), step_at.1.elapsed().as_millis() as u64));
+                    r.timings = timings;
+                    self.finish_release(r, ReleaseStatus::Failed, Some(format!("step {} failed", step_at.0.as_str()))).await;
+                }
+                return Err(e);
+            }
+        };
         let ip = access.ip.to_string();
         let port_s = port.to_string();
-        let install = scripts::on_guest("install_framework.sh");
-        shell
-            .root("install", &[&install, "--framework", d.spec.framework.as_str(), "--app", &name, "--port", &port_s, "--bind", &ip], None, s.step_timeout)
-            .await
-            .map_err(|e| DeployError::Step { step: DeployStep::Install, source: e })?;
-        timings.push(("install".into(), t.elapsed().as_millis() as u64));
-        if d.status == Status::Installing {
-            d = self.leased_transition(d, Status::Deploying, "runtime installed", lease, |_| {}).await?;
-        }
 
         let deploy_app = scripts::on_guest("deploy_app.sh");
-        let (release_id, commit) = match &wanted {
-            Wanted::Release(r) => {
+        let (release_id, commit) = match (&wanted, &early) {
+            (_, Some(r)) => (r.id.clone(), r.commit.clone()),
+            (Wanted::Release(r), None) => {
                 let prev = self.store().release(&id, r).await?.ok_or_else(|| DeployError::Failed(format!("release {r} is not known")))?;
                 (r.clone(), prev.commit)
             }
-            Wanted::Commit(c) => (ReleaseId::new(now_millis(), c), c.as_str().to_string()),
-            Wanted::BranchHead => {
+            (Wanted::Commit(c), None) => (ReleaseId::new(now_millis(), c), c.as_str().to_string()),
+            (Wanted::BranchHead, None) => {
                 let c = self.resolve_branch(&shell, &d).await?;
                 (ReleaseId::new(now_millis(), &c), c.as_str().to_string())
             }
@@ -255,7 +301,7 @@ impl Engine {
             trigger,
             timings: timings.clone(),
             error: None,
-            created_at: now_millis(),
+            created_at: early.as_ref().map(|r| r.created_at).unwrap_or_else(now_millis),
             finished_at: None,
         };
         let rel = release_id.to_string();

@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use crate::core::deployment::Spec;
+use crate::core::names::CommitSha;
 use crate::core::validation::{FieldError, ValidationErrors};
 
 /// How long the check may take.
@@ -14,8 +15,8 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(15);
 /// What `git ls-remote` said about a repository and branch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
-    /// The branch exists.
-    Found,
+    /// The branch exists, at this commit.
+    Found(CommitSha),
     /// The repository answered, without that branch.
     NoBranch,
     /// The host answered that there is no such repository.
@@ -58,13 +59,17 @@ pub async fn check(spec: &Spec) -> Source {
         Ok(Err(e)) => return Source::Unverified(format!("cannot run git here: {e}")),
         Err(_) => return Source::Unverified(format!("no answer within {}s", CHECK_TIMEOUT.as_secs())),
     };
-    classify(out.status.code(), &String::from_utf8_lossy(&out.stderr))
+    classify(out.status.code(), &String::from_utf8_lossy(&out.stdout), &String::from_utf8_lossy(&out.stderr))
 }
 
-/// `git ls-remote --exit-code` ends 0 with a match, 2 without one, 128 on errors (git-ls-remote(1)).
-fn classify(code: Option<i32>, stderr: &str) -> Source {
+/// `git ls-remote --exit-code` ends 0 with a match (printing `<sha>\t<ref>`), 2 without one, 128 on
+/// errors (git-ls-remote(1)).
+fn classify(code: Option<i32>, stdout: &str, stderr: &str) -> Source {
     match code {
-        Some(0) => Source::Found,
+        Some(0) => match stdout.lines().next().and_then(|l| l.split_whitespace().next()).map(CommitSha::parse) {
+            Some(Ok(c)) => Source::Found(c),
+            _ => Source::Unverified(format!("git answered without a commit: {:?}", stdout.chars().take(100).collect::<String>())),
+        },
         Some(2) => Source::NoBranch,
         _ => {
             let lower = stderr.to_ascii_lowercase();
@@ -86,15 +91,17 @@ mod tests {
 
     #[test]
     fn answers_are_classified_as_git_and_the_hosts_word_them() {
-        assert_eq!(classify(Some(0), ""), Source::Found);
-        assert_eq!(classify(Some(2), ""), Source::NoBranch);
-        assert_eq!(classify(Some(128), "remote: Repository not found.\nfatal: repository 'https://github.com/o/x/' not found\n"), Source::NoRepository);
-        assert_eq!(classify(Some(128), "fatal: repository 'http://127.0.0.1:1/o/x.git/' not found\n"), Source::NoRepository);
+        let sha = "0123456789abcdef0123456789abcdef01234567";
+        assert_eq!(classify(Some(0), &format!("{sha}\trefs/heads/main\n"), ""), Source::Found(CommitSha::parse(sha).unwrap()));
+        assert!(matches!(classify(Some(0), "garbage\n", ""), Source::Unverified(_)));
+        assert_eq!(classify(Some(2), "", ""), Source::NoBranch);
+        assert_eq!(classify(Some(128), "", "remote: Repository not found.\nfatal: repository 'https://github.com/o/x/' not found\n"), Source::NoRepository);
+        assert_eq!(classify(Some(128), "", "fatal: repository 'http://127.0.0.1:1/o/x.git/' not found\n"), Source::NoRepository);
         assert_eq!(
-            classify(Some(128), "fatal: unable to access 'https://github.com/o/x/': Could not resolve host: github.com\n"),
+            classify(Some(128), "", "fatal: unable to access 'https://github.com/o/x/': Could not resolve host: github.com\n"),
             Source::Unverified("unable to access 'https://github.com/o/x/': Could not resolve host: github.com".into())
         );
-        assert!(matches!(classify(Some(128), "fatal: could not read Username for 'https://github.com': terminal prompts disabled\n"), Source::Unverified(_)), "private: the guest may have access");
-        assert!(matches!(classify(None, ""), Source::Unverified(_)));
+        assert!(matches!(classify(Some(128), "", "fatal: could not read Username for 'https://github.com': terminal prompts disabled\n"), Source::Unverified(_)), "private: the guest may have access");
+        assert!(matches!(classify(None, "", ""), Source::Unverified(_)));
     }
 }

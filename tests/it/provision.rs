@@ -39,6 +39,17 @@ pub async fn agent_for(cluster: &Cluster, data_dir: &std::path::Path, address_ti
 }
 
 pub async fn agent_with(cluster: &Cluster, data_dir: &std::path::Path, address_timeout: Duration, tweak: impl FnOnce(&mut ClusterSettings)) -> TestApp {
+    agent_configured(cluster, data_dir, address_timeout, tweak, |_| {}).await
+}
+
+/// As `agent_with`, the whole configuration changed by `config` last.
+pub async fn agent_configured(
+    cluster: &Cluster,
+    data_dir: &std::path::Path,
+    address_timeout: Duration,
+    tweak: impl FnOnce(&mut ClusterSettings),
+    config: impl FnOnce(&mut pvedeploy::config::Config),
+) -> TestApp {
     let mut c = test_config(data_dir);
     install_key(&cluster.agent_key, data_dir);
     let (token_id, secret) = cluster.sim.admin_token();
@@ -52,6 +63,7 @@ pub async fn agent_with(cluster: &Cluster, data_dir: &std::path::Path, address_t
         s.node_ssh = node_ssh_settings(&cluster.sim);
         tweak(s);
     }
+    config(&mut c);
     TestApp::spawn_config(c).await
 }
 
@@ -418,8 +430,17 @@ async fn destroying_a_deployment_while_it_provisions_removes_its_guest() {
 async fn a_guest_deleted_while_the_deploy_waits_for_it_fails_the_deploy_with_that_reason() {
     let cluster = start_sim(ClusterSpec::sandbox()).await;
     let dir = tempfile::tempdir().unwrap();
-    let app = agent_for(&cluster, dir.path(), Duration::from_secs(30)).await;
-    let id = deploy(&app, "vanishing", "lxc").await;
+    // A repository the agent can read: the release is known, and recorded, before the guest is reached.
+    let server = crate::rig::GitServer::start().await;
+    let repo = server.repo("octo/vanishing", "flask");
+    let host = server.host.clone();
+    let app = agent_configured(&cluster, dir.path(), Duration::from_secs(30), |_| {}, |c| {
+        c.repos = pvedeploy::core::limits::RepoPolicy { allowed_hosts: vec![host], schemes: vec![pvedeploy::core::limits::RepoScheme::Http] };
+    })
+    .await;
+    let (s, body) = app.post("/api/v1/deployments", Some(ADMIN), &json!({"name": "vanishing", "repo_url": repo.url, "framework": "flask", "type": "lxc"})).await;
+    assert_eq!(s, 202, "{body}");
+    let id = body["id"].as_str().unwrap().to_string();
     // The simulator's API-only guests never answer SSH: the deploy waits at boot (up to minutes).
     let d = wait_until(&app, &id, "installing", |d| d["status"] == "installing").await;
     let lost = d["proxmox_id"].as_u64().unwrap() as u32;
@@ -429,6 +450,12 @@ async fn a_guest_deleted_while_the_deploy_waits_for_it_fails_the_deploy_with_tha
     let why = d["error_message"].as_str().unwrap();
     assert!(why.contains(&format!("guest {lost} no longer exists")), "told why, not at the boot deadline: {why}");
     assert_eq!(d["proxmox_id"], Value::Null, "the lost guest is forgotten: {d}");
+    // The first deploy that failed at boot is a failed release, timed up to its failure.
+    let (_, rs) = app.get(&format!("/api/v1/deployments/{id}/releases"), Some(ADMIN)).await;
+    let head = crate::rig::git(&repo.work, &["rev-parse", "HEAD"]);
+    let first = &rs[0];
+    assert_eq!((first["status"].as_str(), first["step"].as_str(), first["commit"].as_str()), (Some("failed"), Some("boot"), Some(head.trim())), "{rs}");
+    assert_eq!(first["timings"][0]["step"], "boot", "{rs}");
     // A redeploy provisions it again, on a new guest.
     let (s, r) = app.post(&format!("/api/v1/deployments/{id}/redeploy"), Some(ADMIN), &json!({})).await;
     assert_eq!(s, 202, "{r}");

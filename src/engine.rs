@@ -274,6 +274,19 @@ impl Engine {
         }
     }
 
+    /// A redeploy of `commit` (the branch's newest when `None`), checked and audited like every action.
+    pub async fn redeploy(&self, id_or_name: &str, commit: Option<CommitSha>, actor: &Actor) -> Result<Deployment, EngineError> {
+        let Some(commit) = commit else { return self.act(id_or_name, Action::Redeploy, actor).await };
+        let d = self.find(id_or_name).await?;
+        Action::Redeploy.check(d.status, d.proxmox_id.is_some()).map_err(EngineError::Conflict)?;
+        if d.proxmox_id.is_none() {
+            return Err(EngineError::Conflict("this deployment has no guest: redeploy without a commit to provision it again".into()));
+        }
+        self.inner.store.audit(actor, "redeploy", Some(d.id.as_str()), &format!("name={} commit={}", d.spec.name, commit.as_str())).await?;
+        self.redeploy_to(d.id.as_str(), Some(commit), actor).await?;
+        Ok(d)
+    }
+
     /// A failed deployment without a guest (its provisioning failed, or its guest was lost) starts over:
     /// back to `provisioning` from its first step, under its lease, then provisioned as a new one is.
     async fn provision_again(&self, d: Deployment, actor: &Actor) -> Result<Deployment, EngineError> {

@@ -155,10 +155,21 @@ impl DeploymentsApi {
         self.act(auth, &id.0, Action::Stop).await
     }
 
-    /// Deploy the branch's newest commit again on the existing guest.
+    /// Deploy the branch's newest commit (or `commit`) again on the existing guest; a failed deployment
+    /// without a guest is provisioned again.
     #[oai(path = "/deployments/:id/redeploy", method = "post", operation_id = "redeploy_deployment")]
-    async fn redeploy(&self, auth: TokenAuth, id: Path<String>) -> Result<Accepted, ApiError> {
-        self.act(auth, &id.0, Action::Redeploy).await
+    async fn redeploy(
+        &self,
+        auth: TokenAuth,
+        id: Path<String>,
+        /// Deploy this commit (40 or 64 lowercase hex digits) instead of the branch's newest.
+        commit: Query<Option<String>>,
+    ) -> Result<Accepted, ApiError> {
+        let Some(raw) = commit.0 else { return self.act(auth, &id.0, Action::Redeploy).await };
+        let actor = auth.require(Scope::Deploy)?;
+        let commit = crate::core::names::CommitSha::parse(&raw).map_err(|e| ApiError::invalid_field("commit", e.rule, e.message))?;
+        let d = self.state.engine.redeploy(&id.0, Some(commit), &actor).await?;
+        Ok(Accepted::Accepted(Json(DeploymentView::from(&d))))
     }
 
     /// Switch back to the previous release.

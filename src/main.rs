@@ -4,13 +4,21 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use pvedeploy::app::{redact_url, Application};
 use pvedeploy::config::{Config, Overrides};
-use pvedeploy::remote::{self, RemoteError};
+use pvedeploy::remote::actions::{DestroyArgs, RedeployArgs, TargetArgs};
+use pvedeploy::remote::deploy::DeployArgs;
+use pvedeploy::remote::env::EnvCommand;
+use pvedeploy::remote::follow::Goal;
+use pvedeploy::remote::list::ListArgs;
+use pvedeploy::remote::logs::LogsArgs;
+use pvedeploy::remote::manual::{CompletionsArgs, ManArgs};
+use pvedeploy::remote::show::StatusArgs;
+use pvedeploy::remote::{self, AgentArgs, RemoteError};
 
 #[derive(Parser)]
-#[command(name = "pvedeploy", version, about = "Deploy apps from git onto Proxmox VE")]
+#[command(name = "pvedeploy", version, propagate_version = true, about = "Deploy apps from git onto Proxmox VE", after_long_help = AFTER_HELP)]
 struct Cli {
     /// Configuration file (default: ./pvedeploy.toml when present).
     #[arg(long, global = true)]
@@ -18,6 +26,14 @@ struct Cli {
     #[command(subcommand)]
     command: Command,
 }
+
+const AFTER_HELP: &str = "\
+Every command but serve, completions and man talks to a running agent: --url, else PVEDEPLOY_URL, else http:// and
+the configured listen address. The token comes from PVEDEPLOY_TOKEN or --token-file, never from a flag value.
+
+Exit status of deploy, redeploy, rollback, start, stop and destroy: 0 the work ended well (running, stopped,
+destroyed), 1 it failed, 2 a usage or connection problem (or --timeout passed), 130 Ctrl-C (watching stopped; the
+work goes on). Other commands: 0, or 2 for a usage or connection problem.";
 
 #[derive(Subcommand)]
 enum Command {
@@ -55,6 +71,33 @@ enum Command {
         #[command(flatten)]
         agent: AgentArgs,
     },
+    /// Deploy a git repository as a new app and follow it live until it runs (exit 0) or fails (exit 1).
+    Deploy(DeployArgs),
+    /// List deployments, newest first, as a table fitted to the terminal.
+    List(ListArgs),
+    /// Show one deployment: facts, URL, status history, releases with step timings.
+    Status(StatusArgs),
+    /// Print a deployment's log; -f follows it live until the deployment settles.
+    Logs(LogsArgs),
+    /// Deploy the branch's newest commit again, and follow it.
+    Redeploy(RedeployArgs),
+    /// Switch back to the previous release, and follow it.
+    Rollback(TargetArgs),
+    /// Start a stopped deployment's guest, and follow it.
+    Start(TargetArgs),
+    /// Stop a running deployment's guest, and follow it.
+    Stop(TargetArgs),
+    /// Destroy a deployment (asks for its name again unless --yes), and follow it.
+    Destroy(DestroyArgs),
+    /// A deployment's environment variables: set, unset, list (values are never shown).
+    Env {
+        #[command(subcommand)]
+        command: EnvCommand,
+    },
+    /// Print shell completions (bash, zsh, fish, elvish, powershell).
+    Completions(CompletionsArgs),
+    /// Print the man page (roff), or write one page per command into a folder.
+    Man(ManArgs),
     /// Manage the schedules of a running agent (cron: redeploy, snapshot, stop, start, destroy, reconcile, drift).
     Schedule {
         #[command(subcommand)]
@@ -107,17 +150,6 @@ enum ScheduleCommand {
     },
 }
 
-/// How to reach a running agent. The token comes from PVEDEPLOY_TOKEN or --token-file (never a flag value).
-#[derive(clap::Args)]
-struct AgentArgs {
-    /// The agent's URL (default: http:// and the configured listen address, else http://127.0.0.1:8080).
-    #[arg(long, env = "PVEDEPLOY_URL")]
-    url: Option<String>,
-    /// File holding an API token with the read scope (default: the PVEDEPLOY_TOKEN variable).
-    #[arg(long)]
-    token_file: Option<PathBuf>,
-}
-
 fn main() -> ExitCode {
     // `RUST_BACKTRACE=1` (common in developer shells) also makes every error value capture a
     // backtrace, and SurrealDB creates errors on ordinary paths: provisioning took nearly twice as
@@ -133,6 +165,9 @@ fn main() -> ExitCode {
         std::env::set_var("SURREAL_KVS_THREADPOOL_SIZE", "4");
     }
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Serve { .. }) {
+        remote::terminal::exit_quietly_on_closed_pipe();
+    }
     pvedeploy::telemetry::init();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
@@ -152,6 +187,8 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let env: BTreeMap<String, String> = std::env::vars().filter(|(k, _)| k.starts_with("PVEDEPLOY_")).collect();
+    let config = cli.config.clone();
+    let connect = |agent: &AgentArgs| remote::connect(agent, config.as_deref(), &env);
     match cli.command {
         Command::Serve { listen, data_dir, database_url } => {
             // Handlers first: a SIGTERM that arrives while starting must stop us gracefully too.
@@ -174,7 +211,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Export { name, all, out, agent } => {
-            let remote = remote(&agent, cli.config, &env)?;
+            let remote = connect(&agent)?;
             let names = match (name, all) {
                 (Some(n), _) => vec![remote::deployment_arg(&n)?],
                 (None, true) => remote.names_with_guests().await?,
@@ -198,9 +235,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         Command::Drift { json, agent } => {
-            let report = match remote(&agent, cli.config, &env) {
+            let report = match connect(&agent) {
                 Ok(r) => r.drift().await.map_err(anyhow::Error::from),
-                Err(e) => Err(e),
+                Err(e) => Err(anyhow::Error::from(e)),
             };
             let report = match report {
                 Ok(r) => r,
@@ -219,11 +256,31 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(if report.differences.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
+        Command::Deploy(a) => Ok(finish(async { pvedeploy::remote::deploy::run(&connect(&a.agent)?, &a).await }.await)),
+        Command::List(a) => Ok(finish(async { pvedeploy::remote::list::run(&connect(&a.agent)?, &a).await }.await)),
+        Command::Status(a) => Ok(finish(async { pvedeploy::remote::show::run(&connect(&a.agent)?, &a).await }.await)),
+        Command::Logs(a) => Ok(finish(async { pvedeploy::remote::logs::run(&connect(&a.agent)?, &a).await }.await)),
+        Command::Redeploy(a) => Ok(finish(
+            async {
+                remote::actions::run(&connect(&a.agent)?, Goal::Redeploy, &a.name, &a.follow, false, a.commit.as_ref()).await
+            }
+            .await,
+        )),
+        Command::Rollback(a) => Ok(finish(async { remote::actions::run(&connect(&a.agent)?, Goal::Rollback, &a.name, &a.follow, false, None).await }.await)),
+        Command::Start(a) => Ok(finish(async { remote::actions::run(&connect(&a.agent)?, Goal::Start, &a.name, &a.follow, false, None).await }.await)),
+        Command::Stop(a) => Ok(finish(async { remote::actions::run(&connect(&a.agent)?, Goal::Stop, &a.name, &a.follow, false, None).await }.await)),
+        Command::Destroy(a) => Ok(finish(async { remote::actions::run(&connect(&a.agent)?, Goal::Destroy, &a.name, &a.follow, a.yes, None).await }.await)),
+        Command::Env { command } => Ok(finish(async { remote::env::run(&connect(command.agent())?, &command).await }.await)),
+        Command::Completions(a) => {
+            remote::manual::completions(&a, Cli::command(), &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man(a) => Ok(finish(remote::manual::man(&a, Cli::command(), &mut std::io::stdout()).map(|()| 0))),
         Command::Schedule { command } => {
             let agent = match &command {
                 ScheduleCommand::List { agent, .. } | ScheduleCommand::Add { agent, .. } | ScheduleCommand::Remove { agent, .. } => agent,
             };
-            let remote = remote(agent, cli.config, &env)?;
+            let remote = connect(agent)?;
             match command {
                 ScheduleCommand::List { json, .. } => {
                     let list = remote.schedules().await?;
@@ -259,19 +316,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// The agent named by `--url`, else by the configuration's listen address, with the token.
-fn remote(agent: &AgentArgs, config: Option<PathBuf>, env: &BTreeMap<String, String>) -> anyhow::Result<remote::Remote> {
-    let url = match &agent.url {
-        Some(u) => u.clone(),
-        None => {
-            let over = Overrides { config, ..Overrides::default() };
-            let listen = Config::load(&over, env).map(|c| c.listen).unwrap_or_else(|_| pvedeploy::config::DEFAULT_LISTEN.parse().expect("valid"));
-            let host = if listen.ip().is_unspecified() { std::net::IpAddr::from([127, 0, 0, 1]) } else { listen.ip() };
-            format!("http://{}", std::net::SocketAddr::new(host, listen.port()))
+/// A command's result as its exit code; an error is printed in words first.
+fn finish(r: Result<u8, RemoteError>) -> ExitCode {
+    match r {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(e.exit_code())
         }
-    };
-    let token = remote::token(agent.token_file.as_deref(), std::env::var("PVEDEPLOY_TOKEN").ok())?;
-    Ok(remote::Remote::new(&url, token)?)
+    }
 }
 
 /// Installs the SIGTERM and SIGINT handlers now and returns a future that resolves on either.

@@ -516,3 +516,33 @@ async fn server_errors_are_retried_within_a_bounded_budget_that_names_the_last_a
     app.stop().await;
     cluster.sim.shutdown().await;
 }
+
+/// A lost or rolled-back database: an agent whose store knows nothing of the guests another store made
+/// (the same as a store restored from an old backup). It must neither remove those guests as orphans
+/// nor build on their ids.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_whose_store_forgot_our_guests_never_touches_them() {
+    let cluster = start_sim(ClusterSpec::sandbox()).await;
+    let before = tempfile::tempdir().unwrap();
+    let app = agent(&cluster, before.path(), |_| {}).await;
+    let id = deploy(&app, "remembered", "lxc").await;
+    let d = wait_until(&app, &id, "provisioned", settled).await;
+    let guest = d["proxmox_id"].as_u64().unwrap() as u32;
+    app.stop().await;
+    // The same cluster, a store with none of it: every tagged guest looks like an orphan.
+    let after = tempfile::tempdir().unwrap();
+    let app = agent(&cluster, after.path(), |c| c.remove_orphans = true).await;
+    let (s, r) = app.post("/api/v1/reconcile", Some(ADMIN), &json!({})).await;
+    assert_eq!(s, 200, "{r}");
+    assert!(r["orphans"].to_string().contains(&guest.to_string()), "reported: {r}");
+    assert_eq!(r["removed"], json!([]), "never removed: {r}");
+    assert!(r["errors"].to_string().contains("does not know"), "{r}");
+    assert!(cluster.sim.vm_exists(guest));
+    // A new deployment takes another id, and the old guest stays as it was.
+    let other = deploy(&app, "newcomer", "lxc").await;
+    let o = wait_until(&app, &other, "provisioned", settled).await;
+    assert_ne!(o["proxmox_id"].as_u64().unwrap() as u32, guest);
+    assert!(cluster.sim.vm_config(guest).unwrap()["tags"].contains(&format!("pvedeploy-{id}")));
+    app.stop().await;
+    cluster.sim.shutdown().await;
+}

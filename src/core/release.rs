@@ -117,10 +117,12 @@ pub fn health_answer_is_final(status: u16) -> bool {
 pub fn health_hint(f: Framework, status: u16, path: &str) -> Option<String> {
     Some(match (f, status) {
         (Framework::Django, 400) => "Django refuses the guest's address as Host (ALLOWED_HOSTS). In settings.py, read it from the \
-             environment: `ALLOWED_HOSTS = os.environ.get(\"DJANGO_ALLOWED_HOSTS\", \"\").split(\",\")` and set \
-             DJANGO_ALLOWED_HOSTS (the agent sets it to the guest's address and the app's URL host for you), or list them there"
+             environment: `ALLOWED_HOSTS = os.environ.get(\"DJANGO_ALLOWED_HOSTS\", \"\").split(\",\")` (the agent sets \
+             DJANGO_ALLOWED_HOSTS to the guest's address unless the deployment sets it; if it does, include that address), \
+             or list the address there"
             .to_string(),
         (Framework::Laravel, 400 | 419) => "Laravel refused the request: check APP_URL and the trusted hosts/proxies for the guest's address".to_string(),
+        (Framework::Static, 403 | 404) => "nginx found nothing to serve there: the site needs an index.html at the top of the repository or in its build output (dist/, build/, …)".to_string(),
         (_, 404) => format!("the app has no page at the health path {path}: set the deployment's health_path to one that answers 200"),
         (_, 401 | 403) => format!("the health path {path} needs a login: set the deployment's health_path to a public page"),
         (_, 405) => format!("the health path {path} does not answer GET: set the deployment's health_path to a page that does"),

@@ -13,7 +13,7 @@ use super::progress::Progress;
 use super::terminal::Terminal;
 use super::{AgentArgs, Remote, RemoteError};
 use crate::core::deployment::{Framework, GuestType};
-use crate::core::names::{AppName, GitRef, HealthPath, NodeName};
+use crate::core::names::{AppName, GitRef, HealthPath, NodeName, StartCommand};
 
 /// Deploy a git repository as a new app and follow it until it runs (exit 0) or fails (exit 1).
 #[derive(clap::Args, Debug)]
@@ -48,6 +48,10 @@ pub struct DeployArgs {
     /// The path the health check asks for [default: /].
     #[arg(long, value_name = "PATH", value_parser = args::health_path)]
     pub health_path: Option<HealthPath>,
+    /// Start the app with this command line instead of the framework's (like a Procfile's web: line, run by
+    /// /bin/sh -c as the app's user; not for static or laravel).
+    #[arg(long, value_name = "COMMAND", value_parser = args::start_command)]
+    pub start_command: Option<StartCommand>,
     /// Do not redeploy on a GitHub push to the branch.
     #[arg(long)]
     pub no_auto_redeploy: bool,
@@ -88,6 +92,9 @@ pub async fn run(remote: &Remote, a: &DeployArgs) -> Result<u8, RemoteError> {
     }
     if let Some(h) = &a.health_path {
         body["health_path"] = h.as_str().into();
+    }
+    if let Some(c) = &a.start_command {
+        body["start_command"] = c.as_str().into();
     }
     if a.no_auto_redeploy {
         body["auto_redeploy"] = false.into();

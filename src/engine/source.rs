@@ -38,7 +38,7 @@ impl Source {
 }
 
 /// Asks the repository for the spec's branch, bounded in time; git runs with an argument vector (no
-/// shell), no prompts, and only the protocols the repository policy allows.
+/// shell), no prompts, no redirects, and only the protocols the repository policy allows.
 pub async fn check(spec: &Spec) -> Source {
     let url = spec.repo_url.to_string();
     if !(url.starts_with("https://") || url.starts_with("http://")) {
@@ -46,7 +46,8 @@ pub async fn check(spec: &Spec) -> Source {
     }
     let refname = format!("refs/heads/{}", spec.branch.as_str());
     let mut cmd = tokio::process::Command::new("git");
-    cmd.args(["-c", "protocol.allow=never", "-c", "protocol.https.allow=always", "-c", "protocol.http.allow=always", "ls-remote", "--exit-code", "--", &url, &refname])
+    // No redirects: the policy allowed this host, not wherever it might send git next.
+    cmd.args(["-c", "protocol.allow=never", "-c", "protocol.https.allow=always", "-c", "protocol.http.allow=always", "-c", "http.followRedirects=false", "ls-remote", "--exit-code", "--", &url, &refname])
         .env("GIT_TERMINAL_PROMPT", "0")
         .env("GIT_ASKPASS", "/bin/false")
         .env_remove("GIT_DIR")

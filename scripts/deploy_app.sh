@@ -4,7 +4,7 @@
 # Contract (run by the agent as root: sudo -n -- /opt/pvedeploy/scripts/deploy_app.sh STEP ...; full text in README.md):
 #   fetch    --app NAME --repo URL --commit SHA --release RELEASE_ID [--submodules]
 #   deps     --app NAME --release RELEASE_ID --framework F
-#   build    --app NAME --release RELEASE_ID --framework F
+#   build    --app NAME --release RELEASE_ID --framework F [--persist PATH]...
 #   activate --app NAME --release RELEASE_ID --framework F --port PORT --bind IP [--start-command CMD]
 #   rollback --app NAME --release RELEASE_ID
 #   prune    --app NAME --keep N
@@ -37,6 +37,7 @@ esac
 
 app='' repo='' commit='' release='' framework='' port='' bind='' start_command='' keep='' submodules=no
 have_start_command=no
+persist=()
 while [ $# -gt 0 ]; do
   case $1 in
   --app) need_value "$1" $#; app=$2; shift 2 ;;
@@ -49,6 +50,7 @@ while [ $# -gt 0 ]; do
   --start-command) need_value "$1" $#; start_command=$2; have_start_command=yes; shift 2 ;;
   --keep) need_value "$1" $#; keep=$2; shift 2 ;;
   --submodules) submodules=yes; shift ;;
+  --persist) need_value "$1" $#; persist+=("$2"); shift 2 ;;
   *) bad_arg "$1" "unknown flag (see the contract at the top of deploy_app.sh)" ;;
   esac
 done
@@ -69,6 +71,7 @@ esac
 [ "$cmd" = fetch ] || { unexpected --repo "$repo"; unexpected --commit "$commit"; unexpected --submodules "$submodules"; }
 [ "$cmd" = activate ] || { unexpected --port "$port"; unexpected --bind "$bind"; unexpected --start-command "$have_start_command"; }
 [ "$cmd" = prune ] || unexpected --keep "$keep"
+[ "$cmd" = build ] || [ ${#persist[@]} -eq 0 ] || bad_arg --persist "is not accepted by $cmd"
 check_app "$app"
 [ -z "$repo" ] || check_repo "$repo"
 [ -z "$commit" ] || check_sha "$commit"
@@ -78,6 +81,7 @@ check_app "$app"
 [ -z "$bind" ] || check_bind "$bind"
 [ "$have_start_command" = no ] || check_start_command "$start_command"
 [ -z "$keep" ] || check_keep "$keep"
+for p in "${persist[@]}"; do check_persist "$p"; done
 require_root
 
 home=$(app_home "$app")
@@ -372,6 +376,35 @@ do_prune() {
   log "done: $((n > keep ? keep : n)) newest releases kept${cur:+, current $cur}"
 }
 
+# Each --persist PATH of the release becomes a link into /srv/NAME/shared/data/PATH, which outlives releases
+# (and rollbacks): the first release that has PATH seeds it; later releases' copies are dropped. A PATH with a
+# trailing / that no release has is created as an empty directory. Runs before the build (migrations see it).
+link_persistent() {
+  local p dir target rel user
+  user=$(app_user "$app")
+  install -d -o "$user" -g "$user" -m 0750 "$home/shared/data"
+  for p in "${persist[@]}"; do
+    dir=no
+    case $p in */) dir=yes; p=${p%/} ;; esac
+    target="$home/shared/data/$p"
+    rel="$dest/$p"
+    if [ -L "$rel" ]; then continue; fi
+    as_app "$app" "$dest" mkdir -p -- "$(dirname -- "$target")" "$(dirname -- "$rel")"
+    if [ -e "$rel" ]; then
+      if [ -e "$target" ]; then
+        as_app "$app" "$dest" rm -rf -- "$rel"
+      else
+        as_app "$app" "$dest" mv -- "$rel" "$target"
+        log "persistent $p: seeded from this release"
+      fi
+    elif [ "$dir" = yes ] && [ ! -e "$target" ]; then
+      as_app "$app" "$dest" mkdir -p -- "$target"
+    fi
+    as_app "$app" "$dest" ln -s -- "$target" "$rel"
+    log "persistent $p -> shared/data/$p"
+  done
+}
+
 do_status() {
   local cur state fw=''
   cur=$(current_release)
@@ -385,7 +418,7 @@ do_status() {
 case $cmd in
 fetch) do_fetch ;;
 deps) step "deps $release ($framework)"; need_release; run_deps; log "done: dependencies of $release" ;;
-build) step "build $release ($framework)"; need_release; run_build; log "done: build of $release" ;;
+build) step "build $release ($framework)"; need_release; link_persistent; run_build; log "done: build of $release" ;;
 activate) do_activate ;;
 rollback) do_rollback ;;
 prune) do_prune ;;

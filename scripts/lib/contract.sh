@@ -73,6 +73,19 @@ check_repo() {
 check_version() { # flag value: a runtime version such as 3.11, 18 or 8.2
   [[ $2 =~ ^[0-9]{1,2}(\.[0-9]{1,2})?$ ]] || bad_arg "$1" "must look like 3.11, 18 or 8.2"
 }
+# A path inside the release that keeps its data across releases: relative, [A-Za-z0-9._-] components,
+# no . or .. component, at most 200 characters; a trailing / marks a directory.
+check_persist() {
+  local p=$1 c
+  if [ "${#p}" -gt 200 ] || ! [[ $p =~ ^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*/?$ ]]; then
+    bad_arg --persist "must be a relative path of [A-Za-z0-9._-] components, at most 200 characters"
+  fi
+  local parts
+  IFS=/ read -ra parts <<<"${p%/}"
+  for c in "${parts[@]}"; do
+    if [ "$c" = . ] || [ "$c" = .. ]; then bad_arg --persist "must not contain . or .. components"; fi
+  done
+}
 check_start_command() {
   if [ -z "$1" ] || [ "${#1}" -gt 2048 ]; then bad_arg --start-command "must be 1..2048 characters"; fi
   [[ $1 != *[$'\r\n']* ]] || bad_arg --start-command "must not contain CR or LF"

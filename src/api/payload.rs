@@ -95,6 +95,16 @@ impl<'a> FieldReader<'a> {
         }
     }
 
+    pub fn strings(&mut self, name: &'static str) -> Option<Vec<String>> {
+        match self.get(name)? {
+            Value::Array(items) if items.iter().all(Value::is_string) => Some(items.iter().filter_map(|v| v.as_str().map(String::from)).collect()),
+            _ => {
+                self.errors.push(FieldError::new(name, "type", "must be an array of strings"));
+                None
+            }
+        }
+    }
+
     /// Every field not read is an error: a typo must not be silently ignored.
     pub fn finish(mut self) -> ValidationErrors {
         let mut unknown: Vec<&String> = self.fields.keys().filter(|k| !self.known.contains(&k.as_str())).collect();

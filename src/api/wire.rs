@@ -39,6 +39,10 @@ pub struct DeploymentRequest {
     /// line, run on the guest as the app's user by `/bin/sh -c`, with the app's environment. 1-2048
     /// characters, no newline. Ignored for static and laravel (nginx and PHP-FPM serve those).
     pub start_command: Option<String>,
+    /// Paths in the repository whose data outlives releases and rollbacks (each linked to
+    /// `/srv/<name>/shared/data/<path>`; a trailing `/` for a directory; the app also gets `DATA_DIR`).
+    /// Default: django `["db.sqlite3", "media/"]`, laravel `["storage/"]`, others none. At most 20.
+    pub persistent_paths: Option<Vec<String>>,
 }
 
 /// Reads a deployment request out of a JSON object; wrong types and unknown fields are field errors.
@@ -57,6 +61,7 @@ pub fn raw_spec(fields: &serde_json::Map<String, serde_json::Value>) -> (RawSpec
         auto_redeploy: r.boolean("auto_redeploy"),
         health_path: r.string("health_path"),
         start_command: r.string("start_command"),
+        persistent_paths: r.strings("persistent_paths"),
     };
     (raw, r.finish())
 }
@@ -80,6 +85,7 @@ pub struct DeploymentView {
     pub auto_redeploy: bool,
     pub health_path: String,
     pub start_command: Option<String>,
+    pub persistent_paths: Vec<String>,
     /// pending, provisioning, installing, deploying, running, stopped, failed, destroying or destroyed.
     pub status: String,
     pub proxmox_id: Option<u32>,
@@ -122,6 +128,7 @@ impl From<&Deployment> for DeploymentView {
             auto_redeploy: s.auto_redeploy,
             health_path: s.health_path.as_str().into(),
             start_command: s.start_command.as_ref().map(|c| c.as_str().to_string()),
+            persistent_paths: s.persistent_paths.iter().map(|p| p.as_str().to_string()).collect(),
             status: d.status.as_str().into(),
             proxmox_id: d.proxmox_id.map(|v| v.get()),
             proxmox_node: d.proxmox_node.as_ref().map(ToString::to_string),

@@ -4,6 +4,7 @@ use std::fmt;
 
 use crate::core::limits::{Limits, RepoPolicy};
 use crate::core::names::{AppName, GitRef, HealthPath, NodeName, StartCommand, VmId};
+use crate::core::release::PersistentPath;
 use crate::core::repo::RepoUrl;
 use crate::core::status::Status;
 use crate::core::validation::{FieldError, ValidationErrors};
@@ -120,6 +121,8 @@ pub struct RawSpec {
     pub auto_redeploy: Option<bool>,
     pub health_path: Option<String>,
     pub start_command: Option<String>,
+    /// `None`: the framework's defaults (`release::default_persistent_paths`).
+    pub persistent_paths: Option<Vec<String>>,
 }
 
 /// A deployment request that passed every rule.
@@ -140,6 +143,8 @@ pub struct Spec {
     pub health_path: HealthPath,
     /// Starts the app instead of the framework's own command.
     pub start_command: Option<StartCommand>,
+    /// Paths in a release whose data outlives releases (linked to `/srv/<app>/shared/data/…`).
+    pub persistent_paths: Vec<PersistentPath>,
 }
 
 pub const DEFAULT_BRANCH: &str = "main";
@@ -158,6 +163,22 @@ impl Spec {
         let memory_mib = errs.take(in_range("memory_mib", raw.memory_mib.unwrap_or(1024), &limits.memory_mib, "MiB"));
         let disk_gb = errs.take(in_range("disk_gb", raw.disk_gb.unwrap_or(10), &limits.disk_gb, "GB"));
         let health_path = errs.take(raw.health_path.as_deref().map(HealthPath::parse).unwrap_or_else(|| Ok(HealthPath::root())));
+        let persistent_paths = match (raw.persistent_paths, framework) {
+            (Some(paths), _) if paths.len() > 20 => {
+                errs.push(FieldError::new("persistent_paths", "count", "must hold at most 20 paths"));
+                None
+            }
+            (Some(paths), _) => {
+                let parsed: Vec<Option<PersistentPath>> = paths
+                    .iter()
+                    .enumerate()
+                    .map(|(i, p)| errs.take(PersistentPath::parse(p).map_err(|e| FieldError::new(format!("persistent_paths[{i}]"), e.rule, e.message))))
+                    .collect();
+                parsed.into_iter().collect::<Option<Vec<_>>>()
+            }
+            (None, Some(f)) => Some(crate::core::release::default_persistent_paths(f)),
+            (None, None) => None,
+        };
         let start_command = match raw.start_command {
             Some(c) => errs.take(StartCommand::parse(&c)).map(Some),
             None => Some(None),
@@ -166,11 +187,11 @@ impl Spec {
             Some(n) => errs.take(NodeName::parse(&n)).map(Some),
             None => Some(None),
         };
-        match (name, guest_type, framework, repo_url, branch, cpu, memory_mib, disk_gb, node, health_path, start_command) {
-            (Some(name), Some(guest_type), Some(framework), Some(repo_url), Some(branch), Some(cpu), Some(memory_mib), Some(disk_gb), Some(node), Some(health_path), Some(start_command))
+        match (name, guest_type, framework, repo_url, branch, cpu, memory_mib, disk_gb, node, health_path, start_command, persistent_paths) {
+            (Some(name), Some(guest_type), Some(framework), Some(repo_url), Some(branch), Some(cpu), Some(memory_mib), Some(disk_gb), Some(node), Some(health_path), Some(start_command), Some(persistent_paths))
                 if errs.is_empty() =>
             {
-                Ok(Spec { name, guest_type, framework, repo_url, branch, cpu, memory_mib, disk_gb, node, auto_redeploy: raw.auto_redeploy.unwrap_or(true), health_path, start_command })
+                Ok(Spec { name, guest_type, framework, repo_url, branch, cpu, memory_mib, disk_gb, node, auto_redeploy: raw.auto_redeploy.unwrap_or(true), health_path, start_command, persistent_paths })
             }
             _ => Err(errs),
         }

@@ -181,11 +181,56 @@ impl fmt::Debug for EnvValue {
 }
 
 /// The env file the guest scripts read: `NAME=value` lines, literal, sorted by name.
-/// What the agent adds to an app's environment unless the deployment sets it: for Django,
-/// `DJANGO_ALLOWED_HOSTS` with the guest's address (a settings.py that reads it then accepts the requests
-/// the health check and users make).
-pub fn framework_env(f: Framework, ip: std::net::Ipv4Addr, set: &[(EnvName, EnvValue)]) -> Vec<(EnvName, EnvValue)> {
+/// A path inside a release whose data outlives releases (`/srv/<app>/shared/data/<path>`, linked in):
+/// relative, `[A-Za-z0-9._-]` components, no `.` or `..`, at most 200 characters; a trailing `/` marks a
+/// directory. The rule `check_persist` in `scripts/lib/contract.sh` applies on the guest too.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PersistentPath(String);
+
+impl PersistentPath {
+    pub const RULE: &'static str = "must be a relative path of [A-Za-z0-9._-] components without . or .., at most 200 characters (a trailing / for a directory)";
+
+    pub fn parse(raw: &str) -> Result<Self, FieldError> {
+        let body = raw.strip_suffix('/').unwrap_or(raw);
+        let ok = !body.is_empty()
+            && raw.len() <= 200
+            && body.split('/').all(|c| !c.is_empty() && c != "." && c != ".." && c.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)));
+        if ok {
+            Ok(Self(raw.to_owned()))
+        } else {
+            Err(FieldError::new("persistent_paths", "persistent_path", Self::RULE))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// What keeps its data across releases when a deployment does not say: Django's default SQLite file and
+/// `media/`, Laravel's `storage/`.
+pub fn default_persistent_paths(f: Framework) -> Vec<PersistentPath> {
+    let paths: &[&str] = match f {
+        Framework::Django => &["db.sqlite3", "media/"],
+        Framework::Laravel => &["storage/"],
+        _ => &[],
+    };
+    paths.iter().map(|p| PersistentPath((*p).into())).collect()
+}
+
+/// Where an app's data outlives releases (exported to the app as `DATA_DIR`).
+pub fn data_dir(app: &str) -> String {
+    format!("/srv/{app}/shared/data")
+}
+
+/// What the agent adds to an app's environment unless the deployment sets it: `DATA_DIR` (where data
+/// outlives releases) and, for Django, `DJANGO_ALLOWED_HOSTS` with the guest's address (a settings.py that
+/// reads it then accepts the requests the health check and users make).
+pub fn framework_env(f: Framework, app: &str, ip: std::net::Ipv4Addr, set: &[(EnvName, EnvValue)]) -> Vec<(EnvName, EnvValue)> {
     let mut out = set.to_vec();
+    if !set.iter().any(|(n, _)| n.as_str() == "DATA_DIR") {
+        out.push((EnvName("DATA_DIR".into()), EnvValue(data_dir(app))));
+    }
     if f == Framework::Django && !set.iter().any(|(n, _)| n.as_str() == "DJANGO_ALLOWED_HOSTS") {
         let name = EnvName("DJANGO_ALLOWED_HOSTS".into());
         out.push((name, EnvValue(format!("{ip},localhost,127.0.0.1"))));
@@ -226,12 +271,23 @@ mod tests {
     #[test]
     fn django_gets_its_allowed_hosts_unless_the_deployment_sets_them() {
         let ip = std::net::Ipv4Addr::new(127, 77, 0, 5);
-        let added = framework_env(Framework::Django, ip, &[]);
-        assert_eq!(String::from_utf8(env_file(&added)).unwrap(), "DJANGO_ALLOWED_HOSTS=127.77.0.5,localhost,127.0.0.1\n");
-        let name = EnvName::parse("DJANGO_ALLOWED_HOSTS").unwrap();
-        let own = vec![(name.clone(), EnvValue::parse(&name, "example.com".into()).unwrap())];
-        assert_eq!(framework_env(Framework::Django, ip, &own), own);
-        assert!(framework_env(Framework::Flask, ip, &[]).is_empty());
+        let added = framework_env(Framework::Django, "shop", ip, &[]);
+        assert_eq!(String::from_utf8(env_file(&added)).unwrap(), "DATA_DIR=/srv/shop/shared/data\nDJANGO_ALLOWED_HOSTS=127.77.0.5,localhost,127.0.0.1\n");
+        let (hosts, data) = (EnvName::parse("DJANGO_ALLOWED_HOSTS").unwrap(), EnvName::parse("DATA_DIR").unwrap());
+        let own = vec![(hosts.clone(), EnvValue::parse(&hosts, "example.com".into()).unwrap()), (data.clone(), EnvValue::parse(&data, "/data".into()).unwrap())];
+        assert_eq!(framework_env(Framework::Django, "shop", ip, &own), own);
+        assert_eq!(framework_env(Framework::Flask, "shop", ip, &[]).len(), 1, "DATA_DIR only");
+    }
+
+    #[test]
+    fn persistent_paths_stay_inside_the_release() {
+        for ok in ["db.sqlite3", "media/", "var/uploads", "storage/"] {
+            assert_eq!(PersistentPath::parse(ok).unwrap().as_str(), ok);
+        }
+        for bad in ["", "/", "/etc/passwd", "../up", "a/../b", "a//b", "./x", "a b", "-/x/..", &"a".repeat(201)] {
+            assert!(PersistentPath::parse(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(default_persistent_paths(Framework::Django).iter().map(PersistentPath::as_str).collect::<Vec<_>>(), ["db.sqlite3", "media/"]);
     }
 
     #[test]

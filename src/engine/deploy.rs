@@ -93,6 +93,15 @@ fn activate_argv(deploy_app: &str, app: &str, release: &str, framework: &str, po
     argv
 }
 
+/// `deploy_app.sh build` for a release, with one `--persist PATH` per path whose data outlives releases.
+fn build_argv(deploy_app: &str, app: &str, release: &str, framework: &str, persistent: &[crate::core::release::PersistentPath]) -> Vec<String> {
+    let mut argv: Vec<String> = [deploy_app, "build", "--app", app, "--release", release, "--framework", framework].map(String::from).to_vec();
+    for p in persistent {
+        argv.extend(["--persist".to_string(), p.as_str().to_string()]);
+    }
+    argv
+}
+
 /// Why a deploy stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum DeployError {
@@ -317,8 +326,8 @@ impl Engine {
                     (DeployStep::Fetch, vec![deploy_app.clone(), "fetch".into(), "--app".into(), name.clone(), "--repo".into(), d.spec.repo_url.to_string(), "--commit".into(), commit.clone(), "--release".into(), rel.clone()], None),
                     (DeployStep::Dependencies, vec![deploy_app.clone(), "deps".into(), "--app".into(), name.clone(), "--release".into(), rel.clone(), "--framework".into(), fw.clone()], None),
                     // The environment file goes first, so build steps (migrations) see it.
-                    (DeployStep::Build, vec!["install".into(), "-m".into(), "0640".into(), "-o".into(), "root".into(), "-g".into(), format!("app-{name}"), "/dev/stdin".into(), env_path], Some(env_file(&framework_env(d.spec.framework, access.ip, &env)))),
-                    (DeployStep::Build, vec![deploy_app.clone(), "build".into(), "--app".into(), name.clone(), "--release".into(), rel.clone(), "--framework".into(), fw.clone()], None),
+                    (DeployStep::Build, vec!["install".into(), "-m".into(), "0640".into(), "-o".into(), "root".into(), "-g".into(), format!("app-{name}"), "/dev/stdin".into(), env_path], Some(env_file(&framework_env(d.spec.framework, &name, access.ip, &env)))),
+                    (DeployStep::Build, build_argv(&deploy_app, &name, &rel, &fw, &d.spec.persistent_paths), None),
                     (DeployStep::Start, activate_argv(&deploy_app, &name, &rel, &fw, &port_s, &ip, d.spec.start_command.as_ref()), None),
                 ]
             }

@@ -32,6 +32,9 @@ struct Row {
     health_path: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     start_command: Option<String>,
+    /// Absent in rows written before v8: the framework's defaults.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    persistent_paths: Option<Vec<String>>,
     status: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     proxmox_id: Option<i64>,
@@ -71,6 +74,7 @@ impl From<&Deployment> for Row {
             auto_redeploy: s.auto_redeploy,
             health_path: Some(s.health_path.as_str().into()),
             start_command: s.start_command.as_ref().map(|c| c.as_str().to_string()),
+            persistent_paths: Some(s.persistent_paths.iter().map(|p| p.as_str().to_string()).collect()),
             status: d.status.as_str().into(),
             proxmox_id: d.proxmox_id.map(|v| v.get().into()),
             proxmox_node: d.proxmox_node.as_ref().map(ToString::to_string),
@@ -111,6 +115,10 @@ impl TryFrom<Row> for Deployment {
                     Some(p) => HealthPath::parse(p).map_err(|_| bad("health_path"))?,
                 },
                 start_command: r.start_command.as_deref().map(StartCommand::parse).transpose().map_err(|_| bad("start_command"))?,
+                persistent_paths: match &r.persistent_paths {
+                    Some(paths) => paths.iter().map(|p| crate::core::release::PersistentPath::parse(p)).collect::<Result<_, _>>().map_err(|_| bad("persistent_paths"))?,
+                    None => crate::core::release::default_persistent_paths(Framework::parse(&r.framework).map_err(|_| bad("framework"))?),
+                },
             },
             status: Status::parse(&r.status).ok_or_else(|| bad("status"))?,
             proxmox_id: r.proxmox_id.map(|v| VmId::new(v as u64)).transpose().map_err(|_| bad("proxmox_id"))?,

@@ -186,6 +186,10 @@ const MIGRATIONS: &[&str] = &[
     r#"
     DEFINE FIELD start_command ON deployment TYPE option<string>;
     "#,
+    // v8: paths whose data outlives releases.
+    r#"
+    DEFINE FIELD persistent_paths ON deployment TYPE option<array<string>>;
+    "#,
 ];
 
 /// The schema version this binary writes.

@@ -128,6 +128,16 @@ async fn a_deployment_carries_its_own_start_command() {
     let (s, e) = app.post("/api/v1/deployments", Some(ADMIN), &bad).await;
     assert_eq!((s, e["fields"][0]["field"].as_str()), (422, Some("start_command")), "{e}");
     assert_eq!(app.count_deployments().await, 1, "a rejected request stores nothing");
+    // Paths whose data outlives releases: inside the release only, named by index when wrong.
+    let mut kept = crate::helpers::valid_request("kept");
+    kept["persistent_paths"] = serde_json::json!(["data/", "../../etc/passwd"]);
+    let (s, e) = app.post("/api/v1/deployments", Some(ADMIN), &kept).await;
+    assert_eq!((s, e["fields"][0]["field"].as_str()), (422, Some("persistent_paths[1]")), "{e}");
+    kept["persistent_paths"] = serde_json::json!(["data/", "uploads"]);
+    let (s, d) = app.post("/api/v1/deployments", Some(ADMIN), &kept).await;
+    assert_eq!((s, &d["persistent_paths"]), (202, &serde_json::json!(["data/", "uploads"])), "{d}");
+    let (_, d) = app.get(&format!("/api/v1/deployments/{}", got["id"].as_str().unwrap()), Some(READER)).await;
+    assert_eq!(d["persistent_paths"], serde_json::json!([]), "a flask app keeps nothing unless it says so");
 }
 
 #[tokio::test]

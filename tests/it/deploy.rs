@@ -227,6 +227,28 @@ async fn django_a_php_app_and_a_static_site_in_containers() {
         let got = http_body(d["url"].as_str().unwrap()).await;
         assert!(got.contains(body), "{got}");
     }
+    // Django's SQLite database (its default place, next to manage.py) survives a redeploy and a rollback.
+    let (did, durl) = {
+        let (_, d) = app.get(&format!("/api/v1/deployments/{}", ids[0]), Some(ADMIN)).await;
+        (ids[0].clone(), d["url"].as_str().unwrap().to_string())
+    };
+    assert_eq!(http_body(&format!("{durl}/count")).await, "1\n");
+    assert_eq!(http_body(&format!("{durl}/count")).await, "2\n");
+    django.edit("mysite/urls.py", "VERSION_MARKER = \"v1\"", "VERSION_MARKER = \"v2\"");
+    let v2 = django.commit("v2");
+    let (s, r) = app.post(&format!("/api/v1/deployments/{did}/redeploy"), Some(ADMIN), &json!({})).await;
+    assert_eq!(s, 202, "{r}");
+    wait_for(&app, &did, "running v2", Duration::from_secs(600), |d| d["status"] == "running" && d["commit"] == v2.as_str()).await;
+    assert_eq!(http_body(&durl).await, "hello from django v2\n");
+    assert_eq!(http_body(&format!("{durl}/count")).await, "3\n", "the data outlived the release");
+    let (s, r) = app.post(&format!("/api/v1/deployments/{did}/rollback"), Some(ADMIN), &json!({})).await;
+    assert_eq!(s, 202, "{r}");
+    wait_for(&app, &did, "rolled back", Duration::from_secs(300), |d| d["status"] == "running" && d["commit"] != v2.as_str()).await;
+    assert_eq!(http_body(&durl).await, "hello from django v1\n");
+    assert_eq!(http_body(&format!("{durl}/count")).await, "4\n", "and the rollback");
+    let (_, d) = app.get(&format!("/api/v1/deployments/{did}"), Some(ADMIN)).await;
+    assert_eq!(d["persistent_paths"], json!(["db.sqlite3", "media/"]), "Django's defaults");
+
     // The stock project's 400 ends the health check at once, saying why and what to change.
     let d = wait_for(&app, &stock_id, "failed", Duration::from_secs(900), |d| d["status"] == "failed" || d["status"] == "running").await;
     let why = d["error_message"].as_str().unwrap_or_default();

@@ -33,6 +33,7 @@ fn deployment(name: &str, kind: GuestType, vmid: u32) -> Deployment {
             auto_redeploy: true,
             health_path: crate::core::names::HealthPath::root(),
             start_command: None,
+            persistent_paths: vec![],
         },
         status: Status::Installing,
         proxmox_id: Some(VmId::new(vmid.into()).unwrap()),

@@ -47,6 +47,10 @@ pub fn health_path(raw: &str) -> Result<HealthPath, String> {
     HealthPath::parse(raw).map_err(|e| e.message)
 }
 
+pub fn persistent_path(raw: &str) -> Result<crate::core::release::PersistentPath, String> {
+    crate::core::release::PersistentPath::parse(raw).map_err(|e| e.message)
+}
+
 pub fn start_command(raw: &str) -> Result<crate::core::names::StartCommand, String> {
     crate::core::names::StartCommand::parse(raw).map_err(|e| e.message)
 }

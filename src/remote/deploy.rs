@@ -52,6 +52,10 @@ pub struct DeployArgs {
     /// /bin/sh -c as the app's user; not for static or laravel).
     #[arg(long, value_name = "COMMAND", value_parser = args::start_command)]
     pub start_command: Option<StartCommand>,
+    /// A path in the repository whose data outlives releases (repeatable; a trailing / for a directory)
+    /// [default: the framework's, e.g. Django's db.sqlite3 and media/].
+    #[arg(long = "persist", value_name = "PATH", value_parser = args::persistent_path)]
+    pub persist: Vec<crate::core::release::PersistentPath>,
     /// Do not redeploy on a GitHub push to the branch.
     #[arg(long)]
     pub no_auto_redeploy: bool,
@@ -95,6 +99,9 @@ pub async fn run(remote: &Remote, a: &DeployArgs) -> Result<u8, RemoteError> {
     }
     if let Some(c) = &a.start_command {
         body["start_command"] = c.as_str().into();
+    }
+    if !a.persist.is_empty() {
+        body["persistent_paths"] = a.persist.iter().map(|p| p.as_str()).collect::<Vec<_>>().into();
     }
     if a.no_auto_redeploy {
         body["auto_redeploy"] = false.into();

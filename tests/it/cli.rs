@@ -415,6 +415,8 @@ async fn cli_checks_arguments_before_any_request_and_says_what_the_agent_refused
     assert!(out.code == 2 && out.stderr.contains("--env") && out.stderr.contains("1BAD") && !out.stderr.contains("secret-xyz"), "{}", out.text());
     let out = cli(&nowhere, &["deploy", "ok", "--repo", "https://github.com/octo/app.git", "--framework", "flask", "--start-command", "run\nrm"], &[], QUICK).await;
     assert!(out.code == 2 && out.stderr.contains("--start-command") && out.stderr.contains("newline"), "{}", out.text());
+    let out = cli(&nowhere, &["deploy", "ok", "--repo", "https://github.com/octo/app.git", "--framework", "flask", "--persist", "../etc"], &[], QUICK).await;
+    assert!(out.code == 2 && out.stderr.contains("--persist") && out.stderr.contains("relative path"), "{}", out.text());
     let out = cli(&nowhere, &["redeploy", "shop", "--commit", "abc"], &[], QUICK).await;
     assert!(out.code == 2 && out.stderr.contains("--commit") && out.stderr.contains("40 or 64"), "{}", out.text());
     let out = cli(&nowhere, &["redeploy", "shop", "--commit", &"a".repeat(40)], &[], QUICK).await;

@@ -515,7 +515,15 @@ impl Engine {
             Ok(rs) => rs.into_iter().find(|r| r.status == ReleaseStatus::Active && &r.id != failed),
             Err(_) => None,
         };
-        let Some(prev) = previous else { return };
+        let Some(prev) = previous else {
+            // Nothing served before: a release that failed its check must not serve either.
+            let unit = format!("pvedeploy-app-{name}.service");
+            match shell.root("health", &["systemctl", "stop", "--", &unit], None, Duration::from_secs(60)).await {
+                Ok(_) => self.log(id, Level::Warn, "health", &format!("stopped {unit}: no earlier release to put back, and this one failed its check")).await,
+                Err(e) => self.log(id, Level::Warn, "health", &format!("could not stop {unit}: {e}")).await,
+            }
+            return;
+        };
         let rel = prev.id.to_string();
         self.log(id, Level::Warn, "health", &format!("putting release {rel} back")).await;
         if let Err(e) = shell.root("health", &[deploy_app, "rollback", "--app", name, "--release", &rel], None, Duration::from_secs(300)).await {

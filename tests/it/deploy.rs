@@ -253,6 +253,9 @@ async fn django_a_php_app_and_a_static_site_in_containers() {
     let d = wait_for(&app, &stock_id, "failed", Duration::from_secs(900), |d| d["status"] == "failed" || d["status"] == "running").await;
     let why = d["error_message"].as_str().unwrap_or_default();
     assert!(why.contains("HTTP 400") && why.contains("ALLOWED_HOSTS"), "{d}");
+    // A first release that failed its check does not keep serving (nothing to fall back to).
+    let stock_url = format!("http://{}:8000/", d["ip_address"].as_str().unwrap());
+    assert!(http_body(&stock_url).await.starts_with("<no answer"), "the failed release's unit was stopped");
     ids.push(stock_id);
     for id in &ids {
         let (s, _) = app.delete(&format!("/api/v1/deployments/{id}"), Some(ADMIN)).await;

@@ -43,6 +43,10 @@ pub struct DeploymentRequest {
     /// `/srv/<name>/shared/data/<path>`; a trailing `/` for a directory; the app also gets `DATA_DIR`).
     /// Default: django `["db.sqlite3", "media/"]`, laravel `["storage/"]`, others none. At most 20.
     pub persistent_paths: Option<Vec<String>>,
+    /// How long the health check waits for the app after a deploy or a start, in seconds (1-600, default 120).
+    pub health_timeout_secs: Option<i64>,
+    /// The HTTP status the health check must see (100-599); any 2xx or 3xx when absent.
+    pub health_status: Option<i64>,
 }
 
 /// Reads a deployment request out of a JSON object; wrong types and unknown fields are field errors.
@@ -62,6 +66,8 @@ pub fn raw_spec(fields: &serde_json::Map<String, serde_json::Value>) -> (RawSpec
         health_path: r.string("health_path"),
         start_command: r.string("start_command"),
         persistent_paths: r.strings("persistent_paths"),
+        health_timeout_secs: r.integer("health_timeout_secs"),
+        health_status: r.integer("health_status"),
     };
     (raw, r.finish())
 }
@@ -86,6 +92,8 @@ pub struct DeploymentView {
     pub health_path: String,
     pub start_command: Option<String>,
     pub persistent_paths: Vec<String>,
+    pub health_timeout_secs: u32,
+    pub health_status: Option<u16>,
     /// pending, provisioning, installing, deploying, running, stopped, failed, destroying or destroyed.
     pub status: String,
     pub proxmox_id: Option<u32>,
@@ -129,6 +137,8 @@ impl From<&Deployment> for DeploymentView {
             health_path: s.health_path.as_str().into(),
             start_command: s.start_command.as_ref().map(|c| c.as_str().to_string()),
             persistent_paths: s.persistent_paths.iter().map(|p| p.as_str().to_string()).collect(),
+            health_timeout_secs: s.health_timeout_secs,
+            health_status: s.health_status,
             status: d.status.as_str().into(),
             proxmox_id: d.proxmox_id.map(|v| v.get()),
             proxmox_node: d.proxmox_node.as_ref().map(ToString::to_string),

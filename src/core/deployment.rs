@@ -123,6 +123,8 @@ pub struct RawSpec {
     pub start_command: Option<String>,
     /// `None`: the framework's defaults (`release::default_persistent_paths`).
     pub persistent_paths: Option<Vec<String>>,
+    pub health_timeout_secs: Option<i64>,
+    pub health_status: Option<i64>,
 }
 
 /// A deployment request that passed every rule.
@@ -145,7 +147,14 @@ pub struct Spec {
     pub start_command: Option<StartCommand>,
     /// Paths in a release whose data outlives releases (linked to `/srv/<app>/shared/data/…`).
     pub persistent_paths: Vec<PersistentPath>,
+    /// How long the health check may wait for the app, in seconds (1-600, default 120).
+    pub health_timeout_secs: u32,
+    /// The status the health check must see; any 2xx or 3xx when `None`.
+    pub health_status: Option<u16>,
 }
+
+/// The default and the range of `health_timeout_secs`.
+pub const HEALTH_TIMEOUT_SECS: (u32, std::ops::RangeInclusive<u32>) = (120, 1..=600);
 
 pub const DEFAULT_BRANCH: &str = "main";
 
@@ -179,6 +188,11 @@ impl Spec {
             (None, Some(f)) => Some(crate::core::release::default_persistent_paths(f)),
             (None, None) => None,
         };
+        let health_timeout_secs = errs.take(in_range("health_timeout_secs", raw.health_timeout_secs.unwrap_or(i64::from(HEALTH_TIMEOUT_SECS.0)), &HEALTH_TIMEOUT_SECS.1, "seconds"));
+        let health_status = match raw.health_status {
+            Some(s) => errs.take(in_range("health_status", s, &(100..=599), "(an HTTP status)").map(|s| Some(s as u16))),
+            None => Some(None),
+        };
         let start_command = match raw.start_command {
             Some(c) => errs.take(StartCommand::parse(&c)).map(Some),
             None => Some(None),
@@ -187,12 +201,39 @@ impl Spec {
             Some(n) => errs.take(NodeName::parse(&n)).map(Some),
             None => Some(None),
         };
-        match (name, guest_type, framework, repo_url, branch, cpu, memory_mib, disk_gb, node, health_path, start_command, persistent_paths) {
-            (Some(name), Some(guest_type), Some(framework), Some(repo_url), Some(branch), Some(cpu), Some(memory_mib), Some(disk_gb), Some(node), Some(health_path), Some(start_command), Some(persistent_paths))
-                if errs.is_empty() =>
-            {
-                Ok(Spec { name, guest_type, framework, repo_url, branch, cpu, memory_mib, disk_gb, node, auto_redeploy: raw.auto_redeploy.unwrap_or(true), health_path, start_command, persistent_paths })
-            }
+        match (name, guest_type, framework, repo_url, branch, cpu, memory_mib, disk_gb, node, health_path, start_command, persistent_paths, health_timeout_secs, health_status) {
+            (
+                Some(name),
+                Some(guest_type),
+                Some(framework),
+                Some(repo_url),
+                Some(branch),
+                Some(cpu),
+                Some(memory_mib),
+                Some(disk_gb),
+                Some(node),
+                Some(health_path),
+                Some(start_command),
+                Some(persistent_paths),
+                Some(health_timeout_secs),
+                Some(health_status),
+            ) if errs.is_empty() => Ok(Spec {
+                name,
+                guest_type,
+                framework,
+                repo_url,
+                branch,
+                cpu,
+                memory_mib,
+                disk_gb,
+                node,
+                auto_redeploy: raw.auto_redeploy.unwrap_or(true),
+                health_path,
+                start_command,
+                persistent_paths,
+                health_timeout_secs,
+                health_status,
+            }),
             _ => Err(errs),
         }
     }

@@ -107,6 +107,15 @@ pub fn app_port(f: Framework) -> u16 {
     }
 }
 
+/// What one health-check answer means: with an expected status, only that status passes; otherwise
+/// any success or redirect does.
+pub fn health_passes(status: u16, expected: Option<u16>) -> bool {
+    match expected {
+        Some(e) => status == e,
+        None => (200..400).contains(&status),
+    }
+}
+
 /// Whether a health-check answer will not change by waiting: a client error (4xx) other than a
 /// timeout or a rate limit comes from the app itself, deciding on the request.
 pub fn health_answer_is_final(status: u16) -> bool {
@@ -277,6 +286,13 @@ mod tests {
         let own = vec![(hosts.clone(), EnvValue::parse(&hosts, "example.com".into()).unwrap()), (data.clone(), EnvValue::parse(&data, "/data".into()).unwrap())];
         assert_eq!(framework_env(Framework::Django, "shop", ip, &own), own);
         assert_eq!(framework_env(Framework::Flask, "shop", ip, &[]).len(), 1, "DATA_DIR only");
+    }
+
+    #[test]
+    fn an_expected_status_is_the_only_pass() {
+        assert!(health_passes(200, None) && health_passes(302, None) && !health_passes(404, None) && !health_passes(500, None));
+        assert!(health_passes(204, Some(204)) && !health_passes(200, Some(204)));
+        assert!(health_passes(401, Some(401)), "an app behind a login can say so");
     }
 
     #[test]

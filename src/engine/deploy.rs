@@ -31,8 +31,6 @@ use crate::store::releases::{Release, ReleaseStatus, Trigger};
 pub struct DeploySettings {
     /// How long a new guest may take to answer SSH and finish cloud-init.
     pub boot_deadline: Duration,
-    /// How long the app may take to answer its health check after it started.
-    pub health_deadline: Duration,
     /// Per-command limit for installs, fetches and builds.
     pub step_timeout: Duration,
     /// Releases kept on the guest (the active one always among them).
@@ -45,7 +43,6 @@ impl Default for DeploySettings {
     fn default() -> Self {
         Self {
             boot_deadline: Duration::from_secs(300),
-            health_deadline: Duration::from_secs(120),
             step_timeout: Duration::from_secs(1800),
             keep_releases: 5,
             deploy_user: "deploy".into(),
@@ -361,7 +358,7 @@ impl Engine {
         self.store().save_release(&release).await?;
         let t = Instant::now();
         let url = format!("http://{ip}:{port}");
-        if let Err(e) = self.health(dep, &id, &url, d.spec.health_path.as_str(), d.spec.framework).await {
+        if let Err(e) = self.health(dep, &id, &url, &d.spec).await {
             timings.push(("health".into(), t.elapsed().as_millis() as u64));
             release.timings = timings;
             self.finish_release(&mut release, ReleaseStatus::Failed, Some(e.to_string())).await;
@@ -477,15 +474,18 @@ impl Engine {
     /// Waits for the app to answer `path` with a success or a redirect. An answer that waiting cannot
     /// change (a 4xx from the app, three times in a row) ends the wait at once with the status, the
     /// first lines of the body and what to do about it.
-    pub(crate) async fn health(&self, dep: &Deployer, id: &DeploymentId, url: &str, path: &str, framework: crate::core::deployment::Framework) -> Result<(), DeployError> {
+    pub(crate) async fn health(&self, dep: &Deployer, id: &DeploymentId, url: &str, spec: &crate::core::deployment::Spec) -> Result<(), DeployError> {
+        let (path, framework, expected) = (spec.health_path.as_str(), spec.framework, spec.health_status);
+        let deadline = Duration::from_secs(spec.health_timeout_secs.into());
         let target = format!("{url}{path}");
-        self.log(id, Level::Info, "health", &format!("checking {target}")).await;
+        let wants = expected.map(|s| format!(" (expecting HTTP {s})")).unwrap_or_default();
+        self.log(id, Level::Info, "health", &format!("checking {target}{wants}")).await;
         let started = Instant::now();
         let mut last = String::from("no answer yet");
         let mut same_final = (0u16, 0u32);
-        while started.elapsed() < dep.settings.health_deadline {
+        while started.elapsed() < deadline {
             match dep.http.get(&target).send().await {
-                Ok(r) if r.status().is_success() || r.status().is_redirection() => {
+                Ok(r) if crate::core::release::health_passes(r.status().as_u16(), expected) => {
                     self.log(id, Level::Info, "health", &format!("{target} answered {}", r.status().as_u16())).await;
                     return Ok(());
                 }
@@ -506,7 +506,7 @@ impl Engine {
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
-        Err(DeployError::Health { url: target, secs: dep.settings.health_deadline.as_secs(), last })
+        Err(DeployError::Health { url: target, secs: deadline.as_secs(), last })
     }
 
     /// After a failed health check: puts the release that was active back, if there was one.

@@ -52,6 +52,12 @@ pub struct DeployArgs {
     /// /bin/sh -c as the app's user; not for static or laravel).
     #[arg(long, value_name = "COMMAND", value_parser = args::start_command)]
     pub start_command: Option<StartCommand>,
+    /// How long the health check waits for the app, in seconds (1-600) [default: 120].
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u32).range(1..=600))]
+    pub health_timeout_secs: Option<u32>,
+    /// The HTTP status the health check must see (100-599) [default: any 2xx or 3xx].
+    #[arg(long, value_name = "STATUS", value_parser = clap::value_parser!(u16).range(100..=599))]
+    pub health_status: Option<u16>,
     /// A path in the repository whose data outlives releases (repeatable; a trailing / for a directory)
     /// [default: the framework's, e.g. Django's db.sqlite3 and media/].
     #[arg(long = "persist", value_name = "PATH", value_parser = args::persistent_path)]
@@ -99,6 +105,12 @@ pub async fn run(remote: &Remote, a: &DeployArgs) -> Result<u8, RemoteError> {
     }
     if let Some(c) = &a.start_command {
         body["start_command"] = c.as_str().into();
+    }
+    if let Some(t) = a.health_timeout_secs {
+        body["health_timeout_secs"] = t.into();
+    }
+    if let Some(s) = a.health_status {
+        body["health_status"] = s.into();
     }
     if !a.persist.is_empty() {
         body["persistent_paths"] = a.persist.iter().map(|p| p.as_str()).collect::<Vec<_>>().into();

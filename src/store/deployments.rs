@@ -35,6 +35,10 @@ struct Row {
     /// Absent in rows written before v8: the framework's defaults.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     persistent_paths: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    health_timeout_secs: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    health_status: Option<i64>,
     status: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     proxmox_id: Option<i64>,
@@ -75,6 +79,8 @@ impl From<&Deployment> for Row {
             health_path: Some(s.health_path.as_str().into()),
             start_command: s.start_command.as_ref().map(|c| c.as_str().to_string()),
             persistent_paths: Some(s.persistent_paths.iter().map(|p| p.as_str().to_string()).collect()),
+            health_timeout_secs: Some(s.health_timeout_secs.into()),
+            health_status: s.health_status.map(i64::from),
             status: d.status.as_str().into(),
             proxmox_id: d.proxmox_id.map(|v| v.get().into()),
             proxmox_node: d.proxmox_node.as_ref().map(ToString::to_string),
@@ -119,6 +125,11 @@ impl TryFrom<Row> for Deployment {
                     Some(paths) => paths.iter().map(|p| crate::core::release::PersistentPath::parse(p)).collect::<Result<_, _>>().map_err(|_| bad("persistent_paths"))?,
                     None => crate::core::release::default_persistent_paths(Framework::parse(&r.framework).map_err(|_| bad("framework"))?),
                 },
+                health_timeout_secs: match r.health_timeout_secs {
+                    Some(t) => num(t, "health_timeout_secs")?,
+                    None => crate::core::deployment::HEALTH_TIMEOUT_SECS.0,
+                },
+                health_status: r.health_status.map(|s| u16::try_from(s).map_err(|_| bad("health_status"))).transpose()?,
             },
             status: Status::parse(&r.status).ok_or_else(|| bad("status"))?,
             proxmox_id: r.proxmox_id.map(|v| VmId::new(v as u64)).transpose().map_err(|_| bad("proxmox_id"))?,

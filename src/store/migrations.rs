@@ -190,6 +190,11 @@ const MIGRATIONS: &[&str] = &[
     r#"
     DEFINE FIELD persistent_paths ON deployment TYPE option<array<string>>;
     "#,
+    // v9: the health check's patience and expected status, per deployment.
+    r#"
+    DEFINE FIELD health_timeout_secs ON deployment TYPE option<int>;
+    DEFINE FIELD health_status ON deployment TYPE option<int>;
+    "#,
 ];
 
 /// The schema version this binary writes.

@@ -138,6 +138,18 @@ async fn a_deployment_carries_its_own_start_command() {
     assert_eq!((s, &d["persistent_paths"]), (202, &serde_json::json!(["data/", "uploads"])), "{d}");
     let (_, d) = app.get(&format!("/api/v1/deployments/{}", got["id"].as_str().unwrap()), Some(READER)).await;
     assert_eq!(d["persistent_paths"], serde_json::json!([]), "a flask app keeps nothing unless it says so");
+    assert_eq!((d["health_timeout_secs"].as_u64(), d["health_status"].as_u64()), (Some(120), None), "the health check's defaults: {d}");
+    // The health check's patience and expected status, per deployment, checked by field.
+    let mut checked = crate::helpers::valid_request("checked");
+    checked["health_timeout_secs"] = serde_json::json!(0);
+    checked["health_status"] = serde_json::json!(42);
+    let (s, e) = app.post("/api/v1/deployments", Some(ADMIN), &checked).await;
+    let fields: Vec<&str> = e["fields"].as_array().unwrap().iter().map(|f| f["field"].as_str().unwrap()).collect();
+    assert_eq!((s, fields), (422, vec!["health_timeout_secs", "health_status"]), "{e}");
+    checked["health_timeout_secs"] = serde_json::json!(30);
+    checked["health_status"] = serde_json::json!(204);
+    let (s, d) = app.post("/api/v1/deployments", Some(ADMIN), &checked).await;
+    assert_eq!((s, d["health_timeout_secs"].as_u64(), d["health_status"].as_u64()), (202, Some(30), Some(204)), "{d}");
 }
 
 #[tokio::test]

@@ -34,6 +34,8 @@ fn deployment(name: &str, kind: GuestType, vmid: u32) -> Deployment {
             health_path: crate::core::names::HealthPath::root(),
             start_command: None,
             persistent_paths: vec![],
+            health_timeout_secs: 120,
+            health_status: None,
         },
         status: Status::Installing,
         proxmox_id: Some(VmId::new(vmid.into()).unwrap()),

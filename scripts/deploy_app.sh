@@ -366,12 +366,16 @@ do_prune() {
     log "removed release $r"
   done
   find "$home/releases" -mindepth 1 -maxdepth 1 -name '.tmp-*' -mmin +60 -exec rm -rf -- {} +
-  # Shared venvs no kept release links to any more.
+  # Shared venvs and node_modules no kept release links to any more.
   local v used
-  used=$(find "$home/releases" -mindepth 2 -maxdepth 2 -name .venv -type l -exec readlink -- {} \;)
+  used=$(find "$home/releases" -mindepth 2 -maxdepth 2 \( -name .venv -o -name node_modules \) -type l -exec readlink -- {} \;)
   for v in "$home"/shared/cache/venvs/*; do
     [ -d "$v" ] || continue
     if ! grep -qxF -- "$v" <<<"$used"; then rm -rf -- "$v"; log "removed the unused venv ${v##*/}"; fi
+  done
+  for v in "$home"/shared/cache/node/*; do
+    [ -d "$v" ] || continue
+    if ! grep -qxF -- "$v/node_modules" <<<"$used"; then rm -rf -- "$v"; log "removed the unused node_modules ${v##*/}"; fi
   done
   log "done: $((n > keep ? keep : n)) newest releases kept${cur:+, current $cur}"
 }

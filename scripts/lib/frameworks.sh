@@ -77,6 +77,31 @@ node_deps() {
   local marker="$dest/node_modules/.pvedeploy-deps" digest
   digest=$(deps_digest package.json package-lock.json npm-shrinkwrap.json)
   if deps_done "$marker" "$digest"; then log "node_modules up to date"; return 0; fi
+  # With a lockfile (the install is exact): one node_modules per digest, installed from package.json and the
+  # lockfile alone in shared/cache/node/<digest>, linked into every release that has the same ones. A package
+  # whose install needs the rest of the repository (install scripts reading its files) falls back to an
+  # install in the release.
+  if { has_file package-lock.json || has_file npm-shrinkwrap.json; } && [ ! -e "$dest/node_modules" ]; then
+    local shared="$home/shared/cache/node/$digest" f
+    if deps_done "$shared/node_modules/.pvedeploy-deps" "$digest"; then
+      log "reusing the node_modules of an earlier release (package.json and lockfile unchanged)"
+      as_app "$app" "$dest" ln -s -- "$shared/node_modules" node_modules
+      return 0
+    fi
+    as_app "$app" "$dest" rm -rf -- "$shared"
+    as_app "$app" "$dest" mkdir -p -- "$shared"
+    for f in package.json package-lock.json npm-shrinkwrap.json .npmrc; do
+      if has_file "$f"; then as_app "$app" "$dest" cp -- "$f" "$shared/$f"; fi
+    done
+    log "npm ci (shared by releases with this lockfile)"
+    if as_app "$app" "$shared" npm ci --no-audit --no-fund; then
+      mark_done "$shared/node_modules/.pvedeploy-deps" "$digest"
+      as_app "$app" "$dest" ln -s -- "$shared/node_modules" node_modules
+      return 0
+    fi
+    log "the shared install failed; installing in the release instead"
+    as_app "$app" "$dest" rm -rf -- "$shared"
+  fi
   if has_file package-lock.json || has_file npm-shrinkwrap.json; then
     log "npm ci"
     as_app "$app" "$dest" npm ci --no-audit --no-fund

@@ -113,6 +113,9 @@ async fn flask_on_a_vm_and_express_in_a_container_deploy_redeploy_break_roll_bac
     assert_eq!(push(&app, &express, &before, &ev2, "9f0c2c1e-6f4e-11ef-9a8b-000000000001").await, 202);
     wait_for(&app, &eid, "running v2", Duration::from_secs(600), |d| d["status"] == "running" && d["commit"] == ev2.as_str()).await;
     assert_eq!(http_body(&eurl).await, "hello from express v2\n");
+    // Unchanged package.json and lockfile: v2 links v1's node_modules instead of installing again.
+    let (_, logs) = app.get(&format!("/api/v1/deployments/{eid}/logs?tail=300"), Some(ADMIN)).await;
+    assert!(logs.to_string().contains("reusing the node_modules of an earlier release"), "{logs}");
 
     // a burst of three pushes while redeploys run: the first starts, the newest replaces the queued one
     let mut commits = vec![ev2.clone()];

@@ -435,7 +435,17 @@ impl Engine {
         self.log(&d.id, Level::Info, "destroy", "no guest was ever created; nothing to remove on Proxmox").await;
         let d = self.transition(d, Status::Destroyed, "destroyed").await?;
         self.log(&d.id, Level::Info, "destroy", "destroyed").await;
+        self.schedules_follow_destroy(&d.id).await;
         Ok(d)
+    }
+
+    /// A destroyed deployment's schedules are disabled (kept with their history), and the log says which.
+    pub(crate) async fn schedules_follow_destroy(&self, id: &DeploymentId) {
+        match self.store().disable_schedules_of(id).await {
+            Ok(ids) if ids.is_empty() => {}
+            Ok(ids) => self.log(id, Level::Info, "destroy", &format!("disabled {} schedule(s) of this deployment: {}", ids.len(), ids.join(", "))).await,
+            Err(e) => tracing::error!(deployment = %id, error = %e, "could not disable the destroyed deployment's schedules"),
+        }
     }
 
     /// Moves `d` to `to` if the lifecycle allows it, persists it (revision-checked) and publishes it.

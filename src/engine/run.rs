@@ -732,6 +732,7 @@ impl Engine {
                     return;
                 }
                 engine.log(&id, Level::Info, "destroy", "destroyed").await;
+                engine.schedules_follow_destroy(&id).await;
             })
             .await;
         if done.is_none() {

@@ -344,7 +344,15 @@ impl Scheduler {
             }
             action => {
                 let targets = match &s.spec.target {
-                    Target::Deployment(id) => vec![engine.find(id.as_str()).await.map_err(|e| e.to_string())?],
+                    Target::Deployment(id) => {
+                        let d = engine.find(id.as_str()).await.map_err(|e| e.to_string())?;
+                        // A schedule never acts on a destroyed deployment; it stops for good (kept, disabled).
+                        if matches!(d.status, Status::Destroying | Status::Destroyed) {
+                            engine.schedules_follow_destroy(&d.id).await;
+                            return Err(format!("{} is {}: not run, and this schedule is now disabled", d.spec.name, d.status));
+                        }
+                        vec![d]
+                    }
                     Target::All => engine.store().deployments_with_guests().await.map_err(|e| e.to_string())?,
                 };
                 let mut done = Vec::new();

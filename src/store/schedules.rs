@@ -191,6 +191,15 @@ impl Store {
         Ok(rows.into_iter().next().is_some_and(|r| !r.is_empty()))
     }
 
+    /// Disables every enabled schedule whose target is `dep` (kept, with its history, for the record);
+    /// answers their ids.
+    pub async fn disable_schedules_of(&self, dep: &DeploymentId) -> Result<Vec<String>, StoreError> {
+        let rows = self
+            .run("UPDATE schedule SET enabled = false WHERE target = $dep AND enabled = true RETURN VALUE record::id(id)", json!({ "dep": dep.as_str() }))
+            .await?;
+        Ok(rows.into_iter().next().unwrap_or_default().into_iter().filter_map(|v| v.as_str().map(String::from)).collect())
+    }
+
     /// Deletes a schedule and its history; `false` when there was none.
     pub async fn delete_schedule(&self, id: &str) -> Result<bool, StoreError> {
         let rows = self

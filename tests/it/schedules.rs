@@ -171,6 +171,30 @@ async fn an_expired_deployment_is_destroyed() {
     app.stop().await;
 }
 
+#[tokio::test]
+async fn a_destroyed_deployments_schedules_are_disabled_and_never_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(ms("2030-03-01T00:10:00Z")));
+    let app = clocked(dir.path(), &clock).await;
+    let (_, d) = app.post("/api/v1/deployments", Some(ADMIN), &json!({"name": "short-lived", "repo_url": "https://github.com/octo/app", "framework": "flask"})).await;
+    let id = d["id"].as_str().unwrap().to_string();
+    let (s, sched) = app.post("/api/v1/schedules", Some(ADMIN), &json!({"cron": "0 * * * *", "action": "stop", "target": "short-lived"})).await;
+    assert_eq!(s, 201, "{sched}");
+    let sid = sched["id"].as_str().unwrap().to_string();
+    let (s, _) = app.delete(&format!("/api/v1/deployments/{id}"), Some(ADMIN)).await;
+    assert_eq!(s, 202);
+    wait_for(&app, &format!("/api/v1/deployments/{id}"), "destroyed", |d| d["status"] == "destroyed").await;
+    let (_, after) = app.get(&format!("/api/v1/schedules/{sid}"), Some(READER)).await;
+    assert_eq!((after["enabled"].as_bool(), after["next_runs"].as_array().map(Vec::len)), (Some(false), Some(0)), "kept, disabled: {after}");
+    // Its next occurrences pass without a run.
+    clock.set(ms("2030-03-01T01:00:05Z"));
+    clock.set(ms("2030-03-01T02:00:05Z"));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (_, runs) = app.get(&format!("/api/v1/schedules/{sid}/runs"), Some(READER)).await;
+    assert_eq!(runs["total"], 0, "{runs}");
+    app.stop().await;
+}
+
 /// Two agents' schedulers on one database: each occurrence is claimed and run by exactly one of them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_schedulers_on_one_database_run_each_occurrence_once() {

@@ -97,11 +97,6 @@ impl PveError {
         }
     }
 
-    /// The call may or may not have been carried out (no answer arrived): re-read before acting again.
-    pub fn outcome_unknown(&self) -> bool {
-        matches!(self, PveError::Timeout | PveError::Transport { retry_safe: false, .. })
-    }
-
     /// A lock could not be had in time, synchronously or as the task's failure.
     pub fn is_lock_timeout(&self) -> bool {
         match self {

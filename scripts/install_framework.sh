@@ -6,8 +6,8 @@
 #     F      django | flask | fastapi | laravel | node | nextjs | static | procfile
 #     NAME   ^[a-z][a-z0-9-]{0,62}$          PORT 1..65535          IP  IPv4 or IPv6 literal
 #     --python 3.X (apt's python3.X + venv), --node MAJOR (must equal apt's nodejs), --php 8.X (php8.X-*)
-# Installs: git + the runtime (Python: python3 + venv; Node: apt nodejs + npm from the npm registry tarball;
-# Laravel: php-fpm, php-cli + extensions, composer, nginx; static: nginx (+ Node with --node); procfile:
+# Installs: git, nginx (every app's front) + the runtime (Python: python3 + venv; Node: apt nodejs + npm from the
+# npm registry tarball; Laravel: php-fpm, php-cli + extensions, composer; static: Node with --node only; procfile:
 # Python (+ Node with --node)); user app-NAME (system, no login shell, home /srv/NAME); /srv/NAME/{releases,shared};
 # `ufw allow PORT/tcp` only when ufw is installed and active; /srv/NAME/shared/install.state (KEY=VALUE).
 # Idempotent: a second run finds everything present and calls neither apt nor the network.
@@ -51,10 +51,11 @@ user=$(app_user "$app")
 home=$(app_home "$app")
 
 step "base packages"
-apt_install git ca-certificates python3 curl
+apt_install git ca-certificates python3 curl procps iproute2
 
 step "runtime for $framework"
-uses_nginx=no
+# nginx is every app's front on IP:PORT: releases start beside the serving one and the front switches to them.
+apt_install nginx
 case $framework in
 django | flask | fastapi) install_python "$py_version" ;;
 procfile)
@@ -62,16 +63,8 @@ procfile)
   [ -z "$node_version" ] || install_node "$node_version"
   ;;
 node | nextjs) install_node "$node_version" ;;
-laravel)
-  install_php "$php_version"
-  apt_install nginx
-  uses_nginx=yes
-  ;;
-static)
-  apt_install nginx
-  [ -z "$node_version" ] || install_node "$node_version"
-  uses_nginx=yes
-  ;;
+laravel) install_php "$php_version" ;;
+static) [ -z "$node_version" ] || install_node "$node_version" ;;
 esac
 
 if [ "$framework" = laravel ]; then
@@ -85,12 +78,10 @@ if [ "$framework" = laravel ]; then
   done
 fi
 
-if [ "$uses_nginx" = yes ]; then
-  step "nginx"
-  # The packaged default site listens on 0.0.0.0:80; apps get only their own IP:PORT site.
-  rm -f /etc/nginx/sites-enabled/default
-  systemctl enable nginx >/dev/null 2>&1 || fail "systemctl enable nginx failed"
-fi
+step "nginx"
+# The packaged default site listens on 0.0.0.0:80; apps get only their own IP:PORT site.
+rm -f /etc/nginx/sites-enabled/default
+systemctl enable nginx >/dev/null 2>&1 || fail "systemctl enable nginx failed"
 
 step "app user $user"
 if ! id -u "$user" >/dev/null 2>&1; then

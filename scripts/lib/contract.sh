@@ -94,7 +94,6 @@ check_start_command() {
 # --- the layout on the guest ---
 app_user() { printf 'app-%s' "$1"; }
 app_home() { printf '/srv/%s' "$1"; }
-unit_name() { printf 'pvedeploy-app-%s.service' "$1"; }
 
 # Runs a command as the app user, in DIR, with a clean, fixed environment (nothing of ours or the caller's
 # leaks in). Arguments are passed as argv; nothing is evaluated by a shell.

@@ -231,7 +231,7 @@ procfile_web() { # prints the command of the Procfile's web: line
 }
 hostport() { if [[ $1 == *:* ]]; then printf '[%s]:%s' "$1" "$2"; else printf '%s:%s' "$1" "$2"; fi; }
 
-# Sets the array start_argv for this release. $start_command (from --start-command) wins for process frameworks.
+# Sets the array start_argv for this release in slot $slot. $start_command (from --start-command) wins for process frameworks.
 start_argv=()
 compute_start() { # bind port
   local bind=$1 port=$2 venv="$dest/.venv/bin"
@@ -270,7 +270,7 @@ compute_start() { # bind port
     local fpm
     fpm=$(state_get "$home/shared/install.state" php_fpm)
     [ -n "$fpm" ] || fail "laravel: no php-fpm recorded in install.state (run install_framework.sh)"
-    start_argv=("$fpm" --nodaemonize --fpm-config "$home/shared/php-fpm.conf")
+    start_argv=("$fpm" --nodaemonize --fpm-config "$home/shared/php-fpm-$slot.conf")
     ;;
   static) start_argv=() ;;
   esac

@@ -43,7 +43,8 @@ pub struct DeploymentRequest {
     /// `/srv/<name>/shared/data/<path>`; a trailing `/` for a directory; the app also gets `DATA_DIR`).
     /// Default: django `["db.sqlite3", "media/"]`, laravel `["storage/"]`, others none. At most 20.
     pub persistent_paths: Option<Vec<String>>,
-    /// How long the health check waits for the app after a deploy or a start, in seconds (1-600, default 120).
+    /// The start limit, in seconds (1-600, default 120): how long a new release may take to answer and pass its
+    /// health check (one deadline for both), and how long the check waits after a start.
     pub health_timeout_secs: Option<i64>,
     /// The HTTP status the health check must see (100-599); any 2xx or 3xx when absent.
     pub health_status: Option<i64>,

@@ -66,14 +66,16 @@ pub enum DeployStep {
     Dependencies,
     /// Framework build steps (collectstatic, migrations, `npm run build`, caches).
     Build,
-    /// Write the environment file, the service, switch `current`, restart.
+    /// Start the release beside the serving one (the other slot) until it answers HTTP on its own port.
     Start,
-    /// HTTP check of the app until it answers or the deadline passes.
+    /// HTTP check of the started release, on its own port, until it passes or the start deadline passes.
     Health,
+    /// Point the front (the app's address) at the release that passed, then stop the one it replaced.
+    Switch,
 }
 
 impl DeployStep {
-    pub const ALL: [DeployStep; 7] = [Self::Boot, Self::Install, Self::Fetch, Self::Dependencies, Self::Build, Self::Start, Self::Health];
+    pub const ALL: [DeployStep; 8] = [Self::Boot, Self::Install, Self::Fetch, Self::Dependencies, Self::Build, Self::Start, Self::Health, Self::Switch];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -84,6 +86,7 @@ impl DeployStep {
             Self::Build => "build",
             Self::Start => "start",
             Self::Health => "health",
+            Self::Switch => "switch",
         }
     }
 
@@ -91,7 +94,7 @@ impl DeployStep {
         Self::ALL.into_iter().find(|st| st.as_str() == s)
     }
 
-    /// The step after this one; `None` after the health check.
+    /// The step after this one; `None` after the switch.
     pub fn next(self) -> Option<Self> {
         let i = Self::ALL.iter().position(|s| *s == self)?;
         Self::ALL.get(i + 1).copied()
@@ -328,7 +331,7 @@ mod tests {
             assert_eq!(DeployStep::parse(st.as_str()), Some(st));
             s = st.next();
         }
-        assert_eq!(seen, ["boot", "install", "fetch", "dependencies", "build", "start", "health"]);
+        assert_eq!(seen, ["boot", "install", "fetch", "dependencies", "build", "start", "health", "switch"]);
     }
 
     #[test]

@@ -80,14 +80,37 @@ pub enum Wanted {
     Release(ReleaseId),
 }
 
-/// `deploy_app.sh activate` for a release, with the deployment's own start command as one argument
-/// when it has one (the script checks it and runs it as a Procfile line: `/bin/sh -c` as the app user).
-fn activate_argv(deploy_app: &str, app: &str, release: &str, framework: &str, port: &str, bind: &str, start: Option<&crate::core::names::StartCommand>) -> Vec<String> {
-    let mut argv: Vec<String> = [deploy_app, "activate", "--app", app, "--release", release, "--framework", framework, "--port", port, "--bind", bind].map(String::from).to_vec();
-    if let Some(c) = start {
-        argv.extend(["--start-command".to_string(), c.as_str().to_string()]);
+/// How a new release starts: what `deploy_app.sh stage` records for it.
+struct Launch<'a> {
+    framework: &'a str,
+    port: &'a str,
+    bind: &'a str,
+    start: Option<&'a crate::core::names::StartCommand>,
+}
+
+/// The shortest health check after a slow start (the start may use up most of the deadline).
+const MIN_HEALTH_WAIT: Duration = Duration::from_secs(5);
+
+/// `deploy_app.sh stage` for a release: a new one with how it starts (its own start command as one
+/// argument, run by the script as a Procfile line: `/bin/sh -c` as the app user), or an earlier one
+/// (rollback) from what was recorded when it was first staged.
+fn stage_argv(deploy_app: &str, app: &str, release: &str, launch: Option<Launch<'_>>, start_timeout: &str) -> Vec<String> {
+    let mut argv: Vec<String> = [deploy_app, "stage", "--app", app, "--release", release].map(String::from).to_vec();
+    if let Some(l) = launch {
+        argv.extend(["--framework", l.framework, "--port", l.port, "--bind", l.bind].map(String::from));
+        if let Some(c) = l.start {
+            argv.extend(["--start-command".to_string(), c.as_str().to_string()]);
+        }
     }
+    argv.extend(["--start-timeout".to_string(), start_timeout.to_string()]);
     argv
+}
+
+/// The internal port in the stage step's `candidate slot=S port=P` line.
+fn candidate_port_of(line: &str) -> Option<u16> {
+    let rest = line.strip_prefix("candidate slot=")?;
+    let (_, port) = rest.split_once(" port=")?;
+    port.trim().parse().ok().filter(|p| *p > 0)
 }
 
 /// `deploy_app.sh build` for a release, with one `--persist PATH` per path whose data outlives releases.
@@ -314,23 +337,29 @@ impl Engine {
         self.store().save_release(&release).await?;
         self.log(&id, Level::Info, "deploy", &format!("release {rel}: commit {commit}")).await;
 
+        // One deadline for the whole start: the release answering on its own port, then its health check.
+        let start_limit = Duration::from_secs(d.spec.health_timeout_secs.into());
+        let start_secs = d.spec.health_timeout_secs.to_string();
         let steps: Vec<(DeployStep, Vec<String>, Option<Vec<u8>>)> = match &wanted {
-            Wanted::Release(_) => vec![(DeployStep::Start, vec![deploy_app.clone(), "rollback".into(), "--app".into(), name.clone(), "--release".into(), rel.clone()], None)],
+            Wanted::Release(_) => vec![(DeployStep::Start, stage_argv(&deploy_app, &name, &rel, None, &start_secs), None)],
             _ => {
                 let fw = d.spec.framework.as_str().to_string();
                 let env_path = format!("/srv/{name}/shared/app.env");
+                let launch = Launch { framework: &fw, port: &port_s, bind: &ip, start: d.spec.start_command.as_ref() };
                 vec![
                     (DeployStep::Fetch, vec![deploy_app.clone(), "fetch".into(), "--app".into(), name.clone(), "--repo".into(), d.spec.repo_url.to_string(), "--commit".into(), commit.clone(), "--release".into(), rel.clone()], None),
                     (DeployStep::Dependencies, vec![deploy_app.clone(), "deps".into(), "--app".into(), name.clone(), "--release".into(), rel.clone(), "--framework".into(), fw.clone()], None),
                     // The environment file goes first, so build steps (migrations) see it.
                     (DeployStep::Build, vec!["install".into(), "-m".into(), "0640".into(), "-o".into(), "root".into(), "-g".into(), format!("app-{name}"), "/dev/stdin".into(), env_path], Some(env_file(&framework_env(d.spec.framework, &name, access.ip, &env)))),
                     (DeployStep::Build, build_argv(&deploy_app, &name, &rel, &fw, &d.spec.persistent_paths), None),
-                    (DeployStep::Start, activate_argv(&deploy_app, &name, &rel, &fw, &port_s, &ip, d.spec.start_command.as_ref()), None),
+                    (DeployStep::Start, stage_argv(&deploy_app, &name, &rel, Some(launch), &start_secs), None),
                 ]
             }
         };
         let mut current = None;
         let mut t = Instant::now();
+        let mut candidate_port = None;
+        let mut start_began = Instant::now();
         for (step, argv, stdin) in steps {
             if current.is_some_and(|c| c != step) {
                 timings.push((current.map(DeployStep::as_str).unwrap_or_default().to_string(), t.elapsed().as_millis() as u64));
@@ -340,32 +369,60 @@ impl Engine {
                 t = Instant::now();
             }
             current = Some(step);
+            if step == DeployStep::Start {
+                start_began = Instant::now();
+            }
             let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
-            if let Err(e) = shell.root(step.as_str(), &argv, stdin, s.step_timeout).await {
-                release.step = step;
-                // The step it failed in counts too: its time is how long it took to fail.
-                timings.push((step.as_str().to_string(), t.elapsed().as_millis() as u64));
-                release.timings = timings;
-                self.finish_release(&mut release, ReleaseStatus::Failed, Some(format!("step {} failed", step.as_str()))).await;
-                return Err(DeployError::Step { step, source: e });
+            match shell.root(step.as_str(), &argv, stdin, s.step_timeout).await {
+                Ok(out) if step == DeployStep::Start => candidate_port = out.iter().find_map(|l| candidate_port_of(l)),
+                Ok(_) => {}
+                Err(e) => {
+                    release.step = step;
+                    // The step it failed in counts too: its time is how long it took to fail.
+                    timings.push((step.as_str().to_string(), t.elapsed().as_millis() as u64));
+                    release.timings = timings;
+                    self.finish_release(&mut release, ReleaseStatus::Failed, Some(format!("step {} failed", step.as_str()))).await;
+                    return Err(DeployError::Step { step, source: e });
+                }
             }
         }
         timings.push((current.map(DeployStep::as_str).unwrap_or_default().to_string(), t.elapsed().as_millis() as u64));
+        let url = format!("http://{ip}:{port}");
 
-        // health
+        // health: the new release on its own port, while the old one keeps serving
         release.step = DeployStep::Health;
         release.timings = timings.clone();
         self.store().save_release(&release).await?;
         let t = Instant::now();
-        let url = format!("http://{ip}:{port}");
-        if let Err(e) = self.health(dep, &id, &url, &d.spec).await {
+        let checked = match candidate_port {
+            Some(p) => {
+                let left = start_limit.saturating_sub(start_began.elapsed()).max(MIN_HEALTH_WAIT);
+                self.health(dep, &id, &format!("http://{ip}:{p}"), &d.spec, left).await
+            }
+            None => Err(DeployError::Failed("the start step did not say on which port the new release answers".into())),
+        };
+        if let Err(e) = checked {
             timings.push(("health".into(), t.elapsed().as_millis() as u64));
             release.timings = timings;
             self.finish_release(&mut release, ReleaseStatus::Failed, Some(e.to_string())).await;
-            self.restore_previous(&shell, &id, &name, &deploy_app, &release_id).await;
+            self.discard(&shell, &id, &name, &deploy_app, &rel).await;
             return Err(e);
         }
         timings.push(("health".into(), t.elapsed().as_millis() as u64));
+
+        // switch: the front serves the new release; the old one stops once nothing reaches it
+        release.step = DeployStep::Switch;
+        release.timings = timings.clone();
+        self.store().save_release(&release).await?;
+        let t = Instant::now();
+        if let Err(e) = shell.root("switch", &[&deploy_app, "promote", "--app", &name, "--release", &rel], None, s.step_timeout).await {
+            timings.push(("switch".into(), t.elapsed().as_millis() as u64));
+            release.timings = timings;
+            self.finish_release(&mut release, ReleaseStatus::Failed, Some("step switch failed".into())).await;
+            self.discard(&shell, &id, &name, &deploy_app, &rel).await;
+            return Err(DeployError::Step { step: DeployStep::Switch, source: e });
+        }
+        timings.push(("switch".into(), t.elapsed().as_millis() as u64));
         release.timings = timings.clone();
         release.status = ReleaseStatus::Active;
         release.finished_at = Some(now_millis());
@@ -470,13 +527,11 @@ impl Engine {
             .ok_or_else(|| DeployError::Failed(format!("branch {} was not found in {url}", d.spec.branch)))
     }
 
-    /// Asks `url` + `path` until it answers 2xx/3xx or the deadline passes.
     /// Waits for the app to answer `path` with a success or a redirect. An answer that waiting cannot
     /// change (a 4xx from the app, three times in a row) ends the wait at once with the status, the
     /// first lines of the body and what to do about it.
-    pub(crate) async fn health(&self, dep: &Deployer, id: &DeploymentId, url: &str, spec: &crate::core::deployment::Spec) -> Result<(), DeployError> {
+    pub(crate) async fn health(&self, dep: &Deployer, id: &DeploymentId, url: &str, spec: &crate::core::deployment::Spec, deadline: Duration) -> Result<(), DeployError> {
         let (path, framework, expected) = (spec.health_path.as_str(), spec.framework, spec.health_status);
-        let deadline = Duration::from_secs(spec.health_timeout_secs.into());
         let target = format!("{url}{path}");
         let wants = expected.map(|s| format!(" (expecting HTTP {s})")).unwrap_or_default();
         self.log(id, Level::Info, "health", &format!("checking {target}{wants}")).await;
@@ -509,25 +564,12 @@ impl Engine {
         Err(DeployError::Health { url: target, secs: deadline.as_secs(), last })
     }
 
-    /// After a failed health check: puts the release that was active back, if there was one.
-    async fn restore_previous(&self, shell: &GuestShell<'_>, id: &DeploymentId, name: &str, deploy_app: &str, failed: &ReleaseId) {
-        let previous = match self.store().releases(id, 50).await {
-            Ok(rs) => rs.into_iter().find(|r| r.status == ReleaseStatus::Active && &r.id != failed),
-            Err(_) => None,
-        };
-        let Some(prev) = previous else {
-            // Nothing served before: a release that failed its check must not serve either.
-            let unit = format!("pvedeploy-app-{name}.service");
-            match shell.root("health", &["systemctl", "stop", "--", &unit], None, Duration::from_secs(60)).await {
-                Ok(_) => self.log(id, Level::Warn, "health", &format!("stopped {unit}: no earlier release to put back, and this one failed its check")).await,
-                Err(e) => self.log(id, Level::Warn, "health", &format!("could not stop {unit}: {e}")).await,
-            }
-            return;
-        };
-        let rel = prev.id.to_string();
-        self.log(id, Level::Warn, "health", &format!("putting release {rel} back")).await;
-        if let Err(e) = shell.root("health", &[deploy_app, "rollback", "--app", name, "--release", &rel], None, Duration::from_secs(300)).await {
-            self.log(id, Level::Error, "health", &format!("could not put release {rel} back: {e}")).await;
+    /// After a failed check or switch: stops the release where it was staged. What serves is never touched
+    /// (the script refuses to discard the live release); a failure to stop is logged, not hidden.
+    async fn discard(&self, shell: &GuestShell<'_>, id: &DeploymentId, name: &str, deploy_app: &str, rel: &str) {
+        match shell.root("health", &[deploy_app, "discard", "--app", name, "--release", rel], None, Duration::from_secs(120)).await {
+            Ok(_) => self.log(id, Level::Info, "health", &format!("release {rel} stopped; it never served")).await,
+            Err(e) => self.log(id, Level::Error, "health", &format!("could not stop release {rel} where it was started: {e}")).await,
         }
     }
 
@@ -619,11 +661,21 @@ mod tests {
 
     #[test]
     fn a_start_command_reaches_the_script_as_one_argument() {
-        let plain = activate_argv("/opt/d.sh", "web", "r1", "flask", "8000", "10.0.0.5", None);
-        assert_eq!(plain.last().map(String::as_str), Some("10.0.0.5"));
+        let launch = |start| Launch { framework: "flask", port: "8000", bind: "10.0.0.5", start };
+        let plain = stage_argv("/opt/d.sh", "web", "r1", Some(launch(None)), "30");
+        assert_eq!(plain[plain.len() - 4..], ["--bind", "10.0.0.5", "--start-timeout", "30"]);
         let cmd = crate::core::names::StartCommand::parse("gunicorn -b \"0.0.0.0:$PORT\" app:app; $(id) `id`").unwrap();
-        let argv = activate_argv("/opt/d.sh", "web", "r1", "flask", "8000", "10.0.0.5", Some(&cmd));
+        let argv = stage_argv("/opt/d.sh", "web", "r1", Some(launch(Some(&cmd))), "30");
         assert_eq!(argv.len(), plain.len() + 2);
-        assert_eq!(&argv[argv.len() - 2..], ["--start-command", cmd.as_str()]);
+        assert_eq!(argv[argv.len() - 4..argv.len() - 2], ["--start-command", cmd.as_str()]);
+        // A rollback stages an earlier release as it was recorded.
+        assert_eq!(stage_argv("/opt/d.sh", "web", "r0", None, "9"), ["/opt/d.sh", "stage", "--app", "web", "--release", "r0", "--start-timeout", "9"]);
+    }
+
+    #[test]
+    fn the_candidate_port_is_read_from_the_stage_line() {
+        assert_eq!(candidate_port_of("candidate slot=b port=41234"), Some(41234));
+        assert_eq!(candidate_port_of("candidate slot=a port=0"), None);
+        assert_eq!(candidate_port_of("slot b on 10.0.0.5:41234"), None);
     }
 }

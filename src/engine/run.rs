@@ -783,7 +783,7 @@ impl Engine {
                             // `running` means the app answers, as after a deploy: its health check first.
                             let url = format!("http://{ip}:{}", crate::core::release::app_port(d.spec.framework));
                             if let (Some(dep), Some(_)) = (engine.inner.deployer.get(), d.commit.as_ref()) {
-                                if let Err(e) = engine.health(dep, &id, &url, &d.spec).await {
+                                if let Err(e) = engine.health(dep, &id, &url, &d.spec, Duration::from_secs(d.spec.health_timeout_secs.into())).await {
                                     let msg = format!("started, but the app does not answer: {e}");
                                     let error = msg.clone();
                                     return engine.leased_transition(d, Status::Failed, &msg, &lease, move |d| {

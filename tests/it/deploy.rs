@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use sha2::Sha256;
 
 use crate::helpers::{TestApp, ADMIN, READER};
-use crate::rig::{agent, git, http_body, start_real_sim, wait_for, GitServer, Repo, WEBHOOK_SECRET};
+use crate::rig::{agent, git, http_body, start_real_sim, wait_for, GitServer, Load, Repo, WEBHOOK_SECRET};
 
 const CANARY: &str = "canary-5f1e$(touch /tmp/pwned)`id`'q\"";
 
@@ -77,7 +77,7 @@ async fn flask_on_a_vm_and_express_in_a_container_deploy_redeploy_break_roll_bac
     assert_eq!(f["commit"], git(&flask.work, &["rev-parse", "HEAD"]).trim());
     let first = releases(&app, &fid).await;
     let steps: Vec<&str> = first[0]["timings"].as_array().unwrap().iter().map(|t| t["step"].as_str().unwrap()).collect();
-    assert_eq!(steps, ["boot", "install", "fetch", "dependencies", "build", "start", "health"], "{first:?}");
+    assert_eq!(steps, ["boot", "install", "fetch", "dependencies", "build", "start", "health", "switch"], "{first:?}");
 
     // a secret reaches the app literally and nowhere else
     let (s, names) = app.put_json(&format!("/api/v1/deployments/{fid}/env"), Some(ADMIN), &json!({"vars": {"APP_SECRET": CANARY}})).await;
@@ -193,6 +193,87 @@ async fn flask_on_a_vm_and_express_in_a_container_deploy_redeploy_break_roll_bac
         assert!(d["proxmox_id"].is_null());
     }
     assert!(http_body(&furl).await.starts_with("<no answer"));
+    app.stop().await;
+    rig.stop().await;
+    drop(server);
+}
+
+/// Waits until the newest release is `commit` and has ended `status`; returns it.
+async fn release_ended(app: &TestApp, id: &str, commit: &str, status: &str, limit: Duration) -> Value {
+    let started = Instant::now();
+    loop {
+        let rs = releases(app, id).await;
+        if rs.first().is_some_and(|r| r["commit"] == commit && r["status"] != "deploying") {
+            assert_eq!(rs[0]["status"], status, "{rs:?}");
+            return rs[0].clone();
+        }
+        assert!(started.elapsed() < limit, "release {commit} never ended: {rs:?}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn releases_switch_under_load_without_losing_a_request_good_or_bad() {
+    let data = tempfile::tempdir().unwrap();
+    let key = pvedeploy::keys::load_or_create_deploy_key(&data.path().join("keys")).unwrap();
+    let Some(rig) = start_real_sim(&key.public_openssh).await else { return };
+    let server = GitServer::start().await;
+    let flask = server.repo("octo/flask-load", "flask");
+    let app = agent(rig.sim(), data.path(), &server.host).await;
+    // A start limit of 20 s for the whole start (answering, then the health check).
+    let (s, d) = app.post("/api/v1/deployments", Some(ADMIN), &json!({"name": "steady", "repo_url": flask.url, "framework": "flask", "type": "lxc", "health_timeout_secs": 20})).await;
+    assert_eq!(s, 202, "{d}");
+    let id = d["id"].as_str().unwrap().to_string();
+    let d = wait_for(&app, &id, "running", Duration::from_secs(900), |d| d["status"] == "running" || d["status"] == "failed").await;
+    assert_eq!(d["status"], "running", "{d}");
+    let url = d["url"].as_str().unwrap().to_string();
+    let v1 = git(&flask.work, &["rev-parse", "HEAD"]).trim().to_string();
+    let load = Load::start(&url);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // A good push: v2 takes over.
+    flask.edit("app.py", "VERSION_MARKER = \"v1\"", "VERSION_MARKER = \"v2\"");
+    let v2 = flask.commit("v2");
+    assert_eq!(push(&app, &flask, &v1, &v2, "7d1c0a52-0000-4000-8000-000000000001").await, 202);
+    let r = release_ended(&app, &id, &v2, "active", Duration::from_secs(600)).await;
+    let steps: Vec<&str> = r["timings"].as_array().unwrap().iter().map(|t| t["step"].as_str().unwrap()).collect();
+    assert_eq!(steps, ["boot", "install", "fetch", "dependencies", "build", "start", "health", "switch"], "{r}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // A push that does not even compile: it never serves.
+    flask.edit("app.py", "VERSION_MARKER = \"v2\"\n", "VERSION_MARKER = \"v2\"\ndef broken(:\n");
+    let syntax = flask.commit("syntax error");
+    assert_eq!(push(&app, &flask, &v2, &syntax, "7d1c0a52-0000-4000-8000-000000000002").await, 202);
+    release_ended(&app, &id, &syntax, "failed", Duration::from_secs(600)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // A push that hangs at import: given up at the start limit, and it never serves either.
+    flask.edit("app.py", "def broken(:\n", "");
+    flask.edit("app.py", "import os\n", "import os\nimport time\ntime.sleep(3600)\n");
+    let hang = flask.commit("hangs at import");
+    let pushed = Instant::now();
+    assert_eq!(push(&app, &flask, &syntax, &hang, "7d1c0a52-0000-4000-8000-000000000003").await, 202);
+    let r = release_ended(&app, &id, &hang, "failed", Duration::from_secs(600)).await;
+    eprintln!("the release that hangs at import was given up {:.1}s after its push: {} {}", pushed.elapsed().as_secs_f64(), r["error"], r["timings"]);
+    let d = wait_for(&app, &id, "settled", Duration::from_secs(60), |d| d["status"] == "running").await;
+    assert_eq!(d["commit"], v2.as_str(), "{d}");
+
+    // A rollback to v1 under the same load.
+    let (s, r) = app.post(&format!("/api/v1/deployments/{id}/rollback"), Some(ADMIN), &json!({})).await;
+    assert_eq!(s, 202, "{r}");
+    wait_for(&app, &id, "rolled back", Duration::from_secs(300), |d| d["status"] == "running" && d["commit"] == v1.as_str()).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let report = load.finish().await;
+    eprintln!("{} requests at 10/s across a good push, a syntax error, a hang at import and a rollback: {} lost", report.sent, report.lost.len());
+    assert!(report.lost.is_empty(), "lost requests: {:?}", report.lost);
+    // What answered went v1 → v2 → v1, and nothing else ever answered.
+    let mut seen: Vec<&str> = report.bodies.iter().map(String::as_str).collect();
+    seen.dedup();
+    assert_eq!(seen, ["hello from flask v1\n", "hello from flask v2\n", "hello from flask v1\n"], "{seen:?}");
+    let (s, _) = app.delete(&format!("/api/v1/deployments/{id}"), Some(ADMIN)).await;
+    assert_eq!(s, 202);
+    wait_for(&app, &id, "destroyed", Duration::from_secs(180), |d| d["status"] == "destroyed").await;
     app.stop().await;
     rig.stop().await;
     drop(server);

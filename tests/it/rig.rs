@@ -235,3 +235,58 @@ pub async fn http_body(url: &str) -> String {
     }
 }
 
+
+/// A steady load on an app: a GET every 100 ms, each on a new connection (as separate visitors would
+/// arrive), each in its own task so a slow answer does not slow the rate. Every answer that is not a
+/// 200, or no answer at all, is a lost request.
+pub struct Load {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<LoadReport>,
+}
+
+#[derive(Debug, Default)]
+pub struct LoadReport {
+    pub sent: u32,
+    /// Each 200's body, in the order the requests were sent.
+    pub bodies: Vec<String>,
+    /// What each lost request saw.
+    pub lost: Vec<String>,
+}
+
+impl Load {
+    pub fn start(url: &str) -> Load {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (url, flag) = (url.to_string(), stop.clone());
+        let task = tokio::spawn(async move {
+            let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).pool_max_idle_per_host(0).no_proxy().build().unwrap();
+            let mut tick = tokio::time::interval(Duration::from_millis(100));
+            let mut inflight = Vec::new();
+            while !flag.load(std::sync::atomic::Ordering::SeqCst) {
+                tick.tick().await;
+                let (c, u) = (client.clone(), url.clone());
+                inflight.push(tokio::spawn(async move {
+                    match c.get(&u).send().await {
+                        Ok(r) if r.status() == 200 => Ok(r.text().await.unwrap_or_default()),
+                        Ok(r) => Err(format!("HTTP {}", r.status())),
+                        Err(e) => Err(format!("{e:?}")),
+                    }
+                }));
+            }
+            let mut report = LoadReport::default();
+            for t in inflight {
+                report.sent += 1;
+                match t.await.unwrap() {
+                    Ok(b) => report.bodies.push(b),
+                    Err(e) => report.lost.push(e),
+                }
+            }
+            report
+        });
+        Load { stop, task }
+    }
+
+    pub async fn finish(self) -> LoadReport {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.task.await.unwrap()
+    }
+}

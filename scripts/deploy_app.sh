@@ -566,6 +566,13 @@ do_prune() {
     [ -d "$v" ] || continue
     if ! grep -qxF -- "$v/node_modules" <<<"$used"; then rm -rf -- "$v"; log "removed the unused node_modules ${v##*/}"; fi
   done
+  # Shared vendors (copied, not linked) no kept release was built from.
+  local digests
+  digests=$(cat "$home"/releases/*/vendor/.pvedeploy-deps 2>/dev/null || true)
+  for v in "$home"/shared/cache/vendor/*; do
+    [ -d "$v" ] || continue
+    if ! grep -qxF -- "${v##*/}" <<<"$digests"; then rm -rf -- "$v"; log "removed the unused vendor ${v##*/}"; fi
+  done
   log "done: $((n > keep ? keep : n)) newest releases kept${cur:+, current $cur}"
 }
 

@@ -118,9 +118,36 @@ php_deps() {
   local marker="$dest/vendor/.pvedeploy-deps" digest
   digest=$(deps_digest composer.json composer.lock)
   if deps_done "$marker" "$digest"; then log "vendor up to date"; return 0; fi
+  # With composer.lock (the install is exact): one vendor per digest in shared/cache/vendor/<digest>, copied into
+  # each release with the same files as hard links, except what composer writes per project (vendor/composer and
+  # vendor/autoload.php: real copies), then the autoloader is dumped for this release (a linked vendor would not
+  # do: composer's autoloader finds the project from its own real path). Built once, complete once its marker is.
+  local shared="$home/shared/cache/vendor/$digest"
+  if has_file composer.lock && [ ! -e "$dest/vendor" ] && deps_done "$shared/vendor/.pvedeploy-deps" "$digest"; then
+    log "reusing the vendor of an earlier release (composer.json and composer.lock unchanged)"
+    as_app "$app" "$dest" rm -rf -- .vendor.tmp
+    as_app "$app" "$dest" cp -al -- "$shared/vendor" .vendor.tmp
+    as_app "$app" "$dest" rm -rf -- .vendor.tmp/composer .vendor.tmp/autoload.php
+    as_app "$app" "$dest" cp -a -- "$shared/vendor/composer" .vendor.tmp/composer
+    if [ -e "$shared/vendor/autoload.php" ]; then as_app "$app" "$dest" cp -a -- "$shared/vendor/autoload.php" .vendor.tmp/autoload.php; fi
+    as_app "$app" "$dest" mv -T -- .vendor.tmp vendor
+    log "composer dump-autoload --no-dev --optimize"
+    as_app "$app" "$dest" composer dump-autoload --no-dev --no-interaction --optimize
+    return 0
+  fi
   log "composer install --no-dev"
   as_app "$app" "$dest" composer install --no-dev --no-interaction --prefer-dist --optimize-autoloader --no-progress
   mark_done "$marker" "$digest"
+  if has_file composer.lock && [ -d "$dest/vendor" ]; then
+    as_app "$app" "$dest" rm -rf -- "$shared"
+    as_app "$app" "$dest" mkdir -p -- "$shared"
+    as_app "$app" "$dest" cp -al -- vendor "$shared/vendor.tmp"
+    as_app "$app" "$dest" rm -rf -- "$shared/vendor.tmp/composer" "$shared/vendor.tmp/autoload.php"
+    as_app "$app" "$dest" cp -a -- vendor/composer "$shared/vendor.tmp/composer"
+    if [ -e "$dest/vendor/autoload.php" ]; then as_app "$app" "$dest" cp -a -- vendor/autoload.php "$shared/vendor.tmp/autoload.php"; fi
+    as_app "$app" "$dest" mv -T -- "$shared/vendor.tmp" "$shared/vendor"
+    log "vendor kept for later releases with the same composer.lock"
+  fi
 }
 
 run_deps() {

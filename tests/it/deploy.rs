@@ -333,6 +333,17 @@ async fn django_a_php_app_and_a_static_site_in_containers() {
     let (_, d) = app.get(&format!("/api/v1/deployments/{did}"), Some(ADMIN)).await;
     assert_eq!(d["persistent_paths"], json!(["db.sqlite3", "media/"]), "Django's defaults");
 
+    // A PHP release with unchanged composer.json and composer.lock copies the earlier release's vendor.
+    let pid = ids[2].clone();
+    php.edit("app/Version.php", "v1", "v2");
+    let pv2 = php.commit("v2");
+    let (s, r) = app.post(&format!("/api/v1/deployments/{pid}/redeploy"), Some(ADMIN), &json!({})).await;
+    assert_eq!(s, 202, "{r}");
+    let d = wait_for(&app, &pid, "running v2", Duration::from_secs(600), |d| d["status"] == "running" && d["commit"] == pv2.as_str()).await;
+    assert!(http_body(d["url"].as_str().unwrap()).await.contains("hello from laravel-php v2"));
+    let (_, logs) = app.get(&format!("/api/v1/deployments/{pid}/logs?tail=300"), Some(ADMIN)).await;
+    assert!(logs.to_string().contains("reusing the vendor of an earlier release"), "{logs}");
+
     // The stock project's 400 ends the health check at once, saying why and what to change.
     let d = wait_for(&app, &stock_id, "failed", Duration::from_secs(900), |d| d["status"] == "failed" || d["status"] == "running").await;
     let why = d["error_message"].as_str().unwrap_or_default();

@@ -42,33 +42,30 @@ python_deps() {
   fi
   python_venv "$py" .venv "$digest"
 }
-# Creates the venv VENV (relative to the release, or absolute) and installs the release's dependencies.
+# Creates the venv VENV (relative to the release, or absolute) and installs the release's dependencies with the
+# framework's server in one pip run (one resolve; a version the requirements pin is the one installed).
 python_venv() { # python venv digest
-  local py=$1 venv=$2 digest=$3 extra=()
+  local py=$1 venv=$2 digest=$3 server=()
   log "creating venv with $py"
   as_app "$app" "$dest" "$py" -m venv "$venv"
   local pip=("$venv/bin/python" -m pip install --no-input --progress-bar off -q)
+  case $framework in
+  django | flask) server=(gunicorn) ;;
+  fastapi) server=(uvicorn) ;;
+  esac
   if has_file requirements.txt; then
-    log "pip install -r requirements.txt"
-    as_app "$app" "$dest" "${pip[@]}" -r requirements.txt
+    log "pip install -r requirements.txt ${server[*]}"
+    as_app "$app" "$dest" "${pip[@]}" -r requirements.txt "${server[@]}"
   elif has_file pyproject.toml; then
-    log "pip install . (pyproject.toml)"
-    as_app "$app" "$dest" "${pip[@]}" .
+    log "pip install . ${server[*]} (pyproject.toml)"
+    as_app "$app" "$dest" "${pip[@]}" . "${server[@]}"
+  elif [ ${#server[@]} -gt 0 ]; then
+    log "no requirements.txt or pyproject.toml: pip install ${server[*]}"
+    as_app "$app" "$dest" "${pip[@]}" "${server[@]}"
   else
     log "no requirements.txt or pyproject.toml"
   fi
-  case $framework in
-  django | flask) py_has_module "$venv" gunicorn || extra+=(gunicorn) ;;
-  fastapi) py_has_module "$venv" uvicorn || extra+=(uvicorn) ;;
-  esac
-  if [ ${#extra[@]} -gt 0 ]; then
-    log "pip install ${extra[*]} (not in the requirements)"
-    as_app "$app" "$dest" "${pip[@]}" "${extra[@]}"
-  fi
   mark_done "$venv/.pvedeploy-deps" "$digest"
-}
-py_has_module() { # venv module
-  as_app "$app" "$dest" "$1/bin/python" -c 'import importlib.util,sys; sys.exit(importlib.util.find_spec(sys.argv[1]) is None)' "$2" 2>/dev/null
 }
 
 # --- Node (node, nextjs, static with a build script, procfile with package.json) ---

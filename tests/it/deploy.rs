@@ -4,12 +4,10 @@
 
 use std::time::{Duration, Instant};
 
-use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
-use sha2::Sha256;
 
 use crate::helpers::{TestApp, ADMIN, READER};
-use crate::rig::{agent, git, http_body, start_real_sim, wait_for, GitServer, Load, Repo, WEBHOOK_SECRET};
+use crate::rig::{agent, git, http_body, push, start_real_sim, wait_for, GitServer, Load};
 
 const CANARY: &str = "canary-5f1e$(touch /tmp/pwned)`id`'q\"";
 
@@ -17,36 +15,6 @@ async fn releases(app: &TestApp, id: &str) -> Vec<Value> {
     let (s, r) = app.get(&format!("/api/v1/deployments/{id}/releases"), Some(READER)).await;
     assert_eq!(s, 200, "{r}");
     r.as_array().unwrap().clone()
-}
-
-/// Delivers a signed GitHub push of `before..after` to `repo` as delivery `guid`; returns the HTTP status.
-async fn push(app: &TestApp, repo: &Repo, before: &str, after: &str, guid: &str) -> u16 {
-    let (body, sig) = signed_push(repo, before, after);
-    let resp = app
-        .client
-        .post(app.url("/webhooks/github"))
-        .header("content-type", "application/json")
-        .header("x-github-event", "push")
-        .header("x-github-delivery", guid)
-        .header("x-hub-signature-256", sig)
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    resp.status().as_u16()
-}
-
-fn signed_push(repo: &Repo, before: &str, after: &str) -> (String, String) {
-    let body = json!({
-        "ref": "refs/heads/main", "before": before, "after": after, "created": false, "deleted": false, "forced": false,
-        "repository": { "full_name": repo.full_name, "clone_url": repo.url, "html_url": repo.url.trim_end_matches(".git") },
-        "pusher": { "name": "octocat" }, "sender": { "login": "octocat" },
-        "head_commit": { "id": after, "message": "v2" }, "commits": [],
-    })
-    .to_string();
-    let mut mac = Hmac::<Sha256>::new_from_slice(WEBHOOK_SECRET.as_bytes()).unwrap();
-    mac.update(body.as_bytes());
-    (body, format!("sha256={}", hex::encode(mac.finalize().into_bytes())))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -290,3 +290,34 @@ impl Load {
         self.task.await.unwrap()
     }
 }
+
+/// Delivers a signed GitHub push of `before..after` to `repo` as delivery `guid`; returns the HTTP status.
+pub async fn push(app: &TestApp, repo: &Repo, before: &str, after: &str, guid: &str) -> u16 {
+    let (body, sig) = signed_push(repo, before, after);
+    let resp = app
+        .client
+        .post(app.url("/webhooks/github"))
+        .header("content-type", "application/json")
+        .header("x-github-event", "push")
+        .header("x-github-delivery", guid)
+        .header("x-hub-signature-256", sig)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    resp.status().as_u16()
+}
+
+fn signed_push(repo: &Repo, before: &str, after: &str) -> (String, String) {
+    use hmac::{Hmac, Mac};
+    let body = serde_json::json!({
+        "ref": "refs/heads/main", "before": before, "after": after, "created": false, "deleted": false, "forced": false,
+        "repository": { "full_name": repo.full_name, "clone_url": repo.url, "html_url": repo.url.trim_end_matches(".git") },
+        "pusher": { "name": "octocat" }, "sender": { "login": "octocat" },
+        "head_commit": { "id": after, "message": "v2" }, "commits": [],
+    })
+    .to_string();
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(WEBHOOK_SECRET.as_bytes()).unwrap();
+    mac.update(body.as_bytes());
+    (body, format!("sha256={}", hex::encode(mac.finalize().into_bytes())))
+}

@@ -57,7 +57,7 @@ impl Application {
                 };
                 let mut pve = PveConfig::new(&c.endpoint, &c.token_id, c.token_secret.clone(), trust);
                 pve.timeout = c.call_timeout;
-                let client = PveClient::new(pve)?;
+                let client = refuse_if_read_only(PveClient::new(pve)?, &store);
                 let mut settings = ProvisionSettings::sandbox(deploy_key()?.public_openssh);
                 settings.vm_template = crate::core::names::VmId::new(c.vm_template.into()).map_err(|e| anyhow::anyhow!(e.message))?;
                 settings.lxc_template = c.lxc_template.clone();
@@ -92,7 +92,7 @@ impl Application {
                 let s = crate::sandbox::Sandbox::start(&config.data_dir, &key.public_openssh).await?;
                 tracing::info!(endpoint = %s.endpoint, fingerprint = %s.fingerprint, guests = %s.guests, "started the built-in Proxmox VE sandbox");
                 let desc = format!("sandbox {}", s.endpoint);
-                let client = PveClient::new(PveConfig::new(&s.endpoint, &s.token_id, s.token_secret.clone(), TlsTrust::parse_fingerprint(&s.fingerprint)?))?;
+                let client = refuse_if_read_only(PveClient::new(PveConfig::new(&s.endpoint, &s.token_id, s.token_secret.clone(), TlsTrust::parse_fingerprint(&s.fingerprint)?))?, &store);
                 let mut prov = Provisioner::new(client, ProvisionSettings::sandbox(key.public_openssh.clone()));
                 prov.node_files = match &s.node_ssh {
                     Some(n) => Some(node_files(n, "local", "/var/lib/vz/snippets", &key).await?),
@@ -203,6 +203,14 @@ impl Application {
     }
 }
 
+/// A read-only agent's Proxmox client sends no changing call at all, whatever path asks for one.
+fn refuse_if_read_only(client: PveClient, store: &Store) -> PveClient {
+    match store.untrusted() {
+        Some(why) => client.with_changes_refused(why),
+        None => client,
+    }
+}
+
 /// Loads the accepted tokens: configured ones, stored ones, `PVEDEPLOY_ADMIN_TOKEN`, or a generated admin token on first start.
 async fn prepare_tokens(store: &Store, config: &Config) -> anyhow::Result<(TokenRegistry, Option<String>)> {
     let mut entries = store.tokens().await?;
@@ -266,4 +274,40 @@ async fn node_files(n: &crate::config::NodeSshSettings, storage: &str, dir: &str
         storage: storage.to_string(),
         dir: dir.to_string(),
     })
+}
+
+/// What `pvedeploy recover` found, and how many records it wrote (`None` without `--confirm`).
+pub struct Recovered {
+    pub plan: crate::engine::recover::RecoverPlan,
+    pub recorded: Option<usize>,
+    /// Why the store was untrusted when recover started, if it was.
+    pub was_untrusted: Option<String>,
+}
+
+/// `pvedeploy recover`: compares the configured cluster's marked guests with the store (GETs only:
+/// the client refuses every other call) and, with `confirm`, records what the store lost and marks it
+/// trusted again. Needs the agent stopped (the embedded store is this process's alone).
+pub async fn recover(config: Config, confirm: bool) -> anyhow::Result<Recovered> {
+    let ProxmoxSetting::Cluster(c) = &config.proxmox else {
+        anyhow::bail!("recover reads the guests of a configured Proxmox cluster ([proxmox] endpoint); the sandbox and mode = \"none\" have none to read");
+    };
+    let store = Store::open(&config.database).await.with_context(|| format!("opening the database at {} (is the agent still running?)", redact_url(&config.database.url)))?;
+    let was_untrusted = store.untrusted().map(String::from);
+    let trust = match &c.trust {
+        TrustSetting::Fingerprint(f) => TlsTrust::parse_fingerprint(f)?,
+        TrustSetting::CaFile(p) => TlsTrust::CaBundlePem(std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?),
+    };
+    let mut pve = PveConfig::new(&c.endpoint, &c.token_id, c.token_secret.clone(), trust);
+    pve.timeout = c.call_timeout;
+    let client = PveClient::new(pve)?.with_changes_refused("pvedeploy recover only reads the cluster");
+    let key = crate::keys::load_or_create_deploy_key(&config.data_dir.join("keys")).context("the agent's deploy key")?;
+    let prov = Provisioner::new(client, ProvisionSettings::sandbox(key.public_openssh));
+    let engine = Engine::new(store.clone(), config.limits.clone(), config.repos.clone(), Some(prov), agent_id(&config.data_dir)?);
+    let plan = engine.recover_plan().await?;
+    let recorded = if confirm { Some(engine.recover_apply(&plan).await?) } else { None };
+    drop(engine);
+    if !store.close(Duration::from_secs(10)).await {
+        tracing::warn!("the database did not close within 10 s");
+    }
+    Ok(Recovered { plan, recorded, was_untrusted })
 }

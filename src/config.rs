@@ -143,6 +143,8 @@ pub struct DatabaseFile {
     pub database: Option<String>,
     pub username: Option<String>,
     pub password: Option<Secret<String>>,
+    /// Accept a `sync=` other than `every` in a `surrealkv://` URL (a 2xx would then not mean stored).
+    pub allow_weaker_sync: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -367,6 +369,17 @@ impl Config {
             .unwrap_or_else(|| format!("surrealkv://{}", data_dir.join("db").display()));
         if !["surrealkv://", "mem://", "ws://", "wss://"].iter().any(|p| url.starts_with(p)) {
             return Err(invalid("database.url", "must start with surrealkv://, mem://, ws:// or wss://"));
+        }
+        if url.starts_with("surrealkv://") {
+            let sync = url.split_once('?').map(|(_, q)| q).unwrap_or("").split('&').find_map(|kv| kv.strip_prefix("sync="));
+            if let Some(mode) = sync.filter(|m| *m != "every") {
+                if file.database.allow_weaker_sync != Some(true) {
+                    return Err(invalid(
+                        "database.url",
+                        &format!("sync={mode} weakens durability (an answered write could be lost in a crash); remove it (every commit is synced), or set database.allow_weaker_sync = true to force it"),
+                    ));
+                }
+            }
         }
         let password = env.get("PVEDEPLOY_DATABASE_PASSWORD").map(|p| Secret::new(p.clone())).or(file.database.password);
         let credentials = match (file.database.username, password) {
@@ -620,6 +633,14 @@ mod tests {
         assert!(c.listen.ip().is_loopback());
         assert_eq!(c.data_dir, PathBuf::from("./data"));
         assert!(c.database.url.starts_with("surrealkv://"));
+    }
+
+    #[test]
+    fn a_weaker_sync_is_refused_unless_forced() {
+        let e = parse("[database]\nurl = 'surrealkv://d/db?sync=1s'").unwrap_err().to_string();
+        assert!(e.contains("database.url") && e.contains("allow_weaker_sync"), "{e}");
+        assert!(parse("[database]\nurl = 'surrealkv://d/db?sync=never'\nallow_weaker_sync = true").is_ok());
+        assert!(parse("[database]\nurl = 'surrealkv://d/db?sync=every'").is_ok());
     }
 
     #[test]

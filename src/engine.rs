@@ -7,6 +7,7 @@ pub mod ownership;
 pub mod provision;
 pub mod reachability;
 pub mod reconcile;
+pub mod recover;
 pub mod resources;
 mod run;
 pub mod schedules;
@@ -43,6 +44,10 @@ pub enum EngineError {
     Illegal(#[from] IllegalTransition),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The store lost acknowledged writes and is not acted on until an operator runs `pvedeploy recover`;
+    /// nothing was changed. Reads still answer.
+    #[error("the agent is read-only: {0}")]
+    ReadOnly(String),
 }
 
 /// What a redeploy request led to.
@@ -125,6 +130,19 @@ impl Engine {
         &self.inner.store
     }
 
+    /// Why the agent does not act (its store lost acknowledged writes), if it does not.
+    pub fn read_only(&self) -> Option<&str> {
+        self.inner.store.untrusted()
+    }
+
+    /// Every changing entry point asks first: a read-only agent changes nothing, here or on Proxmox.
+    pub(crate) fn writable(&self) -> Result<(), EngineError> {
+        match self.read_only() {
+            Some(why) => Err(EngineError::ReadOnly(why.to_string())),
+            None => Ok(()),
+        }
+    }
+
     pub fn bus(&self) -> &Bus {
         &self.inner.bus
     }
@@ -142,6 +160,7 @@ impl Engine {
     /// The repository and branch are asked for first (`source::check`): one that certainly does not
     /// exist is refused naming the field, before anything is recorded or created.
     pub async fn deploy(&self, spec: Spec, actor: &Actor) -> Result<Deployment, EngineError> {
+        self.writable()?;
         let source = source::check(&spec).await;
         if let Some(refusal) = source.refusal(&spec) {
             return Err(EngineError::Invalid(refusal));
@@ -196,6 +215,7 @@ impl Engine {
     /// Accepts an action on a deployment if its status allows it, records it, and carries it out.
     pub async fn act(&self, id_or_name: &str, action: Action, actor: &Actor) -> Result<Deployment, EngineError> {
         let d = self.find(id_or_name).await?;
+        self.writable()?;
         if action == Action::Destroy && matches!(d.status, Status::Destroying | Status::Destroyed) {
             return Ok(d); // destroying twice is a no-op
         }
@@ -248,6 +268,7 @@ impl Engine {
     /// reach the guest at the next deploy. Only names are audited and logged.
     pub async fn set_env(&self, id_or_name: &str, vars: Vec<(crate::core::release::EnvName, crate::core::release::EnvValue)>, actor: &Actor) -> Result<Vec<String>, EngineError> {
         let d = self.find(id_or_name).await?;
+        self.writable()?;
         if d.status == Status::Destroyed {
             return Err(EngineError::Conflict("the deployment is destroyed".into()));
         }
@@ -278,6 +299,7 @@ impl Engine {
     pub async fn redeploy(&self, id_or_name: &str, commit: Option<CommitSha>, actor: &Actor) -> Result<Deployment, EngineError> {
         let Some(commit) = commit else { return self.act(id_or_name, Action::Redeploy, actor).await };
         let d = self.find(id_or_name).await?;
+        self.writable()?;
         Action::Redeploy.check(d.status, d.proxmox_id.is_some()).map_err(EngineError::Conflict)?;
         if d.proxmox_id.is_none() {
             return Err(EngineError::Conflict("this deployment has no guest: redeploy without a commit to provision it again".into()));
@@ -315,6 +337,7 @@ impl Engine {
     /// run on one guest at once. The webhook door and the schedules go through here.
     pub async fn redeploy_to(&self, id_or_name: &str, commit: Option<crate::core::names::CommitSha>, actor: &Actor) -> Result<RedeployTicket, EngineError> {
         let d = self.find(id_or_name).await?;
+        self.writable()?;
         let deploying = matches!(d.status, Status::Installing | Status::Deploying);
         if !deploying {
             crate::core::command::Action::Redeploy.check(d.status, d.proxmox_id.is_some()).map_err(EngineError::Conflict)?;

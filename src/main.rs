@@ -49,6 +49,20 @@ enum Command {
         #[arg(long)]
         database_url: Option<String>,
     },
+    /// Rebuild lost records from the cluster: compare the guests carrying pvedeploy's marks with the
+    /// store (the agent must be stopped), print the plan, and with --confirm record what the store lost
+    /// and leave read-only mode. Only reads the cluster.
+    Recover {
+        /// Apply the plan (without it, only print it).
+        #[arg(long)]
+        confirm: bool,
+        /// Directory of the agent's state (default ./data).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Database URL: surrealkv://PATH (default <data_dir>/db).
+        #[arg(long)]
+        database_url: Option<String>,
+    },
     /// Write deployments' Terraform exports (bpg/proxmox), read from a running agent, to a folder.
     Export {
         /// Deployment name or id.
@@ -208,6 +222,26 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             tracing::info!(addr = %app.addr(), "serving the API at http://{}/api/v1 (docs at /docs)", app.addr());
             app.run_until_stopped(shutdown).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Recover { confirm, data_dir, database_url } => {
+            let over = Overrides { config: cli.config, listen: None, data_dir, database_url };
+            let config = Config::load(&over, &env)?;
+            let r = pvedeploy::app::recover(config, confirm).await?;
+            match &r.was_untrusted {
+                Some(why) => println!("the store is read-only: {why}\n"),
+                None => println!("the store was trusted; comparing it with the cluster anyway\n"),
+            }
+            for line in r.plan.lines() {
+                println!("{line}");
+            }
+            if r.plan.findings.is_empty() && r.plan.recorded_without_guest.is_empty() {
+                println!("no guest on the cluster carries pvedeploy's tag, and the store records none");
+            }
+            match r.recorded {
+                Some(n) => println!("\nrecorded {n} deployment(s); the store is trusted again: start the agent"),
+                None => println!("\n{} deployment(s) to record. Nothing was changed: run again with --confirm to apply", r.plan.restorable()),
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Export { name, all, out, agent } => {

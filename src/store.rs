@@ -13,6 +13,7 @@ pub mod provision;
 pub mod releases;
 pub mod schedules;
 pub mod tokens;
+pub mod trust;
 pub mod vmids;
 
 use serde::de::DeserializeOwned;
@@ -55,6 +56,11 @@ pub struct Store {
     lock_file: Option<std::path::PathBuf>,
     /// Deployments recently read, for embedded engines only: with a remote server other agents write too.
     pub(crate) cache: Option<std::sync::Arc<cache::DetailCache>>,
+    /// Whether what the store holds may be acted on (an embedded store whose log repair dropped
+    /// acknowledged writes may not).
+    trust: std::sync::Arc<trust::Trust>,
+    /// The embedded store's directory.
+    dir: Option<std::path::PathBuf>,
 }
 
 impl Store {
@@ -70,12 +76,22 @@ impl Store {
     pub async fn open_at_schema(cfg: &DatabaseConfig, version: i64) -> Result<Store, StoreError> {
         let url = durable_url(&cfg.url);
         let mut lock_file = None;
+        let mut dir = None;
         if let Some(path) = url.strip_prefix("surrealkv://") {
             let path = path.split('?').next().unwrap_or(path);
             std::fs::create_dir_all(path).map_err(|e| StoreError::Unavailable(format!("cannot create {path}: {e}")))?;
             lock_file = Some(std::path::Path::new(path).join("LOCK"));
+            dir = Some(std::path::PathBuf::from(path));
         }
         let db = surrealdb::engine::any::connect(url.as_str()).await?;
+        // The engine has replayed (and, if it had to, repaired) its log by now.
+        let trust = match &dir {
+            Some(d) => trust::check(d),
+            None => trust::Trust::Trusted,
+        };
+        if let trust::Trust::Untrusted { reason } = &trust {
+            tracing::error!(%reason, "the store cannot be trusted; starting read-only");
+        }
         if let Some((user, pass)) = &cfg.credentials {
             db.signin(surrealdb::opt::auth::Root { username: user.clone(), password: pass.expose().clone() }).await?;
         }
@@ -83,7 +99,7 @@ impl Store {
         // An embedded engine belongs to this process alone (surrealkv holds a lock on its directory).
         let embedded = url.starts_with("surrealkv://") || url.starts_with("mem://");
         let cache = embedded.then(|| std::sync::Arc::new(cache::DetailCache::default()));
-        let store = Store { db, lock_file, cache };
+        let store = Store { db, lock_file, cache, trust: std::sync::Arc::new(trust), dir };
         migrations::apply(&store, version).await?;
         Ok(store)
     }
@@ -166,6 +182,19 @@ impl Store {
             }
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
+    }
+
+    /// Whether what the store holds may be acted on; the reason when not.
+    pub fn untrusted(&self) -> Option<&str> {
+        match &*self.trust {
+            trust::Trust::Trusted => None,
+            trust::Trust::Untrusted { reason } => Some(reason),
+        }
+    }
+
+    /// The embedded store's directory (`None` for `mem://` and remote servers).
+    pub fn dir(&self) -> Option<&std::path::Path> {
+        self.dir.as_deref()
     }
 
     /// Whether the database answers a trivial query.

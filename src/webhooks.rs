@@ -122,6 +122,9 @@ impl WebhookDoor {
                 return error(StatusCode::UNAUTHORIZED, "unauthorized", e.to_string());
             }
         };
+        if let Some(why) = self.inner.engine.read_only() {
+            return error(StatusCode::SERVICE_UNAVAILABLE, "read_only", format!("the agent is read-only and recorded nothing (redeliver later): {why}"));
+        }
         let mut errs = ValidationErrors::default();
         let event = errs.take(github::parse_event_name(header("x-github-event")));
         let delivery = errs.take(
@@ -223,6 +226,9 @@ impl WebhookDoor {
     /// Routes the pushes that were recorded but not routed when the agent last stopped (a crash
     /// between the 202 and the engine's answer); their push claims keep them from acting twice.
     pub async fn resume(&self) -> Result<usize, StoreError> {
+        if self.inner.engine.read_only().is_some() {
+            return Ok(0);
+        }
         let pending = self.inner.engine.store().unrouted_deliveries().await?;
         let n = pending.len();
         for record in pending {

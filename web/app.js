@@ -115,9 +115,23 @@ function refreshView() {
   pending = setTimeout(() => { if (current && current.refresh) current.refresh(); }, 100);
 }
 
+/** The agent says when it is read-only (its store lost acknowledged writes) and why: shown above every view. */
+async function checkStore() {
+  let r = null;
+  try { r = await get('/ready'); } catch (e) { r = e instanceof ApiError ? e.body : null; }
+  const el = document.getElementById('readonly');
+  if (r && r.store === 'read-only') {
+    el.textContent = `Read-only: ${r.store_reason || 'the store cannot be trusted'}`;
+    el.hidden = false;
+  } else {
+    el.hidden = true;
+  }
+}
+
 async function sync() {
   if (!session.token()) return;
   connect();
+  checkStore();
   try {
     const page = await get('/deployments?limit=100');
     for (const d of page.items) note(d.id, d.name, d.status);

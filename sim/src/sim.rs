@@ -113,6 +113,11 @@ impl SimHandle {
         self.cluster.calls.lock().unwrap_or_else(|p| p.into_inner()).get(&(method.to_string(), path.to_string())).copied().unwrap_or(0)
     }
 
+    /// Calls served that can change something (every method but GET).
+    pub fn mutating_calls(&self) -> u64 {
+        self.cluster.calls.lock().unwrap_or_else(|p| p.into_inner()).iter().filter(|((m, _), _)| m != "GET").map(|(_, n)| n).sum()
+    }
+
     /// Tasks still running.
     pub fn running_tasks(&self) -> usize {
         self.cluster.tasks.running()

@@ -121,6 +121,7 @@ impl From<EngineError> for ApiError {
                 tracing::error!(error = %m, "database unavailable");
                 ApiError::Unavailable(body("unavailable", "the database is unavailable; retrying later is safe"))
             }
+            EngineError::ReadOnly(why) => ApiError::Unavailable(body("read_only", format!("the agent is read-only and changed nothing: {why}"))),
             EngineError::Store(e) => {
                 tracing::error!(error = %e, "store failure");
                 ApiError::Internal(body("internal", "an internal error occurred; see the agent's log"))

@@ -44,6 +44,12 @@ pub struct Readiness {
     pub proxmox_reason: Option<String>,
     /// The cluster's Proxmox VE version, when it answered.
     pub proxmox_version: Option<String>,
+    /// `ok`, or `read-only` when the store lost acknowledged writes (the agent then changes nothing
+    /// until `pvedeploy recover`).
+    #[oai(validator(pattern = "^(ok|read-only)$"))]
+    pub store: String,
+    /// Why the agent is read-only and what to do.
+    pub store_reason: Option<String>,
 }
 
 #[derive(ApiResponse)]
@@ -192,8 +198,10 @@ impl SystemApi {
                 Some(crate::engine::reachability::Reachability::Ok { version }) => Some(version.clone()),
                 _ => None,
             },
+            store: if self.state.engine.read_only().is_some() { "read-only" } else { "ok" }.into(),
+            store_reason: self.state.engine.read_only().map(String::from),
         };
-        Ok(if database && proxmox_ok { ReadyResponse::Ready(Json(r)) } else { ReadyResponse::NotReady(Json(r)) })
+        Ok(if database && proxmox_ok && r.store_reason.is_none() { ReadyResponse::Ready(Json(r)) } else { ReadyResponse::NotReady(Json(r)) })
     }
 
     /// Counts by status, success rate, mean and p95 deployment time, and Proxmox resource use.

@@ -22,9 +22,61 @@ pub fn tag_for(id: &DeploymentId) -> String {
 /// What the description of `id`'s guest starts with (the app name follows, for people).
 const DESCRIPTION_PREFIX: &str = "pvedeploy deployment ";
 
-/// The description written at create: `pvedeploy deployment <id> (<name>)`.
-pub fn description_for(id: &DeploymentId, name: &str) -> String {
-    format!("{DESCRIPTION_PREFIX}{id} ({name})")
+/// What the description's spec line starts with.
+const SPEC_PREFIX: &str = "pvedeploy-spec ";
+
+/// The description written at create: `pvedeploy deployment <id> (<name>)`, then on its own line the
+/// request that made it (`pvedeploy-spec {json}`, no secrets: environment values are never in a spec),
+/// so `pvedeploy recover` can rebuild a lost record from the guest alone.
+pub fn description_for(id: &DeploymentId, spec: &crate::core::deployment::Spec) -> String {
+    format!("{DESCRIPTION_PREFIX}{id} ({})\n{SPEC_PREFIX}{}", spec.name, spec_json(spec))
+}
+
+/// The spec as the request's fields (the names `POST /api/v1/deployments` takes).
+fn spec_json(s: &crate::core::deployment::Spec) -> String {
+    serde_json::json!({
+        "name": s.name.as_str(),
+        "type": s.guest_type.as_str(),
+        "framework": s.framework.as_str(),
+        "repo_url": s.repo_url.to_string(),
+        "branch": s.branch.as_str(),
+        "cpu": s.cpu,
+        "memory_mib": s.memory_mib,
+        "disk_gb": s.disk_gb,
+        "node": s.node.as_ref().map(|n| n.as_str()),
+        "auto_redeploy": s.auto_redeploy,
+        "health_path": s.health_path.as_str(),
+        "start_command": s.start_command.as_ref().map(|c| c.as_str()),
+        "persistent_paths": s.persistent_paths.iter().map(|p| p.as_str()).collect::<Vec<_>>(),
+        "health_timeout_secs": s.health_timeout_secs,
+        "health_status": s.health_status,
+    })
+    .to_string()
+}
+
+/// The request recorded in a guest's description, unparsed (it is checked again like any request).
+pub fn spec_in_description(description: &str) -> Option<crate::core::deployment::RawSpec> {
+    let line = description.lines().find_map(|l| l.trim().strip_prefix(SPEC_PREFIX))?;
+    let v: serde_json::Value = serde_json::from_str(line).ok()?;
+    let text = |k: &str| v.get(k).and_then(|x| x.as_str()).map(String::from);
+    let int = |k: &str| v.get(k).and_then(|x| x.as_i64());
+    Some(crate::core::deployment::RawSpec {
+        name: text("name"),
+        guest_type: text("type"),
+        framework: text("framework"),
+        repo_url: text("repo_url"),
+        branch: text("branch"),
+        cpu: int("cpu"),
+        memory_mib: int("memory_mib"),
+        disk_gb: int("disk_gb"),
+        node: text("node"),
+        auto_redeploy: v.get("auto_redeploy").and_then(|x| x.as_bool()),
+        health_path: text("health_path"),
+        start_command: text("start_command"),
+        persistent_paths: v.get("persistent_paths").and_then(|x| x.as_array()).map(|a| a.iter().filter_map(|p| p.as_str().map(String::from)).collect()),
+        health_timeout_secs: int("health_timeout_secs"),
+        health_status: int("health_status"),
+    })
 }
 
 /// Whose guest it is, by its marks.
@@ -116,13 +168,36 @@ mod tests {
     #[test]
     fn marks_are_read_from_tags_and_description() {
         let (a, b) = (id(1), id(2));
-        let desc = description_for(&a, "web");
+        let desc = description_for(&a, &spec());
         assert_eq!(Owner::of(&[], Some(&desc)), Owner::Deployment(a.clone()));
         assert_eq!(Owner::of(&[], Some(&format!("{desc}\nnotes by the operator"))), Owner::Deployment(a.clone()));
         assert_eq!(Owner::of(&[TAG.into()], None), Owner::Unmarked, "the shared tag alone names no deployment");
         assert_eq!(Owner::of(&["pvedeploy-0190".into()], Some("pvedeploy deployment 12")), Owner::Unmarked, "a truncated id is no mark");
         assert_eq!(Owner::of(&[tag_for(&b)], Some(&desc)), Owner::Conflicting);
         assert_eq!(Owner::of(&[tag_for(&a)], Some(&desc)), Owner::Deployment(a));
+    }
+
+    fn spec() -> crate::core::deployment::Spec {
+        let raw = crate::core::deployment::RawSpec {
+            name: Some("web".into()),
+            framework: Some("flask".into()),
+            repo_url: Some("https://github.com/octo/app".into()),
+            start_command: Some("gunicorn -b \"$HOST:$PORT\" app:app".into()),
+            persistent_paths: Some(vec!["data/".into()]),
+            health_status: Some(204),
+            ..Default::default()
+        };
+        crate::core::deployment::Spec::parse(raw, &crate::core::limits::Limits::default(), &crate::core::limits::RepoPolicy::default()).unwrap()
+    }
+
+    #[test]
+    fn the_request_in_the_description_parses_back_to_the_same_spec() {
+        let s = spec();
+        let desc = format!("{}\nnotes by the operator", description_for(&id(1), &s));
+        let raw = spec_in_description(&desc).expect("a spec line");
+        let back = crate::core::deployment::Spec::parse(raw, &crate::core::limits::Limits::default(), &crate::core::limits::RepoPolicy::default()).unwrap();
+        assert_eq!(back, s);
+        assert_eq!(spec_in_description("pvedeploy deployment x (web)"), None, "a guest made before specs were written");
     }
 
     #[test]

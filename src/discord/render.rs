@@ -48,6 +48,7 @@ pub fn engine_error(e: &EngineError) -> Reply {
         EngineError::Conflict(why) => Reply::private(format!("Not now: {why}.")),
         EngineError::Illegal(t) => Reply::private(format!("Not now: {t}.")),
         EngineError::Store(_) => Reply::private("The database is unavailable; nothing was done. Try again in a moment."),
+        EngineError::ReadOnly(why) => Reply::private(format!("The agent is read-only; nothing was done: {why}")),
     }
 }
 

@@ -370,7 +370,7 @@ impl Provisioner {
     pub async fn create(&self, d: &Deployment, node: &NodeName, vmid: VmId, addressing: &Addressing) -> Result<Upid, PveError> {
         let s = &self.settings;
         // The mark is written by the create call itself: no moment exists in which the guest is ours but unmarked.
-        let description = crate::core::ownership::description_for(&d.id, d.spec.name.as_str());
+        let description = crate::core::ownership::description_for(&d.id, &d.spec);
         match d.spec.guest_type {
             GuestType::Vm => {
                 let template_node = self.template_node().await?;

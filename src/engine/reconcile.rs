@@ -97,7 +97,7 @@ impl Engine {
         let orphans = compare(&guests, &recorded, &claimed).orphans;
         let f = compare(&present, &recorded, &claimed);
         let mut removed = Vec::new();
-        if prov.settings.remove_orphans {
+        if prov.settings.remove_orphans && self.read_only().is_none() {
             for g in &orphans {
                 match self.remove_orphan(g).await {
                     Ok(true) => removed.push(GuestRef::from(g)),
@@ -232,6 +232,10 @@ impl Engine {
     /// Runs the reconciler now and then every configured interval until shutdown.
     pub fn spawn_reconciler(&self) {
         let Some(prov) = self.inner.provisioner.clone() else { return };
+        if self.read_only().is_some() {
+            tracing::warn!("read-only: the reconciler does not run (GET /api/v1/reconcile still reports)");
+            return;
+        }
         let every = prov.settings.reconcile_every;
         let engine = self.clone();
         let stop = self.inner.stop.clone();

@@ -814,6 +814,10 @@ impl Engine {
         if self.inner.provisioner.is_none() {
             return Ok(0);
         }
+        if let Some(why) = self.read_only() {
+            tracing::warn!(%why, "read-only: unfinished work is not resumed");
+            return Ok(0);
+        }
         let found = self.store().unfinished_deployments().await?;
         for (id, status) in &found {
             let engine = self.clone();

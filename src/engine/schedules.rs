@@ -247,6 +247,10 @@ impl Scheduler {
     pub async fn tick(&self) -> Result<Pass, EngineError> {
         let now = self.now();
         let engine = &self.inner.engine;
+        // A read-only agent runs nothing (a run would change the store and the cluster).
+        if engine.read_only().is_some() {
+            return Ok(Pass::default());
+        }
         let store = engine.store();
         let mut pass = Pass::default();
         for id in store.take_expired(now).await? {

@@ -36,6 +36,8 @@ struct Inner {
     retry: RetryPolicy,
     /// How long tasks and other waits took lately (shared by clones of this client).
     wait_times: Arc<super::poll::WaitTimes>,
+    /// Why every call but a GET is refused before it is sent, when it is (a read-only agent).
+    changes_refused: Option<String>,
 }
 
 /// How often and how patiently retryable failures are retried: GETs on transport errors,
@@ -119,7 +121,7 @@ impl PveClient {
             .build()
             .map_err(|e| PveError::Config(format!("HTTP client: {e}")))?;
         Ok(Self {
-            inner: Arc::new(Inner { http, base, auth, token_id: cfg.token_id, timeout: cfg.timeout, retry: RetryPolicy::default(), wait_times: Arc::default() }),
+            inner: Arc::new(Inner { http, base, auth, token_id: cfg.token_id, timeout: cfg.timeout, retry: RetryPolicy::default(), wait_times: Arc::default(), changes_refused: None }),
         })
     }
 
@@ -127,6 +129,14 @@ impl PveClient {
     pub fn with_retry(self, retry: RetryPolicy) -> Self {
         let mut inner = (*self.inner).clone();
         inner.retry = retry;
+        Self { inner: Arc::new(inner) }
+    }
+
+    /// The same client refusing every call but a GET, for `reason`, before anything is sent: what a
+    /// read-only agent holds, so no path can change the cluster.
+    pub fn with_changes_refused(self, reason: &str) -> Self {
+        let mut inner = (*self.inner).clone();
+        inner.changes_refused = Some(reason.to_string());
         Self { inner: Arc::new(inner) }
     }
 
@@ -182,6 +192,9 @@ impl PveClient {
     /// One API call with the retry policy applied.
     async fn call(&self, method: Method, path: &str, params: &Form) -> Result<Reply, PveError> {
         let idempotent = method == Method::GET;
+        if let (false, Some(reason)) = (idempotent, &self.inner.changes_refused) {
+            return Err(PveError::ChangesRefused { reason: reason.clone() });
+        }
         let retry = &self.inner.retry;
         let started = std::time::Instant::now();
         let mut attempt = 1;

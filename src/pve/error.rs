@@ -60,6 +60,9 @@ pub enum PveError {
     /// anything (pve-cluster `PVE::Cluster::check_cfs_quorum`: `cluster not ready - no quorum?`). Retry later.
     #[error("the Proxmox VE cluster has no quorum: {message}")]
     NoQuorum { message: String },
+    /// This client was built to change nothing (the agent is read-only); the call was not sent.
+    #[error("not sent: this agent changes nothing on Proxmox VE now ({reason})")]
+    ChangesRefused { reason: String },
     /// Any other error PVE answered with (status and PVE's message).
     #[error("Proxmox VE error {status}: {message}")]
     Server { status: u16, message: String },

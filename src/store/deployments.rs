@@ -474,3 +474,8 @@ impl DeploymentWrite<'_> {
         next
     }
 }
+
+/// A deployment as its stored row (for other repositories writing a whole record in their transaction).
+pub(super) fn row_json(d: &Deployment) -> serde_json::Value {
+    serde_json::to_value(Row::from(d)).unwrap_or_default()
+}

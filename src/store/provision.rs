@@ -161,3 +161,26 @@ impl Store {
         }
     }
 }
+
+impl Store {
+    /// Records a deployment rebuilt from its guest by `pvedeploy recover`, in one transaction: its name,
+    /// the record, an event saying so, its VMID claim and its provisioning progress (finished, with the
+    /// guest's place, address and host key when they could be read). Refused (`Taken`) when the name or
+    /// the VMID is held by another deployment.
+    pub async fn restore_deployment(&self, d: &Deployment, p: &Progress, message: &str) -> Result<(), StoreError> {
+        let vmid = p.vmid.ok_or_else(|| StoreError::Corrupt("a restored deployment needs its VMID".into()))?;
+        let sql = "CREATE type::record('name_claim', $name) CONTENT { deployment: $id };
+            CREATE type::record('deployment', $id) CONTENT $row;
+            CREATE deployment_event CONTENT { deployment: $id, at: $at, to: $status, message: $message };
+            CREATE type::record('vmid_claim', $vmid) CONTENT { deployment: $id, at: $at } RETURN NONE;
+            UPSERT type::record('provision', $id) CONTENT { state: $state, updated_at: $at } RETURN NONE;";
+        let state = serde_json::to_value(ProgressRow::from(p)).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let vars = json!({
+            "name": d.spec.name.as_str(), "id": d.id.as_str(), "row": super::deployments::row_json(d), "at": now_millis(),
+            "status": d.status.as_str(), "message": message, "vmid": vmid.get(), "state": state,
+        });
+        let result = self.transaction(sql, vars).await;
+        self.written(&d.id);
+        result.map(|_| ())
+    }
+}

@@ -9,9 +9,9 @@ use serde_json::{json, Value};
 
 use crate::provision::{start_sim, Cluster};
 
-const TOKEN: &str = "crash-admin-token-0123456789";
+pub(crate) const TOKEN: &str = "crash-admin-token-0123456789";
 
-struct Agent(Child);
+pub(crate) struct Agent(pub(crate) Child);
 
 impl Drop for Agent {
     fn drop(&mut self) {
@@ -20,7 +20,7 @@ impl Drop for Agent {
     }
 }
 
-fn spawn_agent(cluster: &Cluster, dir: &std::path::Path, port: u16) -> Agent {
+pub(crate) fn spawn_agent(cluster: &Cluster, dir: &std::path::Path, port: u16) -> Agent {
     let (token_id, secret) = cluster.sim.admin_token();
     let config = format!(
         "[proxmox]\nendpoint = \"https://{}\"\ntoken_id = \"{token_id}\"\nfingerprint = \"{}\"\nvm_template = 9000\nvmid_range = [100, 999999]\naddress_timeout_secs = 60\n",
@@ -50,12 +50,12 @@ fn spawn_agent(cluster: &Cluster, dir: &std::path::Path, port: u16) -> Agent {
     Agent(child)
 }
 
-async fn get(client: &reqwest::Client, url: &str) -> Option<Value> {
+pub(crate) async fn get(client: &reqwest::Client, url: &str) -> Option<Value> {
     let r = client.get(url).bearer_auth(TOKEN).send().await.ok()?;
     r.json().await.ok()
 }
 
-async fn wait_ready(client: &reqwest::Client, base: &str) {
+pub(crate) async fn wait_ready(client: &reqwest::Client, base: &str) {
     let t = Instant::now();
     while get(client, &format!("{base}/ready")).await.is_none() {
         assert!(t.elapsed() < Duration::from_secs(30), "agent not ready");

@@ -5,6 +5,7 @@ mod api;
 mod cli;
 mod crash;
 mod dashboard;
+mod disk;
 mod deploy;
 mod discord;
 mod export;

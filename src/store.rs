@@ -203,15 +203,27 @@ impl Store {
     }
 }
 
+/// The embedded engine's in-memory table, flushed to disk when full: what a crash replays at most.
+pub const MEMTABLE_BYTES: u64 = 32 << 20;
+/// The embedded engine's block cache.
+pub const BLOCK_CACHE_BYTES: u64 = 32 << 20;
+
 /// SurrealKV syncs every commit by default (`sync=every`); we say so explicitly so a changed
-/// upstream default cannot weaken durability unnoticed.
+/// upstream default cannot weaken durability unnoticed. Its memory is capped too (the defaults follow
+/// the host's RAM: a 1 GiB memtable and RAM/2 − 1 GiB of cache on 24 GiB); values in the URL win.
 fn durable_url(url: &str) -> String {
-    if url.starts_with("surrealkv://") && !url.contains("sync=") {
-        let sep = if url.contains('?') { '&' } else { '?' };
-        format!("{url}{sep}sync=every")
-    } else {
-        url.to_owned()
+    if !url.starts_with("surrealkv://") {
+        return url.to_owned();
     }
+    let mut out = url.to_owned();
+    for (key, value) in [("sync", "every".to_string()), ("max_memtable_size", MEMTABLE_BYTES.to_string()), ("block_cache_capacity", BLOCK_CACHE_BYTES.to_string())] {
+        let query = out.split_once('?').map(|(_, q)| q.to_owned()).unwrap_or_default();
+        if !query.split('&').any(|kv| kv.split('=').next() == Some(key)) {
+            let sep = if out.contains('?') { '&' } else { '?' };
+            out = format!("{out}{sep}{key}={value}");
+        }
+    }
+    out
 }
 
 fn classify(e: surrealdb::Error) -> StoreError {
@@ -244,9 +256,11 @@ pub fn now_millis() -> i64 {
 mod tests {
     #[test]
     fn surrealkv_urls_sync_every_commit() {
-        assert_eq!(super::durable_url("surrealkv://d/db"), "surrealkv://d/db?sync=every");
-        assert_eq!(super::durable_url("surrealkv://d/db?x=1"), "surrealkv://d/db?x=1&sync=every");
-        assert_eq!(super::durable_url("surrealkv://d/db?sync=1s"), "surrealkv://d/db?sync=1s");
+        let caps = "max_memtable_size=33554432&block_cache_capacity=33554432";
+        assert_eq!(super::durable_url("surrealkv://d/db"), format!("surrealkv://d/db?sync=every&{caps}"));
+        assert_eq!(super::durable_url("surrealkv://d/db?x=1"), format!("surrealkv://d/db?x=1&sync=every&{caps}"));
+        assert_eq!(super::durable_url("surrealkv://d/db?sync=1s"), format!("surrealkv://d/db?sync=1s&{caps}"));
+        assert_eq!(super::durable_url("surrealkv://d/db?max_memtable_size=8388608"), "surrealkv://d/db?max_memtable_size=8388608&sync=every&block_cache_capacity=33554432");
         assert_eq!(super::durable_url("mem://"), "mem://");
     }
 }

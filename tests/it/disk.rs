@@ -124,7 +124,7 @@ async fn a_full_disk_loses_no_acknowledged_write_and_keeps_no_refused_one() {
     let dir = tempfile::tempdir().unwrap();
     let mnt = dir.path().join("disk");
     std::fs::create_dir_all(&mnt).unwrap();
-    assert!(sh(&["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", mnt.to_str().unwrap()]), "mount tmpfs");
+    assert!(sh(&["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", mnt.to_str().unwrap()]), "mount tmpfs");
     let disk = SmallDisk(mnt.clone());
     let data = mnt.join("data");
     let port = free_port();
@@ -144,9 +144,10 @@ async fn a_full_disk_loses_no_acknowledged_write_and_keeps_no_refused_one() {
             Err(s) => panic!("{name}: HTTP {s} (a full disk must answer 503)"),
         }
         i += 1;
-        assert!(t.elapsed() < Duration::from_secs(300), "the 4 MB disk never filled after {i} deployments");
+        // A bound on the loop, not a speed target: it fills after a few hundred, however slow the machine.
+        assert!(t.elapsed() < Duration::from_secs(1200), "the 2 MB disk never filled after {i} deployments");
     }
-    eprintln!("{} deployments stored before the disk was full; {} answered 503", acked.len(), refused.len());
+    eprintln!("{} deployments stored before the disk was full; {} answered 503 ({:.1}s)", acked.len(), refused.len(), t.elapsed().as_secs_f64());
     // Space comes back; the agent goes on.
     assert!(sh(&["mount", "-o", "remount,size=64m", mnt.to_str().unwrap()]), "grow tmpfs");
     let t = Instant::now();
@@ -163,6 +164,7 @@ async fn a_full_disk_loses_no_acknowledged_write_and_keeps_no_refused_one() {
             }
         }
     }
+    eprintln!("20 more stored after space came back ({:.1}s)", t.elapsed().as_secs_f64());
     drop(agent); // kill -9
 
     let agent = spawn_plain(&data, port);

@@ -51,13 +51,7 @@ impl Application {
         let (proxmox, provisioner) = match &config.proxmox {
             ProxmoxSetting::None => (None, None),
             ProxmoxSetting::Cluster(c) => {
-                let trust = match &c.trust {
-                    TrustSetting::Fingerprint(f) => TlsTrust::parse_fingerprint(f)?,
-                    TrustSetting::CaFile(p) => TlsTrust::CaBundlePem(std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?),
-                };
-                let mut pve = PveConfig::new(&c.endpoint, &c.token_id, c.token_secret.clone(), trust);
-                pve.timeout = c.call_timeout;
-                let client = refuse_if_read_only(PveClient::new(pve)?, &store);
+                let client = refuse_if_read_only(cluster_client(c)?, &store);
                 let mut settings = ProvisionSettings::sandbox(deploy_key()?.public_openssh);
                 settings.vm_template = crate::core::names::VmId::new(c.vm_template.into()).map_err(|e| anyhow::anyhow!(e.message))?;
                 settings.lxc_template = c.lxc_template.clone();
@@ -203,6 +197,17 @@ impl Application {
     }
 }
 
+/// The configured cluster's API client: its endpoint, token, pinned trust and call timeout.
+fn cluster_client(c: &crate::config::ClusterSettings) -> anyhow::Result<PveClient> {
+    let trust = match &c.trust {
+        TrustSetting::Fingerprint(f) => TlsTrust::parse_fingerprint(f)?,
+        TrustSetting::CaFile(p) => TlsTrust::CaBundlePem(std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?),
+    };
+    let mut pve = PveConfig::new(&c.endpoint, &c.token_id, c.token_secret.clone(), trust);
+    pve.timeout = c.call_timeout;
+    Ok(PveClient::new(pve)?)
+}
+
 /// A read-only agent's Proxmox client sends no changing call at all, whatever path asks for one.
 fn refuse_if_read_only(client: PveClient, store: &Store) -> PveClient {
     match store.untrusted() {
@@ -293,13 +298,7 @@ pub async fn recover(config: Config, confirm: bool) -> anyhow::Result<Recovered>
     };
     let store = Store::open(&config.database).await.with_context(|| format!("opening the database at {} (is the agent still running?)", redact_url(&config.database.url)))?;
     let was_untrusted = store.untrusted().map(String::from);
-    let trust = match &c.trust {
-        TrustSetting::Fingerprint(f) => TlsTrust::parse_fingerprint(f)?,
-        TrustSetting::CaFile(p) => TlsTrust::CaBundlePem(std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?),
-    };
-    let mut pve = PveConfig::new(&c.endpoint, &c.token_id, c.token_secret.clone(), trust);
-    pve.timeout = c.call_timeout;
-    let client = PveClient::new(pve)?.with_changes_refused("pvedeploy recover only reads the cluster");
+    let client = cluster_client(c)?.with_changes_refused("pvedeploy recover only reads the cluster");
     let key = crate::keys::load_or_create_deploy_key(&config.data_dir.join("keys")).context("the agent's deploy key")?;
     let prov = Provisioner::new(client, ProvisionSettings::sandbox(key.public_openssh));
     let engine = Engine::new(store.clone(), config.limits.clone(), config.repos.clone(), Some(prov), agent_id(&config.data_dir)?);

@@ -14,7 +14,7 @@ use super::logs::LogLine;
 
 /// The stored shape. Optional fields are omitted when empty (SurrealDB `option<T>` means absent, not null).
 #[derive(Debug, Serialize, Deserialize)]
-struct Row {
+pub(super) struct Row {
     #[serde(default, skip_serializing)]
     key: String,
     name: String,
@@ -473,9 +473,4 @@ impl DeploymentWrite<'_> {
         next.revision = self.d.revision + 1;
         next
     }
-}
-
-/// A deployment as its stored row (for other repositories writing a whole record in their transaction).
-pub(super) fn row_json(d: &Deployment) -> serde_json::Value {
-    serde_json::to_value(Row::from(d)).unwrap_or_default()
 }

@@ -176,7 +176,7 @@ impl Store {
             UPSERT type::record('provision', $id) CONTENT { state: $state, updated_at: $at } RETURN NONE;";
         let state = serde_json::to_value(ProgressRow::from(p)).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let vars = json!({
-            "name": d.spec.name.as_str(), "id": d.id.as_str(), "row": super::deployments::row_json(d), "at": now_millis(),
+            "name": d.spec.name.as_str(), "id": d.id.as_str(), "row": super::deployments::Row::from(d), "at": now_millis(),
             "status": d.status.as_str(), "message": message, "vmid": vmid.get(), "state": state,
         });
         let result = self.transaction(sql, vars).await;

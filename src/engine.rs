@@ -93,6 +93,8 @@ struct Inner {
     redeploys: std::sync::Mutex<std::collections::HashMap<String, Option<Wish>>>,
     /// The last probe of the cluster for `/ready`.
     probe: reachability::Probe,
+    /// Request-time repository checks, shared between concurrent requests.
+    source_checks: source::Checks,
 }
 
 /// A redeploy asked for: of which commit (the branch head when `None`) and through which door.
@@ -107,7 +109,7 @@ impl Engine {
     /// (so a restarted agent takes its own leases back at once) and distinct between agents.
     pub fn new(store: Store, limits: Limits, repos: RepoPolicy, provisioner: Option<provision::Provisioner>, agent_id: String) -> Self {
         Self {
-            inner: Arc::new(Inner { store, bus: Bus::new(), limits, repos, tasks: TaskTracker::new(), provisioner: provisioner.map(Arc::new), agent_id, working: Default::default(), figures: Default::default(), last_reconcile: Default::default(), reconciling: Default::default(), stop: Default::default(), deployer: Default::default(), secrets: Default::default(), redeploys: Default::default(), probe: Default::default() }),
+            inner: Arc::new(Inner { store, bus: Bus::new(), limits, repos, tasks: TaskTracker::new(), provisioner: provisioner.map(Arc::new), agent_id, working: Default::default(), figures: Default::default(), last_reconcile: Default::default(), reconciling: Default::default(), stop: Default::default(), deployer: Default::default(), secrets: Default::default(), redeploys: Default::default(), probe: Default::default(), source_checks: Default::default() }),
         }
     }
 
@@ -161,7 +163,7 @@ impl Engine {
     /// exist is refused naming the field, before anything is recorded or created.
     pub async fn deploy(&self, spec: Spec, actor: &Actor) -> Result<Deployment, EngineError> {
         self.writable()?;
-        let source = source::check(&spec).await;
+        let source = self.inner.source_checks.check(&spec).await;
         if let Some(refusal) = source.refusal(&spec) {
             return Err(EngineError::Invalid(refusal));
         }

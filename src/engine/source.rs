@@ -12,6 +12,50 @@ use crate::core::validation::{FieldError, ValidationErrors};
 /// How long the check may take.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// How long the answer for a repository and branch is reused by request-time checks: a burst of requests
+/// for one repository asks it once, not once each (32 at once took 5–10 s each here, the resolver timing
+/// out), and a branch created a moment ago is seen within this long.
+const REUSE_FOR: Duration = Duration::from_secs(10);
+
+/// At most this many answers are remembered; older ones are dropped first.
+const REMEMBERED: usize = 1024;
+
+type Shared = futures_util::future::Shared<futures_util::future::BoxFuture<'static, Source>>;
+
+/// Request-time checks, shared: concurrent requests for one repository and branch wait for one
+/// `git ls-remote`, and its answer is reused for [`REUSE_FOR`].
+#[derive(Default)]
+pub struct Checks {
+    answers: std::sync::Mutex<std::collections::HashMap<(String, String), (std::time::Instant, Shared)>>,
+}
+
+impl Checks {
+    pub async fn check(&self, spec: &Spec) -> Source {
+        use futures_util::FutureExt;
+        let key = (spec.repo_url.to_string(), spec.branch.as_str().to_string());
+        let answer = {
+            let mut answers = self.answers.lock().expect("checks poisoned");
+            let now = std::time::Instant::now();
+            answers.retain(|_, (at, _)| now.duration_since(*at) < REUSE_FOR);
+            match answers.get(&key) {
+                Some((_, shared)) => shared.clone(),
+                None => {
+                    if answers.len() >= REMEMBERED {
+                        if let Some(oldest) = answers.iter().min_by_key(|(_, (at, _))| *at).map(|(k, _)| k.clone()) {
+                            answers.remove(&oldest);
+                        }
+                    }
+                    let spec = spec.clone();
+                    let shared = async move { check(&spec).await }.boxed().shared();
+                    answers.insert(key, (now, shared.clone()));
+                    shared
+                }
+            }
+        };
+        answer.await
+    }
+}
+
 /// What `git ls-remote` said about a repository and branch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
@@ -104,5 +148,48 @@ mod tests {
         );
         assert!(matches!(classify(Some(128), "", "fatal: could not read Username for 'https://github.com': terminal prompts disabled\n"), Source::Unverified(_)), "private: the guest may have access");
         assert!(matches!(classify(None, "", ""), Source::Unverified(_)));
+    }
+
+    /// Sixteen requests for one repository at once ask it once: a local server counts the requests git
+    /// makes (it answers 404, so each `git ls-remote` makes exactly one).
+    #[tokio::test]
+    async fn concurrent_requests_for_one_repository_share_one_check() {
+        use crate::core::deployment::{RawSpec, Spec};
+        use crate::core::limits::{Limits, RepoPolicy, RepoScheme};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let served = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = served.clone();
+        let server = tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            loop {
+                let Ok((mut conn, _)) = listener.accept().await else { return };
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    let _ = conn.read(&mut buf).await;
+                    // Slow enough that all sixteen are waiting at once.
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    let _ = conn.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").await;
+                });
+            }
+        });
+        let policy = RepoPolicy { allowed_hosts: vec![format!("127.0.0.1:{port}")], schemes: vec![RepoScheme::Http] };
+        let raw = RawSpec { name: Some("a".into()), framework: Some("flask".into()), repo_url: Some(format!("http://127.0.0.1:{port}/o/r")), ..RawSpec::default() };
+        let spec = Spec::parse(raw, &Limits::default(), &policy).unwrap();
+        let checks = std::sync::Arc::new(Checks::default());
+        let mut all = tokio::task::JoinSet::new();
+        for _ in 0..16 {
+            let (checks, spec) = (checks.clone(), spec.clone());
+            all.spawn(async move { checks.check(&spec).await });
+        }
+        let answers: Vec<Source> = all.join_all().await;
+        assert!(answers.iter().all(|a| *a == answers[0]), "{answers:?}");
+        assert_eq!(answers[0], Source::NoRepository);
+        assert_eq!(served.load(std::sync::atomic::Ordering::SeqCst), 1, "one git request for sixteen checks");
+        // Within the reuse window the answer is remembered; no new request.
+        checks.check(&spec).await;
+        assert_eq!(served.load(std::sync::atomic::Ordering::SeqCst), 1);
+        server.abort();
     }
 }

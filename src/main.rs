@@ -28,12 +28,14 @@ struct Cli {
 }
 
 const AFTER_HELP: &str = "\
-Every command but serve, completions and man talks to a running agent: --url, else PVEDEPLOY_URL, else http:// and
-the configured listen address. The token comes from PVEDEPLOY_TOKEN or --token-file, never from a flag value.
+Every command but serve, recover, completions and man talks to a running agent: --url, else PVEDEPLOY_URL, else
+http:// and the configured listen address (recover opens the store itself and needs the agent stopped). The token
+comes from PVEDEPLOY_TOKEN or --token-file, never from a flag value.
 
 Exit status of deploy, redeploy, rollback, start, stop and destroy: 0 the work ended well (running, stopped,
 destroyed), 1 it failed, 2 a usage or connection problem (or --timeout passed), 130 Ctrl-C (watching stopped; the
-work goes on). Other commands: 0, or 2 for a usage or connection problem.";
+work goes on). drift: 1 when guests differ from their records; export: 1 when a deployment could not be exported.
+Other commands: 0, or 2 for a usage or connection problem.";
 
 #[derive(Subcommand)]
 enum Command {

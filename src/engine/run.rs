@@ -318,7 +318,7 @@ impl Engine {
                             };
                             lines.push(match &p.host_key {
                                 Some(fp) => LogLine::new(id, Level::Info, "provision", &format!("container host key {fp} (from Proxmox's create log)")),
-                                None => LogLine::new(id, Level::Warn, "provision", "the container's host key fingerprint is not in its create log; its key will be trusted on first contact"),
+                                None => LogLine::new(id, Level::Warn, "provision", "the container's host key fingerprint is not in its create log; deploys will refuse to connect to it until it is re-created"),
                             });
                         }
                         let mut next = d.clone();

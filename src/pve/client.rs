@@ -41,8 +41,9 @@ struct Inner {
 }
 
 /// How often and how patiently retryable failures are retried: GETs on transport errors,
-/// timeouts, 502–504 and 595; every call on PVE's lock timeouts and on connection failures
-/// (the request never reached PVE).
+/// timeouts and 500–504; every call on PVE's lock timeouts, on connection failures and 595 (the
+/// request never reached PVE, or pveproxy could not reach the node), and on lost quorum (refused
+/// before doing anything).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {
     /// Tries in total, the first included (1 = never retry).

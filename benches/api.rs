@@ -1,7 +1,10 @@
-//! Prints the service core's figures: POST and GET throughput and latency with 10,000 stored deployments,
-//! time from process start to `/ready`, idle RSS and binary size. Figures, never assertions.
+//! Prints the service core's figures at 10,000 and 100,000 stored deployments: POST throughput, GET by id
+//! with reads spread over every id and no warm-up (each read reaches the database), the first and the
+//! last page of lists (keyset cursor), filtered and not, idle RSS after the writes, start to `/ready`
+//! after `kill -9` and after a clean stop, how long a clean stop takes, and the binary size. Figures,
+//! never assertions.
 //!
-//! Run: `cargo bench --bench api` (release profile). Load comes from this process over loopback,
+//! Run: `cargo bench --bench api` (release profile); `PVEDEPLOY_BENCH_SIZES=10000` for one size. Load comes from this process over loopback,
 //! so the agent and the load generator share the machine's cores. GETs are measured two ways: closed
 //! loop (a fixed number of clients, each sending its next request when the last one answers: the most
 //! the agent can serve, with the queueing that saturation brings) and open loop at a fixed offered
@@ -13,7 +16,8 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 const TOKEN: &str = "bench-admin-token-0123456789";
-const SEED: usize = 10_000;
+/// Where the seeded deployments' repositories are: a closed local port.
+const REPO_HOST: &str = "127.0.0.1:9";
 
 struct Agent(Child);
 
@@ -31,7 +35,14 @@ fn free_port() -> u16 {
 /// Starts `pvedeploy serve` on `port` over `data_dir` and waits for `/ready`; the agent and the time it took.
 async fn start_agent(client: &reqwest::Client, port: u16, data_dir: &std::path::Path) -> (Agent, Duration) {
     let t0 = Instant::now();
+    // The repositories live on a local port nothing listens on: the agent's `git ls-remote` check
+    // (shared by concurrent requests, see `engine::source::Checks`) is refused at once, so the figures
+    // are the agent's and not this machine's DNS resolver's.
+    let config = data_dir.with_extension("toml");
+    std::fs::write(&config, format!("[repos]\nallowed_hosts = [\"{REPO_HOST}\"]\nschemes = [\"http\"]\n")).unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_pvedeploy"))
+        .arg("--config")
+        .arg(&config)
         .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
         .arg(data_dir)
         .env("PVEDEPLOY_ADMIN_TOKEN", TOKEN)
@@ -107,51 +118,6 @@ where
     (wall, all, errors)
 }
 
-/// Load at a fixed offered rate over `connections` connections (as wrk2 does): request `i` is due at
-/// `i / rate` s whatever happened to the earlier ones and waits for a free connection if need be; its
-/// latency counts from that due time, so a stall shows as queueing instead of slowing the load down
-/// (no coordinated omission). Returns wall time, sorted latencies, errors.
-async fn paced<F, Fut>(rate: u32, total: usize, connections: usize, f: F) -> (Duration, Vec<Duration>, usize)
-where
-    F: Fn(usize) -> Fut + Clone + Send + 'static,
-    Fut: std::future::Future<Output = bool> + Send,
-{
-    let start = Instant::now();
-    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(connections));
-    let mut running = tokio::task::JoinSet::new();
-    let mut tick = tokio::time::interval(Duration::from_millis(1));
-    let mut i = 0;
-    while i < total {
-        tick.tick().await;
-        let now = start.elapsed();
-        while i < total {
-            let due = Duration::from_secs_f64(i as f64 / f64::from(rate));
-            if due > now {
-                break;
-            }
-            let f = f.clone();
-            let due_at = start + due;
-            let slots = slots.clone();
-            running.spawn(async move {
-                let _slot = slots.acquire_owned().await.expect("never closed");
-                let ok = f(i).await;
-                (due_at.elapsed(), ok)
-            });
-            i += 1;
-        }
-    }
-    let mut all = Vec::with_capacity(total);
-    let mut errors = 0;
-    while let Some(r) = running.join_next().await {
-        let (lat, ok) = r.unwrap();
-        all.push(lat);
-        errors += usize::from(!ok);
-    }
-    let wall = start.elapsed();
-    all.sort();
-    (wall, all, errors)
-}
-
 fn report(what: &str, wall: Duration, lat: &[Duration], errors: usize) {
     println!(
         "{what}: {} requests in {:.2} s = {:.0} req/s; p50 {:.2} ms, p99 {:.2} ms, max {:.1} ms; errors {errors}",
@@ -181,15 +147,75 @@ fn wrk_get(base: &str, ids: &[String], dir: &std::path::Path) -> Option<String> 
     Some(format!("{}; latency {}; {}; {}; non-2xx: {}", pick("Requests/sec:"), pick("50%"), pick("90%"), pick("99%"), pick("Non-2xx").trim_start_matches("Non-2xx or 3xx responses:").trim()))
 }
 
-#[tokio::main]
-async fn main() {
-    let exe = env!("CARGO_BIN_EXE_pvedeploy");
+/// Frameworks the seeded deployments cycle through; every fourth deployment is destroyed, so each
+/// filter matches a share of the whole: framework 1/4, status `destroyed` 1/4, both 1/16.
+const FRAMEWORKS: [&str; 4] = ["flask", "node", "django", "static"];
+
+fn sizes() -> Vec<usize> {
+    std::env::var("PVEDEPLOY_BENCH_SIZES")
+        .unwrap_or_else(|_| "10000,100000".into())
+        .split(',')
+        .map(|s| s.trim().parse().expect("PVEDEPLOY_BENCH_SIZES: comma-separated counts"))
+        .collect()
+}
+
+/// A deterministic shuffle (xorshift), so every run reads the ids in the same spread-out order.
+fn shuffled(ids: &[String]) -> Vec<String> {
+    let mut out = ids.to_vec();
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    for i in (1..out.len()).rev() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.swap(i, (x % (i as u64 + 1)) as usize);
+    }
+    out
+}
+
+/// Walks a list by cursor to its end; returns every id (newest first), the cursor that yields the last
+/// page, and the latency of each page.
+async fn walk(client: &reqwest::Client, base: &str, filter: &str) -> (Vec<String>, Option<String>, Vec<Duration>) {
+    let (mut ids, mut after, mut last_cursor, mut lat) = (Vec::new(), None::<String>, None, Vec::new());
+    loop {
+        let url = match &after {
+            Some(c) => format!("{base}/deployments?limit=100{filter}&after={c}"),
+            None => format!("{base}/deployments?limit=100{filter}"),
+        };
+        let t = Instant::now();
+        let page: serde_json::Value = client.get(url).bearer_auth(TOKEN).send().await.unwrap().json().await.unwrap();
+        lat.push(t.elapsed());
+        ids.extend(page["items"].as_array().unwrap().iter().map(|d| d["id"].as_str().unwrap().to_string()));
+        match page["next_cursor"].as_str() {
+            Some(c) => {
+                last_cursor = Some(c.to_string());
+                after = last_cursor.clone();
+            }
+            None => break,
+        }
+    }
+    lat.sort();
+    (ids, last_cursor, lat)
+}
+
+/// The same page request `n` times, 4 at a time: its latency distribution.
+async fn repeat(client: &reqwest::Client, url: String, n: usize) -> (Duration, Vec<Duration>, usize) {
+    let c = client.clone();
+    load(n, 4, move |_| {
+        let c = c.clone();
+        let url = url.clone();
+        async move { c.get(url).bearer_auth(TOKEN).send().await.map(|r| r.status() == 200).unwrap_or(false) }
+    })
+    .await
+}
+
+async fn run_size(client: &reqwest::Client, seed: usize) {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}/api/v1");
-    let client = reqwest::Client::builder().pool_max_idle_per_host(256).build().unwrap();
+    let n = format!("{seed}");
+    println!("\n== {n} stored deployments ==");
 
-    let (agent, took) = start_agent(&client, port, dir.path()).await;
+    let (agent, took) = start_agent(client, port, dir.path()).await;
     let pid = agent.0.id();
     println!("start to /ready: {:.0} ms (fresh data dir)", took.as_secs_f64() * 1000.0);
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -197,36 +223,35 @@ async fn main() {
 
     let c = client.clone();
     let b = base.clone();
-    let (wall, lat, errors) = load(SEED, 32, move |i| {
+    let (wall, lat, errors) = load(seed, 32, move |i| {
         let c = c.clone();
         let b = b.clone();
         async move {
-            let body = json!({"name": format!("app-{i}"), "repo_url": "https://github.com/octo/app", "framework": "flask"});
-            c.post(format!("{b}/deployments")).bearer_auth(TOKEN).json(&body).send().await.map(|r| r.status() == 202).unwrap_or(false)
+            let body = json!({"name": format!("app-{i}"), "repo_url": format!("http://{REPO_HOST}/octo/app"), "framework": FRAMEWORKS[i % 4]});
+            let created = c.post(format!("{b}/deployments")).bearer_auth(TOKEN).json(&body).send().await.map(|r| r.status() == 202).unwrap_or(false);
+            if i % 4 == 3 && created {
+                return c.delete(format!("{b}/deployments/app-{i}")).bearer_auth(TOKEN).send().await.map(|r| r.status() == 202).unwrap_or(false);
+            }
+            created
         }
     })
     .await;
-    report("POST /deployments (seeding 10,000, concurrency 32)", wall, &lat, errors);
+    report(&format!("POST /deployments (seeding {n}, concurrency 32; a DELETE after every fourth)"), wall, &lat, errors);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    println!("idle RSS 5 s after {n} writes: {:.1} MB", rss_kib(pid) as f64 / 1024.0);
 
-    let ids: Vec<String> = {
-        let mut ids = Vec::new();
-        let mut offset = 0;
-        loop {
-            let page: serde_json::Value =
-                client.get(format!("{base}/deployments?limit=100&offset={offset}")).bearer_auth(TOKEN).send().await.unwrap().json().await.unwrap();
-            let items = page["items"].as_array().unwrap();
-            ids.extend(items.iter().map(|d| d["id"].as_str().unwrap().to_string()));
-            match page["next_offset"].as_u64() {
-                Some(n) => offset = n,
-                None => break,
-            }
-        }
-        ids
-    };
-    println!("stored deployments: {}", ids.len());
-    let ids = std::sync::Arc::new(ids);
+    let (ids, _, lat) = walk(client, &base, "").await;
+    println!(
+        "walk of the whole list by cursor ({} pages of 100, one at a time): p50 {:.2} ms, p99 {:.2} ms, max {:.1} ms",
+        lat.len(),
+        pct(&lat, 50.0),
+        pct(&lat, 99.0),
+        pct(&lat, 100.0)
+    );
+    assert_eq!(ids.len(), seed, "every deployment listed once");
+    let ids = std::sync::Arc::new(shuffled(&ids));
     {
-        // Every deployment read once: each read goes to the database (and fills the agent's read cache).
+        // Every deployment read once, in a spread-out order, nothing read before: each read reaches the database.
         let c = client.clone();
         let b = base.clone();
         let ids = ids.clone();
@@ -236,49 +261,58 @@ async fn main() {
             async move { c.get(url).bearer_auth(TOKEN).send().await.map(|r| r.status() == 200).unwrap_or(false) }
         })
         .await;
-        report("GET /deployments/{id}, first read of each of the 10,000 (concurrency 16)", wall, &lat, errors);
+        report(&format!("GET /deployments/{{id}}, each of the {n} read once in a spread-out order (from the database; concurrency 16)"), wall, &lat, errors);
     }
-    for concurrency in [16, 64] {
-        let c = client.clone();
-        let b = base.clone();
-        let ids = ids.clone();
-        let (wall, lat, errors) = load(40_000, concurrency, move |i| {
-            let c = c.clone();
-            let url = format!("{b}/deployments/{}", ids[(i * 7919) % ids.len()]);
-            async move { c.get(url).bearer_auth(TOKEN).send().await.map(|r| r.status() == 200).unwrap_or(false) }
-        })
-        .await;
-        report(&format!("GET /deployments/{{id}} (10,000 stored, read before, concurrency {concurrency})"), wall, &lat, errors);
+    let filters = [
+        ("", "no filter"),
+        ("&status=destroyed", "status"),
+        ("&framework=node", "framework"),
+        ("&status=destroyed&framework=static", "status and framework"),
+        ("&name=app-99", "name prefix"),
+    ];
+    for (filter, what) in filters {
+        let (wall, lat, errors) = repeat(client, format!("{base}/deployments?limit=100{filter}"), 400).await;
+        report(&format!("first page of 100, {what}"), wall, &lat, errors);
+        let (found, cursor, _) = walk(client, &base, filter).await;
+        if let Some(cursor) = cursor {
+            let (wall, lat, errors) = repeat(client, format!("{base}/deployments?limit=100{filter}&after={cursor}"), 400).await;
+            report(&format!("last page of 100 (by cursor, {} matching), {what}", found.len()), wall, &lat, errors);
+        }
     }
     {
-        let rate = 5_000u32;
-        let c = client.clone();
-        let b = base.clone();
-        let ids = ids.clone();
-        let (wall, lat, errors) = paced(rate, rate as usize * 10, 16, move |i| {
-            let c = c.clone();
-            let url = format!("{b}/deployments/{}", ids[(i * 7919) % ids.len()]);
-            async move { c.get(url).bearer_auth(TOKEN).send().await.map(|r| r.status() == 200).unwrap_or(false) }
-        })
-        .await;
-        report(&format!("GET /deployments/{{id}} (10,000 stored, read before) offered at {rate} req/s over 16 connections for 10 s, latency from each request's due time"), wall, &lat, errors);
+        let offset = seed.saturating_sub(100);
+        let (wall, lat, errors) = repeat(client, format!("{base}/deployments?limit=100&offset={offset}"), 40).await;
+        report(&format!("last page of 100 by offset={offset} (the documented slow way)"), wall, &lat, errors);
     }
     if let Some(out) = wrk_get(&base, &ids, dir.path()) {
-        println!("GET /deployments/{{id}} (10,000 stored) with wrk, 1 thread, 16 connections, 10 s: {out}");
+        println!("GET /deployments/{{id}} with wrk, 1 thread, 16 connections, 10 s, the agent's read cache in play: {out}");
     }
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    println!("idle RSS after load: {:.1} MB", rss_kib(pid) as f64 / 1024.0);
-    drop(agent);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    println!("idle RSS after the reads: {:.1} MB", rss_kib(pid) as f64 / 1024.0);
+    drop(agent); // SIGKILL
 
-    // Restarts on the same data dir with 10,000 stored deployments: first after the SIGKILL above (the
-    // write-ahead log is replayed), then after a clean stop (SIGTERM: everything flushed on the way out).
-    for how in ["after SIGKILL, write-ahead log replayed", "after a clean stop (SIGTERM)"] {
-        let (mut agent, took) = start_agent(&client, port, dir.path()).await;
-        println!("start to /ready: {:.0} ms (10,000 stored deployments, {how})", took.as_secs_f64() * 1000.0);
-        // SAFETY: signals our own child, still running (it is reaped only below).
-        unsafe { libc::kill(agent.0.id() as i32, libc::SIGTERM) };
-        let _ = agent.0.wait();
+    let (mut agent, took) = start_agent(client, port, dir.path()).await;
+    println!("start to /ready after kill -9 following {n} writes: {:.0} ms", took.as_secs_f64() * 1000.0);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let t = Instant::now();
+    // SAFETY: signals our own child, still running (it is reaped just below).
+    unsafe { libc::kill(agent.0.id() as i32, libc::SIGTERM) };
+    let _ = agent.0.wait();
+    println!("clean stop (SIGTERM to exit, store closed): {:.0} ms", t.elapsed().as_secs_f64() * 1000.0);
+    let (mut agent, took) = start_agent(client, port, dir.path()).await;
+    println!("start to /ready after a clean stop: {:.0} ms", took.as_secs_f64() * 1000.0);
+    // SAFETY: as above.
+    unsafe { libc::kill(agent.0.id() as i32, libc::SIGTERM) };
+    let _ = agent.0.wait();
+}
+
+#[tokio::main]
+async fn main() {
+    let exe = env!("CARGO_BIN_EXE_pvedeploy");
+    let client = reqwest::Client::builder().pool_max_idle_per_host(256).build().unwrap();
+    for seed in sizes() {
+        run_size(&client, seed).await;
     }
     let size = std::fs::metadata(exe).map(|m| m.len()).unwrap_or(0);
-    println!("binary size ({exe}): {:.1} MB", size as f64 / 1e6);
+    println!("\nbinary size ({exe}): {:.1} MB", size as f64 / 1e6);
 }

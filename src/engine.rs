@@ -201,6 +201,16 @@ impl Engine {
         self.provision(id).await;
     }
 
+    /// A page of deployments matching `filter`, newest first (see `Store::list_deployments` for costs).
+    pub async fn list_deployments(
+        &self,
+        filter: &crate::store::deployments::Filter,
+        limit: u32,
+        start: &crate::store::deployments::PageStart,
+    ) -> Result<crate::store::deployments::DeploymentPage, EngineError> {
+        Ok(self.inner.store.list_deployments(filter, limit, start).await?)
+    }
+
     /// Finds a deployment by id, or by name (the live one, else the latest that had it).
     pub async fn find(&self, id_or_name: &str) -> Result<Deployment, EngineError> {
         let store = &self.inner.store;

@@ -1,5 +1,6 @@
-//! The command line's client for a running agent's HTTP API: every subcommand but `serve` goes through the agent
-//! (it holds the embedded database open), authenticated with a token that never appears in `ps`.
+//! The command line's client for a running agent's HTTP API: every subcommand but `serve`, `recover`, `completions`
+//! and `man` goes through the agent (it holds the embedded database open), authenticated with a token that never
+//! appears in `ps`.
 
 pub mod actions;
 pub mod args;
@@ -416,13 +417,13 @@ impl Remote {
     /// Every deployment matching the query (`status`, `framework`), newest first; at most 100 pages.
     pub async fn deployments(&self, query: &[(&str, &str)]) -> Result<Vec<wire::DeploymentJson>, RemoteError> {
         let mut out = Vec::new();
-        let mut offset = 0;
+        let mut after = String::new();
         let filter: String = query.iter().map(|(k, v)| format!("&{k}={}", segment(v))).collect();
         for _ in 0..100 {
-            let page: wire::PageJson<wire::DeploymentJson> = self.get(&format!("/deployments?limit=100&offset={offset}{filter}"), Need::read("listing deployments")).await?;
+            let page: wire::PageJson<wire::DeploymentJson> = self.get(&format!("/deployments?limit=100{after}{filter}"), Need::read("listing deployments")).await?;
             out.extend(page.items);
-            match page.next_offset {
-                Some(n) => offset = n,
+            match page.next_cursor {
+                Some(c) => after = format!("&after={}", segment(&c)),
                 None => break,
             }
         }

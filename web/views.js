@@ -286,44 +286,63 @@ const urlLink = (url) => (url ? h('a', { href: url, target: '_blank', rel: 'noop
 export function list(main, ctx) {
   const params = new URLSearchParams(location.hash.split('?')[1] || '');
   const status = h('select', { id: 'filter-status' }, h('option', { value: '' }, 'any'), STATUSES.map((s) => h('option', { value: s, selected: s === params.get('status') }, s)));
-  const search = h('input', { id: 'filter-name', type: 'search', placeholder: 'name contains…', autocomplete: 'off' });
+  const search = h('input', { id: 'filter-name', type: 'search', placeholder: 'name starts with…', autocomplete: 'off' });
   const slot = h('div', { id: 'deployments' });
   main.append(h('div', { class: 'row between' }, h('h1', {}, 'Deployments'), h('a', { class: 'button primary', href: '#/deploy' }, 'New deployment')),
     h('form', { class: 'filters', role: 'search', onsubmit: (e) => e.preventDefault() },
       h('label', { for: 'filter-status' }, 'Status'), status,
       h('label', { for: 'filter-name' }, 'Search'), search),
     slot);
-  const refresh = live(slot, async () => {
+  // Pages already shown below the first (by cursor), kept across refreshes until the filter changes.
+  let extra = [];
+  let cursor = null;
+  const query = (after) => {
     const q = new URLSearchParams({ limit: '100' });
     if (status.value) q.set('status', status.value);
-    if (search.value.trim()) q.set('name', search.value.trim());
-    const page = await get(`/deployments?${q}`);
+    // Names are lowercase; the filter is their start.
+    if (search.value.trim()) q.set('name', search.value.trim().toLowerCase());
+    if (after) q.set('after', after);
+    return `/deployments?${q}`;
+  };
+  const refresh = live(slot, async () => {
+    const page = await get(query());
+    const items = page.items.concat(extra);
+    if (!extra.length) cursor = page.next_cursor || null;
     // Keep focus on an action button across a refresh.
     const focused = document.activeElement && slot.contains(document.activeElement) ? document.activeElement.getAttribute('aria-label') : null;
-    if (!page.items.length) {
+    if (!items.length) {
       clear(slot, h('p', { class: 'muted' }, 'No deployments match.'));
       return;
     }
     const cols = ['Name', 'Status', 'URL', 'Commit', 'Node', 'Age', 'Actions'];
+    const more = cursor
+      ? h('button', { type: 'button', id: 'list-more', onclick: async () => {
+        const next = await get(query(cursor));
+        extra = extra.concat(next.items);
+        cursor = next.next_cursor || null;
+        refresh();
+      } }, `Show more (${items.length} of ${page.total})`)
+      : null;
     clear(slot, h('table', { class: 'list' },
       h('caption', { class: 'visually-hidden' }, `${page.total} deployments`),
       h('thead', {}, h('tr', {}, cols.map((c) => h('th', { scope: 'col' }, c)))),
-      h('tbody', {}, page.items.map((d) => h('tr', { 'data-id': d.id, 'data-name': d.name, 'data-status': d.status },
+      h('tbody', {}, items.map((d) => h('tr', { 'data-id': d.id, 'data-name': d.name, 'data-status': d.status },
         h('td', { 'data-label': 'Name' }, h('a', { href: `#/deployments/${d.id}`, class: 'name' }, d.name), h('span', { class: 'muted small' }, ` ${d.framework} · ${d.type}`)),
         h('td', { 'data-label': 'Status' }, badge(d.status)),
         h('td', { 'data-label': 'URL' }, urlLink(d.url)),
         h('td', { 'data-label': 'Commit' }, h('code', {}, short(d.commit))),
         h('td', { 'data-label': 'Node' }, d.proxmox_node || '—'),
         h('td', { 'data-label': 'Age' }, h('time', { datetime: d.created_at }, age(d.created_at))),
-        h('td', { 'data-label': 'Actions' }, actions(d, ctx, () => refresh())))))));
+        h('td', { 'data-label': 'Actions' }, actions(d, ctx, () => refresh())))))), more);
     if (focused) {
       const again = slot.querySelector(`[aria-label="${CSS.escape(focused)}"]`);
       if (again) again.focus();
     }
   });
-  status.addEventListener('change', () => refresh());
+  const restart = () => { extra = []; cursor = null; refresh(); };
+  status.addEventListener('change', restart);
   let t = null;
-  search.addEventListener('input', () => { clearTimeout(t); t = setTimeout(refresh, 250); });
+  search.addEventListener('input', () => { clearTimeout(t); t = setTimeout(restart, 250); });
   return { refresh };
 }
 

@@ -20,7 +20,8 @@ use crate::core::command::Action;
 use crate::core::deployment::{DeploymentId, Framework};
 use crate::core::status::Status;
 use crate::engine::{EngineError, Event};
-use crate::store::deployments::Filter;
+use crate::core::names::AppNamePrefix;
+use crate::store::deployments::{Filter, PageStart};
 
 #[derive(Tags)]
 enum ApiTags {
@@ -87,15 +88,26 @@ impl DeploymentsApi {
         status: Query<Option<String>>,
         /// Only this framework.
         framework: Query<Option<String>>,
-        /// Only names containing this text.
+        /// Only names starting with this text (lowercase letters, digits, hyphens).
         name: Query<Option<String>>,
         /// Page size (default 20, at most the configured maximum, 100 by default).
         limit: Query<Option<u32>>,
-        /// How many to skip.
+        /// The `next_cursor` of the previous page: the deployments after it (older). Stable while
+        /// deployments are added, and as fast deep in the list as at its start.
+        after: Query<Option<String>>,
+        /// How many to skip: a convenience whose cost grows with the offset; `after` is the way to page.
         offset: Query<Option<u32>>,
     ) -> Result<Json<DeploymentPage>, ApiError> {
         auth.require(Scope::Read)?;
         let Paging { limit, offset } = Paging::parse(limit.0, offset.0, self.state.max_page_size)?;
+        let start = match (after.0.as_deref(), offset) {
+            (Some(_), o) if o > 0 => return Err(ApiError::invalid_field("after", "exclusive", "give either after or offset, not both")),
+            (Some(raw), _) => PageStart::After(
+                DeploymentId::parse(raw).ok_or_else(|| ApiError::invalid_field("after", "cursor", "must be the next_cursor of a previous page (a deployment id)"))?,
+            ),
+            (None, 0) => PageStart::First,
+            (None, o) => PageStart::Offset(o),
+        };
         let status = match status.0.as_deref() {
             None => None,
             Some(s) => Some(Status::parse(s).ok_or_else(|| {
@@ -107,14 +119,23 @@ impl DeploymentsApi {
             None => None,
             Some(f) => Some(Framework::parse(f).map_err(|e| ApiError::invalid(&crate::core::validation::ValidationErrors(vec![e])))?),
         };
-        let filter = Filter { status, framework, name: name.0 };
-        let (items, total) = self.state.engine.store().list_deployments(&filter, limit, offset).await.map_err(crate::engine::EngineError::from)?;
+        let name = match name.0.as_deref() {
+            None => None,
+            Some(n) => Some(AppNamePrefix::parse(n).map_err(|e| ApiError::invalid(&crate::core::validation::ValidationErrors(vec![e])))?),
+        };
+        let filter = Filter { status, framework, name };
+        let page = self.state.engine.list_deployments(&filter, limit, &start).await?;
+        let n = page.items.len();
         Ok(Json(DeploymentPage {
-            items: items.iter().map(DeploymentView::from).collect(),
-            total,
+            next_cursor: page.more.then(|| page.items.last().map(|d| d.id.to_string())).flatten(),
+            items: page.items.iter().map(DeploymentView::from).collect(),
+            total: page.total,
             limit,
             offset,
-            next_offset: Paging { limit, offset }.next_offset(items.len(), total),
+            next_offset: match start {
+                PageStart::After(_) => None,
+                _ => Paging { limit, offset }.next_offset(n, page.total).filter(|_| page.more),
+            },
         }))
     }
 

@@ -188,7 +188,9 @@ pub struct DeploymentPage {
     pub total: u64,
     pub limit: u32,
     pub offset: u32,
-    /// The offset of the next page, absent on the last page.
+    /// Pass as `after` for the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+    /// The offset of the next page when paging by `offset`; absent on the last page.
     pub next_offset: Option<u32>,
 }
 

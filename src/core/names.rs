@@ -30,6 +30,32 @@ impl AppName {
     }
 }
 
+/// The start of an app name, as a listing filter: 1–63 of the characters names are made of.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppNamePrefix(String);
+
+impl AppNamePrefix {
+    pub const RULE: &'static str = "must be the start of an app name: 1-63 lowercase letters, digits or hyphens";
+
+    pub fn parse(raw: &str) -> Result<Self, FieldError> {
+        let ok = !raw.is_empty() && raw.len() <= 63 && raw.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if ok {
+            Ok(Self(raw.to_owned()))
+        } else {
+            Err(FieldError::new("name", "name_prefix", Self::RULE))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The smallest string above every name starting with this prefix (`~` sorts after every name character).
+    pub fn upper_bound(&self) -> String {
+        format!("{}~", self.0)
+    }
+}
+
 impl fmt::Display for AppName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
@@ -216,6 +242,20 @@ impl fmt::Display for NodeName {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn name_prefixes() {
+        for ok in ["a", "my-", "-", "a1"] {
+            let p = AppNamePrefix::parse(ok).unwrap();
+            assert!(p.as_str() < p.upper_bound().as_str());
+            // Every name the prefix starts lies in [prefix, upper_bound).
+            let name = format!("{ok}zzz9-z");
+            assert!(p.as_str() <= name.as_str() && name.as_str() < p.upper_bound().as_str());
+        }
+        for bad in ["", "A", "a b", "a_b", "é", &"x".repeat(64)] {
+            assert_eq!(AppNamePrefix::parse(bad).unwrap_err().field, "name", "{bad:?}");
+        }
+    }
 
     #[test]
     fn app_names() {

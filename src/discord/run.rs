@@ -9,7 +9,7 @@ use crate::core::deployment::Spec;
 use crate::core::status::Status;
 use crate::engine::resources::FiguresError;
 use crate::engine::{EngineError, Event};
-use crate::store::deployments::Filter;
+use crate::store::deployments::{Filter, PageStart};
 
 use super::command::DiscordCommand;
 use super::interaction::Interaction;
@@ -39,8 +39,8 @@ async fn answer(door: &DiscordDoor, i: &Interaction, cmd: DiscordCommand, actor:
             DiscordCommand::Status(Some(name)) => render::status_of(&engine.find(&name).await?),
             DiscordCommand::Status(None) => render::summary(&store.deployment_stats().await?.by_status),
             DiscordCommand::List => {
-                let (items, total) = store.list_deployments(&Filter::default(), LIST_SIZE, 0).await?;
-                render::list(&items, total)
+                let page = engine.list_deployments(&Filter::default(), LIST_SIZE, &PageStart::First).await?;
+                render::list(&page.items, page.total)
             }
             DiscordCommand::Logs { name, lines } => {
                 let d = engine.find(&name).await?;

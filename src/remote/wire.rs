@@ -73,6 +73,9 @@ pub struct PageJson<T> {
     pub items: Vec<T>,
     #[serde(default)]
     pub next_offset: Option<u32>,
+    /// Lists paged by keyset (deployments).
+    #[serde(default)]
+    pub next_cursor: Option<String>,
 }
 
 /// One release: what was deployed, how long each step took, how it ended.

@@ -6,7 +6,7 @@ use serde_json::json;
 use super::leases::{Lease, CHECK_LEASE};
 use super::{decode, Store, StoreError};
 use crate::core::deployment::{Deployment, DeploymentId, Framework, GuestType, Spec};
-use crate::core::names::{AppName, GitRef, HealthPath, NodeName, StartCommand, VmId};
+use crate::core::names::{AppName, AppNamePrefix, GitRef, HealthPath, NodeName, StartCommand, VmId};
 use crate::core::repo::RepoUrl;
 use crate::core::status::Status;
 use super::audit::AuditEntry;
@@ -17,6 +17,10 @@ use super::logs::LogLine;
 pub(super) struct Row {
     #[serde(default, skip_serializing)]
     key: String,
+    /// The id again, as a plain field: ids are UUIDv7, so this sorts by creation, and the list
+    /// indexes end with it (the keyset cursor). Absent only in rows written before v10.
+    #[serde(default)]
+    list_key: String,
     name: String,
     guest_type: String,
     framework: String,
@@ -59,13 +63,22 @@ pub(super) struct Row {
     #[serde(skip_serializing_if = "Option::is_none")]
     deployed_at: Option<i64>,
     revision: i64,
+    /// The last [`RECENT_EVENTS`] status changes, oldest first, kept in the row so a GET by id is one
+    /// record read. Written by its own `SET` (a save's `CONTENT` carries the deployment only).
+    #[serde(default, skip_serializing)]
+    recent_events: Option<Vec<Event>>,
 }
+
+/// How many status changes a deployment's row keeps (and a GET by id shows); the full history stays in
+/// `deployment_event`.
+pub const RECENT_EVENTS: usize = 100;
 
 impl From<&Deployment> for Row {
     fn from(d: &Deployment) -> Self {
         let s = &d.spec;
         Row {
             key: d.id.to_string(),
+            list_key: d.id.to_string(),
             name: s.name.to_string(),
             guest_type: s.guest_type.as_str().into(),
             framework: s.framework.as_str().into(),
@@ -93,6 +106,7 @@ impl From<&Deployment> for Row {
             updated_at: d.updated_at,
             deployed_at: d.deployed_at,
             revision: d.revision,
+            recent_events: None,
         }
     }
 }
@@ -147,13 +161,83 @@ impl TryFrom<Row> for Deployment {
     }
 }
 
-/// Which deployments a listing shows.
+/// Which deployments a listing shows. Every combination is served by an index (see migration v10).
 #[derive(Debug, Clone, Default)]
 pub struct Filter {
     pub status: Option<Status>,
     pub framework: Option<Framework>,
-    /// Substring of the name.
-    pub name: Option<String>,
+    /// The start of the name.
+    pub name: Option<AppNamePrefix>,
+}
+
+/// Where a page of deployments starts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum PageStart {
+    /// The newest.
+    #[default]
+    First,
+    /// Just after (older than) this deployment: a keyset cursor, stable under concurrent inserts
+    /// (new deployments sort before it) and as cheap deep in the list as at its start.
+    After(DeploymentId),
+    /// After skipping this many: a convenience whose cost grows with the offset (the index is walked).
+    Offset(u32),
+}
+
+/// A page of deployments, newest first.
+#[derive(Debug, Clone)]
+pub struct DeploymentPage {
+    pub items: Vec<Deployment>,
+    /// How many match the filter in all (from maintained counters unless a name is given).
+    pub total: u64,
+    /// Whether more deployments follow the last one here.
+    pub more: bool,
+}
+
+/// The two queries behind a page of deployments, and their variables.
+struct ListQuery {
+    page: String,
+    count: String,
+    vars: serde_json::Value,
+}
+
+impl ListQuery {
+    fn new(f: &Filter, limit: u32, start: &PageStart) -> Self {
+        let mut conds = Vec::new();
+        if f.status.is_some() {
+            conds.push("status = $status");
+        }
+        if f.framework.is_some() {
+            conds.push("framework = $framework");
+        }
+        if f.name.is_some() {
+            conds.push("name >= $name_lo AND name < $name_hi");
+        }
+        let count = match &f.name {
+            // A name range has no counter; the count walks the same index range as the page.
+            Some(_) => format!("SELECT count() AS n FROM deployment WITH INDEX deployment_name_list WHERE {} GROUP ALL", conds.join(" AND ")),
+            None => tally_query(),
+        };
+        if matches!(start, PageStart::After(_)) {
+            conds.push("list_key < $after");
+        }
+        let cond = if conds.is_empty() { String::new() } else { format!("WHERE {}", conds.join(" AND ")) };
+        // With a name, its index (the planner would otherwise prefer the ordered walk and filter names on the way).
+        let index = if f.name.is_some() { "WITH INDEX deployment_name_list" } else { "" };
+        let skip = if matches!(start, PageStart::Offset(_)) { "START $offset" } else { "" };
+        let page = format!("{SELECT} deployment {index} {cond} ORDER BY list_key DESC LIMIT $limit {skip}");
+        let vars = json!({
+            "status": f.status.map(|s| s.as_str()),
+            "framework": f.framework.map(|s| s.as_str()),
+            "scope": tally_scope(f.status, f.framework),
+            "name_lo": f.name.as_ref().map(|n| n.as_str().to_string()),
+            "name_hi": f.name.as_ref().map(|n| n.upper_bound()),
+            "after": match start { PageStart::After(id) => Some(id.as_str()), _ => None },
+            "offset": match start { PageStart::Offset(n) => *n, _ => 0 },
+            // One more than asked: whether another page follows, without counting.
+            "limit": limit.saturating_add(1),
+        });
+        ListQuery { page, count, vars }
+    }
 }
 
 /// One recorded status change.
@@ -167,6 +251,43 @@ pub struct Event {
 }
 
 const SELECT: &str = "SELECT *, record::id(id) AS key FROM";
+
+/// Each total is kept as this many tallies (`deployment_tally:[scope, shard]`), each write adding to
+/// one picked at random: two concurrent writes conflict (and one retries) only when they pick the same
+/// shard, and a total is the sum of at most this many records, whatever the table holds.
+pub const TALLY_SHARDS: u32 = 64;
+
+/// The tally scope of a listing filter without a name: `all`, `s:<status>`, `f:<framework>` or both.
+pub(super) fn tally_scope(status: Option<Status>, framework: Option<Framework>) -> String {
+    match (status, framework) {
+        (None, None) => "all".into(),
+        (Some(s), None) => format!("s:{}", s.as_str()),
+        (None, Some(f)) => format!("f:{}", f.as_str()),
+        (Some(s), Some(f)) => format!("s:{}|f:{}", s.as_str(), f.as_str()),
+    }
+}
+
+/// The total of a tally scope (`$scope`), as a row `{ n }`.
+fn tally_query() -> String {
+    format!("SELECT math::sum(n) AS n FROM deployment_tally:[$scope, 0]..=[$scope, {}] GROUP ALL", TALLY_SHARDS - 1)
+}
+
+/// A new deployment's row starts its recent events with the first one.
+pub(super) const FIRST_EVENT: &str = "UPDATE type::record('deployment', $id) SET recent_events = [{ at: $at, to: $status, message: $message }] RETURN NONE;";
+
+/// Adds one to each of a new deployment's four tallies (`$tally_scopes`, shard `$shard`).
+pub(super) const TALLY_CREATED: &str = "FOR $scope IN $tally_scopes { UPSERT type::record('deployment_tally', [$scope, $shard]) SET n += 1 RETURN NONE; };";
+
+/// The four scopes a deployment with this status and framework is counted in.
+pub(super) fn tally_scopes(status: Status, framework: Framework) -> [String; 4] {
+    [tally_scope(None, None), tally_scope(Some(status), None), tally_scope(None, Some(framework)), tally_scope(Some(status), Some(framework))]
+}
+
+/// A shard for this write's tallies.
+pub(super) fn tally_shard() -> u32 {
+    rand::random::<u32>() % TALLY_SHARDS
+}
+
 /// A deployment's status history, oldest first.
 const EVENTS: &str = "SELECT at, from, to, message FROM deployment_event WHERE deployment = $id ORDER BY at ASC";
 
@@ -187,6 +308,8 @@ impl Store {
             "CREATE type::record('name_claim', $name) CONTENT {{ deployment: $id }};
             CREATE type::record('deployment', $id) CONTENT $row;
             CREATE deployment_event CONTENT {{ deployment: $id, at: $at, to: $status, message: $message }};
+            {FIRST_EVENT}
+            {TALLY_CREATED}
             {}
             {}",
             if audit.is_some() { "CREATE audit CONTENT $audit RETURN NONE;" } else { "" },
@@ -195,6 +318,7 @@ impl Store {
         let vars = json!({
             "name": d.spec.name.as_str(), "id": d.id.as_str(), "row": Row::from(d), "at": d.created_at,
             "status": d.status.as_str(), "message": message, "audit": audit, "line": line,
+            "tally_scopes": tally_scopes(d.status, d.spec.framework), "shard": tally_shard(),
         });
         let result = self.transaction(&sql, vars).await;
         self.written(&d.id);
@@ -228,29 +352,28 @@ impl Store {
     }
 
     /// A page of deployments, newest first, and how many match in all.
-    pub async fn list_deployments(&self, f: &Filter, limit: u32, offset: u32) -> Result<(Vec<Deployment>, u64), StoreError> {
-        let mut conds = Vec::new();
-        if f.status.is_some() {
-            conds.push("status = $status");
-        }
-        if f.framework.is_some() {
-            conds.push("framework = $framework");
-        }
-        if f.name.is_some() {
-            conds.push("string::contains(name, $name)");
-        }
-        let cond = if conds.is_empty() { String::new() } else { format!("WHERE {}", conds.join(" AND ")) };
-        let page = format!("{SELECT} deployment {cond} ORDER BY created_at DESC LIMIT $limit START $offset");
-        let count = format!("SELECT count() AS n FROM deployment {cond} GROUP ALL");
-        let vars = json!({
-            "status": f.status.map(|s| s.as_str()),
-            "framework": f.framework.map(|s| s.as_str()),
-            "name": f.name,
-            "limit": limit,
-            "offset": offset,
-        });
-        let (rows, total) = self.read_page(&page, &count, vars).await?;
-        Ok((rows_to_deployments(rows)?, total))
+    ///
+    /// Costs: without a name, the page is a backward walk of the index matching the filter (one of
+    /// four, see migration v10) that stops after `limit + 1` rows, and the total is read from a
+    /// maintained counter; with a name, both walk the names starting with it (cost grows with the
+    /// matches, not with history). `PageStart::Offset` also walks the skipped rows.
+    pub async fn list_deployments(&self, f: &Filter, limit: u32, start: &PageStart) -> Result<DeploymentPage, StoreError> {
+        let q = ListQuery::new(f, limit, start);
+        let (rows, total) = self.read_page(&q.page, &q.count, q.vars).await?;
+        let mut items = rows_to_deployments(rows)?;
+        let more = items.len() > limit as usize;
+        items.truncate(limit as usize);
+        Ok(DeploymentPage { items, total, more })
+    }
+
+    /// How the database plans the page and the count of `list_deployments` (SurrealDB's `EXPLAIN`):
+    /// the tests hold that each filter walks its own index and each total is a counter.
+    #[doc(hidden)]
+    pub async fn list_deployments_plan(&self, f: &Filter, start: &PageStart) -> Result<(serde_json::Value, serde_json::Value), StoreError> {
+        let q = ListQuery::new(f, 100, start);
+        let mut rows = self.run(&format!("{} EXPLAIN;\n{} EXPLAIN;", q.page, q.count), q.vars).await?.into_iter();
+        let mut plan = || serde_json::Value::Array(rows.next().unwrap_or_default());
+        Ok((plan(), plan()))
     }
 
     /// Writes `d` if the stored revision is still `d.revision`, bumping it; records `message` as an
@@ -359,13 +482,18 @@ impl Store {
             return Ok(Some(hit));
         }
         let epoch = self.cache.as_ref().map(|c| c.epoch());
-        let sql = format!(
-            "{SELECT} type::record('deployment', $id);
-             {EVENTS};"
-        );
-        let mut rows = self.run(&sql, json!({ "id": id.as_str() })).await?.into_iter();
-        let Some(d) = rows_to_deployments(rows.next().unwrap_or_default())?.into_iter().next() else { return Ok(None) };
-        let events = rows.next().unwrap_or_default().into_iter().map(decode).collect::<Result<_, _>>()?;
+        // One record read: the row carries its recent events.
+        let sql = format!("{SELECT} type::record('deployment', $id)");
+        let rows = self.run(&sql, json!({ "id": id.as_str() })).await?;
+        let Some(v) = rows.into_iter().next().unwrap_or_default().into_iter().next() else { return Ok(None) };
+        let mut row: Row = decode(v)?;
+        let recent = row.recent_events.take();
+        let d = Deployment::try_from(row)?;
+        let events = match recent {
+            Some(events) => events,
+            // A row that has not kept its events (none do after migration v10; kept for safety).
+            None => self.deployment_events(id).await?,
+        };
         let detail = std::sync::Arc::new((d, events));
         if let (Some(cache), Some(epoch)) = (&self.cache, epoch) {
             cache.fill(epoch, detail.clone());
@@ -393,13 +521,21 @@ impl Store {
         // Deploy figures come from the releases, one per deploy attempt: how long each took from its
         // start to its end, and how many ended live against how many failed. (A deployment's
         // `deployed_at - created_at` counted provisioning once and moved on every redeploy.)
-        let sql = "SELECT status, count() AS n FROM deployment GROUP BY status;
-                   SELECT VALUE finished_at - created_at FROM release WHERE finished_at != NONE AND status IN ['active', 'superseded'];
-                   SELECT count() AS n FROM release WHERE finished_at != NONE AND status = 'failed' GROUP ALL;";
-        let mut rows = self.run(sql, json!({})).await?.into_iter();
+        // Each status's count is read from its tallies (migration v10), not counted over every deployment.
+        let counts: String = Status::ALL
+            .iter()
+            .map(|s| format!("LET $scope = '{}';\n{};\n", tally_scope(Some(*s), None), tally_query()))
+            .collect();
+        let sql = format!(
+            "{counts}SELECT VALUE finished_at - created_at FROM release WHERE finished_at != NONE AND status IN ['active', 'superseded'];
+             SELECT count() AS n FROM release WHERE finished_at != NONE AND status = 'failed' GROUP ALL;"
+        );
+        let mut rows = self.run(&sql, json!({})).await?.into_iter();
         let mut by_status = Vec::new();
-        for v in rows.next().unwrap_or_default() {
-            if let (Some(s), Some(n)) = (v.get("status").and_then(|s| s.as_str()).and_then(Status::parse), v.get("n").and_then(|n| n.as_u64())) {
+        for s in Status::ALL {
+            let _let = rows.next();
+            let n = rows.next().unwrap_or_default().first().and_then(|v| v.get("n")).and_then(|n| n.as_u64()).unwrap_or(0);
+            if n > 0 {
                 by_status.push((s, n));
             }
         }
@@ -433,7 +569,7 @@ impl Store {
 /// A revision-checked save of one deployment, as statements to run inside a transaction (the caller
 /// adds the lease check): writes `d` if the stored revision is still `d.revision`, records `message` as an
 /// event when the status changed from `previous`, and releases the name when the deployment is destroyed.
-/// Its variables are `id`, `row`, `rev`, `name`, `at`, `from`, `to` and `message`.
+/// Its variables are `id`, `row`, `rev`, `name`, `at`, `from`, `to`, `message`, `framework`, `shard` and `keep_from`.
 pub(crate) struct DeploymentWrite<'a> {
     pub d: &'a Deployment,
     pub previous: Status,
@@ -442,15 +578,29 @@ pub(crate) struct DeploymentWrite<'a> {
 
 impl DeploymentWrite<'_> {
     pub(crate) fn statements(&self) -> String {
+        // The row's recent events: kept across the `CONTENT` write, with this change added to them.
         let event = if self.previous != self.d.status {
-            "CREATE deployment_event CONTENT { deployment: $id, at: $at, from: $from, to: $to, message: $message };"
+            "CREATE deployment_event CONTENT { deployment: $id, at: $at, from: $from, to: $to, message: $message };
+             UPDATE type::record('deployment', $id)
+                 SET recent_events = array::slice(array::push($tally_before.recent_events ?? [], { at: $at, from: $from, to: $to, message: $message }), $keep_from)
+                 RETURN NONE;"
         } else {
-            ""
+            "UPDATE type::record('deployment', $id) SET recent_events = $tally_before.recent_events RETURN NONE;"
         };
         let release = if self.d.status == Status::Destroyed { "DELETE type::record('name_claim', $name) WHERE deployment = $id;" } else { "" };
+        // The tallies follow the status as stored, whatever the caller believed it was.
         format!(
-            "LET $updated = (UPDATE type::record('deployment', $id) CONTENT $row WHERE revision = $rev RETURN AFTER);
+            "LET $tally_before = (SELECT status, recent_events FROM ONLY type::record('deployment', $id));
+             LET $updated = (UPDATE type::record('deployment', $id) CONTENT $row WHERE revision = $rev RETURN VALUE id);
              IF array::len($updated) = 0 {{ THROW 'stale revision' }};
+             IF $tally_before.status != $to {{
+                 FOR $scope IN [string::concat('s:', $tally_before.status), string::concat('s:', $tally_before.status, '|f:', $framework)] {{
+                     UPSERT type::record('deployment_tally', [$scope, $shard]) SET n -= 1 RETURN NONE;
+                 }};
+                 FOR $scope IN [string::concat('s:', $to), string::concat('s:', $to, '|f:', $framework)] {{
+                     UPSERT type::record('deployment_tally', [$scope, $shard]) SET n += 1 RETURN NONE;
+                 }};
+             }};
              {event}
              {release}"
         )
@@ -461,6 +611,7 @@ impl DeploymentWrite<'_> {
         let serde_json::Value::Object(vars) = json!({
             "id": d.id.as_str(), "row": Row::from(&self.saved()), "rev": d.revision, "name": d.spec.name.as_str(),
             "at": d.updated_at, "from": self.previous.as_str(), "to": d.status.as_str(), "message": self.message,
+            "framework": d.spec.framework.as_str(), "shard": tally_shard(), "keep_from": -(RECENT_EVENTS as i64),
         }) else {
             unreachable!("json! of an object literal is an object")
         };

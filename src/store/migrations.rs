@@ -195,6 +195,34 @@ const MIGRATIONS: &[&str] = &[
     DEFINE FIELD health_timeout_secs ON deployment TYPE option<int>;
     DEFINE FIELD health_status ON deployment TYPE option<int>;
     "#,
+    // v10: a GET by id is one record read (the row keeps its last 100 status changes); lists walk an index per filter from their start or from a cursor: `list_key` (the id as a
+    // field; ids are UUIDv7, so it sorts by creation) ends each of them. Totals are tallies kept in the
+    // same transactions as the deployments (see `store::deployments::TALLY_SHARDS`), started here
+    // from what the table holds.
+    r#"
+    DEFINE FIELD list_key ON deployment TYPE string DEFAULT '';
+    DEFINE FIELD recent_events ON deployment TYPE option<array<object>>;
+    DEFINE FIELD recent_events[*].at ON deployment TYPE int;
+    DEFINE FIELD recent_events[*].from ON deployment TYPE option<string>;
+    DEFINE FIELD recent_events[*].to ON deployment TYPE string;
+    DEFINE FIELD recent_events[*].message ON deployment TYPE string;
+    UPDATE deployment SET list_key = record::id(id),
+        recent_events = array::reverse((SELECT at, from, to, message FROM deployment_event WHERE deployment = record::id($parent.id) ORDER BY at DESC LIMIT 100))
+        RETURN NONE;
+    DEFINE INDEX deployment_list ON deployment FIELDS list_key;
+    DEFINE INDEX deployment_status_list ON deployment FIELDS status, list_key;
+    DEFINE INDEX deployment_framework_list ON deployment FIELDS framework, list_key;
+    DEFINE INDEX deployment_status_framework_list ON deployment FIELDS status, framework, list_key;
+    DEFINE INDEX deployment_name_list ON deployment FIELDS name, list_key;
+
+    DEFINE TABLE deployment_tally SCHEMAFULL;
+    DEFINE FIELD n ON deployment_tally TYPE int DEFAULT 0;
+    FOR $g IN (SELECT status, framework, count() AS n FROM deployment GROUP BY status, framework) {
+        FOR $scope IN ['all', string::concat('s:', $g.status), string::concat('f:', $g.framework), string::concat('s:', $g.status, '|f:', $g.framework)] {
+            UPSERT type::record('deployment_tally', [$scope, 0]) SET n += $g.n RETURN NONE;
+        };
+    };
+    "#,
 ];
 
 /// The schema version this binary writes.
@@ -238,4 +266,56 @@ pub async fn apply(store: &Store, target: i64) -> Result<(), StoreError> {
 pub async fn force_version(store: &Store, version: i64) -> Result<(), StoreError> {
     store.run("UPSERT type::record('schema_meta', 'current') CONTENT { version: $v, applied_at: 0 }", json!({ "v": version })).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use crate::config::DatabaseConfig;
+    use crate::core::deployment::Framework;
+    use crate::core::status::Status;
+    use crate::store::deployments::{Filter, PageStart};
+    use crate::store::Store;
+
+    /// v10 on a database that already holds deployments (as v9 wrote them): they gain their list key,
+    /// list newest first, page by cursor, and are counted by the new counters.
+    #[tokio::test]
+    async fn v10_indexes_and_counts_deployments_written_before_it() {
+        let cfg = DatabaseConfig { url: "mem://".into(), namespace: "t".into(), database: "t".into(), credentials: None };
+        let store = Store::open_at_schema(&cfg, 9).await.unwrap();
+        let ids: Vec<String> = (0..5).map(|_| crate::core::deployment::DeploymentId::generate().to_string()).collect();
+        for (i, id) in ids.iter().enumerate() {
+            let row = json!({
+                "name": format!("old-{i}"), "guest_type": "lxc", "framework": if i % 2 == 0 { "flask" } else { "node" },
+                "repo_url": "https://github.com/o/r", "branch": "main", "cpu": 1, "memory_mib": 512, "disk_gb": 8,
+                "auto_redeploy": false, "status": if i < 2 { "running" } else { "pending" }, "created_at": 1_000 + i as i64,
+                "updated_at": 1_000 + i as i64, "revision": 0,
+            });
+            store.run("CREATE type::record('deployment', $id) CONTENT $row RETURN NONE", json!({ "id": id, "row": row })).await.unwrap();
+        }
+        for (at, to) in [(1_000, "pending"), (1_001, "running")] {
+            store
+                .run("CREATE deployment_event CONTENT { deployment: $id, at: $at, to: $to, message: 'before v10' } RETURN NONE", json!({ "id": ids[0], "at": at, "to": to }))
+                .await
+                .unwrap();
+        }
+        super::apply(&store, super::LATEST).await.unwrap();
+        let id0 = crate::core::deployment::DeploymentId::parse(&ids[0]).unwrap();
+        let detail = store.get_deployment_with_events(&id0).await.unwrap().unwrap();
+        let trail: Vec<&str> = detail.1.iter().map(|e| e.to.as_str()).collect();
+        assert_eq!(trail, ["pending", "running"], "the row keeps the history written before it, oldest first");
+        let all = store.list_deployments(&Filter::default(), 2, &PageStart::First).await.unwrap();
+        assert_eq!((all.total, all.more), (5, true));
+        let listed: Vec<String> = all.items.iter().map(|d| d.id.to_string()).collect();
+        assert_eq!(listed, vec![ids[4].clone(), ids[3].clone()], "newest first");
+        let rest = store.list_deployments(&Filter::default(), 10, &PageStart::After(all.items[1].id.clone())).await.unwrap();
+        assert_eq!(rest.items.iter().map(|d| d.id.to_string()).collect::<Vec<_>>(), vec![ids[2].clone(), ids[1].clone(), ids[0].clone()]);
+        assert!(!rest.more);
+        let running_flask = Filter { status: Some(Status::Running), framework: Some(Framework::Flask), name: None };
+        let page = store.list_deployments(&running_flask, 10, &PageStart::First).await.unwrap();
+        assert_eq!((page.total, page.items.len(), page.items[0].id.to_string()), (1, 1, ids[0].clone()));
+        let (_, count_plan) = store.list_deployments_plan(&running_flask, &PageStart::First).await.unwrap();
+        assert!(count_plan.to_string().contains("deployment_tally"), "the total is the tally: {count_plan}");
+    }
 }

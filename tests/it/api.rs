@@ -83,8 +83,20 @@ async fn create_read_list_and_destroy() {
     assert!(page2["next_offset"].is_null());
     let (_, f) = app.get("/api/v1/deployments?framework=node", Some(READER)).await;
     assert_eq!(f["total"], 1);
+    let (_, f) = app.get("/api/v1/deployments?name=bl", Some(READER)).await;
+    assert_eq!((&f["items"][0]["name"], &f["total"]), (&json!("blog"), &json!(1)), "names starting with the text");
     let (_, f) = app.get("/api/v1/deployments?name=lo", Some(READER)).await;
-    assert_eq!(f["items"][0]["name"], "blog");
+    assert_eq!(f["total"], 0, "a prefix, not a substring: {f}");
+    let (s, body) = app.get("/api/v1/deployments?name=Blog", Some(READER)).await;
+    assert_eq!((s, &body["fields"][0]["field"]), (422, &json!("name")), "{body}");
+    // keyset paging: next_cursor leads on, wherever the list is
+    let cursor = page["next_cursor"].as_str().expect("a cursor while more follow").to_string();
+    let (_, by_cursor) = app.get(&format!("/api/v1/deployments?limit=2&after={cursor}"), Some(READER)).await;
+    assert_eq!((&by_cursor["items"][0]["name"], by_cursor.get("next_cursor"), by_cursor.get("next_offset")), (&json!("shop"), None, None), "{by_cursor}");
+    let (s, body) = app.get(&format!("/api/v1/deployments?after={cursor}&offset=2"), Some(READER)).await;
+    assert_eq!((s, &body["fields"][0]["field"]), (422, &json!("after")), "{body}");
+    let (s, body) = app.get("/api/v1/deployments?after=not-a-cursor", Some(READER)).await;
+    assert_eq!((s, &body["fields"][0]["field"]), (422, &json!("after")), "{body}");
     let (_, f) = app.get("/api/v1/deployments?status=pending", Some(READER)).await;
     assert_eq!(f["total"], 3);
     let (s, body) = app.get("/api/v1/deployments?status=bogus", Some(READER)).await;

@@ -179,3 +179,118 @@ async fn deploy_figures_come_from_the_releases_that_ended() {
     assert_eq!(stats.deploy_durations_ms, [1000, 3000], "the deploys that went live, not the deployment's age");
     assert_eq!(stats.deploys_failed, 1);
 }
+
+/// A listing is a walk of the one index that matches its filter, from its start or from a cursor, and
+/// its total maintained tallies (SurrealDB's own `EXPLAIN` says so); following `after` cursors
+/// returns every match exactly once, newest first, even while deployments are being added.
+#[tokio::test]
+async fn lists_page_by_cursor_over_an_index_per_filter_with_counted_totals() {
+    use pvedeploy::core::deployment::Framework;
+    use pvedeploy::core::names::AppNamePrefix;
+    use pvedeploy::core::status::Status;
+    use pvedeploy::store::deployments::{Filter, PageStart};
+
+    let (store, _dir) = store().await;
+    let frameworks = [Framework::Flask, Framework::Node, Framework::Django];
+    let mut all = Vec::new();
+    for i in 0..60 {
+        let mut d = pending_deployment_with(&store, &format!("app-{i:02}"), frameworks[i % 3].as_str()).await;
+        if i % 4 == 0 {
+            d.status = Status::Failed;
+            d = store.save_deployment(&d, Status::Pending, "test").await.unwrap();
+        }
+        all.push(d);
+    }
+    let filters = [
+        Filter::default(),
+        Filter { status: Some(Status::Failed), ..Filter::default() },
+        Filter { framework: Some(Framework::Node), ..Filter::default() },
+        Filter { status: Some(Status::Pending), framework: Some(Framework::Django), name: None },
+        Filter { name: Some(AppNamePrefix::parse("app-1").unwrap()), ..Filter::default() },
+        Filter { status: Some(Status::Failed), name: Some(AppNamePrefix::parse("app-").unwrap()), ..Filter::default() },
+        Filter { name: Some(AppNamePrefix::parse("nothing").unwrap()), ..Filter::default() },
+    ];
+    for f in &filters {
+        let mut expected: Vec<String> = all
+            .iter()
+            .filter(|d| f.status.is_none_or(|s| d.status == s))
+            .filter(|d| f.framework.is_none_or(|x| d.spec.framework == x))
+            .filter(|d| f.name.as_ref().is_none_or(|p| d.spec.name.as_str().starts_with(p.as_str())))
+            .map(|d| d.id.to_string())
+            .collect();
+        expected.sort();
+        expected.reverse();
+        if expected.len() > 7 {
+            let by_offset = store.list_deployments(f, 7, &PageStart::Offset(7)).await.unwrap();
+            assert_eq!(by_offset.items.iter().map(|d| d.id.to_string()).collect::<Vec<_>>(), expected[7..14.min(expected.len())], "{f:?}");
+        }
+        let (mut seen, mut start, mut late) = (Vec::new(), PageStart::First, None);
+        loop {
+            let page = store.list_deployments(f, 7, &start).await.unwrap();
+            seen.extend(page.items.iter().map(|d| d.id.to_string()));
+            if late.is_none() {
+                assert_eq!(page.total, expected.len() as u64, "{f:?}");
+                // Deployments added mid-walk are newer than every cursor: they never show up behind it.
+                late = Some(pending_deployment_with(&store, &format!("app-late-{}", all.len()), "node").await);
+            }
+            match (page.more, page.items.last()) {
+                (true, Some(last)) => start = PageStart::After(last.id.clone()),
+                _ => break,
+            }
+        }
+        assert_eq!(seen, expected, "{f:?}");
+        let (page_plan, count_plan) = store.list_deployments_plan(f, &PageStart::After(all[30].id.clone())).await.unwrap();
+        let (page_plan, count_plan) = (page_plan.to_string(), count_plan.to_string());
+        let index = match (f.status, f.framework, &f.name) {
+            (_, _, Some(_)) => "deployment_name_list",
+            (None, None, None) => "deployment_list",
+            (Some(_), None, None) => "deployment_status_list",
+            (None, Some(_), None) => "deployment_framework_list",
+            (Some(_), Some(_), None) => "deployment_status_framework_list",
+        };
+        assert!(page_plan.contains(&format!("\"index\":\"{index}\"")) && page_plan.contains("IndexScan"), "{f:?}: {page_plan}");
+        if f.name.is_none() {
+            assert!(page_plan.contains("\"direction\":\"Backward\"") && page_plan.contains("\"limit\":\"$limit\""), "an ordered walk that stops: {page_plan}");
+            assert!(count_plan.contains("deployment_tally") && count_plan.contains("RecordIdScan"), "a tally, not a count: {count_plan}");
+        } else {
+            assert!(count_plan.contains("\"index\":\"deployment_name_list\""), "{f:?}: {count_plan}");
+        }
+        all.extend(late);
+    }
+}
+
+/// A new `pending` deployment named `name` for `framework`, recorded.
+async fn pending_deployment_with(store: &Store, name: &str, framework: &str) -> pvedeploy::core::deployment::Deployment {
+    use pvedeploy::core::deployment::{Deployment, RawSpec, Spec};
+    use pvedeploy::core::limits::{Limits, RepoPolicy};
+    let raw = RawSpec { name: Some(name.into()), framework: Some(framework.into()), repo_url: Some("https://github.com/o/r".into()), ..RawSpec::default() };
+    let d = Deployment::new(Spec::parse(raw, &Limits::default(), &RepoPolicy::default()).unwrap(), pvedeploy::store::now_millis());
+    store.create_deployment(&d, "test").await.unwrap();
+    d
+}
+
+/// A GET by id is one record read: the row keeps its last `RECENT_EVENTS` status changes, oldest first,
+/// across saves that change the status and saves that do not; the whole history stays in its table.
+#[tokio::test]
+async fn a_deployment_row_keeps_its_recent_status_changes() {
+    use pvedeploy::core::status::Status;
+    use pvedeploy::store::deployments::RECENT_EVENTS;
+    let (store, _dir) = store().await;
+    let mut d = pending_deployment_with(&store, "busy", "flask").await;
+    for i in 0..(RECENT_EVENTS + 20) {
+        let previous = d.status;
+        d.status = if i % 2 == 0 { Status::Failed } else { Status::Pending };
+        d = store.save_deployment(&d, previous, &format!("change {i}")).await.unwrap();
+    }
+    // A save that changes no status keeps what the row holds.
+    d.error_message = Some("noted".into());
+    let previous = d.status;
+    d = store.save_deployment(&d, previous, "unused").await.unwrap();
+    let detail = store.get_deployment_with_events(&d.id).await.unwrap().unwrap();
+    assert_eq!(detail.0.error_message.as_deref(), Some("noted"));
+    let events = &detail.1;
+    assert_eq!(events.len(), RECENT_EVENTS);
+    assert_eq!(events.last().unwrap().message, format!("change {}", RECENT_EVENTS + 19), "the newest last");
+    assert_eq!(events.first().unwrap().message, "change 20", "the oldest kept");
+    assert_eq!(store.deployment_events(&d.id).await.unwrap().len(), RECENT_EVENTS + 21, "the whole history in its table");
+}

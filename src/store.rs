@@ -164,6 +164,13 @@ impl Store {
         Ok(out)
     }
 
+    /// One record by table and id, as JSON (`None` when there is none); its `id` field is SurrealDB's.
+    pub(crate) async fn select_record(&self, table: &str, id: &str) -> Result<Option<serde_json::Value>, StoreError> {
+        QUERIES_SENT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let v: Option<surrealdb::types::Value> = self.db.select(surrealdb::types::RecordId::new(table, id)).await.map_err(classify)?;
+        Ok(v.map(|v| v.into_json_value()).filter(|v| !v.is_null()))
+    }
+
     /// Drops this handle and, for the embedded engine, waits (up to `limit`) until the engine has
     /// flushed and released its lock: the last handle's drop shuts it down in the background.
     /// Returns whether the database is closed. Other clones of this handle must be dropped first.

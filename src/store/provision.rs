@@ -173,16 +173,15 @@ impl Store {
             "CREATE type::record('name_claim', $name) CONTENT {{ deployment: $id }};
             CREATE type::record('deployment', $id) CONTENT $row;
             CREATE deployment_event CONTENT {{ deployment: $id, at: $at, to: $status, message: $message }};
-            {first_event}
             {tally}
             CREATE type::record('vmid_claim', $vmid) CONTENT {{ deployment: $id, at: $at }} RETURN NONE;
             UPSERT type::record('provision', $id) CONTENT {{ state: $state, updated_at: $at }} RETURN NONE;",
             tally = super::deployments::TALLY_CREATED,
-            first_event = super::deployments::FIRST_EVENT,
         );
         let state = serde_json::to_value(ProgressRow::from(p)).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let now = now_millis();
         let vars = json!({
-            "name": d.spec.name.as_str(), "id": d.id.as_str(), "row": super::deployments::Row::from(d), "at": now_millis(),
+            "name": d.spec.name.as_str(), "id": d.id.as_str(), "row": super::deployments::Row::created(d, message, now), "at": now,
             "status": d.status.as_str(), "message": message, "vmid": vmid.get(), "state": state,
             "tally_scopes": super::deployments::tally_scopes(d.status, d.spec.framework), "shard": super::deployments::tally_shard(),
         });

@@ -21,5 +21,6 @@ mod schemathesis;
 mod sse;
 mod ssh;
 mod store;
+mod tidy;
 mod validation;
 mod webhooks;

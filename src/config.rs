@@ -411,6 +411,10 @@ impl Config {
             if hosts.is_empty() || hosts.iter().any(|h| h.is_empty() || h.chars().any(|c| c.is_whitespace() || c == '/')) {
                 return Err(invalid("repos.allowed_hosts", "must be a non-empty list of host names (host or host:port)"));
             }
+            // Hosts are matched exactly: a pattern would be a literal that never matches, and silently.
+            if let Some(h) = hosts.iter().find(|h| h.contains(['*', '?', '[', ']'])) {
+                return Err(invalid("repos.allowed_hosts", format!("{h:?}: wildcards are not supported; list each host (host or host:port)")));
+            }
             repos.allowed_hosts = hosts.into_iter().map(|h| h.to_ascii_lowercase()).collect();
         }
         if let Some(schemes) = file.repos.schemes {
@@ -442,6 +446,14 @@ impl Config {
             };
             let scopes: Option<Vec<Scope>> = t.scopes.iter().map(|s| Scope::parse(s)).collect();
             let scopes = scopes.filter(|s| !s.is_empty()).ok_or_else(|| invalid(field("scopes"), "must be a non-empty list of: read, deploy, admin"))?;
+            // Two entries for one secret would leave its scopes to their order (the last won); two of one
+            // name would make audit lines ambiguous.
+            if let Some(same) = tokens.iter().position(|c: &ConfiguredToken| c.sha256 == sha256) {
+                return Err(invalid(field("token"), format!("is the same secret as tokens[{same}]; give each token its own secret")));
+            }
+            if let Some(same) = tokens.iter().position(|c: &ConfiguredToken| c.name == t.name) {
+                return Err(invalid(field("name"), format!("is already the name of tokens[{same}]; token names must be unique")));
+            }
             tokens.push(ConfiguredToken { name: t.name, sha256, scopes });
         }
         let admin_token = env.get("PVEDEPLOY_ADMIN_TOKEN").map(|t| Secret::new(t.clone()));
@@ -518,6 +530,13 @@ fn proxmox_setting(file: ProxmoxFile, env: &BTreeMap<String, String>) -> Result<
                 Some([a, b]) if (100..=999_999_999).contains(&a) && a <= b && b <= 999_999_999 => a..=b,
                 Some(_) => return Err(invalid("proxmox.vmid_range", "must be [first, last] with 100 <= first <= last <= 999999999")),
             };
+            // The agent creates and destroys guests in its range; the template it clones must never be one of them.
+            if vmid_range.contains(&vm_template) {
+                return Err(invalid(
+                    "proxmox.vm_template",
+                    format!("must lie outside proxmox.vmid_range ({}-{}): the agent creates and removes guests there", vmid_range.start(), vmid_range.end()),
+                ));
+            }
             let nodes = file
                 .nodes
                 .unwrap_or_default()
@@ -679,6 +698,24 @@ mod tests {
         assert!(e.contains("proxmox.endpoint"), "{e}");
         let e = parse("[proxmox]\nmode='x'").unwrap_err().to_string();
         assert!(e.contains("proxmox.mode"), "{e}");
+    }
+
+    #[test]
+    fn tokens_hosts_and_the_template_are_checked_against_each_other() {
+        let t = |name: &str, secret: &str, scope: &str| format!("[[tokens]]\nname='{name}'\ntoken='{secret}'\nscopes=['{scope}']\n");
+        let e = parse(&format!("{}{}", t("reader", "same-secret-0123456789", "read"), t("admin", "same-secret-0123456789", "admin"))).unwrap_err().to_string();
+        assert!(e.contains("tokens[1].token") && e.contains("tokens[0]"), "one secret, two scopes: {e}");
+        let e = parse(&format!("{}{}", t("ci", "first-secret-0123456789", "read"), t("ci", "other-secret-0123456789", "read"))).unwrap_err().to_string();
+        assert!(e.contains("tokens[1].name") && e.contains("unique"), "{e}");
+        let e = parse("[repos]\nallowed_hosts=['*']").unwrap_err().to_string();
+        assert!(e.contains("repos.allowed_hosts") && e.contains("wildcards"), "{e}");
+        let e = parse("[repos]\nallowed_hosts=['*.example.com']").unwrap_err().to_string();
+        assert!(e.contains("repos.allowed_hosts"), "{e}");
+        let fp = vec!["AB"; 32].join(":");
+        let e = parse(&format!("[proxmox]\nendpoint='https://pve:8006'\ntoken_id='a@pve!t'\ntoken_secret='s3cret-value'\nfingerprint='{fp}'\nvm_template=10500\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("proxmox.vm_template") && e.contains("10000-19999"), "the template inside the agent's range: {e}");
     }
 
     #[test]

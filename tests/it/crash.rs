@@ -23,7 +23,7 @@ impl Drop for Agent {
 pub(crate) fn spawn_agent(cluster: &Cluster, dir: &std::path::Path, port: u16) -> Agent {
     let (token_id, secret) = cluster.sim.admin_token();
     let config = format!(
-        "[proxmox]\nendpoint = \"https://{}\"\ntoken_id = \"{token_id}\"\nfingerprint = \"{}\"\nvm_template = 9000\nvmid_range = [100, 999999]\naddress_timeout_secs = 60\n",
+        "[proxmox]\nendpoint = \"https://{}\"\ntoken_id = \"{token_id}\"\nfingerprint = \"{}\"\nvm_template = 9000\nvmid_range = [100, 8999]\naddress_timeout_secs = 60\n",
         cluster.sim.addr(),
         cluster.sim.fingerprint_sha256()
     );

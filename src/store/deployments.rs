@@ -64,8 +64,7 @@ pub(super) struct Row {
     deployed_at: Option<i64>,
     revision: i64,
     /// The last [`RECENT_EVENTS`] status changes, oldest first, kept in the row so a GET by id is one
-    /// record read. Part of a new row's content; a save's `CONTENT` carries the deployment only and
-    /// sets them after it.
+    /// record read. Part of a new row's content; a save carries them over from the stored row.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     recent_events: Option<Vec<Event>>,
 }
@@ -359,8 +358,8 @@ impl Store {
 
     /// A page of deployments, newest first, and how many match in all.
     ///
-    /// Costs: without a name, the page is a backward walk of the index matching the filter (one of
-    /// four, see migration v10) that stops after `limit + 1` rows, and the total is read from a
+    /// Costs: without a name, the page is a backward walk of the index matching the filter (see
+    /// migration v10) that stops after `limit + 1` rows, and the total is read from a
     /// maintained counter; with a name, both walk the names starting with it (cost grows with the
     /// matches, not with history). `PageStart::Offset` also walks the skipped rows.
     pub async fn list_deployments(&self, f: &Filter, limit: u32, start: &PageStart) -> Result<DeploymentPage, StoreError> {
@@ -495,11 +494,8 @@ impl Store {
         row.key = id.to_string();
         let recent = row.recent_events.take();
         let d = Deployment::try_from(row)?;
-        let events = match recent {
-            Some(events) => events,
-            // A row that has not kept its events (none do after migration v10; kept for safety).
-            None => self.deployment_events(id).await?,
-        };
+        // Migration v10 gave every row its events, and every write keeps them.
+        let events = recent.unwrap_or_default();
         let detail = std::sync::Arc::new((d, events));
         if let (Some(cache), Some(epoch)) = (&self.cache, epoch) {
             cache.fill(epoch, detail.clone());
@@ -584,20 +580,21 @@ pub(crate) struct DeploymentWrite<'a> {
 
 impl DeploymentWrite<'_> {
     pub(crate) fn statements(&self) -> String {
-        // The row's recent events: kept across the `CONTENT` write, with this change added to them.
-        let event = if self.previous != self.d.status {
-            "CREATE deployment_event CONTENT { deployment: $id, at: $at, from: $from, to: $to, message: $message };
-             UPDATE type::record('deployment', $id)
-                 SET recent_events = array::slice(array::push($tally_before.recent_events ?? [], { at: $at, from: $from, to: $to, message: $message }), $keep_from)
-                 RETURN NONE;"
+        // The row's recent events are kept across the `CONTENT` write (one write of the record), with
+        // this change added to them when it is one.
+        let (event, recent) = if self.previous != self.d.status {
+            (
+                "CREATE deployment_event CONTENT { deployment: $id, at: $at, from: $from, to: $to, message: $message };",
+                "array::slice(array::push($tally_before.recent_events ?? [], { at: $at, from: $from, to: $to, message: $message }), $keep_from)",
+            )
         } else {
-            "UPDATE type::record('deployment', $id) SET recent_events = $tally_before.recent_events RETURN NONE;"
+            ("", "$tally_before.recent_events")
         };
         let release = if self.d.status == Status::Destroyed { "DELETE type::record('name_claim', $name) WHERE deployment = $id;" } else { "" };
         // The tallies follow the status as stored, whatever the caller believed it was.
         format!(
             "LET $tally_before = (SELECT status, recent_events FROM ONLY type::record('deployment', $id));
-             LET $updated = (UPDATE type::record('deployment', $id) CONTENT $row WHERE revision = $rev RETURN VALUE id);
+             LET $updated = (UPDATE type::record('deployment', $id) CONTENT object::extend($row, {{ recent_events: {recent} }}) WHERE revision = $rev RETURN VALUE id);
              IF array::len($updated) = 0 {{ THROW 'stale revision' }};
              IF $tally_before.status != $to {{
                  FOR $scope IN [string::concat('s:', $tally_before.status), string::concat('s:', $tally_before.status, '|f:', $framework)] {{

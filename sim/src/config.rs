@@ -228,6 +228,12 @@ pub struct TemplateSpec {
     /// `agent: 1`
     pub agent: bool,
     pub tags: Option<String>,
+    /// `cpu:` (the GUI's default for new VMs is `x86-64-v2-AES`); `None` leaves PVE's `kvm64`/`qemu64` default.
+    pub cpu: Option<String>,
+    /// `bios: ovmf`, `machine: q35` and an `efidisk0` with pre-enrolled keys, as the GUI makes a UEFI VM.
+    pub uefi: bool,
+    /// A second disk (`scsi1`) of this many GiB, as a template with a data disk has.
+    pub data_disk_gib: Option<u64>,
 }
 
 impl ClusterSpec {
@@ -250,6 +256,11 @@ impl ClusterSpec {
                 memory_mib: 2048,
                 agent: true,
                 tags: None,
+                // Shaped like a template made in the PVE 9 GUI: UEFI on q35 with the GUI's default CPU type and a data
+                // disk, so that every export test meets the keys a real template has (issue #21).
+                cpu: Some("x86-64-v2-AES".to_string()),
+                uefi: true,
+                data_disk_gib: Some(2),
             }],
             lxc_templates: vec!["local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst".to_string()],
         }

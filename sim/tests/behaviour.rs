@@ -72,14 +72,17 @@ async fn linked_clone_rules_and_clone_lock() {
     assert_eq!(s.wait("pve1", &upid).await, "OK");
     let cfg = s.get("/nodes/pve1/qemu/100/config").await;
     assert_eq!(cfg.data()["name"], "web1");
-    assert!(cfg.data()["scsi0"].as_str().unwrap_or_default().starts_with("local-lvm:base-9000-disk-0/vm-100-disk-0,"), "{cfg:?}");
+    // Drives are cloned in sorted key order (qemu-server `src/PVE/API2/Qemu.pm:4633`): the template's `efidisk0`
+    // takes the clone's disk-0, `scsi0` disk-1.
+    assert!(cfg.data()["scsi0"].as_str().unwrap_or_default().starts_with("local-lvm:base-9000-disk-0/vm-100-disk-1,"), "{cfg:?}");
+    assert!(cfg.data()["efidisk0"].as_str().unwrap_or_default().starts_with("local-lvm:base-9000-disk-1/vm-100-disk-0,"), "{cfg:?}");
     assert!(cfg.data().get("lock").is_none() && cfg.data().get("template").is_none());
     assert_ne!(cfg.data()["net0"], s.get("/nodes/pve1/qemu/9000/config").await.data()["net0"]);
 
     // full clone onto shared storage, then to another node
     assert_eq!(s.clone_vm(101, &[("full", "1"), ("storage", "shared")]).await, "OK");
     let cfg = s.get("/nodes/pve1/qemu/101/config").await;
-    assert!(cfg.data()["scsi0"].as_str().unwrap_or_default().starts_with("shared:101/vm-101-disk-0.qcow2,size=4G"), "{cfg:?}");
+    assert!(cfg.data()["scsi0"].as_str().unwrap_or_default().starts_with("shared:101/vm-101-disk-1.qcow2,size=4G"), "{cfg:?}");
     let r = s.task("POST", "pve1", "/nodes/pve1/qemu/101/clone", &[("newid", "102"), ("target", "pve2")]).await;
     assert_eq!(r, "OK");
     assert_eq!(s.get("/nodes/pve2/qemu/102/config").await.status, 200);
@@ -328,7 +331,7 @@ async fn lxc_snapshots_templates_and_already_exists() {
     assert_eq!(s.clone_vm(100, &[("full", "1")]).await, "OK");
     assert_eq!(s.task("POST", "pve1", "/nodes/pve1/qemu/100/template", &[]).await, "OK");
     let cfg = s.get("/nodes/pve1/qemu/100/config").await;
-    assert!(cfg.data()["scsi0"].as_str().unwrap_or_default().starts_with("local-lvm:base-100-disk-0,"), "{cfg:?}");
+    assert!(cfg.data()["scsi0"].as_str().unwrap_or_default().starts_with("local-lvm:base-100-disk-1,"), "{cfg:?}");
     let r = s.post("/nodes/pve1/qemu/100/status/start", &[]).await;
     assert_eq!(s.wait("pve1", r.data()).await, "you can't start a vm if it's a template");
 }

@@ -47,11 +47,26 @@ fn json_value(kind: GuestKind, key: &str, value: &str) -> Value {
 pub fn config_json(g: &Guest, config: &BTreeMap<String, String>) -> Value {
     let mut out = Map::new();
     for (k, v) in config {
-        let shown = if k == "cipassword" { "**********".to_string() } else { v.clone() };
+        let shown = match k.as_str() {
+            "cipassword" => "**********".to_string(),
+            "description" => description_as_parsed(g.kind, v),
+            _ => v.clone(),
+        };
         out.insert(k.clone(), json_value(g.kind, k, &shown));
     }
     out.insert("digest".into(), json!(g.digest()));
     Value::Object(out)
+}
+
+/// The description as PVE reads it back from the config file, where it is written as `#` comment lines: a
+/// container's gains a newline after every line (pve-container `src/PVE/LXC/Config.pm:1175`,
+/// `$descr .= decode_text($1) . "\n"`), a VM's loses trailing whitespace (qemu-server
+/// `src/PVE/QemuServer.pm:1968-1972`, `$descr =~ s/\s+$//`).
+fn description_as_parsed(kind: GuestKind, text: &str) -> String {
+    match kind {
+        GuestKind::Qemu => text.trim_end().to_string(),
+        GuestKind::Lxc => text.lines().map(|l| format!("{l}\n")).collect(),
+    }
 }
 
 /// `GET …/config` (pending values applied unless `current=1`; `snapshot=` reads a snapshot).

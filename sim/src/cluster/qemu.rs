@@ -44,13 +44,21 @@ pub fn install_template(st: &mut ClusterState, t: &TemplateSpec) -> Result<(), S
     let mut g = Guest::new(t.vmid, &t.node, GuestKind::Qemu);
     st.guests.insert(t.vmid, g.clone());
     let size = t.disk_gib << 30;
-    let disk = storage::alloc(st, &t.node, NewVolume::disk(&t.storage, t.vmid, size, "images"))?;
+    let base = base_volume(st, t, size)?;
     let ci = storage::alloc(st, &t.node, NewVolume::cloudinit(&t.storage, t.vmid))?;
-    let base = disk.replacen(&format!("vm-{}-disk", t.vmid), &format!("base-{}-disk", t.vmid), 2);
-    let scope = st.scope(&t.storage, &t.node);
-    if let Some(mut v) = st.volumes.remove(&(scope.clone(), disk.clone())) {
-        v.volid = base.clone();
-        st.volumes.insert((scope, base.clone()), v);
+    let mut hardware: Vec<(&str, String)> = Vec::new();
+    if let Some(cpu) = &t.cpu {
+        hardware.push(("cpu", cpu.clone()));
+    }
+    if t.uefi {
+        // The GUI's UEFI VM: `efitype=4m,pre-enrolled-keys=1` (PVE 9 `qemu-server` PVE/QemuServer/Drive.pm efidisk
+        // format); lvmthin rounds the 528 KiB volume to a 4 MiB extent.
+        let efi = base_volume(st, t, 4 << 20)?;
+        hardware.extend([("bios", "ovmf".into()), ("machine", "q35".into()), ("efidisk0", format!("{efi},efitype=4m,pre-enrolled-keys=1,size=4M"))]);
+    }
+    if let Some(gib) = t.data_disk_gib {
+        let data = base_volume(st, t, gib << 30)?;
+        hardware.push(("scsi1", with_volume(GuestKind::Qemu, &data, &data, gib << 30)));
     }
     let entries = [
         ("agent", if t.agent { "1".to_string() } else { "0".to_string() }),
@@ -70,7 +78,7 @@ pub fn install_template(st: &mut ClusterState, t: &TemplateSpec) -> Result<(), S
         ("vga", "serial0".into()),
         ("vmgenid", uuid()),
     ];
-    for (k, v) in entries {
+    for (k, v) in entries.into_iter().chain(hardware) {
         g.config.insert(k.to_string(), v);
     }
     if let Some(tags) = &t.tags {
@@ -78,6 +86,18 @@ pub fn install_template(st: &mut ClusterState, t: &TemplateSpec) -> Result<(), S
     }
     st.guests.insert(t.vmid, g);
     Ok(())
+}
+
+/// Allocates a template's volume and renames it `base-<vmid>-disk-N`, as `qm template` does.
+fn base_volume(st: &mut ClusterState, t: &TemplateSpec, size: u64) -> Result<String, String> {
+    let disk = storage::alloc(st, &t.node, NewVolume::disk(&t.storage, t.vmid, size, "images"))?;
+    let base = disk.replacen(&format!("vm-{}-disk", t.vmid), &format!("base-{}-disk", t.vmid), 2);
+    let scope = st.scope(&t.storage, &t.node);
+    if let Some(mut v) = st.volumes.remove(&(scope.clone(), disk.clone())) {
+        v.volid = base.clone();
+        st.volumes.insert((scope, base.clone()), v);
+    }
+    Ok(base)
 }
 
 const CREATE_CONTROL: &[&str] = &["node", "vmid", "start", "pool", "archive", "storage", "force", "unique", "live-restore", "bwlimit"];

@@ -62,7 +62,12 @@ pub fn new_volid(st: &ClusterState, spec: &StorageSpec, node: &str, vmid: u32, k
     if kind == VolKind::CloudInit {
         return name(None);
     }
-    let last = |v: &str| v.rsplit(['/', ':']).next().unwrap_or(v).to_string();
+    // `vm-`, `base-`, `subvol-` and `basevol-` names share one number space (pve-storage
+    // `src/PVE/Storage/Plugin.pm:960` `(vm|base|subvol|basevol)-$vmid-disk-(\d+)`, get_next_vm_diskname 970-990).
+    let last = |v: &str| {
+        let file = v.rsplit(['/', ':']).next().unwrap_or(v);
+        ["basevol-", "subvol-", "base-"].iter().find_map(|p| file.strip_prefix(p)).map_or_else(|| file.to_string(), |rest| format!("vm-{rest}"))
+    };
     let prefix = format!("{}:", spec.id);
     let taken = |volid: &str| {
         let wanted = last(volid);

@@ -3,6 +3,7 @@
 //! - `live.rs` — the live guest (`LiveGuest`), built at the edge from Proxmox's config map and the deployment record;
 //! - `hcl.rs` — renders a `LiveGuest` into `main.tf`, `variables.tf`, `terraform.tfvars`, `imports.tf` (pure, deterministic);
 //! - `align.rs` — `terraform fmt`'s alignment of `=` in runs of attributes (pure);
+//! - `plan.rs` — a model of the provider's import and first plan, from its source (pure);
 //! - `drift.rs` — compares store, live guest and export on disk, one `Difference` per field (pure);
 //! - `dir.rs` — the export directory on disk: atomic writes, a manifest of what was written, the archive (the only I/O here).
 
@@ -11,6 +12,7 @@ pub mod dir;
 pub mod drift;
 pub mod hcl;
 pub mod live;
+pub mod plan;
 
 pub use dir::{ExportDir, ExportIoError, OnDisk};
 pub use drift::Difference;

@@ -40,6 +40,10 @@ pub struct TerraformExport {
     /// The resource address the import block targets, e.g. `proxmox_virtual_environment_vm.shop`.
     pub resource: String,
     pub files: Vec<TerraformFile>,
+    /// What the first `terraform plan` after `terraform import` will still show (checked with pvedeploy's model of
+    /// the bpg provider's import, `hcl-export/schema/`), or what Proxmox has that the export cannot describe.
+    /// Empty when the plan will say "No changes".
+    pub warnings: Vec<String>,
     /// When this export was rendered (RFC 3339).
     pub generated_at: String,
 }
@@ -111,6 +115,7 @@ impl ExportApi {
             name: r.deployment.spec.name.to_string(),
             resource: format!("{}.{}", resource_type(r.deployment.spec.guest_type), resource_name(&r.deployment.spec.name)),
             files: r.files.into_iter().map(|f| TerraformFile { path: f.path, content: f.content }).collect(),
+            warnings: r.warnings,
             generated_at: rfc3339(r.generated_at),
         })))
     }

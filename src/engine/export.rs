@@ -47,6 +47,8 @@ pub enum ExportError {
 pub struct Rendered {
     pub deployment: Deployment,
     pub files: Vec<ExportFile>,
+    /// What the first `terraform plan` after an import will still show, or what the export cannot describe.
+    pub warnings: Vec<String>,
     pub generated_at: i64,
 }
 
@@ -125,7 +127,9 @@ impl Exports {
             None => return Err(ExportError::NoGuest(format!("deployment {} has no guest to export (status {})", d.spec.name, d.status))),
         };
         let files = render(&guest, &endpoint(prov))?;
-        Ok(Rendered { deployment: d, files, generated_at: now_millis() })
+        let main = files.iter().find(|f| f.path == "main.tf").map_or("", |f| f.content.as_str());
+        let warnings = crate::export::plan::warnings(&guest, main);
+        Ok(Rendered { deployment: d, files, warnings, generated_at: now_millis() })
     }
 
     /// Every difference between store, live guests and exports, over all deployments that have a guest.

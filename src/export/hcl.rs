@@ -5,7 +5,7 @@ use ::hcl::expr::{Expression, Object, ObjectKey, Traversal, Variable};
 use ::hcl::{Block, BlockBuilder, Body, Identifier};
 
 use super::align::align;
-use super::live::{Kind, LiveGuest, Nic};
+use super::live::{Disk, IpConfig, Kind, LiveGuest, Lxc, Nic, Vm};
 use super::ExportFile;
 use crate::core::deployment::GuestType;
 use crate::core::names::AppName;
@@ -75,11 +75,14 @@ pub fn render(guest: &LiveGuest, endpoint: &str) -> Result<Vec<ExportFile>, Rend
         .build();
     let tfvars_header = "# Not secret: the API token is read from TF_VAR_proxmox_api_token, never from this file.\n\n";
     let texts = [(&header, main), (&header, variables), (&tfvars_header.to_owned(), tfvars), (&header, imports)];
-    FILES
+    let mut files: Vec<ExportFile> = FILES
         .iter()
         .zip(texts)
         .map(|(path, (head, body))| Ok(ExportFile { path: (*path).to_owned(), content: format!("{head}{}", format(&body)?) }))
-        .collect()
+        .collect::<Result<_, RenderError>>()?;
+    let at = files[0].content.find("\nresource \"").ok_or_else(|| RenderError("main.tf has no resource block".into()))?;
+    files[0].content.insert_str(at + 1, &resource_note(guest));
+    Ok(files)
 }
 
 fn format(body: &Body) -> Result<String, RenderError> {
@@ -123,107 +126,273 @@ fn opt<T: Into<Expression>>(b: BlockBuilder, key: &str, value: Option<T>) -> Blo
     }
 }
 
-fn resource(g: &LiveGuest) -> Block {
-    let mut b = Block::builder("resource").add_label(resource_type(g.guest_type())).add_label(resource_name(&g.name));
+/// Adds `key = value` unless `value` is the provider's default for it (Read then leaves the same value in state).
+fn unless<T: Into<Expression> + PartialEq>(b: BlockBuilder, key: &str, value: T, default: T) -> BlockBuilder {
+    if value == default {
+        b
+    } else {
+        b.add_attribute((key, value.into()))
+    }
+}
+
+/// `key = true/false` from a PVE option, written only when it differs from the provider's default.
+fn option_flag(b: BlockBuilder, key: &str, options: &std::collections::BTreeMap<String, String>, pve: &str, default: bool) -> BlockBuilder {
+    match options.get(pve) {
+        Some(v) => unless(b, key, matches!(v.as_str(), "1" | "on" | "yes" | "true"), default),
+        None => unless(b, key, default, default),
+    }
+}
+
+/// A number as PVE wrote it (`cpulimit: 1.5`), as an HCL number when it is one.
+fn number(text: &str) -> Expression {
+    match (text.parse::<i64>(), text.parse::<f64>()) {
+        (Ok(i), _) => Expression::from(i),
+        (_, Ok(f)) => Expression::from(f),
+        _ => Expression::from(text),
+    }
+}
+
+/// The comment above the resource: what the provider cannot read back, and what the first plan will show.
+fn resource_note(g: &LiveGuest) -> String {
     match &g.kind {
-        Kind::Vm(vm) => {
-            b = b.add_attribute(("name", vm.vm_name.as_str())).add_attribute(("node_name", g.node.as_str())).add_attribute(("vm_id", g.vmid.get()));
-            b = opt(b, "description", g.description.as_deref());
-            b = b.add_attribute(("tags", g.tags.clone())).add_attribute(("on_boot", g.on_boot)).add_attribute(("started", g.running));
-            b = opt(b, "scsi_hardware", vm.scsi_hardware.as_deref());
-            if !vm.boot_order.is_empty() {
-                b = b.add_attribute(("boot_order", vm.boot_order.clone()));
-            }
-            b = b.add_block(Block::builder("clone").add_attribute(("vm_id", vm.template.get())).add_attribute(("full", vm.full_clone)).build());
-            b = b.add_block(Block::builder("agent").add_attribute(("enabled", vm.agent)).build());
-            b = b.add_block(opt(Block::builder("cpu").add_attribute(("cores", g.cores)), "sockets", vm.sockets).build());
-            b = b.add_block(Block::builder("memory").add_attribute(("dedicated", g.memory_mib)).build());
-            if let Some(d) = &g.disk {
-                b = b.add_block(
-                    Block::builder("disk")
-                        .add_attribute(("interface", d.interface.as_str()))
-                        .add_attribute(("datastore_id", d.datastore_id.as_str()))
-                        .add_attribute(("size", d.size_gib))
-                        .build(),
-                );
-            }
-            for nic in &g.nics {
-                b = b.add_block(network_device(nic));
-            }
-            if let Some(ci) = &vm.cloud_init {
-                let mut init = Block::builder("initialization").add_attribute(("interface", ci.interface.as_str())).add_attribute(("datastore_id", ci.datastore_id.as_str()));
-                init = opt(init, "user_data_file_id", ci.user_data_file_id.as_deref());
-                init = opt(init, "vendor_data_file_id", ci.vendor_data_file_id.as_deref());
-                init = opt(init, "network_data_file_id", ci.network_data_file_id.as_deref());
-                init = opt(init, "meta_data_file_id", ci.meta_data_file_id.as_deref());
-                init = dns(init, g);
-                if ci.network_data_file_id.is_none() {
-                    init = ip_configs(init, &g.nics);
-                }
-                // The provider refuses `user_account` next to `user_data_file_id` (the snippet then carries the user).
-                if ci.user_data_file_id.is_none() && (ci.user.is_some() || !ci.ssh_keys.is_empty()) {
-                    let mut user = Block::builder("user_account");
-                    user = opt(user, "username", ci.user.as_deref());
-                    if !ci.ssh_keys.is_empty() {
-                        user = user.add_attribute(("keys", ci.ssh_keys.clone()));
-                    }
-                    init = init.add_block(user.build());
-                }
-                b = b.add_block(init.build());
-            }
-            if let Some(t) = &vm.os_type {
-                b = b.add_block(Block::builder("operating_system").add_attribute(("type", t.as_str())).build());
-            }
-            for device in &vm.serial_devices {
-                b = b.add_block(Block::builder("serial_device").add_attribute(("device", device.as_str())).build());
-            }
-            if let Some(t) = &vm.vga_type {
-                b = b.add_block(Block::builder("vga").add_attribute(("type", t.as_str())).build());
-            }
-        }
-        Kind::Lxc(ct) => {
-            b = b.add_attribute(("node_name", g.node.as_str())).add_attribute(("vm_id", g.vmid.get()));
-            b = opt(b, "description", g.description.as_deref());
-            b = b
-                .add_attribute(("tags", g.tags.clone()))
-                .add_attribute(("start_on_boot", g.on_boot))
-                .add_attribute(("started", g.running))
-                .add_attribute(("unprivileged", ct.unprivileged));
-            b = b.add_block(Block::builder("cpu").add_attribute(("cores", g.cores)).build());
-            b = b.add_block(Block::builder("memory").add_attribute(("dedicated", g.memory_mib)).add_attribute(("swap", ct.swap_mib)).build());
-            if let Some(d) = &g.disk {
-                b = b.add_block(Block::builder("disk").add_attribute(("datastore_id", d.datastore_id.as_str())).add_attribute(("size", d.size_gib)).build());
-            }
-            if ct.nesting {
-                b = b.add_block(Block::builder("features").add_attribute(("nesting", true)).build());
-            }
-            let init = dns(Block::builder("initialization").add_attribute(("hostname", ct.hostname.as_str())), g);
-            b = b.add_block(ip_configs(init, &g.nics).build());
-            for nic in &g.nics {
-                let mut n = Block::builder("network_interface").add_attribute(("name", nic.name.as_deref().unwrap_or("eth0"))).add_attribute(("bridge", nic.bridge.as_str()));
-                n = opt(n, "mac_address", nic.mac_address.as_deref());
-                if nic.firewall {
-                    n = n.add_attribute(("firewall", true));
-                }
-                n = opt(n, "vlan_id", nic.vlan_id);
-                b = b.add_block(n.build());
-            }
-            let mut os = Block::builder("operating_system").add_attribute(("template_file_id", ct.template_file_id.as_str()));
-            os = opt(os, "type", ct.os_type.as_deref());
-            b = b.add_block(os.build());
+        Kind::Vm(vm) => format!(
+            "# Cloned from template {} ({} clone). The provider cannot read a clone source back after an import\n# (bpg/terraform-provider-proxmox#1988), so there is no `clone` block: a `clone` block would replace this VM.\n",
+            vm.template,
+            if vm.full_clone { "full" } else { "linked" }
+        ),
+        Kind::Lxc(ct) => format!(
+            "# Created from {}.\n# The provider reads neither the template nor the VMID back after an import (bpg#658), hence\n# `ignore_changes = [operating_system]` and no `vm_id` (the import id carries it). The first plan adds the\n# provider's timeout_* defaults, which its Read does not fill in (bpg#3110): apply it once, nothing reaches Proxmox.\n",
+            ct.template_file_id
+        ),
+    }
+}
+
+fn resource(g: &LiveGuest) -> Block {
+    let b = Block::builder("resource").add_label(resource_type(g.guest_type())).add_label(resource_name(&g.name));
+    match &g.kind {
+        Kind::Vm(vm) => vm_body(b, g, vm),
+        Kind::Lxc(ct) => container_body(b, g, ct),
+    }
+    .build()
+}
+
+/// `proxmox_virtual_environment_vm`: each attribute and block exactly when the provider's Read sets it after an
+/// import, with the value it sets (`hcl-export/schema/SOURCE-FACTS.md`, pitfalls 1 and 5–12).
+fn vm_body(mut b: BlockBuilder, g: &LiveGuest, vm: &Vm) -> BlockBuilder {
+    b = opt(b, "name", vm.vm_name.as_deref()).add_attribute(("node_name", g.node.as_str())).add_attribute(("vm_id", g.vmid.get()));
+    b = opt(b, "description", g.description.as_deref());
+    if !g.tags.is_empty() {
+        b = b.add_attribute(("tags", g.tags.clone()));
+    }
+    b = b.add_attribute(("on_boot", g.on_boot)).add_attribute(("started", g.running));
+    b = unless(b, "protection", g.protection, false);
+    b = opt(b, "scsi_hardware", vm.scsi_hardware.as_deref());
+    if !vm.boot_order.is_empty() {
+        b = b.add_attribute(("boot_order", vm.boot_order.clone()));
+    }
+    b = unless(b, "bios", vm.bios.as_deref().unwrap_or("seabios"), "seabios");
+    b = opt(b, "machine", vm.machine.as_deref());
+    b = unless(b, "keyboard_layout", vm.keyboard.as_deref().unwrap_or("en-us"), "en-us");
+    b = unless(b, "acpi", vm.acpi, true);
+    b = unless(b, "tablet_device", vm.tablet, true);
+    b = opt(b, "kvm_arguments", vm.kvm_arguments.as_deref());
+    b = opt(b, "hook_script_file_id", vm.hook_script.as_deref());
+    if let Some(a) = vm.agent.as_ref().filter(|a| a.enabled || a.trim || a.kind != "virtio") {
+        let agent = unless(Block::builder("agent").add_attribute(("enabled", a.enabled)), "trim", a.trim, false);
+        b = b.add_block(unless(agent, "type", a.kind.as_str(), "virtio").build());
+    }
+    b = vm_cpu(b, g, vm);
+    if g.memory_mib != 512 || vm.balloon_mib != 0 {
+        b = b.add_block(unless(Block::builder("memory").add_attribute(("dedicated", g.memory_mib)), "floating", vm.balloon_mib, 0).build());
+    }
+    for d in &vm.disks {
+        b = b.add_block(vm_disk(d));
+    }
+    for nic in &g.nics {
+        b = b.add_block(network_device(nic));
+    }
+    if let Some(init) = vm_initialization(g, vm) {
+        b = b.add_block(init);
+    }
+    if let Some(t) = vm.os_type.as_deref().filter(|t| *t != "other") {
+        b = b.add_block(Block::builder("operating_system").add_attribute(("type", t)).build());
+    }
+    for device in &vm.serial_devices {
+        b = b.add_block(Block::builder("serial_device").add_attribute(("device", device.as_str())).build());
+    }
+    if let Some(v) = &vm.vga {
+        let (kind, memory, clipboard) = (v.kind.as_deref(), v.memory.unwrap_or(16), v.clipboard.as_deref().unwrap_or(""));
+        if kind != Some("std") || memory != 16 || !clipboard.is_empty() {
+            let vga = unless(opt(Block::builder("vga"), "type", kind), "memory", memory, 16);
+            b = b.add_block(unless(vga, "clipboard", clipboard, "").build());
         }
     }
-    b.build()
+    if let Some(e) = vm.efi_disk.as_ref().filter(|e| e.datastore_id != "local-lvm" || e.kind != "2m" || e.pre_enrolled_keys || e.format != "raw") {
+        let efi = Block::builder("efi_disk").add_attribute(("datastore_id", e.datastore_id.as_str())).add_attribute(("type", e.kind.as_str()));
+        b = b.add_block(unless(efi, "pre_enrolled_keys", e.pre_enrolled_keys, false).build());
+    }
+    if let Some((ds, version)) = vm.tpm_state.as_ref().filter(|(ds, v)| ds != "local-lvm" || v != "v2.0") {
+        b = b.add_block(Block::builder("tpm_state").add_attribute(("datastore_id", ds.as_str())).add_attribute(("version", version.as_str())).build());
+    }
+    startup(b, g)
+}
+
+/// The `cpu` block when Read sets it: anything differing from 1 core, 1 socket, `qemu64` (`vm.go:4731-4742`).
+fn vm_cpu(b: BlockBuilder, g: &LiveGuest, vm: &Vm) -> BlockBuilder {
+    let c = &vm.cpu;
+    let kind = c.kind.as_deref().unwrap_or("qemu64");
+    let limit = c.limit.as_deref().filter(|l| l.parse::<f64>().unwrap_or(0.0) != 0.0);
+    let differs = c.architecture.is_some()
+        || g.cores != 1
+        || !c.flags.is_empty()
+        || c.hotplugged.unwrap_or(0) != 0
+        || limit.is_some()
+        || c.sockets.unwrap_or(1) != 1
+        || kind != "qemu64"
+        || c.units.unwrap_or(0) != 0;
+    if !differs {
+        return b;
+    }
+    let mut cpu = unless(Block::builder("cpu").add_attribute(("cores", g.cores)), "sockets", c.sockets.unwrap_or(1), 1);
+    cpu = unless(cpu, "type", kind, "qemu64");
+    if !c.flags.is_empty() {
+        cpu = cpu.add_attribute(("flags", c.flags.clone()));
+    }
+    cpu = opt(cpu, "architecture", c.architecture.as_deref());
+    cpu = unless(cpu, "hotplugged", c.hotplugged.unwrap_or(0), 0);
+    if let Some(l) = limit {
+        cpu = cpu.add_attribute(("limit", number(l)));
+    }
+    cpu = unless(cpu, "numa", c.numa, false);
+    b.add_block(opt(cpu, "affinity", c.affinity.as_deref()).build())
+}
+
+/// One `disk` per drive, with every option whose value differs from the provider's default (`disk/schema.go:61-299`).
+fn vm_disk(d: &Disk) -> Block {
+    let o = &d.options;
+    let mut disk = Block::builder("disk")
+        .add_attribute(("interface", d.interface.as_str()))
+        .add_attribute(("datastore_id", d.datastore_id.as_str()))
+        .add_attribute(("size", d.size_gib));
+    disk = option_flag(disk, "iothread", o, "iothread", false);
+    disk = unless(disk, "discard", o.get("discard").map_or("ignore", String::as_str), "ignore");
+    disk = option_flag(disk, "ssd", o, "ssd", false);
+    disk = unless(disk, "aio", o.get("aio").map_or("io_uring", String::as_str), "io_uring");
+    disk = option_flag(disk, "backup", o, "backup", true);
+    disk = unless(disk, "cache", o.get("cache").map_or("none", String::as_str), "none");
+    disk = option_flag(disk, "replicate", o, "replicate", true);
+    disk = opt(disk, "serial", o.get("serial").map(String::as_str));
+    opt(disk, "queues", o.get("queues").and_then(|q| q.parse::<u32>().ok()).filter(|q| *q != 0)).build()
 }
 
 fn network_device(nic: &Nic) -> Block {
     let mut n = Block::builder("network_device").add_attribute(("bridge", nic.bridge.as_str()));
     n = opt(n, "model", nic.model.as_deref());
     n = opt(n, "mac_address", nic.mac_address.as_deref());
-    if nic.firewall {
-        n = n.add_attribute(("firewall", true));
+    n = unless(n, "firewall", nic.firewall, false);
+    n = opt(n, "vlan_id", nic.vlan_id);
+    n = unless(n, "disconnected", nic.disconnected, false);
+    n = opt(n, "queues", nic.queues);
+    n = opt(n, "rate_limit", nic.rate_limit.as_deref().map(number));
+    n = opt(n, "mtu", nic.mtu);
+    opt(n, "trunks", nic.trunks.as_deref()).build()
+}
+
+/// `initialization` whenever Read sets it (`vm.go:5012-5245`): the cloud-init drive, DNS, every `ipconfigN`
+/// (also next to a network snippet) and `user_account` whenever PVE has `ciuser`/`sshkeys`/`cipassword`.
+fn vm_initialization(g: &LiveGuest, vm: &Vm) -> Option<Block> {
+    let ci = vm.cloud_init.as_ref();
+    if ci.is_none() && vm.ip_configs.is_empty() && g.nameservers.is_empty() && g.search_domain.is_none() {
+        return None;
     }
-    opt(n, "vlan_id", nic.vlan_id).build()
+    let mut init = Block::builder("initialization");
+    if let Some(ci) = ci {
+        init = init.add_attribute(("interface", ci.interface.as_str())).add_attribute(("datastore_id", ci.datastore_id.as_str()));
+        init = opt(init, "user_data_file_id", ci.user_data_file_id.as_deref());
+        init = opt(init, "vendor_data_file_id", ci.vendor_data_file_id.as_deref());
+        init = opt(init, "network_data_file_id", ci.network_data_file_id.as_deref());
+        init = opt(init, "meta_data_file_id", ci.meta_data_file_id.as_deref());
+    }
+    init = dns(init, g);
+    for ip in &vm.ip_configs {
+        init = init.add_block(ip_config(ip.as_ref()));
+    }
+    if let Some(ci) = ci.filter(|ci| ci.user_account) {
+        let mut user = opt(Block::builder("user_account"), "username", ci.user.as_deref());
+        if !ci.ssh_keys.is_empty() {
+            user = user.add_attribute(("keys", ci.ssh_keys.clone()));
+        }
+        init = init.add_block(user.build());
+    }
+    Some(init.build())
+}
+
+fn startup(b: BlockBuilder, g: &LiveGuest) -> BlockBuilder {
+    let Some((order, up, down)) = g.startup else { return b };
+    let s = unless(unless(Block::builder("startup"), "order", order, -1), "up_delay", up, -1);
+    b.add_block(unless(s, "down_delay", down, -1).build())
+}
+
+/// `proxmox_virtual_environment_container`, by the same rule as the VM; `vm_id` is never read back, and
+/// `operating_system` only partly (`SOURCE-FACTS.md`, pitfalls 2–4, 6, 9, 10).
+fn container_body(mut b: BlockBuilder, g: &LiveGuest, ct: &Lxc) -> BlockBuilder {
+    b = b.add_attribute(("node_name", g.node.as_str()));
+    b = opt(b, "description", g.description.as_deref());
+    if !g.tags.is_empty() {
+        b = b.add_attribute(("tags", g.tags.clone()));
+    }
+    b = b.add_attribute(("start_on_boot", g.on_boot)).add_attribute(("started", g.running)).add_attribute(("unprivileged", ct.unprivileged));
+    b = unless(b, "protection", g.protection, false);
+    if let Some((enabled, kind, tty)) = &ct.console {
+        let console = unless(Block::builder("console"), "enabled", *enabled, true);
+        b = b.add_block(unless(unless(console, "type", kind.as_str(), "tty"), "tty_count", *tty, 2).build());
+    }
+    let arch = ct.architecture.as_deref().unwrap_or("amd64");
+    let limit = ct.cpu_limit.as_deref().filter(|l| l.parse::<f64>().unwrap_or(0.0) != 0.0);
+    if arch != "amd64" || g.cores != 1 || limit.is_some() || ct.cpu_units.unwrap_or(0) != 0 {
+        let cpu = unless(Block::builder("cpu").add_attribute(("cores", g.cores)), "architecture", arch, "amd64");
+        b = b.add_block(opt(cpu, "limit", limit.map(number)).build());
+    }
+    if g.memory_mib != 512 || ct.swap_mib != 0 {
+        b = b.add_block(Block::builder("memory").add_attribute(("dedicated", g.memory_mib)).add_attribute(("swap", ct.swap_mib)).build());
+    }
+    if let Some(d) = &g.disk {
+        let mut disk = Block::builder("disk").add_attribute(("datastore_id", d.datastore_id.as_str())).add_attribute(("size", d.size_gib));
+        for flag in ["acl", "quota", "replicate"] {
+            disk = option_flag(disk, flag, &d.options, flag, false);
+        }
+        b = b.add_block(disk.build());
+    }
+    for mp in &ct.mount_points {
+        let mut m = Block::builder("mount_point").add_attribute(("volume", mp.volume.as_str())).add_attribute(("path", mp.path.as_str()));
+        m = opt(m, "size", mp.size.as_deref());
+        for (attr, pve, default) in [("acl", "acl", false), ("backup", "backup", false), ("quota", "quota", false), ("read_only", "ro", false), ("replicate", "replicate", true), ("shared", "shared", false)] {
+            m = unless(m, attr, mp.options.get(pve).copied().unwrap_or(default), default);
+        }
+        b = b.add_block(m.build());
+    }
+    if ct.features.any() {
+        let f = &ct.features;
+        let features = unless(unless(Block::builder("features"), "nesting", f.nesting, false), "keyctl", f.keyctl, false);
+        b = b.add_block(unless(unless(features, "fuse", f.fuse, false), "mknod", f.mknod, false).build());
+    }
+    let mut init = dns(opt(Block::builder("initialization"), "hostname", ct.hostname.as_deref()), g);
+    for nic in g.nics.iter().filter(|n| n.ip.is_some()) {
+        init = init.add_block(ip_config(nic.ip.as_ref()));
+    }
+    b = b.add_block(opt(init, "entrypoint", ct.entrypoint.as_deref()).build());
+    for nic in &g.nics {
+        let mut n = Block::builder("network_interface").add_attribute(("name", nic.name.as_deref().unwrap_or("eth0"))).add_attribute(("bridge", nic.bridge.as_str()));
+        n = opt(n, "mac_address", nic.mac_address.as_deref());
+        n = unless(n, "firewall", nic.firewall, false);
+        n = opt(n, "vlan_id", nic.vlan_id);
+        n = opt(n, "rate_limit", nic.rate_limit.as_deref().map(number));
+        b = b.add_block(opt(n, "mtu", nic.mtu).build());
+    }
+    let os = opt(Block::builder("operating_system").add_attribute(("template_file_id", ct.template_file_id.as_str())), "type", ct.os_type.as_deref());
+    b = startup(b.add_block(os.build()), g);
+    let ignore = Expression::Array(vec![var("operating_system")]);
+    b.add_block(Block::builder("lifecycle").add_attribute(("ignore_changes", ignore)).build())
 }
 
 fn dns(init: BlockBuilder, g: &LiveGuest) -> BlockBuilder {
@@ -238,15 +407,20 @@ fn dns(init: BlockBuilder, g: &LiveGuest) -> BlockBuilder {
     init.add_block(d.build())
 }
 
-/// One `ip_config` per interface (the provider pairs them by position), for as long as interfaces have one.
-fn ip_configs(mut init: BlockBuilder, nics: &[Nic]) -> BlockBuilder {
-    for nic in nics {
-        let Some(ip) = &nic.ipv4 else { break };
-        let v4 = opt(Block::builder("ipv4").add_attribute(("address", ip.address.as_str())), "gateway", ip.gateway.as_deref()).build();
-        init = init.add_block(Block::builder("ip_config").add_block(v4).build());
+/// One `ip_config`: `ipv4`/`ipv6` as PVE has them; an empty block for a gap in the `ipconfigN` numbering.
+fn ip_config(ip: Option<&IpConfig>) -> Block {
+    let mut block = Block::builder("ip_config");
+    let family = |name: &str, (address, gateway): &(String, Option<String>)| {
+        opt(Block::builder(name).add_attribute(("address", address.as_str())), "gateway", gateway.as_deref()).build()
+    };
+    if let Some(v4) = ip.and_then(|i| i.ipv4.as_ref()) {
+        block = block.add_block(family("ipv4", v4));
     }
-    init
+    if let Some(v6) = ip.and_then(|i| i.ipv6.as_ref()) {
+        block = block.add_block(family("ipv6", v6));
+    }
+    block.build()
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

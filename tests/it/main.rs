@@ -11,6 +11,7 @@ mod discord;
 mod export;
 mod helpers;
 mod ownership;
+mod parity;
 mod persistence;
 mod provision;
 mod remote_db;

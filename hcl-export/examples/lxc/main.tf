@@ -17,18 +17,17 @@ provider "proxmox" {
   api_token = var.proxmox_api_token
 }
 
+# Created from local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst.
+# The provider reads neither the template nor the VMID back after an import (bpg#658), hence
+# `ignore_changes = [operating_system]` and no `vm_id` (the import id carries it). The first plan adds the
+# provider's timeout_* defaults, which its Read does not fill in (bpg#3110): apply it once, nothing reaches Proxmox.
 resource "proxmox_virtual_environment_container" "notes" {
   node_name     = "pve1"
-  vm_id         = 106
   description   = "pvedeploy deployment 0190f3a2-7c4e-7a1b-9c3d-2e4f5a6b7c8d (notes)"
   tags          = ["pvedeploy", "pvedeploy-0190f3a2"]
   start_on_boot = false
   started       = false
   unprivileged  = true
-
-  cpu {
-    cores = 1
-  }
 
   memory {
     dedicated = 1024
@@ -63,5 +62,9 @@ resource "proxmox_virtual_environment_container" "notes" {
   operating_system {
     template_file_id = "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst"
     type             = "debian"
+  }
+
+  lifecycle {
+    ignore_changes = [operating_system]
   }
 }

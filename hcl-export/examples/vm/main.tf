@@ -17,6 +17,8 @@ provider "proxmox" {
   api_token = var.proxmox_api_token
 }
 
+# Cloned from template 9000 (linked clone). The provider cannot read a clone source back after an import
+# (bpg/terraform-provider-proxmox#1988), so there is no `clone` block: a `clone` block would replace this VM.
 resource "proxmox_virtual_environment_vm" "shop" {
   name          = "shop"
   node_name     = "pve1"
@@ -27,11 +29,6 @@ resource "proxmox_virtual_environment_vm" "shop" {
   started       = true
   scsi_hardware = "virtio-scsi-pci"
   boot_order    = ["scsi0"]
-
-  clone {
-    vm_id = 9000
-    full  = false
-  }
 
   agent {
     enabled = true
@@ -71,6 +68,11 @@ resource "proxmox_virtual_environment_vm" "shop" {
       ipv4 {
         address = "dhcp"
       }
+    }
+
+    user_account {
+      username = "deploy"
+      keys     = ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIG+k/0= pvedeploy@agent"]
     }
   }
 

@@ -17,7 +17,7 @@ const SCHEMA: &str = include_str!("../../../hcl-export/schema/bpg-proxmox-schema
 /// Provider arguments we write; the schema file covers resources only. Source: bpg/terraform-provider-proxmox `docs/index.md`.
 const PROVIDER_ARGS: [&str; 2] = ["endpoint", "api_token"];
 
-fn deployment(name: &str, kind: GuestType, vmid: u32) -> Deployment {
+pub fn deployment(name: &str, kind: GuestType, vmid: u32) -> Deployment {
     Deployment {
         id: DeploymentId::parse("0190f3a2-7c4e-7a1b-9c3d-2e4f5a6b7c8d").unwrap(),
         spec: Spec {
@@ -52,17 +52,17 @@ fn deployment(name: &str, kind: GuestType, vmid: u32) -> Deployment {
     }
 }
 
-fn origin() -> Origin {
+pub fn origin() -> Origin {
     Origin { vm_template: VmId::new(9000).unwrap(), full_clone: false, lxc_template: "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst".into() }
 }
 
-fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+pub fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
     pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
 }
 
 /// A linked clone of the sandbox's template after provisioning, as `GET …/config` returns it.
-pub fn vm_guest() -> LiveGuest {
-    let cfg = map(&[
+pub fn vm_config() -> BTreeMap<String, String> {
+    map(&[
         ("agent", "1"),
         ("boot", "order=scsi0"),
         ("cicustom", "user=local:snippets/shop-user.yaml"),
@@ -83,7 +83,11 @@ pub fn vm_guest() -> LiveGuest {
         ("sshkeys", "ssh-ed25519%20AAAAC3NzaC1lZDI1NTE5AAAAIG%2Bk%2F0%3D%20pvedeploy%40agent%0A"),
         ("tags", "pvedeploy;pvedeploy-0190f3a2"),
         ("vga", "serial0"),
-    ]);
+    ])
+}
+
+pub fn vm_guest() -> LiveGuest {
+    let cfg = vm_config();
     LiveGuest::from_config(&deployment("shop", GuestType::Vm, 105), NodeName::parse("pve1").unwrap(), VmId::new(105).unwrap(), &cfg, true, &origin())
 }
 
@@ -138,18 +142,24 @@ fn rendering_is_deterministic_and_keeps_secrets_out() {
     }
 }
 
+/// The provider's Read fills `user_account` from `ciuser`/`sshkeys` whether or not a `cicustom user=` snippet is
+/// set (`vm.go:5133-5160`; only its docs claim the two conflict), so the export writes both.
 #[test]
-fn a_snippet_replaces_the_user_account_and_without_one_the_user_and_keys_are_written() {
+fn the_user_account_is_written_next_to_a_snippet_and_without_one() {
     let g = vm_guest();
     let main = file(&render(&g, "https://x:8006").unwrap(), "main.tf").to_owned();
-    assert!(main.contains("user_data_file_id = \"local:snippets/shop-user.yaml\"") && !main.contains("user_account"), "{main}");
+    assert!(main.contains("user_data_file_id = \"local:snippets/shop-user.yaml\"") && main.contains("user_account {"), "{main}");
     let mut g2 = g.clone();
     if let crate::export::live::Kind::Vm(vm) = &mut g2.kind {
         vm.cloud_init.as_mut().unwrap().user_data_file_id = None;
     }
     let main = file(&render(&g2, "https://x:8006").unwrap(), "main.tf").to_owned();
     assert!(main.contains("username = \"deploy\"") && main.contains("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIG+k/0= pvedeploy@agent"), "{main}");
+    assert!(!main.contains("user_data_file_id"), "{main}");
 }
+
+/// Terraform's own meta-arguments, valid in every resource block (not part of a provider's schema).
+const META_BLOCKS: [&str; 1] = ["lifecycle"];
 
 /// Walks every attribute and block of `body` against the schema's `arguments` tree.
 fn check_against(body: &::hcl::Body, args: &serde_json::Value, at: &str, problems: &mut Vec<String>) {
@@ -160,7 +170,7 @@ fn check_against(body: &::hcl::Body, args: &serde_json::Value, at: &str, problem
             None => problems.push(format!("{at}.{} is not in the schema", attr.key())),
         }
     }
-    for block in body.blocks() {
+    for block in body.blocks().filter(|b| !(META_BLOCKS.contains(&b.identifier()) && at.starts_with("proxmox_") && !at.contains('.'))) {
         let name = block.identifier();
         match args.get(name) {
             Some(a) if a.get("block").and_then(|b| b.as_bool()) == Some(true) => check_against(block.body(), &a["attributes"], &format!("{at}.{name}"), problems),

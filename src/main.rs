@@ -34,8 +34,9 @@ comes from PVEDEPLOY_TOKEN or --token-file, never from a flag value.
 
 Exit status of deploy, redeploy, rollback, start, stop and destroy: 0 the work ended well (running, stopped,
 destroyed), 1 it failed, 2 a usage or connection problem (or --timeout passed), 130 Ctrl-C (watching stopped; the
-work goes on). drift: 1 when guests differ from their records; export: 1 when a deployment could not be exported.
-Other commands: 0, or 2 for a usage or connection problem.";
+work goes on). drift: 1 when guests differ from their records, 2 when any could not be checked (each named);
+export: 1 when a deployment was skipped or could not be exported (each named). Other commands: 0, or 2 for a usage
+or connection problem.";
 
 #[derive(Subcommand)]
 enum Command {
@@ -66,6 +67,7 @@ enum Command {
         database_url: Option<String>,
     },
     /// Write deployments' Terraform exports (bpg/proxmox), read from a running agent, to a folder.
+    /// Exits 1 when any deployment was skipped or could not be exported (each named with the reason).
     Export {
         /// Deployment name or id.
         name: Option<String>,
@@ -79,7 +81,7 @@ enum Command {
         agent: AgentArgs,
     },
     /// List the differences between the store, the live Proxmox guests and the exports.
-    /// Exits 0 when there are none, 1 when there are, 2 when the check could not be made.
+    /// Exits 0 when there are none, 1 when there are, 2 when any deployment (named) or the agent could not be checked.
     Drift {
         /// Print the report as JSON.
         #[arg(long)]
@@ -247,51 +249,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Export { name, all, out, agent } => {
-            let remote = connect(&agent)?;
-            let names = match (name, all) {
-                (Some(n), _) => vec![remote::deployment_arg(&n)?],
-                (None, true) => remote.names_with_guests().await?,
-                (None, false) => anyhow::bail!("argument NAME is required (a deployment name or id), or give --all"),
-            };
             let out = out.unwrap_or_else(|| PathBuf::from("hcl-export"));
-            let mut failed = 0;
-            for n in &names {
-                match remote.export(n).await {
-                    Ok(export) => {
-                        let folder = remote::write_export(&out, &export)?;
-                        println!("wrote {} ({} files, {})", folder.display(), export.files.len(), export.resource);
-                    }
-                    Err(e @ RemoteError::Refused { status: 409, .. }) if names.len() > 1 => eprintln!("skipped {n}: {e}"),
-                    Err(e) => {
-                        eprintln!("error: {n}: {e}");
-                        failed += 1;
-                    }
-                }
-            }
-            Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            Ok(finish(async { remote::terraform::export(&connect(&agent)?, name.as_deref(), all, &out).await }.await))
         }
-        Command::Drift { json, agent } => {
-            let report = match connect(&agent) {
-                Ok(r) => r.drift().await.map_err(anyhow::Error::from),
-                Err(e) => Err(anyhow::Error::from(e)),
-            };
-            let report = match report {
-                Ok(r) => r,
-                Err(e) => {
-                    eprintln!("error: {e:#}");
-                    return Ok(ExitCode::from(2));
-                }
-            };
-            if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else {
-                for d in &report.differences {
-                    println!("{}\t{}\t{}", d.deployment, d.field, d.message);
-                }
-                println!("{} difference(s) in {} deployment(s) checked", report.differences.len(), report.checked);
-            }
-            Ok(if report.differences.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
-        }
+        Command::Drift { json, agent } => Ok(finish(async { remote::terraform::drift(&connect(&agent)?, json).await }.await)),
         Command::Deploy(a) => Ok(finish(async { pvedeploy::remote::deploy::run(&connect(&a.agent)?, &a).await }.await)),
         Command::List(a) => Ok(finish(async { pvedeploy::remote::list::run(&connect(&a.agent)?, &a).await }.await)),
         Command::Status(a) => Ok(finish(async { pvedeploy::remote::show::run(&connect(&a.agent)?, &a).await }.await)),

@@ -17,6 +17,7 @@ pub mod sse;
 pub mod steps;
 pub mod table;
 pub mod terminal;
+pub mod terraform;
 pub mod wire;
 
 use std::collections::BTreeMap;
@@ -88,6 +89,10 @@ pub enum RemoteError {
     /// The request broke rules (422): every field with its rule.
     #[error("{}", invalid_words(need, message, fields))]
     Invalid { need: Need, message: String, fields: Vec<FieldProblemJson> },
+    /// The agent answered, but Proxmox VE did not answer the agent in time (503 `proxmox_timeout`): Proxmox is slow or
+    /// hung, not the agent; retrying later is safe.
+    #[error("the agent answered, but Proxmox VE did not answer it in time (Proxmox is slow or hung; the agent is fine): {message}")]
+    ProxmoxSlow { message: String },
     /// The agent answered with an error (404 no such deployment, 409 not in a status that allows it, …).
     #[error("{message} (HTTP {status})")]
     Refused { status: u16, message: String },
@@ -112,7 +117,7 @@ impl RemoteError {
     /// Trying again later may work (the agent restarting, a dropped connection, 503).
     pub fn is_transient(&self) -> bool {
         match self {
-            RemoteError::Unreachable { .. } | RemoteError::Lost { .. } => true,
+            RemoteError::Unreachable { .. } | RemoteError::Lost { .. } | RemoteError::ProxmoxSlow { .. } => true,
             RemoteError::Refused { status, .. } => *status >= 500,
             _ => false,
         }
@@ -196,7 +201,19 @@ pub struct FileJson {
 pub struct DriftJson {
     pub checked: u64,
     pub differences: Vec<DriftItemJson>,
+    /// Deployments that could not be checked (absent from agents older than this command line).
+    #[serde(default)]
+    pub unreadable: Vec<UnreadableJson>,
     pub generated_at: String,
+}
+
+#[derive(Debug, Deserialize, serde::Serialize)]
+pub struct UnreadableJson {
+    pub deployment_id: String,
+    pub deployment: String,
+    pub part: String,
+    pub guest: String,
+    pub reason: String,
 }
 
 #[derive(Debug, Deserialize, serde::Serialize)]
@@ -294,8 +311,11 @@ pub fn connect(agent: &AgentArgs, config: Option<&Path>, env: &BTreeMap<String, 
 
 /// The innermost cause of a request error, which is the one that says what happened ("Connection refused").
 fn cause(e: &reqwest::Error) -> String {
+    if e.is_timeout() && e.is_connect() {
+        return format!("no connection within {} s", CONNECT_TIMEOUT.as_secs());
+    }
     if e.is_timeout() {
-        return "no answer in time".into();
+        return format!("the agent sent no answer within {} s", CALL_TIMEOUT.as_secs());
     }
     let mut last: &dyn std::error::Error = e;
     while let Some(next) = last.source() {
@@ -331,6 +351,7 @@ impl Remote {
         match status {
             401 | 403 => RemoteError::Auth { status, message, need },
             422 => RemoteError::Invalid { need, message, fields: body.map(|b| b.fields).unwrap_or_default() },
+            503 if body.as_ref().is_some_and(|b| b.error == "proxmox_timeout") => RemoteError::ProxmoxSlow { message },
             _ => RemoteError::Refused { status, message },
         }
     }

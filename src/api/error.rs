@@ -13,7 +13,8 @@ use crate::store::StoreError;
 #[derive(Debug, Clone, Object)]
 #[oai(skip_serializing_if_is_none)]
 pub struct ErrorBody {
-    /// A stable code: bad_request, unauthorized, forbidden, not_found, conflict, unavailable, internal.
+    /// A stable code: bad_request, unauthorized, forbidden, not_found, conflict, unavailable, proxmox_timeout (a 503:
+    /// Proxmox VE did not answer the agent in time), internal.
     pub error: String,
     /// What went wrong and what to do, in words.
     pub message: String,

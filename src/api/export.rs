@@ -11,6 +11,7 @@ use super::ApiState;
 use crate::auth::Scope;
 use crate::engine::export::{ExportError, Rendered};
 use crate::export::hcl::{resource_name, resource_type};
+use crate::export::drift::Unreadable;
 use crate::export::Difference;
 use crate::store::now_millis;
 
@@ -54,7 +55,9 @@ pub struct TerraformExport {
 pub struct DriftItem {
     pub deployment_id: String,
     pub deployment: String,
-    /// `memory_mib`, `cores`, `disk_gb`, `tags`, `started`, `guest`, `export` or `export:<file>`.
+    /// `memory_mib`, `cores`, `disk_gb`, `tags`, `started`, `guest`, `export`, `export:<file>` (the file on disk:
+    /// edited, removed, or extra) or `live:<file>` (the file rendered now from the live guest differs from what was
+    /// written: some exported attribute changed on Proxmox; `live` and `export` then hold the lines that differ).
     pub field: String,
     /// What the store recorded (absent when the store has no say).
     pub store: Option<String>,
@@ -65,13 +68,28 @@ pub struct DriftItem {
     pub message: String,
 }
 
+/// A deployment whose guest or export could not be read, so its drift is unknown.
+#[derive(Debug, Object)]
+pub struct UnreadableItem {
+    pub deployment_id: String,
+    pub deployment: String,
+    /// `guest` (Proxmox did not answer, or not in time) or `export` (the folder on disk could not be read).
+    pub part: String,
+    /// The guest the store records, `node/vmid`.
+    pub guest: String,
+    /// Why, in words.
+    pub reason: String,
+}
+
 /// The drift of every deployment that has a guest.
 #[derive(Debug, Object)]
 pub struct DriftReport {
-    /// How many deployments were compared.
+    /// How many deployments were compared in full (their guest and export read).
     pub checked: u64,
-    /// Empty when store, Proxmox and exports agree.
+    /// Empty when store, Proxmox and exports agree (for the deployments that could be read).
     pub differences: Vec<DriftItem>,
+    /// Deployments that could not be checked, each with the reason: not differences, and empty when all were read.
+    pub unreadable: Vec<UnreadableItem>,
     pub generated_at: String,
 }
 
@@ -132,18 +150,32 @@ impl ExportApi {
     /// Differences between the store, the live Proxmox guests and the exports on disk.
     ///
     /// For every deployment with a guest: memory, cores, disk size changed behind our back, the guest deleted,
-    /// its tags removed, its run state, the export edited by hand or missing.
+    /// its tags removed, its run state, any exported attribute changed on Proxmox (the export rendered now against
+    /// the files as written), the export edited by hand, missing, without its manifest, or with files pvedeploy did
+    /// not write. Guests are read concurrently under one deadline (20 s), so the answer comes within about that
+    /// however Proxmox behaves; a guest or export that could not be read is listed in `unreadable`, with the reason.
     #[oai(path = "/drift", method = "get", operation_id = "drift")]
     async fn drift(&self, auth: TokenAuth) -> Result<Json<DriftReport>, ApiError> {
         auth.require(Scope::Read)?;
-        let (checked, diffs) = self.state.exports.drift().await.map_err(api_error)?;
-        Ok(Json(DriftReport { checked: checked as u64, differences: diffs.into_iter().map(DriftItem::from).collect(), generated_at: rfc3339(now_millis()) }))
+        let drift = self.state.exports.drift().await.map_err(api_error)?;
+        Ok(Json(DriftReport {
+            checked: drift.checked as u64,
+            differences: drift.differences.into_iter().map(DriftItem::from).collect(),
+            unreadable: drift.unreadable.into_iter().map(UnreadableItem::from).collect(),
+            generated_at: rfc3339(now_millis()),
+        }))
     }
 }
 
 impl From<Difference> for DriftItem {
     fn from(d: Difference) -> Self {
         DriftItem { deployment_id: d.deployment_id, deployment: d.deployment, field: d.field, store: d.store, live: d.live, export: d.export, message: d.message }
+    }
+}
+
+impl From<Unreadable> for UnreadableItem {
+    fn from(u: Unreadable) -> Self {
+        UnreadableItem { deployment_id: u.deployment_id, deployment: u.deployment, part: u.part.as_str().into(), guest: u.guest, reason: u.reason }
     }
 }
 
@@ -178,6 +210,10 @@ fn api_error(e: ExportError) -> ApiError {
     match e {
         ExportError::NotFound(what) => ApiError::not_found(&what),
         e @ (ExportError::NoGuest(_) | ExportError::NoCluster) => ApiError::Conflict(body("conflict", e.to_string())),
+        e @ ExportError::ProxmoxSlow(_) => {
+            tracing::warn!(error = %e, "Proxmox too slow for an export");
+            ApiError::Unavailable(body("proxmox_timeout", format!("{e}; the agent is fine, Proxmox VE is slow or hung: retrying later is safe")))
+        }
         ExportError::Proxmox(p) => {
             tracing::warn!(error = %p, "Proxmox unavailable for an export");
             ApiError::Unavailable(body("unavailable", format!("cannot read the guest from Proxmox; retrying later is safe ({p})")))

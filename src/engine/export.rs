@@ -2,9 +2,13 @@
 //! (those that leave the guest settled), reads the guest back from Proxmox through the provisioner's
 //! client, rewrites the export (only when it changed), archives it when the deployment is destroyed, and
 //! records its place on the deployment.
-//! Also renders an export on demand and checks drift for the doors.
+//! Also renders an export on demand and checks drift for the doors, each under one deadline however Proxmox behaves.
 
 use std::path::PathBuf;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio::time::{timeout_at, Instant};
 
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
@@ -13,11 +17,20 @@ use super::provision::{pve_kind, tag_for, Provisioner, TAG};
 use super::{Engine, Event};
 use crate::core::deployment::{Deployment, DeploymentId};
 use crate::core::status::Status;
-use crate::export::drift::{compare, LiveState};
+use crate::export::drift::{compare, ExportState, LiveState, Unreadable};
 use crate::export::hcl::{render, RenderError};
 use crate::export::{Difference, ExportDir, ExportFile, ExportIoError, LiveGuest, Origin};
 use crate::pve::{GuestState, PveError};
 use crate::store::{now_millis, StoreError};
+
+/// How long a drift check may take in all: the guests still unread then are reported unreadable. The API's
+/// `GET /drift` answers within it plus the time to list the deployments, well inside 35 s, whatever the Proxmox
+/// client's per-call timeouts and retries would add up to.
+pub const DRIFT_DEADLINE: Duration = Duration::from_secs(20);
+/// How many guests a drift check reads at once.
+pub const DRIFT_CONCURRENCY: usize = 8;
+/// How long rendering one export from its live guest may take (on demand, for the API).
+pub const RENDER_DEADLINE: Duration = Duration::from_secs(25);
 
 /// Why an export or a drift check could not be made, phrased for the caller.
 #[derive(Debug, thiserror::Error)]
@@ -34,12 +47,25 @@ pub enum ExportError {
     /// Proxmox did not answer usefully; retrying later is safe.
     #[error("cannot read the guest from Proxmox: {0}")]
     Proxmox(#[from] PveError),
+    /// Proxmox did not answer in time (it is slow or hung; the agent is fine); retrying later is safe.
+    #[error("Proxmox VE did not answer in time while the agent read the guest back ({0})")]
+    ProxmoxSlow(String),
     #[error(transparent)]
     Io(#[from] ExportIoError),
     #[error(transparent)]
     Render(#[from] RenderError),
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// The drift of every deployment that has a guest.
+#[derive(Debug, Clone, Default)]
+pub struct Drift {
+    /// Deployments whose guest and export were both read.
+    pub checked: usize,
+    pub differences: Vec<Difference>,
+    /// Guests and exports that could not be read, so their drift is unknown (not a difference).
+    pub unreadable: Vec<Unreadable>,
 }
 
 /// An export made now from the live guest.
@@ -114,7 +140,13 @@ impl Exports {
             _ => ExportError::NotFound(id_or_name.to_owned()),
         })?;
         let prov = self.engine.provisioner().ok_or(ExportError::NoCluster)?;
-        let guest = match self.live(prov, &d).await? {
+        let slow = |what: String| ExportError::ProxmoxSlow(what);
+        let live = timeout_at(Instant::now() + RENDER_DEADLINE, self.live(prov, &d)).await.map_err(|_| slow(format!("no answer within {} s", RENDER_DEADLINE.as_secs())))?;
+        let live = live.map_err(|e| match e {
+            PveError::Timeout => slow(e.to_string()),
+            e => ExportError::Proxmox(e),
+        })?;
+        let guest = match live {
             Some(g) => g,
             None if d.proxmox_id.is_some() && d.status != Status::Destroyed => {
                 return Err(ExportError::NoGuest(format!(
@@ -132,23 +164,55 @@ impl Exports {
         Ok(Rendered { deployment: d, files, warnings, generated_at: now_millis() })
     }
 
-    /// Every difference between store, live guests and exports, over all deployments that have a guest.
-    pub async fn drift(&self) -> Result<(usize, Vec<Difference>), ExportError> {
-        let deployments = self.engine.store().deployments_with_guests().await?;
-        let mut out = Vec::new();
-        for d in &deployments {
-            let live = match self.engine.provisioner() {
-                None => LiveState::Unreadable("no Proxmox cluster is configured".into()),
-                Some(prov) => match self.live(prov, d).await {
-                    Ok(Some(g)) => LiveState::Present(Box::new(g)),
-                    Ok(None) => LiveState::Missing,
-                    Err(e) => LiveState::Unreadable(e.to_string()),
-                },
-            };
-            let export = self.dir.read(&d.spec.name, &d.id)?.state;
-            out.extend(compare(d, &[TAG.to_string(), tag_for(&d.id)], &live, &export));
+    /// Every difference between store, live guests and exports, over all deployments that have a guest: at most
+    /// `DRIFT_CONCURRENCY` guests read at once, all within `DRIFT_DEADLINE`; what could not be read by then is
+    /// named in `unreadable`.
+    pub async fn drift(&self) -> Result<Drift, ExportError> {
+        let deadline = Instant::now() + DRIFT_DEADLINE;
+        let listed = timeout_at(deadline, self.engine.store().deployments_with_guests()).await;
+        let deployments = listed.map_err(|_| StoreError::Unavailable(format!("listing the deployments took longer than {} s", DRIFT_DEADLINE.as_secs())))??;
+        // The futures are made first, then run at most DRIFT_CONCURRENCY at a time (in order, so the report is too).
+        let pending: Vec<_> = deployments.iter().map(|d| self.check(d, deadline)).collect();
+        let checks: Vec<_> = futures_util::stream::iter(pending).buffered(DRIFT_CONCURRENCY).collect().await;
+        let mut drift = Drift::default();
+        for c in checks {
+            drift.checked += usize::from(c.unreadable.is_empty());
+            drift.differences.extend(c.differences);
+            drift.unreadable.extend(c.unreadable);
         }
-        Ok((deployments.len(), out))
+        Ok(drift)
+    }
+
+    /// One deployment's drift: its guest and its export folder read side by side, neither past `deadline`.
+    async fn check(&self, d: &Deployment, deadline: Instant) -> crate::export::drift::Checked {
+        let late = || format!("no answer within the drift check's deadline of {} s", DRIFT_DEADLINE.as_secs());
+        let live = async {
+            let Some(prov) = self.engine.provisioner() else { return LiveState::Unreadable("no Proxmox cluster is configured".into()) };
+            if Instant::now() >= deadline {
+                return LiveState::Unreadable(format!("not asked: {}", late()));
+            }
+            match timeout_at(deadline, self.live(prov, d)).await {
+                Err(_) => LiveState::Unreadable(format!("Proxmox VE gave {}", late())),
+                Ok(Err(e)) => LiveState::Unreadable(format!("Proxmox VE: {e}")),
+                Ok(Ok(None)) => LiveState::Missing,
+                Ok(Ok(Some(g))) => match render(&g, &endpoint(prov)) {
+                    Ok(files) => LiveState::Present { guest: Box::new(g), files },
+                    Err(e) => LiveState::Unreadable(format!("the export cannot be rendered from it: {e}")),
+                },
+            }
+        };
+        let dir = self.dir.clone();
+        let (name, id) = (d.spec.name.clone(), d.id.clone());
+        let export = async {
+            match timeout_at(deadline, tokio::task::spawn_blocking(move || dir.read(&name, &id))).await {
+                Err(_) => ExportState::Unreadable(format!("the export folder gave {}", late())),
+                Ok(Err(e)) => ExportState::Unreadable(format!("reading the export folder failed: {e}")),
+                Ok(Ok(Err(e))) => ExportState::Unreadable(e.to_string()),
+                Ok(Ok(Ok(on_disk))) => on_disk.state,
+            }
+        };
+        let (live, export) = tokio::join!(live, export);
+        compare(d, &[TAG.to_string(), tag_for(&d.id)], &live, &export)
     }
 
     /// Reads the deployment's guest back; `None` when it has none or Proxmox says it does not exist.

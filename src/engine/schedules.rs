@@ -337,11 +337,19 @@ impl Scheduler {
             ScheduleAction::Drift => {
                 let exports = self.inner.exports.as_ref().ok_or("drift checks are not available on this agent")?;
                 match exports.drift().await {
-                    Ok((checked, diffs)) if diffs.is_empty() => Ok(format!("{checked} deployments checked, no drift")),
-                    Ok((checked, diffs)) => Ok(format!(
-                        "{checked} deployments checked, {} differences: {}",
-                        diffs.len(),
-                        diffs.iter().take(5).map(|d| format!("{} {}", d.deployment, d.field)).collect::<Vec<_>>().join(", ")
+                    Ok(d) if d.unreadable.is_empty() && d.differences.is_empty() => Ok(format!("{} deployments checked, no drift", d.checked)),
+                    Ok(d) if d.unreadable.is_empty() => Ok(format!(
+                        "{} deployments checked, {} differences: {}",
+                        d.checked,
+                        d.differences.len(),
+                        d.differences.iter().take(5).map(|x| format!("{} {}", x.deployment, x.field)).collect::<Vec<_>>().join(", ")
+                    )),
+                    // A check that could not read everything did not do its work: it fails, naming what it could not read.
+                    Ok(d) => Err(format!(
+                        "could not check {}; {} deployments checked, {} differences",
+                        d.unreadable.iter().take(5).map(|u| format!("{} ({} {}: {})", u.deployment, u.part.as_str(), u.guest, u.reason)).collect::<Vec<_>>().join(", "),
+                        d.checked,
+                        d.differences.len()
                     )),
                     Err(e) => Err(e.to_string()),
                 }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::drift::ExportState;
+use super::drift::{ExportFiles, ExportState, NoManifest};
 use super::live::{LiveGuest, Summary};
 use super::ExportFile;
 use crate::core::deployment::DeploymentId;
@@ -17,6 +17,10 @@ use crate::core::names::AppName;
 /// The manifest's file name inside each export folder (Terraform ignores it).
 pub const MANIFEST: &str = ".pvedeploy-export.json";
 pub const ARCHIVE: &str = ".archive";
+/// The most bytes of one export file drift reads (they are a few KiB); a longer file counts as edited.
+const MAX_FILE_BYTES: u64 = 1 << 20;
+/// The most entries of one export folder drift lists.
+const MAX_ENTRIES: usize = 1000;
 
 /// A file-system failure under the export directory; the message names the path. Retrying after fixing
 /// permissions or space is safe: a failed write leaves the previous export in place.
@@ -144,24 +148,38 @@ impl ExportDir {
         result.map(|()| Written { folder, changed: true, generated_at: now })
     }
 
-    /// The export of deployment `id` (named `name`) as on disk: the figures written and which files changed since.
-    /// A folder written for another deployment of the same name counts as missing.
+    /// The export of deployment `id` (named `name`) as on disk: the figures written, which files changed since, and
+    /// what else the folder holds. A folder without a manifest of this deployment (deleted, unreadable, or another
+    /// deployment's of the same name) is `Unowned`; an absent or empty one `Missing`.
     pub fn read(&self, name: &AppName, id: &DeploymentId) -> Result<OnDisk, ExportIoError> {
         let folder = self.folder(name);
-        let m = match read_manifest(&folder)? {
-            Some(m) if m.deployment_id == id.as_str() => m,
-            _ => return Ok(OnDisk { state: ExportState::Missing, generated_at: None }),
+        let entries = match entries(&folder) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(OnDisk { state: ExportState::Missing, generated_at: None }),
+            Err(e) => return Err(io("cannot list", &folder)(e)),
         };
-        let (mut edited, mut removed) = (Vec::new(), Vec::new());
+        let m = match manifest_at(&folder)? {
+            Ok(m) if m.deployment_id == id.as_str() => m,
+            _ if entries.is_empty() => return Ok(OnDisk { state: ExportState::Missing, generated_at: None }),
+            Ok(m) => return Ok(OnDisk { state: ExportState::Unowned { files: entries, why: NoManifest::OtherDeployment(m.deployment_id) }, generated_at: None }),
+            Err(why) => return Ok(OnDisk { state: ExportState::Unowned { files: entries, why }, generated_at: None }),
+        };
+        let mut found = ExportFiles { summary: m.summary(), hashes: m.files.clone(), intact: BTreeMap::new(), edited: Vec::new(), removed: Vec::new(), extra: Vec::new() };
         for (file, hash) in &m.files {
-            match std::fs::read(folder.join(file)) {
-                Ok(bytes) if super::sha256_hex(&bytes) == *hash => {}
-                Ok(_) => edited.push(file.clone()),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => removed.push(file.clone()),
+            match read_capped(&folder.join(file)) {
+                Ok(Some(bytes)) if super::sha256_hex(&bytes) == *hash => match String::from_utf8(bytes) {
+                    Ok(text) => {
+                        found.intact.insert(file.clone(), text);
+                    }
+                    Err(_) => found.edited.push(file.clone()),
+                },
+                Ok(_) => found.edited.push(file.clone()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => found.removed.push(file.clone()),
                 Err(e) => return Err(io("cannot read", &folder.join(file))(e)),
             }
         }
-        Ok(OnDisk { state: ExportState::Present { written: m.summary(), edited, removed }, generated_at: Some(m.generated_at) })
+        found.extra = entries.into_iter().filter(|e| !m.files.contains_key(e)).collect();
+        Ok(OnDisk { state: ExportState::Present(Box::new(found)), generated_at: Some(m.generated_at) })
     }
 
     /// Moves `name`'s export to `.archive/<name>-<deployment id>/` (replacing an older archive of the same deployment).
@@ -203,14 +221,53 @@ impl ExportDir {
     }
 }
 
+/// The folder's manifest; an unreadable one is treated as no export (the next write replaces it).
 fn read_manifest(folder: &Path) -> Result<Option<Manifest>, ExportIoError> {
+    Ok(manifest_at(folder)?.ok())
+}
+
+/// The folder's manifest, or why there is none pvedeploy can use.
+fn manifest_at(folder: &Path) -> Result<Result<Manifest, NoManifest>, ExportIoError> {
     let path = folder.join(MANIFEST);
-    match std::fs::read(&path) {
-        // An unreadable manifest is treated as no export: the next write replaces it.
-        Ok(bytes) => Ok(serde_json::from_slice(&bytes).ok()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+    match read_capped(&path) {
+        Ok(Some(bytes)) => Ok(serde_json::from_slice(&bytes).map_err(|e| NoManifest::Unreadable(e.to_string()))),
+        Ok(None) => Ok(Err(NoManifest::Unreadable(format!("longer than {MAX_FILE_BYTES} bytes")))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Err(NoManifest::Missing)),
         Err(e) => Err(io("cannot read", &path)(e)),
     }
+}
+
+/// A file's bytes, `None` when it is longer than `MAX_FILE_BYTES` (so a stray huge file costs no more than that).
+fn read_capped(path: &Path) -> std::io::Result<Option<Vec<u8>>> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes)?;
+    Ok((bytes.len() as u64 <= MAX_FILE_BYTES).then_some(bytes))
+}
+
+/// The names in `folder` but the manifest, sorted, a directory's ending in `/`; the first `MAX_ENTRIES` read, then
+/// a last entry saying there are more.
+fn entries(folder: &Path) -> std::io::Result<Vec<String>> {
+    let mut names = Vec::new();
+    let mut more = false;
+    for entry in std::fs::read_dir(folder)? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name == MANIFEST {
+            continue;
+        }
+        if names.len() == MAX_ENTRIES {
+            more = true;
+            break;
+        }
+        let dir = entry.file_type().is_ok_and(|t| t.is_dir());
+        names.push(if dir { format!("{name}/") } else { name });
+    }
+    names.sort();
+    if more {
+        names.push(format!("(more entries than the {MAX_ENTRIES} listed)"));
+    }
+    Ok(names)
 }
 
 fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), ExportIoError> {

@@ -1,12 +1,18 @@
 //! Terraform export and drift against the Proxmox VE simulator: a VM and a container exported through the API,
 //! every file parsed by an independent HCL2 parser (python-hcl2) and checked against the provider's schema,
-//! drift after changes behind our back (memory, a deleted guest, a hand-edited file), the archive on destroy,
-//! and the `pvedeploy export` / `pvedeploy drift` commands against the running agent.
+//! drift after changes behind our back (memory, a description note, a deleted guest, a hand-edited file, a stray
+//! `.tf` file, a deleted manifest), the archive on destroy, the `pvedeploy export` / `pvedeploy drift` commands
+//! against the running agent, and drift with Proxmox stopped: answered within its deadline, every guest named.
 
 use std::io::Read;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use pvedeploy::config::Secret;
 use pvedeploy::core::names::{NodeName, VmId};
@@ -15,7 +21,7 @@ use pvedeploy_sim::ClusterSpec;
 use serde_json::Value;
 
 use crate::helpers::{tool, TestApp, ADMIN, READER};
-use crate::provision::{agent_for, deploy, start_sim, wait_until, Cluster};
+use crate::provision::{agent_for, agent_with, deploy, start_sim, wait_until, Cluster};
 
 const SCHEMA: &str = include_str!("../../hcl-export/schema/bpg-proxmox-schema.json");
 /// The provider arguments the export writes (bpg docs/index.md); the schema file covers resources only.
@@ -255,11 +261,32 @@ async fn exports_parse_match_the_schema_follow_the_guest_and_report_drift() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("tf-vm\tmemory_mib") && text.contains("tf-ct\texport:main.tf"), "{text}");
     let out = cli(&app, &["export", "Bad_Name"], cwd.path());
-    assert!(!out.status.success());
+    assert_eq!(out.status.code(), Some(2), "a usage problem");
     assert!(String::from_utf8_lossy(&out.stderr).contains("argument NAME"), "{}", String::from_utf8_lossy(&out.stderr));
 
-    // the VM deleted behind our back: drift reports the guest gone, the export answers 409
+    // a note added to the VM's description in "the Proxmox UI": not one of the fixed figures, reported all the same,
+    // naming the file and the attribute, with the lines as written and as they would be now
     let vmid = VmId::new(vm_id.into()).unwrap();
+    let description = pve.qemu_config(&node, vmid).await.unwrap().description.unwrap_or_default();
+    let noted = format!("{description}\nnote: moved to rack 4");
+    pve.qemu_update_config(&node, vmid, &QemuUpdate { description: Some(noted), ..QemuUpdate::default() }).await.unwrap();
+    let diffs = drift_until(&app, "the description", |d| has(d, "tf-vm", "live:main.tf").is_some_and(|x| x["live"].as_str().is_some_and(|l| l.contains("moved to rack 4")))).await;
+    let m = has(&diffs, "tf-vm", "live:main.tf").unwrap();
+    assert!(m["message"].as_str().unwrap().contains("description"), "{m}");
+    assert!(m["export"].as_str().unwrap().starts_with("description = ") && !m["export"].as_str().unwrap().contains("rack 4"), "{m}");
+
+    // a stray .tf file in the VM's folder; then its manifest deleted with the .tf files still there
+    let folder = dir.path().join("hcl-export/tf-vm");
+    std::fs::write(folder.join("stray.tf"), "resource \"null_resource\" \"x\" {}\n").unwrap();
+    let diffs = drift_until(&app, "the stray file", |d| has(d, "tf-vm", "export:stray.tf").is_some()).await;
+    let stray = has(&diffs, "tf-vm", "export:stray.tf").unwrap();
+    assert!(stray["message"].as_str().unwrap().contains("pvedeploy did not write it: Terraform reads it"), "{stray}");
+    std::fs::remove_file(folder.join(".pvedeploy-export.json")).unwrap();
+    let diffs = drift_until(&app, "the lost manifest", |d| has(d, "tf-vm", "export").is_some()).await;
+    let lost = has(&diffs, "tf-vm", "export").unwrap()["message"].as_str().unwrap().to_owned();
+    assert!(lost.contains("its manifest .pvedeploy-export.json was deleted") && lost.contains("main.tf") && lost.contains("stray.tf"), "{lost}");
+
+    // the VM deleted behind our back: drift reports the guest gone, the export answers 409
     let upid = pve.qemu_power(&node, vmid, PowerAction::Stop).await.unwrap();
     pve.wait_task(&upid, Duration::from_millis(50), Duration::from_secs(30)).await.unwrap();
     let upid = pve.qemu_delete(&node, vmid, true, true).await.unwrap();
@@ -268,6 +295,13 @@ async fn exports_parse_match_the_schema_follow_the_guest_and_report_drift() {
     assert!(has(&diffs, "tf-vm", "guest").unwrap()["message"].as_str().unwrap().contains("no longer exists"));
     let (s, b) = app.get(&format!("/api/v1/deployments/{vm}/terraform"), Some(READER)).await;
     assert_eq!(s, 409, "{b}");
+    // export --all writes the container's files and exits 1, naming the VM it skipped and why
+    let out = cli(&app, &["export", "--all", "--out", "all"], cwd.path());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "a skipped deployment is a failure: {stderr}");
+    assert!(cwd.path().join("all/tf-ct/main.tf").is_file(), "{stderr}");
+    assert!(stderr.contains("skipped tf-vm") && stderr.contains("Proxmox no longer has it"), "{stderr}");
+    assert!(stderr.contains("wrote 1 of 2 export(s); not written: tf-vm ("), "{stderr}");
 
     // destroy: the container's export moves to the archive, and the record follows it
     let (s, _) = app.delete(&format!("/api/v1/deployments/{ct}"), Some(ADMIN)).await;
@@ -303,9 +337,145 @@ fn the_cli_names_the_wrong_argument_and_drift_exits_2_when_it_cannot_check() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--token-file"), "{}", String::from_utf8_lossy(&out.stderr));
     let out = run(&["export", "--url", "http://127.0.0.1:1"], Some(READER));
-    assert!(!out.status.success());
+    assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("argument NAME"), "{}", String::from_utf8_lossy(&out.stderr));
     let out = run(&["drift", "--url", "http://127.0.0.1:1"], Some(READER));
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach the agent"), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A TCP relay in front of the simulator that can be frozen: connections are accepted and kept, and no byte passes
+/// either way — Proxmox stopped (SIGSTOP) as the network sees it. (The simulator runs inside this test process, so it
+/// cannot be stopped itself.)
+struct Relay {
+    addr: SocketAddr,
+    frozen: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// While it lives, the relay passes nothing; dropped (also when the test fails), it passes again: the SIGCONT.
+struct Frozen<'a>(&'a Relay);
+
+impl Drop for Frozen<'_> {
+    fn drop(&mut self) {
+        self.0.frozen.store(false, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Relay {
+    async fn start(target: SocketAddr) -> Relay {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let frozen = Arc::new(AtomicBool::new(false));
+        let flag = frozen.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((inbound, _)) = listener.accept().await {
+                let flag = flag.clone();
+                tokio::spawn(async move {
+                    let Ok(outbound) = tokio::net::TcpStream::connect(target).await else { return };
+                    let ((ri, wi), (ro, wo)) = (inbound.into_split(), outbound.into_split());
+                    tokio::join!(pump(ri, wo, flag.clone()), pump(ro, wi, flag));
+                });
+            }
+        });
+        Relay { addr, frozen, task }
+    }
+
+    fn freeze(&self) -> Frozen<'_> {
+        self.frozen.store(true, Ordering::SeqCst);
+        Frozen(self)
+    }
+}
+
+async fn pump(mut from: tokio::net::tcp::OwnedReadHalf, mut to: tokio::net::tcp::OwnedWriteHalf, frozen: Arc<AtomicBool>) {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        while frozen.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown().await;
+}
+
+/// The contract of `GET /drift` (issue #21): an answer within 35 s whatever Proxmox does.
+const DRIFT_ANSWER_BOUND: Duration = Duration::from_secs(35);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_proxmox_stopped_drift_answers_in_time_and_names_every_guest_it_could_not_check() {
+    let cluster = start_sim(ClusterSpec::sandbox()).await;
+    let relay = Relay::start(cluster.sim.addr()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let endpoint = format!("https://{}", relay.addr);
+    let app = agent_with(&cluster, dir.path(), Duration::from_secs(30), |s| s.endpoint = endpoint).await;
+    let names = ["hung-a", "hung-b", "hung-c"];
+    let mut ids = Vec::new();
+    for (name, kind) in names.iter().zip(["lxc", "lxc", "vm"]) {
+        ids.push(deploy(&app, name, kind).await);
+    }
+    for id in &ids {
+        wait_until(&app, id, "provisioned", |d| d["proxmox_id"].is_u64() && (d["status"] == "installing" || d["status"] == "failed")).await;
+    }
+    let (s, report) = app.get("/api/v1/drift", Some(READER)).await;
+    assert_eq!(s, 200, "{report}");
+    assert!(report["unreadable"].as_array().unwrap().is_empty(), "everything can be read before: {report}");
+
+    let frozen = relay.freeze();
+    let t = Instant::now();
+    let (s, report) = app.get("/api/v1/drift", Some(READER)).await;
+    let took = t.elapsed();
+    assert_eq!(s, 200, "{report}");
+    assert!(took < DRIFT_ANSWER_BOUND, "GET /drift took {took:?} with Proxmox stopped");
+    eprintln!("GET /api/v1/drift with Proxmox stopped answered in {took:?}");
+    let unreadable = report["unreadable"].as_array().unwrap();
+    let mut named: Vec<&str> = unreadable.iter().map(|u| u["deployment"].as_str().unwrap()).collect();
+    named.sort();
+    assert_eq!(named, names, "{report}");
+    for u in unreadable {
+        assert_eq!(u["part"], "guest", "{u}");
+        assert!(u["reason"].as_str().unwrap().contains("deadline"), "the reason says why: {u}");
+        assert!(u["guest"].as_str().unwrap().contains('/'), "{u}");
+    }
+    assert!(
+        report["differences"].as_array().unwrap().iter().all(|d| d["field"] != "guest"),
+        "an unreadable guest is no difference: {report}"
+    );
+
+    // the command line: exit 2, each guest named with the reason
+    let cwd = tempfile::tempdir().unwrap();
+    let t = Instant::now();
+    let out = cli(&app, &["drift"], cwd.path());
+    eprintln!("pvedeploy drift with Proxmox stopped took {:?}", t.elapsed());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "could not check: {stdout}{}", String::from_utf8_lossy(&out.stderr));
+    for name in names {
+        assert!(stdout.contains(&format!("{name}\tunreadable:guest\tcould not check the guest of {name}")), "{stdout}");
+    }
+    assert!(stdout.contains("could not check 3: hung-a, hung-b, hung-c"), "{stdout}");
+
+    // an export now: the agent answers that Proxmox is slow, and the command line says so (not "cannot reach the agent")
+    let out = cli(&app, &["export", "hung-a"], cwd.path());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("Proxmox VE did not answer it in time") && !stderr.contains("cannot reach the agent"), "{stderr}");
+
+    // Proxmox continued: everything can be read again
+    drop(frozen);
+    let (s, report) = app.get("/api/v1/drift", Some(READER)).await;
+    assert_eq!(s, 200, "{report}");
+    assert!(report["unreadable"].as_array().unwrap().is_empty(), "{report}");
+    app.stop().await;
+    cluster.sim.shutdown().await;
 }

@@ -89,8 +89,8 @@ struct Inner {
     deployer: std::sync::OnceLock<Arc<deploy::Deployer>>,
     /// Seals environment values at rest.
     secrets: std::sync::OnceLock<crate::secrets::SecretBox>,
-    /// Deployments with a redeploy task running, each with the commit of its queued follow-up (if any).
-    redeploys: std::sync::Mutex<std::collections::HashMap<String, Option<Wish>>>,
+    /// Deployments with a redeploy task running: what it deploys and its queued follow-up (if any).
+    redeploys: std::sync::Mutex<std::collections::HashMap<String, Lane>>,
     /// The last probe of the cluster for `/ready`.
     probe: reachability::Probe,
     /// Request-time repository checks, shared between concurrent requests.
@@ -102,6 +102,14 @@ struct Inner {
 struct Wish {
     commit: Option<CommitSha>,
     trigger: crate::store::releases::Trigger,
+}
+
+/// One deployment's redeploys: the one running (`Some(None)`: the branch head it read when it started; `None`: the
+/// first deploy runs, under provisioning) and the follow-up queued behind it.
+#[derive(Debug, Default)]
+struct Lane {
+    running: Option<Option<CommitSha>>,
+    queued: Option<Wish>,
 }
 
 impl Engine {
@@ -365,22 +373,23 @@ impl Engine {
         let wish = Wish { commit: commit.clone(), trigger: crate::store::releases::Trigger::redeploy_via(actor.door) };
         let plan = {
             let mut running = self.inner.redeploys.lock().expect("redeploys poisoned");
-            if let Some(queued) = running.get_mut(d.id.as_str()) {
-                *queued = Some(wish.clone());
+            let start = Lane { running: Some(commit.clone()), queued: None };
+            if let Some(lane) = running.get_mut(d.id.as_str()) {
+                lane.queued = Some(wish.clone());
                 Plan::Queued
             } else if let (Some(c), Some(live), true) = (&commit_text, &d.commit, d.status == Status::Running) {
                 if c == live {
                     Plan::AlreadyAt(c.clone())
                 } else {
-                    running.insert(d.id.to_string(), None);
+                    running.insert(d.id.to_string(), start);
                     Plan::Start
                 }
             } else if deploying {
                 // The first deploy is still running under provisioning's lease: follow up after it.
-                running.insert(d.id.to_string(), Some(wish.clone()));
+                running.insert(d.id.to_string(), Lane { running: None, queued: Some(wish.clone()) });
                 Plan::AfterFirst
             } else {
-                running.insert(d.id.to_string(), None);
+                running.insert(d.id.to_string(), start);
                 Plan::Start
             }
         };
@@ -407,6 +416,22 @@ impl Engine {
         Ok(RedeployTicket::Started { commit: commit_text })
     }
 
+    /// Where a deployment is headed: what it serves, the deploy in progress, the follow-up queued behind it (the
+    /// webhook door's same-push rule, `core::webhook::same_push`, compares a push with it).
+    pub async fn heading(&self, id: &DeploymentId) -> Result<crate::core::webhook::Heading, EngineError> {
+        let d = self.store().get_deployment(id).await?.ok_or_else(|| EngineError::NotFound(id.to_string()))?;
+        let live = if d.status == Status::Running { d.commit.clone() } else { None };
+        let deploying = matches!(d.status, Status::Installing | Status::Deploying);
+        let running = self.inner.redeploys.lock().expect("redeploys poisoned");
+        let lane = running.get(id.as_str());
+        let text = |c: &Option<CommitSha>| c.as_ref().map(|c| c.as_str().to_owned());
+        Ok(crate::core::webhook::Heading {
+            live,
+            deploying: lane.and_then(|l| l.running.as_ref().map(text)).or(deploying.then_some(None)),
+            queued: lane.and_then(|l| l.queued.as_ref().map(|w| text(&w.commit))),
+        })
+    }
+
     /// Runs redeploys of one deployment back to back until no follow-up is queued. With `first`
     /// `None` it starts with the queued one (after waiting for the work in progress).
     async fn redeploy_loop(&self, id: DeploymentId, first: Option<Wish>, wait_first: bool) {
@@ -417,8 +442,12 @@ impl Engine {
                 Some(c) => c,
                 None => {
                     let mut running = self.inner.redeploys.lock().expect("redeploys poisoned");
-                    match running.get_mut(id.as_str()).and_then(Option::take) {
-                        Some(c) => c,
+                    let lane = running.get_mut(id.as_str());
+                    match lane.and_then(|l| l.queued.take().map(|w| (l, w))) {
+                        Some((lane, w)) => {
+                            lane.running = Some(w.commit.clone());
+                            w
+                        }
                         None => {
                             running.remove(id.as_str());
                             return;

@@ -1,17 +1,17 @@
-//! The GitHub webhook door: `POST /webhooks/github` — size limit, signature before anything else, delivery recorded before any effect, push handled in the background.
+//! The GitHub webhook door: `POST /webhooks/github` — size limit while reading, signature before anything else, delivery recorded before any effect (a GUID runs again only if it did not act), push handled in the background.
 
 pub mod dispatch;
 pub mod github;
 pub mod signature;
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use poem::error::ReadBodyError;
+use futures_util::StreamExt;
 use poem::http::StatusCode;
 use poem::web::{Data, Json};
 use poem::{Body, IntoResponse, Request, Response};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::task::TaskTracker;
 
 use crate::api::error::{ApiError, ErrorBody};
@@ -21,15 +21,23 @@ use crate::core::validation::{FieldError, ValidationErrors};
 use crate::core::webhook::{DeliveryId, Outcome, Skip};
 use crate::engine::Engine;
 use crate::store::deliveries::DeliveryRecord;
-use crate::store::{now_millis, StoreError};
+use crate::store::StoreError;
 use github::GithubEvent;
 use signature::WebhookKeys;
 
 /// Where GitHub posts deliveries.
 pub const PATH: &str = "/webhooks/github";
-/// Larger bodies are refused with 413 before more is read (GitHub's push payloads are far smaller:
-/// at most 20 commits are listed).
-pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+/// Larger bodies are refused with 413 while they are read, never buffered past this. GitHub caps a payload at 25 MB
+/// ("Payloads are capped at 25 MB", <https://docs.github.com/en/webhooks/webhook-events-and-payloads#payload-cap>); read
+/// as 25 MiB, so nothing GitHub sends is refused. The cap is on the body as sent: a form-encoded delivery's
+/// percent-encoding counts.
+pub const MAX_BODY_BYTES: usize = 25 * 1024 * 1024;
+/// A body over this is large: anyone can send one (its signature is checked once it is whole), so at most
+/// [`MAX_LARGE_READS`] are read at once; beyond that the answer is 503 and nothing is recorded.
+pub const LARGE_BODY_BYTES: usize = 1024 * 1024;
+pub const MAX_LARGE_READS: usize = 4;
+/// At most this many 413s a minute are recorded (their sender is unverified); the rest are answered and logged.
+pub const TOO_LARGE_RECORDS_PER_MINUTE: u32 = 10;
 /// Pushes being routed at once; beyond this the door answers 503 and records nothing (GitHub shows
 /// the failure and the delivery can be redelivered).
 pub const MAX_IN_FLIGHT: usize = 256;
@@ -46,6 +54,85 @@ struct Inner {
     keys: Option<WebhookKeys>,
     tasks: TaskTracker,
     slots: Arc<Semaphore>,
+    large_reads: Arc<Semaphore>,
+    lanes: Arc<dispatch::Lanes>,
+    too_large_quota: Quota,
+}
+
+/// A count per minute (recording unverified 413s).
+struct Quota {
+    per_minute: u32,
+    window: Mutex<(Instant, u32)>,
+}
+
+impl Quota {
+    fn new(per_minute: u32) -> Self {
+        Self { per_minute, window: Mutex::new((Instant::now(), 0)) }
+    }
+
+    fn take(&self) -> bool {
+        let mut w = self.window.lock().expect("quota poisoned");
+        if w.0.elapsed() >= Duration::from_secs(60) {
+            *w = (Instant::now(), 0);
+        }
+        w.1 += 1;
+        w.1 <= self.per_minute
+    }
+}
+
+/// Why a body was not read whole.
+enum BodyError {
+    /// Over [`MAX_BODY_BYTES`]: as declared, or at least this many bytes arrived.
+    TooLarge(u64),
+    /// Too many large bodies are being read.
+    Busy,
+    Unreadable(String),
+}
+
+/// Reads the body, enforcing [`MAX_BODY_BYTES`] on what was declared and on every chunk as it arrives; the buffer
+/// never grows past the cap. A large body holds one of the large-read slots until the request ends.
+async fn read_body(body: Body, declared: Option<u64>, large: &Arc<Semaphore>) -> Result<(Vec<u8>, Option<OwnedSemaphorePermit>), BodyError> {
+    let slot = || large.clone().try_acquire_owned().map_err(|_| BodyError::Busy);
+    let mut permit = None;
+    match declared {
+        Some(n) if n > MAX_BODY_BYTES as u64 => return Err(BodyError::TooLarge(n)),
+        Some(n) if n > LARGE_BODY_BYTES as u64 => permit = Some(slot()?),
+        _ => {}
+    }
+    let mut buf: Vec<u8> = Vec::with_capacity(declared.map_or(0, |n| n as usize));
+    let mut stream = std::pin::pin!(body.into_bytes_stream());
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| BodyError::Unreadable(e.to_string()))?;
+        let total = buf.len() + chunk.len();
+        if total > MAX_BODY_BYTES {
+            return Err(BodyError::TooLarge(total as u64));
+        }
+        if total > LARGE_BODY_BYTES && permit.is_none() {
+            permit = Some(slot()?);
+        }
+        if total > buf.capacity() {
+            let grown = (buf.capacity() * 2).max(total).min(MAX_BODY_BYTES);
+            buf.reserve_exact(grown - buf.len());
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok((buf, permit))
+}
+
+/// Whether a recorded delivery is new or a GUID processed again.
+enum Recorded {
+    New,
+    /// The `n`th retry; the attempt before led to `before`.
+    Retry { n: i64, before: Outcome },
+}
+
+impl Recorded {
+    fn note(&self) -> String {
+        match self {
+            Recorded::New => String::new(),
+            Recorded::Retry { n, before } => format!(" (this GUID processed again, retry {n}: the attempt before was `{before}`)"),
+        }
+    }
 }
 
 /// What the door answers to a delivery it accepted (or recognised as a duplicate).
@@ -72,7 +159,7 @@ fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response
 }
 
 fn too_large() -> Response {
-    error(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", format!("the body must be at most {MAX_BODY_BYTES} bytes"))
+    error(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", format!("the body must be at most {MAX_BODY_BYTES} bytes (GitHub's 25 MB payload cap)"))
 }
 
 fn unavailable(e: &StoreError) -> Response {
@@ -90,7 +177,17 @@ pub async fn receive(req: &Request, body: Body, state: Data<&ApiState>) -> Respo
 
 impl WebhookDoor {
     pub fn new(engine: Engine, settings: &GithubSettings) -> Self {
-        Self { inner: Arc::new(Inner { engine, keys: WebhookKeys::new(settings), tasks: TaskTracker::new(), slots: Arc::new(Semaphore::new(MAX_IN_FLIGHT)) }) }
+        Self {
+            inner: Arc::new(Inner {
+                engine,
+                keys: WebhookKeys::new(settings),
+                tasks: TaskTracker::new(),
+                slots: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+                large_reads: Arc::new(Semaphore::new(MAX_LARGE_READS)),
+                lanes: Default::default(),
+                too_large_quota: Quota::new(TOO_LARGE_RECORDS_PER_MINUTE),
+            }),
+        }
     }
 
     pub fn enabled(&self) -> bool {
@@ -106,13 +203,18 @@ impl WebhookDoor {
             );
         };
         let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
-        if header("content-length").and_then(|l| l.parse::<u64>().ok()).is_some_and(|l| l > MAX_BODY_BYTES as u64) {
-            return too_large();
-        }
-        let body = match body.into_bytes_limit(MAX_BODY_BYTES).await {
-            Ok(b) => b,
-            Err(ReadBodyError::PayloadTooLarge) => return too_large(),
-            Err(e) => return error(StatusCode::BAD_REQUEST, "bad_request", format!("the body could not be read: {e}")),
+        let declared = header("content-length").and_then(|l| l.parse::<u64>().ok());
+        let (body, _large_slot) = match read_body(body, declared, &self.inner.large_reads).await {
+            Ok(read) => read,
+            Err(BodyError::TooLarge(bytes)) => {
+                self.record_too_large(req, bytes).await;
+                return too_large();
+            }
+            Err(BodyError::Busy) => {
+                tracing::warn!(remote = %req.remote_addr(), "webhook delivery refused: too many large bodies being read");
+                return error(StatusCode::SERVICE_UNAVAILABLE, "busy", "too many large deliveries are being read; nothing was done, redeliver later");
+            }
+            Err(BodyError::Unreadable(e)) => return error(StatusCode::BAD_REQUEST, "bad_request", format!("the body could not be read: {e}")),
         };
         // The signature, before anything looks at the body or the other headers.
         let signer = match keys.verify(header("x-hub-signature-256"), req.headers().contains_key("x-hub-signature"), &body) {
@@ -132,29 +234,15 @@ impl WebhookDoor {
         );
         let (Some(event), Some(delivery)) = (event, delivery) else { return ApiError::invalid(&errs).into_response() };
         let parsed = github::payload_json(header("content-type"), &body).and_then(|json| github::parse(&event, &json));
-        let mut record = DeliveryRecord {
-            delivery: delivery.clone(),
-            event: event.clone(),
-            repo: None,
-            repo_hosts: vec![],
-            git_ref: None,
-            before: None,
-            after: None,
-            pusher: None,
-            hook_id: None,
-            received_at: now_millis(),
-            updated_at: now_millis(),
-            outcome: Outcome::Received,
-            detail: None,
-            targets: vec![],
-            redeliveries: 0,
-        };
+        drop(body);
+        let hook = github::Hook::from_headers(header("x-github-hook-id"), header("x-github-hook-installation-target-type"));
+        let mut record = DeliveryRecord::received(delivery.clone(), event.clone(), hook.id, hook.target);
         let ev = match parsed {
             Ok(ev) => ev,
             Err(errs) => {
                 record.outcome = Outcome::Ignored(Skip::InvalidPayload);
                 record.detail = Some(errs.to_string());
-                if let Some(r) = self.record(&record).await {
+                if let Err(r) = self.record(&record).await {
                     return r;
                 }
                 return ApiError::invalid(&errs).into_response();
@@ -168,20 +256,35 @@ impl WebhookDoor {
         match ev {
             GithubEvent::Ping { hook_id, .. } => {
                 record.outcome = Outcome::Pong;
-                record.hook_id = hook_id;
-                if let Some(r) = self.record(&record).await {
-                    return r;
-                }
-                tracing::info!(%delivery, hook_id, "webhook ping");
-                answer(StatusCode::OK, &delivery, "pong", "webhook configured; pvedeploy acts on push events", hook_id)
+                record.hook_id = hook_id.or(record.hook_id);
+                let again = match self.record(&record).await {
+                    Ok(r) => r.note(),
+                    Err(r) => return r,
+                };
+                tracing::info!(%delivery, hook_id = record.hook_id, "webhook ping");
+                answer(StatusCode::OK, &delivery, "pong", format!("webhook configured; pvedeploy acts on push events{again}"), record.hook_id)
+            }
+            GithubEvent::PullRequest { action, number, head, .. } => {
+                let why = format!("pull request #{number} `{action}` (head {}) read; pvedeploy does not act on pull requests yet", head.as_str());
+                record.outcome = Outcome::Ignored(Skip::Event);
+                record.git_ref = Some(format!("refs/pull/{number}/head"));
+                record.after = Some(head.as_str().to_owned());
+                record.detail = Some(why.clone());
+                let again = match self.record(&record).await {
+                    Ok(r) => r.note(),
+                    Err(r) => return r,
+                };
+                answer(StatusCode::ACCEPTED, &delivery, "ignored", format!("{why}{again}"), None)
             }
             GithubEvent::Other { .. } => {
+                let why = github::not_acted_on(&event);
                 record.outcome = Outcome::Ignored(Skip::Event);
-                record.detail = Some(format!("pvedeploy does not act on `{event}` events"));
-                if let Some(r) = self.record(&record).await {
-                    return r;
-                }
-                answer(StatusCode::ACCEPTED, &delivery, "ignored", format!("pvedeploy does not act on `{event}` events; subscribe the hook to push only"), None)
+                record.detail = Some(why.clone());
+                let again = match self.record(&record).await {
+                    Ok(r) => r.note(),
+                    Err(r) => return r,
+                };
+                answer(StatusCode::ACCEPTED, &delivery, "ignored", format!("{why}{again}"), None)
             }
             GithubEvent::Push(push) => {
                 let Ok(slot) = self.inner.slots.clone().try_acquire_owned() else {
@@ -193,34 +296,82 @@ impl WebhookDoor {
                 record.before = push.before.as_ref().map(|c| c.as_str().to_owned());
                 record.after = push.after.as_ref().map(|c| c.as_str().to_owned());
                 record.pusher = Some(push.pusher.clone());
-                if let Some(r) = self.record(&record).await {
-                    return r;
-                }
+                let again = match self.record(&record).await {
+                    Ok(r) => r.note(),
+                    Err(r) => return r,
+                };
                 let engine = self.inner.engine.clone();
+                let lanes = self.inner.lanes.clone();
                 let id = delivery.clone();
                 self.inner.tasks.spawn(async move {
-                    dispatch::push(&engine, &id, &push).await;
+                    dispatch::push(&engine, &lanes, &id, &push).await;
                     drop(slot);
                 });
-                answer(StatusCode::ACCEPTED, &delivery, "accepted", "push recorded; redeploys are requested in the background", None)
+                answer(StatusCode::ACCEPTED, &delivery, "accepted", format!("push recorded; redeploys are requested in the background{again}"), None)
             }
         }
     }
 
-    /// Records the delivery; `Some(response)` when that ends the request (a duplicate GUID, or the store failed).
-    async fn record(&self, record: &DeliveryRecord) -> Option<Response> {
+    /// Records a body refused as too large, under its GUID, when its headers look like GitHub's, the GUID is new and
+    /// the per-minute quota allows: its signature cannot be checked, so it holds the headers' words and the size only,
+    /// never overwrites a record, and does not act (GitHub's redelivery of a real one is processed as a retry).
+    async fn record_too_large(&self, req: &Request, bytes: u64) {
+        let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+        let delivery = header("x-github-delivery").and_then(|g| DeliveryId::parse(g).ok());
+        let event = github::parse_event_name(header("x-github-event")).ok();
+        let (Some(delivery), Some(event)) = (delivery, event) else {
+            tracing::warn!(bytes, remote = %req.remote_addr(), "webhook body over the limit, not recorded: no GitHub delivery headers");
+            return;
+        };
+        if !self.inner.too_large_quota.take() {
+            tracing::warn!(%delivery, bytes, "webhook body over the limit, not recorded: too many this minute");
+            return;
+        }
+        let hook = github::Hook::from_headers(header("x-github-hook-id"), header("x-github-hook-installation-target-type"));
+        let mut record = DeliveryRecord::received(delivery.clone(), event, hook.id, hook.target);
+        record.outcome = Outcome::TooLarge;
+        record.body_bytes = Some(i64::try_from(bytes).unwrap_or(i64::MAX));
+        record.detail = Some(format!(
+            "the body ({bytes} bytes, or more) is over the {MAX_BODY_BYTES}-byte limit: answered 413, not read further and not kept; its signature could not be checked"
+        ));
+        match self.inner.engine.store().record_delivery(&record).await {
+            Ok(()) => tracing::warn!(%delivery, bytes, "webhook body over the limit: recorded as too_large"),
+            Err(StoreError::Taken { .. }) => tracing::warn!(%delivery, bytes, "webhook body over the limit under a GUID already recorded: left as it was"),
+            Err(e) => tracing::error!(%delivery, error = %e, "webhook body over the limit: could not be recorded"),
+        }
+    }
+
+    /// Records the delivery before anything acts on it. A GUID seen before whose outcome did not act
+    /// (`Outcome::acted`) is taken for another attempt, once; any other repeat ends the request as a duplicate.
+    /// `Err(response)` ends the request (a duplicate GUID, or the store failed).
+    async fn record(&self, record: &DeliveryRecord) -> Result<Recorded, Response> {
         let store = self.inner.engine.store();
         match store.record_delivery(record).await {
-            Ok(()) => None,
-            Err(StoreError::Taken { .. }) => {
-                if let Err(e) = store.note_redelivery(&record.delivery).await {
-                    tracing::warn!(delivery = %record.delivery, error = %e, "could not count a redelivery");
-                }
-                tracing::info!(delivery = %record.delivery, "duplicate webhook delivery ignored");
-                Some(answer(StatusCode::OK, &record.delivery, "duplicate", "duplicate delivery: this GUID was already received; nothing was done", None))
-            }
-            Err(e) => Some(unavailable(&e)),
+            Ok(()) => return Ok(Recorded::New),
+            Err(StoreError::Taken { .. }) => {}
+            Err(e) => return Err(unavailable(&e)),
         }
+        let seen = match store.get_delivery(&record.delivery).await {
+            Ok(Some(seen)) => seen,
+            Ok(None) => return Err(unavailable(&StoreError::Unavailable(format!("the delivery {} was recorded but cannot be read back", record.delivery)))),
+            Err(e) => return Err(unavailable(&e)),
+        };
+        if !seen.outcome.acted() {
+            match store.retry_delivery(&seen, record).await {
+                Ok(true) => {
+                    tracing::info!(delivery = %record.delivery, before = %seen.outcome, "webhook delivery processed again");
+                    return Ok(Recorded::Retry { n: seen.retries + 1, before: seen.outcome });
+                }
+                Ok(false) => {}
+                Err(e) => return Err(unavailable(&e)),
+            }
+        }
+        if let Err(e) = store.note_redelivery(&record.delivery).await {
+            tracing::warn!(delivery = %record.delivery, error = %e, "could not count a redelivery");
+        }
+        tracing::info!(delivery = %record.delivery, "duplicate webhook delivery ignored");
+        let said = format!("duplicate delivery: this GUID was already received and {}; nothing was done", if seen.outcome.acted() { format!("led to `{}`", seen.outcome) } else { "is being processed again".into() });
+        Err(answer(StatusCode::OK, &record.delivery, "duplicate", said, None))
     }
 
     /// Routes the pushes that were recorded but not routed when the agent last stopped (a crash
@@ -233,12 +384,13 @@ impl WebhookDoor {
         let n = pending.len();
         for record in pending {
             let engine = self.inner.engine.clone();
+            let lanes = self.inner.lanes.clone();
             self.inner.tasks.spawn(async move {
                 match dispatch::push_from_record(&record) {
-                    Some(push) => dispatch::push(&engine, &record.delivery, &push).await,
+                    Some(push) => dispatch::push(&engine, &lanes, &record.delivery, &push).await,
                     None => {
                         let why = "the recorded push could not be read back; redeliver it from GitHub";
-                        if let Err(e) = engine.store().finish_delivery(&record.delivery, Outcome::Failed, Some(why), &[]).await {
+                        if let Err(e) = engine.store().finish_delivery(&record.delivery, Outcome::Failed, Some(why), &[], None).await {
                             tracing::error!(delivery = %record.delivery, error = %e, "could not record a webhook delivery's outcome");
                         }
                     }

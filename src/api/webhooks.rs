@@ -35,6 +35,17 @@ pub struct DeliveryTargetView {
     pub detail: Option<String>,
 }
 
+/// An earlier attempt of a delivery GUID that was processed again.
+#[derive(Debug, Clone, Object)]
+#[oai(skip_serializing_if_is_none)]
+pub struct EarlierAttemptView {
+    /// As the delivery's `outcome`.
+    pub outcome: String,
+    pub detail: Option<String>,
+    /// When that attempt ended, RFC 3339 UTC.
+    pub at: String,
+}
+
 /// One webhook delivery as recorded.
 #[derive(Debug, Clone, Object)]
 #[oai(skip_serializing_if_is_none)]
@@ -50,20 +61,31 @@ pub struct DeliveryView {
     pub before: Option<String>,
     pub after: Option<String>,
     pub pusher: Option<String>,
-    /// A ping's hook id.
+    /// The hook that sent it (`X-GitHub-Hook-ID`, or a ping's payload).
     pub hook_id: Option<i64>,
+    /// What that hook belongs to (`X-GitHub-Hook-Installation-Target-Type`): `repository`, `organization`, …
+    pub hook_target: Option<String>,
+    /// The delivery that carried the same push (repository, ref, before, after) first, when this one did not: a copy
+    /// from another hook, a late copy, or the branch moving along the same pair again.
+    pub same_push_as: Option<String>,
+    /// The size of a body refused as too large (the body is never kept).
+    pub body_bytes: Option<i64>,
     /// RFC 3339 UTC.
     pub received_at: String,
     pub updated_at: String,
-    /// received, pong, redeploy_requested, queued, already_at, refused, failed, or ignored_<reason>
+    /// received, pong, redeploy_requested, queued, already_at, refused, failed, too_large, or ignored_<reason>
     /// (tag, branch_deleted, not_a_branch, no_deployment, other_branch, auto_redeploy_off, destroyed,
     /// same_push, event, invalid_payload). With several deployments, the one with the most effect.
     pub outcome: String,
     /// Why, in words (the engine's answer when it refused).
     pub detail: Option<String>,
     pub targets: Vec<DeliveryTargetView>,
-    /// How many times GitHub sent this GUID again (answered "duplicate delivery", nothing done).
+    /// How many times GitHub sent this GUID again after it acted (answered "duplicate delivery", nothing done).
     pub redeliveries: i64,
+    /// How many times this GUID came again after an outcome that did not act (refused, failed, too_large,
+    /// ignored_…) and was processed again; `earlier` holds what those attempts led to.
+    pub retries: i64,
+    pub earlier: Vec<EarlierAttemptView>,
 }
 
 #[derive(Debug, Clone, Object)]
@@ -94,12 +116,17 @@ impl From<DeliveryRecord> for DeliveryView {
             after: d.after,
             pusher: d.pusher,
             hook_id: d.hook_id,
+            hook_target: d.hook_target,
+            same_push_as: d.same_push_as.map(|g| g.to_string()),
+            body_bytes: d.body_bytes,
             received_at: rfc3339(d.received_at),
             updated_at: rfc3339(d.updated_at),
             outcome: d.outcome.as_str().into(),
             detail: d.detail,
             targets: d.targets.iter().map(DeliveryTargetView::from).collect(),
             redeliveries: d.redeliveries,
+            retries: d.retries,
+            earlier: d.earlier.into_iter().map(|e| EarlierAttemptView { outcome: e.outcome, detail: e.detail, at: rfc3339(e.at) }).collect(),
         }
     }
 }

@@ -1,4 +1,4 @@
-//! A push as the core sees it (`PushEvent`), which deployments it redeploys, and what became of each delivery (`Outcome`).
+//! A push as the core sees it (`PushEvent`), which deployments it redeploys, the same-push rule (`same_push`), and what became of each delivery (`Outcome`, and whether a redelivery of it runs again).
 
 use std::fmt;
 
@@ -110,7 +110,8 @@ pub enum Skip {
     OtherBranch,
     AutoRedeployOff,
     Destroyed,
-    /// The same push (repository, ref, before, after) came in another delivery, which handled it.
+    /// The same push (repository, ref, before, after) came first in another delivery, and the deployment already
+    /// is at, deploying or queued to deploy its commit: a copy (say from an organisation hook beside a repository hook).
     SamePush,
     /// Not an event pvedeploy acts on.
     Event,
@@ -134,12 +135,16 @@ pub enum Outcome {
     Refused,
     /// The engine or the store failed (the detail holds why); redelivering is safe.
     Failed,
+    /// The body was over the size limit: answered 413 before its signature could be checked, nothing kept but the
+    /// headers' words.
+    TooLarge,
     Ignored(Skip),
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 17] = [
+    pub const ALL: [Outcome; 18] = [
         Outcome::Received,
+        Outcome::TooLarge,
         Outcome::Pong,
         Outcome::RedeployRequested,
         Outcome::Queued,
@@ -167,6 +172,7 @@ impl Outcome {
             Outcome::AlreadyAt => "already_at",
             Outcome::Refused => "refused",
             Outcome::Failed => "failed",
+            Outcome::TooLarge => "too_large",
             Outcome::Ignored(s) => match s {
                 Skip::Tag => "ignored_tag",
                 Skip::BranchDeleted => "ignored_branch_deleted",
@@ -186,6 +192,14 @@ impl Outcome {
         Self::ALL.into_iter().find(|o| o.as_str() == s)
     }
 
+    /// Whether a delivery with this outcome did what it was sent for (or is doing it): GitHub's "Redeliver" of its
+    /// GUID is then a duplicate and changes nothing. Every other outcome (refused, failed, too large, an invalid
+    /// payload, ignored for a reason that may since have changed) is processed again when its GUID comes back, and
+    /// recorded as a retry: running it again acts at most once, since none of them acted.
+    pub fn acted(self) -> bool {
+        matches!(self, Outcome::Received | Outcome::Pong | Outcome::RedeployRequested | Outcome::Queued | Outcome::AlreadyAt)
+    }
+
     /// Which outcome sums up a delivery that concerned several deployments: the one with the most effect.
     fn weight(self) -> u8 {
         match self {
@@ -198,7 +212,7 @@ impl Outcome {
             Outcome::Ignored(Skip::AutoRedeployOff) => 3,
             Outcome::Ignored(Skip::Destroyed) => 2,
             Outcome::Ignored(_) => 1,
-            Outcome::Received | Outcome::Pong => 0,
+            Outcome::Received | Outcome::Pong | Outcome::TooLarge => 0,
         }
     }
 
@@ -249,6 +263,70 @@ pub fn route(push: &PushEvent, deployments: &[Deployment]) -> Vec<(DeploymentId,
             (d.id.clone(), decision)
         })
         .collect()
+}
+
+/// What the store knew of a push's identity (repository, ref, before, after) when a delivery claimed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PushClaim {
+    /// This delivery is the first to carry the push (or its own earlier attempt was).
+    First,
+    /// Another delivery carried the same repository, ref, before and after first.
+    SeenIn(DeliveryId),
+}
+
+/// Where a deployment is headed, as the engine knows it at the moment a push is routed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Heading {
+    /// The commit it serves, while it runs.
+    pub live: Option<String>,
+    /// The deploy in progress: `Some(Some(c))` deploys `c`; `Some(None)` deploys the branch head it read when it
+    /// started (which may be older than the push being routed).
+    pub deploying: Option<Option<String>>,
+    /// The follow-up queued behind it: `Some(Some(c))` deploys `c`; `Some(None)` the branch head as it is when the
+    /// follow-up starts, which is after any push already received.
+    pub queued: Option<Option<String>>,
+}
+
+impl Heading {
+    /// Whether the deployment ends at `commit` without being asked again: the last thing it will do (the queued
+    /// follow-up, else the deploy in progress, else what it serves) is that commit.
+    pub fn reaches(&self, commit: &CommitSha) -> bool {
+        let is = |c: &Option<String>| c.as_deref() == Some(commit.as_str());
+        match (&self.queued, &self.deploying) {
+            (Some(None), _) => true,
+            (Some(queued), _) => is(queued),
+            (None, Some(deploying)) => is(deploying),
+            (None, None) => is(&self.live),
+        }
+    }
+}
+
+/// What a push asks of one deployment once the same-push rule has looked at it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PushAction {
+    /// Redeploy the pushed commit.
+    Redeploy(CommitSha),
+    /// A copy of a push first carried by `first` (another hook delivering the same push), and the deployment already
+    /// is at, deploying or queued to deploy its commit: asking again would change nothing.
+    Copy { first: DeliveryId },
+    /// The same before→after as the push first carried by `first`, while the deployment is headed elsewhere: either
+    /// the branch really moved along that pair again (a force push undone and redone, a branch deleted and made again
+    /// at one commit) or this is a late copy of a push the branch has since moved past. Which one cannot be told from
+    /// the payload; the branch's head, read when the redeploy starts, is right in both cases.
+    BranchHead { first: DeliveryId },
+}
+
+/// The same-push rule, for one deployment that `route` says the push redeploys.
+///
+/// It never loses a push: a push is left alone only when the deployment will end at its commit anyway (`Heading::
+/// reaches`), and every other repeat of an earlier before→after pair redeploys the branch head. No time window is
+/// involved, so neither a slow copy nor a quick undo-and-redo changes the answer.
+pub fn same_push(claim: &PushClaim, heading: &Heading, commit: CommitSha) -> PushAction {
+    match claim {
+        PushClaim::First => PushAction::Redeploy(commit),
+        PushClaim::SeenIn(first) if heading.reaches(&commit) => PushAction::Copy { first: first.clone() },
+        PushClaim::SeenIn(first) => PushAction::BranchHead { first: first.clone() },
+    }
 }
 
 #[cfg(test)]
@@ -326,5 +404,63 @@ mod tests {
         }
         assert_eq!(Outcome::summary([Outcome::Ignored(Skip::OtherBranch), Outcome::Refused]), Outcome::Refused);
         assert_eq!(Outcome::summary([]), Outcome::Ignored(Skip::NoDeployment));
+    }
+
+    fn sha(c: char) -> CommitSha {
+        CommitSha::parse(&c.to_string().repeat(40)).unwrap()
+    }
+
+    fn at(c: char) -> Option<String> {
+        Some(c.to_string().repeat(40))
+    }
+
+    #[test]
+    fn a_copy_is_left_alone_only_when_the_deployment_ends_at_its_commit_anyway() {
+        let first = PushClaim::SeenIn(DeliveryId::parse("repo-hook-1").unwrap());
+        let copy = PushAction::Copy { first: DeliveryId::parse("repo-hook-1").unwrap() };
+        let head = PushAction::BranchHead { first: DeliveryId::parse("repo-hook-1").unwrap() };
+        // the first delivery of a push redeploys its commit, whatever the deployment does
+        assert_eq!(same_push(&PushClaim::First, &Heading { live: at('a'), ..Heading::default() }, sha('a')), PushAction::Redeploy(sha('a')));
+        // a copy while the commit serves, deploys, or is queued: nothing to ask
+        for heading in [
+            Heading { live: at('a'), ..Heading::default() },
+            Heading { live: at('x'), deploying: Some(at('a')), queued: None },
+            Heading { live: at('x'), deploying: Some(at('b')), queued: Some(at('a')) },
+            Heading { live: None, deploying: Some(None), queued: Some(None) },
+        ] {
+            assert_eq!(same_push(&first, &heading, sha('a')), copy, "{heading:?}");
+        }
+        // a repeat while the deployment is headed elsewhere, or the head read earlier: the branch head
+        for heading in [
+            Heading::default(),
+            Heading { live: at('x'), ..Heading::default() },
+            Heading { live: at('x'), deploying: Some(None), queued: None },
+            Heading { live: at('a'), deploying: Some(at('b')), queued: None },
+            Heading { live: at('a'), deploying: Some(at('a')), queued: Some(at('b')) },
+        ] {
+            assert_eq!(same_push(&first, &heading, sha('a')), head, "{heading:?}");
+        }
+    }
+
+    /// The defect this rule replaces: X→A, A→B, B→A, then A→B again was dropped as a copy of the second push
+    /// while the deployment's queued follow-up was A and the branch at B.
+    #[test]
+    fn a_force_push_flip_ends_at_the_branch_head() {
+        let second = PushClaim::SeenIn(DeliveryId::parse("push-2").unwrap());
+        let after_flip_back = Heading { live: at('x'), deploying: Some(at('b')), queued: Some(at('a')) };
+        assert_eq!(same_push(&second, &after_flip_back, sha('b')), PushAction::BranchHead { first: DeliveryId::parse("push-2").unwrap() });
+        // and a late copy of the first push, after the branch moved on, does not take the deployment back
+        let moved_on = Heading { live: at('a'), deploying: Some(at('b')), queued: None };
+        let first = PushClaim::SeenIn(DeliveryId::parse("push-1").unwrap());
+        assert_eq!(same_push(&first, &moved_on, sha('a')), PushAction::BranchHead { first: DeliveryId::parse("push-1").unwrap() });
+    }
+
+    #[test]
+    fn only_deliveries_that_did_not_act_run_again() {
+        let again: Vec<&str> = Outcome::ALL.into_iter().filter(|o| !o.acted()).map(Outcome::as_str).collect();
+        assert!(again.contains(&"refused") && again.contains(&"failed") && again.contains(&"ignored_invalid_payload") && again.contains(&"too_large"), "{again:?}");
+        for o in [Outcome::Received, Outcome::Pong, Outcome::RedeployRequested, Outcome::Queued, Outcome::AlreadyAt] {
+            assert!(o.acted(), "{o}");
+        }
     }
 }

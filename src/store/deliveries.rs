@@ -1,4 +1,4 @@
-//! Webhook deliveries: one record per delivery GUID (created before any effect, unique), its outcome, and claims on pushes already handled.
+//! Webhook deliveries: one record per delivery GUID (created before any effect, unique; processed again only when its first outcome did not act), its outcome, and claims on pushes already handled.
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -22,16 +22,67 @@ pub struct DeliveryRecord {
     pub before: Option<String>,
     pub after: Option<String>,
     pub pusher: Option<String>,
-    /// A `ping`'s hook id.
+    /// The hook that sent it (`X-GitHub-Hook-ID`, or a `ping`'s payload).
     pub hook_id: Option<i64>,
+    /// What the hook belongs to (`X-GitHub-Hook-Installation-Target-Type`: `repository`, `organization`, …).
+    pub hook_target: Option<String>,
+    /// The delivery that first carried the same push (repository, ref, before, after), when this one is not it.
+    pub same_push_as: Option<DeliveryId>,
+    /// The body's size, kept for a body refused as too large (the body itself is never kept).
+    pub body_bytes: Option<i64>,
     pub received_at: i64,
     pub updated_at: i64,
     pub outcome: Outcome,
     pub detail: Option<String>,
     /// Each deployment of the repository and what the delivery did to it.
     pub targets: Vec<TargetOutcome>,
-    /// How many times the same GUID came again (and was answered "duplicate delivery").
+    /// How many times the same GUID came again after it acted (answered "duplicate delivery", nothing done).
     pub redeliveries: i64,
+    /// How many times the same GUID came again after an outcome that did not act, and was processed again.
+    pub retries: i64,
+    /// What the attempts before the latest led to, oldest first (at most [`EARLIER_KEPT`]).
+    pub earlier: Vec<EarlierAttempt>,
+}
+
+/// The most earlier attempts a delivery keeps.
+pub const EARLIER_KEPT: usize = 20;
+
+/// One earlier attempt of a delivery that was processed again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EarlierAttempt {
+    pub outcome: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    pub at: i64,
+}
+
+impl DeliveryRecord {
+    /// A delivery about to be handled: what its headers said, nothing done yet.
+    pub fn received(delivery: DeliveryId, event: String, hook_id: Option<i64>, hook_target: Option<String>) -> Self {
+        let now = super::now_millis();
+        DeliveryRecord {
+            delivery,
+            event,
+            repo: None,
+            repo_hosts: vec![],
+            git_ref: None,
+            before: None,
+            after: None,
+            pusher: None,
+            hook_id,
+            hook_target,
+            same_push_as: None,
+            body_bytes: None,
+            received_at: now,
+            updated_at: now,
+            outcome: Outcome::Received,
+            detail: None,
+            targets: vec![],
+            redeliveries: 0,
+            retries: 0,
+            earlier: vec![],
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,6 +129,12 @@ struct Row {
     pusher: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     hook_id: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    hook_target: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    same_push_as: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    body_bytes: Option<i64>,
     received_at: i64,
     updated_at: i64,
     outcome: String,
@@ -86,6 +143,10 @@ struct Row {
     deployments: Vec<String>,
     targets: Vec<TargetRow>,
     redeliveries: i64,
+    #[serde(default)]
+    retries: i64,
+    #[serde(default)]
+    earlier: Vec<EarlierAttempt>,
 }
 
 fn target_rows(targets: &[TargetOutcome]) -> Vec<TargetRow> {
@@ -104,6 +165,9 @@ impl From<&DeliveryRecord> for Row {
             after_commit: d.after.clone(),
             pusher: d.pusher.clone(),
             hook_id: d.hook_id,
+            hook_target: d.hook_target.clone(),
+            same_push_as: d.same_push_as.as_ref().map(DeliveryId::to_string),
+            body_bytes: d.body_bytes,
             received_at: d.received_at,
             updated_at: d.updated_at,
             outcome: d.outcome.as_str().into(),
@@ -111,6 +175,8 @@ impl From<&DeliveryRecord> for Row {
             deployments: d.targets.iter().map(|t| t.deployment.to_string()).collect(),
             targets: target_rows(&d.targets),
             redeliveries: d.redeliveries,
+            retries: d.retries,
+            earlier: d.earlier.clone(),
         }
     }
 }
@@ -144,10 +210,15 @@ impl TryFrom<Row> for DeliveryRecord {
             after: r.after_commit,
             pusher: r.pusher,
             hook_id: r.hook_id,
+            hook_target: r.hook_target,
+            same_push_as: r.same_push_as.as_deref().map(DeliveryId::parse).transpose().map_err(|_| bad("same_push_as"))?,
+            body_bytes: r.body_bytes,
             received_at: r.received_at,
             updated_at: r.updated_at,
             detail: r.detail,
             redeliveries: r.redeliveries,
+            retries: r.retries,
+            earlier: r.earlier,
         })
     }
 }
@@ -175,16 +246,42 @@ impl Store {
         .map(|_| ())
     }
 
-    /// Records what a delivery led to.
-    pub async fn finish_delivery(&self, id: &DeliveryId, outcome: Outcome, detail: Option<&str>, targets: &[TargetOutcome]) -> Result<(), StoreError> {
+    /// Takes a GUID seen before, whose outcome did not act (`seen`, as read), for another attempt: the record becomes
+    /// `again` (received now), keeping when it was first received, its counts and what `seen` led to in `earlier`.
+    /// `false`: another attempt took it first (or it changed since it was read); this one is a duplicate.
+    pub async fn retry_delivery(&self, seen: &DeliveryRecord, again: &DeliveryRecord) -> Result<bool, StoreError> {
+        let mut earlier = seen.earlier.clone();
+        earlier.push(EarlierAttempt { outcome: seen.outcome.as_str().into(), detail: seen.detail.clone(), at: seen.updated_at });
+        let drop = earlier.len().saturating_sub(EARLIER_KEPT);
+        earlier.drain(..drop);
+        let next = DeliveryRecord {
+            received_at: seen.received_at,
+            redeliveries: seen.redeliveries,
+            retries: seen.retries + 1,
+            earlier,
+            ..again.clone()
+        };
+        let rows = self
+            .run(
+                "UPDATE type::record('webhook_delivery', $key) CONTENT $row WHERE retries = $seen AND outcome = $outcome RETURN AFTER",
+                json!({ "key": seen.delivery.as_str(), "row": Row::from(&next), "seen": seen.retries, "outcome": seen.outcome.as_str() }),
+            )
+            .await?;
+        Ok(rows.into_iter().next().is_some_and(|r| !r.is_empty()))
+    }
+
+    /// Records what a delivery led to; `same_push_as`: the delivery that carried the same push first.
+    pub async fn finish_delivery(&self, id: &DeliveryId, outcome: Outcome, detail: Option<&str>, targets: &[TargetOutcome], same_push_as: Option<&DeliveryId>) -> Result<(), StoreError> {
         let detail_set = if detail.is_some() { ", detail = $detail" } else { "" };
+        let same_set = if same_push_as.is_some() { ", same_push_as = $same" } else { "" };
         let sql = format!(
-            "UPDATE type::record('webhook_delivery', $key) SET outcome = $outcome, targets = $targets, deployments = $deployments, updated_at = $now{detail_set}"
+            "UPDATE type::record('webhook_delivery', $key) SET outcome = $outcome, targets = $targets, deployments = $deployments, updated_at = $now{detail_set}{same_set}"
         );
         let vars = json!({
             "key": id.as_str(),
             "outcome": outcome.as_str(),
             "detail": detail,
+            "same": same_push_as.map(DeliveryId::as_str),
             "targets": target_rows(targets),
             "deployments": targets.iter().map(|t| t.deployment.to_string()).collect::<Vec<_>>(),
             "now": now_millis(),
@@ -194,7 +291,8 @@ impl Store {
 
     /// Claims a push (its identity: repository, ref, before, after) for `delivery`. `None`: claimed now
     /// (or earlier by this same delivery, whose routing was interrupted); `Some(other)`: the delivery
-    /// that claimed it first. Atomic, so two deliveries of one push never both act.
+    /// that claimed it first. Atomic, so two deliveries of one push never both take it for new (what a repeat then
+    /// does is `core::webhook::same_push`'s).
     pub async fn claim_push(&self, identity: &str, delivery: &DeliveryId) -> Result<Option<String>, StoreError> {
         let key = hex::encode(Sha256::digest(identity.as_bytes()));
         let created = self

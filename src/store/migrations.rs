@@ -223,6 +223,19 @@ const MIGRATIONS: &[&str] = &[
         };
     };
     "#,
+    // v11: webhook deliveries say which hook sent them, which delivery first carried the same push, how often a GUID
+    // was processed again (and what its earlier attempts led to), and a refused body's size.
+    r#"
+    DEFINE FIELD hook_target ON webhook_delivery TYPE option<string>;
+    DEFINE FIELD same_push_as ON webhook_delivery TYPE option<string>;
+    DEFINE FIELD body_bytes ON webhook_delivery TYPE option<int>;
+    DEFINE FIELD retries ON webhook_delivery TYPE int DEFAULT 0;
+    DEFINE FIELD earlier ON webhook_delivery TYPE array<object> DEFAULT [];
+    DEFINE FIELD earlier[*].outcome ON webhook_delivery TYPE string;
+    DEFINE FIELD earlier[*].detail ON webhook_delivery TYPE option<string>;
+    DEFINE FIELD earlier[*].at ON webhook_delivery TYPE int;
+    UPDATE webhook_delivery SET retries = 0, earlier = [] RETURN NONE;
+    "#,
 ];
 
 /// The schema version this binary writes.

@@ -1,25 +1,71 @@
-//! Routes a recorded push: finds the deployments tracking the pushed branch, claims the push once, asks the engine, records each outcome.
+//! Routes a recorded push: finds the deployments tracking the pushed branch, claims the push, applies the same-push rule per deployment, asks the engine, records each outcome.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use crate::core::command::{Actor, Door};
 use crate::core::deployment::DeploymentId;
 use crate::core::names::CommitSha;
-use crate::core::webhook::{commit_or_none, push_skip, route, Decision, DeliveryId, Outcome, PushEvent, PushedRef, RepoIdentity, Skip};
+use crate::core::webhook::{
+    commit_or_none, push_skip, route, same_push, Decision, DeliveryId, Outcome, PushAction, PushClaim, PushEvent, PushedRef, RepoIdentity, Skip,
+};
 use crate::engine::{Engine, EngineError, RedeployTicket};
 use crate::store::deliveries::{DeliveryRecord, TargetOutcome};
 use crate::store::logs::Level;
 use crate::store::StoreError;
 
-/// Handles one push delivery to the end and records its outcome; failures are recorded, never lost.
-pub async fn push(engine: &Engine, delivery: &DeliveryId, push: &PushEvent) {
-    let (outcome, detail, targets) = match route_and_ask(engine, delivery, push).await {
-        Ok(done) => done,
-        Err(e) => {
-            tracing::error!(%delivery, error = %e, "webhook push not routed");
-            (Outcome::Failed, Some(e.to_string()), vec![])
+/// Pushes to one ref of one repository are routed one at a time (in this agent), so a copy of a push always sees
+/// what the engine made of the first: the claim, the heading read and the engine's answer happen in one turn.
+#[derive(Default)]
+pub struct Lanes {
+    lanes: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl Lanes {
+    async fn enter(&self, key: &str) -> LaneGuard<'_> {
+        let lane = self.lanes.lock().expect("lanes poisoned").entry(key.to_owned()).or_default().clone();
+        let held = lane.clone().lock_owned().await;
+        LaneGuard { lanes: self, key: key.to_owned(), lane, _held: held }
+    }
+}
+
+struct LaneGuard<'a> {
+    lanes: &'a Lanes,
+    key: String,
+    lane: Arc<tokio::sync::Mutex<()>>,
+    _held: tokio::sync::OwnedMutexGuard<()>,
+}
+
+impl Drop for LaneGuard<'_> {
+    fn drop(&mut self) {
+        let mut lanes = self.lanes.lanes.lock().expect("lanes poisoned");
+        // Ours, the map's and the held guard's: nobody else waits, the lane can go.
+        if Arc::strong_count(&self.lane) <= 3 {
+            lanes.remove(&self.key);
         }
+    }
+}
+
+/// What a push delivery led to, as recorded.
+struct Routed {
+    outcome: Outcome,
+    detail: Option<String>,
+    targets: Vec<TargetOutcome>,
+    same_push_as: Option<DeliveryId>,
+}
+
+/// Handles one push delivery to the end and records its outcome; failures are recorded, never lost.
+pub async fn push(engine: &Engine, lanes: &Lanes, delivery: &DeliveryId, push: &PushEvent) {
+    let routed = {
+        let _turn = lanes.enter(&lane_key(push)).await;
+        route_and_ask(engine, delivery, push).await
     };
-    tracing::info!(%delivery, repo = %push.repo.full_name, git_ref = %push.raw_ref, %outcome, "webhook push handled");
-    if let Err(e) = engine.store().finish_delivery(delivery, outcome, detail.as_deref(), &targets).await {
+    let r = routed.unwrap_or_else(|e| {
+        tracing::error!(%delivery, error = %e, "webhook push not routed");
+        Routed { outcome: Outcome::Failed, detail: Some(e.to_string()), targets: vec![], same_push_as: None }
+    });
+    tracing::info!(%delivery, repo = %push.repo.full_name, git_ref = %push.raw_ref, outcome = %r.outcome, "webhook push handled");
+    if let Err(e) = engine.store().finish_delivery(delivery, r.outcome, r.detail.as_deref(), &r.targets, r.same_push_as.as_ref()).await {
         tracing::error!(%delivery, error = %e, "could not record a webhook delivery's outcome");
     }
 }
@@ -44,9 +90,13 @@ pub fn push_from_record(r: &DeliveryRecord) -> Option<PushEvent> {
     })
 }
 
+fn lane_key(push: &PushEvent) -> String {
+    format!("{}\n{}", push.repo.full_name.to_ascii_lowercase(), push.raw_ref)
+}
+
 /// What identifies one push across deliveries (a repository hook and an organisation hook both
 /// deliver it): repository, ref, before and after. A later push back to an older commit has another
-/// `before`, so it is a new push and redeploys.
+/// `before`, so it is a new push; a later push that repeats an earlier pair is left to `same_push`.
 fn identity(push: &PushEvent) -> String {
     let mut hosts = push.repo.hosts.clone();
     hosts.sort();
@@ -55,44 +105,79 @@ fn identity(push: &PushEvent) -> String {
     format!("{}\n{}\n{}\n{before}\n{after}", hosts.join(","), push.repo.full_name.to_ascii_lowercase(), push.raw_ref)
 }
 
-async fn route_and_ask(engine: &Engine, delivery: &DeliveryId, push: &PushEvent) -> Result<(Outcome, Option<String>, Vec<TargetOutcome>), StoreError> {
+async fn route_and_ask(engine: &Engine, delivery: &DeliveryId, push: &PushEvent) -> Result<Routed, StoreError> {
     if let Some(skip) = push_skip(push) {
-        return Ok((Outcome::Ignored(skip), None, vec![]));
+        return Ok(Routed { outcome: Outcome::Ignored(skip), detail: None, targets: vec![], same_push_as: None });
     }
     let store = engine.store();
     let candidates = store.deployments_mentioning_repo(&push.repo.full_name).await?;
     let decisions = route(push, &candidates);
-    let first = if decisions.iter().any(|(_, d)| matches!(d, Decision::Redeploy(_))) { store.claim_push(&identity(push), delivery).await? } else { None };
+    let claim = match decisions.iter().any(|(_, d)| matches!(d, Decision::Redeploy(_))) {
+        false => PushClaim::First,
+        true => match store.claim_push(&identity(push), delivery).await? {
+            None => PushClaim::First,
+            Some(other) => PushClaim::SeenIn(DeliveryId::parse(&other).map_err(|_| StoreError::Corrupt(format!("push claim names delivery {other:?}")))?),
+        },
+    };
     let actor = Actor { name: format!("github:{}", push.pusher), door: Door::Webhook };
     let mut targets = Vec::with_capacity(decisions.len());
     for (id, decision) in decisions {
-        let (outcome, detail) = match (decision, &first) {
-            (Decision::Skip(s), _) => (Outcome::Ignored(s), None),
-            (Decision::Redeploy(_), Some(other)) => (Outcome::Ignored(Skip::SamePush), Some(format!("the same push came first in delivery {other}"))),
-            (Decision::Redeploy(commit), None) => ask(engine, delivery, push, &id, commit, &actor).await,
+        let (outcome, detail) = match decision {
+            Decision::Skip(s) => (Outcome::Ignored(s), None),
+            Decision::Redeploy(commit) => {
+                let heading = match &claim {
+                    PushClaim::First => Default::default(),
+                    PushClaim::SeenIn(_) => match engine.heading(&id).await {
+                        Ok(h) => h,
+                        Err(EngineError::Store(e)) => return Err(e),
+                        // Gone since it was routed: nothing reaches the commit, the engine will say why.
+                        Err(_) => Default::default(),
+                    },
+                };
+                match same_push(&claim, &heading, commit) {
+                    PushAction::Redeploy(commit) => ask(engine, delivery, push, &id, Some(commit), &actor, None).await,
+                    PushAction::Copy { first } => {
+                        (Outcome::Ignored(Skip::SamePush), Some(format!("a copy of the push delivery {first} carried first; this deployment is already at, deploying or queued to deploy its commit")))
+                    }
+                    PushAction::BranchHead { first } => {
+                        let why = format!("the same before→after as delivery {first}, while this deployment is headed elsewhere (the branch moved back, or a late copy): redeploying the branch head");
+                        ask(engine, delivery, push, &id, None, &actor, Some(why)).await
+                    }
+                }
+            }
         };
         targets.push(TargetOutcome { deployment: id, outcome, detail });
     }
     let outcome = Outcome::summary(targets.iter().map(|t| t.outcome));
     let detail = targets.iter().find(|t| t.outcome == outcome).and_then(|t| t.detail.clone());
-    Ok((outcome, detail, targets))
+    let same_push_as = match claim {
+        PushClaim::First => None,
+        PushClaim::SeenIn(first) => Some(first),
+    };
+    Ok(Routed { outcome, detail, targets, same_push_as })
 }
 
-/// Asks the engine to redeploy `commit` on one deployment, and records the request in the audit log and the deployment's log.
-async fn ask(engine: &Engine, delivery: &DeliveryId, push: &PushEvent, id: &DeploymentId, commit: CommitSha, actor: &Actor) -> (Outcome, Option<String>) {
-    let sha = commit.as_str().to_owned();
-    let (outcome, detail) = match engine.redeploy_to(id.as_str(), Some(commit), actor).await {
+/// Asks the engine to redeploy `commit` (the branch head when `None`) on one deployment, and records the request in
+/// the audit log and the deployment's log; `why` says why it is not simply the pushed commit.
+async fn ask(engine: &Engine, delivery: &DeliveryId, push: &PushEvent, id: &DeploymentId, commit: Option<CommitSha>, actor: &Actor, why: Option<String>) -> (Outcome, Option<String>) {
+    let sha = commit.as_ref().map(|c| c.as_str().to_owned()).unwrap_or_else(|| "branch-head".into());
+    let pushed = push.after.as_ref().map(CommitSha::as_str).unwrap_or("");
+    let (outcome, said) = match engine.redeploy_to(id.as_str(), commit, actor).await {
         Ok(RedeployTicket::Started { .. }) => (Outcome::RedeployRequested, None),
-        Ok(RedeployTicket::Queued { .. }) => (Outcome::Queued, Some("a redeploy is running; this commit follows it".to_owned())),
+        Ok(RedeployTicket::Queued { .. }) => (Outcome::Queued, Some("a redeploy is running; this follows it".to_owned())),
         Ok(RedeployTicket::AlreadyAt { commit }) => (Outcome::AlreadyAt, Some(format!("already at {commit}"))),
         Err(EngineError::Store(e)) => (Outcome::Failed, Some(e.to_string())),
         Err(e) => (Outcome::Refused, Some(e.to_string())),
+    };
+    let detail = match (why, said) {
+        (Some(why), Some(said)) => Some(format!("{why}; {said}")),
+        (why, said) => why.or(said),
     };
     let what = format!("delivery={delivery} repo={} ref={} commit={sha} outcome={outcome}", push.repo.full_name, push.raw_ref);
     if let Err(e) = engine.store().audit(actor, "webhook_redeploy", Some(id.as_str()), &what).await {
         tracing::error!(%delivery, error = %e, "could not audit a webhook redeploy request");
     }
     let said = detail.as_deref().map(|d| format!(": {d}")).unwrap_or_default();
-    engine.log(id, Level::Info, "webhook", &format!("push of {sha} to {} by {} (delivery {delivery}): {outcome}{said}", push.raw_ref, push.pusher)).await;
+    engine.log(id, Level::Info, "webhook", &format!("push of {pushed} to {} by {} (delivery {delivery}): {outcome}{said}", push.raw_ref, push.pusher)).await;
     (outcome, detail)
 }

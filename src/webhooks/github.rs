@@ -2,6 +2,7 @@
 
 use serde::Deserialize;
 
+use crate::core::names::CommitSha;
 use crate::core::repo::RepoUrl;
 use crate::core::validation::{FieldError, ValidationErrors};
 use crate::core::webhook::{commit_or_none, PushEvent, PushedRef, RepoIdentity};
@@ -11,8 +12,33 @@ use crate::core::webhook::{commit_or_none, PushEvent, PushedRef, RepoIdentity};
 pub enum GithubEvent {
     Ping { hook_id: Option<i64>, repo: Option<String> },
     Push(PushEvent),
+    /// A pull request event, read but not acted on yet: acknowledged and recorded.
+    PullRequest { repo: String, action: String, number: u64, head: CommitSha },
     /// Any other event: acknowledged, ignored.
     Other { repo: Option<String> },
+}
+
+/// The hook a delivery came through, from its headers (recorded only; they are not covered by the signature).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Hook {
+    /// `X-GitHub-Hook-ID`.
+    pub id: Option<i64>,
+    /// `X-GitHub-Hook-Installation-Target-Type`: `repository`, `organization`, `integration`, …
+    pub target: Option<String>,
+}
+
+impl Hook {
+    /// Values that are not what GitHub sends are left out.
+    pub fn from_headers(id: Option<&str>, target: Option<&str>) -> Self {
+        let id = id.and_then(|i| i.parse::<i64>().ok()).filter(|i| *i > 0);
+        let target = target.filter(|t| !t.is_empty() && t.len() <= 32 && t.bytes().all(|b| b.is_ascii_lowercase() || b == b'_' || b == b'-')).map(str::to_owned);
+        Hook { id, target }
+    }
+}
+
+/// Why an event is acknowledged without acting, in words for the answer and the record.
+pub fn not_acted_on(event: &str) -> String {
+    format!("pvedeploy does not act on `{event}` events; subscribe the hook to push only")
 }
 
 impl GithubEvent {
@@ -21,6 +47,7 @@ impl GithubEvent {
         match self {
             GithubEvent::Ping { repo, .. } | GithubEvent::Other { repo } => repo.as_deref(),
             GithubEvent::Push(p) => Some(&p.repo.full_name),
+            GithubEvent::PullRequest { repo, .. } => Some(repo),
         }
     }
 }
@@ -98,6 +125,25 @@ struct PingWire {
 }
 
 #[derive(Deserialize)]
+struct PullRequestHeadWire {
+    sha: String,
+}
+
+#[derive(Deserialize)]
+struct PullRequestBodyWire {
+    head: PullRequestHeadWire,
+}
+
+/// The parts of a `pull_request` payload pvedeploy reads.
+#[derive(Deserialize)]
+struct PullRequestWire {
+    action: String,
+    number: u64,
+    pull_request: PullRequestBodyWire,
+    repository: NamedRepositoryWire,
+}
+
+#[derive(Deserialize)]
 struct AnyWire {
     #[serde(default)]
     repository: Option<NamedRepositoryWire>,
@@ -131,6 +177,19 @@ pub fn parse(event: &str, json: &[u8]) -> Result<GithubEvent, ValidationErrors> 
             let p: PingWire = serde_json::from_slice(json).map_err(invalid)?;
             let repo = p.repository.map(|r| full_name(&r.full_name)).transpose()?;
             Ok(GithubEvent::Ping { hook_id: p.hook_id.or(p.hook.and_then(|h| h.id)), repo })
+        }
+        "pull_request" => {
+            let p: PullRequestWire = serde_json::from_slice(json).map_err(invalid)?;
+            let mut errs = ValidationErrors::default();
+            let repo = errs.take(full_name(&p.repository.full_name).map_err(|mut e| e.0.remove(0)));
+            let head = errs.take(CommitSha::parse(&p.pull_request.head.sha).map_err(|e| e.for_field("pull_request.head.sha")));
+            if p.action.is_empty() || p.action.len() > 64 || !p.action.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
+                errs.push(FieldError::new("action", "event_action", "must be a GitHub event action: 1-64 lowercase letters or underscores"));
+            }
+            match (repo, head) {
+                (Some(repo), Some(head)) if errs.is_empty() => Ok(GithubEvent::PullRequest { repo, action: p.action, number: p.number, head }),
+                _ => Err(errs),
+            }
         }
         _ => {
             // Best effort, for the record only: an unknown event may have any shape.

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::helpers::{TestApp, ADMIN, READER};
-use crate::rig::{agent, git, http_body, push, start_real_sim, wait_for, GitServer, Load};
+use crate::rig::{agent, git, http_body, push, push_via, start_real_sim, wait_for, GitServer, Load, Repo};
 
 const CANARY: &str = "canary-5f1e$(touch /tmp/pwned)`id`'q\"";
 
@@ -346,4 +346,120 @@ async fn a_repository_or_branch_that_does_not_exist_is_refused_before_anything_i
     let (s, d) = app.post("/api/v1/deployments", Some(ADMIN), &json!({"name": "checked", "repo_url": repo.url, "framework": "flask"})).await;
     assert_eq!(s, 202, "{d}");
     app.stop().await;
+}
+
+/// Waits until a webhook delivery has been handled (its outcome is no longer `received`).
+async fn delivery(app: &TestApp, guid: &str) -> Value {
+    let t = Instant::now();
+    loop {
+        let (s, d) = app.get(&format!("/api/v1/webhooks/deliveries/{guid}"), Some(READER)).await;
+        assert_eq!(s, 200, "{d}");
+        if d["outcome"] != "received" {
+            return d;
+        }
+        assert!(t.elapsed() < Duration::from_secs(30), "{d}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Commits the static site's page with `from` replaced by `to` in the working copy only (the served branch does not
+/// have it until the test publishes it); returns the commit.
+fn unpublished_commit(repo: &Repo, from: &str, to: &str) -> String {
+    repo.edit("index.html", from, to);
+    git(&repo.work, &["add", "-A"]);
+    git(&repo.work, &["-c", "user.name=Test", "-c", "user.email=test@example.invalid", "commit", "--quiet", "-m", to]);
+    git(&repo.work, &["rev-parse", "HEAD"]).trim().to_string()
+}
+
+/// Points the served branch at `commit`, as a (force) push does.
+fn publish(repo: &Repo, commit: &str) {
+    git(&repo.work, &["push", "--quiet", "--force", "origin", &format!("{commit}:refs/heads/main")]);
+    git(&repo.bare, &["update-server-info"]);
+}
+
+/// Where pushes act: a delivery refused before the guest existed, redelivered with its GUID, acts once; the copy of a
+/// push from an organisation hook does not act again and is not a redelivery; the force-push flip X→A, A→B, B→A,
+/// A→B (the last repeating the second's before→after) ends deployed at the branch head.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pushes_redelivered_copied_and_flipped_end_at_the_branch_head() {
+    let data = tempfile::tempdir().unwrap();
+    let key = pvedeploy::keys::load_or_create_deploy_key(&data.path().join("keys")).unwrap();
+    let Some(rig) = start_real_sim(&key.public_openssh).await else { return };
+    let server = GitServer::start().await;
+    let site = server.repo("octo/flip", "static");
+    let x = git(&site.work, &["rev-parse", "HEAD"]).trim().to_string();
+    let a = unpublished_commit(&site, "static v1", "static v2");
+    let b = unpublished_commit(&site, "static v2", "static v3");
+    let app = agent(rig.sim(), data.path(), &server.host).await;
+    let (s, d) = app.post("/api/v1/deployments", Some(ADMIN), &json!({"name": "flip-e2e", "repo_url": site.url, "framework": "static", "type": "lxc"})).await;
+    assert_eq!(s, 202, "{d}");
+    let id = d["id"].as_str().unwrap().to_string();
+
+    // a push while the deployment has no guest yet is refused: nothing acted
+    const P: &str = "4b1d0000-0000-4000-8000-000000000001";
+    assert_eq!(push(&app, &site, &x, &a, P).await, 202);
+    let p = delivery(&app, P).await;
+    assert_eq!(p["outcome"], "refused", "{p}");
+    let d = wait_for(&app, &id, "running", Duration::from_secs(900), |d| d["status"] == "running" || d["status"] == "failed").await;
+    assert_eq!((d["status"].as_str(), d["commit"].as_str()), (Some("running"), Some(x.as_str())), "{d}");
+    let url = d["url"].as_str().unwrap().to_string();
+
+    // GitHub's "Redeliver" of it (same GUID, same body) is processed again and acts; once more, it is a duplicate
+    publish(&site, &a);
+    assert_eq!(push(&app, &site, &x, &a, P).await, 202);
+    let p = delivery(&app, P).await;
+    assert_eq!((p["outcome"].as_str(), p["retries"].as_i64(), p["earlier"][0]["outcome"].as_str()), (Some("redeploy_requested"), Some(1), Some("refused")), "{p}");
+    wait_for(&app, &id, "running A", Duration::from_secs(600), |d| d["status"] == "running" && d["commit"] == a.as_str()).await;
+    assert!(http_body(&url).await.contains("hello from static v2"));
+    assert_eq!(push(&app, &site, &x, &a, P).await, 200, "it acted: a duplicate now");
+    assert_eq!(delivery(&app, P).await["redeliveries"], 1);
+    let at_a = releases(&app, &id).await.iter().filter(|r| r["commit"] == a.as_str()).count();
+    assert_eq!(at_a, 1, "the redelivered push acted once");
+
+    // A→B through the repository hook, then the organisation hook's copy of it: the copy does not act again
+    const Q: &str = "4b1d0000-0000-4000-8000-000000000002";
+    const Q_COPY: &str = "4b1d0000-0000-4000-8000-000000000003";
+    publish(&site, &b);
+    assert_eq!(push_via(&app, &site, &a, &b, Q, Some(("101", "repository"))).await, 202);
+    assert_eq!(delivery(&app, Q).await["outcome"], "redeploy_requested");
+    assert_eq!(push_via(&app, &site, &a, &b, Q_COPY, Some(("202", "organization"))).await, 202);
+    let copy = delivery(&app, Q_COPY).await;
+    assert_eq!((copy["outcome"].as_str(), copy["same_push_as"].as_str(), copy["redeliveries"].as_i64()), (Some("ignored_same_push"), Some(Q), Some(0)), "{copy}");
+    assert_eq!((copy["hook_id"].as_i64(), copy["hook_target"].as_str()), (Some(202), Some("organization")), "{copy}");
+
+    // force pushes back to A, then to B again: the last repeats Q's before→after and must not be dropped
+    const R: &str = "4b1d0000-0000-4000-8000-000000000004";
+    const S: &str = "4b1d0000-0000-4000-8000-000000000005";
+    publish(&site, &a);
+    assert_eq!(push(&app, &site, &b, &a, R).await, 202);
+    assert!(["redeploy_requested", "queued"].contains(&delivery(&app, R).await["outcome"].as_str().unwrap()));
+    publish(&site, &b);
+    assert_eq!(push(&app, &site, &a, &b, S).await, 202);
+    let s_d = delivery(&app, S).await;
+    // R's redeploy is still running when S arrives (it was sent a git push later), so S follows it
+    assert_eq!(s_d["outcome"], "queued", "{s_d}");
+    assert_eq!(s_d["same_push_as"], Q, "{s_d}");
+    assert!(s_d["detail"].as_str().unwrap().contains("branch head"), "{s_d}");
+    let at_b = |rs: &[Value]| rs.iter().filter(|r| r["commit"] == b.as_str()).count();
+    let before_s = at_b(&releases(&app, &id).await);
+
+    // the end: S's redeploy of the branch head ran after everything before it, and it deployed B
+    let started = Instant::now();
+    loop {
+        let rs = releases(&app, &id).await;
+        if at_b(&rs) > before_s && rs[0]["commit"] == b.as_str() && rs[0]["status"] == "active" {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(600), "never deployed the branch head after S: {rs:?}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let d = wait_for(&app, &id, "running B", Duration::from_secs(60), |d| d["status"] == "running").await;
+    assert_eq!(d["commit"], b.as_str(), "{d}");
+    assert!(http_body(&url).await.contains("hello from static v3"));
+    let (_, audit) = app.get("/api/v1/audit?limit=100", Some(ADMIN)).await;
+    assert!(!audit.to_string().contains(&format!("delivery={Q_COPY}")), "the copy never asked the engine: {audit}");
+    let (s, _) = app.delete(&format!("/api/v1/deployments/{id}"), Some(ADMIN)).await;
+    assert_eq!(s, 202);
+    wait_for(&app, &id, "destroyed", Duration::from_secs(300), |d| d["status"] == "destroyed").await;
+    rig.stop().await;
 }

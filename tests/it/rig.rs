@@ -293,19 +293,23 @@ impl Load {
 
 /// Delivers a signed GitHub push of `before..after` to `repo` as delivery `guid`; returns the HTTP status.
 pub async fn push(app: &TestApp, repo: &Repo, before: &str, after: &str, guid: &str) -> u16 {
+    push_via(app, repo, before, after, guid, None).await
+}
+
+/// As `push`, through a hook: its id and what it belongs to (`repository`, `organization`).
+pub async fn push_via(app: &TestApp, repo: &Repo, before: &str, after: &str, guid: &str, hook: Option<(&str, &str)>) -> u16 {
     let (body, sig) = signed_push(repo, before, after);
-    let resp = app
+    let mut req = app
         .client
         .post(app.url("/webhooks/github"))
         .header("content-type", "application/json")
         .header("x-github-event", "push")
         .header("x-github-delivery", guid)
-        .header("x-hub-signature-256", sig)
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    resp.status().as_u16()
+        .header("x-hub-signature-256", sig);
+    if let Some((id, target)) = hook {
+        req = req.header("x-github-hook-id", id).header("x-github-hook-installation-target-type", target);
+    }
+    req.body(body).send().await.unwrap().status().as_u16()
 }
 
 fn signed_push(repo: &Repo, before: &str, after: &str) -> (String, String) {

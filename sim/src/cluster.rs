@@ -87,7 +87,7 @@ impl Cluster {
         for t in &cfg.cluster.templates {
             qemu::install_template(&mut st, t).map_err(|e| anyhow::anyhow!("template {}: {e}", t.vmid))?;
         }
-        storage::prepare_dirs(&cfg.state_dir, &st, &cfg.cluster.lxc_templates)?;
+        storage::prepare_dirs(&cfg.state_dir, &st, &cfg.cluster.lxc_templates, cfg.cluster.lxc_template_nodes.as_deref())?;
         Ok(Arc::new(Self {
             state: Mutex::new(st),
             tasks: Tasks::default(),

@@ -164,6 +164,9 @@ pub struct ClusterSpec {
     /// `vztmpl` volumes created at start, e.g. `local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst`,
     /// on every node that has the storage.
     pub lxc_templates: Vec<String>,
+    /// The nodes the `lxc_templates` were downloaded to (`None`: every node). A stock cluster has a template only
+    /// on the nodes where an operator downloaded it: `local` is per node (pve-storage `Plugin.pm:37-39`).
+    pub lxc_template_nodes: Option<Vec<String>>,
 }
 
 /// One cluster node and its capacity.
@@ -263,6 +266,7 @@ impl ClusterSpec {
                 data_disk_gib: Some(2),
             }],
             lxc_templates: vec!["local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst".to_string()],
+            lxc_template_nodes: None,
         }
     }
 

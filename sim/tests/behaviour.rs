@@ -217,8 +217,14 @@ async fn lxc_create_start_interfaces() {
 
     let again = s.post("/nodes/pve1/lxc", &[("vmid", "200"), ("ostemplate", "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst")]).await;
     assert_eq!(again.reason, "CT 200 already exists on node 'pve2'");
+    // A template missing on the node: the API answers a task, which fails and leaves nothing behind
+    // (pve-container `src/PVE/API2/LXC.pm:616-629`, `src/PVE/LXC/Create.pm:645-646`).
     let missing = s.post("/nodes/pve1/lxc", &[("vmid", "201"), ("ostemplate", "local:vztmpl/nope.tar.zst")]).await;
-    assert_eq!(missing.reason, "volume 'local:vztmpl/nope.tar.zst' does not exist");
+    assert_eq!(missing.status, 200, "{missing:?}");
+    assert_eq!(s.wait("pve1", missing.data()).await, "unable to create CT 201 - can't find file 'local:vztmpl/nope.tar.zst'");
+    assert_eq!(s.get("/nodes/pve1/lxc/201/config").await.status, 500);
+    let left = s.get("/nodes/pve1/storage/local-lvm/content?vmid=201").await;
+    assert_eq!(left.data().as_array().map(Vec::len), Some(0), "{left:?}");
 }
 
 #[tokio::test]

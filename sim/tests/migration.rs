@@ -27,10 +27,13 @@ async fn qemu_offline_migration_moves_guest_and_disks() {
     let cfg = s.get("/nodes/pve2/qemu/100/config").await;
     assert_eq!(cfg.status, 200);
     assert!(cfg.data()["lock"].is_null(), "{cfg:?}");
-    assert!(cfg.data()["scsi0"].as_str().unwrap_or_default().starts_with("local-lvm:vm-100-disk-0,"));
+    // The template's efidisk0 sorts first and took disk-0 at the clone (qemu-server `API2/Qemu.pm:4633`).
+    assert!(cfg.data()["scsi0"].as_str().unwrap_or_default().starts_with("local-lvm:vm-100-disk-1,"), "{cfg:?}");
     let content = s.get("/nodes/pve2/storage/local-lvm/content?vmid=100").await;
     let vols: Vec<&str> = content.data().as_array().unwrap().iter().filter_map(|v| v["volid"].as_str()).collect();
-    assert!(vols.contains(&"local-lvm:vm-100-disk-0") && vols.contains(&"local-lvm:vm-100-cloudinit"), "{vols:?}");
+    for vol in ["local-lvm:vm-100-disk-0", "local-lvm:vm-100-disk-1", "local-lvm:vm-100-disk-2", "local-lvm:vm-100-cloudinit"] {
+        assert!(vols.contains(&vol), "{vol} in {vols:?}");
+    }
     let left = s.get("/nodes/pve1/storage/local-lvm/content?vmid=100").await;
     assert_eq!(left.data().as_array().map(Vec::len), Some(0), "{left:?}");
     let res = s.get("/cluster/resources?type=vm").await;

@@ -72,10 +72,6 @@ pub fn create(c: &Arc<Cluster>, node: &str, call: &ApiCall) -> Result<Value, Api
         if !volname.starts_with("vztmpl/") {
             return Err(ApiError::server(format!("volume '{ostemplate}' is not a container template (vztmpl)")));
         }
-        let exists = file_volume_path(&c.state_dir, &st, &ostemplate, node).is_some_and(|path| path.is_file());
-        if !exists {
-            return Err(ApiError::server(format!("volume '{ostemplate}' does not exist")));
-        }
         let mut g = Guest::new(vmid, node, GuestKind::Lxc);
         g.config.insert("lock".into(), "create".into());
         g.lxc_ssh_keys = ssh_keys;
@@ -83,11 +79,26 @@ pub fn create(c: &Arc<Cluster>, node: &str, call: &ApiCall) -> Result<Value, Api
     }
     let node_owned = node.to_string();
     let upid = c.spawn_task(node, "vzcreate", &vmid.to_string(), &call.ident, move |c, task| async move {
-        task.log(format!("extracting archive '{ostemplate}'"));
         Cluster::pause(c.timing.task_secs).await;
         let result = {
             let mut st = c.state();
-            let r = apply_changes(&mut st, vmid, &set, &[]).map_err(|e| e.to_string());
+            // Only the volume name is checked before the fork; a template file missing on this node fails the
+            // worker after the rootfs was allocated, and the worker cleans up (pve-container
+            // `src/PVE/LXC/Create.pm:645-646` warns "can't find file", `restore_archive` dies in
+            // `abs_filesystem_path`, `src/PVE/API2/LXC.pm:616-629` frees the disks and reports
+            // "unable to create CT N - …").
+            let r = apply_changes(&mut st, vmid, &set, &[]).map_err(|e| e.to_string()).and_then(|_| {
+                match file_volume_path(&c.state_dir, &st, &ostemplate, &node_owned).is_some_and(|path| path.is_file()) {
+                    true => Ok(()),
+                    false => {
+                        task.log(format!("WARN: can't find file '{ostemplate}'"));
+                        Err(format!("can't find file '{ostemplate}'"))
+                    }
+                }
+            });
+            if r.is_ok() {
+                task.log(format!("extracting archive '{ostemplate}'"));
+            }
             if let Some(g) = st.guests.get_mut(&vmid) {
                 g.config.remove("lock");
             }

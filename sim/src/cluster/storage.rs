@@ -300,7 +300,7 @@ pub fn content(st: &ClusterState, state_dir: &Path, node: &str, p: &Params) -> R
 }
 
 /// Creates the storage directories (and placeholder container templates) at start.
-pub fn prepare_dirs(state_dir: &Path, st: &ClusterState, lxc_templates: &[String]) -> std::io::Result<()> {
+pub fn prepare_dirs(state_dir: &Path, st: &ClusterState, lxc_templates: &[String], on: Option<&[String]>) -> std::io::Result<()> {
     for spec in st.storages.values().filter(|s| s.kind.is_file_based()) {
         for node in st.nodes.keys().filter(|n| st.storage_on_node(&spec.id, n)) {
             let dir = storage_dir(state_dir, spec, node);
@@ -312,7 +312,7 @@ pub fn prepare_dirs(state_dir: &Path, st: &ClusterState, lxc_templates: &[String
         }
     }
     for volid in lxc_templates {
-        for node in st.nodes.keys() {
+        for node in st.nodes.keys().filter(|n| on.is_none_or(|on| on.contains(n))) {
             if let Some(path) = file_volume_path(state_dir, st, volid, node) {
                 if let Some(parent) = path.parent() {
                     std::fs::create_dir_all(parent)?;

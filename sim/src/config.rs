@@ -136,6 +136,11 @@ pub struct Timing {
     pub task_secs: f64,
     /// pveproxy delays every 401 by 3 s; 0 by default here so tests stay fast.
     pub unauthorized_delay_secs: f64,
+    /// How long an agent call takes to answer "QEMU guest agent is not running": PVE waits for its 3 s
+    /// `guest-ping` timeout (qemu-server `src/PVE/QemuServer/Agent.pm:82-89`); scaled down by ten like the others.
+    pub agent_ping_timeout_secs: f64,
+    /// How long a timed-out agent command takes (QMPClient's 5 s default, `src/PVE/QMPClient.pm:165-169`), scaled.
+    pub agent_command_timeout_secs: f64,
 }
 
 impl Default for Timing {
@@ -149,6 +154,8 @@ impl Default for Timing {
             worker_start_secs: 0.02,
             task_secs: 0.05,
             unauthorized_delay_secs: 0.0,
+            agent_ping_timeout_secs: 0.3,
+            agent_command_timeout_secs: 0.5,
         }
     }
 }

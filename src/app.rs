@@ -67,6 +67,9 @@ impl Application {
                 settings.step_deadline = c.step_timeout;
                 settings.address_pool = c.address_pool.clone();
                 settings.nameserver = c.nameserver.map(|n| n.to_string());
+                settings.pool = c.pool.clone();
+                settings.agent_poll = c.agent_poll_interval;
+                settings.agent_calls_per_node = c.agent_calls_per_node;
                 if let Some(p) = &c.user_data_template {
                     let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
                     settings.user_data = crate::core::cloud_init::Template::parse(&text).with_context(|| format!("the user-data template {}", p.display()))?;

@@ -119,6 +119,13 @@ pub struct ProxmoxFile {
     pub remove_orphans: Option<bool>,
     /// SSH to the nodes, for uploading cloud-init snippets (PVE has no API for that).
     pub node_ssh: Option<NodeSshFile>,
+    /// Resource pool every guest is created in (`pool` on clone and create), so the token's ACL can be narrowed to
+    /// `/pool/<name>` (default: none).
+    pub pool: Option<String>,
+    /// Least time between two guest-agent (or container `interfaces`) polls of one booting guest (default 1000).
+    pub agent_poll_interval_ms: Option<u64>,
+    /// Most guest-agent calls in flight per node at once (default 2; pvedaemon has 3 workers).
+    pub agent_calls_per_node: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -216,6 +223,9 @@ pub struct ClusterSettings {
     pub reconcile_interval: Option<std::time::Duration>,
     pub remove_orphans: bool,
     pub node_ssh: Option<NodeSshSettings>,
+    pub pool: Option<crate::core::names::PoolName>,
+    pub agent_poll_interval: std::time::Duration,
+    pub agent_calls_per_node: u32,
 }
 
 /// How the agent reaches the nodes over SSH (SFTP) to upload snippets.
@@ -257,6 +267,9 @@ impl ClusterSettings {
             reconcile_interval: Some(std::time::Duration::from_secs(300)),
             remove_orphans: false,
             node_ssh: None,
+            pool: None,
+            agent_poll_interval: std::time::Duration::from_secs(1),
+            agent_calls_per_node: 2,
         }
     }
 }
@@ -625,6 +638,20 @@ fn proxmox_setting(file: ProxmoxFile, env: &BTreeMap<String, String>) -> Result<
                 },
                 remove_orphans: file.remove_orphans.unwrap_or(false),
                 node_ssh,
+                pool: match file.pool.as_deref() {
+                    None => None,
+                    Some(p) => Some(crate::core::names::PoolName::parse(p).map_err(|e| invalid("proxmox.pool", e.message))?),
+                },
+                agent_poll_interval: std::time::Duration::from_millis(match file.agent_poll_interval_ms {
+                    None => 1000,
+                    Some(n @ 100..=60_000) => n,
+                    Some(_) => return Err(invalid("proxmox.agent_poll_interval_ms", "must be between 100 and 60000")),
+                }),
+                agent_calls_per_node: match file.agent_calls_per_node {
+                    None => 2,
+                    Some(n @ 1..=64) => n,
+                    Some(_) => return Err(invalid("proxmox.agent_calls_per_node", "must be between 1 and 64")),
+                },
                 ..d
             }))
         }

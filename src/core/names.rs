@@ -239,9 +239,50 @@ impl fmt::Display for NodeName {
     }
 }
 
+/// A Proxmox VE resource pool id (`pve-poolid`: pve-common `src/PVE/JSONSchema.pm` `verify_poolid`,
+/// `^[A-Za-z0-9_][-A-Za-z0-9_.]*$`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PoolName(String);
+
+impl PoolName {
+    pub const RULE: &'static str = "must be a Proxmox pool id: a letter, digit or underscore, then letters, digits, '-', '_' or '.'";
+
+    pub fn parse(raw: &str) -> Result<Self, FieldError> {
+        let b = raw.as_bytes();
+        let ok = !b.is_empty()
+            && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
+            && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'));
+        if ok {
+            Ok(Self(raw.to_owned()))
+        } else {
+            Err(FieldError::new("pool", "pve_poolid", Self::RULE))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for PoolName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pool_names() {
+        for ok in ["apps", "_x", "team-a.prod", "9"] {
+            assert!(PoolName::parse(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "-a", ".a", "a/b", "a b", "ä"] {
+            assert!(PoolName::parse(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn name_prefixes() {

@@ -3,6 +3,7 @@
 mod agents;
 mod api;
 mod cli;
+mod cluster;
 mod crash;
 mod dashboard;
 mod disk;

@@ -6,8 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use poem::listener::{Acceptor, Listener, TcpAcceptor, TcpListener};
-use poem::{EndpointExt, Server};
+use poem::EndpointExt;
 
 use crate::api::{self, ApiState};
 use crate::auth::{generate_token, hash_token, Scope, TokenEntry, TokenRegistry};
@@ -23,7 +22,9 @@ pub struct Application {
     #[cfg(feature = "sandbox")]
     sandbox: Option<crate::sandbox::Sandbox>,
     addr: SocketAddr,
-    acceptor: TcpAcceptor,
+    acceptor: tokio::net::TcpListener,
+    /// The listener's limits (`[api]`).
+    http: crate::server::Limits,
     state: ApiState,
     /// A token generated on first start (shown once); `None` when one was configured or already existed.
     pub generated_admin_token: Option<String>,
@@ -39,12 +40,12 @@ impl Application {
         let started = Instant::now();
         let store = Store::open(&config.database).await.with_context(|| format!("opening the database at {}", redact_url(&config.database.url)))?;
         let (tokens, generated_admin_token) = prepare_tokens(&store, &config).await?;
-        let acceptor = TcpListener::bind(config.listen).into_acceptor().await.with_context(|| format!("binding {}", config.listen))?;
-        let addr = acceptor
-            .local_addr()
-            .into_iter()
-            .find_map(|a| a.as_socket_addr().copied())
-            .context("the listener has no socket address")?;
+        let acceptor = tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
+        let addr = acceptor.local_addr().context("the listener has no socket address")?;
+        if !addr.ip().is_loopback() {
+            // Tokens travel in plain HTTP here; beyond this machine they need TLS in front.
+            tracing::warn!(listen = %addr, "listening beyond loopback without TLS: bearer tokens and webhook bodies cross the network in clear; put a TLS reverse proxy in front (docs/operations.md, \"TLS in front\")");
+        }
         #[cfg(feature = "sandbox")]
         let mut sandbox = None;
         let deploy_key = || crate::keys::load_or_create_deploy_key(&config.data_dir.join("keys")).context("the agent's deploy key");
@@ -133,12 +134,13 @@ impl Application {
         }
         let schedules = crate::engine::schedules::Scheduler::new(engine.clone(), Some(exports.clone()), clock);
         let discord = crate::discord::DiscordDoor::new(engine.clone(), &config.discord);
-        let state = ApiState { engine, exports, tokens, metrics: Arc::new(Metrics::default()), max_page_size: config.max_page_size, started, proxmox, webhooks, schedules, discord };
+        let state = ApiState { engine, exports, tokens, metrics: Arc::new(Metrics::default()), max_page_size: config.max_page_size, max_body_bytes: config.max_body_bytes, started, proxmox, webhooks, schedules, discord };
         Ok(Application {
             #[cfg(feature = "sandbox")]
             sandbox,
             addr,
             acceptor,
+            http: config.http,
             state,
             generated_admin_token,
         })
@@ -176,7 +178,7 @@ impl Application {
         let discord = self.state.discord.clone();
         discord.start();
         let routes = api::routes(self.state.clone()).data(self.state);
-        Server::new_with_acceptor(self.acceptor).run_with_graceful_shutdown(routes, shutdown, Some(Duration::from_secs(10))).await?;
+        crate::server::serve(self.acceptor, routes, self.http, shutdown, Duration::from_secs(10)).await?;
         webhooks.shutdown(Duration::from_secs(10)).await;
         drop(webhooks);
         discord.shutdown(Duration::from_secs(10)).await;

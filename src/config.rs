@@ -184,6 +184,12 @@ pub struct TokenFile {
 #[serde(deny_unknown_fields)]
 pub struct ApiFile {
     pub max_page_size: Option<u32>,
+    /// Largest request body under `/api/v1`, bytes (default 1048576).
+    pub max_body_bytes: Option<u64>,
+    /// A request's headers must arrive within this many seconds of its first byte (default 10).
+    pub header_timeout_secs: Option<u64>,
+    /// Connections open at once from one client address (default 128; behind a reverse proxy every client is the proxy).
+    pub max_connections_per_client: Option<u32>,
 }
 
 /// Which Proxmox VE the agent talks to.
@@ -309,6 +315,10 @@ pub struct Config {
     pub tokens: Vec<ConfiguredToken>,
     pub admin_token: Option<Secret<String>>,
     pub max_page_size: u32,
+    /// Largest request body under `/api/v1`, bytes; larger ones are answered 413 before they are read whole.
+    pub max_body_bytes: usize,
+    /// The HTTP listener's header-read timeout and connection caps.
+    pub http: crate::server::Limits,
     pub proxmox: ProxmoxSetting,
     /// Where Terraform exports are written (`<data_dir>/hcl-export` by default).
     pub export_dir: PathBuf,
@@ -490,7 +500,25 @@ impl Config {
         };
         let github = github::parse(file.github, env)?;
         let discord = discord::parse(file.discord, env)?;
-        Ok(Config { listen, data_dir, database, limits, repos, tokens, admin_token, max_page_size, proxmox, export_dir, github, discord, sources })
+        let max_body_bytes = match file.api.max_body_bytes {
+            None => 1 << 20,
+            Some(n @ 1024..=104_857_600) => n as usize,
+            Some(_) => return Err(invalid("api.max_body_bytes", "must be between 1024 and 104857600 (100 MiB)")),
+        };
+        let http = crate::server::Limits {
+            header_read: std::time::Duration::from_secs(match file.api.header_timeout_secs {
+                None => 10,
+                Some(n @ 1..=300) => n,
+                Some(_) => return Err(invalid("api.header_timeout_secs", "must be between 1 and 300")),
+            }),
+            per_client: match file.api.max_connections_per_client {
+                None => 128,
+                Some(n @ 1..=65_535) => n as usize,
+                Some(_) => return Err(invalid("api.max_connections_per_client", "must be between 1 and 65535")),
+            },
+            ..crate::server::Limits::default()
+        };
+        Ok(Config { listen, data_dir, database, limits, repos, tokens, admin_token, max_page_size, max_body_bytes, http, proxmox, export_dir, github, discord, sources })
     }
 
     /// A configuration for tests and throwaway runs: defaults, the given data dir, port 0, no Proxmox.

@@ -11,6 +11,7 @@ mod deploy;
 mod discord;
 mod export;
 mod helpers;
+mod limits;
 mod ownership;
 mod parity;
 mod persistence;

@@ -51,6 +51,10 @@ async fn every_rule_is_a_422_naming_the_field_and_stores_nothing() {
         ("branch", json!("x.lock"), "branch", "git_ref"),
         ("branch", json!("a~1"), "branch", "git_ref"),
         ("branch", json!("a\nb"), "branch", "git_ref"),
+        // Valid for git, refused by policy: shell metacharacters are never executed, but not accepted either.
+        ("branch", json!("main;id"), "branch", "git_ref"),
+        ("branch", json!("$(id)"), "branch", "git_ref"),
+        ("branch", json!("`id`"), "branch", "git_ref"),
         ("cpu", json!(0), "cpu", "range"),
         ("cpu", json!(9), "cpu", "range"),
         ("cpu", json!(-1), "cpu", "range"),

@@ -167,6 +167,8 @@ pub struct LimitsFile {
 pub struct ReposFile {
     pub allowed_hosts: Option<Vec<String>>,
     pub schemes: Option<Vec<String>>,
+    /// Non-public networks (CIDR) an allowed host name may resolve into (default: none).
+    pub allow_private: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -446,6 +448,13 @@ impl Config {
                 Some(p) if !p.is_empty() => repos.schemes = p,
                 _ => return Err(invalid("repos.schemes", "must be a non-empty list of: https, http, ssh")),
             }
+        }
+        if let Some(nets) = file.repos.allow_private {
+            repos.allow_private = nets
+                .iter()
+                .enumerate()
+                .map(|(i, n)| crate::core::addresses::Cidr::parse(n).map_err(|rule| invalid(format!("repos.allow_private[{i}]"), rule)))
+                .collect::<Result<_, _>>()?;
         }
 
         let mut tokens = Vec::new();

@@ -171,7 +171,7 @@ impl Engine {
     /// exist is refused naming the field, before anything is recorded or created.
     pub async fn deploy(&self, spec: Spec, actor: &Actor) -> Result<Deployment, EngineError> {
         self.writable()?;
-        let source = self.inner.source_checks.check(&spec).await;
+        let source = self.inner.source_checks.check(&spec, &self.inner.repos).await;
         if let Some(refusal) = source.refusal(&spec) {
             return Err(EngineError::Invalid(refusal));
         }

@@ -441,7 +441,7 @@ async fn a_guest_deleted_while_the_deploy_waits_for_it_fails_the_deploy_with_tha
     let repo = server.repo("octo/vanishing", "flask");
     let host = server.host.clone();
     let app = agent_configured(&cluster, dir.path(), Duration::from_secs(30), |_| {}, |c| {
-        c.repos = pvedeploy::core::limits::RepoPolicy { allowed_hosts: vec![host], schemes: vec![pvedeploy::core::limits::RepoScheme::Http] };
+        c.repos = pvedeploy::core::limits::RepoPolicy { allowed_hosts: vec![host], schemes: vec![pvedeploy::core::limits::RepoScheme::Http], allow_private: vec![] };
     })
     .await;
     let (s, body) = app.post("/api/v1/deployments", Some(ADMIN), &json!({"name": "vanishing", "repo_url": repo.url, "framework": "flask", "type": "lxc"})).await;

@@ -1302,7 +1302,7 @@ mod tests {
             task_secs: 0.0,
             unauthorized_delay_secs: 0.0,
         };
-        Cluster::new(&cfg, Faults::default(), "00:11".to_string()).unwrap()
+        Cluster::new(&cfg, Faults::default(), "00:11".to_string(), Arc::new(crate::auth::access::Access::new(9))).unwrap()
     }
 
     fn call(kind: GuestKind, params: Value) -> ApiCall {

@@ -234,16 +234,22 @@ async fn a_vm_deployment_without_node_ssh_is_refused_at_request_time() {
         .await;
     assert_eq!(s, 202, "containers need no node SSH: {body}");
     // The start check's checklist is in /ready.
-    let mut ready = Value::Null;
-    for _ in 0..100 {
-        let (_, r) = app.get("/api/v1/ready", Some(ADMIN)).await;
-        if r["check"].is_object() {
-            ready = r;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let ready = start_check_done(&app).await;
     assert!(ready["check"]["items"].as_array().is_some_and(|i| i.iter().any(|i| i["check"] == "node_ssh" && i["verdict"] == "problem")), "{ready}");
     app.stop().await;
     cluster.sim.shutdown().await;
+}
+
+/// Waits until the agent's check at start has ended (its reads are not a deployment's) and answers `/ready`.
+pub async fn start_check_done(app: &crate::helpers::TestApp) -> Value {
+    let mut last = Value::Null;
+    for _ in 0..200 {
+        let (_, r) = app.get("/api/v1/ready", Some(ADMIN)).await;
+        if r["check"].is_object() {
+            return r;
+        }
+        last = r;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the check at start never ended: {last}");
 }

@@ -53,35 +53,7 @@ impl Application {
             ProxmoxSetting::None => (None, None),
             ProxmoxSetting::Cluster(c) => {
                 let client = refuse_if_read_only(cluster_client(c)?, &store);
-                let mut settings = ProvisionSettings::sandbox(deploy_key()?.public_openssh);
-                settings.vm_template = crate::core::names::VmId::new(c.vm_template.into()).map_err(|e| anyhow::anyhow!(e.message))?;
-                settings.lxc_template = c.lxc_template.clone();
-                settings.storage = c.storage.clone();
-                settings.bridge = c.bridge.clone();
-                settings.vmid_range = c.vmid_range.clone();
-                settings.full_clone = c.full_clone;
-                settings.placement.allow = c.nodes.clone();
-                settings.placement.max_guests_per_node = c.max_guests_per_node;
-                settings.address_deadline = c.address_timeout;
-                settings.poll = c.poll_interval;
-                settings.task_deadline = c.task_timeout;
-                settings.step_deadline = c.step_timeout;
-                settings.address_pool = c.address_pool.clone();
-                settings.nameserver = c.nameserver.map(|n| n.to_string());
-                settings.pool = c.pool.clone();
-                settings.agent_poll = c.agent_poll_interval;
-                settings.agent_calls_per_node = c.agent_calls_per_node;
-                if let Some(p) = &c.user_data_template {
-                    let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
-                    settings.user_data = crate::core::cloud_init::Template::parse(&text).with_context(|| format!("the user-data template {}", p.display()))?;
-                }
-                settings.reconcile_every = c.reconcile_interval;
-                settings.remove_orphans = c.remove_orphans;
-                let mut prov = Provisioner::new(client, settings);
-                prov.node_files = match &c.node_ssh {
-                    Some(n) => Some(node_files(n, &c.snippets_storage, &c.snippets_dir, &deploy_key()?).await?),
-                    None => None,
-                };
+                let prov = cluster_provisioner(c, client, &deploy_key()?).await?;
                 (Some(format!("cluster {}", c.endpoint)), Some(prov))
             }
             #[cfg(feature = "sandbox")]
@@ -169,6 +141,8 @@ impl Application {
     /// (up to 10 s), waits for background work to reach a persisted point, and closes the database.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let engine = self.state.engine.clone();
+        // The cluster is checked in the background and the checklist logged; the API serves meanwhile.
+        engine.spawn_start_check();
         // Terraform exports follow every change from now on (after a sweep for changes made while we were down).
         let keeper = self.state.exports.spawn_keeper();
         let webhooks = self.state.webhooks.clone();
@@ -200,6 +174,40 @@ impl Application {
         }
         Ok(())
     }
+}
+
+/// The configured cluster's provisioner: its settings from `[proxmox]` and SFTP to the nodes when configured.
+async fn cluster_provisioner(c: &crate::config::ClusterSettings, client: PveClient, key: &crate::keys::KeyPair) -> anyhow::Result<Provisioner> {
+    let mut settings = ProvisionSettings::sandbox(key.public_openssh.clone());
+    settings.vm_template = crate::core::names::VmId::new(c.vm_template.into()).map_err(|e| anyhow::anyhow!(e.message))?;
+    settings.lxc_template = c.lxc_template.clone();
+    settings.storage = c.storage.clone();
+    settings.bridge = c.bridge.clone();
+    settings.vmid_range = c.vmid_range.clone();
+    settings.full_clone = c.full_clone;
+    settings.placement.allow = c.nodes.clone();
+    settings.placement.max_guests_per_node = c.max_guests_per_node;
+    settings.address_deadline = c.address_timeout;
+    settings.poll = c.poll_interval;
+    settings.task_deadline = c.task_timeout;
+    settings.step_deadline = c.step_timeout;
+    settings.address_pool = c.address_pool.clone();
+    settings.nameserver = c.nameserver.map(|n| n.to_string());
+    settings.pool = c.pool.clone();
+    settings.agent_poll = c.agent_poll_interval;
+    settings.agent_calls_per_node = c.agent_calls_per_node;
+    if let Some(p) = &c.user_data_template {
+        let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+        settings.user_data = crate::core::cloud_init::Template::parse(&text).with_context(|| format!("the user-data template {}", p.display()))?;
+    }
+    settings.reconcile_every = c.reconcile_interval;
+    settings.remove_orphans = c.remove_orphans;
+    let mut prov = Provisioner::new(client, settings);
+    prov.node_files = match &c.node_ssh {
+        Some(n) => Some(node_files(n, &c.snippets_storage, &c.snippets_dir, key).await?),
+        None => None,
+    };
+    Ok(prov)
 }
 
 /// The configured cluster's API client: its endpoint, token, pinned trust and call timeout.
@@ -284,6 +292,28 @@ async fn node_files(n: &crate::config::NodeSshSettings, storage: &str, dir: &str
         storage: storage.to_string(),
         dir: dir.to_string(),
     })
+}
+
+/// What `pvedeploy check` found: the report, or why there was no cluster to check.
+pub enum Checked {
+    Report(crate::core::check::Report),
+    NoCluster(&'static str),
+}
+
+/// `pvedeploy check`: checks the configured cluster from this machine, as `serve` would at start, under
+/// `deadline`. Opens no store (the agent may be running); sends Proxmox only reads (the client refuses
+/// anything else) and, with node SSH configured, writes and removes a test file in each node's snippets
+/// directory.
+pub async fn check(config: Config, deadline: Duration) -> anyhow::Result<Checked> {
+    let c = match &config.proxmox {
+        ProxmoxSetting::Cluster(c) => c,
+        ProxmoxSetting::Sandbox => return Ok(Checked::NoCluster("no [proxmox] cluster is configured: the built-in sandbox is prepared by `serve` itself and checked at its start (GET /api/v1/ready shows the checklist)")),
+        ProxmoxSetting::None => return Ok(Checked::NoCluster("[proxmox] mode = \"none\": there is no cluster to check")),
+    };
+    let client = cluster_client(c)?.with_changes_refused("pvedeploy check only reads the cluster");
+    let key = crate::keys::load_or_create_deploy_key(&config.data_dir.join("keys")).context("the agent's deploy key")?;
+    let prov = cluster_provisioner(c, client, &key).await?;
+    Ok(Checked::Report(crate::engine::check::run(&prov, deadline).await))
 }
 
 /// What `pvedeploy recover` found, and how many records it wrote (`None` without `--confirm`).

@@ -2,6 +2,7 @@
 
 mod agents;
 mod api;
+mod check;
 mod cli;
 mod cluster;
 mod crash;

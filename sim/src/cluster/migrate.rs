@@ -1304,7 +1304,7 @@ mod tests {
             agent_ping_timeout_secs: 0.0,
             agent_command_timeout_secs: 0.0,
         };
-        Cluster::new(&cfg, Faults::default(), "00:11".to_string()).unwrap()
+        Cluster::new(&cfg, Faults::default(), "00:11".to_string(), Arc::new(crate::auth::access::Access::new(9))).unwrap()
     }
 
     fn call(kind: GuestKind, params: Value) -> ApiCall {

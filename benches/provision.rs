@@ -62,9 +62,23 @@ impl Rig {
         let sim_dir = tempfile::tempdir().unwrap();
         let mut sim_cfg = SimConfig::sandbox(sim_dir.path().to_path_buf());
         timing(&mut sim_cfg.timing);
+        // VMs need node SSH for their snippets (the agent refuses VM deployments without it): the sim's nodes
+        // take the agent's deploy key, written where the agent looks for it.
+        let key = pvedeploy::keys::generate_ed25519("pvedeploy-agent");
+        pvedeploy_sim::node_ssh::check_available().expect("the provision bench needs sshd for the simulated nodes (.ci/run installs it)");
+        sim_cfg = sim_cfg.with_node_ssh(&key.public_openssh);
         sim_cfg.cluster.nodes.iter_mut().for_each(|n| n.memory_bytes = 512 << 30);
         let sim = sim_rt.spawn(Simulator::start(sim_cfg)).await.unwrap().unwrap();
         let dir = tempfile::tempdir().unwrap();
+        let keys = dir.path().join("keys");
+        std::fs::create_dir_all(&keys).unwrap();
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o700)).unwrap();
+            std::fs::write(keys.join("deploy_ed25519"), key.private_openssh.expose()).unwrap();
+            std::fs::set_permissions(keys.join("deploy_ed25519"), std::fs::Permissions::from_mode(0o600)).unwrap();
+            std::fs::write(keys.join("deploy_ed25519.pub"), format!("{}\n", key.public_openssh)).unwrap();
+        }
         let mut config = Config::for_data_dir(dir.path());
         config.admin_token = Some(Secret::new(TOKEN.into()));
         let (token_id, secret) = sim.admin_token();
@@ -74,6 +88,13 @@ impl Rig {
             poll_interval: Duration::from_millis(250),
             ..ClusterSettings::new(format!("https://{}", sim.addr()), token_id, Secret::new(secret), TrustSetting::Fingerprint(sim.fingerprint_sha256()), 9000)
         };
+        let (mut host_keys, mut addresses) = (std::collections::BTreeMap::new(), std::collections::BTreeMap::new());
+        for node in sim.node_names() {
+            let (addr, host_key) = sim.node_ssh(&node).expect("node SSH runs");
+            addresses.insert(node.clone(), addr.ip().to_string());
+            host_keys.insert(node, host_key);
+        }
+        cluster.node_ssh = Some(pvedeploy::config::NodeSshSettings { user: "root".into(), port: 22, host_keys, addresses });
         tweak(&mut cluster);
         config.proxmox = ProxmoxSetting::Cluster(cluster);
         let app = Application::build(config).await.unwrap();

@@ -291,6 +291,7 @@ async fn node_files(n: &crate::config::NodeSshSettings, storage: &str, dir: &str
         addresses: n.addresses.clone(),
         storage: storage.to_string(),
         dir: dir.to_string(),
+        logins: Default::default(),
     })
 }
 

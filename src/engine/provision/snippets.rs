@@ -25,7 +25,16 @@ pub struct NodeFiles {
     /// Storage id (`local`) and its snippets directory on the nodes (`/var/lib/vz/snippets`).
     pub storage: String,
     pub dir: String,
+    /// SSH logins in flight per node (see `NODE_LOGINS`).
+    pub logins: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Semaphore>>>,
 }
+
+/// At most this many SSH logins to one node at once: OpenSSH's `MaxStartups 10:30:100` starts dropping
+/// unauthenticated connections at 10, so 20 VMs provisioned at once lost some of their snippet uploads.
+const NODE_LOGINS: usize = 4;
+
+/// Attempts at a login the node dropped before it answered (a transient `Connect` error), with 250 ms, 500 ms between.
+const LOGIN_ATTEMPTS: u32 = 3;
 
 impl NodeFiles {
     /// The file name of a deployment's user-data snippet.
@@ -36,6 +45,25 @@ impl NodeFiles {
     /// `user=local:snippets/pvedeploy-<id>.yaml`, for `cicustom`.
     pub fn cicustom(&self, id: &DeploymentId) -> String {
         format!("user={}:snippets/{}", self.storage, Self::file_name(id))
+    }
+
+    /// Logs in to `node` (host key pinned), at most `NODE_LOGINS` at once per node, retrying a dropped login
+    /// `LOGIN_ATTEMPTS` times; the permit is held until the returned session is closed.
+    async fn login(&self, client: &PveClient, node: &NodeName) -> Result<(crate::ssh::Connection, tokio::sync::OwnedSemaphorePermit), String> {
+        let t = self.target(client, node).await?;
+        let slots = self.logins.lock().expect("logins poisoned").entry(node.to_string()).or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(NODE_LOGINS))).clone();
+        let permit = slots.acquire_owned().await.map_err(|_| "the node's login slots are closed".to_string())?;
+        let mut attempt = 1;
+        loop {
+            match self.ssh.connect(&t).await {
+                Ok(conn) => return Ok((conn, permit)),
+                Err(e) if e.retry_safe() && attempt < LOGIN_ATTEMPTS => {
+                    tokio::time::sleep(std::time::Duration::from_millis(250 << (attempt - 1))).await;
+                    attempt += 1;
+                }
+                Err(e) => return Err(e.to_string()),
+            }
+        }
     }
 
     async fn target(&self, client: &PveClient, node: &NodeName) -> Result<Target, String> {
@@ -66,8 +94,7 @@ impl NodeFiles {
 
     /// Writes the deployment's user-data (mode 0600: it holds the guest's host private key).
     pub async fn upload(&self, client: &PveClient, node: &NodeName, id: &DeploymentId, user_data: &str) -> Result<String, String> {
-        let t = self.target(client, node).await?;
-        let conn = self.ssh.connect(&t).await.map_err(|e| e.to_string())?;
+        let (conn, _permit) = self.login(client, node).await?;
         let path = format!("{}/{}", self.dir, Self::file_name(id));
         let r = conn.upload(&path, user_data.as_bytes(), 0o600).await.map_err(|e| e.to_string());
         conn.close().await;
@@ -77,8 +104,7 @@ impl NodeFiles {
     /// Logs in to `node` with its host key pinned and writes, then removes, a test file in the snippets
     /// directory (for `pvedeploy check`).
     pub async fn probe(&self, client: &PveClient, node: &NodeName) -> Result<(), String> {
-        let t = self.target(client, node).await?;
-        let conn = self.ssh.connect(&t).await.map_err(|e| e.to_string())?;
+        let (conn, _permit) = self.login(client, node).await?;
         let path = format!("{}/.pvedeploy-check-{}", self.dir, uuid::Uuid::new_v4().simple());
         let written = conn.upload(&path, b"pvedeploy check\n", 0o600).await.map_err(|e| format!("cannot write {path}: {e}"));
         let removed = match &written {
@@ -91,8 +117,7 @@ impl NodeFiles {
 
     /// Removes the snippet; a missing one is fine.
     pub async fn remove(&self, client: &PveClient, node: &NodeName, id: &DeploymentId) -> Result<(), String> {
-        let t = self.target(client, node).await?;
-        let conn = self.ssh.connect(&t).await.map_err(|e| e.to_string())?;
+        let (conn, _permit) = self.login(client, node).await?;
         let path = format!("{}/{}", self.dir, Self::file_name(id));
         let r = conn.remove(&path).await.map_err(|e| e.to_string());
         conn.close().await;

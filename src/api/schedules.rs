@@ -68,6 +68,9 @@ pub struct ScheduleView {
     /// `all` or a deployment id.
     pub target: String,
     pub enabled: bool,
+    /// Its target deployment was destroyed: the schedule is kept for the record, disabled, and never runs again
+    /// (a `PUT` naming a live deployment gives it a new target).
+    pub target_destroyed: bool,
     pub catch_up: bool,
     /// The token name (and door) that created it.
     pub created_by: String,
@@ -75,7 +78,7 @@ pub struct ScheduleView {
     pub updated_at: String,
     /// The last run time handled (run or skipped), RFC 3339 UTC.
     pub last_occurrence: Option<String>,
-    /// The next 5 run times (empty when disabled).
+    /// The next 5 run times (empty when disabled or its target is destroyed).
     pub next_runs: Vec<NextRun>,
 }
 
@@ -186,6 +189,7 @@ impl SchedulesApi {
             keep: s.spec.action.keep(),
             target: s.spec.target.as_str().to_string(),
             enabled: s.spec.enabled,
+            target_destroyed: s.target_destroyed,
             catch_up: s.spec.catch_up,
             created_by,
             created_at: rfc3339(s.created_at),

@@ -424,6 +424,9 @@ pub struct Schedule {
     pub updated_at: i64,
     /// The last occurrence handled (run or skipped).
     pub last_occurrence: Option<i64>,
+    /// Its target deployment was destroyed: the schedule is kept for the record, disabled, and never runs
+    /// again (a replace naming a live target clears it).
+    pub target_destroyed: bool,
 }
 
 impl Schedule {
@@ -432,7 +435,7 @@ impl Schedule {
     /// Only the latest occurrence since then matters: several missed ones make one run at most. It runs if
     /// it is on time (within [`GRACE_MS`]); a late one runs once when `catch_up` is set and is skipped otherwise.
     pub fn due(&self, last_run: Option<i64>, now_ms: i64) -> Option<Due> {
-        if !self.spec.enabled {
+        if !self.spec.enabled || self.target_destroyed {
             return None;
         }
         let since = last_run.unwrap_or(i64::MIN).max(self.updated_at).max(self.created_at);
@@ -558,7 +561,7 @@ mod tests {
     fn schedule(cron: &str, catch_up: bool, created: i64) -> Schedule {
         let mut spec = spec(cron, "UTC");
         spec.catch_up = catch_up;
-        Schedule { id: "s".into(), spec, created_at: created, updated_at: created, last_occurrence: None }
+        Schedule { id: "s".into(), spec, created_at: created, updated_at: created, last_occurrence: None, target_destroyed: false }
     }
 
     #[test]
@@ -577,6 +580,8 @@ mod tests {
         let mut off = hourly.clone();
         off.spec.enabled = false;
         assert_eq!(off.due(None, ms("2026-05-01T04:30:00Z")), None);
+        let orphaned = Schedule { target_destroyed: true, ..hourly.clone() };
+        assert_eq!(orphaned.due(None, ms("2026-05-01T04:30:00Z")), None, "a destroyed target's schedule never runs");
     }
 
     #[test]

@@ -111,7 +111,7 @@ impl Scheduler {
     /// Records a new schedule (it counts from now: nothing before runs late).
     pub async fn add(&self, spec: ScheduleSpec, actor: &Actor) -> Result<Schedule, EngineError> {
         let now = self.now();
-        let s = Schedule { id: uuid::Uuid::now_v7().to_string(), spec, created_at: now, updated_at: now, last_occurrence: None };
+        let s = Schedule { id: uuid::Uuid::now_v7().to_string(), spec, created_at: now, updated_at: now, last_occurrence: None, target_destroyed: false };
         let store = self.inner.engine.store();
         store.create_schedule(&s, &actor.to_string()).await?;
         store.audit(actor, "schedule_add", Some(&s.id), &describe(&s)).await?;
@@ -122,7 +122,8 @@ impl Scheduler {
     /// Replaces a schedule's settings; it counts from now (a changed expression never runs late).
     pub async fn replace(&self, id: &str, spec: ScheduleSpec, actor: &Actor) -> Result<Schedule, EngineError> {
         let (old, created_by) = self.get_with_creator(id).await?;
-        let s = Schedule { spec, updated_at: self.now().max(old.updated_at), ..old };
+        // `parse` took the target as live: a replace gives a schedule of a destroyed deployment a new life.
+        let s = Schedule { spec, updated_at: self.now().max(old.updated_at), target_destroyed: false, ..old };
         if !self.inner.engine.store().replace_schedule(&s, &created_by).await? {
             return Err(EngineError::NotFound(id.to_string()));
         }
@@ -161,9 +162,9 @@ impl Scheduler {
         Ok(self.inner.engine.store().schedule_runs(id, limit, offset).await?)
     }
 
-    /// The next `n` run times of `s` from now (UTC ms); none when disabled.
+    /// The next `n` run times of `s` from now (UTC ms); none when disabled or its target is destroyed.
     pub fn next_runs(&self, s: &Schedule, n: usize) -> Vec<i64> {
-        if !s.spec.enabled {
+        if !s.spec.enabled || s.target_destroyed {
             return vec![];
         }
         s.spec.next_runs(self.now(), n)
@@ -283,7 +284,7 @@ impl Scheduler {
                     Claimed::Handled => {}
                 }
             }
-            if s.spec.enabled {
+            if s.spec.enabled && !s.target_destroyed {
                 let from = now.max(s.updated_at);
                 if let Some(&n) = s.spec.next_runs(from, 1).first() {
                     pass.next_due = Some(pass.next_due.map_or(n, |m: i64| m.min(n)));
@@ -316,7 +317,8 @@ impl Scheduler {
         let result = self.execute(&s, occurrence, &actor).await;
         renew.abort();
         let (outcome, text) = match result {
-            Ok(m) => (RunOutcome::Succeeded, m),
+            Ok(Ran::Done(m)) => (RunOutcome::Succeeded, m),
+            Ok(Ran::NotRun(m)) => (RunOutcome::Skipped, m),
             Err(m) => (RunOutcome::Failed, m),
         };
         let text = if note.is_empty() { text } else { format!("{note}; {text}") };
@@ -325,25 +327,25 @@ impl Scheduler {
         }
     }
 
-    /// The action itself; `Ok` with what happened, `Err` with what went wrong, in words.
-    async fn execute(&self, s: &Schedule, occurrence: i64, actor: &Actor) -> Result<String, String> {
+    /// The action itself; `Ok` with what happened (or why nothing was to be done), `Err` with what went wrong, in words.
+    async fn execute(&self, s: &Schedule, occurrence: i64, actor: &Actor) -> Result<Ran, String> {
         let engine = &self.inner.engine;
         match s.spec.action {
             ScheduleAction::Reconcile => match engine.reconcile().await {
-                Ok(Some(r)) => Ok(format!("{} guests seen, {} orphans, {} missing, {} removed", r.guests_seen, r.orphans.len(), r.missing.len(), r.removed.len())),
+                Ok(Some(r)) => Ok(Ran::Done(format!("{} guests seen, {} orphans, {} missing, {} removed", r.guests_seen, r.orphans.len(), r.missing.len(), r.removed.len()))),
                 Ok(None) => Err("no Proxmox cluster is configured; nothing to reconcile".into()),
                 Err(e) => Err(e.to_string()),
             },
             ScheduleAction::Drift => {
                 let exports = self.inner.exports.as_ref().ok_or("drift checks are not available on this agent")?;
                 match exports.drift().await {
-                    Ok(d) if d.unreadable.is_empty() && d.differences.is_empty() => Ok(format!("{} deployments checked, no drift", d.checked)),
-                    Ok(d) if d.unreadable.is_empty() => Ok(format!(
+                    Ok(d) if d.unreadable.is_empty() && d.differences.is_empty() => Ok(Ran::Done(format!("{} deployments checked, no drift", d.checked))),
+                    Ok(d) if d.unreadable.is_empty() => Ok(Ran::Done(format!(
                         "{} deployments checked, {} differences: {}",
                         d.checked,
                         d.differences.len(),
                         d.differences.iter().take(5).map(|x| format!("{} {}", x.deployment, x.field)).collect::<Vec<_>>().join(", ")
-                    )),
+                    ))),
                     // A check that could not read everything did not do its work: it fails, naming what it could not read.
                     Ok(d) => Err(format!(
                         "could not check {}; {} deployments checked, {} differences",
@@ -358,31 +360,45 @@ impl Scheduler {
                 let targets = match &s.spec.target {
                     Target::Deployment(id) => {
                         let d = engine.find(id.as_str()).await.map_err(|e| e.to_string())?;
-                        // A schedule never acts on a destroyed deployment; it stops for good (kept, disabled).
-                        if matches!(d.status, Status::Destroying | Status::Destroyed) {
-                            engine.schedules_follow_destroy(&d.id).await;
-                            return Err(format!("{} is {}: not run, and this schedule is now disabled", d.spec.name, d.status));
+                        // A schedule never acts on a destroyed deployment: it stops for good (kept, disabled,
+                        // marked), and one being destroyed is left alone (its destroy disables the schedule).
+                        match d.status {
+                            Status::Destroyed => {
+                                engine.schedules_follow_destroy(&d.id).await;
+                                return Ok(Ran::NotRun(format!("not run: {} is destroyed; this schedule is now disabled", d.spec.name)));
+                            }
+                            Status::Destroying => return Ok(Ran::NotRun(format!("not run: {} is being destroyed", d.spec.name))),
+                            _ => vec![d],
                         }
-                        vec![d]
                     }
-                    Target::All => engine.store().deployments_with_guests().await.map_err(|e| e.to_string())?,
+                    // Every deployment with a guest that is not being destroyed.
+                    Target::All => engine.store().deployments_with_guests().await.map_err(|e| e.to_string())?.into_iter().filter(|d| d.status != Status::Destroying).collect(),
                 };
                 let mut done = Vec::new();
                 let mut failed = Vec::new();
+                let mut gone = Vec::new();
                 for d in &targets {
                     match self.apply(action, d, occurrence, actor).await {
                         Ok(m) => done.push(format!("{}: {m}", d.spec.name)),
+                        // A destroy that began while this ran is no failure of the schedule's.
+                        Err(m) if self.destroyed_meanwhile(&d.id).await => gone.push(format!("{}: being destroyed, not run ({m})", d.spec.name)),
                         Err(m) => failed.push(format!("{}: {m}", d.spec.name)),
                     }
                 }
-                let all = done.iter().chain(&failed).cloned().collect::<Vec<_>>().join("; ");
+                let all = done.iter().chain(&failed).chain(&gone).cloned().collect::<Vec<_>>().join("; ");
                 match (failed.is_empty(), targets.is_empty()) {
-                    (_, true) => Ok("no deployment with a guest to act on".into()),
-                    (true, _) => Ok(all),
+                    (_, true) => Ok(Ran::Done("no deployment with a guest to act on".into())),
+                    (true, _) if done.is_empty() => Ok(Ran::NotRun(all)),
+                    (true, _) => Ok(Ran::Done(all)),
                     (false, _) => Err(all),
                 }
             }
         }
+    }
+
+    /// Whether the deployment is being (or was) destroyed now.
+    async fn destroyed_meanwhile(&self, id: &DeploymentId) -> bool {
+        matches!(self.inner.engine.store().get_deployment(id).await, Ok(Some(d)) if matches!(d.status, Status::Destroying | Status::Destroyed))
     }
 
     async fn apply(&self, action: ScheduleAction, d: &Deployment, occurrence: i64, actor: &Actor) -> Result<String, String> {
@@ -431,6 +447,14 @@ impl Scheduler {
         }
         r
     }
+}
+
+/// How a run that did not fail ended.
+enum Ran {
+    /// It did its work (what, in words).
+    Done(String),
+    /// There was nothing it may act on (its target is being destroyed, or is gone): recorded as skipped.
+    NotRun(String),
 }
 
 /// One scheduled snapshot of a guest, and the retention that follows it.

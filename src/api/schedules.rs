@@ -30,8 +30,10 @@ pub struct SchedulesApi {
 /// A schedule to create or (with `PUT`) the full replacement of one.
 #[derive(Debug, Object)]
 pub struct ScheduleRequest {
-    /// A cron expression: 5 fields (Unix: minute hour day-of-month month day-of-week, Sunday = 0 or 7),
-    /// or 6/7 fields with seconds first (and a year last), or `@daily`-style shorthands.
+    /// A cron expression: 5 fields read as cron(8) reads them (minute hour day-of-month month day-of-week, Sunday = 0
+    /// or 7; with both day fields restricted a day runs when either matches: `0 0 13 * 5` is every 13th and every
+    /// Friday), or 6/7 fields with seconds first (and a year last; both day fields must match), or `@daily`-style
+    /// shorthands. One with no run after now is refused.
     pub cron: String,
     /// An IANA time zone the expression is read in (default `UTC`), e.g. `Europe/Berlin`.
     pub timezone: Option<String>,

@@ -1,14 +1,17 @@
 //! Schedules as data: a cron expression in an IANA time zone, the action it runs and on what; when it
 //! runs next (correct across DST changes) and whether it is due now (the catch-up rule). No I/O.
 
+mod expression;
+
 use std::collections::BTreeSet;
-use std::fmt;
 use std::str::FromStr;
 
 use chrono::{DateTime, LocalResult, NaiveDateTime, TimeZone, Utc};
 
 use crate::core::deployment::DeploymentId;
 use crate::core::validation::{FieldError, ValidationErrors};
+
+pub use expression::CronExpr;
 
 /// An occurrence older than this when the scheduler sees it was missed (the agent was down or the
 /// schedule could not run): it runs once when `catch_up` is set, else it is skipped. The scheduler
@@ -20,101 +23,6 @@ const MISSED_CAP: u32 = 10_000;
 
 /// The largest `keep` of a snapshot schedule.
 pub const MAX_KEEP: u32 = 100;
-
-/// A cron expression the `cron` crate accepts. Five fields are read as Unix cron (minute hour
-/// day-of-month month day-of-week, Sunday = 0 or 7) and get a leading seconds field `0`; six or seven
-/// fields (seconds first, optional year) and `@daily`-style shorthands are taken as the crate reads them.
-#[derive(Clone)]
-pub struct CronExpr {
-    source: String,
-    schedule: cron::Schedule,
-}
-
-impl CronExpr {
-    pub fn parse(raw: &str) -> Result<Self, FieldError> {
-        let source = raw.split_whitespace().collect::<Vec<_>>().join(" ");
-        let err = |m: String| FieldError::new("cron", "cron_expression", m);
-        if source.is_empty() {
-            return Err(FieldError::new("cron", "required", "must be a cron expression such as `0 3 * * *` (03:00 every day)"));
-        }
-        if source.len() > 200 {
-            return Err(err("must be at most 200 characters".into()));
-        }
-        let fields: Vec<&str> = source.split(' ').collect();
-        let translated = if source.starts_with('@') {
-            source.clone()
-        } else {
-            match fields.len() {
-                5 => {
-                    let dow = unix_day_of_week(fields[4]).map_err(err)?;
-                    format!("0 {} {} {} {} {dow}", fields[0], fields[1], fields[2], fields[3])
-                }
-                6 | 7 => source.clone(),
-                n => {
-                    return Err(err(format!(
-                        "has {n} fields; use 5 (minute hour day-of-month month day-of-week), or 6/7 with seconds first (and a year last)"
-                    )))
-                }
-            }
-        };
-        let schedule = cron::Schedule::from_str(&translated).map_err(|e| err(format!("is not a valid cron expression: {e}")))?;
-        // An expression that never fires (30 February) is refused rather than stored as dead.
-        if schedule.after(&Utc.timestamp_opt(0, 0).unwrap()).next().is_none() {
-            return Err(err("never matches a date".into()));
-        }
-        Ok(Self { source, schedule })
-    }
-
-    /// The expression as given (whitespace normalised).
-    pub fn as_str(&self) -> &str {
-        &self.source
-    }
-}
-
-impl fmt::Debug for CronExpr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "CronExpr({:?})", self.source)
-    }
-}
-
-impl PartialEq for CronExpr {
-    fn eq(&self, other: &Self) -> bool {
-        self.source == other.source
-    }
-}
-
-/// Unix day-of-week numbers (0–7, Sunday = 0 and 7) as day names the crate reads (it counts Sunday = 1).
-fn unix_day_of_week(field: &str) -> Result<String, String> {
-    const NAMES: [&str; 7] = ["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"];
-    let mut out = Vec::new();
-    for item in field.split(',') {
-        if item.chars().any(|c| c.is_ascii_alphabetic()) || item == "*" || item == "?" {
-            out.push(item.to_string());
-            continue;
-        }
-        let (range, step) = match item.split_once('/') {
-            Some((r, s)) => (r, s.parse::<u32>().ok().filter(|s| *s > 0).ok_or(format!("day-of-week step {s:?} must be a positive number"))?),
-            None => (item, 1),
-        };
-        let num = |s: &str| s.parse::<u32>().ok().filter(|n| *n <= 7).ok_or(format!("day-of-week {s:?} must be 0-7 (Sunday = 0 or 7) or a name"));
-        let (lo, hi) = match range {
-            "*" => (0, 6),
-            r => match r.split_once('-') {
-                Some((a, b)) => (num(a)?, num(b)?),
-                None if step > 1 => (num(r)?, 6),
-                None => (num(r)?, num(r)?),
-            },
-        };
-        if lo > hi {
-            return Err(format!("day-of-week range {range:?} runs backwards"));
-        }
-        let mut days: Vec<u32> = (lo..=hi).step_by(step as usize).map(|d| d % 7).collect();
-        days.sort_unstable();
-        days.dedup();
-        out.extend(days.into_iter().map(|d| NAMES[d as usize].to_string()));
-    }
-    Ok(out.join(","))
-}
 
 /// An IANA time zone (`Europe/Berlin`, `UTC`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -311,6 +219,17 @@ impl ScheduleSpec {
         }
     }
 
+    /// A new or replacing request, at `now_ms`: as [`parse`](Self::parse), and an expression with no run after now
+    /// (`0 0 0 1 1 * 2020`) is refused naming the field; a stored schedule whose runs are all past still loads.
+    pub fn parse_new(raw: RawSchedule, now_ms: i64) -> Result<Self, ValidationErrors> {
+        let spec = Self::parse(raw)?;
+        if spec.next_runs(now_ms, 1).is_empty() {
+            let now = Zone::UTC.rfc3339(now_ms);
+            return Err(ValidationErrors(vec![FieldError::new("cron", "never_fires", format!("`{}`: has no run after now ({now}); every time it names is past", spec.cron.as_str()))]));
+        }
+        Ok(spec)
+    }
+
     /// The next `n` run times strictly after `after_ms`, as UTC milliseconds, ascending.
     ///
     /// The expression is matched against wall-clock time in the zone. A wall time that does not exist
@@ -325,13 +244,13 @@ impl ScheduleSpec {
     /// Every run time strictly after `after_ms`, ascending, lazily.
     fn runs_after(&self, after_ms: i64) -> impl Iterator<Item = i64> + '_ {
         let tz = self.zone.0;
-        let hourly = cron::TimeUnitSpec::is_all(self.cron.schedule.hours());
+        let hourly = self.cron.every_hour();
         let after = tz.timestamp_millis_opt(after_ms).single();
         // Walk wall-clock times (as if in UTC) from 3 h before (more than any DST shift), map each to its
         // instants in the zone. The earliest instant of a wall time never decreases as wall time grows, so a
         // pending instant is final once it is not after the earliest instant of the wall time just seen.
         let start = after.map(|a| Utc.from_utc_datetime(&(a.naive_local() - chrono::Duration::hours(3))));
-        let mut walls = start.into_iter().flat_map(move |s| self.cron.schedule.after_owned(s));
+        let mut walls = start.into_iter().flat_map(move |s| self.cron.after(s));
         let mut pending = BTreeSet::new();
         let mut floor = i64::MIN;
         std::iter::from_fn(move || loop {
@@ -599,9 +518,16 @@ mod tests {
     fn bad_input_names_field_and_rule() {
         let rules = |raw: RawSchedule| ScheduleSpec::parse(raw).unwrap_err().0.into_iter().map(|e| (e.field, e.rule)).collect::<Vec<_>>();
         let base = || RawSchedule { cron: Some("0 3 * * *".into()), action: Some("redeploy".into()), target: Some("all".into()), ..Default::default() };
-        assert_eq!(rules(RawSchedule { cron: Some("61 3 * * *".into()), ..base() }), [("cron".into(), "cron_expression")]);
-        assert_eq!(rules(RawSchedule { cron: Some("* * *".into()), ..base() }), [("cron".into(), "cron_expression")]);
-        assert_eq!(rules(RawSchedule { cron: Some("0 0 30 2 *".into()), ..base() }), [("cron".into(), "cron_expression")]);
+        assert_eq!(rules(RawSchedule { cron: Some("61 3 * * *".into()), ..base() }), [("cron".into(), "cron_field")]);
+        assert_eq!(rules(RawSchedule { cron: Some("* * *".into()), ..base() }), [("cron".into(), "cron_fields")]);
+        assert_eq!(rules(RawSchedule { cron: Some("0 0 30 2 *".into()), ..base() }), [("cron".into(), "never_fires")]);
+        // A year that is past: a stored schedule still loads, a new one is refused counting from now (not from 1970).
+        let past = RawSchedule { cron: Some("0 0 0 1 1 * 2020".into()), ..base() };
+        assert!(ScheduleSpec::parse(past.clone()).is_ok());
+        let refused = ScheduleSpec::parse_new(past, ms("2026-05-01T00:00:00Z")).unwrap_err().0;
+        assert_eq!((refused[0].field.as_str(), refused[0].rule), ("cron", "never_fires"));
+        assert_eq!(refused[0].message, "`0 0 0 1 1 * 2020`: has no run after now (2026-05-01T00:00:00+00:00); every time it names is past");
+        assert!(ScheduleSpec::parse_new(RawSchedule { cron: Some("0 0 0 1 1 * 2027".into()), ..base() }, ms("2026-05-01T00:00:00Z")).is_ok());
         assert_eq!(rules(RawSchedule { timezone: Some("Mars/Olympus".into()), ..base() }), [("timezone".into(), "iana_zone")]);
         assert_eq!(rules(RawSchedule { action: Some("reboot".into()), ..base() }), [("action".into(), "enum")]);
         assert_eq!(rules(RawSchedule { action: Some("snapshot".into()), ..base() }), [("keep".into(), "required")]);

@@ -95,7 +95,7 @@ impl Scheduler {
                 Err(e) => return Err(e),
             }
         }
-        let parsed = ScheduleSpec::parse(RawSchedule { target: if target_error.is_some() { Some("all".into()) } else { raw.target.clone() }, ..raw.clone() });
+        let parsed = ScheduleSpec::parse_new(RawSchedule { target: if target_error.is_some() { Some("all".into()) } else { raw.target.clone() }, ..raw.clone() }, self.now());
         match (parsed, target_error) {
             (Ok(spec), None) => Ok(spec),
             (Err(mut errs), Some(te)) => {

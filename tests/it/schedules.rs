@@ -51,8 +51,10 @@ async fn invalid_schedules_are_refused_naming_the_field_and_nothing_is_stored() 
     let app = clocked(dir.path(), &clock).await;
     let ok = json!({"cron": "0 3 * * *", "action": "drift", "target": "all"});
     let cases = [
-        (json!({"cron": "0 25 * * *"}), vec![("cron", "cron_expression")]),
-        (json!({"cron": "0 3 * *"}), vec![("cron", "cron_expression")]),
+        (json!({"cron": "0 25 * * *"}), vec![("cron", "cron_field")]),
+        (json!({"cron": "0 3 * *"}), vec![("cron", "cron_fields")]),
+        (json!({"cron": "0 3 * * MON-5"}), vec![("cron", "cron_field")]),
+        (json!({"cron": "0 0 0 1 1 * 2020"}), vec![("cron", "never_fires")]),
         (json!({"timezone": "Europe/Atlantis"}), vec![("timezone", "iana_zone")]),
         (json!({"action": "reboot"}), vec![("action", "enum")]),
         (json!({"action": "snapshot"}), vec![("keep", "required")]),
@@ -104,6 +106,11 @@ async fn schedules_show_their_next_runs_across_a_dst_change_and_can_be_replaced_
         ]
     "#]]
     .assert_debug_eq(&runs);
+    // Both day fields set: every 13th and every Friday, as cron(8) runs it.
+    let (s, either) = app.post("/api/v1/schedules", Some(DEPLOYER), &json!({"cron": "0 0 13 * 5", "action": "drift", "target": "all"})).await;
+    assert_eq!(s, 201, "{either}");
+    let days: Vec<&str> = either["next_runs"].as_array().unwrap().iter().map(|r| r["utc"].as_str().unwrap()).collect();
+    assert_eq!(days, ["2026-04-03T00:00:00Z", "2026-04-10T00:00:00Z", "2026-04-13T00:00:00Z", "2026-04-17T00:00:00Z", "2026-04-24T00:00:00Z"]);
     let (s, replaced) = app.put_json(&format!("/api/v1/schedules/{id}"), Some(DEPLOYER), &json!({"cron": "0 12 * * *", "action": "reconcile", "target": "all", "enabled": false})).await;
     assert_eq!(s, 200, "{replaced}");
     assert_eq!((replaced["action"].as_str(), replaced["enabled"].as_bool(), replaced["next_runs"].as_array().unwrap().len()), (Some("reconcile"), Some(false), 0));

@@ -52,7 +52,7 @@ impl Zone {
 pub enum ScheduleAction {
     /// Redeploy the branch head (picks up security updates and new commits).
     Redeploy,
-    /// Take a snapshot `pvedeploy-YYYYMMDD-HHMMSS`, then delete the oldest `pvedeploy-*` beyond `keep`.
+    /// Take a snapshot `pvd-<schedule>-YYYYMMDD-HHMMSS`, then delete this schedule's own oldest beyond `keep`.
     Snapshot { keep: u32 },
     Stop,
     Start,
@@ -73,7 +73,7 @@ impl ScheduleAction {
             "redeploy" => Some(ScheduleAction::Redeploy),
             "snapshot" => match keep {
                 None => {
-                    errs.push(FieldError::new("keep", "required", "is required for a snapshot schedule: how many `pvedeploy-*` snapshots to keep"));
+                    errs.push(FieldError::new("keep", "required", "is required for a snapshot schedule: how many of its own snapshots to keep"));
                     None
                 }
                 Some(k) if !(1..=i64::from(MAX_KEEP)).contains(&k) => {
@@ -372,31 +372,6 @@ impl Schedule {
     }
 }
 
-/// The prefix of every snapshot a schedule takes; others are never deleted by retention.
-pub const SNAPSHOT_PREFIX: &str = "pvedeploy-";
-
-/// The name of the snapshot taken for `occurrence_ms`: `pvedeploy-YYYYMMDD-HHMMSS` in UTC.
-pub fn snapshot_name(occurrence_ms: i64) -> String {
-    let t = Utc.timestamp_millis_opt(occurrence_ms).single().unwrap_or_default();
-    format!("{SNAPSHOT_PREFIX}{}", t.format("%Y%m%d-%H%M%S"))
-}
-
-/// Whether `name` is exactly a scheduled snapshot's name (`pvedeploy-` + 8 digits + `-` + 6 digits).
-pub fn is_scheduled_snapshot(name: &str) -> bool {
-    let Some(rest) = name.strip_prefix(SNAPSHOT_PREFIX) else { return false };
-    let b = rest.as_bytes();
-    b.len() == 15 && b[8] == b'-' && b[..8].iter().chain(&b[9..]).all(u8::is_ascii_digit)
-}
-
-/// The scheduled snapshots among `names` to delete so that the newest `keep` of them remain (their
-/// names sort by time); every other snapshot is left alone.
-pub fn snapshots_beyond(names: &[String], keep: u32) -> Vec<String> {
-    let mut ours: Vec<&String> = names.iter().filter(|n| is_scheduled_snapshot(n)).collect();
-    ours.sort();
-    let excess = ours.len().saturating_sub(keep as usize);
-    ours.into_iter().take(excess).cloned().collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -501,17 +476,6 @@ mod tests {
         assert_eq!(off.due(None, ms("2026-05-01T04:30:00Z")), None);
         let orphaned = Schedule { target_destroyed: true, ..hourly.clone() };
         assert_eq!(orphaned.due(None, ms("2026-05-01T04:30:00Z")), None, "a destroyed target's schedule never runs");
-    }
-
-    #[test]
-    fn retention_deletes_only_the_oldest_scheduled_snapshots() {
-        assert_eq!(snapshot_name(ms("2026-03-29T01:00:05Z")), "pvedeploy-20260329-010005");
-        let names: Vec<String> =
-            ["pvedeploy-20260103-000000", "before-upgrade", "pvedeploy-20260101-000000", "pvedeploy-keep-me", "pvedeploy-20260102-000000", "current"]
-                .map(String::from)
-                .to_vec();
-        assert_eq!(snapshots_beyond(&names, 1), ["pvedeploy-20260101-000000", "pvedeploy-20260102-000000"]);
-        assert!(snapshots_beyond(&names, 3).is_empty());
     }
 
     #[test]

@@ -14,11 +14,10 @@ use tokio_util::task::TaskTracker;
 pub use clock::{Clock, ManualClock, SystemClock};
 
 use super::export::Exports;
-use super::provision::{pve_kind, wait};
 use super::{Engine, EngineError};
 use crate::core::command::{Action, Actor, Door};
 use crate::core::deployment::{Deployment, DeploymentId};
-use crate::core::schedule::{snapshot_name, snapshots_beyond, Decision, RawSchedule, Schedule, ScheduleAction, ScheduleSpec, Target};
+use crate::core::schedule::{Decision, RawSchedule, Schedule, ScheduleAction, ScheduleSpec, Target};
 use crate::core::status::Status;
 use crate::core::validation::{FieldError, ValidationErrors};
 use crate::store::logs::Level;
@@ -378,7 +377,7 @@ impl Scheduler {
                 let mut failed = Vec::new();
                 let mut gone = Vec::new();
                 for d in &targets {
-                    match self.apply(action, d, occurrence, actor).await {
+                    match self.apply(action, d, &s.id, occurrence, actor).await {
                         Ok(m) => done.push(format!("{}: {m}", d.spec.name)),
                         // A destroy that began while this ran is no failure of the schedule's.
                         Err(m) if self.destroyed_meanwhile(&d.id).await => gone.push(format!("{}: being destroyed, not run ({m})", d.spec.name)),
@@ -401,7 +400,7 @@ impl Scheduler {
         matches!(self.inner.engine.store().get_deployment(id).await, Ok(Some(d)) if matches!(d.status, Status::Destroying | Status::Destroyed))
     }
 
-    async fn apply(&self, action: ScheduleAction, d: &Deployment, occurrence: i64, actor: &Actor) -> Result<String, String> {
+    async fn apply(&self, action: ScheduleAction, d: &Deployment, schedule: &str, occurrence: i64, actor: &Actor) -> Result<String, String> {
         let engine = &self.inner.engine;
         let id = d.id.as_str();
         match action {
@@ -413,39 +412,9 @@ impl Scheduler {
             ScheduleAction::Stop => engine.act(id, Action::Stop, actor).await.map(|_| "stop requested".into()).map_err(|e| e.to_string()),
             ScheduleAction::Start => engine.act(id, Action::Start, actor).await.map(|_| "start requested".into()).map_err(|e| e.to_string()),
             ScheduleAction::Destroy => engine.act(id, Action::Destroy, actor).await.map(|_| "destroy requested".into()).map_err(|e| e.to_string()),
-            ScheduleAction::Snapshot { keep } => self.snapshot(d, occurrence, keep, actor).await,
+            ScheduleAction::Snapshot { keep } => engine.scheduled_snapshot(d, schedule, occurrence, keep, actor).await,
             ScheduleAction::Reconcile | ScheduleAction::Drift => Err("not a per-deployment action".into()),
         }
-    }
-
-    /// Takes `pvedeploy-YYYYMMDD-HHMMSS`, then deletes the oldest scheduled snapshots beyond `keep`
-    /// (never one we did not name), through the ownership guard: under the deployment's work lease when
-    /// it is free, or under this agent's own lease when its work on the deployment (an install, which
-    /// may hold it for minutes) is in flight; Proxmox's guest lock keeps a snapshot and a configuration
-    /// change apart. Never while another agent holds the lease.
-    async fn snapshot(&self, d: &Deployment, occurrence: i64, keep: u32, actor: &Actor) -> Result<String, String> {
-        let engine = self.inner.engine.clone();
-        let prov = engine.inner.provisioner.clone().ok_or("no Proxmox cluster is configured")?;
-        let (Some(node), Some(vmid)) = (d.proxmox_node.clone(), d.proxmox_id) else {
-            return Err(format!("has no guest (status {})", d.status));
-        };
-        let name = snapshot_name(occurrence);
-        let take = Snapshot { prov: &prov, kind: d.spec.guest_type, node: &node, vmid, name: &name, keep, actor: &actor.to_string() };
-        let e2 = engine.clone();
-        let leased = engine.with_lease(&d.id, Duration::ZERO, |lease| async move { take.run(&super::ownership::Fence::new(e2.store().clone(), lease)).await }).await;
-        let r = match leased {
-            Some(r) => r,
-            None => match engine.store().live_lease(&d.id).await.map_err(|e| e.to_string())? {
-                Some(lease) if lease.holder == engine.inner.agent_id => take.run(&super::ownership::Fence::new(engine.store().clone(), lease)).await,
-                Some(_) => Err("another agent is working on this deployment (it holds the work lease); not taken".to_string()),
-                None => Err("the deployment was busy; not taken".to_string()),
-            },
-        };
-        match &r {
-            Ok(m) => engine.log(&d.id, Level::Info, "snapshot", m).await,
-            Err(m) => engine.log(&d.id, Level::Error, "snapshot", &format!("scheduled snapshot failed: {m}")).await,
-        }
-        r
     }
 }
 
@@ -455,40 +424,6 @@ enum Ran {
     Done(String),
     /// There was nothing it may act on (its target is being destroyed, or is gone): recorded as skipped.
     NotRun(String),
-}
-
-/// One scheduled snapshot of a guest, and the retention that follows it.
-#[derive(Clone, Copy)]
-struct Snapshot<'a> {
-    prov: &'a super::provision::Provisioner,
-    kind: crate::core::deployment::GuestType,
-    node: &'a crate::core::names::NodeName,
-    vmid: crate::core::names::VmId,
-    name: &'a str,
-    keep: u32,
-    actor: &'a str,
-}
-
-impl Snapshot<'_> {
-    async fn run(self, fence: &super::ownership::Fence) -> Result<String, String> {
-        let (prov, name, vmid) = (self.prov, self.name, self.vmid);
-        let g = match prov.guard(fence, self.kind, self.node, vmid).await.map_err(|e| e.to_string())? {
-            super::ownership::Found::Owned(g) => g,
-            super::ownership::Found::Gone => return Err(format!("guest {vmid} no longer exists")),
-        };
-        let (kind, on) = (pve_kind(self.kind), g.node.clone());
-        let upid = prov.client.snapshot_create(kind, &on, vmid, name, Some(&format!("taken by {}", self.actor))).await.map_err(|e| format!("snapshot {name}: {e}"))?;
-        wait(&prov.client, upid.as_str(), &prov.settings).await.map_err(|e| format!("snapshot {name}: {e}"))?;
-        let listed = prov.client.snapshot_list(kind, &on, vmid).await.map_err(|e| format!("listing snapshots: {e}"))?;
-        let names: Vec<String> = listed.into_iter().filter(|s| !s.is_current()).map(|s| s.name).collect();
-        let old = snapshots_beyond(&names, self.keep);
-        for o in &old {
-            g.still_ours().await.map_err(|e| e.to_string())?;
-            let upid = prov.client.snapshot_delete(kind, &on, vmid, o).await.map_err(|e| format!("deleting {o}: {e}"))?;
-            wait(&prov.client, upid.as_str(), &prov.settings).await.map_err(|e| format!("deleting {o}: {e}"))?;
-        }
-        Ok(if old.is_empty() { format!("snapshot {name} taken") } else { format!("snapshot {name} taken; deleted {}", old.join(", ")) })
-    }
 }
 
 fn describe(s: &Schedule) -> String {

@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 
 use crate::helpers::{test_config, TestApp, ADMIN, DEPLOYER, READER};
 
-fn ms(rfc: &str) -> i64 {
+pub(crate) fn ms(rfc: &str) -> i64 {
     (time::OffsetDateTime::parse(rfc, &time::format_description::well_known::Rfc3339).unwrap().unix_timestamp_nanos() / 1_000_000) as i64
 }
 
@@ -27,7 +27,7 @@ async fn clocked(dir: &std::path::Path, clock: &Arc<ManualClock>) -> TestApp {
 }
 
 /// Polls `path` until `pred` holds (the scheduler works in the background).
-async fn wait_for(app: &TestApp, path: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+pub(crate) async fn wait_for(app: &TestApp, path: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
     let mut last = Value::Null;
     for _ in 0..600 {
         let (s, body) = app.get(path, Some(READER)).await;
@@ -391,11 +391,12 @@ async fn snapshot_schedule_keeps_the_newest_and_leaves_other_snapshots_alone() {
     }
     let mut names: Vec<String> = client.snapshot_list(kind, &node, vmid).await.unwrap().into_iter().filter(|s| !s.is_current()).map(|s| s.name).collect();
     names.sort();
-    assert_eq!(names, ["before-upgrade", "pvedeploy-20300101-030000", "pvedeploy-20300101-040000"]);
+    let tag = pvedeploy::core::snapshot::schedule_tag(sched["id"].as_str().unwrap());
+    assert_eq!(names, ["before-upgrade".to_string(), format!("pvd-{tag}-20300101-030000"), format!("pvd-{tag}-20300101-040000")]);
     sim.app.stop().await;
 }
 
-fn cli(app: &TestApp, token: &str, args: &[&str]) -> std::process::Output {
+pub(crate) fn cli(app: &TestApp, token: &str, args: &[&str]) -> std::process::Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_pvedeploy"))
         .args(args)
         .args(["--url", &app.base])

@@ -4,6 +4,7 @@ pub mod deployments;
 pub mod error;
 pub mod events;
 pub mod export;
+pub mod limits;
 pub mod paging;
 pub mod payload;
 pub mod releases;
@@ -32,6 +33,8 @@ pub struct ApiState {
     pub tokens: TokenRegistry,
     pub metrics: Arc<Metrics>,
     pub max_page_size: u32,
+    /// Largest request body under `/api/v1` (`[api] max_body_bytes`).
+    pub max_body_bytes: usize,
     pub started: Instant,
     pub proxmox: Option<String>,
     /// The GitHub webhook door (`POST /webhooks/github`).
@@ -71,10 +74,15 @@ pub fn service(state: &ApiState) -> OpenApiService<(deployments::DeploymentsApi,
 pub fn routes(state: ApiState) -> impl Endpoint {
     let api = service(&state);
     let spec = api.spec_endpoint();
+    let allowed = Arc::new(limits::AllowIndex::from_spec(&api.spec()));
     let docs = api.swagger_ui();
     let metrics = state.metrics.clone();
+    let max_body = state.max_body_bytes;
     crate::web::mount(Route::new())
-        .nest(API_PREFIX, api.into_endpoint().catch_all_error(error::json_error))
+        .nest(
+            API_PREFIX,
+            api.into_endpoint().catch_all_error(error::json_error).around(move |ep, req| limits::bounded_body(ep, req, max_body)),
+        )
         .at(format!("{API_PREFIX}/openapi.json"), spec)
         .nest("/docs", docs)
         .at("/health", poem::get(poem::endpoint::make_sync(|_| "ok")))
@@ -82,13 +90,18 @@ pub fn routes(state: ApiState) -> impl Endpoint {
         .at(crate::discord::PATH, poem::post(crate::discord::receive))
         .around(move |ep, req| {
             let metrics = metrics.clone();
+            let allowed = allowed.clone();
             async move {
                 let start = Instant::now();
                 let method = req.method().to_string();
-                let resp = match ep.call(req).await {
+                let path = req.uri().path().to_owned();
+                let mut resp = match ep.call(req).await {
                     Ok(r) => r.into_response(),
                     Err(e) => error::json_error(e).await,
                 };
+                if resp.status() == poem::http::StatusCode::METHOD_NOT_ALLOWED {
+                    allowed.set_allow(&path, &mut resp);
+                }
                 let op = resp.data::<poem_openapi::OperationId>().map(|o| o.0.to_string()).unwrap_or_else(|| "other".into());
                 metrics.observe(&method, &op, resp.status().as_u16(), start.elapsed());
                 Ok::<Response, poem::Error>(resp)
@@ -96,4 +109,3 @@ pub fn routes(state: ApiState) -> impl Endpoint {
         })
         .into_endpoint()
 }
-

@@ -6,8 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use poem::listener::{Acceptor, Listener, TcpAcceptor, TcpListener};
-use poem::{EndpointExt, Server};
+use poem::EndpointExt;
 
 use crate::api::{self, ApiState};
 use crate::auth::{generate_token, hash_token, Scope, TokenEntry, TokenRegistry};
@@ -23,7 +22,9 @@ pub struct Application {
     #[cfg(feature = "sandbox")]
     sandbox: Option<crate::sandbox::Sandbox>,
     addr: SocketAddr,
-    acceptor: TcpAcceptor,
+    acceptor: tokio::net::TcpListener,
+    /// The listener's limits (`[api]`).
+    http: crate::server::Limits,
     state: ApiState,
     /// A token generated on first start (shown once); `None` when one was configured or already existed.
     pub generated_admin_token: Option<String>,
@@ -39,12 +40,12 @@ impl Application {
         let started = Instant::now();
         let store = Store::open(&config.database).await.with_context(|| format!("opening the database at {}", redact_url(&config.database.url)))?;
         let (tokens, generated_admin_token) = prepare_tokens(&store, &config).await?;
-        let acceptor = TcpListener::bind(config.listen).into_acceptor().await.with_context(|| format!("binding {}", config.listen))?;
-        let addr = acceptor
-            .local_addr()
-            .into_iter()
-            .find_map(|a| a.as_socket_addr().copied())
-            .context("the listener has no socket address")?;
+        let acceptor = tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
+        let addr = acceptor.local_addr().context("the listener has no socket address")?;
+        if !addr.ip().is_loopback() {
+            // Tokens travel in plain HTTP here; beyond this machine they need TLS in front.
+            tracing::warn!(listen = %addr, "listening beyond loopback without TLS: bearer tokens and webhook bodies cross the network in clear; put a TLS reverse proxy in front (docs/operations.md, \"TLS in front\")");
+        }
         #[cfg(feature = "sandbox")]
         let mut sandbox = None;
         let deploy_key = || crate::keys::load_or_create_deploy_key(&config.data_dir.join("keys")).context("the agent's deploy key");
@@ -52,32 +53,7 @@ impl Application {
             ProxmoxSetting::None => (None, None),
             ProxmoxSetting::Cluster(c) => {
                 let client = refuse_if_read_only(cluster_client(c)?, &store);
-                let mut settings = ProvisionSettings::sandbox(deploy_key()?.public_openssh);
-                settings.vm_template = crate::core::names::VmId::new(c.vm_template.into()).map_err(|e| anyhow::anyhow!(e.message))?;
-                settings.lxc_template = c.lxc_template.clone();
-                settings.storage = c.storage.clone();
-                settings.bridge = c.bridge.clone();
-                settings.vmid_range = c.vmid_range.clone();
-                settings.full_clone = c.full_clone;
-                settings.placement.allow = c.nodes.clone();
-                settings.placement.max_guests_per_node = c.max_guests_per_node;
-                settings.address_deadline = c.address_timeout;
-                settings.poll = c.poll_interval;
-                settings.task_deadline = c.task_timeout;
-                settings.step_deadline = c.step_timeout;
-                settings.address_pool = c.address_pool.clone();
-                settings.nameserver = c.nameserver.map(|n| n.to_string());
-                if let Some(p) = &c.user_data_template {
-                    let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
-                    settings.user_data = crate::core::cloud_init::Template::parse(&text).with_context(|| format!("the user-data template {}", p.display()))?;
-                }
-                settings.reconcile_every = c.reconcile_interval;
-                settings.remove_orphans = c.remove_orphans;
-                let mut prov = Provisioner::new(client, settings);
-                prov.node_files = match &c.node_ssh {
-                    Some(n) => Some(node_files(n, &c.snippets_storage, &c.snippets_dir, &deploy_key()?).await?),
-                    None => None,
-                };
+                let prov = cluster_provisioner(c, client, &deploy_key()?).await?;
                 (Some(format!("cluster {}", c.endpoint)), Some(prov))
             }
             #[cfg(feature = "sandbox")]
@@ -130,12 +106,13 @@ impl Application {
         }
         let schedules = crate::engine::schedules::Scheduler::new(engine.clone(), Some(exports.clone()), clock);
         let discord = crate::discord::DiscordDoor::new(engine.clone(), &config.discord);
-        let state = ApiState { engine, exports, tokens, metrics: Arc::new(Metrics::default()), max_page_size: config.max_page_size, started, proxmox, webhooks, schedules, discord };
+        let state = ApiState { engine, exports, tokens, metrics: Arc::new(Metrics::default()), max_page_size: config.max_page_size, max_body_bytes: config.max_body_bytes, started, proxmox, webhooks, schedules, discord };
         Ok(Application {
             #[cfg(feature = "sandbox")]
             sandbox,
             addr,
             acceptor,
+            http: config.http,
             state,
             generated_admin_token,
         })
@@ -164,6 +141,8 @@ impl Application {
     /// (up to 10 s), waits for background work to reach a persisted point, and closes the database.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let engine = self.state.engine.clone();
+        // The cluster is checked in the background and the checklist logged; the API serves meanwhile.
+        engine.spawn_start_check();
         // Terraform exports follow every change from now on (after a sweep for changes made while we were down).
         let keeper = self.state.exports.spawn_keeper();
         let webhooks = self.state.webhooks.clone();
@@ -173,7 +152,7 @@ impl Application {
         let discord = self.state.discord.clone();
         discord.start();
         let routes = api::routes(self.state.clone()).data(self.state);
-        Server::new_with_acceptor(self.acceptor).run_with_graceful_shutdown(routes, shutdown, Some(Duration::from_secs(10))).await?;
+        crate::server::serve(self.acceptor, routes, self.http, shutdown, Duration::from_secs(10)).await?;
         webhooks.shutdown(Duration::from_secs(10)).await;
         drop(webhooks);
         discord.shutdown(Duration::from_secs(10)).await;
@@ -195,6 +174,40 @@ impl Application {
         }
         Ok(())
     }
+}
+
+/// The configured cluster's provisioner: its settings from `[proxmox]` and SFTP to the nodes when configured.
+async fn cluster_provisioner(c: &crate::config::ClusterSettings, client: PveClient, key: &crate::keys::KeyPair) -> anyhow::Result<Provisioner> {
+    let mut settings = ProvisionSettings::sandbox(key.public_openssh.clone());
+    settings.vm_template = crate::core::names::VmId::new(c.vm_template.into()).map_err(|e| anyhow::anyhow!(e.message))?;
+    settings.lxc_template = c.lxc_template.clone();
+    settings.storage = c.storage.clone();
+    settings.bridge = c.bridge.clone();
+    settings.vmid_range = c.vmid_range.clone();
+    settings.full_clone = c.full_clone;
+    settings.placement.allow = c.nodes.clone();
+    settings.placement.max_guests_per_node = c.max_guests_per_node;
+    settings.address_deadline = c.address_timeout;
+    settings.poll = c.poll_interval;
+    settings.task_deadline = c.task_timeout;
+    settings.step_deadline = c.step_timeout;
+    settings.address_pool = c.address_pool.clone();
+    settings.nameserver = c.nameserver.map(|n| n.to_string());
+    settings.pool = c.pool.clone();
+    settings.agent_poll = c.agent_poll_interval;
+    settings.agent_calls_per_node = c.agent_calls_per_node;
+    if let Some(p) = &c.user_data_template {
+        let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+        settings.user_data = crate::core::cloud_init::Template::parse(&text).with_context(|| format!("the user-data template {}", p.display()))?;
+    }
+    settings.reconcile_every = c.reconcile_interval;
+    settings.remove_orphans = c.remove_orphans;
+    let mut prov = Provisioner::new(client, settings);
+    prov.node_files = match &c.node_ssh {
+        Some(n) => Some(node_files(n, &c.snippets_storage, &c.snippets_dir, key).await?),
+        None => None,
+    };
+    Ok(prov)
 }
 
 /// The configured cluster's API client: its endpoint, token, pinned trust and call timeout.
@@ -279,6 +292,28 @@ async fn node_files(n: &crate::config::NodeSshSettings, storage: &str, dir: &str
         storage: storage.to_string(),
         dir: dir.to_string(),
     })
+}
+
+/// What `pvedeploy check` found: the report, or why there was no cluster to check.
+pub enum Checked {
+    Report(crate::core::check::Report),
+    NoCluster(&'static str),
+}
+
+/// `pvedeploy check`: checks the configured cluster from this machine, as `serve` would at start, under
+/// `deadline`. Opens no store (the agent may be running); sends Proxmox only reads (the client refuses
+/// anything else) and, with node SSH configured, writes and removes a test file in each node's snippets
+/// directory.
+pub async fn check(config: Config, deadline: Duration) -> anyhow::Result<Checked> {
+    let c = match &config.proxmox {
+        ProxmoxSetting::Cluster(c) => c,
+        ProxmoxSetting::Sandbox => return Ok(Checked::NoCluster("no [proxmox] cluster is configured: the built-in sandbox is prepared by `serve` itself and checked at its start (GET /api/v1/ready shows the checklist)")),
+        ProxmoxSetting::None => return Ok(Checked::NoCluster("[proxmox] mode = \"none\": there is no cluster to check")),
+    };
+    let client = cluster_client(c)?.with_changes_refused("pvedeploy check only reads the cluster");
+    let key = crate::keys::load_or_create_deploy_key(&config.data_dir.join("keys")).context("the agent's deploy key")?;
+    let prov = cluster_provisioner(c, client, &key).await?;
+    Ok(Checked::Report(crate::engine::check::run(&prov, deadline).await))
 }
 
 /// What `pvedeploy recover` found, and how many records it wrote (`None` without `--confirm`).

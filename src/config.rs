@@ -119,6 +119,13 @@ pub struct ProxmoxFile {
     pub remove_orphans: Option<bool>,
     /// SSH to the nodes, for uploading cloud-init snippets (PVE has no API for that).
     pub node_ssh: Option<NodeSshFile>,
+    /// Resource pool every guest is created in (`pool` on clone and create), so the token's ACL can be narrowed to
+    /// `/pool/<name>` (default: none).
+    pub pool: Option<String>,
+    /// Least time between two guest-agent (or container `interfaces`) polls of one booting guest (default 1000).
+    pub agent_poll_interval_ms: Option<u64>,
+    /// Most guest-agent calls in flight per node at once (default 2; pvedaemon has 3 workers).
+    pub agent_calls_per_node: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -160,6 +167,8 @@ pub struct LimitsFile {
 pub struct ReposFile {
     pub allowed_hosts: Option<Vec<String>>,
     pub schemes: Option<Vec<String>>,
+    /// Non-public networks (CIDR) an allowed host name may resolve into (default: none).
+    pub allow_private: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -177,6 +186,12 @@ pub struct TokenFile {
 #[serde(deny_unknown_fields)]
 pub struct ApiFile {
     pub max_page_size: Option<u32>,
+    /// Largest request body under `/api/v1`, bytes (default 1048576).
+    pub max_body_bytes: Option<u64>,
+    /// A request's headers must arrive within this many seconds of its first byte (default 10).
+    pub header_timeout_secs: Option<u64>,
+    /// Connections open at once from one client address (default 128; behind a reverse proxy every client is the proxy).
+    pub max_connections_per_client: Option<u32>,
 }
 
 /// Which Proxmox VE the agent talks to.
@@ -216,6 +231,9 @@ pub struct ClusterSettings {
     pub reconcile_interval: Option<std::time::Duration>,
     pub remove_orphans: bool,
     pub node_ssh: Option<NodeSshSettings>,
+    pub pool: Option<crate::core::names::PoolName>,
+    pub agent_poll_interval: std::time::Duration,
+    pub agent_calls_per_node: u32,
 }
 
 /// How the agent reaches the nodes over SSH (SFTP) to upload snippets.
@@ -257,6 +275,9 @@ impl ClusterSettings {
             reconcile_interval: Some(std::time::Duration::from_secs(300)),
             remove_orphans: false,
             node_ssh: None,
+            pool: None,
+            agent_poll_interval: std::time::Duration::from_secs(1),
+            agent_calls_per_node: 2,
         }
     }
 }
@@ -296,6 +317,10 @@ pub struct Config {
     pub tokens: Vec<ConfiguredToken>,
     pub admin_token: Option<Secret<String>>,
     pub max_page_size: u32,
+    /// Largest request body under `/api/v1`, bytes; larger ones are answered 413 before they are read whole.
+    pub max_body_bytes: usize,
+    /// The HTTP listener's header-read timeout and connection caps.
+    pub http: crate::server::Limits,
     pub proxmox: ProxmoxSetting,
     /// Where Terraform exports are written (`<data_dir>/hcl-export` by default).
     pub export_dir: PathBuf,
@@ -424,6 +449,13 @@ impl Config {
                 _ => return Err(invalid("repos.schemes", "must be a non-empty list of: https, http, ssh")),
             }
         }
+        if let Some(nets) = file.repos.allow_private {
+            repos.allow_private = nets
+                .iter()
+                .enumerate()
+                .map(|(i, n)| crate::core::addresses::Cidr::parse(n).map_err(|rule| invalid(format!("repos.allow_private[{i}]"), rule)))
+                .collect::<Result<_, _>>()?;
+        }
 
         let mut tokens = Vec::new();
         for (i, t) in file.tokens.into_iter().enumerate() {
@@ -477,7 +509,25 @@ impl Config {
         };
         let github = github::parse(file.github, env)?;
         let discord = discord::parse(file.discord, env)?;
-        Ok(Config { listen, data_dir, database, limits, repos, tokens, admin_token, max_page_size, proxmox, export_dir, github, discord, sources })
+        let max_body_bytes = match file.api.max_body_bytes {
+            None => 1 << 20,
+            Some(n @ 1024..=104_857_600) => n as usize,
+            Some(_) => return Err(invalid("api.max_body_bytes", "must be between 1024 and 104857600 (100 MiB)")),
+        };
+        let http = crate::server::Limits {
+            header_read: std::time::Duration::from_secs(match file.api.header_timeout_secs {
+                None => 10,
+                Some(n @ 1..=300) => n,
+                Some(_) => return Err(invalid("api.header_timeout_secs", "must be between 1 and 300")),
+            }),
+            per_client: match file.api.max_connections_per_client {
+                None => 128,
+                Some(n @ 1..=65_535) => n as usize,
+                Some(_) => return Err(invalid("api.max_connections_per_client", "must be between 1 and 65535")),
+            },
+            ..crate::server::Limits::default()
+        };
+        Ok(Config { listen, data_dir, database, limits, repos, tokens, admin_token, max_page_size, max_body_bytes, http, proxmox, export_dir, github, discord, sources })
     }
 
     /// A configuration for tests and throwaway runs: defaults, the given data dir, port 0, no Proxmox.
@@ -625,6 +675,20 @@ fn proxmox_setting(file: ProxmoxFile, env: &BTreeMap<String, String>) -> Result<
                 },
                 remove_orphans: file.remove_orphans.unwrap_or(false),
                 node_ssh,
+                pool: match file.pool.as_deref() {
+                    None => None,
+                    Some(p) => Some(crate::core::names::PoolName::parse(p).map_err(|e| invalid("proxmox.pool", e.message))?),
+                },
+                agent_poll_interval: std::time::Duration::from_millis(match file.agent_poll_interval_ms {
+                    None => 1000,
+                    Some(n @ 100..=60_000) => n,
+                    Some(_) => return Err(invalid("proxmox.agent_poll_interval_ms", "must be between 100 and 60000")),
+                }),
+                agent_calls_per_node: match file.agent_calls_per_node {
+                    None => 2,
+                    Some(n @ 1..=64) => n,
+                    Some(_) => return Err(invalid("proxmox.agent_calls_per_node", "must be between 1 and 64")),
+                },
                 ..d
             }))
         }

@@ -1,6 +1,7 @@
 //! The domain: deployments, their names and limits, status transitions and commands. No I/O, no wire formats.
 
 pub mod addresses;
+pub mod check;
 pub mod cloud_init;
 pub mod command;
 pub mod deployment;

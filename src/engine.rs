@@ -1,6 +1,7 @@
 //! Runs what the doors ask for: records intent, advances the lifecycle one persisted step at a time, and publishes what happened.
 
 pub mod bus;
+pub mod check;
 pub mod deploy;
 pub mod export;
 pub mod ownership;
@@ -100,6 +101,8 @@ struct Inner {
     probe: reachability::Probe,
     /// Request-time repository checks, shared between concurrent requests.
     source_checks: source::Checks,
+    /// The last check of the cluster (`pvedeploy check`'s items) and the one running.
+    checks: check::Checks,
     /// One snapshot operation (take, delete, rollback, a schedule's retention) per deployment's guest at a time.
     snapshot_gates: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
@@ -124,7 +127,7 @@ impl Engine {
     /// (so a restarted agent takes its own leases back at once) and distinct between agents.
     pub fn new(store: Store, limits: Limits, repos: RepoPolicy, provisioner: Option<provision::Provisioner>, agent_id: String) -> Self {
         Self {
-            inner: Arc::new(Inner { store, bus: Bus::new(), limits, repos, tasks: TaskTracker::new(), provisioner: provisioner.map(Arc::new), agent_id, working: Default::default(), figures: Default::default(), last_reconcile: Default::default(), reconciling: Default::default(), stop: Default::default(), deployer: Default::default(), secrets: Default::default(), redeploys: Default::default(), probe: Default::default(), source_checks: Default::default(), snapshot_gates: Default::default() }),
+            inner: Arc::new(Inner { store, bus: Bus::new(), limits, repos, tasks: TaskTracker::new(), provisioner: provisioner.map(Arc::new), agent_id, working: Default::default(), figures: Default::default(), last_reconcile: Default::default(), reconciling: Default::default(), stop: Default::default(), deployer: Default::default(), secrets: Default::default(), redeploys: Default::default(), probe: Default::default(), source_checks: Default::default(), checks: Default::default(), snapshot_gates: Default::default() }),
         }
     }
 
@@ -175,10 +178,12 @@ impl Engine {
 
     /// Records a new `pending` deployment (the name claimed atomically) and starts its pipeline.
     /// The repository and branch are asked for first (`source::check`): one that certainly does not
-    /// exist is refused naming the field, before anything is recorded or created.
+    /// exist is refused naming the field, before anything is recorded or created. So is a guest the
+    /// cluster cannot take (`check::refuse_doomed`: a VM without node SSH, a problem the last check found).
     pub async fn deploy(&self, spec: Spec, actor: &Actor) -> Result<Deployment, EngineError> {
         self.writable()?;
-        let source = self.inner.source_checks.check(&spec).await;
+        self.refuse_doomed(spec.guest_type)?;
+        let source = self.inner.source_checks.check(&spec, &self.inner.repos).await;
         if let Some(refusal) = source.refusal(&spec) {
             return Err(EngineError::Invalid(refusal));
         }

@@ -16,6 +16,7 @@ pub mod ssh;
 #[cfg(feature = "sandbox")]
 pub mod sandbox;
 pub mod secrets;
+pub mod server;
 pub mod store;
 pub mod telemetry;
 pub mod web;

@@ -29,15 +29,16 @@ struct Cli {
 }
 
 const AFTER_HELP: &str = "\
-Every command but serve, recover, completions and man talks to a running agent: --url, else PVEDEPLOY_URL, else
+Every command but serve, recover, check, completions and man talks to a running agent: --url, else PVEDEPLOY_URL, else
 http:// and the configured listen address (recover opens the store itself and needs the agent stopped). The token
 comes from PVEDEPLOY_TOKEN or --token-file, never from a flag value.
 
 Exit status of deploy, redeploy, rollback, start, stop and destroy: 0 the work ended well (running, stopped,
 destroyed), 1 it failed, 2 a usage or connection problem (or --timeout passed), 130 Ctrl-C (watching stopped; the
 work goes on). drift: 1 when guests differ from their records, 2 when any could not be checked (each named);
-export: 1 when a deployment was skipped or could not be exported (each named). Other commands: 0, or 2 for a usage
-or connection problem.";
+export: 1 when a deployment was skipped or could not be exported (each named); check: 1 when the cluster has
+problems (each with its fix), 2 when something could not be checked. Other commands: 0, or 2 for a usage or
+connection problem.";
 
 #[derive(Subcommand)]
 enum Command {
@@ -66,6 +67,15 @@ enum Command {
         /// Database URL: surrealkv://PATH (default <data_dir>/db).
         #[arg(long)]
         database_url: Option<String>,
+    },
+    /// Check that the configured Proxmox VE cluster is ready for pvedeploy (version, token and privileges,
+    /// nodes, templates, storages, bridge, node SSH, VMID range, address pool) and print each problem with its
+    /// fix. Reads the cluster directly from the configuration (the agent may run or not). Exits 0 when ready
+    /// (warnings allowed), 1 with problems, 2 when something could not be checked.
+    Check {
+        /// How long the whole check may take, in seconds (a hung Proxmox is reported as unchecked then).
+        #[arg(long, default_value_t = 20)]
+        timeout: u64,
     },
     /// Write deployments' Terraform exports (bpg/proxmox), read from a running agent, to a folder.
     /// Exits 1 when any deployment was skipped or could not be exported (each named with the reason).
@@ -253,6 +263,21 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 None => println!("\n{} deployment(s) to record. Nothing was changed: run again with --confirm to apply", r.plan.restorable()),
             }
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Check { timeout } => {
+            let over = Overrides { config: cli.config, listen: None, data_dir: None, database_url: None };
+            let config = Config::load(&over, &env)?;
+            let deadline = std::time::Duration::from_secs(timeout.clamp(1, 600));
+            match pvedeploy::app::check(config, deadline).await? {
+                pvedeploy::app::Checked::Report(r) => {
+                    print!("{}", r.render());
+                    Ok(ExitCode::from(r.exit_code()))
+                }
+                pvedeploy::app::Checked::NoCluster(why) => {
+                    eprintln!("{why}");
+                    Ok(ExitCode::from(2))
+                }
+            }
         }
         Command::Export { name, all, out, agent } => {
             let out = out.unwrap_or_else(|| PathBuf::from("hcl-export"));

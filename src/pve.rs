@@ -11,6 +11,7 @@
 //!   [`PveError`]'s variants say what the caller should do.
 //! - **Tasks**: mutating calls return a [`Upid`]; [`PveClient::wait_task`] polls it to an outcome.
 
+mod access;
 mod client;
 mod cluster;
 mod error;
@@ -18,6 +19,7 @@ mod form;
 mod guest;
 pub(crate) mod lenient;
 mod lxc;
+mod network;
 mod poll;
 mod qemu;
 mod snapshots;
@@ -29,7 +31,9 @@ use std::time::Duration;
 
 use crate::config::Secret;
 
+pub use access::Role;
 pub use client::{PveClient, RetryPolicy};
+pub use network::Interface;
 pub use cluster::{ClusterResource, ClusterStatusEntry, NodeInfo, NodeStatus, ResourceKind, ResourceType, StorageInfo, Version, Volume};
 pub use error::PveError;
 pub use form::encode_sshkeys;

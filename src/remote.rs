@@ -103,6 +103,10 @@ pub enum RemoteError {
     /// Writing the files failed.
     #[error("cannot write {path}: {source}")]
     Write { path: PathBuf, source: std::io::Error },
+    /// The configuration that would say where the agent listens cannot be read: fix it, or name the agent with
+    /// `--url` / `PVEDEPLOY_URL`. Nothing was sent (the token never goes to a guessed address).
+    #[error("cannot find the agent's address: {0}; fix the configuration or give --url (or PVEDEPLOY_URL)")]
+    Config(String),
 }
 
 impl RemoteError {
@@ -282,12 +286,12 @@ pub fn deployment_arg(raw: &str) -> Result<String, RemoteError> {
 
 /// The agent's URL and where it came from: `--url`, else `PVEDEPLOY_URL`, else the configuration's listen address
 /// (`PVEDEPLOY_LISTEN` or the config file), else the default.
-pub fn agent_url(agent: &AgentArgs, config: Option<&Path>, env: &BTreeMap<String, String>) -> (String, UrlSource) {
+pub fn agent_url(agent: &AgentArgs, config: Option<&Path>, env: &BTreeMap<String, String>) -> Result<(String, UrlSource), RemoteError> {
     if let Some(u) = &agent.url {
-        return (u.clone(), UrlSource::Flag);
+        return Ok((u.clone(), UrlSource::Flag));
     }
     if let Some(u) = env.get("PVEDEPLOY_URL").filter(|u| !u.is_empty()) {
-        return (u.clone(), UrlSource::Environment);
+        return Ok((u.clone(), UrlSource::Environment));
     }
     let over = Overrides { config: config.map(Path::to_path_buf), ..Overrides::default() };
     let default: std::net::SocketAddr = crate::config::DEFAULT_LISTEN.parse().expect("valid");
@@ -297,15 +301,17 @@ pub fn agent_url(agent: &AgentArgs, config: Option<&Path>, env: &BTreeMap<String
             let file = c.sources.iter().find_map(|s| s.strip_prefix("config file ")).unwrap_or("pvedeploy.toml").to_owned();
             (c.listen, UrlSource::ConfigFile(file))
         }
-        _ => (default, UrlSource::Default),
+        Ok(_) => (default, UrlSource::Default),
+        // Never a silent fallback: the bearer token would go to whatever listens at the default address.
+        Err(e) => return Err(RemoteError::Config(e.to_string())),
     };
     let host = if listen.ip().is_unspecified() { std::net::IpAddr::from([127, 0, 0, 1]) } else { listen.ip() };
-    (format!("http://{}", std::net::SocketAddr::new(host, listen.port())), from)
+    Ok((format!("http://{}", std::net::SocketAddr::new(host, listen.port())), from))
 }
 
 /// The agent named by the arguments (see `agent_url`), with the token; nothing is sent yet.
 pub fn connect(agent: &AgentArgs, config: Option<&Path>, env: &BTreeMap<String, String>) -> Result<Remote, RemoteError> {
-    let (url, from) = agent_url(agent, config, env);
+    let (url, from) = agent_url(agent, config, env)?;
     let token = token(agent.token_file.as_deref(), env.get("PVEDEPLOY_TOKEN").cloned())?;
     Remote::new(&url, from, token)
 }
@@ -566,11 +572,15 @@ mod tests {
     fn the_url_says_where_it_came_from() {
         let env = BTreeMap::new();
         let flag = AgentArgs { url: Some("http://a:1".into()), token_file: None };
-        assert_eq!(agent_url(&flag, None, &env), ("http://a:1".into(), UrlSource::Flag));
+        assert_eq!(agent_url(&flag, None, &env).unwrap(), ("http://a:1".into(), UrlSource::Flag));
         let env = BTreeMap::from([("PVEDEPLOY_URL".to_string(), "http://b:2".to_string())]);
-        assert_eq!(agent_url(&AgentArgs::default(), None, &env), ("http://b:2".into(), UrlSource::Environment));
+        assert_eq!(agent_url(&AgentArgs::default(), None, &env).unwrap(), ("http://b:2".into(), UrlSource::Environment));
         let env = BTreeMap::from([("PVEDEPLOY_LISTEN".to_string(), "0.0.0.0:9000".to_string())]);
-        assert_eq!(agent_url(&AgentArgs::default(), None, &env), ("http://127.0.0.1:9000".into(), UrlSource::ListenEnvironment));
+        assert_eq!(agent_url(&AgentArgs::default(), None, &env).unwrap(), ("http://127.0.0.1:9000".into(), UrlSource::ListenEnvironment));
+        // A configuration that cannot be read is an error naming it, never the default address.
+        let bad = BTreeMap::from([("PVEDEPLOY_LISTEN".to_string(), "not an address".to_string())]);
+        let err = agent_url(&AgentArgs::default(), None, &bad).unwrap_err();
+        assert!(matches!(err, RemoteError::Config(_)) && err.to_string().contains("--url"), "{err}");
         let e = RemoteError::Unreachable { url: "http://b:2".into(), from: UrlSource::Environment, cause: "Connection refused (os error 111)".into() };
         assert!(e.to_string().starts_with("cannot reach the agent at http://b:2 (from PVEDEPLOY_URL): Connection refused"), "{e}");
     }

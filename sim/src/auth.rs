@@ -1,6 +1,11 @@
-//! Authentication (API tokens, `PVEAuthCookie` tickets, CSRF tokens) and PVE-style permission checks.
+//! Authentication (API tokens, `PVEAuthCookie` tickets, CSRF tokens) and PVE-style permission checks
+//! against the access configuration in [`access`] (users, tokens, roles, ACLs, pools).
 
-use std::collections::BTreeMap;
+pub mod access;
+pub mod roles;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
@@ -8,6 +13,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::{TokenSpec, UserSpec, ALL_PRIVS};
 use crate::http::envelope::ApiError;
+use access::{Access, AclEntry, Token, Ugid, User};
 
 /// Who is calling.
 #[derive(Debug, Clone)]
@@ -16,7 +22,8 @@ pub struct Identity {
     pub userid: String,
     /// The token name when authenticated with an API token.
     pub tokenid: Option<String>,
-    acl: Vec<(String, Vec<String>)>,
+    /// The cluster's access configuration (`None`: the simulator itself, with every privilege).
+    access: Option<Arc<Access>>,
 }
 
 impl Identity {
@@ -30,33 +37,32 @@ impl Identity {
 
     /// Internal identity for work the simulator does on its own behalf.
     pub fn root() -> Self {
-        Self { userid: "root@pam".into(), tokenid: None, acl: vec![("/".into(), vec![ALL_PRIVS.into()])] }
+        Self { userid: "root@pam".into(), tokenid: None, access: None }
     }
 
-    /// The privileges on `path`: the most specific ACL entry whose path is `path` or a parent.
-    fn privs_on(&self, path: &str) -> Vec<String> {
-        self.acl
-            .iter()
-            .filter(|(prefix, _)| path_covers(prefix, path))
-            .max_by_key(|(prefix, _)| prefix.trim_end_matches('/').len())
-            .map(|(_, privs)| privs.clone())
-            .unwrap_or_default()
+    /// The name PVE of the cluster's major uses for the schema's `privilege` (see [`Access::privilege_name`]).
+    pub fn privilege_name(&self, privilege: &str) -> String {
+        self.access.as_ref().map_or_else(|| privilege.to_string(), |a| a.privilege_name(privilege))
     }
 
-    fn has(&self, path: &str, privilege: &str) -> bool {
-        self.privs_on(path).iter().any(|p| p == ALL_PRIVS || p == privilege)
+    /// The cluster's access configuration (`None` for the simulator's own work).
+    pub fn access(&self) -> Option<&Arc<Access>> {
+        self.access.as_ref()
     }
-}
 
-fn path_covers(prefix: &str, path: &str) -> bool {
-    let prefix = prefix.trim_end_matches('/');
-    prefix.is_empty() || path == prefix || path.starts_with(&format!("{prefix}/"))
+    /// Whether the caller holds `privilege` on `path`, as `$rpcenv->check` decides (privilege separation
+    /// and pool roles included).
+    pub fn has(&self, path: &str, privilege: &str) -> bool {
+        match &self.access {
+            None => true,
+            Some(a) => a.permissions(&self.authid(), &access::norm(path)).contains_key(&a.privilege_name(privilege)),
+        }
+    }
 }
 
 /// Credentials known to the simulator and the secret its tickets are signed with.
 pub struct Auth {
-    tokens: BTreeMap<String, TokenSpec>,
-    users: BTreeMap<String, UserSpec>,
+    access: Arc<Access>,
     ticket_key: String,
     admin: (String, String),
 }
@@ -68,18 +74,48 @@ fn now() -> u64 {
 }
 
 impl Auth {
-    pub fn new(tokens: &[TokenSpec], users: &[UserSpec]) -> Self {
+    /// Enters the configured users and tokens into `access`. A configured token is privilege-separated with
+    /// its ACL as given (`*` = the `Administrator` role); a token's user that no [`UserSpec`] defines gets
+    /// `Administrator` on `/`, so the token's own ACL alone decides what it may do.
+    pub fn new(tokens: &[TokenSpec], users: &[UserSpec], access: Arc<Access>) -> Self {
         let admin = tokens
             .iter()
             .find(|t| t.acl.iter().any(|(p, privs)| p.trim_end_matches('/').is_empty() && privs.iter().any(|x| x == ALL_PRIVS)))
             .map(|t| (t.id.clone(), t.secret.clone()))
             .unwrap_or_else(|| ("root@pam!sim-admin".to_string(), crate::config::random_secret()));
-        Self {
-            tokens: tokens.iter().map(|t| (t.id.clone(), t.clone())).collect(),
-            users: users.iter().map(|u| (u.userid.clone(), u.clone())).collect(),
-            ticket_key: crate::config::random_secret(),
-            admin,
+        {
+            let mut st = access.state();
+            let grant = |st: &mut access::AccessState, path: &str, ugid: Ugid, privs: &[String]| {
+                let role = if privs.iter().any(|p| p == ALL_PRIVS) {
+                    "Administrator".to_string()
+                } else {
+                    let name = format!("sim-acl-{}", st.roles.len());
+                    st.roles.insert(name.clone(), privs.iter().cloned().collect::<BTreeSet<_>>());
+                    name
+                };
+                st.acl.push(AclEntry { path: access::norm(path), ugid, role, propagate: true });
+            };
+            for u in users {
+                st.users.insert(u.userid.clone(), User { password: Some(u.password.clone()), enable: true, tokens: BTreeMap::new() });
+                for (path, privs) in &u.acl {
+                    grant(&mut st, path, Ugid::User(u.userid.clone()), privs);
+                }
+            }
+            for t in tokens.iter().chain(std::iter::once(&TokenSpec::full_access(&admin.0, &admin.1))) {
+                let Some((userid, name)) = access::split_tokenid(&t.id) else { continue };
+                if !st.users.contains_key(userid) {
+                    st.users.insert(userid.to_string(), User { password: None, enable: true, tokens: BTreeMap::new() });
+                    grant(&mut st, "/", Ugid::User(userid.to_string()), &[ALL_PRIVS.to_string()]);
+                }
+                let fresh = st.users.get_mut(userid).is_some_and(|u| u.tokens.insert(name.to_string(), Token { secret: t.secret.clone(), privsep: true, comment: None }).is_none());
+                if fresh {
+                    for (path, privs) in &t.acl {
+                        grant(&mut st, path, Ugid::Token(t.id.clone()), privs);
+                    }
+                }
+            }
         }
+        Self { access, ticket_key: crate::config::random_secret(), admin }
     }
 
     /// The token that may use the `/_sim` control endpoints.
@@ -105,13 +141,14 @@ impl Auth {
         let Some((userid, name)) = tokenid.split_once('!') else {
             return fail(&format!("'{tokenid}' is not a valid token ID"));
         };
-        let Some(token) = self.tokens.get(tokenid) else {
+        let known = self.access.state().users.get(userid).and_then(|u| u.tokens.get(name)).map(|t| t.secret.clone());
+        let Some(known) = known else {
             return fail(&format!("no such token '{name}' for user '{userid}'"));
         };
-        if token.secret != secret.trim() {
+        if known != secret.trim() {
             return fail("invalid token value!");
         }
-        Ok(Identity { userid: userid.to_string(), tokenid: Some(name.to_string()), acl: token.acl.clone() })
+        Ok(Identity { userid: userid.to_string(), tokenid: Some(name.to_string()), access: Some(self.access.clone()) })
     }
 
     /// `POST /access/ticket`
@@ -120,8 +157,9 @@ impl Auth {
             Some(r) if !username.contains('@') => format!("{username}@{r}"),
             _ => username.to_string(),
         };
-        match self.users.get(&userid) {
-            Some(u) if u.password == password => {
+        let known = self.access.state().users.get(&userid).and_then(|u| u.password.clone());
+        match known {
+            Some(p) if p == password => {
                 let ticket = self.make_ticket(&userid);
                 Ok(json!({
                     "username": userid,
@@ -164,8 +202,10 @@ impl Auth {
         if now().saturating_sub(issued) > TICKET_LIFETIME_SECS {
             return Err(ApiError::Unauthorized("ticket expired".to_string()));
         }
-        let user = self.users.get(userid).ok_or_else(invalid)?;
-        Ok(Identity { userid: userid.to_string(), tokenid: None, acl: user.acl.clone() })
+        if !self.access.state().users.contains_key(userid) {
+            return Err(invalid());
+        }
+        Ok(Identity { userid: userid.to_string(), tokenid: None, access: Some(self.access.clone()) })
     }
 
     /// `verify_csrf_prevention_token`
@@ -194,8 +234,8 @@ fn perm_exc(what: Option<String>) -> ApiError {
     })
 }
 
-/// `check_api2_permissions` for the schema's `permissions.check` (`perm`, `and`, `or`;
-/// `userid-*` and other forms are treated as passing).
+/// `check_api2_permissions` for the schema's `permissions.check` (`perm`, `and`, `or`, `userid-param`,
+/// `userid-group`; `perm-modify` and other forms are treated as passing).
 pub fn check_permissions(check: &Value, ident: &Identity, params: &serde_json::Map<String, Value>) -> Result<(), ApiError> {
     if eval_check(check, ident, params, false)? {
         Ok(())
@@ -230,7 +270,12 @@ fn eval_check(check: &Value, ident: &Identity, params: &serde_json::Map<String, 
         }
         "perm" => {
             let tmpl = items.get(1).and_then(Value::as_str).unwrap_or("/");
-            let privs: Vec<&str> = items.get(2).and_then(Value::as_array).map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+            let mut privs: Vec<String> = Vec::new();
+            for p in items.get(2).and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).map(|p| ident.privilege_name(p)) {
+                if !privs.contains(&p) {
+                    privs.push(p);
+                }
+            }
             let options: BTreeMap<&str, &Value> = items[3.min(items.len())..]
                 .chunks(2)
                 .filter_map(|c| Some((c.first()?.as_str()?, c.get(1)?)))
@@ -254,6 +299,35 @@ fn eval_check(check: &Value, ident: &Identity, params: &serde_json::Map<String, 
                 }
             }
             Ok(true)
+        }
+        // RPCEnvironment.pm:523-537: `self` is the caller itself (a token is not its user); creating a user
+        // needs Realm.AllocateUser on the user's realm.
+        "userid-param" => {
+            let userid = params.get("userid").map(crate::schema::validate::scalar_text).unwrap_or_default();
+            let ok = match items.get(1).and_then(Value::as_str) {
+                Some("self") => userid == ident.authid(),
+                Some("Realm.AllocateUser") => {
+                    let realm = userid.rsplit_once('@').map(|(_, r)| r).unwrap_or_default();
+                    ident.has(&format!("/access/realm/{realm}"), "Realm.AllocateUser")
+                }
+                _ => false,
+            };
+            if ok || noerr {
+                Ok(ok)
+            } else {
+                Err(perm_exc(None))
+            }
+        }
+        // RPCEnvironment.pm `userid-group`: the privileges on the user's groups, or on `/access/groups` for a
+        // user in none (groups are not modelled, so always the latter).
+        "userid-group" => {
+            let privs: Vec<&str> = items.get(1).and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).collect();
+            let ok = privs.iter().all(|p| ident.has("/access/groups", p));
+            if ok || noerr {
+                Ok(ok)
+            } else {
+                Err(perm_exc(Some(format!("/access/groups, {}", privs.join("|")))))
+            }
         }
         _ => Ok(true),
     }
@@ -289,11 +363,13 @@ mod tests {
 
     #[test]
     fn most_specific_acl_wins() {
-        let ident = Identity {
-            userid: "u@pve".into(),
-            tokenid: Some("t".into()),
+        let spec = TokenSpec {
+            id: "u@pve!t".into(),
+            secret: "s".into(),
             acl: vec![("/vms".into(), vec!["VM.Audit".into()]), ("/vms/100".into(), vec!["VM.PowerMgmt".into()])],
         };
+        let auth = Auth::new(&[spec], &[], Arc::new(Access::new(9)));
+        let ident = auth.verify_token("PVEAPIToken=u@pve!t=s").expect("known token");
         assert!(ident.has("/vms/101", "VM.Audit"));
         assert!(!ident.has("/vms/100", "VM.Audit"));
         assert!(ident.has("/vms/100", "VM.PowerMgmt"));

@@ -1,8 +1,10 @@
 //! The simulated cluster: its state, tasks and locks, and the dispatch of validated API calls to
 //! the handlers that model PVE's behaviour.
 
+pub mod access;
 pub mod addresses;
 pub mod agent;
+pub mod appliances;
 pub mod cloudinit;
 pub mod config_update;
 pub mod disks;
@@ -46,6 +48,10 @@ pub struct Cluster {
     pub name: String,
     pub fingerprint: String,
     pub started: Instant,
+    /// Users, tokens, roles, ACLs and pools (shared with authentication).
+    pub access: Arc<crate::auth::access::Access>,
+    /// Linux bridges on every node.
+    pub bridges: Vec<String>,
     /// API calls served, by method and schema path (tests count what a client sent).
     pub calls: Mutex<std::collections::BTreeMap<(String, String), u64>>,
 }
@@ -75,7 +81,7 @@ impl From<Value> for Reply {
 
 impl Cluster {
     /// Builds the cluster from the config: nodes, storages, templates, container templates.
-    pub fn new(cfg: &SimConfig, faults: Faults, fingerprint: String) -> anyhow::Result<Arc<Self>> {
+    pub fn new(cfg: &SimConfig, faults: Faults, fingerprint: String, access: Arc<crate::auth::access::Access>) -> anyhow::Result<Arc<Self>> {
         let mut st = ClusterState::default();
         for (i, n) in cfg.cluster.nodes.iter().enumerate() {
             let nodeid = i as u32 + 1;
@@ -99,6 +105,8 @@ impl Cluster {
             name: cfg.cluster.name.clone(),
             fingerprint,
             started: Instant::now(),
+            access,
+            bridges: cfg.cluster.bridges.clone(),
             calls: Mutex::default(),
         }))
     }
@@ -168,7 +176,21 @@ impl Cluster {
         let node = p.str("node").unwrap_or_default();
         let m = call.method.as_str();
         let reply: Reply = match (m, call.path.as_str()) {
-            ("GET", "/version") => nodes::version().into(),
+            ("GET", "/version") => nodes::version(self.access.major).into(),
+            ("GET", "/access/permissions") => access::permissions(&call)?.into(),
+            ("POST", "/access/users") => access::create_user(&call)?.into(),
+            ("POST", "/access/users/{userid}/token/{tokenid}") => access::create_token(&call)?.into(),
+            ("GET", "/access/users/{userid}/token/{tokenid}") => access::token_info(&call)?.into(),
+            ("GET", "/access/roles") => access::roles(&call)?.into(),
+            ("POST", "/access/roles") => access::create_role(&call)?.into(),
+            ("PUT", "/access/acl") => access::update_acl(&call)?.into(),
+            ("GET", "/pools") => access::pools(&call)?.into(),
+            ("POST", "/pools") => access::create_pool(&call)?.into(),
+            ("PUT", "/pools") => access::update_pool(self, &call)?.into(),
+            ("PUT", "/storage/{storage}") => storage::update(self, &call)?.into(),
+            ("GET", "/nodes/{node}/aplinfo") => appliances::list().into(),
+            ("POST", "/nodes/{node}/aplinfo") => appliances::download(self, &node, &call)?.into(),
+            ("GET", "/nodes/{node}/network") => nodes::network(self, &node, p).into(),
             ("GET", "/nodes") => nodes::list(self, &self.state()).into(),
             ("GET", "/nodes/{node}") => json!([{"name": "qemu"}, {"name": "lxc"}, {"name": "storage"}, {"name": "tasks"}, {"name": "status"}]).into(),
             ("GET", "/nodes/{node}/status") => nodes::status(self, &self.state(), &node)?.into(),

@@ -136,6 +136,11 @@ pub struct Timing {
     pub task_secs: f64,
     /// pveproxy delays every 401 by 3 s; 0 by default here so tests stay fast.
     pub unauthorized_delay_secs: f64,
+    /// How long an agent call takes to answer "QEMU guest agent is not running": PVE waits for its 3 s
+    /// `guest-ping` timeout (qemu-server `src/PVE/QemuServer/Agent.pm:82-89`); scaled down by ten like the others.
+    pub agent_ping_timeout_secs: f64,
+    /// How long a timed-out agent command takes (QMPClient's 5 s default, `src/PVE/QMPClient.pm:165-169`), scaled.
+    pub agent_command_timeout_secs: f64,
 }
 
 impl Default for Timing {
@@ -149,6 +154,8 @@ impl Default for Timing {
             worker_start_secs: 0.02,
             task_secs: 0.05,
             unauthorized_delay_secs: 0.0,
+            agent_ping_timeout_secs: 0.3,
+            agent_command_timeout_secs: 0.5,
         }
     }
 }
@@ -167,6 +174,11 @@ pub struct ClusterSpec {
     /// The nodes the `lxc_templates` were downloaded to (`None`: every node). A stock cluster has a template only
     /// on the nodes where an operator downloaded it: `local` is per node (pve-storage `Plugin.pm:37-39`).
     pub lxc_template_nodes: Option<Vec<String>>,
+    /// The Proxmox VE major release modelled (8 or 9): `GET /version`, the privileges and built-in roles,
+    /// and the agent endpoints' privilege (`VM.Monitor` on 8).
+    pub pve_major: u8,
+    /// Linux bridges on every node (`GET /nodes/{node}/network`); the installer makes `vmbr0`.
+    pub bridges: Vec<String>,
 }
 
 /// One cluster node and its capacity.
@@ -267,6 +279,33 @@ impl ClusterSpec {
             }],
             lxc_templates: vec!["local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst".to_string()],
             lxc_template_nodes: None,
+            pve_major: 9,
+            bridges: vec!["vmbr0".to_string()],
+        }
+    }
+
+    /// A freshly installed cluster of `major` (8 or 9) on the default ext4/LVM layout, as sim/STOCK-FACTS.md
+    /// §1-§3 describe it: nodes `pve1`, `pve2`; `local` (dir: `iso,vztmpl,backup`, plus `import` on 9; pve-installer
+    /// `Proxmox/Install/StorageConfig.pm:50-62`, commit ec1d5ee) and `local-lvm` (lvmthin: `images,rootdir`);
+    /// no `snippets` content and so no snippets directory (pve-storage `Plugin.pm:1951-2013`); no VM template
+    /// and no container template downloaded on any node; `vmbr0` on each node; only the built-in roles. The
+    /// operator prepares it through the API (users, tokens, roles, ACLs, `PUT /storage/{id}`, `POST
+    /// /nodes/{node}/aplinfo`, a template VM), as the README tells them to.
+    pub fn stock(major: u8) -> Self {
+        let strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let local = if major >= 9 { strings(&["iso", "vztmpl", "backup", "import"]) } else { strings(&["iso", "vztmpl", "backup"]) };
+        Self {
+            name: "pve-stock".to_string(),
+            nodes: vec![NodeSpec::new("pve1", 8, 32 * GIB, 0.05, 2 * GIB), NodeSpec::new("pve2", 8, 32 * GIB, 0.05, 2 * GIB)],
+            // `local-lvm` is the sandbox's: lvmthin, `images,rootdir`, per node.
+            storages: std::iter::once(StorageSpec { id: "local".to_string(), kind: StorageKind::Dir, content: local, shared: false, total_bytes: 100 * GIB, nodes: None })
+                .chain(standard_storages().into_iter().filter(|s| s.id == "local-lvm"))
+                .collect(),
+            templates: vec![],
+            lxc_templates: vec!["local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst".to_string()],
+            lxc_template_nodes: Some(vec![]),
+            pve_major: major,
+            bridges: vec!["vmbr0".to_string()],
         }
     }
 

@@ -96,6 +96,8 @@ pub struct FaultSet {
     /// every write (POST/PUT/DELETE) below `/api2/json` except `/access/ticket` fails like a node
     /// without quorum; reads keep working
     pub no_quorum: bool,
+    /// guest-agent commands (not the ping) that time out, per VMID (`0`: any VM), counting down
+    pub agent_command_timeouts: BTreeMap<u32, u32>,
 }
 
 /// Errors in fault definitions.
@@ -151,6 +153,12 @@ impl Faults {
             }
             (Some(v), s) => *s = AgentSilence::Vmids(BTreeSet::from([v])),
         }
+    }
+
+    /// The next `times` guest-agent commands of `vmid` (or of any VM with `None`) time out after the agent
+    /// answered its ping, as QEMU does for a guest busy booting (`VM N qga command '…' failed - got timeout`).
+    pub fn agent_command_times_out(&self, vmid: Option<u32>, times: u32) {
+        self.lock().agent_command_timeouts.insert(vmid.unwrap_or(0), times);
     }
 
     /// Takes a node offline (`true`) or brings it back.
@@ -269,6 +277,18 @@ impl Faults {
             AgentSilence::All => true,
             AgentSilence::Vmids(v) => v.contains(&vmid),
         }
+    }
+
+    /// Whether this agent command of `vmid` times out (and counts the rule down).
+    pub(crate) fn take_agent_timeout(&self, vmid: u32) -> bool {
+        let mut f = self.lock();
+        for key in [vmid, 0] {
+            if let Some(n) = f.agent_command_timeouts.get_mut(&key).filter(|n| **n > 0) {
+                *n -= 1;
+                return true;
+            }
+        }
+        false
     }
 
     pub(crate) fn node_offline(&self, node: &str) -> bool {

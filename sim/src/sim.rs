@@ -27,8 +27,9 @@ impl Simulator {
         let node_names: Vec<String> = cfg.cluster.nodes.iter().map(|n| n.name.clone()).collect();
         let cert = SelfSignedCert::generate(&node_names)?;
         let faults = Faults::default();
-        let cluster = Cluster::new(&cfg, faults.clone(), cert.fingerprint_sha256())?;
-        let auth = Auth::new(&cfg.tokens, &cfg.users);
+        let access = Arc::new(crate::auth::access::Access::new(cfg.cluster.pve_major));
+        let cluster = Cluster::new(&cfg, faults.clone(), cert.fingerprint_sha256(), access.clone())?;
+        let auth = Auth::new(&cfg.tokens, &cfg.users, access);
         let admin = auth.admin_token();
         let node_ssh = match &cfg.node_ssh {
             Some(ssh) => NodeSshEndpoints::start(&cluster, ssh).await?,

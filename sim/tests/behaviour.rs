@@ -207,9 +207,13 @@ async fn lxc_create_start_interfaces() {
     assert_eq!(cfg.data()["rootfs"], "local-lvm:vm-200-disk-0,size=8G");
     assert_eq!(cfg.data()["memory"], 1024);
     assert!(cfg.data()["net0"].as_str().unwrap_or_default().contains("hwaddr=BC:24:11:"));
-    assert_eq!(s.get("/nodes/pve2/lxc/200/interfaces").await.data(), &Value::Array(vec![]));
+    // Running, not configured yet: lo, and eth0 with only its link-local IPv6 (pve-container LXC.pm:1262-1302).
+    let early = s.get("/nodes/pve2/lxc/200/interfaces").await;
+    assert_eq!(early.data()[0]["name"], "lo", "{early:?}");
+    assert!(early.data()[1]["inet"].is_null() && early.data()[1]["ip-addresses"][0]["ip-address-type"] == "inet6", "{early:?}");
     tokio::time::sleep(Duration::from_millis(350)).await;
     let ifs = s.get("/nodes/pve2/lxc/200/interfaces").await;
+    assert_eq!(ifs.data()[1]["ip-addresses"][0]["ip-address-type"], "inet", "{ifs:?}");
     assert_eq!(ifs.data()[1]["name"], "eth0");
     let inet = ifs.data()[1]["inet"].as_str().unwrap_or_default();
     assert!(inet.ends_with("/8") && in_guest_pool(inet.trim_end_matches("/8")), "{inet}");

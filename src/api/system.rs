@@ -50,6 +50,43 @@ pub struct Readiness {
     pub store: String,
     /// Why the agent is read-only and what to do.
     pub store_reason: Option<String>,
+    /// The last check of the cluster (`pvedeploy check`; run at start and renewed when older than five minutes):
+    /// `ready`, `problems` or `unchecked`, with every item. Absent without a cluster or before the first check
+    /// ended. Problems do not make `/ready` fail: they refuse only the deployments they make certain to fail.
+    pub check: Option<CheckView>,
+}
+
+/// The cluster check's verdict and items.
+#[derive(Debug, Object)]
+pub struct CheckView {
+    /// `ready`, `problems` or `unchecked`.
+    #[oai(validator(pattern = "^(ready|problems|unchecked)$"))]
+    pub state: String,
+    pub items: Vec<CheckItemView>,
+}
+
+/// One checked thing.
+#[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
+pub struct CheckItemView {
+    /// `version`, `token`, `privileges`, `nodes`, `vm_template`, `lxc_template`, `storage`, `bridge`, `node_ssh`,
+    /// `vmid_range` or `address_pool`.
+    pub check: String,
+    /// `ok`, `warning`, `problem` or `unchecked`.
+    #[oai(validator(pattern = "^(ok|warning|problem|unchecked)$"))]
+    pub verdict: String,
+    pub text: String,
+    /// What to do, for a warning or a problem.
+    pub fix: Option<String>,
+}
+
+impl From<crate::core::check::Report> for CheckView {
+    fn from(r: crate::core::check::Report) -> Self {
+        CheckView {
+            state: r.state().to_string(),
+            items: r.items.into_iter().map(|i| CheckItemView { check: i.check.to_string(), verdict: i.verdict.as_str().to_string(), text: i.text, fix: i.fix }).collect(),
+        }
+    }
 }
 
 #[derive(ApiResponse)]
@@ -200,6 +237,7 @@ impl SystemApi {
             },
             store: if self.state.engine.read_only().is_some() { "read-only" } else { "ok" }.into(),
             store_reason: self.state.engine.read_only().map(String::from),
+            check: self.state.engine.last_check().map(CheckView::from),
         };
         Ok(if database && proxmox_ok && r.store_reason.is_none() { ReadyResponse::Ready(Json(r)) } else { ReadyResponse::NotReady(Json(r)) })
     }

@@ -23,6 +23,9 @@ pub struct RepoPolicy {
     pub allowed_hosts: Vec<String>,
     /// `https` always; `http` only for a LAN/test git server; `ssh` enables `ssh://` and `git@host:owner/repo.git`.
     pub schemes: Vec<RepoScheme>,
+    /// Non-public networks an allowed host *name* may resolve into (loopback, RFC 1918, link-local, ULA, …);
+    /// by default none. A host listed as an IP literal is allowed as named.
+    pub allow_private: Vec<crate::core::addresses::Cidr>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +56,6 @@ impl RepoScheme {
 
 impl Default for RepoPolicy {
     fn default() -> Self {
-        Self { allowed_hosts: vec!["github.com".into()], schemes: vec![RepoScheme::Https] }
+        Self { allowed_hosts: vec!["github.com".into()], schemes: vec![RepoScheme::Https], allow_private: vec![] }
     }
 }

@@ -67,13 +67,28 @@ impl fmt::Display for AppName {
 pub struct GitRef(String);
 
 impl GitRef {
-    pub const RULE: &'static str = "must be a valid git branch name (git check-ref-format rules) and must not start with '-'";
+    pub const RULE: &'static str = "must be a git branch name (git check-ref-format rules, not starting with '-') of ASCII \
+                                    letters, digits and . _ - / @ + only";
 
+    /// A branch someone asks us to deploy: git's rules, and only characters that mean nothing to a shell, a URL or
+    /// a chat message (`main;id`, `$(id)` and backticks are refused, though git allows them and they would never
+    /// be executed: argv is never a shell string).
     pub fn parse(raw: &str) -> Result<Self, FieldError> {
-        if check_ref_format_branch(raw) {
+        let conservative = raw.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'/' | b'@' | b'+'));
+        if conservative && check_ref_format_branch(raw) {
             Ok(Self(raw.to_owned()))
         } else {
             Err(FieldError::new("branch", "git_ref", Self::RULE))
+        }
+    }
+
+    /// A branch as git itself names it (a pushed ref, a stored record made before the character rule): git's rules
+    /// only. Such a name is only compared with deployments' branches, which `parse` made.
+    pub fn parse_git(raw: &str) -> Result<Self, FieldError> {
+        if check_ref_format_branch(raw) {
+            Ok(Self(raw.to_owned()))
+        } else {
+            Err(FieldError::new("branch", "git_ref", "must be a valid git branch name (git check-ref-format rules) and must not start with '-'"))
         }
     }
 
@@ -239,9 +254,50 @@ impl fmt::Display for NodeName {
     }
 }
 
+/// A Proxmox VE resource pool id (`pve-poolid`: pve-common `src/PVE/JSONSchema.pm` `verify_poolid`,
+/// `^[A-Za-z0-9_][-A-Za-z0-9_.]*$`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PoolName(String);
+
+impl PoolName {
+    pub const RULE: &'static str = "must be a Proxmox pool id: a letter, digit or underscore, then letters, digits, '-', '_' or '.'";
+
+    pub fn parse(raw: &str) -> Result<Self, FieldError> {
+        let b = raw.as_bytes();
+        let ok = !b.is_empty()
+            && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
+            && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'));
+        if ok {
+            Ok(Self(raw.to_owned()))
+        } else {
+            Err(FieldError::new("pool", "pve_poolid", Self::RULE))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for PoolName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pool_names() {
+        for ok in ["apps", "_x", "team-a.prod", "9"] {
+            assert!(PoolName::parse(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "-a", ".a", "a/b", "a b", "ä"] {
+            assert!(PoolName::parse(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn name_prefixes() {
@@ -277,6 +333,21 @@ mod tests {
             "a//b", "a.", ".a", "a/.b", "x.lock", "a@{1}", "@", "a\nb", "a\tb", "a\u{7f}",
         ] {
             assert!(GitRef::parse(bad).is_err(), "{bad:?}");
+            assert!(GitRef::parse_git(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    /// Git allows them, so a pushed ref or an old record may carry them; a deployment request may not.
+    #[test]
+    fn branches_asked_for_use_characters_that_mean_nothing_to_a_shell() {
+        for ok in ["dependabot/npm_and_yarn/left-pad-1.3.0", "renovate/@types-node-20.x", "fix+x", "JIRA-12_a"] {
+            assert!(GitRef::parse(ok).is_ok(), "{ok}");
+        }
+        for shellish in ["main;id", "$(id)", "`id`", "a|b", "a&b", "a>b", "a'b", "a\"b", "a$b", "a!b", "a#b", "a%b", "a,b", "a=b", "a{b}", "ü", "a(b)"] {
+            let err = GitRef::parse(shellish).unwrap_err();
+            assert_eq!((err.field.as_str(), err.rule), ("branch", "git_ref"), "{shellish:?}");
+            assert!(err.message.contains(". _ - / @ +"), "{}", err.message);
+            assert!(GitRef::parse_git(shellish).is_ok(), "git itself allows {shellish:?}");
         }
     }
 

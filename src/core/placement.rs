@@ -15,8 +15,8 @@ pub struct NodeLoad {
     pub maxmem: u64,
     /// Guests on the node that are not templates.
     pub guests: u32,
-    /// Whether the template can be cloned onto this node (it lives there, or on shared storage).
-    pub has_template: bool,
+    /// Why the template cannot be used on this node (`None`: it lives there, or on shared storage).
+    pub template_missing: Option<String>,
     /// Memory (bytes) and cores of our own guests being created here that PVE does not count yet.
     pub pending_mem: u64,
     pub pending_cores: u32,
@@ -60,8 +60,8 @@ pub fn choose(nodes: &[NodeLoad], cores: u32, memory_bytes: u64, pinned: Option<
             Some("not in the configured node allow-list".to_string())
         } else if !n.online {
             Some("offline".into())
-        } else if !n.has_template {
-            Some("the template is not reachable from this node (local storage elsewhere)".into())
+        } else if let Some(why) = &n.template_missing {
+            Some(why.clone())
         } else if policy.max_guests_per_node.is_some_and(|m| n.guests >= m) {
             Some(format!("already holds {} guests (limit {})", n.guests, policy.max_guests_per_node.unwrap_or(0)))
         } else {
@@ -107,7 +107,7 @@ mod tests {
             mem: mem_used_gib * GIB,
             maxmem: 32 * GIB,
             guests: 0,
-            has_template: true,
+            template_missing: None,
             pending_mem: 0,
             pending_cores: 0,
         }
@@ -132,7 +132,7 @@ mod tests {
         let mut a = node("a", 0.0, 0);
         a.online = false;
         let mut b = node("b", 0.0, 0);
-        b.has_template = false;
+        b.template_missing = Some("the template is not on this node".into());
         let c = node("c", 0.0, 31);
         let d = node("d", 0.0, 0);
         let policy = PlacementPolicy { allow: vec![NodeName::parse("a").unwrap(), NodeName::parse("b").unwrap(), NodeName::parse("c").unwrap()], ..Default::default() };

@@ -125,6 +125,46 @@ impl RepoUrl {
     }
 }
 
+impl RepoUrl {
+    /// The host to resolve and the port to connect to (the URL's, else the scheme's default).
+    pub fn endpoint(&self) -> (String, u16) {
+        let default = if self.url.starts_with("https://") { 443 } else if self.url.starts_with("http://") { 80 } else { 22 };
+        let h = self.host.as_str();
+        if let Some(rest) = h.strip_prefix('[') {
+            let (ip, port) = rest.split_once(']').unwrap_or((rest, ""));
+            return (ip.to_owned(), port.trim_start_matches(':').parse().unwrap_or(default));
+        }
+        match h.rsplit_once(':') {
+            Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) && !port.is_empty() => (name.to_owned(), port.parse().unwrap_or(default)),
+            _ => (h.to_owned(), default),
+        }
+    }
+
+    /// The address the agent may connect to among those `host` resolved to: each must be public or inside
+    /// `[repos] allow_private`, so DNS cannot turn an allowed name into the agent's own network (the connection is
+    /// then pinned to this address, so a second lookup cannot change it). A host the policy lists as an IP literal
+    /// is allowed as named.
+    pub fn checked_address(&self, resolved: &[std::net::IpAddr], policy: &RepoPolicy) -> Result<std::net::IpAddr, FieldError> {
+        let (host, _) = self.endpoint();
+        if let Ok(literal) = host.parse::<std::net::IpAddr>() {
+            return Ok(literal);
+        }
+        let first = *resolved.first().ok_or_else(|| FieldError::new("repo_url", "resolves", format!("{host} resolves to no address")))?;
+        for ip in resolved {
+            if let Some(kind) = crate::core::addresses::non_public(*ip) {
+                if !policy.allow_private.iter().any(|n| n.contains(*ip)) {
+                    return Err(FieldError::new(
+                        "repo_url",
+                        "public_address",
+                        format!("{host} resolves to {ip}, a {kind} address; the agent fetches only from public addresses unless [repos] allow_private lists that network"),
+                    ));
+                }
+            }
+        }
+        Ok(first)
+    }
+}
+
 impl fmt::Display for RepoUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.url)
@@ -136,7 +176,7 @@ mod tests {
     use super::*;
 
     fn policy(schemes: &[RepoScheme]) -> RepoPolicy {
-        RepoPolicy { allowed_hosts: vec!["github.com".into(), "127.0.0.1:9418".into()], schemes: schemes.to_vec() }
+        RepoPolicy { allowed_hosts: vec!["github.com".into(), "127.0.0.1:9418".into()], schemes: schemes.to_vec(), allow_private: vec![] }
     }
 
     #[test]
@@ -186,5 +226,27 @@ mod tests {
         for raw in ["https://github.com/o/r.git", "https://127.0.0.1:9418/o/r", "git@github.com:o/r.git", "ssh://git@github.com/o/r"] {
             assert_eq!(RepoUrl::from_stored(raw.to_string()), RepoUrl::parse(raw, &p).unwrap(), "{raw}");
         }
+    }
+
+    /// An allowed name that resolves into the agent's own network (or the cloud metadata address) is refused
+    /// unless the operator allows that network; an IP literal the policy names is allowed as named.
+    #[test]
+    fn a_name_resolving_to_a_private_address_is_refused_unless_allowed() {
+        let mut policy = RepoPolicy { allowed_hosts: vec!["git.example".into(), "127.0.0.1:9418".into()], schemes: vec![RepoScheme::Https, RepoScheme::Http], allow_private: vec![] };
+        let url = RepoUrl::parse("https://git.example/o/r.git", &policy).unwrap();
+        assert_eq!(url.endpoint(), ("git.example".into(), 443));
+        for ip in ["127.0.0.1", "169.254.169.254", "10.0.0.5", "fd00::5"] {
+            let e = url.checked_address(&[ip.parse().unwrap()], &policy).unwrap_err();
+            assert_eq!((e.field.as_str(), e.rule), ("repo_url", "public_address"), "{ip}");
+            assert!(e.message.contains(ip) && e.message.contains("allow_private"), "{}", e.message);
+        }
+        // One bad address among good ones is enough: the resolver may hand out any of them.
+        assert!(url.checked_address(&["140.82.112.3".parse().unwrap(), "10.0.0.5".parse().unwrap()], &policy).is_err());
+        assert_eq!(url.checked_address(&["140.82.112.3".parse().unwrap()], &policy).unwrap().to_string(), "140.82.112.3");
+        policy.allow_private = vec![crate::core::addresses::Cidr::parse("10.0.0.0/8").unwrap()];
+        assert!(url.checked_address(&["10.0.0.5".parse().unwrap()], &policy).is_ok());
+        let literal = RepoUrl::parse("http://127.0.0.1:9418/o/r", &policy).unwrap();
+        assert_eq!(literal.endpoint(), ("127.0.0.1".into(), 9418));
+        assert!(literal.checked_address(&[], &policy).is_ok());
     }
 }

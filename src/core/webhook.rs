@@ -66,7 +66,7 @@ pub enum PushedRef {
 impl PushedRef {
     pub fn parse(raw: &str) -> Self {
         if let Some(b) = raw.strip_prefix("refs/heads/") {
-            if let Ok(branch) = GitRef::parse(b) {
+            if let Ok(branch) = GitRef::parse_git(b) {
                 return PushedRef::Branch(branch);
             }
         } else if let Some(t) = raw.strip_prefix("refs/tags/") {

@@ -229,7 +229,7 @@ impl Engine {
         // failed release too (with the step it failed in).
         let mut wanted = wanted;
         if matches!(wanted, Wanted::BranchHead) {
-            if let super::source::Source::Found(c) = super::source::check(&d.spec).await {
+            if let super::source::Source::Found(c) = super::source::check(&d.spec, &self.inner.repos).await {
                 wanted = Wanted::Commit(c);
             }
         }

@@ -62,6 +62,13 @@ pub struct ProvisionSettings {
     pub poll: Duration,
     /// How many times a clone hitting a storage lock timeout is retried.
     pub lock_retries: u32,
+    /// Resource pool every guest is created in.
+    pub pool: Option<crate::core::names::PoolName>,
+    /// Least time between two address polls of one booting guest: each "agent not running" answer holds one of
+    /// pvedaemon's 3 workers for PVE's 3 s guest-ping timeout (sim/STOCK-FACTS.md §4).
+    pub agent_poll: Duration,
+    /// Most guest-agent / `interfaces` calls in flight per node.
+    pub agent_calls_per_node: u32,
 }
 
 impl ProvisionSettings {
@@ -87,6 +94,9 @@ impl ProvisionSettings {
             address_deadline: Duration::from_secs(120),
             poll: Duration::from_millis(250),
             lock_retries: 5,
+            pool: None,
+            agent_poll: Duration::from_secs(1),
+            agent_calls_per_node: 2,
         }
     }
 }
@@ -147,8 +157,13 @@ pub struct Provisioner {
     taken_outside: Mutex<HashMap<u32, Instant>>,
     /// Where placement last saw the VM template (saves reading the cluster again to clone it).
     template_seen: Mutex<Option<NodeName>>,
-    /// Full clones are serialized per storage (PVE would otherwise time out on its storage lock).
+    /// Full clones are serialized per storage, each for the whole of its copy task (many copies at once only
+    /// share the storage's bandwidth and time out together).
     full_clone_locks: tokio::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Guest-agent calls in flight per node (see `ProvisionSettings::agent_calls_per_node`).
+    agent_slots: Mutex<HashMap<NodeName, Arc<tokio::sync::Semaphore>>>,
+    /// Which nodes hold the container template, as last read (see `lxc_template_reach`).
+    lxc_reach: tokio::sync::Mutex<Option<(Instant, Arc<TemplateReach>)>>,
     /// The cluster as placement last read it (see `cluster_view`), the read in flight, and a count of
     /// provisionings ended (a read that overlaps one is not kept).
     view: Mutex<Option<(Instant, Arc<ClusterView>)>>,
@@ -165,6 +180,23 @@ pub const LIVENESS_EVERY: Duration = Duration::from_secs(2);
 /// How long an id found taken outside our records is skipped without the cluster read saying so.
 const TAKEN_FOR: Duration = Duration::from_secs(30);
 
+/// How long a read of which nodes hold the container template is reused (templates are downloaded rarely).
+const REACH_FOR: Duration = Duration::from_secs(30);
+
+/// Per node: `None` when the container template is there, else why it is not.
+type TemplateReach = std::collections::BTreeMap<NodeName, Option<String>>;
+
+/// Why one look for a guest's address found none.
+enum AddressRead {
+    /// Not yet (the agent is not up, or busy); look again.
+    NotYet(String),
+    /// Looking again cannot help.
+    Fatal(ProvisionError),
+}
+
+/// Held while a full clone's copy runs: the next full clone onto the same storage waits for it.
+pub struct CloneSlot(#[allow(dead_code)] tokio::sync::OwnedMutexGuard<()>);
+
 /// What placement reads from the cluster.
 struct ClusterView {
     resources: Vec<crate::pve::ClusterResource>,
@@ -176,6 +208,8 @@ impl Provisioner {
     pub fn new(client: PveClient, settings: ProvisionSettings) -> Self {
         Self { client, settings, node_files: None, pending: Mutex::new(HashMap::new()), claiming: Mutex::new(HashMap::new()), taken_outside: Mutex::default(), template_seen: Mutex::new(None),
             full_clone_locks: tokio::sync::Mutex::new(HashMap::new()),
+            agent_slots: Mutex::default(),
+            lxc_reach: tokio::sync::Mutex::new(None),
             view: Mutex::new(None),
             view_read: tokio::sync::Mutex::new(()),
             view_generation: std::sync::atomic::AtomicU64::new(0),
@@ -185,11 +219,45 @@ impl Provisioner {
     /// Chooses a node for `d` from live figures plus our own in-flight reservations.
     pub async fn place(&self, d: &Deployment) -> Result<NodeName, ProvisionError> {
         let (view, shared) = self.cluster_view(false).await?;
-        match self.place_in(d, &view) {
+        let reach = match d.spec.guest_type {
+            GuestType::Lxc => Some(self.lxc_template_reach(&view).await),
+            GuestType::Vm => None,
+        };
+        match self.place_in(d, &view, reach.as_deref()) {
             // A shared view may predate a guest that went away: look again before giving up.
-            Err(ProvisionError::NoNode(_)) if shared => self.place_in(d, &self.cluster_view(true).await?.0),
+            Err(ProvisionError::NoNode(_)) if shared => self.place_in(d, &self.cluster_view(true).await?.0, reach.as_deref()),
             other => other,
         }
+    }
+
+    /// Which online nodes hold the container template: on shared storage every node that has the storage;
+    /// on local storage (stock `local` is per node, pve-storage `Plugin.pm:37-39`) the nodes whose
+    /// `GET /nodes/{node}/storage/{storage}/content?content=vztmpl` lists it. One call per node, reused for
+    /// `REACH_FOR`; a node that cannot be asked counts as lacking it, with the reason.
+    async fn lxc_template_reach(&self, view: &ClusterView) -> Arc<TemplateReach> {
+        let mut cached = self.lxc_reach.lock().await;
+        if let Some((_, reach)) = cached.as_ref().filter(|(at, _)| at.elapsed() < REACH_FOR) {
+            return reach.clone();
+        }
+        let template = &self.settings.lxc_template;
+        let storage = template.split_once(':').map_or(template.as_str(), |(s, _)| s);
+        let mut reach = TemplateReach::new();
+        for r in view.resources.iter().filter(|r| r.kind == ResourceType::Node && r.status.as_deref() == Some("online")) {
+            let Some(node) = r.node.clone() else { continue };
+            let entry = view.resources.iter().find(|s| s.kind == ResourceType::Storage && s.storage.as_deref() == Some(storage) && s.node.as_ref() == Some(&node));
+            let why_not = match entry {
+                None => Some(format!("has no storage '{storage}' for the container template {template}")),
+                Some(_) => match self.client.storage_content(&node, storage, Some("vztmpl")).await {
+                    Ok(items) if items.iter().any(|i| &i.volid == template) => None,
+                    Ok(_) => Some(format!("the container template {template} is not on this node (download it: pveam download {storage} {})", template.rsplit('/').next().unwrap_or(template))),
+                    Err(e) => Some(format!("could not list its container templates: {e}")),
+                },
+            };
+            reach.insert(node, why_not);
+        }
+        let reach = Arc::new(reach);
+        *cached = Some((Instant::now(), reach.clone()));
+        reach
     }
 
     /// The cluster as placement sees it. Placements that overlap share one read (at most `VIEW_FOR`
@@ -226,7 +294,7 @@ impl Provisioner {
         Ok((view, false))
     }
 
-    fn place_in(&self, d: &Deployment, view: &ClusterView) -> Result<NodeName, ProvisionError> {
+    fn place_in(&self, d: &Deployment, view: &ClusterView, lxc_reach: Option<&TemplateReach>) -> Result<NodeName, ProvisionError> {
         let ClusterView { resources, template_node, template_storage_shared } = view;
         let template_storage_shared = *template_storage_shared;
         // Our reservations as they are now (a shared view's own copy may be older).
@@ -234,9 +302,11 @@ impl Provisioner {
         let mut loads = Vec::new();
         for r in resources.iter().filter(|r| r.kind == ResourceType::Node) {
             let Some(node) = r.node.clone() else { continue };
-            let has_template = match d.spec.guest_type {
-                GuestType::Lxc => true, // the container template volume is checked by PVE at create
-                GuestType::Vm => template_storage_shared || template_node.as_ref() == Some(&node),
+            let template_missing = match (d.spec.guest_type, lxc_reach) {
+                (GuestType::Lxc, Some(reach)) => reach.get(&node).cloned().unwrap_or_else(|| Some("not online when the container template was looked for".into())),
+                (GuestType::Lxc, None) => None,
+                (GuestType::Vm, _) if template_storage_shared || template_node.as_ref() == Some(&node) => None,
+                (GuestType::Vm, _) => Some("the VM template is not reachable from this node (local storage elsewhere)".into()),
             };
             let guests = resources.iter().filter(|g| matches!(g.kind, ResourceType::Qemu | ResourceType::Lxc) && !g.template && g.node.as_ref() == Some(&node)).count() as u32;
             let (pending_mem, pending_cores) = pending.values().filter(|(n, _, _)| n == &node).fold((0, 0), |(m, c), (_, pm, pc)| (m + pm, c + pc));
@@ -247,7 +317,7 @@ impl Provisioner {
                 mem: r.mem,
                 maxmem: r.maxmem,
                 guests,
-                has_template,
+                template_missing,
                 pending_mem,
                 pending_cores,
                 node,
@@ -367,7 +437,9 @@ impl Provisioner {
     }
 
     /// Starts the clone (VM) or create (container) task.
-    pub async fn create(&self, d: &Deployment, node: &NodeName, vmid: VmId, addressing: &Addressing) -> Result<Upid, PveError> {
+    /// Sends the clone (VM) or create (container) call. A full clone also returns its `CloneSlot`: keep it until
+    /// the clone's task has ended, so that full clones onto one storage copy one at a time.
+    pub async fn create(&self, d: &Deployment, node: &NodeName, vmid: VmId, addressing: &Addressing) -> Result<(Upid, Option<CloneSlot>), PveError> {
         let s = &self.settings;
         // The mark is written by the create call itself: no moment exists in which the guest is ours but unmarked.
         let description = crate::core::ownership::description_for(&d.id, &d.spec);
@@ -382,14 +454,11 @@ impl Provisioner {
                     storage: full.then(|| s.storage.clone()),
                     target: (&template_node != node).then(|| node.clone()),
                     description: Some(description),
+                    pool: s.pool.clone(),
                 };
-                if full {
-                    let lock = self.full_clone_lock(&s.storage).await;
-                    let _serialized = lock.lock().await;
-                    self.client.qemu_clone(&template_node, s.vm_template, &req).await
-                } else {
-                    self.client.qemu_clone(&template_node, s.vm_template, &req).await
-                }
+                let slot = self.clone_slot(GuestType::Vm).await;
+                let upid = self.client.qemu_clone(&template_node, s.vm_template, &req).await?;
+                Ok((upid, slot))
             }
             GuestType::Lxc => {
                 let req = LxcCreate {
@@ -409,14 +478,27 @@ impl Provisioner {
                     tags: vec![TAG.into(), tag_for(&d.id)],
                     start: false,
                     description: Some(description),
+                    pool: s.pool.clone(),
                 };
-                self.client.lxc_create(node, &req).await
+                Ok((self.client.lxc_create(node, &req).await?, None))
             }
         }
     }
 
-    async fn full_clone_lock(&self, storage: &str) -> Arc<tokio::sync::Mutex<()>> {
-        self.full_clone_locks.lock().await.entry(storage.to_owned()).or_default().clone()
+    /// The storage's full-clone slot, waited for, when `kind` is a VM and clones are full; `None` otherwise.
+    pub async fn clone_slot(&self, kind: GuestType) -> Option<CloneSlot> {
+        if kind != GuestType::Vm || !self.settings.full_clone {
+            return None;
+        }
+        let lock = self.full_clone_locks.lock().await.entry(self.settings.storage.clone()).or_default().clone();
+        // A holder keeps it for one clone task at most (`task_deadline`); past twice that, go on without it.
+        match tokio::time::timeout(self.settings.task_deadline * 2, lock.lock_owned()).await {
+            Ok(guard) => Some(CloneSlot(guard)),
+            Err(_) => {
+                tracing::warn!(storage = %self.settings.storage, "waited longer than two task deadlines for the full-clone slot; cloning without it");
+                None
+            }
+        }
     }
 
     async fn template_node(&self) -> Result<NodeName, PveError> {
@@ -522,38 +604,30 @@ impl Provisioner {
             GuestType::Vm => "address:qemu",
             GuestType::Lxc => "address:lxc",
         };
-        let mut gap = crate::pve::PollDelay::around(self.settings.poll, self.client.wait_times().expected(wait_kind));
+        // Paced: the first look at once (a container with a static address has it already), then at most one
+        // poll per `agent_poll`, aimed at when guests of this kind usually answer.
+        let mut gap = crate::pve::PollDelay::around(self.settings.poll.max(self.settings.agent_poll), self.client.wait_times().expected(wait_kind));
         let mut polls = 0u32;
         let mut last_problem = String::from("no address reported yet");
         let mut net0_mac: Option<String> = known.and_then(|c| c.get("net0")).and_then(|n| mac_of(n));
         let mut last_liveness = Instant::now();
+        let slots = self.agent_slots(node);
         loop {
-            let found = match kind {
-                GuestType::Vm => match self.client.qemu_agent_interfaces(node, vmid).await {
-                    Ok(ifaces) => {
-                        if net0_mac.is_none() {
-                            net0_mac = self.client.qemu_config(node, vmid).await.ok().and_then(|c| c.raw.get("net0").and_then(|n| mac_of(n)));
-                        }
-                        guest_ipv4_on_mac(&ifaces, net0_mac.as_deref())
-                    }
-                    Err(PveError::AgentNotRunning) => {
-                        last_problem = "the QEMU guest agent is not running".into();
+            let remaining = self.settings.address_deadline.saturating_sub(started.elapsed());
+            // At most `agent_calls_per_node` agent calls in flight on this node, across all booting guests.
+            let found = match tokio::time::timeout(remaining, slots.acquire()).await {
+                Ok(Ok(_permit)) => match self.read_address(kind, node, vmid, &mut net0_mac).await {
+                    Ok(found) => found,
+                    Err(AddressRead::NotYet(why)) => {
+                        last_problem = why;
                         None
                     }
-                    Err(e) if e.is_retryable() => {
-                        last_problem = e.to_string();
-                        None
-                    }
-                    Err(e) => return Err(e.into()),
+                    Err(AddressRead::Fatal(e)) => return Err(e),
                 },
-                GuestType::Lxc => match self.client.lxc_interfaces(node, vmid).await {
-                    Ok(ifaces) => LxcInterface::first_ipv4(&ifaces),
-                    Err(e) if e.is_retryable() => {
-                        last_problem = e.to_string();
-                        None
-                    }
-                    Err(e) => return Err(e.into()),
-                },
+                Ok(Err(_)) | Err(_) => {
+                    last_problem = format!("no guest-agent slot on {node} came free");
+                    None
+                }
             };
             polls += 1;
             if let Some(ip) = found {
@@ -574,7 +648,32 @@ impl Provisioner {
                 last_liveness = Instant::now();
                 self.still_running(kind, node, vmid).await?;
             }
-            tokio::time::sleep(gap.next_delay_at(started.elapsed())).await;
+            tokio::time::sleep(gap.next_delay_at(started.elapsed()).max(self.settings.agent_poll)).await;
+        }
+    }
+
+    /// The node's guest-agent call slots.
+    fn agent_slots(&self, node: &NodeName) -> Arc<tokio::sync::Semaphore> {
+        let mut slots = self.agent_slots.lock().expect("agent slots poisoned");
+        slots.entry(node.clone()).or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(self.settings.agent_calls_per_node.max(1) as usize))).clone()
+    }
+
+    /// One look for the guest's address: the guest agent's interfaces (VMs) or the container's `interfaces`,
+    /// the address on `net0`'s MAC (read once, from the config, when not known yet).
+    async fn read_address(&self, kind: GuestType, node: &NodeName, vmid: VmId, net0_mac: &mut Option<String>) -> Result<Option<Ipv4Addr>, AddressRead> {
+        if net0_mac.is_none() {
+            *net0_mac = self.client.guest_config_raw(pve_kind(kind), node, vmid).await.ok().and_then(|c| c.get("net0").and_then(|n| mac_of(n)));
+        }
+        let answer = match kind {
+            GuestType::Vm => self.client.qemu_agent_interfaces(node, vmid).await.map(|ifaces| guest_ipv4_on_mac(&ifaces, net0_mac.as_deref())),
+            GuestType::Lxc => self.client.lxc_interfaces(node, vmid).await.map(|ifaces| LxcInterface::ipv4_on_mac(&ifaces, net0_mac.as_deref())),
+        };
+        match answer {
+            Ok(found) => Ok(found),
+            Err(PveError::AgentNotRunning) => Err(AddressRead::NotYet("the QEMU guest agent is not running".into())),
+            // Includes the agent's own timeout after a good ping (`AgentTimeout`): the guest is busy booting.
+            Err(e) if e.is_retryable() => Err(AddressRead::NotYet(e.to_string())),
+            Err(e) => Err(AddressRead::Fatal(e.into())),
         }
     }
 

@@ -213,6 +213,8 @@ impl Engine {
         let mut taken_ids: u32 = 0;
         // The step being retried after a transient failure, since when, and how often (see `StepBudget`).
         let mut budget = StepBudget::new(p.step, s.step_deadline);
+        // A full clone's storage slot, from its clone call until its task has ended (see `Provisioner::create`).
+        let mut clone_slot: Option<super::provision::CloneSlot> = None;
         loop {
             // What the step did, committed with its progress (one transaction per step): lines, the id
             // it chose to claim, and the deployment with the step's changes applied.
@@ -264,7 +266,8 @@ impl Engine {
                             None => {
                                 fence.check().await?;
                                 match prov.create(&d, &node, vmid, &prov.addressing(p.static_ip)).await {
-                                    Ok(upid) => {
+                                    Ok((upid, slot)) => {
+                                        clone_slot = slot;
                                         let what = if kind == GuestType::Vm { "cloning the template" } else { "creating the container" };
                                         note = Some((Level::Info, format!("{what} as {vmid} on {node}")));
                                         p.upid = Some(upid.as_str().to_owned());
@@ -290,7 +293,10 @@ impl Engine {
                     Step::AwaitCreate => {
                         let (node, vmid) = (p.node.clone().ok_or_else(missing("node"))?, p.vmid.ok_or_else(missing("vmid"))?);
                         if let Some(upid) = p.upid.clone() {
-                            match wait(&prov.client, &upid, s).await {
+                            // The slot (if this run cloned) is given back as soon as the copy's task has ended.
+                            let waited = wait(&prov.client, &upid, s).await;
+                            clone_slot = None;
+                            match waited {
                                 Ok(()) => {}
                                 Err(ProvisionError::Pve(e)) if e.is_lock_timeout() && p.attempts < s.lock_retries => {
                                     // PVE removes the half-made guest when a clone fails; try the clone again.

@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use crate::core::deployment::Spec;
+use crate::core::limits::RepoPolicy;
 use crate::core::names::CommitSha;
 use crate::core::validation::{FieldError, ValidationErrors};
 
@@ -30,7 +31,7 @@ pub struct Checks {
 }
 
 impl Checks {
-    pub async fn check(&self, spec: &Spec) -> Source {
+    pub async fn check(&self, spec: &Spec, policy: &RepoPolicy) -> Source {
         use futures_util::FutureExt;
         let key = (spec.repo_url.to_string(), spec.branch.as_str().to_string());
         let answer = {
@@ -45,8 +46,8 @@ impl Checks {
                             answers.remove(&oldest);
                         }
                     }
-                    let spec = spec.clone();
-                    let shared = async move { check(&spec).await }.boxed().shared();
+                    let (spec, policy) = (spec.clone(), policy.clone());
+                    let shared = async move { check(&spec, &policy).await }.boxed().shared();
                     answers.insert(key, (now, shared.clone()));
                     shared
                 }
@@ -67,6 +68,8 @@ pub enum Source {
     NoRepository,
     /// The agent cannot tell (why, in words); the guest will try.
     Unverified(String),
+    /// The outbound policy refuses the host's address (it resolves into a non-public network).
+    Refused(FieldError),
 }
 
 impl Source {
@@ -75,23 +78,43 @@ impl Source {
         let e = match self {
             Source::NoBranch => FieldError::new("branch", "exists", format!("the repository has no branch {:?}", spec.branch.as_str())),
             Source::NoRepository => FieldError::new("repo_url", "exists", "no repository answers at this URL (or it is private and the agent has no access)"),
+            Source::Refused(e) => e.clone(),
             _ => return None,
         };
         Some(ValidationErrors(vec![e]))
     }
 }
 
+/// How long resolving the repository's host may take.
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Asks the repository for the spec's branch, bounded in time; git runs with an argument vector (no
-/// shell), no prompts, no redirects, and only the protocols the repository policy allows.
-pub async fn check(spec: &Spec) -> Source {
+/// shell), no prompts, no redirects, and only the protocols the repository policy allows. The host is resolved
+/// here once, its addresses checked against the outbound policy, and git pinned to the checked one
+/// (`http.curloptResolve`, git ≥ 2.37), so DNS cannot answer differently for git (rebinding).
+pub async fn check(spec: &Spec, policy: &RepoPolicy) -> Source {
     let url = spec.repo_url.to_string();
     if !(url.starts_with("https://") || url.starts_with("http://")) {
         return Source::Unverified("ssh repositories are read with the guest's own key".into());
     }
+    let (host, port) = spec.repo_url.endpoint();
+    let resolved: Vec<std::net::IpAddr> = match tokio::time::timeout(RESOLVE_TIMEOUT, tokio::net::lookup_host((host.as_str(), port))).await {
+        Ok(Ok(addrs)) => addrs.map(|a| a.ip()).collect(),
+        Ok(Err(e)) => return Source::Unverified(format!("cannot resolve {host}: {e}")),
+        Err(_) => return Source::Unverified(format!("{host} did not resolve within {}s", RESOLVE_TIMEOUT.as_secs())),
+    };
+    let pinned = match spec.repo_url.checked_address(&resolved, policy) {
+        Ok(ip) => ip,
+        Err(e) => return Source::Refused(e),
+    };
+    let pin = match pinned {
+        std::net::IpAddr::V6(v6) => format!("http.curloptResolve={host}:{port}:[{v6}]"),
+        v4 => format!("http.curloptResolve={host}:{port}:{v4}"),
+    };
     let refname = format!("refs/heads/{}", spec.branch.as_str());
     let mut cmd = tokio::process::Command::new("git");
     // No redirects: the policy allowed this host, not wherever it might send git next.
-    cmd.args(["-c", "protocol.allow=never", "-c", "protocol.https.allow=always", "-c", "protocol.http.allow=always", "-c", "http.followRedirects=false", "ls-remote", "--exit-code", "--", &url, &refname])
+    cmd.args(["-c", "protocol.allow=never", "-c", "protocol.https.allow=always", "-c", "protocol.http.allow=always", "-c", "http.followRedirects=false", "-c", &pin, "ls-remote", "--exit-code", "--", &url, &refname])
         .env("GIT_TERMINAL_PROMPT", "0")
         .env("GIT_ASKPASS", "/bin/false")
         .env_remove("GIT_DIR")
@@ -174,21 +197,22 @@ mod tests {
                 });
             }
         });
-        let policy = RepoPolicy { allowed_hosts: vec![format!("127.0.0.1:{port}")], schemes: vec![RepoScheme::Http] };
+        let policy = RepoPolicy { allowed_hosts: vec![format!("127.0.0.1:{port}")], schemes: vec![RepoScheme::Http], allow_private: vec![] };
         let raw = RawSpec { name: Some("a".into()), framework: Some("flask".into()), repo_url: Some(format!("http://127.0.0.1:{port}/o/r")), ..RawSpec::default() };
         let spec = Spec::parse(raw, &Limits::default(), &policy).unwrap();
         let checks = std::sync::Arc::new(Checks::default());
         let mut all = tokio::task::JoinSet::new();
         for _ in 0..16 {
             let (checks, spec) = (checks.clone(), spec.clone());
-            all.spawn(async move { checks.check(&spec).await });
+            let policy = policy.clone();
+            all.spawn(async move { checks.check(&spec, &policy).await });
         }
         let answers: Vec<Source> = all.join_all().await;
         assert!(answers.iter().all(|a| *a == answers[0]), "{answers:?}");
         assert_eq!(answers[0], Source::NoRepository);
         assert_eq!(served.load(std::sync::atomic::Ordering::SeqCst), 1, "one git request for sixteen checks");
         // Within the reuse window the answer is remembered; no new request.
-        checks.check(&spec).await;
+        checks.check(&spec, &policy).await;
         assert_eq!(served.load(std::sync::atomic::Ordering::SeqCst), 1);
         server.abort();
     }

@@ -46,6 +46,11 @@ pub enum PveError {
     /// The QEMU guest agent does not answer (yet), or the VM is not running; wait and retry.
     #[error("the QEMU guest agent is not running")]
     AgentNotRunning,
+    /// The guest agent answered its ping but not the command within QEMU's limit (`VM 100 qga command
+    /// 'guest-network-get-interfaces' failed - got timeout`: qemu-server `src/PVE/QMPClient.pm:165-176,499-505`,
+    /// 5 s); the guest is busy booting. Ask again.
+    #[error("the QEMU guest agent did not answer in time: {message}")]
+    AgentTimeout { message: String },
     /// The VM has no guest agent configured (`agent: 0`); enable it in the config.
     #[error("no QEMU guest agent is configured for this VM")]
     AgentNotConfigured,
@@ -80,7 +85,12 @@ impl PveError {
     /// `Timeout` or `Transport { retry_safe: false }`, PVE may have acted already.
     pub fn is_retryable(&self) -> bool {
         match self {
-            PveError::Transport { .. } | PveError::Timeout | PveError::Locked { .. } | PveError::AgentNotRunning | PveError::NoQuorum { .. } => true,
+            PveError::Transport { .. }
+            | PveError::Timeout
+            | PveError::Locked { .. }
+            | PveError::AgentNotRunning
+            | PveError::AgentTimeout { .. }
+            | PveError::NoQuorum { .. } => true,
             PveError::TaskFailed { lock_timeout, .. } => *lock_timeout,
             PveError::Server { status, .. } => matches!(status, 502..=504),
             _ => false,
@@ -152,6 +162,10 @@ fn from_die(status: u16, message: String) -> PveError {
     }
     if lower.contains("guest agent is not running") {
         return PveError::AgentNotRunning;
+    }
+    // `VM <id> qga command 'guest-<cmd>' failed - got timeout` (PVE 9; `qmp command` on older releases).
+    if (lower.contains("qga command") || lower.contains("qmp command")) && lower.contains("got timeout") {
+        return PveError::AgentTimeout { message };
     }
     if lower.contains("no qemu guest agent configured") {
         return PveError::AgentNotConfigured;
@@ -236,6 +250,8 @@ mod tests {
         assert!(matches!(die("Configuration file 'nodes/pve1/qemu-server/100.conf' does not exist"), PveError::NotFound { .. }));
         assert!(matches!(die("no such task"), PveError::NotFound { .. }));
         assert!(matches!(die("QEMU guest agent is not running"), PveError::AgentNotRunning));
+        let timeout = die("VM 100 qga command 'guest-network-get-interfaces' failed - got timeout");
+        assert!(matches!(timeout, PveError::AgentTimeout { .. }) && timeout.is_retryable() && !timeout.is_lock_timeout(), "{timeout:?}");
         assert!(matches!(die("No QEMU guest agent configured"), PveError::AgentNotConfigured));
         assert!(matches!(die("something else"), PveError::Server { status: 500, .. }));
         assert!(matches!(PveError::from_response(401, "", BTreeMap::new()), PveError::Unauthorized));

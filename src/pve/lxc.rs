@@ -86,6 +86,9 @@ pub struct LxcCreate {
     /// Start once created (in the same task).
     pub start: bool,
     pub description: Option<String>,
+    /// Resource pool the container joins (PVE checks `VM.Allocate` on `/pool/{pool}` then: pve-container
+    /// `src/PVE/API2/LXC.pm` create, `check_vm_perm`).
+    pub pool: Option<crate::core::names::PoolName>,
 }
 
 impl LxcCreate {
@@ -106,6 +109,7 @@ impl LxcCreate {
             .list("tags", &self.tags, ";")
             .flag("start", self.start)
             .opt("description", self.description.as_deref())
+            .opt("pool", self.pool.as_ref())
     }
 }
 
@@ -155,13 +159,27 @@ pub struct LxcInterface {
 }
 
 impl LxcInterface {
+    /// The IPv4 address of the interface whose MAC is `mac` (the container's `net0` `hwaddr`), from
+    /// `ip-addresses` (PVE 8.2+) or the deprecated `inet`; without a MAC, or when no interface carries it,
+    /// the first usable address outside `lo` and bridges (pve-container `src/PVE/LXC.pm:1262-1302`).
+    pub fn ipv4_on_mac(interfaces: &[LxcInterface], mac: Option<&str>) -> Option<Ipv4Addr> {
+        let usable = |i: &LxcInterface| {
+            i.ips.iter().find_map(|(ip, _)| match ip {
+                IpAddr::V4(v4) if !v4.is_link_local() && !v4.is_unspecified() => Some(*v4),
+                _ => None,
+            })
+        };
+        if let Some(mac) = mac {
+            if let Some(i) = interfaces.iter().find(|i| i.hwaddr.as_deref().is_some_and(|h| h.eq_ignore_ascii_case(mac))) {
+                return usable(i);
+            }
+        }
+        interfaces.iter().filter(|i| i.name != "lo" && !super::qemu::is_bridge_name(&i.name)).find_map(usable)
+    }
+
     /// The container's first IPv4 address outside `lo` and the link-local range.
     pub fn first_ipv4(interfaces: &[LxcInterface]) -> Option<Ipv4Addr> {
-        interfaces
-            .iter()
-            .filter(|i| i.name != "lo")
-            .filter_map(|i| i.inet.map(|(ip, _)| ip))
-            .find(|ip| !ip.is_link_local() && !ip.is_unspecified())
+        Self::ipv4_on_mac(interfaces, None)
     }
 }
 
@@ -289,6 +307,28 @@ mod tests {
         assert_eq!(LxcInterface::first_ipv4(&ifaces), Some(Ipv4Addr::new(10, 1, 2, 3)));
     }
 
+    /// PVE 9 right after boot: `ip-addresses` (types `inet`/`inet6`) before the deprecated `inet`, a second
+    /// interface (a Docker bridge) listed first, `null` for a stopped container (pve-container LXC.pm:1262-1302).
+    #[test]
+    fn the_address_is_the_one_on_net0s_mac_from_ip_addresses() {
+        let wire: Vec<WireLxcInterface> = serde_json::from_value(json!([
+            {"name": "lo", "hwaddr": "00:00:00:00:00:00", "hardware-address": "00:00:00:00:00:00", "inet": "127.0.0.1/8",
+             "ip-addresses": [{"ip-address": "127.0.0.1", "ip-address-type": "inet", "prefix": 8}]},
+            {"name": "docker0", "hwaddr": "02:42:ac:11:00:01", "hardware-address": "02:42:ac:11:00:01", "inet": "172.17.0.1/16",
+             "ip-addresses": [{"ip-address": "172.17.0.1", "ip-address-type": "inet", "prefix": 16}]},
+            {"name": "eth0", "hwaddr": "bc:24:11:aa:bb:cc", "hardware-address": "bc:24:11:aa:bb:cc",
+             "ip-addresses": [{"ip-address": "fe80::be24:11ff:feaa:bbcc", "ip-address-type": "inet6", "prefix": 64},
+                              {"ip-address": "10.1.2.3", "ip-address-type": "inet", "prefix": 24}]}
+        ]))
+        .unwrap();
+        let ifaces: Vec<LxcInterface> = wire.into_iter().map(LxcInterface::from).collect();
+        assert_eq!(LxcInterface::ipv4_on_mac(&ifaces, Some("BC:24:11:AA:BB:CC")), Some(Ipv4Addr::new(10, 1, 2, 3)));
+        assert_eq!(LxcInterface::first_ipv4(&ifaces), Some(Ipv4Addr::new(10, 1, 2, 3)), "without the MAC: the first that is not a bridge");
+        assert_eq!(LxcInterface::ipv4_on_mac(&ifaces[..2], Some("bc:24:11:aa:bb:cc")), None, "a Docker bridge is never the container's address");
+        let stopped: Option<Vec<WireLxcInterface>> = serde_json::from_value(json!(null)).unwrap();
+        assert!(stopped.is_none());
+    }
+
     #[test]
     fn config_and_create_form() {
         let c = LxcConfig::from_raw([("memory", "512"), ("unprivileged", "1"), ("tags", "a;b")].map(|(k, v)| (k.to_string(), v.to_string())).into());
@@ -309,11 +349,12 @@ mod tests {
             tags: vec![],
             start: false,
             description: None,
+            pool: Some(crate::core::names::PoolName::parse("apps").unwrap()),
         };
         assert_eq!(
             req.form().encode(),
             "vmid=200&ostemplate=local%3Avztmpl%2Fx.tar.zst&hostname=ct1&cores=1&memory=512&swap=0&rootfs=local-lvm%3A8\
-             &net0=name%3Deth0%2Cbridge%3Dvmbr0%2Cip%3Ddhcp&ssh-public-keys=ssh-ed25519+AA%2B%2F%3D+a+b&unprivileged=1&start=0"
+             &net0=name%3Deth0%2Cbridge%3Dvmbr0%2Cip%3Ddhcp&ssh-public-keys=ssh-ed25519+AA%2B%2F%3D+a+b&unprivileged=1&start=0&pool=apps"
         );
     }
 }

@@ -89,6 +89,9 @@ pub struct CloneRequest {
     /// Target node (only with shared storage).
     pub target: Option<NodeName>,
     pub description: Option<String>,
+    /// Resource pool the new VM joins (PVE then checks `VM.Allocate` on `/pool/{pool}` instead of
+    /// `/vms/{newid}`: qemu-server `src/PVE/API2/Qemu.pm:4335-4349`).
+    pub pool: Option<crate::core::names::PoolName>,
 }
 
 impl CloneRequest {
@@ -100,6 +103,7 @@ impl CloneRequest {
             .opt("storage", self.storage.as_deref())
             .opt("target", self.target.as_ref())
             .opt("description", self.description.as_deref())
+            .opt("pool", self.pool.as_ref())
     }
 }
 
@@ -234,8 +238,13 @@ pub fn guest_ipv4_on_mac(interfaces: &[AgentInterface], mac: Option<&str>) -> Op
             return usable(i);
         }
     }
+    interfaces.iter().filter(|i| i.name != "lo" && !is_bridge_name(&i.name)).find_map(usable)
+}
+
+/// Interfaces a guest's own container runtime or hypervisor makes (Docker, libvirt, CNI, …): never the guest's address.
+pub(crate) fn is_bridge_name(name: &str) -> bool {
     const BRIDGES: [&str; 8] = ["docker", "br-", "veth", "virbr", "cni", "flannel", "lxc", "podman"];
-    interfaces.iter().filter(|i| i.name != "lo" && !BRIDGES.iter().any(|b| i.name.starts_with(b))).find_map(usable)
+    BRIDGES.iter().any(|b| name.starts_with(b))
 }
 
 pub fn first_guest_ipv4(interfaces: &[AgentInterface]) -> Option<Ipv4Addr> {
@@ -431,7 +440,8 @@ mod tests {
             storage: None,
             target: Some(NodeName::parse("pve2").unwrap()),
             description: None,
+            pool: Some(crate::core::names::PoolName::parse("apps").unwrap()),
         };
-        assert_eq!(req.form().encode(), "newid=101&name=web&full=0&target=pve2");
+        assert_eq!(req.form().encode(), "newid=101&name=web&full=0&target=pve2&pool=apps");
     }
 }

@@ -133,7 +133,7 @@ impl TryFrom<Row> for Deployment {
                 guest_type: GuestType::parse(&r.guest_type).map_err(|_| bad("guest_type"))?,
                 framework: Framework::parse(&r.framework).map_err(|_| bad("framework"))?,
                 repo_url: RepoUrl::from_stored(r.repo_url.clone()),
-                branch: GitRef::parse(&r.branch).map_err(|_| bad("branch"))?,
+                branch: GitRef::parse_git(&r.branch).map_err(|_| bad("branch"))?,
                 cpu: num(r.cpu, "cpu")?,
                 memory_mib: num(r.memory_mib, "memory_mib")?,
                 disk_gb: num(r.disk_gb, "disk_gb")?,

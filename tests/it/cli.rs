@@ -151,6 +151,19 @@ fn a_bad_config_file_is_refused_naming_the_field() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("limits.cpu") && err.contains("min"), "{err}");
     assert!(!cwd.path().join("data").exists(), "nothing is created on rejection");
+
+    // A client command with that config and no --url says why it has no address; it never guesses one (the token
+    // would go to whatever listens at 127.0.0.1:8080).
+    let out = Command::new(env!("CARGO_BIN_EXE_pvedeploy"))
+        .arg("list")
+        .current_dir(cwd.path())
+        .env("PVEDEPLOY_TOKEN", "a-token-that-must-not-travel")
+        .env_remove("PVEDEPLOY_URL")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot find the agent's address") && err.contains("limits.cpu") && err.contains("--url"), "{err}");
 }
 
 // ---- the command line for people, against a running agent ----

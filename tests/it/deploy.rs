@@ -335,7 +335,7 @@ async fn a_repository_or_branch_that_does_not_exist_is_refused_before_anything_i
     let server = GitServer::start().await;
     let repo = server.repo("octo/there", "flask");
     let host = server.host.clone();
-    let app = TestApp::spawn_with(|c| c.repos = pvedeploy::core::limits::RepoPolicy { allowed_hosts: vec![host], schemes: vec![pvedeploy::core::limits::RepoScheme::Http] }).await;
+    let app = TestApp::spawn_with(|c| c.repos = pvedeploy::core::limits::RepoPolicy { allowed_hosts: vec![host], schemes: vec![pvedeploy::core::limits::RepoScheme::Http], allow_private: vec![] }).await;
     let missing = format!("http://{}/octo/nowhere.git", server.host);
     let cases = [(missing.as_str(), "main", "repo_url"), (repo.url.as_str(), "no-such-branch", "branch")];
     for (url, branch, field) in cases {

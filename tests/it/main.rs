@@ -2,7 +2,9 @@
 
 mod agents;
 mod api;
+mod check;
 mod cli;
+mod cluster;
 mod crash;
 mod dashboard;
 mod disk;
@@ -10,6 +12,7 @@ mod deploy;
 mod discord;
 mod export;
 mod helpers;
+mod limits;
 mod ownership;
 mod parity;
 mod persistence;

@@ -18,6 +18,11 @@ pub struct Cluster {
 }
 
 pub async fn start_sim(spec: ClusterSpec) -> Cluster {
+    start_sim_with(spec, |_| {}).await
+}
+
+/// As `start_sim`, with the simulator's timing changed by `timing` last.
+pub async fn start_sim_with(spec: ClusterSpec, timing: impl FnOnce(&mut pvedeploy_sim::Timing)) -> Cluster {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = SimConfig::sandbox(dir.path().to_path_buf());
     cfg.cluster = spec;
@@ -25,6 +30,7 @@ pub async fn start_sim(spec: ClusterSpec) -> Cluster {
     cfg.timing.start_secs = 0.2;
     cfg.timing.agent_delay_secs = 0.5;
     cfg.timing.task_secs = 0.1;
+    timing(&mut cfg.timing);
     let agent_key = pvedeploy::keys::generate_ed25519("pvedeploy-agent");
     if pvedeploy_sim::node_ssh::check_available().is_ok() {
         cfg = cfg.with_node_ssh(&agent_key.public_openssh);
@@ -238,7 +244,7 @@ async fn hand_made_guest(pve: &pvedeploy::pve::PveClient, vmid: u32, tags: &[&st
     use pvedeploy::core::names::{NodeName, VmId};
     let node = NodeName::parse("pve1").unwrap();
     let id = VmId::new(vmid.into()).unwrap();
-    let req = pvedeploy::pve::CloneRequest { newid: id, name: Some(format!("hand-{vmid}")), full: false, storage: None, target: None, description: None };
+    let req = pvedeploy::pve::CloneRequest { newid: id, name: Some(format!("hand-{vmid}")), full: false, storage: None, target: None, description: None, pool: None };
     let upid = pve.qemu_clone(&node, VmId::new(9000).unwrap(), &req).await.unwrap();
     pve.wait_task(&upid, Duration::from_millis(50), Duration::from_secs(30)).await.unwrap();
     let update = pvedeploy::pve::QemuUpdate { tags: tags.iter().map(|t| t.to_string()).collect(), ..Default::default() };
@@ -435,7 +441,7 @@ async fn a_guest_deleted_while_the_deploy_waits_for_it_fails_the_deploy_with_tha
     let repo = server.repo("octo/vanishing", "flask");
     let host = server.host.clone();
     let app = agent_configured(&cluster, dir.path(), Duration::from_secs(30), |_| {}, |c| {
-        c.repos = pvedeploy::core::limits::RepoPolicy { allowed_hosts: vec![host], schemes: vec![pvedeploy::core::limits::RepoScheme::Http] };
+        c.repos = pvedeploy::core::limits::RepoPolicy { allowed_hosts: vec![host], schemes: vec![pvedeploy::core::limits::RepoScheme::Http], allow_private: vec![] };
     })
     .await;
     let (s, body) = app.post("/api/v1/deployments", Some(ADMIN), &json!({"name": "vanishing", "repo_url": repo.url, "framework": "flask", "type": "lxc"})).await;

@@ -203,7 +203,7 @@ pub async fn agent_with(sim: &SimHandle, data: &Path, git_host: &str, tweak: imp
     }
     cs.node_ssh = Some(NodeSshSettings { user: "root".into(), port: 22, host_keys, addresses });
     c.proxmox = ProxmoxSetting::Cluster(cs);
-    c.repos = RepoPolicy { allowed_hosts: vec![git_host.to_string()], schemes: vec![RepoScheme::Http] };
+    c.repos = RepoPolicy { allowed_hosts: vec![git_host.to_string()], schemes: vec![RepoScheme::Http], allow_private: vec![] };
     c.github = GithubSettings { webhook_secret: Some(Secret::new(WEBHOOK_SECRET.into())), repo_secrets: vec![] };
     tweak(&mut c);
     TestApp::spawn_config(c).await

@@ -51,6 +51,10 @@ async fn every_rule_is_a_422_naming_the_field_and_stores_nothing() {
         ("branch", json!("x.lock"), "branch", "git_ref"),
         ("branch", json!("a~1"), "branch", "git_ref"),
         ("branch", json!("a\nb"), "branch", "git_ref"),
+        // Valid for git, refused by policy: shell metacharacters are never executed, but not accepted either.
+        ("branch", json!("main;id"), "branch", "git_ref"),
+        ("branch", json!("$(id)"), "branch", "git_ref"),
+        ("branch", json!("`id`"), "branch", "git_ref"),
         ("cpu", json!(0), "cpu", "range"),
         ("cpu", json!(9), "cpu", "range"),
         ("cpu", json!(-1), "cpu", "range"),
@@ -83,4 +87,29 @@ async fn every_rule_is_a_422_naming_the_field_and_stores_nothing() {
     assert_eq!(s, 422);
     let named: Vec<&str> = resp["fields"].as_array().unwrap().iter().map(|f| f["field"].as_str().unwrap()).collect();
     assert_eq!(named, ["name", "framework", "repo_url", "cpu"]);
+}
+
+/// An allowed host *name* that resolves into the agent's own network is refused (DNS cannot turn an allowed name
+/// into loopback, the metadata service or the LAN), unless the operator allows that network (issue #22).
+#[tokio::test]
+async fn a_repository_name_resolving_to_loopback_is_refused_unless_its_network_is_allowed() {
+    use pvedeploy::core::limits::{RepoPolicy, RepoScheme};
+    let policy = |allow: &[&str]| RepoPolicy {
+        allowed_hosts: vec!["localhost:9".into()],
+        schemes: vec![RepoScheme::Http],
+        allow_private: allow.iter().map(|n| pvedeploy::core::addresses::Cidr::parse(n).unwrap()).collect(),
+    };
+    let body = json!({"name": "loop", "repo_url": "http://localhost:9/o/r.git", "framework": "flask"});
+    let app = TestApp::spawn_with(|c| c.repos = policy(&[])).await;
+    let (s, b) = app.post("/api/v1/deployments", Some(ADMIN), &body).await;
+    assert_eq!(s, 422, "{b}");
+    assert_eq!((b["fields"][0]["field"].as_str(), b["fields"][0]["rule"].as_str()), (Some("repo_url"), Some("public_address")), "{b}");
+    assert!(b["fields"][0]["message"].as_str().unwrap().contains("loopback"), "{b}");
+    let (_, list) = app.get("/api/v1/deployments", Some(ADMIN)).await;
+    assert_eq!(list["total"], 0, "nothing stored: {list}");
+    app.stop().await;
+    let app = TestApp::spawn_with(|c| c.repos = policy(&["127.0.0.0/8", "::1/128"])).await;
+    let (s, b) = app.post("/api/v1/deployments", Some(ADMIN), &body).await;
+    assert_eq!(s, 202, "allowed network: the request goes on (nothing answers at port 9, so the guest will try): {b}");
+    app.stop().await;
 }

@@ -34,14 +34,23 @@ async fn agent_ready(c: &Cluster, node: &str, p: &Params) -> Result<Seen, ApiErr
         let mac = g.config.get("net0").and_then(|n| net_mac(GuestKind::Qemu, n)).unwrap_or_default();
         (run.since, Seen { vmid, mac, ip: g.ipv4 })
     };
-    let not_running = || ApiError::server("QEMU guest agent is not running");
-    if c.faults.agent_silent(vmid) || since.elapsed().as_secs_f64() < c.timing.agent_delay_secs {
-        return Err(not_running());
-    }
-    if !c.backend.is_up(vmid).await {
-        return Err(not_running());
+    let silent = c.faults.agent_silent(vmid) || since.elapsed().as_secs_f64() < c.timing.agent_delay_secs || !c.backend.is_up(vmid).await;
+    if silent {
+        // PVE learns this only when its `guest-ping` times out (3 s on a real node).
+        Cluster::pause(c.timing.agent_ping_timeout_secs).await;
+        return Err(ApiError::server("QEMU guest agent is not running"));
     }
     Ok(seen)
+}
+
+/// A command the agent took but did not answer in time (the `agent_command_times_out` fault): qemu-server's
+/// text (`src/PVE/QMPClient.pm:174-176` with `mux_timeout`'s "got timeout", `Monitor.pm:125-130` for the peer).
+async fn command_timeout(c: &Cluster, vmid: u32, command: &str) -> Result<(), ApiError> {
+    if c.faults.take_agent_timeout(vmid) {
+        Cluster::pause(c.timing.agent_command_timeout_secs).await;
+        return Err(ApiError::server(format!("VM {vmid} qga command 'guest-{command}' failed - got timeout")));
+    }
+    Ok(())
 }
 
 /// `POST …/agent/ping`
@@ -69,6 +78,7 @@ fn link_local(mac: &str) -> String {
 /// `GET …/agent/network-get-interfaces` (the raw `guest-network-get-interfaces` reply)
 pub async fn interfaces(c: &Cluster, node: &str, p: &Params) -> Result<Value, ApiError> {
     let seen = agent_ready(c, node, p).await?;
+    command_timeout(c, seen.vmid, "network-get-interfaces").await?;
     let mac = seen.mac.to_lowercase();
     let mut eth0_addrs = Vec::new();
     if let Some(ip) = seen.ip {
@@ -110,27 +120,33 @@ pub async fn osinfo(c: &Cluster, node: &str, p: &Params) -> Result<Value, ApiErr
     }}))
 }
 
-/// `GET /nodes/{node}/lxc/{vmid}/interfaces`: `[]` until the container is up, then lo + eth0.
+/// `GET /nodes/{node}/lxc/{vmid}/interfaces` as pve-container answers it (`src/PVE/API2/LXC.pm:2981-3065`,
+/// `src/PVE/LXC.pm:1262-1302`): `null` for a stopped container; when running always `lo`, then `eth0` with
+/// `hwaddr`/`hardware-address`, `ip-addresses` (types `inet`/`inet6`) and the deprecated `inet`/`inet6` as
+/// `addr/prefix` — only its link-local IPv6 until its IPv4 is configured.
 pub async fn lxc_interfaces(c: &Cluster, node: &str, p: &Params) -> Result<Value, ApiError> {
     let vmid = p.need_u32("vmid")?;
     let (since, mac, ip) = {
         let st = c.state();
         let g = st.guest_on(node, vmid, GuestKind::Lxc).map_err(ApiError::server)?;
         let Some(run) = &g.running else {
-            return Err(ApiError::server(format!("CT {vmid} not running")));
+            return Ok(Value::Null);
         };
         let mac = g.config.get("net0").and_then(|n| net_mac(GuestKind::Lxc, n)).unwrap_or_default().to_lowercase();
         (run.since, mac, g.ipv4)
     };
-    if since.elapsed().as_secs_f64() < c.timing.agent_delay_secs || !c.backend.is_up(vmid).await {
-        return Ok(json!([]));
-    }
-    let mut eth0 = json!({"name": "eth0", "hwaddr": mac, "hardware-address": mac, "inet6": format!("{}/64", link_local(&mac))});
-    if let (Some(ip), Some(obj)) = (ip, eth0.as_object_mut()) {
+    let configured = since.elapsed().as_secs_f64() >= c.timing.agent_delay_secs && c.backend.is_up(vmid).await;
+    let v6 = link_local(&mac);
+    let mut addresses = vec![json!({"ip-address": v6, "ip-address-type": "inet6", "prefix": 64})];
+    let mut eth0 = json!({"name": "eth0", "hwaddr": mac, "hardware-address": mac, "inet6": format!("{v6}/64")});
+    if let (true, Some(ip), Some(obj)) = (configured, ip, eth0.as_object_mut()) {
         obj.insert("inet".into(), json!(format!("{ip}/8")));
+        addresses.insert(0, json!({"ip-address": ip.to_string(), "ip-address-type": "inet", "prefix": 8}));
     }
+    eth0["ip-addresses"] = Value::Array(addresses);
     Ok(json!([
-        {"name": "lo", "hwaddr": "00:00:00:00:00:00", "hardware-address": "00:00:00:00:00:00", "inet": "127.0.0.1/8", "inet6": "::1/128"},
+        {"name": "lo", "hwaddr": "00:00:00:00:00:00", "hardware-address": "00:00:00:00:00:00", "inet": "127.0.0.1/8", "inet6": "::1/128",
+         "ip-addresses": [{"ip-address": "127.0.0.1", "ip-address-type": "inet", "prefix": 8}, {"ip-address": "::1", "ip-address-type": "inet6", "prefix": 128}]},
         eth0
     ]))
 }

@@ -1301,8 +1301,10 @@ mod tests {
             worker_start_secs: 0.0,
             task_secs: 0.0,
             unauthorized_delay_secs: 0.0,
+            agent_ping_timeout_secs: 0.0,
+            agent_command_timeout_secs: 0.0,
         };
-        Cluster::new(&cfg, Faults::default(), "00:11".to_string()).unwrap()
+        Cluster::new(&cfg, Faults::default(), "00:11".to_string(), Arc::new(crate::auth::access::Access::new(9))).unwrap()
     }
 
     fn call(kind: GuestKind, params: Value) -> ApiCall {

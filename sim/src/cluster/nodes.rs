@@ -13,10 +13,42 @@ use crate::http::params::Params;
 /// The PVE release the simulator follows.
 pub const PVE_VERSION: &str = "9.1.1";
 pub const PVE_RELEASE: &str = "9.1";
+/// The PVE 8 release a `pve_major = 8` cluster reports (pve-manager branch stable-8 @2606ac85, 8.4.21).
+pub const PVE8_VERSION: &str = "8.4.21";
 
-/// `GET /version`
-pub fn version() -> Value {
+/// `GET /version` of a cluster of `major`.
+pub fn version(major: u8) -> Value {
+    if major < 9 {
+        return json!({"version": PVE8_VERSION, "release": "8.4", "repoid": "2606ac85"});
+    }
     json!({"version": PVE_VERSION, "release": PVE_RELEASE, "repoid": "42becc32"})
+}
+
+/// `GET /nodes/{node}/network[?type=…]`: the node's uplink `eno1` and its Linux bridges (`vmbr0` as the
+/// installer makes it, bridged to `eno1`). `type` filters as PVE's: `bridge`/`any_bridge`, `eth`.
+pub fn network(c: &Cluster, node: &str, p: &Params) -> Value {
+    let ip = c.state().nodes.get(node).map(|n| n.ip.to_string()).unwrap_or_default();
+    let mut all = vec![json!({"iface": "eno1", "type": "eth", "method": "manual", "families": ["inet"], "active": 1, "exists": 1, "priority": 3})];
+    for (i, b) in c.bridges.iter().enumerate() {
+        let mut v = json!({"iface": b, "type": "bridge", "method": "static", "families": ["inet"], "active": 1, "autostart": 1, "priority": 4 + i, "bridge_stp": "off", "bridge_fd": "0"});
+        if i == 0 {
+            v["bridge_ports"] = json!("eno1");
+            v["address"] = json!(ip);
+            v["cidr"] = json!(format!("{ip}/24"));
+            v["netmask"] = json!("24");
+        }
+        all.push(v);
+    }
+    let want = p.str("type");
+    Value::Array(
+        all.into_iter()
+            .filter(|v| match want.as_deref() {
+                None => true,
+                Some("any_bridge") => v["type"] == "bridge" || v["type"] == "OVSBridge",
+                Some(t) => v["type"] == t,
+            })
+            .collect(),
+    )
 }
 
 /// Runtime numbers of a guest (zeros when stopped).
@@ -128,7 +160,7 @@ pub fn status(c: &Cluster, st: &ClusterState, node: &str) -> Result<Value, ApiEr
         "uptime": c.started.elapsed().as_secs() + 86_400,
         "idle": 0,
         "kversion": "Linux 6.17.2-1-pve #1 SMP PREEMPT_DYNAMIC PMX 6.17.2-1 (2025-10-21T11:55Z) x86_64",
-        "pveversion": format!("pve-manager/{PVE_VERSION}/42becc32"),
+        "pveversion": format!("pve-manager/{}/{}", version(c.access.major)["version"].as_str().unwrap_or(PVE_VERSION), version(c.access.major)["repoid"].as_str().unwrap_or("")),
         "current-kernel": {"sysname": "Linux", "release": "6.17.2-1-pve", "version": "#1 SMP PREEMPT_DYNAMIC PMX 6.17.2-1 (2025-10-21T11:55Z)", "machine": "x86_64"},
         "boot-info": {"mode": "efi", "secureboot": 0},
     }))

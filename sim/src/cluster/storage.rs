@@ -404,3 +404,50 @@ pub fn upload(c: &std::sync::Arc<super::Cluster>, node: &str, call: &super::ApiC
     });
     Ok(json!(upid))
 }
+
+/// The content types a storage plugin supports (pve-storage `DirPlugin.pm:25-40`, `LvmThinPlugin.pm:32-37`,
+/// `NFSPlugin.pm`).
+fn plugin_content(kind: StorageKind) -> &'static [&'static str] {
+    match kind {
+        StorageKind::LvmThin => &["images", "rootdir"],
+        StorageKind::Dir | StorageKind::Nfs => &["images", "rootdir", "vztmpl", "iso", "backup", "snippets", "import"],
+    }
+}
+
+/// `PUT /storage/{storage}` (pve-storage `src/PVE/API2/Storage/Config.pm:298-400`): `content` and `nodes`.
+/// A content type the plugin does not support is dropped with a warning, as `decode_value` does
+/// (`Plugin.pm:470-496`); none left is `storage does not support content type 'none'`. A file storage's
+/// directories for its content types are made when it is next activated (`Plugin.pm:1951-2013`), here at once.
+pub fn update(c: &super::Cluster, call: &super::ApiCall) -> Result<Value, ApiError> {
+    let p = &call.params;
+    let storage = p.need("storage")?;
+    if let Some(other) = p.0.keys().find(|k| !matches!(k.as_str(), "storage" | "content" | "nodes" | "digest")) {
+        return Err(ApiError::NotImplemented(format!("storage option '{other}' is not modelled by pvedeploy-sim")));
+    }
+    let mut st = c.state();
+    let Some(spec) = st.storages.get(&storage).cloned() else {
+        return Err(ApiError::server(format!("update storage failed: storage '{storage}' does not exist")));
+    };
+    let mut spec = spec;
+    if let Some(content) = p.str("content") {
+        let supported = plugin_content(spec.kind);
+        let wanted: Vec<String> = crate::schema::formats::split_list(&content).into_iter().filter(|c| supported.contains(&c.as_str())).collect();
+        if wanted.is_empty() {
+            return Err(ApiError::server("update storage failed: storage does not support content type 'none'"));
+        }
+        spec.content = wanted;
+    }
+    if let Some(nodes) = p.str("nodes") {
+        let list = crate::schema::formats::split_list(&nodes);
+        spec.nodes = if list.is_empty() { None } else { Some(list) };
+    }
+    st.storages.insert(storage.clone(), spec.clone());
+    if spec.kind.is_file_based() {
+        for node in st.nodes.keys().filter(|n| st.storage_on_node(&storage, n)) {
+            for sub in spec.content.iter().filter_map(|c| content_subdir(c)) {
+                std::fs::create_dir_all(storage_dir(&c.state_dir, &spec, node).join(sub)).map_err(|e| ApiError::server(format!("failed to create content directory: {e}")))?;
+            }
+        }
+    }
+    Ok(json!({"storage": storage, "type": spec.kind.plugin_type()}))
+}

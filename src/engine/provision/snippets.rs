@@ -74,6 +74,21 @@ impl NodeFiles {
         r.map(|()| self.cicustom(id))
     }
 
+    /// Logs in to `node` with its host key pinned and writes, then removes, a test file in the snippets
+    /// directory (for `pvedeploy check`).
+    pub async fn probe(&self, client: &PveClient, node: &NodeName) -> Result<(), String> {
+        let t = self.target(client, node).await?;
+        let conn = self.ssh.connect(&t).await.map_err(|e| e.to_string())?;
+        let path = format!("{}/.pvedeploy-check-{}", self.dir, uuid::Uuid::new_v4().simple());
+        let written = conn.upload(&path, b"pvedeploy check\n", 0o600).await.map_err(|e| format!("cannot write {path}: {e}"));
+        let removed = match &written {
+            Ok(()) => conn.remove(&path).await.map_err(|e| format!("wrote {path} but cannot remove it: {e}")),
+            Err(_) => Ok(()),
+        };
+        conn.close().await;
+        written.and(removed)
+    }
+
     /// Removes the snippet; a missing one is fine.
     pub async fn remove(&self, client: &PveClient, node: &NodeName, id: &DeploymentId) -> Result<(), String> {
         let t = self.target(client, node).await?;

@@ -1,0 +1,96 @@
+//! The check's verdicts on facts of a fresh and a prepared cluster.
+
+use super::*;
+
+fn plan() -> Plan {
+    Plan {
+        token_id: "pvedeploy@pve!agent".into(),
+        vm_template: 9000,
+        lxc_template: "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst".into(),
+        storage: "local-lvm".into(),
+        bridge: "vmbr0".into(),
+        vmid_first: 10000,
+        vmid_last: 10009,
+        full_clone: false,
+        nodes: vec![],
+        address_pool: None,
+        node_ssh: Some(("local".into(), "/var/lib/vz/snippets".into())),
+        pool: None,
+    }
+}
+
+fn ready(major: u32) -> Facts {
+    let nodes = ["pve1", "pve2"];
+    let per_node = |f: &dyn Fn(&str) -> Read<bool>| nodes.iter().map(|n| (n.to_string(), f(n))).collect::<BTreeMap<_, _>>();
+    let storages = vec![
+        StorageFacts { id: "local".into(), content: vec!["iso".into(), "vztmpl".into(), "backup".into(), "snippets".into()], shared: false },
+        StorageFacts { id: "local-lvm".into(), content: vec!["images".into(), "rootdir".into()], shared: false },
+    ];
+    let template = TemplateFacts { node: "pve1".into(), is_template: true, cloud_init: true, agent: true, disk_storages: vec!["local-lvm".into()] };
+    let mut f = Facts {
+        version: Read::Got(format!("{major}.1.1")),
+        privsep: Some(true),
+        roles: Read::Got(BTreeMap::new()),
+        nodes: Read::Got(nodes.iter().map(|n| (n.to_string(), true)).collect()),
+        template: Read::Got(Some(template)),
+        permissions: BTreeMap::new(),
+        storages: nodes.iter().map(|n| (n.to_string(), Read::Got(storages.clone()))).collect(),
+        lxc_template: per_node(&|_| Read::Got(true)),
+        bridges: nodes.iter().map(|n| (n.to_string(), Read::Got(vec!["vmbr0".to_string()]))).collect(),
+        node_ssh: Some(nodes.iter().map(|n| (n.to_string(), Ok(()))).collect()),
+        guests: Read::Got(vec![]),
+    };
+    let all: BTreeSet<String> = privileges::role_privileges(major).iter().map(|p| p.to_string()).collect();
+    for need in privileges::needs(major, &plan(), &["pve1".into(), "pve2".into()], &["local-lvm".into()]) {
+        f.permissions.insert(need.path, Read::Got(all.clone()));
+    }
+    f
+}
+
+#[test]
+fn a_prepared_cluster_is_ready_with_one_warning_for_a_local_template() {
+    let r = evaluate(&plan(), &ready(9));
+    assert_eq!(r.exit_code(), 0, "{}", r.render());
+    let warnings: Vec<&Item> = r.items.iter().filter(|i| i.verdict == Verdict::Warning).collect();
+    assert_eq!(warnings.len(), 1, "{}", r.render());
+    assert!(warnings[0].text.contains("can only be placed on pve1"));
+}
+
+#[test]
+fn a_missing_privilege_is_named_with_the_pveum_command_per_major() {
+    for (major, agent) in [(9, "VM.GuestAgent.Audit"), (8, "VM.Monitor")] {
+        let mut f = ready(major);
+        f.roles = Read::Got(BTreeMap::from([("PVEDeploy".to_string(), vec!["VM.Audit".to_string()])]));
+        if let Some(Read::Got(have)) = f.permissions.get_mut("/vms/10000") {
+            have.remove(agent);
+        }
+        let r = evaluate(&plan(), &f);
+        assert_eq!(r.exit_code(), 1);
+        let item = r.items.iter().find(|i| i.verdict == Verdict::Problem).expect("a problem");
+        assert!(item.text.contains(agent) && item.text.contains("/vms/10000"), "{}", item.text);
+        let fix = item.fix.as_deref().unwrap_or_default();
+        assert!(fix.starts_with("pveum role modify PVEDeploy --append 1 --privs \"") && fix.contains(agent) && fix.contains("pveum acl modify /vms --roles PVEDeploy"), "{fix}");
+    }
+}
+
+#[test]
+fn what_blocks_which_deployments() {
+    let mut f = ready(9);
+    f.template = Read::Got(None);
+    f.node_ssh = None;
+    for v in f.lxc_template.values_mut() {
+        *v = Read::Got(false);
+    }
+    let r = evaluate(&plan(), &f);
+    assert_eq!(r.exit_code(), 1);
+    assert_eq!(r.refusal(GuestType::Vm).map(|i| i.check), Some("vm_template"));
+    assert_eq!(r.refusal(GuestType::Lxc).map(|i| i.check), Some("lxc_template"));
+}
+
+#[test]
+fn unread_facts_make_the_check_unchecked() {
+    let mut f = ready(9);
+    f.version = Read::Failed("no answer within 20 s".into());
+    let r = evaluate(&plan(), &f);
+    assert_eq!((r.exit_code(), r.state()), (2, "unchecked"));
+}

@@ -10,6 +10,7 @@ pub mod payload;
 pub mod releases;
 pub mod schedules;
 pub mod security;
+pub mod snapshots;
 pub mod system;
 pub mod webhooks;
 pub mod wire;
@@ -46,7 +47,7 @@ pub struct ApiState {
 
 pub const API_PREFIX: &str = "/api/v1";
 
-pub fn service(state: &ApiState) -> OpenApiService<(deployments::DeploymentsApi, system::SystemApi, export::ExportApi, webhooks::WebhooksApi, releases::ReleasesApi, events::EventsApi, schedules::SchedulesApi), ()> {
+pub fn service(state: &ApiState) -> OpenApiService<(deployments::DeploymentsApi, system::SystemApi, export::ExportApi, webhooks::WebhooksApi, releases::ReleasesApi, events::EventsApi, schedules::SchedulesApi, snapshots::SnapshotsApi), ()> {
     OpenApiService::new(
         (
             deployments::DeploymentsApi { state: state.clone() },
@@ -56,6 +57,7 @@ pub fn service(state: &ApiState) -> OpenApiService<(deployments::DeploymentsApi,
             releases::ReleasesApi { state: state.clone() },
             events::EventsApi { state: state.clone() },
             schedules::SchedulesApi { state: state.clone() },
+            snapshots::SnapshotsApi { state: state.clone() },
         ),
         "pvedeploy",
         env!("CARGO_PKG_VERSION"),

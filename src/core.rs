@@ -13,6 +13,7 @@ pub mod provision;
 pub mod reconcile;
 pub mod release;
 pub mod schedule;
+pub mod snapshot;
 pub mod repo;
 pub mod status;
 pub mod validation;

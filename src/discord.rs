@@ -215,8 +215,12 @@ impl DiscordDoor {
                 Ok(id) => Answer { initial: reply::deferred_update(), work: Some(Box::pin(run::destroy(door, i, id, actor))) },
                 Err(e) => Answer::now(reply::immediate(&Reply::private(format!("⛔ {e}.")))),
             },
+            DiscordCommand::ConfirmRestore { nonce } => match self.inner.confirmations.take(&nonce, None, caller.id, Instant::now()) {
+                Ok(bound) => Answer { initial: reply::deferred_update(), work: Some(Box::pin(run::restore(door, i, bound, actor))) },
+                Err(e) => Answer::now(reply::immediate(&Reply::private(format!("⛔ {e}.")))),
+            },
             DiscordCommand::CancelDestroy { nonce } => match self.inner.confirmations.take(&nonce, None, caller.id, Instant::now()) {
-                Ok(_) => Answer { initial: reply::deferred_update(), work: Some(Box::pin(async move { door.edit(&i, &Reply::text("Destroy cancelled; nothing was changed.")).await })) },
+                Ok(_) => Answer { initial: reply::deferred_update(), work: Some(Box::pin(async move { door.edit(&i, &Reply::text("Cancelled; nothing was changed.")).await })) },
                 Err(e) => Answer::now(reply::immediate(&Reply::private(format!("⛔ {e}.")))),
             },
             other => Answer { initial: reply::deferred(false), work: Some(Box::pin(run::command(door, i, other, actor))) },

@@ -12,6 +12,7 @@ pub mod recover;
 pub mod resources;
 mod run;
 pub mod schedules;
+pub mod snapshots;
 pub mod source;
 
 use std::sync::Arc;
@@ -49,6 +50,10 @@ pub enum EngineError {
     /// nothing was changed. Reads still answer.
     #[error("the agent is read-only: {0}")]
     ReadOnly(String),
+    /// Proxmox VE refused or failed the call on the guest (its words); the request did not happen. Fix what it
+    /// names (a privilege, a storage without snapshots) or retry later.
+    #[error("Proxmox VE did not do it: {0}")]
+    Proxmox(String),
 }
 
 /// What a redeploy request led to.
@@ -98,6 +103,8 @@ struct Inner {
     source_checks: source::Checks,
     /// The last check of the cluster (`pvedeploy check`'s items) and the one running.
     checks: check::Checks,
+    /// One snapshot operation (take, delete, rollback, a schedule's retention) per deployment's guest at a time.
+    snapshot_gates: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 /// A redeploy asked for: of which commit (the branch head when `None`) and through which door.
@@ -120,7 +127,7 @@ impl Engine {
     /// (so a restarted agent takes its own leases back at once) and distinct between agents.
     pub fn new(store: Store, limits: Limits, repos: RepoPolicy, provisioner: Option<provision::Provisioner>, agent_id: String) -> Self {
         Self {
-            inner: Arc::new(Inner { store, bus: Bus::new(), limits, repos, tasks: TaskTracker::new(), provisioner: provisioner.map(Arc::new), agent_id, working: Default::default(), figures: Default::default(), last_reconcile: Default::default(), reconciling: Default::default(), stop: Default::default(), deployer: Default::default(), secrets: Default::default(), redeploys: Default::default(), probe: Default::default(), source_checks: Default::default(), checks: Default::default() }),
+            inner: Arc::new(Inner { store, bus: Bus::new(), limits, repos, tasks: TaskTracker::new(), provisioner: provisioner.map(Arc::new), agent_id, working: Default::default(), figures: Default::default(), last_reconcile: Default::default(), reconciling: Default::default(), stop: Default::default(), deployer: Default::default(), secrets: Default::default(), redeploys: Default::default(), probe: Default::default(), source_checks: Default::default(), checks: Default::default(), snapshot_gates: Default::default() }),
         }
     }
 

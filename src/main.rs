@@ -10,6 +10,7 @@ use pvedeploy::config::{Config, Overrides};
 use pvedeploy::remote::actions::{DestroyArgs, RedeployArgs, TargetArgs};
 use pvedeploy::remote::deploy::DeployArgs;
 use pvedeploy::remote::env::EnvCommand;
+use pvedeploy::remote::snapshots::SnapshotCommand;
 use pvedeploy::remote::follow::Goal;
 use pvedeploy::remote::list::ListArgs;
 use pvedeploy::remote::logs::LogsArgs;
@@ -130,6 +131,11 @@ enum Command {
     Schedule {
         #[command(subcommand)]
         command: ScheduleCommand,
+    },
+    /// A deployment's snapshots: list, take, delete, roll back to one.
+    Snapshot {
+        #[command(subcommand)]
+        command: SnapshotCommand,
     },
 }
 
@@ -293,6 +299,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Stop(a) => Ok(finish(async { remote::actions::run(&connect(&a.agent)?, Goal::Stop, &a.name, &a.follow, false, None).await }.await)),
         Command::Destroy(a) => Ok(finish(async { remote::actions::run(&connect(&a.agent)?, Goal::Destroy, &a.name, &a.follow, a.yes, None).await }.await)),
         Command::Env { command } => Ok(finish(async { remote::env::run(&connect(command.agent())?, &command).await }.await)),
+        Command::Snapshot { command } => Ok(finish(async { remote::snapshots::run(&connect(command.agent())?, &command).await }.await)),
         Command::Completions(a) => {
             remote::manual::completions(&a, Cli::command(), &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)

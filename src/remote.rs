@@ -13,6 +13,7 @@ pub mod logs;
 pub mod manual;
 pub mod progress;
 pub mod show;
+pub mod snapshots;
 pub mod sse;
 pub mod steps;
 pub mod table;
@@ -519,7 +520,7 @@ impl Remote {
 }
 
 /// A path segment or query value, percent-encoded.
-fn segment(s: &str) -> percent_encoding::PercentEncode<'_> {
+pub(crate) fn segment(s: &str) -> percent_encoding::PercentEncode<'_> {
     percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC)
 }
 

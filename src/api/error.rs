@@ -70,6 +70,9 @@ pub enum ApiError {
     #[oai(status = 500)]
     Internal(Json<ErrorBody>),
     /// A dependency (database, Proxmox) is unavailable; retrying later is safe.
+    /// Proxmox VE refused or failed the call (its words); nothing happened.
+    #[oai(status = 502)]
+    BadGateway(Json<ErrorBody>),
     #[oai(status = 503)]
     Unavailable(Json<ErrorBody>),
 }
@@ -123,6 +126,7 @@ impl From<EngineError> for ApiError {
                 ApiError::Unavailable(body("unavailable", "the database is unavailable; retrying later is safe"))
             }
             EngineError::ReadOnly(why) => ApiError::Unavailable(body("read_only", format!("the agent is read-only and changed nothing: {why}"))),
+            EngineError::Proxmox(why) => ApiError::BadGateway(body("proxmox", format!("Proxmox VE did not do it: {why}"))),
             EngineError::Store(e) => {
                 tracing::error!(error = %e, "store failure");
                 ApiError::Internal(body("internal", "an internal error occurred; see the agent's log"))

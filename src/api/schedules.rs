@@ -30,8 +30,10 @@ pub struct SchedulesApi {
 /// A schedule to create or (with `PUT`) the full replacement of one.
 #[derive(Debug, Object)]
 pub struct ScheduleRequest {
-    /// A cron expression: 5 fields (Unix: minute hour day-of-month month day-of-week, Sunday = 0 or 7),
-    /// or 6/7 fields with seconds first (and a year last), or `@daily`-style shorthands.
+    /// A cron expression: 5 fields read as cron(8) reads them (minute hour day-of-month month day-of-week, Sunday = 0
+    /// or 7; with both day fields restricted a day runs when either matches: `0 0 13 * 5` is every 13th and every
+    /// Friday), or 6/7 fields with seconds first (and a year last; both day fields must match), or `@daily`-style
+    /// shorthands. One with no run after now is refused.
     pub cron: String,
     /// An IANA time zone the expression is read in (default `UTC`), e.g. `Europe/Berlin`.
     pub timezone: Option<String>,
@@ -68,6 +70,9 @@ pub struct ScheduleView {
     /// `all` or a deployment id.
     pub target: String,
     pub enabled: bool,
+    /// Its target deployment was destroyed: the schedule is kept for the record, disabled, and never runs again
+    /// (a `PUT` naming a live deployment gives it a new target).
+    pub target_destroyed: bool,
     pub catch_up: bool,
     /// The token name (and door) that created it.
     pub created_by: String,
@@ -75,7 +80,7 @@ pub struct ScheduleView {
     pub updated_at: String,
     /// The last run time handled (run or skipped), RFC 3339 UTC.
     pub last_occurrence: Option<String>,
-    /// The next 5 run times (empty when disabled).
+    /// The next 5 run times (empty when disabled or its target is destroyed).
     pub next_runs: Vec<NextRun>,
 }
 
@@ -186,6 +191,7 @@ impl SchedulesApi {
             keep: s.spec.action.keep(),
             target: s.spec.target.as_str().to_string(),
             enabled: s.spec.enabled,
+            target_destroyed: s.target_destroyed,
             catch_up: s.spec.catch_up,
             created_by,
             created_at: rfc3339(s.created_at),

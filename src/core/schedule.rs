@@ -1,14 +1,17 @@
 //! Schedules as data: a cron expression in an IANA time zone, the action it runs and on what; when it
 //! runs next (correct across DST changes) and whether it is due now (the catch-up rule). No I/O.
 
+mod expression;
+
 use std::collections::BTreeSet;
-use std::fmt;
 use std::str::FromStr;
 
 use chrono::{DateTime, LocalResult, NaiveDateTime, TimeZone, Utc};
 
 use crate::core::deployment::DeploymentId;
 use crate::core::validation::{FieldError, ValidationErrors};
+
+pub use expression::CronExpr;
 
 /// An occurrence older than this when the scheduler sees it was missed (the agent was down or the
 /// schedule could not run): it runs once when `catch_up` is set, else it is skipped. The scheduler
@@ -20,101 +23,6 @@ const MISSED_CAP: u32 = 10_000;
 
 /// The largest `keep` of a snapshot schedule.
 pub const MAX_KEEP: u32 = 100;
-
-/// A cron expression the `cron` crate accepts. Five fields are read as Unix cron (minute hour
-/// day-of-month month day-of-week, Sunday = 0 or 7) and get a leading seconds field `0`; six or seven
-/// fields (seconds first, optional year) and `@daily`-style shorthands are taken as the crate reads them.
-#[derive(Clone)]
-pub struct CronExpr {
-    source: String,
-    schedule: cron::Schedule,
-}
-
-impl CronExpr {
-    pub fn parse(raw: &str) -> Result<Self, FieldError> {
-        let source = raw.split_whitespace().collect::<Vec<_>>().join(" ");
-        let err = |m: String| FieldError::new("cron", "cron_expression", m);
-        if source.is_empty() {
-            return Err(FieldError::new("cron", "required", "must be a cron expression such as `0 3 * * *` (03:00 every day)"));
-        }
-        if source.len() > 200 {
-            return Err(err("must be at most 200 characters".into()));
-        }
-        let fields: Vec<&str> = source.split(' ').collect();
-        let translated = if source.starts_with('@') {
-            source.clone()
-        } else {
-            match fields.len() {
-                5 => {
-                    let dow = unix_day_of_week(fields[4]).map_err(err)?;
-                    format!("0 {} {} {} {} {dow}", fields[0], fields[1], fields[2], fields[3])
-                }
-                6 | 7 => source.clone(),
-                n => {
-                    return Err(err(format!(
-                        "has {n} fields; use 5 (minute hour day-of-month month day-of-week), or 6/7 with seconds first (and a year last)"
-                    )))
-                }
-            }
-        };
-        let schedule = cron::Schedule::from_str(&translated).map_err(|e| err(format!("is not a valid cron expression: {e}")))?;
-        // An expression that never fires (30 February) is refused rather than stored as dead.
-        if schedule.after(&Utc.timestamp_opt(0, 0).unwrap()).next().is_none() {
-            return Err(err("never matches a date".into()));
-        }
-        Ok(Self { source, schedule })
-    }
-
-    /// The expression as given (whitespace normalised).
-    pub fn as_str(&self) -> &str {
-        &self.source
-    }
-}
-
-impl fmt::Debug for CronExpr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "CronExpr({:?})", self.source)
-    }
-}
-
-impl PartialEq for CronExpr {
-    fn eq(&self, other: &Self) -> bool {
-        self.source == other.source
-    }
-}
-
-/// Unix day-of-week numbers (0–7, Sunday = 0 and 7) as day names the crate reads (it counts Sunday = 1).
-fn unix_day_of_week(field: &str) -> Result<String, String> {
-    const NAMES: [&str; 7] = ["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"];
-    let mut out = Vec::new();
-    for item in field.split(',') {
-        if item.chars().any(|c| c.is_ascii_alphabetic()) || item == "*" || item == "?" {
-            out.push(item.to_string());
-            continue;
-        }
-        let (range, step) = match item.split_once('/') {
-            Some((r, s)) => (r, s.parse::<u32>().ok().filter(|s| *s > 0).ok_or(format!("day-of-week step {s:?} must be a positive number"))?),
-            None => (item, 1),
-        };
-        let num = |s: &str| s.parse::<u32>().ok().filter(|n| *n <= 7).ok_or(format!("day-of-week {s:?} must be 0-7 (Sunday = 0 or 7) or a name"));
-        let (lo, hi) = match range {
-            "*" => (0, 6),
-            r => match r.split_once('-') {
-                Some((a, b)) => (num(a)?, num(b)?),
-                None if step > 1 => (num(r)?, 6),
-                None => (num(r)?, num(r)?),
-            },
-        };
-        if lo > hi {
-            return Err(format!("day-of-week range {range:?} runs backwards"));
-        }
-        let mut days: Vec<u32> = (lo..=hi).step_by(step as usize).map(|d| d % 7).collect();
-        days.sort_unstable();
-        days.dedup();
-        out.extend(days.into_iter().map(|d| NAMES[d as usize].to_string()));
-    }
-    Ok(out.join(","))
-}
 
 /// An IANA time zone (`Europe/Berlin`, `UTC`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,7 +52,7 @@ impl Zone {
 pub enum ScheduleAction {
     /// Redeploy the branch head (picks up security updates and new commits).
     Redeploy,
-    /// Take a snapshot `pvedeploy-YYYYMMDD-HHMMSS`, then delete the oldest `pvedeploy-*` beyond `keep`.
+    /// Take a snapshot `pvd-<schedule>-YYYYMMDD-HHMMSS`, then delete this schedule's own oldest beyond `keep`.
     Snapshot { keep: u32 },
     Stop,
     Start,
@@ -165,7 +73,7 @@ impl ScheduleAction {
             "redeploy" => Some(ScheduleAction::Redeploy),
             "snapshot" => match keep {
                 None => {
-                    errs.push(FieldError::new("keep", "required", "is required for a snapshot schedule: how many `pvedeploy-*` snapshots to keep"));
+                    errs.push(FieldError::new("keep", "required", "is required for a snapshot schedule: how many of its own snapshots to keep"));
                     None
                 }
                 Some(k) if !(1..=i64::from(MAX_KEEP)).contains(&k) => {
@@ -311,6 +219,17 @@ impl ScheduleSpec {
         }
     }
 
+    /// A new or replacing request, at `now_ms`: as [`parse`](Self::parse), and an expression with no run after now
+    /// (`0 0 0 1 1 * 2020`) is refused naming the field; a stored schedule whose runs are all past still loads.
+    pub fn parse_new(raw: RawSchedule, now_ms: i64) -> Result<Self, ValidationErrors> {
+        let spec = Self::parse(raw)?;
+        if spec.next_runs(now_ms, 1).is_empty() {
+            let now = Zone::UTC.rfc3339(now_ms);
+            return Err(ValidationErrors(vec![FieldError::new("cron", "never_fires", format!("`{}`: has no run after now ({now}); every time it names is past", spec.cron.as_str()))]));
+        }
+        Ok(spec)
+    }
+
     /// The next `n` run times strictly after `after_ms`, as UTC milliseconds, ascending.
     ///
     /// The expression is matched against wall-clock time in the zone. A wall time that does not exist
@@ -325,13 +244,13 @@ impl ScheduleSpec {
     /// Every run time strictly after `after_ms`, ascending, lazily.
     fn runs_after(&self, after_ms: i64) -> impl Iterator<Item = i64> + '_ {
         let tz = self.zone.0;
-        let hourly = cron::TimeUnitSpec::is_all(self.cron.schedule.hours());
+        let hourly = self.cron.every_hour();
         let after = tz.timestamp_millis_opt(after_ms).single();
         // Walk wall-clock times (as if in UTC) from 3 h before (more than any DST shift), map each to its
         // instants in the zone. The earliest instant of a wall time never decreases as wall time grows, so a
         // pending instant is final once it is not after the earliest instant of the wall time just seen.
         let start = after.map(|a| Utc.from_utc_datetime(&(a.naive_local() - chrono::Duration::hours(3))));
-        let mut walls = start.into_iter().flat_map(move |s| self.cron.schedule.after_owned(s));
+        let mut walls = start.into_iter().flat_map(move |s| self.cron.after(s));
         let mut pending = BTreeSet::new();
         let mut floor = i64::MIN;
         std::iter::from_fn(move || loop {
@@ -424,6 +343,9 @@ pub struct Schedule {
     pub updated_at: i64,
     /// The last occurrence handled (run or skipped).
     pub last_occurrence: Option<i64>,
+    /// Its target deployment was destroyed: the schedule is kept for the record, disabled, and never runs
+    /// again (a replace naming a live target clears it).
+    pub target_destroyed: bool,
 }
 
 impl Schedule {
@@ -432,7 +354,7 @@ impl Schedule {
     /// Only the latest occurrence since then matters: several missed ones make one run at most. It runs if
     /// it is on time (within [`GRACE_MS`]); a late one runs once when `catch_up` is set and is skipped otherwise.
     pub fn due(&self, last_run: Option<i64>, now_ms: i64) -> Option<Due> {
-        if !self.spec.enabled {
+        if !self.spec.enabled || self.target_destroyed {
             return None;
         }
         let since = last_run.unwrap_or(i64::MIN).max(self.updated_at).max(self.created_at);
@@ -448,31 +370,6 @@ impl Schedule {
         };
         Some(Due { occurrence: latest, missed, decision })
     }
-}
-
-/// The prefix of every snapshot a schedule takes; others are never deleted by retention.
-pub const SNAPSHOT_PREFIX: &str = "pvedeploy-";
-
-/// The name of the snapshot taken for `occurrence_ms`: `pvedeploy-YYYYMMDD-HHMMSS` in UTC.
-pub fn snapshot_name(occurrence_ms: i64) -> String {
-    let t = Utc.timestamp_millis_opt(occurrence_ms).single().unwrap_or_default();
-    format!("{SNAPSHOT_PREFIX}{}", t.format("%Y%m%d-%H%M%S"))
-}
-
-/// Whether `name` is exactly a scheduled snapshot's name (`pvedeploy-` + 8 digits + `-` + 6 digits).
-pub fn is_scheduled_snapshot(name: &str) -> bool {
-    let Some(rest) = name.strip_prefix(SNAPSHOT_PREFIX) else { return false };
-    let b = rest.as_bytes();
-    b.len() == 15 && b[8] == b'-' && b[..8].iter().chain(&b[9..]).all(u8::is_ascii_digit)
-}
-
-/// The scheduled snapshots among `names` to delete so that the newest `keep` of them remain (their
-/// names sort by time); every other snapshot is left alone.
-pub fn snapshots_beyond(names: &[String], keep: u32) -> Vec<String> {
-    let mut ours: Vec<&String> = names.iter().filter(|n| is_scheduled_snapshot(n)).collect();
-    ours.sort();
-    let excess = ours.len().saturating_sub(keep as usize);
-    ours.into_iter().take(excess).cloned().collect()
 }
 
 #[cfg(test)]
@@ -558,7 +455,7 @@ mod tests {
     fn schedule(cron: &str, catch_up: bool, created: i64) -> Schedule {
         let mut spec = spec(cron, "UTC");
         spec.catch_up = catch_up;
-        Schedule { id: "s".into(), spec, created_at: created, updated_at: created, last_occurrence: None }
+        Schedule { id: "s".into(), spec, created_at: created, updated_at: created, last_occurrence: None, target_destroyed: false }
     }
 
     #[test]
@@ -577,26 +474,24 @@ mod tests {
         let mut off = hourly.clone();
         off.spec.enabled = false;
         assert_eq!(off.due(None, ms("2026-05-01T04:30:00Z")), None);
-    }
-
-    #[test]
-    fn retention_deletes_only_the_oldest_scheduled_snapshots() {
-        assert_eq!(snapshot_name(ms("2026-03-29T01:00:05Z")), "pvedeploy-20260329-010005");
-        let names: Vec<String> =
-            ["pvedeploy-20260103-000000", "before-upgrade", "pvedeploy-20260101-000000", "pvedeploy-keep-me", "pvedeploy-20260102-000000", "current"]
-                .map(String::from)
-                .to_vec();
-        assert_eq!(snapshots_beyond(&names, 1), ["pvedeploy-20260101-000000", "pvedeploy-20260102-000000"]);
-        assert!(snapshots_beyond(&names, 3).is_empty());
+        let orphaned = Schedule { target_destroyed: true, ..hourly.clone() };
+        assert_eq!(orphaned.due(None, ms("2026-05-01T04:30:00Z")), None, "a destroyed target's schedule never runs");
     }
 
     #[test]
     fn bad_input_names_field_and_rule() {
         let rules = |raw: RawSchedule| ScheduleSpec::parse(raw).unwrap_err().0.into_iter().map(|e| (e.field, e.rule)).collect::<Vec<_>>();
         let base = || RawSchedule { cron: Some("0 3 * * *".into()), action: Some("redeploy".into()), target: Some("all".into()), ..Default::default() };
-        assert_eq!(rules(RawSchedule { cron: Some("61 3 * * *".into()), ..base() }), [("cron".into(), "cron_expression")]);
-        assert_eq!(rules(RawSchedule { cron: Some("* * *".into()), ..base() }), [("cron".into(), "cron_expression")]);
-        assert_eq!(rules(RawSchedule { cron: Some("0 0 30 2 *".into()), ..base() }), [("cron".into(), "cron_expression")]);
+        assert_eq!(rules(RawSchedule { cron: Some("61 3 * * *".into()), ..base() }), [("cron".into(), "cron_field")]);
+        assert_eq!(rules(RawSchedule { cron: Some("* * *".into()), ..base() }), [("cron".into(), "cron_fields")]);
+        assert_eq!(rules(RawSchedule { cron: Some("0 0 30 2 *".into()), ..base() }), [("cron".into(), "never_fires")]);
+        // A year that is past: a stored schedule still loads, a new one is refused counting from now (not from 1970).
+        let past = RawSchedule { cron: Some("0 0 0 1 1 * 2020".into()), ..base() };
+        assert!(ScheduleSpec::parse(past.clone()).is_ok());
+        let refused = ScheduleSpec::parse_new(past, ms("2026-05-01T00:00:00Z")).unwrap_err().0;
+        assert_eq!((refused[0].field.as_str(), refused[0].rule), ("cron", "never_fires"));
+        assert_eq!(refused[0].message, "`0 0 0 1 1 * 2020`: has no run after now (2026-05-01T00:00:00+00:00); every time it names is past");
+        assert!(ScheduleSpec::parse_new(RawSchedule { cron: Some("0 0 0 1 1 * 2027".into()), ..base() }, ms("2026-05-01T00:00:00Z")).is_ok());
         assert_eq!(rules(RawSchedule { timezone: Some("Mars/Olympus".into()), ..base() }), [("timezone".into(), "iana_zone")]);
         assert_eq!(rules(RawSchedule { action: Some("reboot".into()), ..base() }), [("action".into(), "enum")]);
         assert_eq!(rules(RawSchedule { action: Some("snapshot".into()), ..base() }), [("keep".into(), "required")]);

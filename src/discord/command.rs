@@ -2,6 +2,7 @@
 
 use crate::core::command::Action;
 use crate::core::deployment::RawSpec;
+use crate::core::snapshot::{SnapshotName, SnapshotNote};
 use crate::core::validation::{FieldError, ValidationErrors};
 
 use super::interaction::OptionValue;
@@ -23,10 +24,16 @@ pub enum DiscordCommand {
     AskDestroy { name: String },
     /// The confirm button of a `/destroy`.
     ConfirmDestroy { deployment: String, nonce: String },
-    /// The cancel button of a `/destroy`.
+    /// The cancel button of a `/destroy` or a `/restore`.
     CancelDestroy { nonce: String },
     /// `/resources`: the cluster's nodes and storages.
     Resources,
+    /// `/snapshot name snapshot [description]`: a snapshot taken by hand (no schedule deletes it).
+    Snapshot { name: String, snapshot: SnapshotName, description: SnapshotNote },
+    /// `/restore name snapshot`: only asks for confirmation, like `/destroy`.
+    AskRestore { name: String, snapshot: SnapshotName },
+    /// The confirm button of a `/restore`: its nonce carries the deployment and the snapshot.
+    ConfirmRestore { nonce: String },
 }
 
 /// The permission a command needs.
@@ -48,7 +55,10 @@ impl DiscordCommand {
             | DiscordCommand::Act { .. }
             | DiscordCommand::AskDestroy { .. }
             | DiscordCommand::ConfirmDestroy { .. }
-            | DiscordCommand::CancelDestroy { .. } => Need::Change,
+            | DiscordCommand::CancelDestroy { .. }
+            | DiscordCommand::Snapshot { .. }
+            | DiscordCommand::AskRestore { .. }
+            | DiscordCommand::ConfirmRestore { .. } => Need::Change,
         }
     }
 
@@ -62,6 +72,8 @@ impl DiscordCommand {
             DiscordCommand::Act { action, .. } => action.as_str(),
             DiscordCommand::AskDestroy { .. } | DiscordCommand::ConfirmDestroy { .. } | DiscordCommand::CancelDestroy { .. } => "destroy",
             DiscordCommand::Resources => "resources",
+            DiscordCommand::Snapshot { .. } => "snapshot",
+            DiscordCommand::AskRestore { .. } | DiscordCommand::ConfirmRestore { .. } => "restore",
         }
     }
 }
@@ -115,6 +127,18 @@ impl<'a> Options<'a> {
         v
     }
 
+    /// The `snapshot` option, parsed by `rule` (its errors named after the option).
+    fn snapshot(&mut self, rule: fn(&str) -> Result<SnapshotName, FieldError>) -> Option<SnapshotName> {
+        let raw = self.required_text("snapshot")?;
+        match rule(&raw) {
+            Ok(n) => Some(n),
+            Err(e) => {
+                self.errors.push(FieldError::new("snapshot", e.rule, e.message));
+                None
+            }
+        }
+    }
+
     fn finish<T>(self, v: Option<T>) -> Result<T, ValidationErrors> {
         match v {
             Some(v) if self.errors.is_empty() => Ok(v),
@@ -163,6 +187,21 @@ pub fn parse_command(name: &str, options: &[(String, OptionValue)]) -> Result<Di
         "stop" => o.required_text("name").map(action(Action::Stop)),
         "start" => o.required_text("name").map(action(Action::Start)),
         "destroy" => o.required_text("name").map(|name| DiscordCommand::AskDestroy { name }),
+        "snapshot" => {
+            let name = o.required_text("name");
+            let snapshot = o.snapshot(SnapshotName::parse);
+            let description = o.text("description").map_or(Ok(SnapshotNote::default()), |d| SnapshotNote::parse(&d));
+            let description = o.errors.take(description);
+            match (name, snapshot, description) {
+                (Some(name), Some(snapshot), Some(description)) => Some(DiscordCommand::Snapshot { name, snapshot, description }),
+                _ => None,
+            }
+        }
+        "restore" => {
+            let name = o.required_text("name");
+            let snapshot = o.snapshot(SnapshotName::parse_existing);
+            name.zip(snapshot).map(|(name, snapshot)| DiscordCommand::AskRestore { name, snapshot })
+        }
         other => {
             o.errors.push(FieldError::new("command", "unknown", format!("/{other} is not a pvedeploy command")));
             None
@@ -181,12 +220,19 @@ pub fn cancel_id(nonce: &str) -> String {
 }
 
 /// Converts a button press into a `DiscordCommand`.
+/// The custom id of a restore confirmation's button: `restore:<nonce>` (the nonce carries deployment and snapshot;
+/// both would not fit in Discord's 100 characters).
+pub fn restore_id(nonce: &str) -> String {
+    format!("restore:{nonce}")
+}
+
 pub fn parse_component(custom_id: &str) -> Result<DiscordCommand, ValidationErrors> {
     let bad = || ValidationErrors(vec![FieldError::new("custom_id", "unknown", "is not a pvedeploy button")]);
     let mut parts = custom_id.split(':');
     match (parts.next(), parts.next(), parts.next(), parts.next()) {
         (Some("destroy"), Some(d), Some(n), None) if !d.is_empty() && !n.is_empty() => Ok(DiscordCommand::ConfirmDestroy { deployment: d.into(), nonce: n.into() }),
         (Some("cancel"), Some(n), None, None) if !n.is_empty() => Ok(DiscordCommand::CancelDestroy { nonce: n.into() }),
+        (Some("restore"), Some(n), None, None) if !n.is_empty() => Ok(DiscordCommand::ConfirmRestore { nonce: n.into() }),
         _ => Err(bad()),
     }
 }
@@ -239,6 +285,13 @@ mod tests {
             ("stop", vec![t("name", "web")], DiscordCommand::Act { action: Action::Stop, name: "web".into() }, Need::Change),
             ("start", vec![t("name", "web")], DiscordCommand::Act { action: Action::Start, name: "web".into() }, Need::Change),
             ("destroy", vec![t("name", "web")], DiscordCommand::AskDestroy { name: "web".into() }, Need::Change),
+            (
+                "snapshot",
+                vec![t("name", "web"), t("snapshot", "before-2"), t("description", "pre-release")],
+                DiscordCommand::Snapshot { name: "web".into(), snapshot: SnapshotName::parse("before-2").unwrap(), description: SnapshotNote::parse("pre-release").unwrap() },
+                Need::Change,
+            ),
+            ("restore", vec![t("name", "web"), t("snapshot", "pvd-0000aaaa-20300101-030000")], DiscordCommand::AskRestore { name: "web".into(), snapshot: SnapshotName::parse_existing("pvd-0000aaaa-20300101-030000").unwrap() }, Need::Change),
         ];
         for (name, opts, want, need) in cases {
             let got = parse_command(name, &opts).unwrap();
@@ -256,6 +309,10 @@ mod tests {
             ("logs", vec![t("name", "web"), i("lines", 51)], "lines", "range"),
             ("stop", vec![i("name", 3)], "name", "type"),
             ("destroy", vec![], "name", "required"),
+            ("snapshot", vec![t("name", "web"), t("snapshot", "pvd-mine")], "snapshot", "reserved"),
+            ("snapshot", vec![t("name", "web"), t("snapshot", "1st")], "snapshot", "snapshot_name"),
+            ("snapshot", vec![t("name", "web"), t("snapshot", "ok"), t("description", "a\nb")], "description", "one_line"),
+            ("restore", vec![t("name", "web")], "snapshot", "required"),
             ("shutdown", vec![], "command", "unknown"),
         ] {
             let e = parse_command(name, &opts).unwrap_err();
@@ -271,5 +328,7 @@ mod tests {
         assert!(parse_component("destroy:x").is_err());
         assert!(parse_component("other:1:2").is_err());
         assert_eq!(parse_component(&cancel_id("n")).unwrap().need(), Need::Change);
+        assert_eq!(parse_component(&restore_id("abc")).unwrap(), DiscordCommand::ConfirmRestore { nonce: "abc".into() });
+        assert!(restore_id(&"f".repeat(24)).len() <= 100);
     }
 }

@@ -43,6 +43,12 @@ const COMMANDS: &[(&str, &str, &[Opt])] = &[
     ("start", "Start a stopped deployment's guest", &[NAME]),
     ("destroy", "Destroy a deployment and its guest (asks for confirmation)", &[NAME]),
     ("resources", "The cluster's nodes and storages", &[]),
+    (
+        "snapshot",
+        "Take a snapshot of a deployment's guest (no schedule deletes it)",
+        &[NAME, Opt("snapshot", Ty::Text, true, "the snapshot's name: a letter, then letters, digits, '_' or '-'"), Opt("description", Ty::Text, false, "one line")],
+    ),
+    ("restore", "Roll a deployment's guest back to a snapshot (asks for confirmation)", &[NAME, Opt("snapshot", Ty::Text, true, "the snapshot's name")]),
 ];
 
 fn choices(command: &str, option: &str) -> Option<Vec<&'static str>> {
@@ -89,15 +95,15 @@ mod tests {
     fn every_defined_command_is_one_the_parser_knows() {
         let cmds = commands_json();
         let names: Vec<&str> = cmds.as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
-        assert_eq!(names, ["deploy", "status", "list", "logs", "redeploy", "rollback", "stop", "start", "destroy", "resources"]);
+        assert_eq!(names, ["deploy", "status", "list", "logs", "redeploy", "rollback", "stop", "start", "destroy", "resources", "snapshot", "restore"]);
         for c in cmds.as_array().unwrap() {
-            // the parser accepts the command with only its required options, as text
+            // the parser accepts the command with only its required options, as text (two letters: a valid snapshot name too)
             let opts: Vec<(String, crate::discord::interaction::OptionValue)> = c["options"]
                 .as_array()
                 .unwrap()
                 .iter()
                 .filter(|o| o["required"] == true)
-                .map(|o| (o["name"].as_str().unwrap().to_string(), crate::discord::interaction::OptionValue::Text("x".into())))
+                .map(|o| (o["name"].as_str().unwrap().to_string(), crate::discord::interaction::OptionValue::Text("xy".into())))
                 .collect();
             assert!(parse_command(c["name"].as_str().unwrap(), &opts).is_ok(), "{c}");
             // Discord's rules: required options first, descriptions 1-100 characters

@@ -49,6 +49,7 @@ pub fn engine_error(e: &EngineError) -> Reply {
         EngineError::Illegal(t) => Reply::private(format!("Not now: {t}.")),
         EngineError::Store(_) => Reply::private("The database is unavailable; nothing was done. Try again in a moment."),
         EngineError::ReadOnly(why) => Reply::private(format!("The agent is read-only; nothing was done: {why}")),
+        EngineError::Proxmox(why) => Reply::private(format!("Proxmox VE did not do it: {why}")),
     }
 }
 

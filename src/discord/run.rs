@@ -74,7 +74,30 @@ async fn answer(door: &DiscordDoor, i: &Interaction, cmd: DiscordCommand, actor:
                     ))
                 }
             }
-            DiscordCommand::Deploy(_) | DiscordCommand::ConfirmDestroy { .. } | DiscordCommand::CancelDestroy { .. } => {
+            DiscordCommand::Snapshot { name, snapshot, description } => {
+                let s = engine.take_snapshot(&name, snapshot, description, actor).await?;
+                Reply::text(format!("📸 Snapshot **{}** of **{name}** taken; no schedule deletes it.", s.name))
+            }
+            DiscordCommand::AskRestore { name, snapshot } => {
+                let (d, list) = engine.snapshots(&name).await?;
+                if !list.iter().any(|s| s.name == snapshot.as_str()) {
+                    return Ok(Reply::private(format!("**{}** has no snapshot `{snapshot}`.", d.spec.name)));
+                }
+                let caller = i.caller.as_ref().map(|c| c.id).unwrap_or(crate::config::discord::Snowflake(0));
+                let nonce = door.inner.confirmations.issue(&format!("{}/{snapshot}", d.id), caller, std::time::Instant::now());
+                Reply {
+                    buttons: vec![
+                        Button { label: format!("Restore {snapshot}"), custom_id: command::restore_id(&nonce), style: ButtonStyle::Danger },
+                        Button { label: "Cancel".into(), custom_id: command::cancel_id(&nonce), style: ButtonStyle::Secondary },
+                    ],
+                    ..Reply::text(format!(
+                        "⚠️ Roll **{}** back to snapshot `{snapshot}`? Its guest restarts and what changed since the snapshot is lost. Only the person who asked can confirm; the buttons expire in {} seconds.",
+                        d.spec.name,
+                        super::confirm::TTL.as_secs()
+                    ))
+                }
+            }
+            DiscordCommand::Deploy(_) | DiscordCommand::ConfirmDestroy { .. } | DiscordCommand::CancelDestroy { .. } | DiscordCommand::ConfirmRestore { .. } => {
                 Reply::private("this command is handled elsewhere")
             }
         })
@@ -88,6 +111,20 @@ pub async fn destroy(door: DiscordDoor, i: Interaction, deployment: String, acto
     let reply = match door.inner.engine.act(&deployment, Action::Destroy, &actor).await {
         Ok(d) => Reply::text(format!("🗑️ Destroying **{}** (`{}`), confirmed by {}.", d.spec.name, d.id, actor.name)),
         Err(e) => render::engine_error(&e),
+    };
+    door.edit(&i, &reply).await;
+}
+
+/// A confirmed `/restore` (`bound` is `<deployment id>/<snapshot>` as the nonce carried it): asks the engine, and
+/// replaces the question (and its buttons) with the answer.
+pub async fn restore(door: DiscordDoor, i: Interaction, bound: String, actor: Actor) {
+    let parsed = bound.split_once('/').and_then(|(id, s)| crate::core::snapshot::SnapshotName::parse_existing(s).ok().map(|s| (id.to_string(), s)));
+    let reply = match parsed {
+        Some((id, snapshot)) => match door.inner.engine.rollback_snapshot(&id, snapshot.clone(), &actor).await {
+            Ok(d) => Reply::text(format!("⏪ Rolling **{}** back to snapshot `{snapshot}`, confirmed by {}; it is running again once its health check passes.", d.spec.name, actor.name)),
+            Err(e) => render::engine_error(&e),
+        },
+        None => Reply::private("this confirmation is not a restore's; run /restore again"),
     };
     door.edit(&i, &reply).await;
 }

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::ownership::{Fence, Found};
+use super::ownership::{Fence, Found, OwnedGuest};
 use super::provision::{commit, describe, wait, IdChoice, ProvisionError, Provisioner};
 use crate::core::names::{NodeName, VmId};
 use crate::store::provision::StepWrite;
@@ -779,27 +779,7 @@ impl Engine {
                             prov.stop_owned(&g, Duration::from_secs(60)).await?;
                             engine.leased_transition(d, Status::Stopped, "stopped", &lease, |_| {}).await
                         }
-                        _ => {
-                            engine.log(&id, Level::Info, step, &format!("starting guest {vmid} on {on}")).await;
-                            if let Some(upid) = prov.start_owned(&g).await? {
-                                prov.wait_task_for(&upid, prov.settings.task_deadline).await?;
-                            }
-                            let ip = prov.await_address(kind, &on, vmid, None).await?;
-                            engine.log(&id, Level::Info, step, &format!("guest {vmid} is up at {ip}")).await;
-                            // `running` means the app answers, as after a deploy: its health check first.
-                            let url = format!("http://{ip}:{}", crate::core::release::app_port(d.spec.framework));
-                            if let (Some(dep), Some(_)) = (engine.inner.deployer.get(), d.commit.as_ref()) {
-                                if let Err(e) = engine.health(dep, &id, &url, &d.spec, Duration::from_secs(d.spec.health_timeout_secs.into())).await {
-                                    let msg = format!("started, but the app does not answer: {e}");
-                                    let error = msg.clone();
-                                    return engine.leased_transition(d, Status::Failed, &msg, &lease, move |d| {
-                                        d.ip_address = Some(ip.to_string());
-                                        d.error_message = Some(error);
-                                    }).await;
-                                }
-                            }
-                            engine.leased_transition(d, Status::Running, "started", &lease, move |d| d.ip_address = Some(ip.to_string())).await
-                        }
+                        _ => engine.boot_and_check(&prov, &g, d, &lease, step, "started").await,
                     }
                 }
                 .await;
@@ -812,6 +792,31 @@ impl Engine {
         if done.is_none() {
             self.log(&id, Level::Warn, action.as_str(), "another task holds this deployment; try again when it is done").await;
         }
+    }
+
+    /// Starts an owned guest, waits for its address and ends `running` (saying `done`) once the app answers its
+    /// health check, as after a deploy; `failed` when it does not.
+    pub(crate) async fn boot_and_check(&self, prov: &Provisioner, g: &OwnedGuest, d: Deployment, lease: &Lease, step: &str, done: &str) -> Result<Deployment, ProvisionError> {
+        let (id, kind, vmid, on) = (d.id.clone(), d.spec.guest_type, g.vmid, g.node.clone());
+        self.log(&id, Level::Info, step, &format!("starting guest {vmid} on {on}")).await;
+        if let Some(upid) = prov.start_owned(g).await? {
+            prov.wait_task_for(&upid, prov.settings.task_deadline).await?;
+        }
+        let ip = prov.await_address(kind, &on, vmid, None).await?;
+        self.log(&id, Level::Info, step, &format!("guest {vmid} is up at {ip}")).await;
+        // `running` means the app answers, as after a deploy: its health check first.
+        let url = format!("http://{ip}:{}", crate::core::release::app_port(d.spec.framework));
+        if let (Some(dep), Some(_)) = (self.inner.deployer.get(), d.commit.as_ref()) {
+            if let Err(e) = self.health(dep, &id, &url, &d.spec, Duration::from_secs(d.spec.health_timeout_secs.into())).await {
+                let msg = format!("{done}, but the app does not answer: {e}");
+                let error = msg.clone();
+                return self.leased_transition(d, Status::Failed, &msg, lease, move |d| {
+                    d.ip_address = Some(ip.to_string());
+                    d.error_message = Some(error);
+                }).await;
+            }
+        }
+        self.leased_transition(d, Status::Running, done, lease, move |d| d.ip_address = Some(ip.to_string())).await
     }
 
     /// At start: picks up every deployment whose work was interrupted (pending, provisioning, destroying).

@@ -14,11 +14,10 @@ use tokio_util::task::TaskTracker;
 pub use clock::{Clock, ManualClock, SystemClock};
 
 use super::export::Exports;
-use super::provision::{pve_kind, wait};
 use super::{Engine, EngineError};
 use crate::core::command::{Action, Actor, Door};
 use crate::core::deployment::{Deployment, DeploymentId};
-use crate::core::schedule::{snapshot_name, snapshots_beyond, Decision, RawSchedule, Schedule, ScheduleAction, ScheduleSpec, Target};
+use crate::core::schedule::{Decision, RawSchedule, Schedule, ScheduleAction, ScheduleSpec, Target};
 use crate::core::status::Status;
 use crate::core::validation::{FieldError, ValidationErrors};
 use crate::store::logs::Level;
@@ -95,7 +94,7 @@ impl Scheduler {
                 Err(e) => return Err(e),
             }
         }
-        let parsed = ScheduleSpec::parse(RawSchedule { target: if target_error.is_some() { Some("all".into()) } else { raw.target.clone() }, ..raw.clone() });
+        let parsed = ScheduleSpec::parse_new(RawSchedule { target: if target_error.is_some() { Some("all".into()) } else { raw.target.clone() }, ..raw.clone() }, self.now());
         match (parsed, target_error) {
             (Ok(spec), None) => Ok(spec),
             (Err(mut errs), Some(te)) => {
@@ -111,7 +110,7 @@ impl Scheduler {
     /// Records a new schedule (it counts from now: nothing before runs late).
     pub async fn add(&self, spec: ScheduleSpec, actor: &Actor) -> Result<Schedule, EngineError> {
         let now = self.now();
-        let s = Schedule { id: uuid::Uuid::now_v7().to_string(), spec, created_at: now, updated_at: now, last_occurrence: None };
+        let s = Schedule { id: uuid::Uuid::now_v7().to_string(), spec, created_at: now, updated_at: now, last_occurrence: None, target_destroyed: false };
         let store = self.inner.engine.store();
         store.create_schedule(&s, &actor.to_string()).await?;
         store.audit(actor, "schedule_add", Some(&s.id), &describe(&s)).await?;
@@ -122,7 +121,8 @@ impl Scheduler {
     /// Replaces a schedule's settings; it counts from now (a changed expression never runs late).
     pub async fn replace(&self, id: &str, spec: ScheduleSpec, actor: &Actor) -> Result<Schedule, EngineError> {
         let (old, created_by) = self.get_with_creator(id).await?;
-        let s = Schedule { spec, updated_at: self.now().max(old.updated_at), ..old };
+        // `parse` took the target as live: a replace gives a schedule of a destroyed deployment a new life.
+        let s = Schedule { spec, updated_at: self.now().max(old.updated_at), target_destroyed: false, ..old };
         if !self.inner.engine.store().replace_schedule(&s, &created_by).await? {
             return Err(EngineError::NotFound(id.to_string()));
         }
@@ -161,9 +161,9 @@ impl Scheduler {
         Ok(self.inner.engine.store().schedule_runs(id, limit, offset).await?)
     }
 
-    /// The next `n` run times of `s` from now (UTC ms); none when disabled.
+    /// The next `n` run times of `s` from now (UTC ms); none when disabled or its target is destroyed.
     pub fn next_runs(&self, s: &Schedule, n: usize) -> Vec<i64> {
-        if !s.spec.enabled {
+        if !s.spec.enabled || s.target_destroyed {
             return vec![];
         }
         s.spec.next_runs(self.now(), n)
@@ -283,7 +283,7 @@ impl Scheduler {
                     Claimed::Handled => {}
                 }
             }
-            if s.spec.enabled {
+            if s.spec.enabled && !s.target_destroyed {
                 let from = now.max(s.updated_at);
                 if let Some(&n) = s.spec.next_runs(from, 1).first() {
                     pass.next_due = Some(pass.next_due.map_or(n, |m: i64| m.min(n)));
@@ -316,7 +316,8 @@ impl Scheduler {
         let result = self.execute(&s, occurrence, &actor).await;
         renew.abort();
         let (outcome, text) = match result {
-            Ok(m) => (RunOutcome::Succeeded, m),
+            Ok(Ran::Done(m)) => (RunOutcome::Succeeded, m),
+            Ok(Ran::NotRun(m)) => (RunOutcome::Skipped, m),
             Err(m) => (RunOutcome::Failed, m),
         };
         let text = if note.is_empty() { text } else { format!("{note}; {text}") };
@@ -325,25 +326,25 @@ impl Scheduler {
         }
     }
 
-    /// The action itself; `Ok` with what happened, `Err` with what went wrong, in words.
-    async fn execute(&self, s: &Schedule, occurrence: i64, actor: &Actor) -> Result<String, String> {
+    /// The action itself; `Ok` with what happened (or why nothing was to be done), `Err` with what went wrong, in words.
+    async fn execute(&self, s: &Schedule, occurrence: i64, actor: &Actor) -> Result<Ran, String> {
         let engine = &self.inner.engine;
         match s.spec.action {
             ScheduleAction::Reconcile => match engine.reconcile().await {
-                Ok(Some(r)) => Ok(format!("{} guests seen, {} orphans, {} missing, {} removed", r.guests_seen, r.orphans.len(), r.missing.len(), r.removed.len())),
+                Ok(Some(r)) => Ok(Ran::Done(format!("{} guests seen, {} orphans, {} missing, {} removed", r.guests_seen, r.orphans.len(), r.missing.len(), r.removed.len()))),
                 Ok(None) => Err("no Proxmox cluster is configured; nothing to reconcile".into()),
                 Err(e) => Err(e.to_string()),
             },
             ScheduleAction::Drift => {
                 let exports = self.inner.exports.as_ref().ok_or("drift checks are not available on this agent")?;
                 match exports.drift().await {
-                    Ok(d) if d.unreadable.is_empty() && d.differences.is_empty() => Ok(format!("{} deployments checked, no drift", d.checked)),
-                    Ok(d) if d.unreadable.is_empty() => Ok(format!(
+                    Ok(d) if d.unreadable.is_empty() && d.differences.is_empty() => Ok(Ran::Done(format!("{} deployments checked, no drift", d.checked))),
+                    Ok(d) if d.unreadable.is_empty() => Ok(Ran::Done(format!(
                         "{} deployments checked, {} differences: {}",
                         d.checked,
                         d.differences.len(),
                         d.differences.iter().take(5).map(|x| format!("{} {}", x.deployment, x.field)).collect::<Vec<_>>().join(", ")
-                    )),
+                    ))),
                     // A check that could not read everything did not do its work: it fails, naming what it could not read.
                     Ok(d) => Err(format!(
                         "could not check {}; {} deployments checked, {} differences",
@@ -358,34 +359,48 @@ impl Scheduler {
                 let targets = match &s.spec.target {
                     Target::Deployment(id) => {
                         let d = engine.find(id.as_str()).await.map_err(|e| e.to_string())?;
-                        // A schedule never acts on a destroyed deployment; it stops for good (kept, disabled).
-                        if matches!(d.status, Status::Destroying | Status::Destroyed) {
-                            engine.schedules_follow_destroy(&d.id).await;
-                            return Err(format!("{} is {}: not run, and this schedule is now disabled", d.spec.name, d.status));
+                        // A schedule never acts on a destroyed deployment: it stops for good (kept, disabled,
+                        // marked), and one being destroyed is left alone (its destroy disables the schedule).
+                        match d.status {
+                            Status::Destroyed => {
+                                engine.schedules_follow_destroy(&d.id).await;
+                                return Ok(Ran::NotRun(format!("not run: {} is destroyed; this schedule is now disabled", d.spec.name)));
+                            }
+                            Status::Destroying => return Ok(Ran::NotRun(format!("not run: {} is being destroyed", d.spec.name))),
+                            _ => vec![d],
                         }
-                        vec![d]
                     }
-                    Target::All => engine.store().deployments_with_guests().await.map_err(|e| e.to_string())?,
+                    // Every deployment with a guest that is not being destroyed.
+                    Target::All => engine.store().deployments_with_guests().await.map_err(|e| e.to_string())?.into_iter().filter(|d| d.status != Status::Destroying).collect(),
                 };
                 let mut done = Vec::new();
                 let mut failed = Vec::new();
+                let mut gone = Vec::new();
                 for d in &targets {
-                    match self.apply(action, d, occurrence, actor).await {
+                    match self.apply(action, d, &s.id, occurrence, actor).await {
                         Ok(m) => done.push(format!("{}: {m}", d.spec.name)),
+                        // A destroy that began while this ran is no failure of the schedule's.
+                        Err(m) if self.destroyed_meanwhile(&d.id).await => gone.push(format!("{}: being destroyed, not run ({m})", d.spec.name)),
                         Err(m) => failed.push(format!("{}: {m}", d.spec.name)),
                     }
                 }
-                let all = done.iter().chain(&failed).cloned().collect::<Vec<_>>().join("; ");
+                let all = done.iter().chain(&failed).chain(&gone).cloned().collect::<Vec<_>>().join("; ");
                 match (failed.is_empty(), targets.is_empty()) {
-                    (_, true) => Ok("no deployment with a guest to act on".into()),
-                    (true, _) => Ok(all),
+                    (_, true) => Ok(Ran::Done("no deployment with a guest to act on".into())),
+                    (true, _) if done.is_empty() => Ok(Ran::NotRun(all)),
+                    (true, _) => Ok(Ran::Done(all)),
                     (false, _) => Err(all),
                 }
             }
         }
     }
 
-    async fn apply(&self, action: ScheduleAction, d: &Deployment, occurrence: i64, actor: &Actor) -> Result<String, String> {
+    /// Whether the deployment is being (or was) destroyed now.
+    async fn destroyed_meanwhile(&self, id: &DeploymentId) -> bool {
+        matches!(self.inner.engine.store().get_deployment(id).await, Ok(Some(d)) if matches!(d.status, Status::Destroying | Status::Destroyed))
+    }
+
+    async fn apply(&self, action: ScheduleAction, d: &Deployment, schedule: &str, occurrence: i64, actor: &Actor) -> Result<String, String> {
         let engine = &self.inner.engine;
         let id = d.id.as_str();
         match action {
@@ -397,74 +412,18 @@ impl Scheduler {
             ScheduleAction::Stop => engine.act(id, Action::Stop, actor).await.map(|_| "stop requested".into()).map_err(|e| e.to_string()),
             ScheduleAction::Start => engine.act(id, Action::Start, actor).await.map(|_| "start requested".into()).map_err(|e| e.to_string()),
             ScheduleAction::Destroy => engine.act(id, Action::Destroy, actor).await.map(|_| "destroy requested".into()).map_err(|e| e.to_string()),
-            ScheduleAction::Snapshot { keep } => self.snapshot(d, occurrence, keep, actor).await,
+            ScheduleAction::Snapshot { keep } => engine.scheduled_snapshot(d, schedule, occurrence, keep, actor).await,
             ScheduleAction::Reconcile | ScheduleAction::Drift => Err("not a per-deployment action".into()),
         }
     }
-
-    /// Takes `pvedeploy-YYYYMMDD-HHMMSS`, then deletes the oldest scheduled snapshots beyond `keep`
-    /// (never one we did not name), through the ownership guard: under the deployment's work lease when
-    /// it is free, or under this agent's own lease when its work on the deployment (an install, which
-    /// may hold it for minutes) is in flight; Proxmox's guest lock keeps a snapshot and a configuration
-    /// change apart. Never while another agent holds the lease.
-    async fn snapshot(&self, d: &Deployment, occurrence: i64, keep: u32, actor: &Actor) -> Result<String, String> {
-        let engine = self.inner.engine.clone();
-        let prov = engine.inner.provisioner.clone().ok_or("no Proxmox cluster is configured")?;
-        let (Some(node), Some(vmid)) = (d.proxmox_node.clone(), d.proxmox_id) else {
-            return Err(format!("has no guest (status {})", d.status));
-        };
-        let name = snapshot_name(occurrence);
-        let take = Snapshot { prov: &prov, kind: d.spec.guest_type, node: &node, vmid, name: &name, keep, actor: &actor.to_string() };
-        let e2 = engine.clone();
-        let leased = engine.with_lease(&d.id, Duration::ZERO, |lease| async move { take.run(&super::ownership::Fence::new(e2.store().clone(), lease)).await }).await;
-        let r = match leased {
-            Some(r) => r,
-            None => match engine.store().live_lease(&d.id).await.map_err(|e| e.to_string())? {
-                Some(lease) if lease.holder == engine.inner.agent_id => take.run(&super::ownership::Fence::new(engine.store().clone(), lease)).await,
-                Some(_) => Err("another agent is working on this deployment (it holds the work lease); not taken".to_string()),
-                None => Err("the deployment was busy; not taken".to_string()),
-            },
-        };
-        match &r {
-            Ok(m) => engine.log(&d.id, Level::Info, "snapshot", m).await,
-            Err(m) => engine.log(&d.id, Level::Error, "snapshot", &format!("scheduled snapshot failed: {m}")).await,
-        }
-        r
-    }
 }
 
-/// One scheduled snapshot of a guest, and the retention that follows it.
-#[derive(Clone, Copy)]
-struct Snapshot<'a> {
-    prov: &'a super::provision::Provisioner,
-    kind: crate::core::deployment::GuestType,
-    node: &'a crate::core::names::NodeName,
-    vmid: crate::core::names::VmId,
-    name: &'a str,
-    keep: u32,
-    actor: &'a str,
-}
-
-impl Snapshot<'_> {
-    async fn run(self, fence: &super::ownership::Fence) -> Result<String, String> {
-        let (prov, name, vmid) = (self.prov, self.name, self.vmid);
-        let g = match prov.guard(fence, self.kind, self.node, vmid).await.map_err(|e| e.to_string())? {
-            super::ownership::Found::Owned(g) => g,
-            super::ownership::Found::Gone => return Err(format!("guest {vmid} no longer exists")),
-        };
-        let (kind, on) = (pve_kind(self.kind), g.node.clone());
-        let upid = prov.client.snapshot_create(kind, &on, vmid, name, Some(&format!("taken by {}", self.actor))).await.map_err(|e| format!("snapshot {name}: {e}"))?;
-        wait(&prov.client, upid.as_str(), &prov.settings).await.map_err(|e| format!("snapshot {name}: {e}"))?;
-        let listed = prov.client.snapshot_list(kind, &on, vmid).await.map_err(|e| format!("listing snapshots: {e}"))?;
-        let names: Vec<String> = listed.into_iter().filter(|s| !s.is_current()).map(|s| s.name).collect();
-        let old = snapshots_beyond(&names, self.keep);
-        for o in &old {
-            g.still_ours().await.map_err(|e| e.to_string())?;
-            let upid = prov.client.snapshot_delete(kind, &on, vmid, o).await.map_err(|e| format!("deleting {o}: {e}"))?;
-            wait(&prov.client, upid.as_str(), &prov.settings).await.map_err(|e| format!("deleting {o}: {e}"))?;
-        }
-        Ok(if old.is_empty() { format!("snapshot {name} taken") } else { format!("snapshot {name} taken; deleted {}", old.join(", ")) })
-    }
+/// How a run that did not fail ended.
+enum Ran {
+    /// It did its work (what, in words).
+    Done(String),
+    /// There was nothing it may act on (its target is being destroyed, or is gone): recorded as skipped.
+    NotRun(String),
 }
 
 fn describe(s: &Schedule) -> String {

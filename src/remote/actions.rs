@@ -55,15 +55,21 @@ pub struct DestroyArgs {
 
 /// Asks for `name` to be typed again on the terminal; refuses at once when standard input is not one.
 fn confirm_destroy(name: &str, summary: &str) -> Result<bool, RemoteError> {
+    let refusal = format!("is required to destroy {name} when standard input is not a terminal (nothing was destroyed)");
+    confirm_typed(refusal, &format!("This destroys {summary}: its guest and all its data are deleted.\nType the name ({name}) to confirm: "), name)
+}
+
+/// Shows `prompt` and reads a line: whether it is `expected`. Without a terminal, the `--yes` refusal, at once.
+pub(crate) fn confirm_typed(refusal: String, prompt: &str, expected: &str) -> Result<bool, RemoteError> {
     if !stdin_is_terminal() {
-        return Err(arg("--yes", format!("is required to destroy {name} when standard input is not a terminal (nothing was destroyed)")));
+        return Err(arg("--yes", refusal));
     }
     let mut err = std::io::stderr().lock();
-    let _ = write!(err, "This destroys {summary}: its guest and all its data are deleted.\nType the name ({name}) to confirm: ");
+    let _ = write!(err, "{prompt}");
     let _ = err.flush();
     let mut typed = String::new();
     std::io::stdin().lock().read_line(&mut typed).map_err(|e| arg("--yes", format!("could not read the confirmation: {e}")))?;
-    Ok(typed.trim() == name)
+    Ok(typed.trim() == expected)
 }
 
 /// Sends `goal`'s request for `target` and follows it; answers the exit code.

@@ -236,6 +236,17 @@ const MIGRATIONS: &[&str] = &[
     DEFINE FIELD earlier[*].at ON webhook_delivery TYPE int;
     UPDATE webhook_delivery SET retries = 0, earlier = [] RETURN NONE;
     "#,
+    // v12: a schedule whose target deployment was destroyed is kept for the record and marked so (issue #23);
+    // schedules disabled by a destroy before this version are marked from their target's status.
+    r#"
+    DEFINE FIELD target_destroyed ON schedule TYPE bool DEFAULT false;
+    UPDATE schedule SET target_destroyed = false RETURN NONE;
+    FOR $s IN (SELECT id, target FROM schedule WHERE target != 'all' AND enabled = false) {
+        IF (SELECT VALUE status FROM ONLY type::record('deployment', $s.target)) = 'destroyed' {
+            UPDATE $s.id SET target_destroyed = true RETURN NONE;
+        };
+    };
+    "#,
 ];
 
 /// The schema version this binary writes.

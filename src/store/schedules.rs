@@ -92,6 +92,8 @@ struct Row {
     updated_at: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     last_occurrence: Option<i64>,
+    #[serde(default)]
+    target_destroyed: bool,
 }
 
 impl Row {
@@ -109,6 +111,7 @@ impl Row {
             created_at: s.created_at,
             updated_at: s.updated_at,
             last_occurrence: s.last_occurrence,
+            target_destroyed: s.target_destroyed,
         }
     }
 
@@ -123,7 +126,7 @@ impl Row {
             catch_up: Some(self.catch_up),
         };
         let spec = ScheduleSpec::parse(raw).map_err(|e| StoreError::Corrupt(format!("schedule {}: {e}", self.key)))?;
-        Ok((Schedule { id: self.key, spec, created_at: self.created_at, updated_at: self.updated_at, last_occurrence: self.last_occurrence }, self.created_by))
+        Ok((Schedule { id: self.key, spec, created_at: self.created_at, updated_at: self.updated_at, last_occurrence: self.last_occurrence, target_destroyed: self.target_destroyed }, self.created_by))
     }
 }
 
@@ -191,11 +194,14 @@ impl Store {
         Ok(rows.into_iter().next().is_some_and(|r| !r.is_empty()))
     }
 
-    /// Disables every enabled schedule whose target is `dep` (kept, with its history, for the record);
-    /// answers their ids.
+    /// Disables every schedule whose target is `dep` and marks it `target_destroyed` (kept, with its history,
+    /// for the record); answers the ids of those not marked before.
     pub async fn disable_schedules_of(&self, dep: &DeploymentId) -> Result<Vec<String>, StoreError> {
         let rows = self
-            .run("UPDATE schedule SET enabled = false WHERE target = $dep AND enabled = true RETURN VALUE record::id(id)", json!({ "dep": dep.as_str() }))
+            .run(
+                "UPDATE schedule SET enabled = false, target_destroyed = true WHERE target = $dep AND target_destroyed = false RETURN VALUE record::id(id)",
+                json!({ "dep": dep.as_str() }),
+            )
             .await?;
         Ok(rows.into_iter().next().unwrap_or_default().into_iter().filter_map(|v| v.as_str().map(String::from)).collect())
     }

@@ -200,7 +200,7 @@ async fn signatures_are_checked_before_anything_and_refusals_change_nothing() {
     let reg = fake.wait_for("the command registration", |c| c.method == "PUT").await;
     assert_eq!(reg.path, format!("/api/v10/applications/{APP}/guilds/{GUILD}/commands"));
     let names: Vec<&str> = reg.body.as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["deploy", "status", "list", "logs", "redeploy", "rollback", "stop", "start", "destroy", "resources"]);
+    assert_eq!(names, ["deploy", "status", "list", "logs", "redeploy", "rollback", "stop", "start", "destroy", "resources", "snapshot", "restore"]);
 
     // PING
     let (s, b) = post_signed(&app, &json!({"type": 1, "id": "1", "application_id": APP.to_string(), "token": "t", "version": 1})).await;

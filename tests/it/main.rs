@@ -20,6 +20,7 @@ mod provision;
 mod remote_db;
 mod rig;
 mod schedules;
+mod snapshots;
 mod pve;
 mod schemathesis;
 mod sse;

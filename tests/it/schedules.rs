@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 
 use crate::helpers::{test_config, TestApp, ADMIN, DEPLOYER, READER};
 
-fn ms(rfc: &str) -> i64 {
+pub(crate) fn ms(rfc: &str) -> i64 {
     (time::OffsetDateTime::parse(rfc, &time::format_description::well_known::Rfc3339).unwrap().unix_timestamp_nanos() / 1_000_000) as i64
 }
 
@@ -27,7 +27,7 @@ async fn clocked(dir: &std::path::Path, clock: &Arc<ManualClock>) -> TestApp {
 }
 
 /// Polls `path` until `pred` holds (the scheduler works in the background).
-async fn wait_for(app: &TestApp, path: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+pub(crate) async fn wait_for(app: &TestApp, path: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
     let mut last = Value::Null;
     for _ in 0..600 {
         let (s, body) = app.get(path, Some(READER)).await;
@@ -51,8 +51,10 @@ async fn invalid_schedules_are_refused_naming_the_field_and_nothing_is_stored() 
     let app = clocked(dir.path(), &clock).await;
     let ok = json!({"cron": "0 3 * * *", "action": "drift", "target": "all"});
     let cases = [
-        (json!({"cron": "0 25 * * *"}), vec![("cron", "cron_expression")]),
-        (json!({"cron": "0 3 * *"}), vec![("cron", "cron_expression")]),
+        (json!({"cron": "0 25 * * *"}), vec![("cron", "cron_field")]),
+        (json!({"cron": "0 3 * *"}), vec![("cron", "cron_fields")]),
+        (json!({"cron": "0 3 * * MON-5"}), vec![("cron", "cron_field")]),
+        (json!({"cron": "0 0 0 1 1 * 2020"}), vec![("cron", "never_fires")]),
         (json!({"timezone": "Europe/Atlantis"}), vec![("timezone", "iana_zone")]),
         (json!({"action": "reboot"}), vec![("action", "enum")]),
         (json!({"action": "snapshot"}), vec![("keep", "required")]),
@@ -104,6 +106,11 @@ async fn schedules_show_their_next_runs_across_a_dst_change_and_can_be_replaced_
         ]
     "#]]
     .assert_debug_eq(&runs);
+    // Both day fields set: every 13th and every Friday, as cron(8) runs it.
+    let (s, either) = app.post("/api/v1/schedules", Some(DEPLOYER), &json!({"cron": "0 0 13 * 5", "action": "drift", "target": "all"})).await;
+    assert_eq!(s, 201, "{either}");
+    let days: Vec<&str> = either["next_runs"].as_array().unwrap().iter().map(|r| r["utc"].as_str().unwrap()).collect();
+    assert_eq!(days, ["2026-04-03T00:00:00Z", "2026-04-10T00:00:00Z", "2026-04-13T00:00:00Z", "2026-04-17T00:00:00Z", "2026-04-24T00:00:00Z"]);
     let (s, replaced) = app.put_json(&format!("/api/v1/schedules/{id}"), Some(DEPLOYER), &json!({"cron": "0 12 * * *", "action": "reconcile", "target": "all", "enabled": false})).await;
     assert_eq!(s, 200, "{replaced}");
     assert_eq!((replaced["action"].as_str(), replaced["enabled"].as_bool(), replaced["next_runs"].as_array().unwrap().len()), (Some("reconcile"), Some(false), 0));
@@ -185,7 +192,7 @@ async fn a_destroyed_deployments_schedules_are_disabled_and_never_run() {
     assert_eq!(s, 202);
     wait_for(&app, &format!("/api/v1/deployments/{id}"), "destroyed", |d| d["status"] == "destroyed").await;
     let (_, after) = app.get(&format!("/api/v1/schedules/{sid}"), Some(READER)).await;
-    assert_eq!((after["enabled"].as_bool(), after["next_runs"].as_array().map(Vec::len)), (Some(false), Some(0)), "kept, disabled: {after}");
+    assert_eq!((after["enabled"].as_bool(), after["target_destroyed"].as_bool(), after["next_runs"].as_array().map(Vec::len)), (Some(false), Some(true), Some(0)), "kept, disabled: {after}");
     // Its next occurrences pass without a run.
     clock.set(ms("2030-03-01T01:00:05Z"));
     clock.set(ms("2030-03-01T02:00:05Z"));
@@ -289,8 +296,18 @@ async fn an_occurrence_due_while_the_previous_run_is_live_is_skipped() {
     assert_eq!(first_run.outcome, RunOutcome::Failed, "{runs:?}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn snapshot_schedule_keeps_the_newest_and_leaves_other_snapshots_alone() {
+/// An agent on a hand-moved clock in front of a simulated cluster, with one container deployment `name` that has a
+/// guest, and a Proxmox client of the test's own to look at (and change) that guest behind the agent's back.
+pub(crate) struct OnSim {
+    pub cluster: crate::provision::Cluster,
+    pub app: TestApp,
+    pub id: String,
+    pub client: pvedeploy::pve::PveClient,
+    pub guest: (pvedeploy::pve::GuestType, pvedeploy::core::names::NodeName, pvedeploy::core::names::VmId),
+    _dir: tempfile::TempDir,
+}
+
+pub(crate) async fn on_sim(clock: &Arc<ManualClock>, name: &str) -> OnSim {
     use crate::provision::{deploy, install_key, node_ssh_settings, start_sim, wait_until};
     use pvedeploy::config::{ClusterSettings, ProxmoxSetting, Secret, TrustSetting};
     let cluster = start_sim(pvedeploy_sim::ClusterSpec::sandbox()).await;
@@ -306,15 +323,60 @@ async fn snapshot_schedule_keeps_the_newest_and_leaves_other_snapshots_alone() {
         node_ssh: node_ssh_settings(&cluster.sim),
         ..ClusterSettings::new(endpoint.clone(), token_id.clone(), Secret::new(secret.clone()), TrustSetting::Fingerprint(cluster.sim.fingerprint_sha256()), 9000)
     });
-    let clock = Arc::new(ManualClock::new(ms("2030-01-01T00:10:00Z")));
     let app = TestApp::spawn_config_with_clock(c, clock.clone()).await;
-    let id = deploy(&app, "snappy", "lxc").await;
+    let id = deploy(&app, name, "lxc").await;
     let d = wait_until(&app, &id, "a guest", |d| d["proxmox_id"].is_u64() && d["status"] != "provisioning").await;
     let (vmid, node) = (d["proxmox_id"].as_u64().unwrap() as u32, d["proxmox_node"].as_str().unwrap().to_string());
-
     let trust = pvedeploy::pve::TlsTrust::parse_fingerprint(&cluster.sim.fingerprint_sha256()).unwrap();
     let client = pvedeploy::pve::PveClient::new(pvedeploy::pve::PveConfig::new(endpoint, token_id, Secret::new(secret), trust)).unwrap();
-    let (kind, node, vmid) = (pvedeploy::pve::GuestType::Lxc, pvedeploy::core::names::NodeName::parse(&node).unwrap(), pvedeploy::core::names::VmId::new(vmid.into()).unwrap());
+    let guest = (pvedeploy::pve::GuestType::Lxc, pvedeploy::core::names::NodeName::parse(&node).unwrap(), pvedeploy::core::names::VmId::new(vmid.into()).unwrap());
+    OnSim { cluster, app, id, client, guest, _dir: dir }
+}
+
+/// Proxmox is slow to delete the guest, so the deployment stays `destroying` while a stop and a snapshot schedule
+/// come due: neither acts on it (each run recorded as skipped, saying why, not as failed); once the destroy ends both
+/// are kept, disabled and marked `target_destroyed` in `GET /schedules`, and their later occurrences run nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schedules_due_while_their_deployment_is_being_destroyed_do_not_act_and_end_disabled() {
+    let clock = Arc::new(ManualClock::new(ms("2030-01-01T00:10:00Z")));
+    let sim = on_sim(&clock, "doomed").await;
+    let (cluster, app, id, client, (kind, node, vmid)) = (&sim.cluster, &sim.app, &sim.id, &sim.client, sim.guest.clone());
+    let mut sids = Vec::new();
+    for body in [json!({"cron": "0 * * * *", "action": "stop", "target": "doomed"}), json!({"cron": "0 * * * *", "action": "snapshot", "keep": 2, "target": "doomed"})] {
+        let (s, sched) = app.post("/api/v1/schedules", Some(DEPLOYER), &body).await;
+        assert_eq!(s, 201, "{sched}");
+        sids.push(sched["id"].as_str().unwrap().to_string());
+    }
+    // The outside world misbehaves first: deleting a container takes Proxmox 4 s.
+    cluster.sim.faults().add_latency(r"^/nodes/[^/]+/lxc/\d+$", Duration::from_secs(4)).unwrap();
+    assert_eq!(app.delete(&format!("/api/v1/deployments/{id}"), Some(ADMIN)).await.0, 202);
+    wait_for(&app, &format!("/api/v1/deployments/{id}"), "destroying", |d| d["status"] == "destroying").await;
+    clock.set(ms("2030-01-01T01:00:02Z"));
+    for sid in &sids {
+        let runs = wait_for(&app, &format!("/api/v1/schedules/{sid}/runs"), "the 01:00 run", |r| r["total"] == 1 && r["items"][0]["outcome"] != "running").await;
+        assert_eq!(outcomes(&runs), [("2030-01-01T01:00:00Z".to_string(), "skipped".to_string())], "{runs}");
+        assert!(runs["items"][0]["message"].as_str().unwrap().contains("being destroyed"), "{runs}");
+    }
+    assert!(client.snapshot_list(kind, &node, vmid).await.map(|l| l.iter().all(|s| s.is_current())).unwrap_or(true), "no snapshot was taken");
+    wait_for(&app, &format!("/api/v1/deployments/{id}"), "destroyed", |d| d["status"] == "destroyed").await;
+    let listed = wait_for(&app, "/api/v1/schedules", "both marked", |p| p["items"].as_array().unwrap().iter().all(|s| s["target_destroyed"] == true)).await;
+    for s in listed["items"].as_array().unwrap() {
+        assert_eq!((s["enabled"].as_bool(), s["next_runs"].as_array().map(Vec::len)), (Some(false), Some(0)), "{s}");
+    }
+    clock.set(ms("2030-01-01T02:00:02Z"));
+    clock.set(ms("2030-01-01T03:00:02Z"));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for sid in &sids {
+        assert_eq!(app.get(&format!("/api/v1/schedules/{sid}/runs"), Some(READER)).await.1["total"], 1, "nothing ran after the destroy");
+    }
+    sim.app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_schedule_keeps_the_newest_and_leaves_other_snapshots_alone() {
+    let clock = Arc::new(ManualClock::new(ms("2030-01-01T00:10:00Z")));
+    let sim = on_sim(&clock, "snappy").await;
+    let (app, client, (kind, node, vmid)) = (&sim.app, &sim.client, sim.guest.clone());
     let upid = client.snapshot_create(kind, &node, vmid, "before-upgrade", Some("made by hand")).await.unwrap();
     client.wait_task(&upid, Duration::from_millis(50), Duration::from_secs(30)).await.unwrap();
 
@@ -329,11 +391,12 @@ async fn snapshot_schedule_keeps_the_newest_and_leaves_other_snapshots_alone() {
     }
     let mut names: Vec<String> = client.snapshot_list(kind, &node, vmid).await.unwrap().into_iter().filter(|s| !s.is_current()).map(|s| s.name).collect();
     names.sort();
-    assert_eq!(names, ["before-upgrade", "pvedeploy-20300101-030000", "pvedeploy-20300101-040000"]);
-    app.stop().await;
+    let tag = pvedeploy::core::snapshot::schedule_tag(sched["id"].as_str().unwrap());
+    assert_eq!(names, ["before-upgrade".to_string(), format!("pvd-{tag}-20300101-030000"), format!("pvd-{tag}-20300101-040000")]);
+    sim.app.stop().await;
 }
 
-fn cli(app: &TestApp, token: &str, args: &[&str]) -> std::process::Output {
+pub(crate) fn cli(app: &TestApp, token: &str, args: &[&str]) -> std::process::Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_pvedeploy"))
         .args(args)
         .args(["--url", &app.base])

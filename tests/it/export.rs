@@ -300,7 +300,9 @@ async fn exports_parse_match_the_schema_follow_the_guest_and_report_drift() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "a skipped deployment is a failure: {stderr}");
     assert!(cwd.path().join("all/tf-ct/main.tf").is_file(), "{stderr}");
-    assert!(stderr.contains("skipped tf-vm") && stderr.contains("Proxmox no longer has it"), "{stderr}");
+    // Why: the guest is gone from Proxmox, or (once the agent has noticed the lost guest and dropped it from the
+    // record) the deployment has no guest any more; either way it is named as skipped.
+    assert!(stderr.contains("skipped tf-vm") && (stderr.contains("Proxmox no longer has it") || stderr.contains("has no guest to export")), "{stderr}");
     assert!(stderr.contains("wrote 1 of 2 export(s); not written: tf-vm ("), "{stderr}");
 
     // destroy: the container's export moves to the archive, and the record follows it

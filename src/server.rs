@@ -3,12 +3,16 @@
 //! connections per client address and overall — and a graceful stop that lets requests in flight finish.
 
 use std::collections::HashMap;
+use std::future::Future as _;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper_util::rt::{TokioIo, TokioTimer};
 use poem::{Endpoint, EndpointExt};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 
 /// The listener's limits.
@@ -166,11 +170,6 @@ impl IdleGuard {
         self.deadline.as_mut().poll(cx).is_ready()
     }
 }
-
-use std::future::Future as _;
-use std::pin::Pin;
-use std::task::{Context, Poll};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 impl AsyncRead for IdleGuard {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {

@@ -91,7 +91,8 @@ const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Asks the repository for the spec's branch, bounded in time; git runs with an argument vector (no
 /// shell), no prompts, no redirects, and only the protocols the repository policy allows. The host is resolved
 /// here once, its addresses checked against the outbound policy, and git pinned to the checked one
-/// (`http.curloptResolve`, git ≥ 2.37), so DNS cannot answer differently for git (rebinding).
+/// (`http.curloptResolve`, git-config(1), git ≥ 2.37; curl's `CURLOPT_RESOLVE` format `host:port:address`), so DNS
+/// cannot answer differently for git (rebinding).
 pub async fn check(spec: &Spec, policy: &RepoPolicy) -> Source {
     let url = spec.repo_url.to_string();
     if !(url.starts_with("https://") || url.starts_with("http://")) {

@@ -163,18 +163,7 @@ impl LxcInterface {
     /// `ip-addresses` (PVE 8.2+) or the deprecated `inet`; without a MAC, or when no interface carries it,
     /// the first usable address outside `lo` and bridges (pve-container `src/PVE/LXC.pm:1262-1302`).
     pub fn ipv4_on_mac(interfaces: &[LxcInterface], mac: Option<&str>) -> Option<Ipv4Addr> {
-        let usable = |i: &LxcInterface| {
-            i.ips.iter().find_map(|(ip, _)| match ip {
-                IpAddr::V4(v4) if !v4.is_link_local() && !v4.is_unspecified() => Some(*v4),
-                _ => None,
-            })
-        };
-        if let Some(mac) = mac {
-            if let Some(i) = interfaces.iter().find(|i| i.hwaddr.as_deref().is_some_and(|h| h.eq_ignore_ascii_case(mac))) {
-                return usable(i);
-            }
-        }
-        interfaces.iter().filter(|i| i.name != "lo" && !super::qemu::is_bridge_name(&i.name)).find_map(usable)
+        super::qemu::ipv4_on_mac(interfaces.iter().map(|i| (i.name.as_str(), i.hwaddr.as_deref(), i.ips.as_slice())), mac)
     }
 
     /// The container's first IPv4 address outside `lo` and the link-local range.

@@ -227,18 +227,25 @@ impl From<WireAgentInterface> for AgentInterface {
 /// reports it; without a MAC match (an agent that reports no hardware addresses), the first usable
 /// address of an interface that is not loopback or a container bridge (docker0, br-…, veth…, virbr…, cni…, lxc…).
 pub fn guest_ipv4_on_mac(interfaces: &[AgentInterface], mac: Option<&str>) -> Option<Ipv4Addr> {
-    let usable = |i: &AgentInterface| {
-        i.ips.iter().find_map(|(ip, _)| match ip {
+    ipv4_on_mac(interfaces.iter().map(|i| (i.name.as_str(), i.hardware_address.as_deref(), i.ips.as_slice())), mac)
+}
+
+/// The rule for VM agents and container `interfaces` alike: the first usable IPv4 (not link-local, not unspecified)
+/// of the interface whose MAC is `mac`; without a MAC, or when no interface carries it, of the first interface that
+/// is neither `lo` nor a bridge. Each item is `(name, MAC, addresses)`.
+pub(crate) fn ipv4_on_mac<'a>(interfaces: impl Iterator<Item = (&'a str, Option<&'a str>, &'a [(IpAddr, u8)])> + Clone, mac: Option<&str>) -> Option<Ipv4Addr> {
+    let usable = |ips: &[(IpAddr, u8)]| {
+        ips.iter().find_map(|(ip, _)| match ip {
             IpAddr::V4(v4) if !v4.is_link_local() && !v4.is_unspecified() => Some(*v4),
             _ => None,
         })
     };
     if let Some(mac) = mac {
-        if let Some(i) = interfaces.iter().find(|i| i.hardware_address.as_deref().is_some_and(|h| h.eq_ignore_ascii_case(mac))) {
-            return usable(i);
+        if let Some((_, _, ips)) = interfaces.clone().find(|(_, hw, _)| hw.is_some_and(|h| h.eq_ignore_ascii_case(mac))) {
+            return usable(ips);
         }
     }
-    interfaces.iter().filter(|i| i.name != "lo" && !is_bridge_name(&i.name)).find_map(usable)
+    interfaces.filter(|(name, _, _)| *name != "lo" && !is_bridge_name(name)).find_map(|(_, _, ips)| usable(ips))
 }
 
 /// Interfaces a guest's own container runtime or hypervisor makes (Docker, libvirt, CNI, …): never the guest's address.

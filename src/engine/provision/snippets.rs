@@ -29,8 +29,9 @@ pub struct NodeFiles {
     pub logins: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Semaphore>>>,
 }
 
-/// At most this many SSH logins to one node at once: OpenSSH's `MaxStartups 10:30:100` starts dropping
-/// unauthenticated connections at 10, so 20 VMs provisioned at once lost some of their snippet uploads.
+/// At most this many SSH logins to one node at once: OpenSSH's default `MaxStartups 10:30:100` (sshd_config(5),
+/// MaxStartups) starts dropping unauthenticated connections at 10, so 20 VMs provisioned at once lost some of
+/// their snippet uploads.
 const NODE_LOGINS: usize = 4;
 
 /// Attempts at a login the node dropped before it answered (a transient `Connect` error), with 250 ms, 500 ms between.

@@ -91,8 +91,9 @@ pub fn vm_guest() -> LiveGuest {
     LiveGuest::from_config(&deployment("shop", GuestType::Vm, 105), NodeName::parse("pve1").unwrap(), VmId::new(105).unwrap(), &cfg, true, &origin())
 }
 
-pub fn lxc_guest() -> LiveGuest {
-    let cfg = map(&[
+/// A container as the provisioner makes it, as `GET …/config` returns it.
+pub fn lxc_config() -> BTreeMap<String, String> {
+    map(&[
         ("arch", "amd64"),
         ("cores", "1"),
         ("description", "pvedeploy deployment 0190f3a2-7c4e-7a1b-9c3d-2e4f5a6b7c8d (notes)"),
@@ -105,7 +106,11 @@ pub fn lxc_guest() -> LiveGuest {
         ("swap", "512"),
         ("tags", "pvedeploy;pvedeploy-0190f3a2"),
         ("unprivileged", "1"),
-    ]);
+    ])
+}
+
+pub fn lxc_guest() -> LiveGuest {
+    let cfg = lxc_config();
     LiveGuest::from_config(&deployment("notes", GuestType::Lxc, 106), NodeName::parse("pve1").unwrap(), VmId::new(106).unwrap(), &cfg, false, &origin())
 }
 

@@ -1,5 +1,7 @@
 //! The state the provider's Read leaves right after `terraform import` (the importer sets only the id and
 //! `node_name`: `vm/vm.go:1794-1810`, `container/container.go:1230-1246`), computed from the guest's PVE config.
+//! It shares no parsing with `export/live.rs` on purpose: the model checks the exporter, so a mistake in one must
+//! not hide itself in the other.
 //! With `clone` absent from state, every `len(clone) == 0` branch of Read applies. Line numbers are at
 //! bpg/terraform-provider-proxmox v0.111.1, relative to `proxmoxtf/resource/` unless the path says otherwise.
 

@@ -10,7 +10,7 @@ use super::{after_import, Imported, ModelError, Plan};
 use crate::core::deployment::GuestType;
 use crate::core::names::{NodeName, VmId};
 use crate::export::hcl::render;
-use crate::export::hcl::tests::{deployment, map, origin, vm_config};
+use crate::export::hcl::tests::{deployment, lxc_config, map, origin, vm_config};
 use crate::export::live::LiveGuest;
 
 const FACTS: &str = include_str!("../../../hcl-export/schema/bpg-source-facts.json");
@@ -152,20 +152,9 @@ fn the_export_before_the_model_is_caught() {
     for expected in ["clone.#", "initialization.0.user_account.#"] {
         assert!(paths.contains(&expected), "{expected} in {paths:?}");
     }
-    let ct = map(&[
-        ("arch", "amd64"),
-        ("cores", "1"),
-        ("description", "pvedeploy deployment 0190f3a2-7c4e-7a1b-9c3d-2e4f5a6b7c8d (notes)\n"),
-        ("features", "nesting=1"),
-        ("hostname", "notes"),
-        ("memory", "1024"),
-        ("net0", "name=eth0,bridge=vmbr0,hwaddr=BC:24:11:5D:6E:7F,ip=dhcp,type=veth"),
-        ("ostype", "debian"),
-        ("rootfs", "local-lvm:vm-106-disk-0,size=8G"),
-        ("swap", "512"),
-        ("tags", "pvedeploy;pvedeploy-0190f3a2"),
-        ("unprivileged", "1"),
-    ]);
+    // PVE returns a container's description with a trailing newline (pve-container LXC/Config.pm:1175).
+    let mut ct = lxc_config();
+    ct.insert("description".into(), format!("{}\n", ct["description"]));
     let plan = after_import(&Imported { running: false, ..imported(GuestType::Lxc, 106, &ct) }, include_str!("fixtures/lxc-before.tf")).unwrap();
     let paths: Vec<&str> = plan.changes.iter().map(|c| c.path.as_str()).collect();
     assert!(plan.changes.iter().any(|c| c.path == "operating_system.0.template_file_id" && c.replace), "{paths:?}");

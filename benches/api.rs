@@ -73,6 +73,14 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// RSS and its parts: anonymous memory (the heap: what the agent holds) and file pages (the binary's
+/// code as far as it ran, which the kernel can drop and read again).
+fn rss_parts(pid: u32) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kib = |key: &str| status.lines().find(|l| l.starts_with(key)).and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok()).unwrap_or(0);
+    format!("{:.1} MB (anonymous {:.1} MB, file {:.1} MB)", kib("VmRSS:") as f64 / 1024.0, kib("RssAnon:") as f64 / 1024.0, kib("RssFile:") as f64 / 1024.0)
+}
+
 fn pct(sorted: &[Duration], p: f64) -> f64 {
     let i = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
     sorted[i.clamp(1, sorted.len()) - 1].as_secs_f64() * 1000.0
@@ -118,6 +126,37 @@ where
     (wall, all, errors)
 }
 
+/// Sends `total` requests at `rate` per second whatever the answers (open loop), each measured from
+/// when it was due to be sent, so a slow answer cannot hide the requests queued behind it.
+async fn open_loop<F, Fut>(total: usize, rate: f64, f: F) -> (Duration, Vec<Duration>, usize)
+where
+    F: Fn(usize) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = bool> + Send + 'static,
+{
+    let start = tokio::time::Instant::now();
+    let due = |i: usize| start + Duration::from_secs_f64(i as f64 / rate);
+    let mut running = tokio::task::JoinSet::new();
+    let mut sent = 0;
+    while sent < total {
+        tokio::time::sleep_until(due(sent)).await;
+        let now = tokio::time::Instant::now();
+        while sent < total && due(sent) <= now {
+            let (at, request) = (due(sent), f(sent));
+            running.spawn(async move { (request.await, at.elapsed()) });
+            sent += 1;
+        }
+    }
+    let (mut lat, mut errors) = (Vec::with_capacity(total), 0);
+    while let Some(done) = running.join_next().await {
+        let (ok, took) = done.unwrap();
+        errors += usize::from(!ok);
+        lat.push(took);
+    }
+    let wall = start.elapsed();
+    lat.sort();
+    (wall, lat, errors)
+}
+
 fn report(what: &str, wall: Duration, lat: &[Duration], errors: usize) {
     println!(
         "{what}: {} requests in {:.2} s = {:.0} req/s; p50 {:.2} ms, p99 {:.2} ms, max {:.1} ms; errors {errors}",
@@ -146,6 +185,9 @@ fn wrk_get(base: &str, ids: &[String], dir: &std::path::Path) -> Option<String> 
     let pick = |key: &str| text.lines().find(|l| l.trim_start().starts_with(key)).map(|l| l.trim().to_string()).unwrap_or_default();
     Some(format!("{}; latency {}; {}; {}; non-2xx: {}", pick("Requests/sec:"), pick("50%"), pick("90%"), pick("99%"), pick("Non-2xx").trim_start_matches("Non-2xx or 3xx responses:").trim()))
 }
+
+/// The offered rate of the open-loop `GET` pass: the target's 5,000 req/s.
+const GET_RATE: f64 = 5000.0;
 
 /// Frameworks the seeded deployments cycle through; every third deployment is destroyed, so each
 /// filter matches a share of the whole: framework 1/4, status `destroyed` 1/3, both 1/12 (the two
@@ -239,7 +281,7 @@ async fn run_size(client: &reqwest::Client, seed: usize) {
     .await;
     report(&format!("POST /deployments (seeding {n}, concurrency 32; a DELETE after every third)"), wall, &lat, errors);
     tokio::time::sleep(Duration::from_secs(5)).await;
-    println!("idle RSS 5 s after {n} writes: {:.1} MB", rss_kib(pid) as f64 / 1024.0);
+    println!("idle RSS 5 s after {n} writes: {}", rss_parts(pid));
 
     let (ids, _, lat) = walk(client, &base, "").await;
     println!(
@@ -251,18 +293,28 @@ async fn run_size(client: &reqwest::Client, seed: usize) {
     );
     assert_eq!(ids.len(), seed, "every deployment listed once");
     let ids = std::sync::Arc::new(shuffled(&ids));
+    let half = ids.len() / 2;
     {
-        // Every deployment read once, in a spread-out order, nothing read before: each read reaches the database.
+        // Every deployment read once, in a spread-out order, nothing read before: each read reaches the
+        // database. Half of them closed loop (the most the agent serves), the other half open loop at
+        // the target rate (the latency a client sees while the agent serves it).
         let c = client.clone();
         let b = base.clone();
-        let ids = ids.clone();
-        let (wall, lat, errors) = load(ids.len(), 16, move |i| {
+        let first = ids.clone();
+        let (wall, lat, errors) = load(half, 16, move |i| {
             let c = c.clone();
-            let url = format!("{b}/deployments/{}", ids[i]);
+            let url = format!("{b}/deployments/{}", first[i]);
             async move { c.get(url).bearer_auth(TOKEN).send().await.map(|r| r.status() == 200).unwrap_or(false) }
         })
         .await;
-        report(&format!("GET /deployments/{{id}}, each of the {n} read once in a spread-out order (from the database; concurrency 16)"), wall, &lat, errors);
+        report(&format!("GET /deployments/{{id}}, {half} of the {n} read once in a spread-out order (from the database; closed loop, concurrency 16)"), wall, &lat, errors);
+        let (c, b, rest) = (client.clone(), base.clone(), ids.clone());
+        let (wall, lat, errors) = open_loop(ids.len() - half, GET_RATE, move |i| {
+            let request = c.get(format!("{b}/deployments/{}", rest[half + i])).bearer_auth(TOKEN).send();
+            async move { request.await.map(|r| r.status() == 200).unwrap_or(false) }
+        })
+        .await;
+        report(&format!("GET /deployments/{{id}}, the other {} read once (from the database; open loop at {GET_RATE} req/s offered)", ids.len() - half), wall, &lat, errors);
     }
     let filters = [
         ("", "no filter"),
@@ -289,7 +341,7 @@ async fn run_size(client: &reqwest::Client, seed: usize) {
         println!("GET /deployments/{{id}} with wrk, 1 thread, 16 connections, 10 s, the agent's read cache in play: {out}");
     }
     tokio::time::sleep(Duration::from_secs(5)).await;
-    println!("idle RSS after the reads: {:.1} MB", rss_kib(pid) as f64 / 1024.0);
+    println!("idle RSS after the reads: {}", rss_parts(pid));
     drop(agent); // SIGKILL
 
     let (mut agent, took) = start_agent(client, port, dir.path()).await;

@@ -2,7 +2,8 @@
 # Deploys one app release on the guest, one step per call: fetch, deps, build, stage, promote, discard, prune, status.
 #
 # Contract (run by the agent as root: sudo -n -- /opt/pvedeploy/scripts/deploy_app.sh STEP ...; full text in README.md):
-#   fetch    --app NAME --repo URL --commit SHA --release RELEASE_ID [--submodules]
+#   fetch    --app NAME --repo URL --commit SHA --release RELEASE_ID [--resolve HOST:PORT:ADDRESS] [--submodules]
+#            --resolve: git connects to ADDRESS for HOST:PORT (http.curloptResolve) and follows no redirect
 #   deps     --app NAME --release RELEASE_ID --framework F
 #   build    --app NAME --release RELEASE_ID --framework F [--persist PATH]...
 #   stage    --app NAME --release RELEASE_ID [--framework F --port PORT --bind IP [--start-command CMD]] [--start-timeout S]
@@ -37,7 +38,7 @@ fetch | deps | build | stage | promote | discard | prune | status) ;;
 *) bad_arg STEP "must be one of: $STEPS" ;;
 esac
 
-app='' repo='' commit='' release='' framework='' port='' bind='' start_command='' keep='' submodules=no start_timeout=''
+app='' repo='' commit='' release='' resolve='' framework='' port='' bind='' start_command='' keep='' submodules=no start_timeout=''
 slot=''
 have_start_command=no
 persist=()
@@ -47,6 +48,7 @@ while [ $# -gt 0 ]; do
   --repo) need_value "$1" $#; repo=$2; shift 2 ;;
   --commit) need_value "$1" $#; commit=$2; shift 2 ;;
   --release) need_value "$1" $#; release=$2; shift 2 ;;
+  --resolve) need_value "$1" $#; resolve=$2; shift 2 ;;
   --framework) need_value "$1" $#; framework=$2; shift 2 ;;
   --port) need_value "$1" $#; port=$2; shift 2 ;;
   --bind) need_value "$1" $#; bind=$2; shift 2 ;;
@@ -75,7 +77,7 @@ promote | discard) required --app --release ;;
 prune) required --app --keep ;;
 status) required --app ;;
 esac
-[ "$cmd" = fetch ] || { unexpected --repo "$repo"; unexpected --commit "$commit"; unexpected --submodules "$submodules"; }
+[ "$cmd" = fetch ] || { unexpected --repo "$repo"; unexpected --commit "$commit"; unexpected --submodules "$submodules"; unexpected --resolve "$resolve"; }
 [ "$cmd" = stage ] || { unexpected --port "$port"; unexpected --bind "$bind"; unexpected --start-command "$have_start_command"; unexpected --start-timeout "$start_timeout"; }
 case $cmd in promote | discard) unexpected --framework "$framework" ;; esac
 [ "$cmd" = prune ] || unexpected --keep "$keep"
@@ -83,6 +85,7 @@ case $cmd in promote | discard) unexpected --framework "$framework" ;; esac
 check_app "$app"
 [ -z "$repo" ] || check_repo "$repo"
 [ -z "$commit" ] || check_sha "$commit"
+[ -z "$resolve" ] || check_resolve "$resolve"
 [ -z "$release" ] || check_release "$release"
 [ -z "$framework" ] || check_framework "$framework"
 [ -z "$port" ] || check_port "$port"
@@ -127,9 +130,13 @@ do_fetch() {
     log "commit already in the cache"
   else
     log "fetching $commit into the cache"
+    # The address the agent resolved and checked for the repository's host: git connects there and nowhere else
+    # (no second lookup here that DNS could answer differently, no redirect elsewhere).
+    local pinned=()
+    [ -z "$resolve" ] || pinned=(-c "http.curloptResolve=$resolve" -c http.followRedirects=false)
     # An exact commit first (servers that allow it send only what is needed), else every branch and tag.
-    if ! as_app "$app" "$cache" env GIT_TERMINAL_PROMPT=0 "${GIT_SAFE[@]}" fetch --quiet --no-tags -- "$repo" "$commit" 2>/dev/null; then
-      as_app "$app" "$cache" env GIT_TERMINAL_PROMPT=0 "${GIT_SAFE[@]}" fetch --quiet --prune -- "$repo" \
+    if ! as_app "$app" "$cache" env GIT_TERMINAL_PROMPT=0 "${GIT_SAFE[@]}" "${pinned[@]}" fetch --quiet --no-tags -- "$repo" "$commit" 2>/dev/null; then
+      as_app "$app" "$cache" env GIT_TERMINAL_PROMPT=0 "${GIT_SAFE[@]}" "${pinned[@]}" fetch --quiet --prune -- "$repo" \
         '+refs/heads/*:refs/heads/*' '+refs/tags/*:refs/tags/*' || fail "git fetch from the repository failed"
     fi
     as_app "$app" "$cache" git cat-file -e "$commit^{commit}" 2>/dev/null || fail "commit $commit is not in the repository"

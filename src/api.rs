@@ -1,5 +1,6 @@
 //! The HTTP door: `/api/v1` (poem-openapi, spec and Swagger UI), error mapping, request metrics.
 
+pub mod backups;
 pub mod deployments;
 pub mod error;
 pub mod events;
@@ -11,6 +12,7 @@ pub mod releases;
 pub mod schedules;
 pub mod security;
 pub mod snapshots;
+pub mod spec;
 pub mod system;
 pub mod webhooks;
 pub mod wire;
@@ -47,7 +49,7 @@ pub struct ApiState {
 
 pub const API_PREFIX: &str = "/api/v1";
 
-pub fn service(state: &ApiState) -> OpenApiService<(deployments::DeploymentsApi, system::SystemApi, export::ExportApi, webhooks::WebhooksApi, releases::ReleasesApi, events::EventsApi, schedules::SchedulesApi, snapshots::SnapshotsApi), ()> {
+pub fn service(state: &ApiState) -> OpenApiService<(deployments::DeploymentsApi, system::SystemApi, export::ExportApi, webhooks::WebhooksApi, releases::ReleasesApi, events::EventsApi, schedules::SchedulesApi, snapshots::SnapshotsApi, backups::BackupsApi), ()> {
     OpenApiService::new(
         (
             deployments::DeploymentsApi { state: state.clone() },
@@ -58,6 +60,7 @@ pub fn service(state: &ApiState) -> OpenApiService<(deployments::DeploymentsApi,
             events::EventsApi { state: state.clone() },
             schedules::SchedulesApi { state: state.clone() },
             snapshots::SnapshotsApi { state: state.clone() },
+            backups::BackupsApi { state: state.clone() },
         ),
         "pvedeploy",
         env!("CARGO_PKG_VERSION"),
@@ -73,9 +76,17 @@ pub fn service(state: &ApiState) -> OpenApiService<(deployments::DeploymentsApi,
 /// The routes of the HTTP door.
 pub fn routes(state: ApiState) -> impl Endpoint {
     let api = service(&state);
-    let spec = api.spec_endpoint();
-    let allowed = Arc::new(limits::AllowIndex::from_spec(&api.spec()));
-    let docs = api.swagger_ui();
+    let generated = api.spec();
+    let facts = spec::Facts { limits: state.engine.limits(), repos: state.engine.repos(), max_page_size: state.max_page_size };
+    let (document, missing) = spec::with_rules(&generated, &facts);
+    if !missing.is_empty() {
+        tracing::warn!(fields = ?missing, "the OpenAPI document lacks fields whose rules it should state");
+    }
+    // Swagger UI embeds the document it shows: the one served, rules included.
+    let docs_html = api.swagger_ui_html().replacen(&generated, &document, 1);
+    let docs = Route::new().at("/", poem::endpoint::make_sync(move |_| poem::web::Html(docs_html.clone())));
+    let spec = poem::endpoint::make_sync(move |_| Response::builder().content_type("application/json").body(document.clone()));
+    let allowed = Arc::new(limits::AllowIndex::from_spec(&generated));
     let metrics = state.metrics.clone();
     let max_body = state.max_body_bytes;
     crate::web::mount(Route::new())

@@ -26,6 +26,8 @@ pub struct Application {
     /// The listener's limits (`[api]`).
     http: crate::server::Limits,
     state: ApiState,
+    /// Commit statuses and GitHub Deployments, when a GitHub token is configured.
+    github: Option<crate::github::Reporter>,
     /// A token generated on first start (shown once); `None` when one was configured or already existed.
     pub generated_admin_token: Option<String>,
 }
@@ -105,7 +107,11 @@ impl Application {
             tracing::info!(unrouted, "routing webhook pushes left unrouted at the last stop");
         }
         let schedules = crate::engine::schedules::Scheduler::new(engine.clone(), Some(exports.clone()), clock);
-        let discord = crate::discord::DiscordDoor::new(engine.clone(), &config.discord);
+        let discord = crate::discord::DiscordDoor::new(engine.clone(), schedules.clone(), &config.discord);
+        let github = config.github.api.as_ref().map(|api| {
+            tracing::info!(api = %api.api_base, host = %api.web_host, "GitHub commit statuses and deployments enabled");
+            crate::github::Reporter::new(engine.clone(), api)
+        });
         let state = ApiState { engine, exports, tokens, metrics: Arc::new(Metrics::default()), max_page_size: config.max_page_size, max_body_bytes: config.max_body_bytes, started, proxmox, webhooks, schedules, discord };
         Ok(Application {
             #[cfg(feature = "sandbox")]
@@ -114,6 +120,7 @@ impl Application {
             acceptor,
             http: config.http,
             state,
+            github,
             generated_admin_token,
         })
     }
@@ -151,6 +158,13 @@ impl Application {
         // The bot, command registration and notifications start with the server (and stop before the engine).
         let discord = self.state.discord.clone();
         discord.start();
+        // Deploys are reported to GitHub from now on (the reporter only follows the bus).
+        let github = self.github.clone();
+        if let Some(g) = &github {
+            g.spawn();
+        }
+        // Free heap memory goes back to the system once a burst of requests is over.
+        crate::memory::spawn_trimmer();
         let routes = api::routes(self.state.clone()).data(self.state);
         crate::server::serve(self.acceptor, routes, self.http, shutdown, Duration::from_secs(10)).await?;
         webhooks.shutdown(Duration::from_secs(10)).await;
@@ -159,6 +173,9 @@ impl Application {
         drop(discord);
         scheduler.stop().await;
         engine.shutdown(Duration::from_secs(20)).await;
+        if let Some(g) = github {
+            g.shutdown(Duration::from_secs(5)).await;
+        }
         keeper.stop().await;
         #[cfg(feature = "sandbox")]
         if let Some(s) = self.sandbox {
@@ -196,6 +213,7 @@ async fn cluster_provisioner(c: &crate::config::ClusterSettings, client: PveClie
     settings.pool = c.pool.clone();
     settings.agent_poll = c.agent_poll_interval;
     settings.agent_calls_per_node = c.agent_calls_per_node;
+    settings.backups = c.backups.clone();
     if let Some(p) = &c.user_data_template {
         let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
         settings.user_data = crate::core::cloud_init::Template::parse(&text).with_context(|| format!("the user-data template {}", p.display()))?;

@@ -126,6 +126,26 @@ pub struct ProxmoxFile {
     pub agent_poll_interval_ms: Option<u64>,
     /// Most guest-agent calls in flight per node at once (default 2; pvedaemon has 3 workers).
     pub agent_calls_per_node: Option<u32>,
+    /// Backups through Proxmox VE's vzdump (`[proxmox.backups]`); off when absent.
+    pub backups: Option<BackupsFile>,
+}
+
+/// `[proxmox.backups]`: where vzdump writes (a storage with content `backup`) and Proxmox VE's own retention
+/// (`prune-backups`), applied after every backup; all `keep_*` zero or absent keeps every backup.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupsFile {
+    pub storage: Option<String>,
+    pub keep_last: Option<u32>,
+    pub keep_hourly: Option<u32>,
+    pub keep_daily: Option<u32>,
+    pub keep_weekly: Option<u32>,
+    pub keep_monthly: Option<u32>,
+    pub keep_yearly: Option<u32>,
+    /// `zstd` (default), `gzip`, `lzo` or `none`.
+    pub compress: Option<String>,
+    /// How long a backup or restore task may run before it is stopped (default 3600).
+    pub timeout_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -169,6 +189,9 @@ pub struct ReposFile {
     pub schemes: Option<Vec<String>>,
     /// Non-public networks (CIDR) an allowed host name may resolve into (default: none).
     pub allow_private: Option<Vec<String>>,
+    /// A regular expression every requested branch name must match whole, on top of git's rules (default:
+    /// ASCII letters, digits and `. _ - / @ +`).
+    pub branch_pattern: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -234,6 +257,58 @@ pub struct ClusterSettings {
     pub pool: Option<crate::core::names::PoolName>,
     pub agent_poll_interval: std::time::Duration,
     pub agent_calls_per_node: u32,
+    /// Backups (vzdump); `None`: not configured, the backup endpoints answer 409.
+    pub backups: Option<BackupSettings>,
+}
+
+/// Where backups go and how many Proxmox VE keeps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupSettings {
+    pub storage: String,
+    pub retention: crate::core::backup::Retention,
+    /// vzdump's `compress`: `zstd`, `gzip`, `lzo` or `0`.
+    pub compress: String,
+    /// How long a vzdump or restore task may run; beyond it the task is stopped and the backup fails.
+    pub timeout: std::time::Duration,
+}
+
+impl BackupSettings {
+    /// Backups to `storage`, every one kept, zstd-compressed.
+    pub fn to(storage: &str) -> Self {
+        BackupSettings { storage: storage.into(), retention: crate::core::backup::Retention::default(), compress: "zstd".into(), timeout: std::time::Duration::from_secs(3600) }
+    }
+}
+
+fn backup_settings(file: BackupsFile) -> Result<BackupSettings, ConfigError> {
+    let storage = file.storage.ok_or_else(|| invalid("proxmox.backups.storage", "is required: a storage with content type `backup`"))?;
+    if storage.is_empty() || !storage.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+        return Err(invalid("proxmox.backups.storage", "must be a storage id (letters, digits, - _ .)"));
+    }
+    let keep = |field: &str, v: Option<u32>| match v {
+        Some(n) if n > crate::core::backup::MAX_KEEP => Err(invalid(&format!("proxmox.backups.{field}"), format!("must be between 0 and {}", crate::core::backup::MAX_KEEP))),
+        v => Ok(v.unwrap_or(0)),
+    };
+    let retention = crate::core::backup::Retention {
+        last: keep("keep_last", file.keep_last)?,
+        hourly: keep("keep_hourly", file.keep_hourly)?,
+        daily: keep("keep_daily", file.keep_daily)?,
+        weekly: keep("keep_weekly", file.keep_weekly)?,
+        monthly: keep("keep_monthly", file.keep_monthly)?,
+        yearly: keep("keep_yearly", file.keep_yearly)?,
+    };
+    let compress = match file.compress.as_deref() {
+        None | Some("zstd") => "zstd",
+        Some("gzip") => "gzip",
+        Some("lzo") => "lzo",
+        Some("none") => "0",
+        Some(_) => return Err(invalid("proxmox.backups.compress", "must be one of: zstd, gzip, lzo, none")),
+    };
+    let timeout = match file.timeout_secs {
+        None => 3600,
+        Some(n @ 1..=604_800) => n,
+        Some(_) => return Err(invalid("proxmox.backups.timeout_secs", "must be between 1 and 604800")),
+    };
+    Ok(BackupSettings { storage, retention, compress: compress.into(), timeout: std::time::Duration::from_secs(timeout) })
 }
 
 /// How the agent reaches the nodes over SSH (SFTP) to upload snippets.
@@ -278,6 +353,7 @@ impl ClusterSettings {
             pool: None,
             agent_poll_interval: std::time::Duration::from_secs(1),
             agent_calls_per_node: 2,
+            backups: None,
         }
     }
 }
@@ -429,6 +505,10 @@ impl Config {
             cpu: range("cpu", file.limits.cpu, d.cpu)?,
             memory_mib: range("memory_mib", file.limits.memory_mib, d.memory_mib)?,
             disk_gb: range("disk_gb", file.limits.disk_gb, d.disk_gb)?,
+            branch_pattern: match file.repos.branch_pattern.as_deref() {
+                None => d.branch_pattern,
+                Some(p) => crate::core::names::BranchPattern::parse(p).map_err(|rule| invalid("repos.branch_pattern", rule))?,
+            },
         };
 
         let mut repos = RepoPolicy::default();
@@ -689,6 +769,7 @@ fn proxmox_setting(file: ProxmoxFile, env: &BTreeMap<String, String>) -> Result<
                     Some(n @ 1..=64) => n,
                     Some(_) => return Err(invalid("proxmox.agent_calls_per_node", "must be between 1 and 64")),
                 },
+                backups: file.backups.map(backup_settings).transpose()?,
                 ..d
             }))
         }
@@ -736,6 +817,12 @@ mod tests {
         assert!(e.contains("tokens[0].token"), "{e}");
         let e = parse("bogus = 1").unwrap_err().to_string();
         assert!(e.contains("bogus"), "{e}");
+        for bad in ["''", "'(unclosed'"] {
+            let e = parse(&format!("[repos]\nbranch_pattern = {bad}")).unwrap_err().to_string();
+            assert!(e.contains("repos.branch_pattern"), "{e}");
+        }
+        let c = parse("[repos]\nbranch_pattern = '[a-z]+'").unwrap();
+        assert!(c.limits.branch_pattern.matches("main") && !c.limits.branch_pattern.matches("release/1"));
     }
 
     #[test]
@@ -805,6 +892,28 @@ mod tests {
             ("[proxmox.node_ssh]\nhost_keys={pve1='not a key'}", "proxmox.node_ssh.host_keys"),
         ] {
             let e = parse(&format!("{base}{extra}\n")).unwrap_err().to_string();
+            assert!(e.contains(field), "{extra}: {e}");
+        }
+    }
+
+    #[test]
+    fn backups_are_off_unless_configured_and_checked_by_field() {
+        let fp = vec!["AB"; 32].join(":");
+        let base = format!("[proxmox]\nendpoint='https://pve:8006'\ntoken_id='a@pve!t'\ntoken_secret='s3cret-value'\nfingerprint='{fp}'\nvm_template=9000\n");
+        let ProxmoxSetting::Cluster(c) = parse(&base).unwrap().proxmox else { panic!() };
+        assert_eq!(c.backups, None);
+        let ProxmoxSetting::Cluster(c) = parse(&format!("{base}[proxmox.backups]\nstorage='pbs-1'\nkeep_daily=7\nkeep_weekly=4\ncompress='none'\n")).unwrap().proxmox else { panic!() };
+        let b = c.backups.unwrap();
+        assert_eq!((b.storage.as_str(), b.retention.prune_backups().as_deref(), b.compress.as_str(), b.timeout.as_secs()), ("pbs-1", Some("keep-daily=7,keep-weekly=4"), "0", 3600));
+        for (extra, field) in [
+            ("keep_daily=7", "proxmox.backups.storage"),
+            ("storage='a b'", "proxmox.backups.storage"),
+            ("storage='local'\nkeep_daily=10001", "proxmox.backups.keep_daily"),
+            ("storage='local'\ncompress='xz'", "proxmox.backups.compress"),
+            ("storage='local'\ntimeout_secs=0", "proxmox.backups.timeout_secs"),
+            ("storage='local'\nkeep_all=1", "keep_all"),
+        ] {
+            let e = parse(&format!("{base}[proxmox.backups]\n{extra}\n")).unwrap_err().to_string();
             assert!(e.contains(field), "{extra}: {e}");
         }
     }

@@ -2,12 +2,14 @@
 
 pub mod authz;
 pub mod command;
+mod complete;
 pub mod confirm;
 pub mod definitions;
 pub mod gateway;
 pub mod interaction;
 pub mod notify;
 pub mod render;
+mod replay;
 pub mod reply;
 pub mod rest;
 mod run;
@@ -29,6 +31,7 @@ use crate::api::error::ErrorBody;
 use crate::api::ApiState;
 use crate::config::discord::DiscordSettings;
 use crate::core::command::{Actor, Door};
+use crate::engine::schedules::Scheduler;
 use crate::engine::{Engine, EngineError};
 use authz::{authorize, Policy};
 use command::{parse_command, parse_component, DiscordCommand, Need};
@@ -42,6 +45,9 @@ pub use authz::Refusal;
 pub const PATH: &str = "/discord/interactions";
 /// Interactions are small; anything larger is refused before it is read.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// How long a public read waits for the store to say whether the deployment it names exists, before deferring
+/// (Discord wants the first answer within 3 seconds: [responding to an interaction](https://discord.com/developers/docs/interactions/receiving-and-responding#responding-to-an-interaction)).
+const PRECHECK: Duration = Duration::from_secs(2);
 
 /// The Discord door's state.
 #[derive(Clone)]
@@ -51,11 +57,13 @@ pub struct DiscordDoor {
 
 struct Inner {
     engine: Engine,
+    schedules: Scheduler,
     settings: DiscordSettings,
     policy: Policy,
     key: Option<ed25519_dalek::VerifyingKey>,
     rest: Rest,
     confirmations: confirm::Confirmations,
+    seen: replay::Seen,
     tasks: TaskTracker,
     stop: CancellationToken,
 }
@@ -87,16 +95,18 @@ pub async fn receive(req: &Request, body: Body, state: Data<&ApiState>) -> Respo
 }
 
 impl DiscordDoor {
-    pub fn new(engine: Engine, settings: &DiscordSettings) -> Self {
+    pub fn new(engine: Engine, schedules: Scheduler, settings: &DiscordSettings) -> Self {
         let key = settings.public_key.and_then(|k| ed25519_dalek::VerifyingKey::from_bytes(&k).ok());
         DiscordDoor {
             inner: Arc::new(Inner {
                 engine,
+                schedules,
                 policy: Policy::from_settings(settings),
                 key,
                 rest: Rest::new(&settings.api_base, settings.bot_token.clone()),
                 settings: settings.clone(),
                 confirmations: Default::default(),
+                seen: Default::default(),
                 tasks: TaskTracker::new(),
                 stop: CancellationToken::new(),
             }),
@@ -128,7 +138,7 @@ impl DiscordDoor {
 
     async fn register_commands(&self) {
         let Some(app) = self.inner.settings.application_id else { return };
-        let commands = definitions::commands_json();
+        let commands = definitions::commands_json(self.inner.engine.limits());
         for guild in &self.inner.settings.guild_ids {
             match self.inner.rest.put_guild_commands(app, *guild, &commands).await {
                 Ok(()) => tracing::info!(%guild, "Discord commands registered"),
@@ -160,7 +170,7 @@ impl DiscordDoor {
             Ok(i) => i,
             Err(e) => return crate::api::error::ApiError::invalid(&crate::core::validation::ValidationErrors(vec![e])).into_response(),
         };
-        let answer = self.handle(i);
+        let answer = self.handle(i).await;
         if let Some(work) = answer.work {
             self.inner.tasks.spawn(work);
         }
@@ -170,7 +180,7 @@ impl DiscordDoor {
     /// Answers an interaction from the gateway: the initial response through the callback, then the work.
     pub async fn answer_via_callback(&self, i: Interaction) {
         let (id, token) = (i.id, i.token.clone());
-        let answer = self.handle(i);
+        let answer = self.handle(i).await;
         if let Err(e) = self.inner.rest.callback(id, &token, &answer.initial).await {
             tracing::error!(error = %e, "could not answer a Discord interaction");
             return;
@@ -180,13 +190,22 @@ impl DiscordDoor {
         }
     }
 
-    /// The one way an interaction is handled, whichever way it came in: authorized (guild, roles) on every
-    /// interaction, converted, answered at once, the work handed back to run after the answer.
-    pub fn handle(&self, i: Interaction) -> Answer {
-        let cmd = match &i.kind {
+    /// The one way an interaction is handled, whichever way it came in: answered once per interaction id,
+    /// authorized (guild, roles) on every interaction, converted, answered at once, the work handed back to run after
+    /// the answer. Whether the answer is private is decided here, before it is deferred.
+    pub async fn handle(&self, i: Interaction) -> Answer {
+        if i.kind == Kind::Ping {
+            return Answer::now(reply::pong());
+        }
+        if !self.inner.seen.first(i.id, Instant::now()) {
+            tracing::warn!(interaction = %i.id, "Discord interaction received again: answered once already, nothing done");
+            return Answer::now(reply::immediate(&Reply::private("This interaction was already answered; nothing was done again.")));
+        }
+        let (cmd, components) = match &i.kind {
             Kind::Ping => return Answer::now(reply::pong()),
-            Kind::Command { name, options } => parse_command(name, options),
-            Kind::Component { custom_id } => parse_component(custom_id),
+            Kind::Autocomplete { command, focused, typed, .. } => return Answer::now(complete::answer(self, &i, command, focused, typed).await),
+            Kind::Command { name, options } => (parse_command(name, options), serde_json::Value::Null),
+            Kind::Component { custom_id, components } => (parse_component(custom_id), components.clone()),
             Kind::Other(n) => {
                 tracing::debug!(kind = n, "Discord interaction type not handled");
                 return Answer::now(reply::immediate(&Reply::private("pvedeploy does not handle this kind of interaction.")));
@@ -205,6 +224,12 @@ impl DiscordDoor {
         let Some(caller) = i.caller.clone() else { return Answer::now(reply::immediate(&Reply::private(Refusal::NoUser.to_string()))) };
         let actor = Actor { name: format!("discord:{} {}", caller.id, caller.name), door: Door::Discord };
         let door = self.clone();
+        // A press of a confirmation that is no longer pending (expired, used, or issued before a restart) disables
+        // the message's buttons in place; a press by someone else is told so privately.
+        let unconfirmed = |e: confirm::ConfirmError| match e {
+            confirm::ConfirmError::Unknown => Answer::now(reply::update_disabled(&format!("⌛ {e}; nothing was changed."), &components)),
+            confirm::ConfirmError::OtherUser => Answer::now(reply::immediate(&Reply::private(format!("⛔ {e}.")))),
+        };
         match cmd {
             DiscordCommand::Deploy(raw) => match self.inner.engine.parse_spec(raw) {
                 Ok(spec) => Answer { initial: reply::deferred(false), work: Some(Box::pin(run::deploy(door, i, spec, actor))) },
@@ -213,34 +238,59 @@ impl DiscordDoor {
             },
             DiscordCommand::ConfirmDestroy { deployment, nonce } => match self.inner.confirmations.take(&nonce, Some(&deployment), caller.id, Instant::now()) {
                 Ok(id) => Answer { initial: reply::deferred_update(), work: Some(Box::pin(run::destroy(door, i, id, actor))) },
-                Err(e) => Answer::now(reply::immediate(&Reply::private(format!("⛔ {e}.")))),
+                Err(e) => unconfirmed(e),
             },
             DiscordCommand::ConfirmRestore { nonce } => match self.inner.confirmations.take(&nonce, None, caller.id, Instant::now()) {
                 Ok(bound) => Answer { initial: reply::deferred_update(), work: Some(Box::pin(run::restore(door, i, bound, actor))) },
-                Err(e) => Answer::now(reply::immediate(&Reply::private(format!("⛔ {e}.")))),
+                Err(e) => unconfirmed(e),
             },
             DiscordCommand::CancelDestroy { nonce } => match self.inner.confirmations.take(&nonce, None, caller.id, Instant::now()) {
-                Ok(_) => Answer { initial: reply::deferred_update(), work: Some(Box::pin(async move { door.edit(&i, &Reply::text("Cancelled; nothing was changed.")).await })) },
-                Err(e) => Answer::now(reply::immediate(&Reply::private(format!("⛔ {e}.")))),
+                Ok(_) => Answer { initial: reply::deferred_update(), work: Some(Box::pin(async move { door.edit(&i, &Reply::text("Cancelled; nothing was changed."), false).await })) },
+                Err(e) => unconfirmed(e),
             },
-            other => Answer { initial: reply::deferred(false), work: Some(Box::pin(run::command(door, i, other, actor))) },
+            other => {
+                let private = other.private();
+                // A shared read of a deployment that does not exist is refused before anything is shown publicly.
+                if !private {
+                    if let Some(refused) = self.missing(&other).await {
+                        return Answer::now(reply::immediate(&refused));
+                    }
+                }
+                Answer { initial: reply::deferred(private), work: Some(Box::pin(run::command(door, i, other, actor))) }
+            }
         }
     }
 
-    /// Edits the interaction's original message; an ephemeral reply (an error, a refusal) replaces the public
-    /// "thinking…" message with a follow-up only the caller sees. The first edit can race Discord's processing
-    /// of our deferred answer, so an unknown message is retried briefly.
-    async fn edit(&self, i: &Interaction, r: &Reply) {
+    /// For a public read naming a deployment: the private refusal when it certainly does not exist (looked up under
+    /// a short deadline; when the store is slow the read goes on and reports it in the background).
+    async fn missing(&self, cmd: &DiscordCommand) -> Option<Reply> {
+        let name = match cmd {
+            DiscordCommand::Status { name: Some(n), .. } | DiscordCommand::Schedules { name: Some(n), .. } => n,
+            DiscordCommand::Logs { name, .. } | DiscordCommand::Snapshots { name, .. } | DiscordCommand::Backups { name, .. } => name,
+            _ => return None,
+        };
+        match tokio::time::timeout(PRECHECK, self.inner.engine.find(name)).await {
+            Ok(Err(e @ EngineError::NotFound(_))) => Some(render::engine_error(&e)),
+            _ => None,
+        }
+    }
+
+    /// Completes the interaction's original message. `private_deferral`: the answer was deferred as ephemeral, so
+    /// the original is private and is edited whatever the reply. Otherwise an ephemeral reply (an error, a refusal)
+    /// replaces the public "thinking…" message with a follow-up only the caller sees. The first edit can race
+    /// Discord's processing of our deferred answer, so an unknown message is retried briefly.
+    async fn edit(&self, i: &Interaction, r: &Reply, private_deferral: bool) {
         let body = r.message_json();
+        let file = r.file.as_ref();
         let rest = &self.inner.rest;
         for attempt in 0..5 {
-            let sent = if r.ephemeral {
+            let sent = if r.ephemeral && !private_deferral {
                 match rest.delete_original(i.application_id, &i.token).await {
-                    Ok(()) => rest.follow_up(i.application_id, &i.token, &body).await,
+                    Ok(()) => rest.follow_up(i.application_id, &i.token, &body, file).await,
                     Err(e) => Err(e),
                 }
             } else {
-                rest.edit_original(i.application_id, &i.token, &body).await
+                rest.edit_original(i.application_id, &i.token, &body, file).await
             };
             match sent {
                 Ok(()) => return,

@@ -1,10 +1,12 @@
 //! Runs what the doors ask for: records intent, advances the lifecycle one persisted step at a time, and publishes what happened.
 
+pub mod backups;
 pub mod bus;
 pub mod check;
 pub mod deploy;
 pub mod export;
 pub mod ownership;
+pub mod previews;
 pub mod provision;
 pub mod reachability;
 pub mod reconcile;
@@ -133,11 +135,13 @@ impl Engine {
 
     /// Enables deploying apps over SSH (set once, at start).
     pub fn set_deployer(&self, d: deploy::Deployer) {
+        // Set once at start; a second call leaves the first deployer in place.
         let _ = self.inner.deployer.set(Arc::new(d));
     }
 
     /// Sets the key that seals environment values (set once, at start).
     pub fn set_secrets(&self, s: crate::secrets::SecretBox) {
+        // Set once at start; a second call leaves the first key in place.
         let _ = self.inner.secrets.set(s);
     }
 
@@ -171,6 +175,11 @@ impl Engine {
         &self.inner.limits
     }
 
+    /// The repository policy requests are parsed under.
+    pub fn repos(&self) -> &RepoPolicy {
+        &self.inner.repos
+    }
+
     /// Parses a request from any door into a spec, or every reason it is wrong.
     pub fn parse_spec(&self, raw: RawSpec) -> Result<Spec, EngineError> {
         Spec::parse(raw, &self.inner.limits, &self.inner.repos).map_err(EngineError::Invalid)
@@ -191,7 +200,15 @@ impl Engine {
             source::Source::Unverified(why) => format!(" (the repository could not be checked from the agent: {why}; the guest will try)"),
             _ => String::new(),
         };
-        let d = Deployment::new(spec, now_millis());
+        let d = self.record_new(Deployment::new(spec, now_millis()), actor, &checked).await?;
+        self.start_pipeline(&d);
+        Ok(d)
+    }
+
+    /// Records a new `pending` deployment whole in one commit (deployment, first event, audit entry, log line; the name
+    /// claimed atomically: a live deployment of the same name is a 422 on `name`), without starting it.
+    pub(crate) async fn record_new(&self, d: Deployment, actor: &Actor, note: &str) -> Result<Deployment, EngineError> {
+        let checked = note;
         let store = &self.inner.store;
         // The request is recorded whole in one commit: deployment, first event, audit entry and log line.
         let audit = AuditEntry::new(actor, "deploy", Some(d.id.as_str()), &format!("name={} repo={} branch={}", d.spec.name, d.spec.repo_url, d.spec.branch));
@@ -209,10 +226,14 @@ impl Engine {
         }
         self.inner.bus.publish(Event::Log(line));
         self.publish_status(&d);
+        Ok(d)
+    }
+
+    /// Starts a recorded deployment's pipeline in the background.
+    pub(crate) fn start_pipeline(&self, d: &Deployment) {
         let engine = self.clone();
         let id = d.id.clone();
         self.inner.tasks.spawn(async move { engine.run_pipeline(id).await });
-        Ok(d)
     }
 
     /// The pipeline of a new deployment: provisioning (when a cluster is configured), then — once it
@@ -284,7 +305,7 @@ impl Engine {
                     let id2 = id.clone();
                     let done = engine
                         .with_lease(&id, std::time::Duration::from_secs(600), |lease| async move {
-                            let _ = e2.deploy_release(&id2, &lease, crate::store::releases::Trigger::Rollback, deploy::Wanted::Release(prev.id)).await;
+                            e2.deploy_release_or_say(&id2, &lease, crate::store::releases::Trigger::Rollback, deploy::Wanted::Release(prev.id)).await;
                         })
                         .await;
                     if done.is_none() {
@@ -486,7 +507,7 @@ impl Engine {
                             return;
                         }
                     }
-                    let _ = engine.deploy_release(&id2, &lease, trigger, wanted).await;
+                    engine.deploy_release_or_say(&id2, &lease, trigger, wanted).await;
                 })
                 .await;
             if done.is_none() {
@@ -520,7 +541,10 @@ impl Engine {
         match self.store().disable_schedules_of(id).await {
             Ok(ids) if ids.is_empty() => {}
             Ok(ids) => self.log(id, Level::Info, "destroy", &format!("disabled {} schedule(s) of this deployment: {}", ids.len(), ids.join(", "))).await,
-            Err(e) => tracing::error!(deployment = %id, error = %e, "could not disable the destroyed deployment's schedules"),
+            Err(e) => {
+                tracing::error!(deployment = %id, error = %e, "could not disable the destroyed deployment's schedules");
+                self.log(id, Level::Warn, "destroy", &format!("could not disable this deployment's schedules ({e}); they stay enabled")).await;
+            }
         }
     }
 

@@ -10,6 +10,7 @@ use pvedeploy::config::{Config, Overrides};
 use pvedeploy::remote::actions::{DestroyArgs, RedeployArgs, TargetArgs};
 use pvedeploy::remote::deploy::DeployArgs;
 use pvedeploy::remote::env::EnvCommand;
+use pvedeploy::remote::backups::BackupCommand;
 use pvedeploy::remote::snapshots::SnapshotCommand;
 use pvedeploy::remote::follow::Goal;
 use pvedeploy::remote::list::ListArgs;
@@ -127,7 +128,7 @@ enum Command {
     Completions(CompletionsArgs),
     /// Print the man page (roff), or write one page per command into a folder.
     Man(ManArgs),
-    /// Manage the schedules of a running agent (cron: redeploy, snapshot, stop, start, destroy, reconcile, drift).
+    /// Manage the schedules of a running agent (cron: redeploy, snapshot, backup, stop, start, destroy, reconcile, drift).
     Schedule {
         #[command(subcommand)]
         command: ScheduleCommand,
@@ -136,6 +137,11 @@ enum Command {
     Snapshot {
         #[command(subcommand)]
         command: SnapshotCommand,
+    },
+    /// A deployment's vzdump backups: list, take, delete, restore the guest from one.
+    Backup {
+        #[command(subcommand)]
+        command: BackupCommand,
     },
 }
 
@@ -154,7 +160,7 @@ enum ScheduleCommand {
         /// Cron expression: 5 fields (Unix) or 6/7 with seconds first, e.g. "0 3 * * *".
         #[arg(long)]
         cron: String,
-        /// redeploy, snapshot, stop, start, destroy, reconcile or drift.
+        /// redeploy, snapshot, backup, stop, start, destroy, reconcile or drift.
         #[arg(long)]
         action: String,
         /// `all` or a deployment name or id.
@@ -185,6 +191,8 @@ enum ScheduleCommand {
 }
 
 fn main() -> ExitCode {
+    // Before any other thread: see `memory` for why, with figures.
+    pvedeploy::memory::tune_allocator();
     // `RUST_BACKTRACE=1` (common in developer shells) also makes every error value capture a
     // backtrace, and SurrealDB creates errors on ordinary paths: provisioning took nearly twice as
     // long. Panics still print theirs; error values do not, unless `RUST_LIB_BACKTRACE` asks for it.
@@ -300,6 +308,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Destroy(a) => Ok(finish(async { remote::actions::run(&connect(&a.agent)?, Goal::Destroy, &a.name, &a.follow, a.yes, None).await }.await)),
         Command::Env { command } => Ok(finish(async { remote::env::run(&connect(command.agent())?, &command).await }.await)),
         Command::Snapshot { command } => Ok(finish(async { remote::snapshots::run(&connect(command.agent())?, &command).await }.await)),
+        Command::Backup { command } => Ok(finish(async { remote::backups::run(&connect(command.agent())?, &command).await }.await)),
         Command::Completions(a) => {
             remote::manual::completions(&a, Cli::command(), &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)

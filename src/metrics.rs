@@ -46,14 +46,14 @@ impl Metrics {
             let n = stats.by_status.iter().find(|(st, _)| *st == s).map(|(_, n)| *n).unwrap_or(0);
             let _ = writeln!(out, "pvedeploy_deployments{{status=\"{}\"}} {n}", s.as_str());
         }
-        let d = &stats.deploy_durations_ms;
-        out.push_str("# HELP pvedeploy_deploy_duration_seconds How long each deploy that went live took (its start to a passing health check).\n# TYPE pvedeploy_deploy_duration_seconds summary\n");
+        let d = &stats.deploys.recent_durations_ms;
+        out.push_str("# HELP pvedeploy_deploy_duration_seconds How long each deploy that went live took (its start to a passing health check); quantiles over the newest 1000, sum and count over all.\n# TYPE pvedeploy_deploy_duration_seconds summary\n");
         for q in [0.5, 0.95] {
             let v = if d.is_empty() { 0.0 } else { d[((q * d.len() as f64).ceil() as usize).clamp(1, d.len()) - 1] as f64 / 1000.0 };
             let _ = writeln!(out, "pvedeploy_deploy_duration_seconds{{quantile=\"{q}\"}} {v}");
         }
-        let _ = writeln!(out, "pvedeploy_deploy_duration_seconds_sum {}", d.iter().sum::<i64>() as f64 / 1000.0);
-        let _ = writeln!(out, "pvedeploy_deploy_duration_seconds_count {}", d.len());
+        let _ = writeln!(out, "pvedeploy_deploy_duration_seconds_sum {}", stats.deploys.succeeded_ms_sum as f64 / 1000.0);
+        let _ = writeln!(out, "pvedeploy_deploy_duration_seconds_count {}", stats.deploys.succeeded);
         out.push_str("# HELP pvedeploy_store_queries_total Queries this process has sent to the database (each may hold several statements).\n# TYPE pvedeploy_store_queries_total counter\n");
         let _ = writeln!(out, "pvedeploy_store_queries_total {}", crate::store::queries_sent());
         out.push_str("# HELP pvedeploy_http_requests_total HTTP requests by method, operation and status.\n# TYPE pvedeploy_http_requests_total counter\n");

@@ -12,6 +12,7 @@
 //! - **Tasks**: mutating calls return a [`Upid`]; [`PveClient::wait_task`] polls it to an outcome.
 
 mod access;
+mod backups;
 mod client;
 mod cluster;
 mod error;
@@ -32,6 +33,7 @@ use std::time::Duration;
 use crate::config::Secret;
 
 pub use access::Role;
+pub use backups::{BackupVolume, RestoreNew, VzdumpRequest};
 pub use client::{PveClient, RetryPolicy};
 pub use network::Interface;
 pub use cluster::{ClusterResource, ClusterStatusEntry, NodeInfo, NodeStatus, ResourceKind, ResourceType, StorageInfo, Version, Volume};

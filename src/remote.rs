@@ -4,6 +4,7 @@
 
 pub mod actions;
 pub mod args;
+pub mod backups;
 pub mod deploy;
 pub mod dotenv;
 pub mod env;

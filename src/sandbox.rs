@@ -1,5 +1,6 @@
 //! The built-in sandbox: when no Proxmox cluster is configured, `serve` starts the Proxmox VE simulator
-//! in-process (real systemd-nspawn guests when the machine allows, API-only guests otherwise).
+//! in-process (real systemd-nspawn guests when the machine allows, API-only guests otherwise) as a freshly
+//! installed PVE 9 cluster, and prepares it through the API exactly as docs/configuration.md tells an operator to.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -33,6 +34,8 @@ impl Sandbox {
         // sshd and nspawn want absolute paths; the default data dir is relative (./data).
         let state_dir = state_dir.canonicalize().with_context(|| format!("resolving {}", state_dir.display()))?;
         let mut cfg = SimConfig::sandbox(state_dir.clone());
+        // A stock install (no snippets content, no templates): `prepare` does the rest through the API.
+        cfg.cluster = pvedeploy_sim::ClusterSpec { name: cfg.cluster.name.clone(), ..pvedeploy_sim::ClusterSpec::stock(9) };
         let mut real = false;
         let backend: Arc<dyn GuestBackend> =
             match pvedeploy_sim::guest::NspawnBackend::detect(&state_dir, &pvedeploy_sim::guest::default_cache_dir()) {
@@ -63,6 +66,10 @@ impl Sandbox {
         }
         let token = cfg.tokens.first().cloned().context("the sandbox has a token")?;
         let handle = Simulator::start(cfg).await.context("starting the Proxmox VE simulator")?;
+        if let Err(e) = prepare(&handle).await {
+            handle.shutdown().await;
+            return Err(e.context("preparing the sandbox cluster through its API"));
+        }
         let mut host_keys = std::collections::BTreeMap::new();
         let mut addresses = std::collections::BTreeMap::new();
         for node in handle.node_names() {
@@ -86,5 +93,95 @@ impl Sandbox {
     /// Stops every guest and the simulator.
     pub async fn stop(self) {
         self.handle.shutdown().await;
+    }
+}
+
+/// The container template the sandbox downloads on every node, and the VM template's id (the agent's defaults).
+const LXC_TEMPLATE: &str = "debian-12-standard_12.7-1_amd64.tar.zst";
+const VM_TEMPLATE: &str = "9000";
+
+/// What an operator does on a fresh cluster before the agent can deploy (docs/configuration.md): enable snippets
+/// on `local` (`pvesm set local --content …,snippets`), download the container template on every node (`pveam
+/// download local …`), and make the cloud-init VM template 9000 (`qm create` shaped as the PVE 9 GUI makes a UEFI
+/// VM, with a cloud-init drive and the guest agent, then `qm template`). Every call goes through the API, with
+/// the simulator's root token and its pinned certificate.
+async fn prepare(sim: &SimHandle) -> anyhow::Result<()> {
+    let api = Api::new(sim)?;
+    api.call(reqwest::Method::PUT, "/storage/local", &[("content", "iso,vztmpl,backup,import,snippets")]).await?;
+    for node in sim.node_names() {
+        let upid = api.call(reqwest::Method::POST, &format!("/nodes/{node}/aplinfo"), &[("storage", "local"), ("template", LXC_TEMPLATE)]).await?;
+        api.task(&upid).await?;
+    }
+    let template = [
+        ("vmid", VM_TEMPLATE),
+        ("name", "debian12-cloud"),
+        ("ostype", "l26"),
+        ("bios", "ovmf"),
+        ("machine", "q35"),
+        ("efidisk0", "local-lvm:1,efitype=4m,pre-enrolled-keys=1"),
+        ("cpu", "x86-64-v2-AES"),
+        ("cores", "2"),
+        ("memory", "2048"),
+        ("scsihw", "virtio-scsi-pci"),
+        ("scsi0", "local-lvm:4"),
+        ("scsi1", "local-lvm:2"),
+        ("ide2", "local-lvm:cloudinit"),
+        ("boot", "order=scsi0"),
+        ("serial0", "socket"),
+        ("vga", "serial0"),
+        ("agent", "1"),
+        ("net0", "virtio,bridge=vmbr0"),
+    ];
+    let upid = api.call(reqwest::Method::POST, "/nodes/pve1/qemu", &template).await?;
+    api.task(&upid).await?;
+    let upid = api.call(reqwest::Method::POST, &format!("/nodes/pve1/qemu/{VM_TEMPLATE}/template"), &[]).await?;
+    if upid.is_string() {
+        api.task(&upid).await?;
+    }
+    Ok(())
+}
+
+/// The simulator's API as the operator uses it.
+struct Api {
+    http: reqwest::Client,
+    base: String,
+    auth: String,
+}
+
+impl Api {
+    fn new(sim: &SimHandle) -> anyhow::Result<Api> {
+        let cert = reqwest::Certificate::from_pem(sim.cert_pem().as_bytes()).context("the simulator's certificate")?;
+        let http = reqwest::Client::builder().add_root_certificate(cert).timeout(std::time::Duration::from_secs(30)).build().context("an HTTP client")?;
+        let (id, secret) = sim.admin_token();
+        Ok(Api { http, base: format!("https://localhost:{}/api2/json", sim.addr().port()), auth: format!("PVEAPIToken={id}={secret}") })
+    }
+
+    /// One call; its `data`, or the status and PVE's message.
+    async fn call(&self, method: reqwest::Method, path: &str, form: &[(&str, &str)]) -> anyhow::Result<serde_json::Value> {
+        let mut req = self.http.request(method.clone(), format!("{}{path}", self.base)).header("Authorization", &self.auth);
+        if !form.is_empty() {
+            req = req.form(form);
+        }
+        let resp = req.send().await.with_context(|| format!("{method} {path}"))?;
+        let status = resp.status();
+        let body: serde_json::Value = resp.json().await.unwrap_or(serde_json::Value::Null);
+        anyhow::ensure!(status.is_success(), "{method} {path}: {status} {body}");
+        Ok(body["data"].clone())
+    }
+
+    /// Waits for a task to end OK.
+    async fn task(&self, upid: &serde_json::Value) -> anyhow::Result<()> {
+        let upid = upid.as_str().context("a task id")?;
+        let node = upid.split(':').nth(1).context("the task's node")?;
+        let path = format!("/nodes/{node}/tasks/{upid}/status");
+        for _ in 0..600 {
+            let st = self.call(reqwest::Method::GET, &path, &[]).await?;
+            if st["status"] == "stopped" {
+                anyhow::ensure!(st["exitstatus"] == "OK", "task {upid} ended {}", st["exitstatus"]);
+                return Ok(());
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        anyhow::bail!("task {upid} did not end within 30 s")
     }
 }

@@ -129,6 +129,7 @@ where
         let ep = ep.clone();
         let (local, remote) = (local.clone(), remote_addr.clone());
         async move {
+            crate::memory::note_activity();
             let req = poem::Request::from((req, poem::web::LocalAddr(local), poem::web::RemoteAddr(remote), poem::http::uri::Scheme::HTTP));
             let resp: poem::Response = ep.get_response(req).await;
             Ok::<_, std::convert::Infallible>(poem::http::Response::from(resp))

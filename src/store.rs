@@ -9,6 +9,7 @@ pub mod env;
 pub mod leases;
 pub mod logs;
 pub mod migrations;
+pub mod previews;
 pub mod provision;
 pub mod releases;
 pub mod schedules;
@@ -37,6 +38,11 @@ pub enum StoreError {
     /// A stored record could not be read back into the domain; the data needs attention.
     #[error("stored data is not readable: {0}")]
     Corrupt(String),
+    /// The database refused or failed the statement in a way running it again does not fix (a rule of the schema,
+    /// the query's text, a failure inside the engine whose outcome is unknown): the code or the data needs
+    /// attention, and a write may need re-reading before anything else is done. Not safe to retry blindly.
+    #[error("the database refused the request: {0}")]
+    Refused(String),
     /// The data was written by a newer pvedeploy; run that version or newer.
     #[error("the database has schema version {found}, but this pvedeploy only knows versions up to {known}; run a newer pvedeploy")]
     NewerSchema { found: i64, known: i64 },
@@ -44,7 +50,12 @@ pub enum StoreError {
 
 impl From<surrealdb::Error> for StoreError {
     fn from(e: surrealdb::Error) -> Self {
-        StoreError::Unavailable(e.to_string())
+        let msg = e.to_string();
+        // A unique value taken arrives here as text the repositories read themselves (`deliveries`, `deployments`).
+        if is_taken(&msg) {
+            return StoreError::Unavailable(msg);
+        }
+        unavailable_or_refused(&e, msg)
     }
 }
 
@@ -218,8 +229,9 @@ pub const BLOCK_CACHE_BYTES: u64 = 16 << 20;
 /// SurrealKV syncs every commit by default (`sync=every`); we say so explicitly so a changed
 /// upstream default cannot weaken durability unnoticed. Its memory is capped too (the defaults follow
 /// the host's RAM: a 1 GiB memtable and RAM/2 − 1 GiB of cache on 24 GiB): 8 MiB of memtable (what a
-/// crash replays at most) and 16 MiB of block cache keep an idle agent under 80 MB after 100,000
-/// writes (`cargo bench --bench api`); values in the URL win.
+/// crash replays at most) and 16 MiB of block cache bound what the engine holds (idle RSS after 10,000
+/// writes: 85 MB, of which 38 MB anonymous, with `crate::memory`'s allocator settings; figures in
+/// `docs/benchmarks.md`); values in the URL win.
 fn durable_url(url: &str) -> String {
     if !url.starts_with("surrealkv://") {
         return url.to_owned();
@@ -235,10 +247,29 @@ fn durable_url(url: &str) -> String {
     out
 }
 
+/// A statement's error, as what the caller can do about it.
 fn classify(e: surrealdb::Error) -> StoreError {
     let msg = e.to_string();
-    if msg.contains("already exists") || msg.contains("already contains") {
+    if is_taken(&msg) {
         StoreError::Taken { what: "the value".into() }
+    } else {
+        unavailable_or_refused(&e, msg)
+    }
+}
+
+/// A record or unique index entry that exists already (SurrealDB reports a unique index's as `internal`).
+fn is_taken(msg: &str) -> bool {
+    msg.contains("already exists") || msg.contains("already contains")
+}
+
+/// `Refused` for what the database will refuse again whatever the moment: the statement's parameters or size
+/// (`validation`), a value it cannot (de)serialize, its configuration, permissions. Everything else stays
+/// `Unavailable`: a lost connection, a write conflict, a timeout, a statement not run because another failed, our
+/// own `THROW`s (which the repositories read), and SurrealDB's `internal` kind, which also carries storage failures
+/// such as a full disk (answered 503, retry once space is back: `tests/it/disk.rs`).
+fn unavailable_or_refused(e: &surrealdb::Error, msg: String) -> StoreError {
+    if e.is_validation() || e.is_serialization() || e.is_configuration() || e.is_not_allowed() {
+        StoreError::Refused(msg)
     } else {
         StoreError::Unavailable(msg)
     }
@@ -271,5 +302,28 @@ mod tests {
         assert_eq!(super::durable_url("surrealkv://d/db?sync=1s"), format!("surrealkv://d/db?sync=1s&{caps}"));
         assert_eq!(super::durable_url("surrealkv://d/db?max_memtable_size=8388608"), "surrealkv://d/db?max_memtable_size=8388608&sync=every&block_cache_capacity=16777216");
         assert_eq!(super::durable_url("mem://"), "mem://");
+    }
+
+    /// What the caller can do follows from the error: our own `THROW`s (which the repositories read, e.g. a lease
+    /// lost) and a record that exists stay what they were; a statement the database refuses by its text is
+    /// `Refused`, never "retry is safe".
+    #[tokio::test]
+    async fn errors_say_whether_a_retry_can_help() {
+        use super::{Store, StoreError};
+        let cfg = crate::config::DatabaseConfig { url: "mem://".into(), namespace: "t".into(), database: "t".into(), credentials: None };
+        let store = Store::open(&cfg).await.unwrap();
+        let run = |sql: &'static str| {
+            let store = store.clone();
+            async move { store.run(sql, serde_json::json!({})).await.map(|_| ()) }
+        };
+        let thrown = run("THROW 'lease lost'").await;
+        assert!(matches!(&thrown, Err(StoreError::Unavailable(m)) if m.contains("lease lost")), "{thrown:?}");
+        run("CREATE thing:one").await.unwrap();
+        let taken = run("CREATE thing:one").await;
+        assert!(matches!(taken, Err(StoreError::Taken { .. })), "{taken:?}");
+        // (A value the schema refuses is not told apart: SurrealDB reports it in the kind that also carries storage
+        // failures such as a full disk, which stay `Unavailable`.)
+        let refused = run("SELEC * FROM thing").await;
+        assert!(matches!(&refused, Err(StoreError::Refused(m)) if m.contains("Parse error")), "{refused:?}");
     }
 }

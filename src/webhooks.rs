@@ -17,8 +17,9 @@ use tokio_util::task::TaskTracker;
 use crate::api::error::{ApiError, ErrorBody};
 use crate::api::ApiState;
 use crate::config::github::GithubSettings;
+use crate::core::preview::PrAction;
 use crate::core::validation::{FieldError, ValidationErrors};
-use crate::core::webhook::{DeliveryId, Outcome, Skip};
+use crate::core::webhook::{push_skip, DeliveryId, Outcome, Skip};
 use crate::engine::Engine;
 use crate::store::deliveries::DeliveryRecord;
 use crate::store::StoreError;
@@ -264,17 +265,39 @@ impl WebhookDoor {
                 tracing::info!(%delivery, hook_id = record.hook_id, "webhook ping");
                 answer(StatusCode::OK, &delivery, "pong", format!("webhook configured; pvedeploy acts on push events{again}"), record.hook_id)
             }
-            GithubEvent::PullRequest { action, number, head, .. } => {
-                let why = format!("pull request #{number} `{action}` (head {}) read; pvedeploy does not act on pull requests yet", head.as_str());
-                record.outcome = Outcome::Ignored(Skip::Event);
-                record.git_ref = Some(format!("refs/pull/{number}/head"));
-                record.after = Some(head.as_str().to_owned());
-                record.detail = Some(why.clone());
+            GithubEvent::PullRequest(pr) => {
+                record.repo_hosts = pr.repo.hosts.clone();
+                record.git_ref = Some(format!("refs/pull/{}/head", pr.number));
+                record.after = Some(pr.head_sha.as_str().to_owned());
+                record.pusher = Some(pr.sender.clone());
+                if let PrAction::Other(action) = &pr.action {
+                    // Decided from the payload alone: recorded as done at once.
+                    let why = format!("pull request #{} `{action}` (head {}): previews act on opened, reopened, synchronize and closed", pr.number, pr.head_sha.as_str());
+                    record.outcome = Outcome::Ignored(Skip::Event);
+                    record.detail = Some(why.clone());
+                    let again = match self.record(&record).await {
+                        Ok(r) => r.note(),
+                        Err(r) => return r,
+                    };
+                    return answer(StatusCode::ACCEPTED, &delivery, "ignored", format!("{why}{again}"), None);
+                }
+                let Ok(slot) = self.inner.slots.clone().try_acquire_owned() else {
+                    tracing::warn!(%delivery, "webhook delivery refused: too many deliveries in flight");
+                    return error(StatusCode::SERVICE_UNAVAILABLE, "busy", "too many deliveries are being handled; nothing was done, redeliver later");
+                };
                 let again = match self.record(&record).await {
                     Ok(r) => r.note(),
                     Err(r) => return r,
                 };
-                answer(StatusCode::ACCEPTED, &delivery, "ignored", format!("{why}{again}"), None)
+                let engine = self.inner.engine.clone();
+                let lanes = self.inner.lanes.clone();
+                let id = delivery.clone();
+                let said = format!("pull request #{} `{}` recorded; previews are handled in the background{again}", pr.number, pr.action);
+                self.inner.tasks.spawn(async move {
+                    dispatch::pull_request(&engine, &lanes, &id, &pr).await;
+                    drop(slot);
+                });
+                answer(StatusCode::ACCEPTED, &delivery, "accepted", said, None)
             }
             GithubEvent::Other { .. } => {
                 let why = github::not_acted_on(&event);
@@ -284,6 +307,23 @@ impl WebhookDoor {
                     Ok(r) => r.note(),
                     Err(r) => return r,
                 };
+                answer(StatusCode::ACCEPTED, &delivery, "ignored", format!("{why}{again}"), None)
+            }
+            GithubEvent::Push(push) if push_skip(&push) == Some(Skip::Marker) => {
+                // Decided from the payload alone: recorded as done at once (nothing to route, nothing to resume).
+                let why = format!("the head commit's message holds `{}`: nothing is deployed", push.skip_marker.unwrap_or_default());
+                record.repo_hosts = push.repo.hosts.clone();
+                record.git_ref = Some(push.raw_ref.clone());
+                record.before = push.before.as_ref().map(|c| c.as_str().to_owned());
+                record.after = push.after.as_ref().map(|c| c.as_str().to_owned());
+                record.pusher = Some(push.pusher.clone());
+                record.outcome = Outcome::Ignored(Skip::Marker);
+                record.detail = Some(why.clone());
+                let again = match self.record(&record).await {
+                    Ok(r) => r.note(),
+                    Err(r) => return r,
+                };
+                tracing::info!(%delivery, repo = %push.repo.full_name, git_ref = %push.raw_ref, "webhook push skipped by its commit message");
                 answer(StatusCode::ACCEPTED, &delivery, "ignored", format!("{why}{again}"), None)
             }
             GithubEvent::Push(push) => {
@@ -389,7 +429,7 @@ impl WebhookDoor {
                 match dispatch::push_from_record(&record) {
                     Some(push) => dispatch::push(&engine, &lanes, &record.delivery, &push).await,
                     None => {
-                        let why = "the recorded push could not be read back; redeliver it from GitHub";
+                        let why = "the recorded delivery could not be read back (a push whose record lacks a field, or a pull request, whose payload is not kept); redeliver it from GitHub";
                         if let Err(e) = engine.store().finish_delivery(&record.delivery, Outcome::Failed, Some(why), &[], None).await {
                             tracing::error!(delivery = %record.delivery, error = %e, "could not record a webhook delivery's outcome");
                         }

@@ -358,8 +358,9 @@ export function detail(main, ctx, id) {
   const tf = h('section', { class: 'card', 'aria-labelledby': 'tf-h' });
   const envSec = h('section', { class: 'card', 'aria-labelledby': 'env-h' });
   const hooks = h('section', { class: 'card', 'aria-labelledby': 'wh-h' });
+  const safety = h('div', { class: 'grid2' });
   main.append(h('p', {}, h('a', { href: '#/deployments' }, '← Deployments')), head,
-    h('div', { class: 'grid2' }, timeline, releases), logBox, h('div', { class: 'grid2' }, envSec, tf), hooks);
+    h('div', { class: 'grid2' }, timeline, releases), logBox, safety, h('div', { class: 'grid2' }, envSec, tf), hooks);
 
   let dep = null;
   let following = null; // AbortController of the live log
@@ -457,10 +458,92 @@ export function detail(main, ctx, id) {
       : h('p', { class: 'muted' }, 'No push has named this deployment.'));
   }).catch((e) => clear(hookList, errorBox(e)));
 
+  const data = dataSafety(safety, ctx, id, () => refresh());
+
   return {
-    refresh,
+    refresh: () => { refresh(); data.load(); },
     leave: () => { if (following) following.abort(); },
   };
+}
+
+// ---------- Snapshots and backups (detail page) ----------
+
+function dataSafety(box, ctx, id, after) {
+  const snapSec = h('section', { class: 'card', 'aria-labelledby': 'snap-h' });
+  const backSec = h('section', { class: 'card', 'aria-labelledby': 'bk-h' });
+  box.append(snapSec, backSec);
+  const snapList = h('div', { id: 'snap-list' });
+  const backList = h('div', { id: 'backup-list' });
+  const base = `/deployments/${id}`;
+  // One action on a snapshot or backup: confirmed when it overwrites or deletes, reported in a toast, lists reloaded.
+  const act = async (label, method, path, body, confirmText) => {
+    if (confirmText && !(await ctx.confirmDialog(`${label}?`, confirmText, label))) return null;
+    try {
+      const r = await api(method, path, body);
+      ctx.toast(`${label}: done`, 'ok');
+      load();
+      after();
+      return r;
+    } catch (e) {
+      ctx.toast(`${label}: ${e.message}`, 'error');
+      return null;
+    }
+  };
+  const btn = (label, aria, onclick, cls = '') => h('button', { type: 'button', class: cls, 'aria-label': aria, onclick }, label);
+
+  const snapName = h('input', { id: 'snap-name', placeholder: 'snapshot name', autocomplete: 'off', 'aria-label': 'Snapshot name' });
+  const snapErr = h('p', { class: 'field-error', id: 'err-snap-name', role: 'alert' });
+  const snapForm = h('form', { id: 'snap-take', class: 'row' }, snapName, h('button', { type: 'submit' }, 'Take snapshot'));
+  snapForm.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    snapErr.textContent = '';
+    try {
+      await api('POST', `${base}/snapshots`, { name: snapName.value.trim() });
+      snapName.value = '';
+      ctx.toast('Snapshot taken', 'ok');
+      load();
+    } catch (ex) {
+      snapErr.textContent = ex instanceof ApiError && ex.fields.length ? ex.fields.map((p) => `${p.field}: ${p.message}`).join(' · ') : ex.message;
+    }
+  });
+  snapSec.append(h('h2', { id: 'snap-h' }, 'Snapshots'), snapList, snapForm, snapErr);
+
+  const asName = h('input', { id: 'restore-as-name', placeholder: 'new deployment name', autocomplete: 'off', 'aria-label': 'Name of a deployment restored from a backup' });
+  backSec.append(h('h2', { id: 'bk-h' }, 'Backups'), h('p', { class: 'hint' }, 'vzdump backups in the backup storage; they outlive the deployment. Restore in place overwrites the guest; restore as new makes a new deployment named below.'),
+    backList, h('div', { class: 'row' }, btn('Take backup', 'Take backup', () => act('Backup', 'POST', `${base}/backups`, {})), asName));
+
+  const load = async () => {
+    try {
+      const s = await get(`${base}/snapshots`);
+      clear(snapList, s.items.length
+        ? h('ul', { class: 'snapshots' }, s.items.map((x) => h('li', { 'data-snapshot': x.name },
+          h('code', {}, x.name), ' ', h('span', { class: 'muted small' }, `${x.kind}${x.taken_at ? ` · ${age(x.taken_at)}` : ''}`), ' ',
+          btn('Rollback', `Rollback to ${x.name}`, () => act(`Rollback to ${x.name}`, 'POST', `${base}/snapshots/${encodeURIComponent(x.name)}/rollback`, {}, `The guest is stopped and returns to snapshot ${x.name}; what changed since is lost.`), 'danger'), ' ',
+          btn('Delete', `Delete snapshot ${x.name}`, () => act(`Delete snapshot ${x.name}`, 'DELETE', `${base}/snapshots/${encodeURIComponent(x.name)}`, undefined, `Snapshot ${x.name} is deleted.`)))))
+        : h('p', { class: 'muted' }, 'No snapshot.'));
+    } catch (e) {
+      clear(snapList, errorBox(e));
+    }
+    try {
+      const b = await get(`${base}/backups`);
+      clear(backList, b.items.length
+        ? h('ul', { class: 'backups' }, b.items.map((x) => h('li', { 'data-backup': x.name },
+          h('code', {}, x.name), ' ', h('span', { class: 'muted small' }, `${x.taken_by} · ${bytes(x.size_bytes)}${x.taken_at ? ` · ${age(x.taken_at)}` : ''}`), ' ',
+          btn('Restore', `Restore ${x.name}`, () => act(`Restore ${x.name}`, 'POST', `${base}/backups/${encodeURIComponent(x.name)}/restore`, {}, `The guest is stopped and overwritten from ${x.name}; what changed since is lost.`), 'danger'), ' ',
+          btn('Restore as new', `Restore ${x.name} as new`, async () => {
+            const name = asName.value.trim();
+            if (!name) { asName.focus(); ctx.toast('Name the new deployment first', 'error'); return; }
+            const d = await act(`Restore ${x.name} as ${name}`, 'POST', `${base}/backups/${encodeURIComponent(x.name)}/restore`, { as_new: { name } });
+            if (d && d.id) ctx.go(`#/deployments/${d.id}`);
+          }), ' ',
+          btn('Delete', `Delete backup ${x.name}`, () => act(`Delete backup ${x.name}`, 'DELETE', `${base}/backups/${encodeURIComponent(x.name)}`, undefined, `Backup ${x.name} is deleted from the storage.`)))))
+        : h('p', { class: 'muted' }, 'No backup.'));
+    } catch (e) {
+      clear(backList, errorBox(e));
+    }
+  };
+  load();
+  return { load };
 }
 
 // ---------- Resources ----------

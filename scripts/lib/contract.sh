@@ -70,6 +70,12 @@ check_repo() {
      $u =~ ^[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:[A-Za-z0-9._~/+-][^[:space:][:cntrl:]]*$ ]] ||
     bad_arg --repo "must be an https://, http://, ssh:// or user@host:path URL without spaces or control characters"
 }
+# curl's CURLOPT_RESOLVE entry HOST:PORT:ADDRESS (an IPv6 address in brackets): the address the agent resolved
+# and checked for the repository's host, handed to git as http.curloptResolve so the guest never resolves it.
+check_resolve() {
+  [[ $1 =~ ^[A-Za-z0-9.-]{1,253}:[0-9]{1,5}:([0-9]{1,3}(\.[0-9]{1,3}){3}|\[[0-9A-Fa-f:.]{2,45}\])$ ]] ||
+    bad_arg --resolve "must be HOST:PORT:ADDRESS (an IPv4 address, or an IPv6 one in brackets)"
+}
 check_version() { # flag value: a runtime version such as 3.11, 18 or 8.2
   [[ $2 =~ ^[0-9]{1,2}(\.[0-9]{1,2})?$ ]] || bad_arg "$1" "must look like 3.11, 18 or 8.2"
 }

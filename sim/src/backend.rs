@@ -47,6 +47,11 @@ pub trait GuestBackend: Send + Sync + 'static {
     /// Guest booted (sshd accepting); the sim's agent answers only when true AND the delay passed.
     async fn is_up(&self, vmid: u32) -> bool;
     async fn shutdown_all(&self);
+    /// Where the backend keeps the guest's disk as files (created on demand), if it does: vzdump archives
+    /// them and a restore unpacks into them. API-only guests have none.
+    fn disk_dir(&self, _vmid: u32) -> Option<std::path::PathBuf> {
+        None
+    }
 }
 
 /// A backend with no real system behind it: a started guest counts as "up" at once

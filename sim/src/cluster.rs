@@ -5,6 +5,7 @@ pub mod access;
 pub mod addresses;
 pub mod agent;
 pub mod appliances;
+pub mod backups;
 pub mod cloudinit;
 pub mod config_update;
 pub mod disks;
@@ -12,6 +13,7 @@ pub mod locks;
 pub mod lxc;
 pub mod migrate;
 pub mod nodes;
+pub mod perms;
 pub mod power;
 pub mod qemu;
 pub mod snapshots;
@@ -54,6 +56,8 @@ pub struct Cluster {
     pub bridges: Vec<String>,
     /// API calls served, by method and schema path (tests count what a client sent).
     pub calls: Mutex<std::collections::BTreeMap<(String, String), u64>>,
+    /// The nodes' clock as vzdump reads it (`backups::Clock`).
+    pub clock: backups::Clock,
 }
 
 /// A validated API call.
@@ -108,6 +112,7 @@ impl Cluster {
             access,
             bridges: cfg.cluster.bridges.clone(),
             calls: Mutex::default(),
+            clock: backups::Clock::default(),
         }))
     }
 
@@ -156,6 +161,17 @@ impl Cluster {
                         }
                     }
                 }
+                // So does a failed restore as a new guest (`API2/LXC.pm:616-629` at 94f5585, `destroy_config`); a
+                // guest overwritten with `force` keeps its config and lock (`backups/restore.rs`). A new one has
+                // nothing but the lock in its config yet.
+                if matches!(task_type.as_str(), "vzrestore" | "qmrestore") {
+                    if let Ok(vmid) = id.parse::<u32>() {
+                        let mut st = c.state();
+                        if st.guests.get(&vmid).is_some_and(|g| g.config.len() == 1 && g.config.get("lock").map(String::as_str) == Some("create")) {
+                            st.guests.remove(&vmid);
+                        }
+                    }
+                }
                 Err(message)
             });
             return upid;
@@ -183,6 +199,7 @@ impl Cluster {
             ("GET", "/access/users/{userid}/token/{tokenid}") => access::token_info(&call)?.into(),
             ("GET", "/access/roles") => access::roles(&call)?.into(),
             ("POST", "/access/roles") => access::create_role(&call)?.into(),
+            ("PUT", "/access/roles/{roleid}") => access::update_role(&call)?.into(),
             ("PUT", "/access/acl") => access::update_acl(&call)?.into(),
             ("GET", "/pools") => access::pools(&call)?.into(),
             ("POST", "/pools") => access::create_pool(&call)?.into(),
@@ -195,12 +212,17 @@ impl Cluster {
             ("GET", "/nodes/{node}") => json!([{"name": "qemu"}, {"name": "lxc"}, {"name": "storage"}, {"name": "tasks"}, {"name": "status"}]).into(),
             ("GET", "/nodes/{node}/status") => nodes::status(self, &self.state(), &node)?.into(),
             ("GET", "/cluster/status") => nodes::cluster_status(self, &self.state()).into(),
-            ("GET", "/cluster/resources") => nodes::resources(self, &self.state(), p).into(),
+            ("GET", "/cluster/resources") => {
+                let all = nodes::resources(self, &self.state(), p);
+                perms::visible_resources(&call.ident, &self.access, all, p.str("type").as_deref()).into()
+            }
             ("GET", "/cluster/nextid") => nodes::nextid(&self.state(), p)?.into(),
             ("GET", "/nodes/{node}/storage") => storage::list(&self.state(), &self.state_dir, &node, p).into(),
             ("GET", "/nodes/{node}/storage/{storage}/status") => storage::status(&self.state(), &self.state_dir, &node, p)?.into(),
             ("POST", "/nodes/{node}/storage/{storage}/upload") => storage::upload(self, &node, &call)?.into(),
-            ("GET", "/nodes/{node}/storage/{storage}/content") => storage::content(&self.state(), &self.state_dir, &node, p)?.into(),
+            ("GET", "/nodes/{node}/storage/{storage}/content") => storage::content(&self.state(), &self.state_dir, &node, p, &call.ident)?.into(),
+            ("DELETE", "/nodes/{node}/storage/{storage}/content/{volume}") => backups::delete_volume(self, &node, &call)?.into(),
+            ("POST", "/nodes/{node}/vzdump") => backups::vzdump(self, &node, &call)?.into(),
             ("GET", "/nodes/{node}/tasks") => {
                 let (data, total) = tasks::list(&self.tasks, &node, p);
                 Reply { data, total: Some(total) }
@@ -213,7 +235,7 @@ impl Cluster {
             }
             ("DELETE", "/nodes/{node}/tasks/{upid}") => tasks::stop(&self.tasks, &node, p)?.into(),
 
-            ("GET", "/nodes/{node}/qemu") => qemu::list(self, &node, p).into(),
+            ("GET", "/nodes/{node}/qemu") => perms::visible_guests(&call.ident, qemu::list(self, &node, p)).into(),
             ("POST", "/nodes/{node}/qemu") => qemu::create(self, &node, &call)?.into(),
             ("GET", "/nodes/{node}/qemu/{vmid}/config") => config_update::get_config(self, &node, GuestKind::Qemu, p)?.into(),
             ("GET", "/nodes/{node}/qemu/{vmid}/pending") => config_update::pending(self, &node, GuestKind::Qemu, p)?.into(),
@@ -240,7 +262,7 @@ impl Cluster {
             ("POST", "/nodes/{node}/qemu/{vmid}/snapshot/{snapname}/rollback") => snapshots::rollback(self, &node, GuestKind::Qemu, &call)?.into(),
             ("DELETE", "/nodes/{node}/qemu/{vmid}/snapshot/{snapname}") => snapshots::delete(self, &node, GuestKind::Qemu, &call)?.into(),
 
-            ("GET", "/nodes/{node}/lxc") => lxc::list(self, &node).into(),
+            ("GET", "/nodes/{node}/lxc") => perms::visible_guests(&call.ident, lxc::list(self, &node)).into(),
             ("POST", "/nodes/{node}/lxc") => lxc::create(self, &node, &call)?.into(),
             ("GET", "/nodes/{node}/lxc/{vmid}/config") => config_update::get_config(self, &node, GuestKind::Lxc, p)?.into(),
             ("GET", "/nodes/{node}/lxc/{vmid}/pending") => config_update::pending(self, &node, GuestKind::Lxc, p)?.into(),

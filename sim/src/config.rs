@@ -335,7 +335,7 @@ fn standard_storages() -> Vec<StorageSpec> {
         StorageSpec {
             id: "local".to_string(),
             kind: StorageKind::Dir,
-            content: strings(&["iso", "vztmpl", "snippets", "images", "rootdir"]),
+            content: strings(&["iso", "vztmpl", "snippets", "images", "rootdir", "backup"]),
             shared: false,
             total_bytes: 100 * GIB,
             nodes: None,

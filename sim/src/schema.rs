@@ -84,7 +84,14 @@ pub struct Matched {
 impl Schema {
     /// Finds the method for `METHOD /rel/path` (path relative to `/api2/json`).
     pub fn find(&self, method: &str, rel_path: &str) -> Option<Matched> {
-        let segments: Vec<&str> = rel_path.split('/').filter(|s| !s.is_empty()).collect();
+        let mut segments: Vec<&str> = rel_path.split('/').filter(|s| !s.is_empty()).collect();
+        // pve-storage registers the storage content handlers with `fragmentDelimiter => ''` (`API2/Storage/Status.pm:37`),
+        // so everything after `content/` is one `{volume}`, slashes included (pve-common `RESTHandler.pm:413-424`).
+        let whole_volume = if let ["nodes", _, "storage", _, "content", _, _, ..] = segments.as_slice() { segments[5..].join("/") } else { String::new() };
+        if !whole_volume.is_empty() {
+            segments.truncate(5);
+            segments.push(&whole_volume);
+        }
         let mut params = BTreeMap::new();
         let node = find_node(&self.root, &segments, &mut params)?;
         let def = node.methods.get(method)?.clone();

@@ -104,6 +104,12 @@ impl SimHandle {
         }
     }
 
+    /// Sets the nodes' clock as vzdump reads it (backup names and times, and so `prune-backups`) to `at` seconds
+    /// since the epoch; it runs on from there. Tests move it to simulate days of backups.
+    pub fn set_clock(&self, at: u64) {
+        self.cluster.clock.set(at);
+    }
+
     /// API calls served so far (each call that reached a schema method, whatever its answer).
     pub fn calls(&self) -> u64 {
         self.cluster.calls.lock().unwrap_or_else(|p| p.into_inner()).values().sum()

@@ -318,3 +318,59 @@ async fn lxc_through_the_api_with_root_keys() {
     eprintln!("LXC flow total: {:.2} s", t_all.elapsed().as_secs_f64());
     guard.finish().await;
 }
+
+/// The address a started container reports on `eth0`.
+async fn ct_address(s: &Sim, vmid: u32) -> Ipv4Addr {
+    poll("lxc interfaces", Duration::from_secs(90), move || async move {
+        let r = s.get(&format!("/nodes/pve1/lxc/{vmid}/interfaces")).await;
+        r.data().as_array()?.iter().find(|i| i["name"] == "eth0")?["inet"].as_str()?.split('/').next()?.parse::<Ipv4Addr>().ok()
+    })
+    .await
+    .0
+}
+
+/// A backup of a running real container carries its files: the container is destroyed, restored from the backup
+/// under a new VMID, and answers with the same host key and the file written before the backup.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restored_container_has_the_files_of_its_backup() {
+    let Some(guard) = start_real(|tmp| format!("{}\n", keygen(tmp, "agent").public)).await else {
+        return;
+    };
+    let s = guard.sim();
+    let root_key = keygen(&guard.tmp, "ct-root");
+    let params = [
+        ("vmid", "150"),
+        ("ostemplate", "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst"),
+        ("hostname", "ct-backup"),
+        ("net0", "name=eth0,bridge=vmbr0,ip=dhcp"),
+        ("rootfs", "local-lvm:4"),
+        ("start", "1"),
+    ];
+    let keys = format!("{}\n", root_key.public);
+    let mut with_keys = params.to_vec();
+    with_keys.push(("ssh-public-keys", &keys));
+    task_ok(s, "POST", "/nodes/pve1/lxc", &with_keys).await;
+    let ip = ct_address(s, 150).await;
+    let scanned = keyscan(ip);
+    let kh = guard.tmp.join("known_hosts.backup");
+    std::fs::write(&kh, format!("{scanned}\n")).unwrap();
+    let (ok, out, err) = ssh(&root_key, &kh, &format!("root@{ip}"), "systemctl is-system-running --wait >/dev/null; echo served-by-v1 > /root/marker && sync");
+    assert!(ok, "{out}{err}");
+    let took = task_ok(s, "POST", "/nodes/pve1/vzdump", &[("vmid", "150"), ("storage", "local"), ("compress", "zstd")]).await;
+    eprintln!("vzdump of a running CT: {:.2} s", took.as_secs_f64());
+    let list = s.get("/nodes/pve1/storage/local/content?content=backup&vmid=150").await;
+    let volid = list.data()[0]["volid"].as_str().expect("a backup volume").to_string();
+    task_ok(s, "POST", "/nodes/pve1/lxc/150/status/stop", &[]).await;
+    task_ok(s, "DELETE", "/nodes/pve1/lxc/150?purge=1", &[]).await;
+
+    task_ok(s, "POST", "/nodes/pve1/lxc", &[("vmid", "151"), ("ostemplate", &volid), ("restore", "1"), ("storage", "local-lvm"), ("start", "1")]).await;
+    let ip = ct_address(s, 151).await;
+    let rescanned = keyscan(ip);
+    assert_eq!(rescanned.split_whitespace().nth(2), scanned.split_whitespace().nth(2), "the host key came back with the files");
+    std::fs::write(&kh, format!("{rescanned}\n")).unwrap();
+    let (ok, out, err) = ssh(&root_key, &kh, &format!("root@{ip}"), "cat /root/marker");
+    assert!(ok && out.trim() == "served-by-v1", "restored files: {out}{err}");
+    task_ok(s, "POST", "/nodes/pve1/lxc/151/status/stop", &[]).await;
+    task_ok(s, "DELETE", "/nodes/pve1/lxc/151?purge=1", &[]).await;
+    guard.finish().await;
+}

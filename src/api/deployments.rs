@@ -158,9 +158,16 @@ impl DeploymentsApi {
         Ok(Json(DeploymentDetail { deployment: DeploymentView::from(d), events: events.iter().map(EventView::from).collect() }))
     }
 
-    /// Destroy a deployment: stop and delete its guest, release its name. Destroying twice is harmless.
+    /// Destroy a deployment: stop and delete its guest, release its name. Destroying twice is harmless. Its backups
+    /// stay (they outlive it) unless `purge_backups=true`: then each of its own unprotected backups is deleted first,
+    /// and a deletion that fails is a 502 with nothing destroyed.
     #[oai(path = "/deployments/:id", method = "delete", operation_id = "destroy_deployment")]
-    async fn destroy(&self, auth: TokenAuth, id: Path<String>) -> Result<Accepted, ApiError> {
+    async fn destroy(&self, auth: TokenAuth, id: Path<String>, /// Also delete the deployment's backups (default false).
+        purge_backups: Query<Option<bool>>) -> Result<Accepted, ApiError> {
+        if purge_backups.0 == Some(true) {
+            let actor = auth.require(Scope::Admin)?;
+            self.state.engine.purge_backups(&id.0, &actor).await?;
+        }
         self.act(auth, &id.0, Action::Destroy).await
     }
 

@@ -17,9 +17,12 @@ use crate::engine::schedules::Scheduler;
 use crate::engine::EngineError;
 use crate::store::schedules::RunRecord;
 
+/// The longest `ttl_seconds`: a year.
+pub const MAX_TTL_SECS: i64 = 31_536_000;
+
 #[derive(Tags)]
 enum ApiTags {
-    /// Cron schedules (redeploy, snapshot with retention, stop, start, destroy, reconcile, drift) and expiry.
+    /// Cron schedules (redeploy, snapshot with retention, backup, stop, start, destroy, reconcile, drift) and expiry.
     Schedules,
 }
 
@@ -37,8 +40,8 @@ pub struct ScheduleRequest {
     pub cron: String,
     /// An IANA time zone the expression is read in (default `UTC`), e.g. `Europe/Berlin`.
     pub timezone: Option<String>,
-    /// `redeploy`, `snapshot`, `stop`, `start`, `destroy` (admin scope), `reconcile` or `drift`.
-    pub action: String,
+    /// `redeploy`, `snapshot`, `backup`, `stop`, `start`, `destroy` (admin scope), `reconcile` or `drift`.
+    pub action: super::wire::ScheduleActionWire,
     /// `snapshot` only: how many `pvedeploy-*` snapshots to keep (1–100); older ones are deleted.
     pub keep: Option<i64>,
     /// `all`, or a deployment's id or name (stored as its id). `reconcile` and `drift` take `all`; `destroy` one deployment.
@@ -65,7 +68,7 @@ pub struct ScheduleView {
     pub id: String,
     pub cron: String,
     pub timezone: String,
-    pub action: String,
+    pub action: super::wire::ScheduleActionWire,
     pub keep: Option<u32>,
     /// `all` or a deployment id.
     pub target: String,
@@ -187,7 +190,7 @@ impl SchedulesApi {
         ScheduleView {
             cron: s.spec.cron.as_str().to_string(),
             timezone: zone.name().to_string(),
-            action: s.spec.action.as_str().to_string(),
+            action: (&s.spec.action).into(),
             keep: s.spec.action.keep(),
             target: s.spec.target.as_str().to_string(),
             enabled: s.spec.enabled,
@@ -320,8 +323,8 @@ impl SchedulesApi {
             (Some(at), None) => time::OffsetDateTime::parse(&at, &time::format_description::well_known::Rfc3339)
                 .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64)
                 .map_err(|_| ApiError::invalid_field("expires_at", "rfc3339", "must be an RFC 3339 time such as 2026-12-31T18:00:00Z"))?,
-            (None, Some(s)) if (1..=31_536_000).contains(&s) => now + s * 1000,
-            (None, Some(_)) => return Err(ApiError::invalid_field("ttl_seconds", "range", "must be between 1 and 31536000 (a year)")),
+            (None, Some(s)) if (1..=MAX_TTL_SECS).contains(&s) => now + s * 1000,
+            (None, Some(_)) => return Err(ApiError::invalid_field("ttl_seconds", "range", format!("must be between 1 and {MAX_TTL_SECS} (a year)"))),
             _ => return Err(ApiError::invalid_field("expires_at", "one_of", "give exactly one of expires_at or ttl_seconds")),
         };
         let d = self.scheduler().set_expiry(&id.0, expires_at, &actor).await?;

@@ -53,6 +53,9 @@ pub struct SnapshotView {
     pub vmstate: bool,
     /// Proxmox VE's snapshot list reports no size; absent until it does.
     pub size_bytes: Option<u64>,
+    /// The commit the guest served when it was taken (what a rollback serves again); absent when pvedeploy did
+    /// not record it.
+    pub commit: Option<String>,
 }
 
 #[derive(Debug, Object)]
@@ -76,7 +79,7 @@ impl From<SnapshotInfo> for SnapshotView {
             Origin::EarlierSchedule => "earlier_schedule",
             Origin::Other => "manual",
         };
-        SnapshotView { name: s.name, taken_at: s.taken_at.map(rfc3339), taken_by: s.taken_by, kind: kind.into(), description: s.description, vmstate: s.vmstate, size_bytes: None }
+        SnapshotView { name: s.name, taken_at: s.taken_at.map(rfc3339), taken_by: s.taken_by, kind: kind.into(), description: s.description, vmstate: s.vmstate, size_bytes: None, commit: s.serving.map(|c| c.as_str().to_string()) }
     }
 }
 

@@ -114,8 +114,10 @@ pub struct StatusReport {
     pub by_status: Vec<StatusCount>,
     /// Deploys (releases) that went live / (those plus those that failed); absent until one ended.
     pub success_rate: Option<f64>,
-    /// How long a deploy that went live took, from its start to the app answering its health check, in seconds.
+    /// How long a deploy that went live took, from its start to the app answering its health check, in
+    /// seconds: the mean over every such deploy.
     pub mean_deploy_seconds: Option<f64>,
+    /// The 95th percentile of the same, over the newest 1,000 deploys that went live.
     pub p95_deploy_seconds: Option<f64>,
     /// Proxmox resource use, when known.
     pub resources: Resources,
@@ -248,14 +250,13 @@ impl SystemApi {
         auth.require(Scope::Read)?;
         let stats = self.state.engine.store().deployment_stats().await.map_err(EngineError::from)?;
         let count = |s: Status| stats.by_status.iter().find(|(st, _)| *st == s).map(|(_, n)| *n).unwrap_or(0);
-        let succeeded = stats.deploy_durations_ms.len() as u64;
-        let failed = stats.deploys_failed;
-        let d = &stats.deploy_durations_ms;
+        let (succeeded, failed) = (stats.deploys.succeeded, stats.deploys.failed);
+        let d = &stats.deploys.recent_durations_ms;
         Ok(Json(StatusReport {
             total: stats.by_status.iter().map(|(_, n)| n).sum(),
             by_status: Status::ALL.iter().map(|s| StatusCount { status: s.as_str().into(), count: count(*s) }).collect(),
             success_rate: (succeeded + failed > 0).then(|| succeeded as f64 / (succeeded + failed) as f64),
-            mean_deploy_seconds: (!d.is_empty()).then(|| d.iter().sum::<i64>() as f64 / d.len() as f64 / 1000.0),
+            mean_deploy_seconds: (succeeded > 0).then(|| stats.deploys.succeeded_ms_sum as f64 / succeeded as f64 / 1000.0),
             p95_deploy_seconds: percentile(d, 95.0),
             resources: resources_now(&self.state).await,
             uptime_seconds: self.state.started.elapsed().as_secs(),

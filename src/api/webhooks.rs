@@ -74,7 +74,7 @@ pub struct DeliveryView {
     pub received_at: String,
     pub updated_at: String,
     /// received, pong, redeploy_requested, queued, already_at, refused, failed, too_large, or ignored_<reason>
-    /// (tag, branch_deleted, not_a_branch, no_deployment, other_branch, auto_redeploy_off, destroyed,
+    /// (tag, skip_marker, paths, branch_deleted, not_a_branch, no_deployment, other_branch, auto_redeploy_off, destroyed,
     /// same_push, event, invalid_payload). With several deployments, the one with the most effect.
     pub outcome: String,
     /// Why, in words (the engine's answer when it refused).

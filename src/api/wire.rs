@@ -1,12 +1,81 @@
 //! The API's wire types (OpenAPI objects) and their conversion from and to the core's types.
 
-use poem_openapi::Object;
+use poem_openapi::{Enum, Object};
 
 use super::payload::FieldReader;
-use crate::core::deployment::{Deployment, RawSpec};
+use crate::core::deployment::{Deployment, Framework, GuestType, RawSpec};
+use crate::core::schedule::ScheduleAction;
+use crate::core::status::Status;
 use crate::core::validation::ValidationErrors;
 use crate::store::deployments::Event;
 use crate::store::logs::LogLine;
+
+/// A framework, as the API spells it. `remote` makes the one mapping to and from the core's `Framework`, checked
+/// exhaustively both ways by the compiler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[oai(rename = "Framework", rename_all = "lowercase", remote = "Framework")]
+pub enum FrameworkWire {
+    Django,
+    Flask,
+    Fastapi,
+    Laravel,
+    Node,
+    Nextjs,
+    Static,
+    Procfile,
+}
+
+/// A guest type, as the API spells it (mapped to and from the core's `GuestType`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[oai(rename = "GuestType", rename_all = "lowercase", remote = "GuestType")]
+pub enum GuestTypeWire {
+    Vm,
+    Lxc,
+}
+
+/// A deployment's lifecycle status, as the API spells it (mapped to and from the core's `Status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[oai(rename = "DeploymentStatus", rename_all = "lowercase", remote = "Status")]
+pub enum StatusWire {
+    Pending,
+    Provisioning,
+    Installing,
+    Deploying,
+    Running,
+    Stopped,
+    Failed,
+    Destroying,
+    Destroyed,
+}
+
+/// What a schedule does, as the API spells it (the core's `ScheduleAction` without its `keep`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[oai(rename = "ScheduleAction", rename_all = "lowercase")]
+pub enum ScheduleActionWire {
+    Redeploy,
+    Snapshot,
+    Backup,
+    Stop,
+    Start,
+    Destroy,
+    Reconcile,
+    Drift,
+}
+
+impl From<&ScheduleAction> for ScheduleActionWire {
+    fn from(a: &ScheduleAction) -> Self {
+        match a {
+            ScheduleAction::Redeploy => Self::Redeploy,
+            ScheduleAction::Snapshot { .. } => Self::Snapshot,
+            ScheduleAction::Backup => Self::Backup,
+            ScheduleAction::Stop => Self::Stop,
+            ScheduleAction::Start => Self::Start,
+            ScheduleAction::Destroy => Self::Destroy,
+            ScheduleAction::Reconcile => Self::Reconcile,
+            ScheduleAction::Drift => Self::Drift,
+        }
+    }
+}
 
 /// A request to deploy a repository. Every rule (types included) is checked at once: a 422 names every wrong field.
 #[derive(Debug, Clone, Object)]
@@ -17,10 +86,10 @@ pub struct DeploymentRequest {
     /// `https://` URL of the repository on an allowed host (default github.com); no credentials.
     pub repo_url: String,
     /// One of: django, flask, fastapi, laravel, node, nextjs, static, procfile.
-    pub framework: String,
+    pub framework: FrameworkWire,
     /// `vm` (default) or `lxc`.
     #[oai(rename = "type")]
-    pub guest_type: Option<String>,
+    pub guest_type: Option<GuestTypeWire>,
     /// Branch to deploy (default `main`); git check-ref-format rules, never starting with `-`.
     pub branch: Option<String>,
     /// CPU cores (default 1; limits 1-8 unless configured otherwise).
@@ -48,6 +117,20 @@ pub struct DeploymentRequest {
     pub health_timeout_secs: Option<i64>,
     /// The HTTP status the health check must see (100-599); any 2xx or 3xx when absent.
     pub health_status: Option<i64>,
+    /// Path filters (at most 20, e.g. `["api/**", "requirements.txt"]`): a GitHub push to the branch redeploys only
+    /// when one of its commits added, modified or removed a matching file (`*` any characters but `/`, `**` any, `?`
+    /// one). Absent: every push.
+    pub paths: Option<Vec<String>>,
+    /// A tag pattern (e.g. `v*`): a GitHub push of a matching tag deploys the tagged commit. Absent: tags never deploy.
+    pub deploy_tags: Option<String>,
+    /// Pull-request previews (default false): a GitHub pull request against the branch gets a deployment
+    /// `<name>-pr-<number>` of its head commit, redeployed on new commits and destroyed when it closes.
+    pub previews: Option<bool>,
+    /// Previews for pull requests from forks too (default false: their code would run with the app's environment).
+    /// Needs `previews: true`.
+    pub previews_from_forks: Option<bool>,
+    /// A preview still up this many hours after it was made is destroyed (1-720, default 72).
+    pub preview_ttl_hours: Option<i64>,
 }
 
 /// Reads a deployment request out of a JSON object; wrong types and unknown fields are field errors.
@@ -69,6 +152,11 @@ pub fn raw_spec(fields: &serde_json::Map<String, serde_json::Value>) -> (RawSpec
         persistent_paths: r.strings("persistent_paths"),
         health_timeout_secs: r.integer("health_timeout_secs"),
         health_status: r.integer("health_status"),
+        paths: r.strings("paths"),
+        deploy_tags: r.string("deploy_tags"),
+        previews: r.boolean("previews"),
+        previews_from_forks: r.boolean("previews_from_forks"),
+        preview_ttl_hours: r.integer("preview_ttl_hours"),
     };
     (raw, r.finish())
 }
@@ -80,8 +168,8 @@ pub struct DeploymentView {
     pub id: String,
     pub name: String,
     #[oai(rename = "type")]
-    pub guest_type: String,
-    pub framework: String,
+    pub guest_type: GuestTypeWire,
+    pub framework: FrameworkWire,
     pub repo_url: String,
     pub branch: String,
     pub cpu: u32,
@@ -95,8 +183,16 @@ pub struct DeploymentView {
     pub persistent_paths: Vec<String>,
     pub health_timeout_secs: u32,
     pub health_status: Option<u16>,
+    /// Path filters for GitHub pushes (empty: every push).
+    pub paths: Vec<String>,
+    /// Tags whose push deploys.
+    pub deploy_tags: Option<String>,
+    /// Pull-request previews.
+    pub previews: bool,
+    pub previews_from_forks: bool,
+    pub preview_ttl_hours: u32,
     /// pending, provisioning, installing, deploying, running, stopped, failed, destroying or destroyed.
-    pub status: String,
+    pub status: StatusWire,
     pub proxmox_id: Option<u32>,
     pub proxmox_node: Option<String>,
     pub ip_address: Option<String>,
@@ -126,8 +222,8 @@ impl From<&Deployment> for DeploymentView {
         DeploymentView {
             id: d.id.to_string(),
             name: s.name.to_string(),
-            guest_type: s.guest_type.as_str().into(),
-            framework: s.framework.as_str().into(),
+            guest_type: s.guest_type.into(),
+            framework: s.framework.into(),
             repo_url: s.repo_url.to_string(),
             branch: s.branch.to_string(),
             cpu: s.cpu,
@@ -140,7 +236,12 @@ impl From<&Deployment> for DeploymentView {
             persistent_paths: s.persistent_paths.iter().map(|p| p.as_str().to_string()).collect(),
             health_timeout_secs: s.health_timeout_secs,
             health_status: s.health_status,
-            status: d.status.as_str().into(),
+            paths: s.paths.iter().map(|p| p.as_str().to_string()).collect(),
+            deploy_tags: s.deploy_tags.as_ref().map(|t| t.as_str().to_string()),
+            previews: s.previews,
+            previews_from_forks: s.previews_from_forks,
+            preview_ttl_hours: s.preview_ttl_hours,
+            status: d.status.into(),
             proxmox_id: d.proxmox_id.map(|v| v.get()),
             proxmox_node: d.proxmox_node.as_ref().map(ToString::to_string),
             ip_address: d.ip_address.clone(),
@@ -220,4 +321,35 @@ pub struct LogPage {
     pub lines: Vec<LogLineView>,
     /// Pass as `after` to get the lines that follow.
     pub next_after: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use poem_openapi::registry::Registry;
+    use poem_openapi::types::{ToJSON, Type};
+
+    use super::*;
+
+    fn items<T: Type>() -> Vec<String> {
+        let mut r = Registry::new();
+        T::register(&mut r);
+        r.schemas[&*T::name()].enum_items.iter().map(|v| v.as_str().unwrap().to_string()).collect()
+    }
+
+    /// Each wire enum spells every core variant as the core does, and has no other item.
+    #[test]
+    fn wire_enums_spell_the_core_names() {
+        let name = |v: Option<serde_json::Value>| v.unwrap().as_str().unwrap().to_string();
+        assert_eq!(items::<FrameworkWire>(), Framework::ALL.map(|f| f.as_str()));
+        assert!(Framework::ALL.iter().all(|f| name(FrameworkWire::from(*f).to_json()) == f.as_str()));
+        assert_eq!(items::<GuestTypeWire>(), GuestType::ALL.map(|g| g.as_str()));
+        assert!(GuestType::ALL.iter().all(|g| name(GuestTypeWire::from(*g).to_json()) == g.as_str()));
+        assert_eq!(items::<StatusWire>(), Status::ALL.map(|s| s.as_str()));
+        assert!(Status::ALL.iter().all(|s| name(StatusWire::from(*s).to_json()) == s.as_str()));
+        assert_eq!(items::<ScheduleActionWire>(), ScheduleAction::NAMES);
+        for n in ScheduleAction::NAMES {
+            let a = ScheduleAction::parse(n, (n == "snapshot").then_some(1)).unwrap();
+            assert_eq!(name(ScheduleActionWire::from(&a).to_json()), n);
+        }
+    }
 }

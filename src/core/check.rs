@@ -30,6 +30,8 @@ pub struct Plan {
     pub node_ssh: Option<(String, String)>,
     /// `[proxmox] pool`, when guests are created in a pool (the ACL then narrows to `/pool/<name>`).
     pub pool: Option<String>,
+    /// `[proxmox.backups] storage`, when backups are configured.
+    pub backup_storage: Option<String>,
 }
 
 /// What reading one fact gave.
@@ -489,6 +491,11 @@ fn storages(plan: &Plan, facts: &Facts) -> Vec<Item> {
     }
     if let Some((s, _)) = &plan.node_ssh {
         needs.push((s.clone(), "snippets", Blocks::Nothing, "cloud-init snippets"));
+    }
+    if let Some(s) = &plan.backup_storage {
+        // vzdump refuses a storage without content `backup` (mgr `VZDump.pm` `storage_info`: "can't use storage …
+        // for backups - wrong content type"); a deployment itself does not need it.
+        needs.push((s.clone(), "backup", Blocks::Nothing, "backups"));
     }
     let mut items = Vec::new();
     for n in target_nodes(plan, facts) {

@@ -1,5 +1,6 @@
 //! A deployment: what was asked for (`Spec`, parsed from a raw request) and what exists (`Deployment`).
 
+use crate::core::glob::Glob;
 use std::fmt;
 
 use crate::core::limits::{Limits, RepoPolicy};
@@ -43,6 +44,7 @@ pub enum GuestType {
 
 impl GuestType {
     pub const RULE: &'static str = "must be one of: vm, lxc";
+    pub const ALL: [GuestType; 2] = [GuestType::Vm, GuestType::Lxc];
 
     pub fn parse(s: &str) -> Result<Self, FieldError> {
         match s {
@@ -125,6 +127,16 @@ pub struct RawSpec {
     pub persistent_paths: Option<Vec<String>>,
     pub health_timeout_secs: Option<i64>,
     pub health_status: Option<i64>,
+    /// Path filters: a push redeploys only when it touches a file matching one (none: every push).
+    pub paths: Option<Vec<String>>,
+    /// Tags whose push deploys the tagged commit (none: tags never deploy).
+    pub deploy_tags: Option<String>,
+    /// Pull requests get a preview deployment `<name>-pr-<n>` (default false).
+    pub previews: Option<bool>,
+    /// Pull requests from forks get previews too (default false: their code would run with the app's environment).
+    pub previews_from_forks: Option<bool>,
+    /// A preview is destroyed this many hours after it was created, if its pull request has not closed by then.
+    pub preview_ttl_hours: Option<i64>,
 }
 
 /// A deployment request that passed every rule.
@@ -151,12 +163,34 @@ pub struct Spec {
     pub health_timeout_secs: u32,
     /// The status the health check must see; any 2xx or 3xx when `None`.
     pub health_status: Option<u16>,
+    /// A push to the branch redeploys only when one of its files matches one of these (empty: every push).
+    pub paths: Vec<Glob>,
+    /// A pushed tag matching this deploys the tagged commit.
+    pub deploy_tags: Option<Glob>,
+    /// Pull requests against the branch get a preview deployment (`core::preview`).
+    pub previews: bool,
+    /// Pull requests from forks get previews too.
+    pub previews_from_forks: bool,
+    /// The TTL backstop: a preview is destroyed this long after it was created.
+    pub preview_ttl_hours: u32,
 }
+
+/// The most persistent paths a deployment takes.
+pub const MAX_PERSISTENT_PATHS: usize = 20;
+
+/// The range of `health_status` (an HTTP status).
+pub const HEALTH_STATUS: std::ops::RangeInclusive<u32> = 100..=599;
+
+/// The most path filters a deployment takes.
+pub const MAX_PATH_FILTERS: usize = 20;
 
 /// The default and the range of `health_timeout_secs`.
 pub const HEALTH_TIMEOUT_SECS: (u32, std::ops::RangeInclusive<u32>) = (120, 1..=600);
 
 pub const DEFAULT_BRANCH: &str = "main";
+
+/// The default and the range of `preview_ttl_hours` (up to 30 days).
+pub const PREVIEW_TTL_HOURS: (u32, std::ops::RangeInclusive<u32>) = (72, 1..=720);
 
 impl Spec {
     /// Parses every field and reports every failure at once.
@@ -167,14 +201,15 @@ impl Spec {
         let guest_type = errs.take(GuestType::parse(raw.guest_type.as_deref().unwrap_or("vm")));
         let framework = errs.take(required("framework", raw.framework).and_then(|s| Framework::parse(&s)));
         let repo_url = errs.take(required("repo_url", raw.repo_url).and_then(|s| RepoUrl::parse(&s, repos)));
-        let branch = errs.take(GitRef::parse(raw.branch.as_deref().unwrap_or(DEFAULT_BRANCH)));
-        let cpu = errs.take(in_range("cpu", raw.cpu.unwrap_or(1), &limits.cpu, "CPU cores"));
-        let memory_mib = errs.take(in_range("memory_mib", raw.memory_mib.unwrap_or(1024), &limits.memory_mib, "MiB"));
-        let disk_gb = errs.take(in_range("disk_gb", raw.disk_gb.unwrap_or(10), &limits.disk_gb, "GB"));
+        let branch = errs.take(GitRef::parse_with(raw.branch.as_deref().unwrap_or(DEFAULT_BRANCH), &limits.branch_pattern));
+        // An omitted size is the default brought within the configured limits, so leaving it out is never wrong.
+        let cpu = errs.take(in_range("cpu", raw.cpu.unwrap_or_else(|| within(1, &limits.cpu)), &limits.cpu, "CPU cores"));
+        let memory_mib = errs.take(in_range("memory_mib", raw.memory_mib.unwrap_or_else(|| within(1024, &limits.memory_mib)), &limits.memory_mib, "MiB"));
+        let disk_gb = errs.take(in_range("disk_gb", raw.disk_gb.unwrap_or_else(|| within(10, &limits.disk_gb)), &limits.disk_gb, "GB"));
         let health_path = errs.take(raw.health_path.as_deref().map(HealthPath::parse).unwrap_or_else(|| Ok(HealthPath::root())));
         let persistent_paths = match (raw.persistent_paths, framework) {
-            (Some(paths), _) if paths.len() > 20 => {
-                errs.push(FieldError::new("persistent_paths", "count", "must hold at most 20 paths"));
+            (Some(paths), _) if paths.len() > MAX_PERSISTENT_PATHS => {
+                errs.push(FieldError::new("persistent_paths", "count", format!("must hold at most {MAX_PERSISTENT_PATHS} paths")));
                 None
             }
             (Some(paths), _) => {
@@ -188,9 +223,31 @@ impl Spec {
             (None, Some(f)) => Some(crate::core::release::default_persistent_paths(f)),
             (None, None) => None,
         };
+        let paths = match raw.paths {
+            Some(paths) if paths.len() > MAX_PATH_FILTERS => {
+                errs.push(FieldError::new("paths", "count", format!("must hold at most {MAX_PATH_FILTERS} patterns")));
+                None
+            }
+            Some(paths) => {
+                let parsed: Vec<Option<Glob>> =
+                    paths.iter().enumerate().map(|(i, p)| errs.take(Glob::parse(p).map_err(|e| FieldError::new(format!("paths[{i}]"), e.rule, e.message)))).collect();
+                parsed.into_iter().collect::<Option<Vec<_>>>()
+            }
+            None => Some(vec![]),
+        };
+        let deploy_tags = match raw.deploy_tags {
+            Some(t) => errs.take(Glob::parse(&t).map_err(|e| FieldError::new("deploy_tags", e.rule, e.message))).map(Some),
+            None => Some(None),
+        };
+        let preview_ttl_hours = errs.take(in_range("preview_ttl_hours", raw.preview_ttl_hours.unwrap_or(i64::from(PREVIEW_TTL_HOURS.0)), &PREVIEW_TTL_HOURS.1, "hours"));
+        let previews = raw.previews.unwrap_or(false);
+        let previews_from_forks = raw.previews_from_forks.unwrap_or(false);
+        if previews_from_forks && !previews {
+            errs.push(FieldError::new("previews_from_forks", "requires_previews", "needs `previews: true` (it only widens which pull requests get a preview)"));
+        }
         let health_timeout_secs = errs.take(in_range("health_timeout_secs", raw.health_timeout_secs.unwrap_or(i64::from(HEALTH_TIMEOUT_SECS.0)), &HEALTH_TIMEOUT_SECS.1, "seconds"));
         let health_status = match raw.health_status {
-            Some(s) => errs.take(in_range("health_status", s, &(100..=599), "(an HTTP status)").map(|s| Some(s as u16))),
+            Some(s) => errs.take(in_range("health_status", s, &HEALTH_STATUS, "(an HTTP status)").map(|s| Some(s as u16))),
             None => Some(None),
         };
         let start_command = match raw.start_command {
@@ -201,7 +258,7 @@ impl Spec {
             Some(n) => errs.take(NodeName::parse(&n)).map(Some),
             None => Some(None),
         };
-        match (name, guest_type, framework, repo_url, branch, cpu, memory_mib, disk_gb, node, health_path, start_command, persistent_paths, health_timeout_secs, health_status) {
+        match (name, guest_type, framework, repo_url, branch, cpu, memory_mib, disk_gb, node, health_path, start_command, persistent_paths, health_timeout_secs, health_status, paths, deploy_tags, preview_ttl_hours) {
             (
                 Some(name),
                 Some(guest_type),
@@ -217,6 +274,9 @@ impl Spec {
                 Some(persistent_paths),
                 Some(health_timeout_secs),
                 Some(health_status),
+                Some(paths),
+                Some(deploy_tags),
+                Some(preview_ttl_hours),
             ) if errs.is_empty() => Ok(Spec {
                 name,
                 guest_type,
@@ -233,10 +293,20 @@ impl Spec {
                 persistent_paths,
                 health_timeout_secs,
                 health_status,
+                paths,
+                deploy_tags,
+                previews,
+                previews_from_forks,
+                preview_ttl_hours,
             }),
             _ => Err(errs),
         }
     }
+}
+
+/// `default` brought within `range`.
+fn within(default: u32, range: &std::ops::RangeInclusive<u32>) -> i64 {
+    i64::from(default.clamp(*range.start(), *range.end()))
 }
 
 fn in_range(field: &'static str, v: i64, range: &std::ops::RangeInclusive<u32>, unit: &str) -> Result<u32, FieldError> {
@@ -326,5 +396,18 @@ mod tests {
         let e = Spec::parse(r, &Limits::default(), &RepoPolicy::default()).unwrap_err();
         let fields: Vec<&str> = e.0.iter().map(|f| f.field.as_str()).collect();
         assert_eq!(fields, ["name", "type", "framework", "repo_url", "cpu", "memory_mib"]);
+    }
+
+    #[test]
+    fn previews_are_off_by_default_and_their_options_are_checked() {
+        let s = Spec::parse(raw(), &Limits::default(), &RepoPolicy::default()).unwrap();
+        assert_eq!((s.previews, s.previews_from_forks, s.preview_ttl_hours), (false, false, 72));
+        let with = |p: Option<bool>, f: Option<bool>, ttl: Option<i64>| Spec::parse(RawSpec { previews: p, previews_from_forks: f, preview_ttl_hours: ttl, ..raw() }, &Limits::default(), &RepoPolicy::default());
+        let s = with(Some(true), Some(true), Some(720)).unwrap();
+        assert_eq!((s.previews, s.previews_from_forks, s.preview_ttl_hours), (true, true, 720));
+        for (p, f, ttl, field) in [(Some(true), None, Some(0), "preview_ttl_hours"), (Some(true), None, Some(721), "preview_ttl_hours"), (Some(true), None, Some(-1), "preview_ttl_hours"), (None, Some(true), None, "previews_from_forks"), (Some(false), Some(true), None, "previews_from_forks")] {
+            let e = with(p, f, ttl).unwrap_err();
+            assert_eq!(e.0.iter().map(|e| e.field.as_str()).collect::<Vec<_>>(), [field], "{p:?} {f:?} {ttl:?}");
+        }
     }
 }

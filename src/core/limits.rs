@@ -2,17 +2,20 @@
 
 use std::ops::RangeInclusive;
 
-/// Resource bounds; defaults are the original design's limits.
+/// Resource bounds (defaults are the original design's limits) and the branch names a request may name. The
+/// validators and the OpenAPI document (`api::spec`) both read them, so what the document states is what is checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
     pub cpu: RangeInclusive<u32>,
     pub memory_mib: RangeInclusive<u32>,
     pub disk_gb: RangeInclusive<u32>,
+    /// `[repos] branch_pattern`.
+    pub branch_pattern: crate::core::names::BranchPattern,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { cpu: 1..=8, memory_mib: 512..=16384, disk_gb: 1..=500 }
+        Self { cpu: 1..=8, memory_mib: 512..=16384, disk_gb: 1..=500, branch_pattern: Default::default() }
     }
 }
 

@@ -11,10 +11,14 @@ pub struct AppName(String);
 impl AppName {
     pub const RULE: &'static str =
         "must be a DNS label: 1-63 lowercase letters, digits or hyphens, not starting or ending with a hyphen";
+    /// `RULE` as a regular expression (ECMA-262 and Rust `regex` alike), for the OpenAPI document.
+    pub const PATTERN: &'static str = "^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$";
+    /// The longest name (a DNS label's 63 octets, RFC 1035 §2.3.4); the doors announce it (Discord's `max_length`).
+    pub const MAX_LEN: usize = 63;
 
     pub fn parse(raw: &str) -> Result<Self, FieldError> {
         let ok = !raw.is_empty()
-            && raw.len() <= 63
+            && raw.len() <= Self::MAX_LEN
             && raw.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
             && !raw.starts_with('-')
             && !raw.ends_with('-');
@@ -36,6 +40,7 @@ pub struct AppNamePrefix(String);
 
 impl AppNamePrefix {
     pub const RULE: &'static str = "must be the start of an app name: 1-63 lowercase letters, digits or hyphens";
+    pub const PATTERN: &'static str = "^[a-z0-9-]{1,63}$";
 
     pub fn parse(raw: &str) -> Result<Self, FieldError> {
         let ok = !raw.is_empty() && raw.len() <= 63 && raw.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
@@ -62,23 +67,37 @@ impl fmt::Display for AppName {
     }
 }
 
-/// A git branch name valid under `git check-ref-format --branch` and never option-like.
+/// A git branch name valid under `git check-ref-format --branch`, never option-like, and matching the branch
+/// pattern in force (`[repos] branch_pattern`, by default [`BranchPattern::DEFAULT`]).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct GitRef(String);
 
 impl GitRef {
     pub const RULE: &'static str = "must be a git branch name (git check-ref-format rules, not starting with '-') of ASCII \
                                     letters, digits and . _ - / @ + only";
+    /// The longest branch name accepted; the doors announce it (Discord's `max_length`, the OpenAPI document).
+    pub const MAX_LEN: usize = 255;
 
-    /// A branch someone asks us to deploy: git's rules, and only characters that mean nothing to a shell, a URL or
-    /// a chat message (`main;id`, `$(id)` and backticks are refused, though git allows them and they would never
-    /// be executed: argv is never a shell string).
+    /// A branch someone asks us to deploy under the default pattern: git's rules, and only characters that mean
+    /// nothing to a shell, a URL or a chat message (`main;id`, `$(id)` and backticks are refused, though git allows
+    /// them and they would never be executed: argv is never a shell string).
     pub fn parse(raw: &str) -> Result<Self, FieldError> {
-        let conservative = raw.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'/' | b'@' | b'+'));
-        if conservative && check_ref_format_branch(raw) {
+        static DEFAULT: std::sync::LazyLock<BranchPattern> = std::sync::LazyLock::new(BranchPattern::default);
+        Self::parse_with(raw, &DEFAULT)
+    }
+
+    /// A branch someone asks us to deploy: git's rules, then the configured pattern; the 422 names the pattern.
+    pub fn parse_with(raw: &str, pattern: &BranchPattern) -> Result<Self, FieldError> {
+        if pattern.matches(raw) && check_ref_format_branch(raw) {
             Ok(Self(raw.to_owned()))
-        } else {
+        } else if pattern.is_default() {
             Err(FieldError::new("branch", "git_ref", Self::RULE))
+        } else {
+            Err(FieldError::new(
+                "branch",
+                "git_ref",
+                format!("must be a git branch name (git check-ref-format rules, not starting with '-') matching {} ([repos] branch_pattern)", pattern.as_str()),
+            ))
         }
     }
 
@@ -103,9 +122,73 @@ impl fmt::Display for GitRef {
     }
 }
 
+/// Which branch names deployments may ask for, on top of git's own rules: a regular expression the whole name
+/// must match (`[repos] branch_pattern`). The default allows only characters that mean nothing to a shell, a URL
+/// or a chat message.
+#[derive(Debug, Clone)]
+pub struct BranchPattern {
+    source: String,
+    whole: regex::Regex,
+}
+
+impl BranchPattern {
+    /// The default: ASCII letters, digits and `. _ - / @ +`.
+    pub const DEFAULT: &'static str = "^[A-Za-z0-9._/@+-]+$";
+    /// The default rule together with git's, as one pattern a JSON Schema can state (no look-around): components
+    /// of letters, digits and `_ - @ +` not starting with `-` or `@`, a `.` only before a digit (so no `..`, no
+    /// leading or trailing `.`, no `.lock`), joined by `/`. A subset: every name it matches (within
+    /// [`GitRef::MAX_LEN`]) the default accepts; `feature/a.b` is accepted without matching it.
+    pub const DEFAULT_SCHEMA: &'static str = "^[A-Za-z0-9_+](?:\\.?[0-9]|[A-Za-z0-9_@+-])*(?:/[A-Za-z0-9_+](?:\\.?[0-9]|[A-Za-z0-9_@+-])*)*$";
+
+    /// An operator's pattern: a regular expression (Rust `regex` syntax) matched against the whole name.
+    pub fn parse(source: &str) -> Result<Self, String> {
+        if source.is_empty() {
+            return Err("must be a regular expression a branch name must match, e.g. \"^[A-Za-z0-9._/-]+$\"".into());
+        }
+        let whole = regex::Regex::new(&format!("^(?:{source})$")).map_err(|e| format!("is not a regular expression: {e}"))?;
+        Ok(Self { source: source.to_owned(), whole })
+    }
+
+    pub fn matches(&self, name: &str) -> bool {
+        self.whole.is_match(name)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.source
+    }
+
+    pub fn is_default(&self) -> bool {
+        self.source == Self::DEFAULT
+    }
+
+    /// The pattern the OpenAPI document states for `branch`: the default's exact subset, or the operator's pattern
+    /// (git's rules then still apply).
+    pub fn schema_pattern(&self) -> String {
+        if self.is_default() {
+            Self::DEFAULT_SCHEMA.to_owned()
+        } else {
+            format!("^(?:{})$", self.source)
+        }
+    }
+}
+
+impl Default for BranchPattern {
+    fn default() -> Self {
+        Self::parse(Self::DEFAULT).expect("the default branch pattern compiles")
+    }
+}
+
+impl PartialEq for BranchPattern {
+    fn eq(&self, other: &Self) -> bool {
+        self.source == other.source
+    }
+}
+
+impl Eq for BranchPattern {}
+
 /// The rules of `git check-ref-format` applied to `refs/heads/<name>`, plus: no leading `-`, at most 255 bytes.
 fn check_ref_format_branch(name: &str) -> bool {
-    if name.is_empty() || name.len() > 255 || name.starts_with('-') || name == "@" {
+    if name.is_empty() || name.len() > GitRef::MAX_LEN || name.starts_with('-') || name == "@" {
         return false;
     }
     if name.starts_with('/') || name.ends_with('/') || name.ends_with('.') || name.contains("//") {
@@ -131,6 +214,7 @@ pub struct CommitSha(String);
 
 impl CommitSha {
     pub const RULE: &'static str = "must be a full commit id: 40 or 64 lowercase hexadecimal digits";
+    pub const PATTERN: &'static str = "^(?:[0-9a-f]{40}|[0-9a-f]{64})$";
 
     pub fn parse(raw: &str) -> Result<Self, FieldError> {
         let ok = (raw.len() == 40 || raw.len() == 64) && raw.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
@@ -152,6 +236,8 @@ pub struct HealthPath(String);
 
 impl HealthPath {
     pub const RULE: &'static str = "must start with '/' and be at most 256 printable ASCII characters without spaces or '#'";
+    pub const PATTERN: &'static str = "^/[!-\"$-~]*$";
+    pub const MAX_LEN: usize = 256;
 
     pub fn parse(raw: &str) -> Result<Self, FieldError> {
         let ok = raw.starts_with('/') && raw.len() <= 256 && raw.bytes().all(|b| b.is_ascii_graphic() && b != b'#');
@@ -181,6 +267,10 @@ pub struct StartCommand(String);
 
 impl StartCommand {
     pub const RULE: &'static str = "must be 1 to 2048 characters without NUL, carriage return or newline";
+    /// A subset of `RULE` a schema can state exactly (ASCII, so characters are bytes): printable characters, spaces
+    /// and tabs, at least one printable. Every string it matches (within `MAX_LEN`) is accepted.
+    pub const PATTERN: &'static str = "^[\t -~]*[!-~][\t -~]*$";
+    pub const MAX_LEN: usize = 2048;
 
     pub fn parse(raw: &str) -> Result<Self, FieldError> {
         if !raw.trim().is_empty() && raw.len() <= 2048 && !raw.contains(['\0', '\r', '\n']) {
@@ -228,6 +318,7 @@ pub struct NodeName(String);
 impl NodeName {
     pub const RULE: &'static str =
         "must be a Proxmox node name: letters, digits and inner hyphens, at most 63 characters";
+    pub const PATTERN: &'static str = "^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$";
 
     pub fn parse(raw: &str) -> Result<Self, FieldError> {
         let b = raw.as_bytes();

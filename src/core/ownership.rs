@@ -34,7 +34,7 @@ pub fn description_for(id: &DeploymentId, spec: &crate::core::deployment::Spec) 
 
 /// The spec as the request's fields (the names `POST /api/v1/deployments` takes).
 fn spec_json(s: &crate::core::deployment::Spec) -> String {
-    serde_json::json!({
+    let mut v = serde_json::json!({
         "name": s.name.as_str(),
         "type": s.guest_type.as_str(),
         "framework": s.framework.as_str(),
@@ -50,8 +50,20 @@ fn spec_json(s: &crate::core::deployment::Spec) -> String {
         "persistent_paths": s.persistent_paths.iter().map(|p| p.as_str()).collect::<Vec<_>>(),
         "health_timeout_secs": s.health_timeout_secs,
         "health_status": s.health_status,
-    })
-    .to_string()
+    });
+    // Only when set, so guests made before these fields read the same.
+    if !s.paths.is_empty() {
+        v["paths"] = s.paths.iter().map(|p| p.as_str()).collect::<Vec<_>>().into();
+    }
+    if let Some(t) = &s.deploy_tags {
+        v["deploy_tags"] = t.as_str().into();
+    }
+    if s.previews {
+        v["previews"] = true.into();
+        v["previews_from_forks"] = s.previews_from_forks.into();
+        v["preview_ttl_hours"] = s.preview_ttl_hours.into();
+    }
+    v.to_string()
 }
 
 /// The request recorded in a guest's description, unparsed (it is checked again like any request).
@@ -76,6 +88,11 @@ pub fn spec_in_description(description: &str) -> Option<crate::core::deployment:
         persistent_paths: v.get("persistent_paths").and_then(|x| x.as_array()).map(|a| a.iter().filter_map(|p| p.as_str().map(String::from)).collect()),
         health_timeout_secs: int("health_timeout_secs"),
         health_status: int("health_status"),
+        paths: v.get("paths").and_then(|x| x.as_array()).map(|a| a.iter().filter_map(|p| p.as_str().map(String::from)).collect()),
+        deploy_tags: text("deploy_tags"),
+        previews: v.get("previews").and_then(|x| x.as_bool()),
+        previews_from_forks: v.get("previews_from_forks").and_then(|x| x.as_bool()),
+        preview_ttl_hours: int("preview_ttl_hours"),
     })
 }
 

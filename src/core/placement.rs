@@ -62,6 +62,10 @@ pub fn choose(nodes: &[NodeLoad], cores: u32, memory_bytes: u64, pinned: Option<
             Some("offline".into())
         } else if let Some(why) = &n.template_missing {
             Some(why.clone())
+        } else if n.maxmem == 0 {
+            // `/cluster/resources` leaves a node's figures out without `Sys.Audit` on it (pve-manager
+            // `PVE/API2Tools.pm:38-78`): nothing to place by, and "0 MiB free" would mislead.
+            Some(format!("Proxmox gave no memory or CPU figures for it (the token lacks Sys.Audit on /nodes/{})", n.node))
         } else if policy.max_guests_per_node.is_some_and(|m| n.guests >= m) {
             Some(format!("already holds {} guests (limit {})", n.guests, policy.max_guests_per_node.unwrap_or(0)))
         } else {
@@ -140,6 +144,14 @@ mod tests {
         let reasons: Vec<String> = err.reasons.iter().map(|(n, r)| format!("{n}: {r}")).collect();
         assert_eq!(reasons.len(), 4, "{reasons:?}");
         assert!(reasons[0].contains("offline") && reasons[1].contains("template") && reasons[2].contains("MiB free") && reasons[3].contains("allow-list"), "{reasons:?}");
+    }
+
+    #[test]
+    fn a_node_without_figures_is_skipped_naming_the_missing_sys_audit() {
+        let mut hidden = node("pve1", 0.0, 0);
+        (hidden.maxmem, hidden.maxcpu) = (0, 0);
+        let err = choose(&[hidden], 1, GIB, None, &PlacementPolicy::default()).unwrap_err();
+        assert_eq!(err.reasons[0].1, "Proxmox gave no memory or CPU figures for it (the token lacks Sys.Audit on /nodes/pve1)");
     }
 
     #[test]

@@ -1,10 +1,11 @@
 //! The steps of provisioning a guest, as data: which step comes next for a VM or a container, and
-//! what has been learned so far. The engine persists a `Progress` after every step, so work resumes
-//! from the last persisted step after a crash. Pure; no I/O.
+//! what each step has learned (`Progress`, one variant per step). The engine persists a `Progress` after every
+//! step, so work resumes from the last persisted step after a crash. Pure; no I/O.
 
 use std::net::Ipv4Addr;
 
 use crate::core::deployment::GuestType;
+use crate::core::host_key::HostKeyPin;
 use crate::core::names::{NodeName, VmId};
 
 /// One step. Each is safe to run again after a crash: the engine checks what exists before acting.
@@ -89,33 +90,127 @@ impl Step {
     }
 }
 
-/// What provisioning has done and learned so far.
+/// Where the guest of a provisioning is: its node and id, and the static address reserved for it (when a pool
+/// is configured; DHCP otherwise).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Progress {
-    pub step: Step,
-    pub node: Option<NodeName>,
-    pub vmid: Option<VmId>,
-    /// The task being waited for (clone, create, start).
-    pub upid: Option<String>,
-    pub ipv4: Option<Ipv4Addr>,
-    /// The static address reserved for the guest (when a pool is configured).
+pub struct GuestAt {
+    pub node: NodeName,
+    pub vmid: VmId,
     pub static_ip: Option<Ipv4Addr>,
-    /// How the agent will know the guest on first contact: its OpenSSH public host key (injected
-    /// through cloud-init) or the `SHA256:` fingerprint Proxmox logged when it made the container's key.
-    pub host_key: Option<String>,
-    /// How many times the current step was retried (lock timeouts, ids taken by others).
-    pub attempts: u32,
+}
+
+/// What provisioning has done and learned so far: the step to run next, carrying exactly what that step
+/// has. Persisted after every step (see `store::provision`), so work resumes where it stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Progress {
+    /// Nothing chosen yet.
+    Place,
+    /// Placed; the address (kept across a retry: an address is claimed once per deployment) and how
+    /// often an id someone else claimed first was chosen again.
+    ReserveId { node: NodeName, static_ip: Option<Ipv4Addr>, attempts: u32 },
+    /// Intent persisted before the create call; `attempts` counts storage-lock retries (a retried
+    /// create checks what exists first).
+    Create { guest: GuestAt, attempts: u32 },
+    /// The clone or create task (none when a guest made before was found without it).
+    AwaitCreate { guest: GuestAt, task: Option<String>, attempts: u32 },
+    /// VM: the snippet with a fresh host key comes next.
+    Snippet { guest: GuestAt },
+    /// How the agent will know the guest on first contact (`None`: it cannot, and deploys refuse it).
+    Configure { guest: GuestAt, host_key: Option<HostKeyPin> },
+    Resize { guest: GuestAt, host_key: Option<HostKeyPin> },
+    Start { guest: GuestAt, host_key: Option<HostKeyPin> },
+    /// The start task (none when the guest was already running).
+    AwaitStart { guest: GuestAt, host_key: Option<HostKeyPin>, task: Option<String> },
+    AwaitAddress { guest: GuestAt, host_key: Option<HostKeyPin> },
+    /// Provisioned. `ip` is `None` only for a guest `pvedeploy recover` found without a readable address.
+    Ready { guest: GuestAt, host_key: Option<HostKeyPin>, ip: Option<Ipv4Addr> },
 }
 
 impl Progress {
     pub fn new() -> Self {
-        Self { step: Step::Place, node: None, vmid: None, upid: None, ipv4: None, static_ip: None, host_key: None, attempts: 0 }
+        Progress::Place
     }
 
-    /// Moves to the step after this one.
-    pub fn advance(&mut self, kind: GuestType) {
-        self.step = self.step.next(kind);
-        self.attempts = 0;
+    /// The step this progress is at.
+    pub fn step(&self) -> Step {
+        match self {
+            Progress::Place => Step::Place,
+            Progress::ReserveId { .. } => Step::ReserveId,
+            Progress::Create { .. } => Step::Create,
+            Progress::AwaitCreate { .. } => Step::AwaitCreate,
+            Progress::Snippet { .. } => Step::Snippet,
+            Progress::Configure { .. } => Step::Configure,
+            Progress::Resize { .. } => Step::Resize,
+            Progress::Start { .. } => Step::Start,
+            Progress::AwaitStart { .. } => Step::AwaitStart,
+            Progress::AwaitAddress { .. } => Step::AwaitAddress,
+            Progress::Ready { .. } => Step::Done,
+        }
+    }
+
+    /// The guest's place and id, from the step that chose its id on (a guest may exist there).
+    pub fn guest(&self) -> Option<&GuestAt> {
+        match self {
+            Progress::Place | Progress::ReserveId { .. } => None,
+            Progress::Create { guest, .. }
+            | Progress::AwaitCreate { guest, .. }
+            | Progress::Snippet { guest }
+            | Progress::Configure { guest, .. }
+            | Progress::Resize { guest, .. }
+            | Progress::Start { guest, .. }
+            | Progress::AwaitStart { guest, .. }
+            | Progress::AwaitAddress { guest, .. }
+            | Progress::Ready { guest, .. } => Some(guest),
+        }
+    }
+
+    /// The node chosen, once placed.
+    pub fn node(&self) -> Option<&NodeName> {
+        match self {
+            Progress::ReserveId { node, .. } => Some(node),
+            other => other.guest().map(|g| &g.node),
+        }
+    }
+
+    /// The guest's pinned host key, once known.
+    pub fn host_key(&self) -> Option<&HostKeyPin> {
+        match self {
+            Progress::Configure { host_key, .. }
+            | Progress::Resize { host_key, .. }
+            | Progress::Start { host_key, .. }
+            | Progress::AwaitStart { host_key, .. }
+            | Progress::AwaitAddress { host_key, .. }
+            | Progress::Ready { host_key, .. } => host_key.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// How often the current step was retried (lock timeouts, ids taken by others); 0 where not counted.
+    pub fn attempts(&self) -> u32 {
+        match self {
+            Progress::ReserveId { attempts, .. } | Progress::Create { attempts, .. } | Progress::AwaitCreate { attempts, .. } => *attempts,
+            _ => 0,
+        }
+    }
+
+    /// The same step, marked as tried at least once (a retried step checks what exists first).
+    pub fn tried(self) -> Self {
+        match self {
+            Progress::ReserveId { node, static_ip, attempts } => Progress::ReserveId { node, static_ip, attempts: attempts.max(1) },
+            Progress::Create { guest, attempts } => Progress::Create { guest, attempts: attempts.max(1) },
+            Progress::AwaitCreate { guest, task, attempts } => Progress::AwaitCreate { guest, task, attempts: attempts.max(1) },
+            other => other,
+        }
+    }
+
+    /// The step a progress is at, for logs.
+    pub fn describe(&self) -> String {
+        match (self, self.guest()) {
+            (Progress::Place, _) => "choosing a node".into(),
+            (Progress::ReserveId { node, .. }, _) => format!("placed on {node}; reserving a VMID"),
+            (p, Some(g)) => format!("{} (guest {} on {})", p.step().as_str().replace('_', " "), g.vmid, g.node),
+            (p, None) => p.step().as_str().replace('_', " "),
+        }
     }
 }
 

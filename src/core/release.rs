@@ -201,11 +201,14 @@ pub struct PersistentPath(String);
 
 impl PersistentPath {
     pub const RULE: &'static str = "must be a relative path of [A-Za-z0-9._-] components without . or .., at most 200 characters (a trailing / for a directory)";
+    pub const MAX_LEN: usize = 200;
+    /// A subset of `RULE` a JSON Schema can state: components not starting with `.` (so never `.` or `..`).
+    pub const SCHEMA_PATTERN: &'static str = "^[A-Za-z0-9_-][A-Za-z0-9._-]*(?:/[A-Za-z0-9_-][A-Za-z0-9._-]*)*/?$";
 
     pub fn parse(raw: &str) -> Result<Self, FieldError> {
         let body = raw.strip_suffix('/').unwrap_or(raw);
         let ok = !body.is_empty()
-            && raw.len() <= 200
+            && raw.len() <= Self::MAX_LEN
             && body.split('/').all(|c| !c.is_empty() && c != "." && c != ".." && c.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)));
         if ok {
             Ok(Self(raw.to_owned()))

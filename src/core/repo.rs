@@ -15,9 +15,12 @@ pub struct RepoUrl {
 }
 
 impl RepoUrl {
+    /// The longest URL accepted; the doors announce it (Discord's `max_length`).
+    pub const MAX_LEN: usize = 2048;
+
     pub fn parse(raw: &str, policy: &RepoPolicy) -> Result<Self, FieldError> {
         let err = |rule: &'static str, msg: String| FieldError::new("repo_url", rule, msg);
-        if raw.is_empty() || raw.len() > 2048 {
+        if raw.is_empty() || raw.len() > Self::MAX_LEN {
             return Err(err("length", "must be 1-2048 characters".into()));
         }
         if raw.chars().any(|c| c.is_whitespace() || c.is_control()) {

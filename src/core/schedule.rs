@@ -37,6 +37,11 @@ impl Zone {
             .map_err(|_| FieldError::new("timezone", "iana_zone", format!("{raw:?} is not an IANA time zone name such as `Europe/Berlin` or `UTC`")))
     }
 
+    /// Every zone name `parse` accepts as written (the IANA database `chrono-tz` carries).
+    pub fn names() -> Vec<&'static str> {
+        chrono_tz::TZ_VARIANTS.iter().map(|z| z.name()).collect()
+    }
+
     pub fn name(&self) -> &'static str {
         self.0.name()
     }
@@ -54,6 +59,9 @@ pub enum ScheduleAction {
     Redeploy,
     /// Take a snapshot `pvd-<schedule>-YYYYMMDD-HHMMSS`, then delete this schedule's own oldest beyond `keep`.
     Snapshot { keep: u32 },
+    /// Back the guest up with Proxmox VE's vzdump into the configured backup storage; Proxmox VE's own retention
+    /// (`prune-backups` from `[proxmox.backups]`) decides which backups stay.
+    Backup,
     Stop,
     Start,
     Destroy,
@@ -64,7 +72,7 @@ pub enum ScheduleAction {
 }
 
 impl ScheduleAction {
-    pub const NAMES: [&'static str; 7] = ["redeploy", "snapshot", "stop", "start", "destroy", "reconcile", "drift"];
+    pub const NAMES: [&'static str; 8] = ["redeploy", "snapshot", "backup", "stop", "start", "destroy", "reconcile", "drift"];
 
     /// `keep` belongs to `snapshot` only (1..=`MAX_KEEP`).
     pub fn parse(action: &str, keep: Option<i64>) -> Result<Self, ValidationErrors> {
@@ -82,6 +90,7 @@ impl ScheduleAction {
                 }
                 Some(k) => Some(ScheduleAction::Snapshot { keep: k as u32 }),
             },
+            "backup" => Some(ScheduleAction::Backup),
             "stop" => Some(ScheduleAction::Stop),
             "start" => Some(ScheduleAction::Start),
             "destroy" => Some(ScheduleAction::Destroy),
@@ -105,6 +114,7 @@ impl ScheduleAction {
         match self {
             ScheduleAction::Redeploy => "redeploy",
             ScheduleAction::Snapshot { .. } => "snapshot",
+            ScheduleAction::Backup => "backup",
             ScheduleAction::Stop => "stop",
             ScheduleAction::Start => "start",
             ScheduleAction::Destroy => "destroy",

@@ -5,6 +5,7 @@ use std::fmt;
 
 use chrono::{TimeZone, Utc};
 
+use crate::core::names::CommitSha;
 use crate::core::validation::FieldError;
 
 /// PVE's `snapname` is a `pve-configid` of at most 40 characters (PVE 9.1 `apidoc.json`, every snapshot endpoint).
@@ -17,6 +18,8 @@ const LEGACY_PREFIX: &str = "pvedeploy-";
 pub const MAX_NOTE: usize = 200;
 /// The line of a snapshot's description that says who took it.
 const TAKEN_BY: &str = "pvedeploy: taken by ";
+/// The line of a snapshot's description that says which commit the guest served.
+const SERVING: &str = "pvedeploy: serving ";
 
 /// A snapshot name Proxmox VE accepts: a letter, then letters, digits, `_` or `-`, 2 to 40 characters in all
 /// (PVE's `pve-configid`), never `current` (PVE's name for the live state).
@@ -138,27 +141,47 @@ impl SnapshotNote {
     }
 }
 
-/// The description written to Proxmox VE: the user's note, then who took it.
-pub fn description_for(note: &SnapshotNote, taken_by: &str) -> String {
+/// The description written to Proxmox VE: the user's note, then who took it, then the commit the guest served
+/// when pvedeploy knew it (so a rollback can record what the guest serves again).
+pub fn description_for(note: &SnapshotNote, taken_by: &str, serving: Option<&CommitSha>) -> String {
     let who = taken_by.replace(char::is_control, " ");
-    if note.0.is_empty() {
-        format!("{TAKEN_BY}{who}")
-    } else {
-        format!("{}\n{TAKEN_BY}{who}", note.0)
+    let mut lines: Vec<String> = Vec::new();
+    if !note.0.is_empty() {
+        lines.push(note.0.clone());
     }
+    lines.push(format!("{TAKEN_BY}{who}"));
+    if let Some(c) = serving {
+        lines.push(format!("{SERVING}{}", c.as_str()));
+    }
+    lines.join("\n")
 }
 
-/// A description as Proxmox VE gives it back: the note, and who took it when pvedeploy did.
-pub fn read_description(text: &str) -> (String, Option<String>) {
-    let mut by = None;
+/// A snapshot's description as Proxmox VE gives it back.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Described {
+    /// The user's note (or whatever the description holds, for a snapshot taken in Proxmox VE).
+    pub note: String,
+    /// Who took it, when pvedeploy did.
+    pub taken_by: Option<String>,
+    /// The commit the guest served when it was taken, when pvedeploy recorded it.
+    pub serving: Option<CommitSha>,
+}
+
+/// Reads a description as Proxmox VE gives it back: pvedeploy's lines taken out, the rest is the note.
+pub fn read_description(text: &str) -> Described {
+    let mut out = Described::default();
     let mut note = Vec::new();
     for line in text.lines() {
-        match line.strip_prefix(TAKEN_BY) {
-            Some(who) => by = Some(who.trim().to_string()),
-            None => note.push(line),
+        if let Some(who) = line.strip_prefix(TAKEN_BY) {
+            out.taken_by = Some(who.trim().to_string());
+        } else if let Some(sha) = line.strip_prefix(SERVING).and_then(|c| CommitSha::parse(c.trim()).ok()) {
+            out.serving = Some(sha);
+        } else {
+            note.push(line);
         }
     }
-    (note.join("\n").trim().to_string(), by)
+    out.note = note.join("\n").trim().to_string();
+    out
 }
 
 #[cfg(test)]
@@ -204,9 +227,14 @@ mod tests {
     #[test]
     fn who_took_it_travels_in_the_description() {
         let note = SnapshotNote::parse("before the 2.0 migration").unwrap();
-        let text = description_for(&note, "api:admin");
-        assert_eq!(read_description(&text), ("before the 2.0 migration".into(), Some("api:admin".into())));
-        assert_eq!(read_description("made in the GUI"), ("made in the GUI".into(), None));
+        let text = description_for(&note, "api:admin", None);
+        assert_eq!(read_description(&text), Described { note: "before the 2.0 migration".into(), taken_by: Some("api:admin".into()), serving: None });
+        assert_eq!(read_description("made in the GUI"), Described { note: "made in the GUI".into(), ..Described::default() });
+        // the commit the guest served travels too; a line that only looks like it stays in the note
+        let sha = CommitSha::parse("0123456789abcdef0123456789abcdef01234567").unwrap();
+        let text = description_for(&SnapshotNote::default(), "schedule:s1", Some(&sha));
+        assert_eq!(read_description(&text), Described { note: String::new(), taken_by: Some("schedule:s1".into()), serving: Some(sha) });
+        assert_eq!(read_description("pvedeploy: serving not-a-sha").note, "pvedeploy: serving not-a-sha");
         assert_eq!(SnapshotNote::parse("two\nlines").unwrap_err().rule, "one_line");
         assert_eq!(SnapshotNote::parse(&"x".repeat(201)).unwrap_err().rule, "length");
     }

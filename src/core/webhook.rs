@@ -3,6 +3,7 @@
 use std::fmt;
 
 use crate::core::deployment::{Deployment, DeploymentId};
+use crate::core::glob::Glob;
 use crate::core::names::{CommitSha, GitRef};
 use crate::core::repo::RepoUrl;
 use crate::core::status::Status;
@@ -39,6 +40,8 @@ impl fmt::Display for DeliveryId {
 /// The repository a push names: `owner/repo` and the hosts of its URLs (clone, SSH, web).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RepoIdentity {
+    /// GitHub's numeric repository id (`repository.id`), which a rename keeps.
+    pub id: Option<i64>,
     pub full_name: String,
     /// Lowercase `host` or `host:port`.
     pub hosts: Vec<String>,
@@ -48,7 +51,21 @@ impl RepoIdentity {
     /// Whether a deployment's repository is this one: same `owner/repo` (GitHub names are
     /// case-insensitive) on one of the push's hosts.
     pub fn matches(&self, url: &RepoUrl) -> bool {
-        url.full_name().eq_ignore_ascii_case(&self.full_name) && self.hosts.iter().any(|h| h.eq_ignore_ascii_case(url.host()))
+        url.full_name().eq_ignore_ascii_case(&self.full_name) && self.on_host(url)
+    }
+
+    fn on_host(&self, url: &RepoUrl) -> bool {
+        self.hosts.iter().any(|h| h.eq_ignore_ascii_case(url.host()))
+    }
+
+    /// Whether a deployment's repository is this one, given the repository id an earlier push to it carried
+    /// (`bound`): once both ids are known they decide (a renamed repository still routes, a new repository under
+    /// the old name does not); before, the name does.
+    pub fn is(&self, url: &RepoUrl, bound: Option<i64>) -> bool {
+        match (self.id, bound) {
+            (Some(id), Some(bound)) => id == bound && self.on_host(url),
+            _ => self.matches(url),
+        }
     }
 }
 
@@ -90,7 +107,29 @@ pub struct PushEvent {
     pub deleted: bool,
     /// Who pushed (GitHub login), bounded and printable.
     pub pusher: String,
+    /// The head commit (`head_commit.id`): for a tag, the commit it names (an annotated tag's `after` is the tag
+    /// object).
+    pub head: Option<CommitSha>,
+    /// The skip marker in the head commit's message (`[skip ci]`, `[skip deploy]`, …), if any: nothing redeploys.
+    pub skip_marker: Option<&'static str>,
+    /// Every path the push's commits added, modified or removed (GitHub's `commits[].added/modified/removed`);
+    /// `None` when the payload cannot tell (no commits listed, or GitHub's list may be cut short): path filters then
+    /// let the push through.
+    pub changed: Option<Vec<String>>,
 }
+
+/// The markers that keep a push from deploying when its head commit's message holds one (any case): GitHub Actions'
+/// own (`[skip ci]`, `[ci skip]`, `[no ci]`, as "Skipping workflow runs" in GitHub's docs lists them) and ours.
+pub const SKIP_MARKERS: [&str; 5] = ["[skip ci]", "[ci skip]", "[no ci]", "[skip deploy]", "[deploy skip]"];
+
+/// The first skip marker in a commit message, if any.
+pub fn skip_marker(message: &str) -> Option<&'static str> {
+    let lower = message.to_ascii_lowercase();
+    SKIP_MARKERS.into_iter().find(|m| lower.contains(m))
+}
+
+/// GitHub lists at most this many commits in a push payload; a list this long may have been cut short.
+pub const MAX_LISTED_COMMITS: usize = 2048;
 
 /// Parses a commit id where all zeros means "no commit" (a created or deleted ref).
 pub fn commit_or_none(raw: &str, field: &str) -> Result<Option<CommitSha>, FieldError> {
@@ -104,6 +143,10 @@ pub fn commit_or_none(raw: &str, field: &str) -> Result<Option<CommitSha>, Field
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Skip {
     Tag,
+    /// The head commit's message holds a skip marker (`SKIP_MARKERS`).
+    Marker,
+    /// The deployment has path filters and no file the push changed matches one.
+    Paths,
     BranchDeleted,
     NotABranch,
     NoDeployment,
@@ -116,6 +159,10 @@ pub enum Skip {
     /// Not an event pvedeploy acts on.
     Event,
     InvalidPayload,
+    /// A pull request for a deployment without `previews`.
+    PreviewsOff,
+    /// A closed pull request that has no preview of this deployment.
+    NoPreview,
 }
 
 /// What became of a delivery, or of one deployment it concerned.
@@ -131,6 +178,10 @@ pub enum Outcome {
     Queued,
     /// The deployment already runs (or deploys) the pushed commit.
     AlreadyAt,
+    /// A pull request's preview deployment was made and its first deploy started (`core::preview`).
+    PreviewCreated,
+    /// A closed pull request's preview deployment is being destroyed.
+    PreviewDestroyed,
     /// The engine refused (the detail holds its reason).
     Refused,
     /// The engine or the store failed (the detail holds why); redelivering is safe.
@@ -142,16 +193,20 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 18] = [
+    pub const ALL: [Outcome; 24] = [
         Outcome::Received,
         Outcome::TooLarge,
         Outcome::Pong,
         Outcome::RedeployRequested,
         Outcome::Queued,
         Outcome::AlreadyAt,
+        Outcome::PreviewCreated,
+        Outcome::PreviewDestroyed,
         Outcome::Refused,
         Outcome::Failed,
         Outcome::Ignored(Skip::Tag),
+        Outcome::Ignored(Skip::Marker),
+        Outcome::Ignored(Skip::Paths),
         Outcome::Ignored(Skip::BranchDeleted),
         Outcome::Ignored(Skip::NotABranch),
         Outcome::Ignored(Skip::NoDeployment),
@@ -161,6 +216,8 @@ impl Outcome {
         Outcome::Ignored(Skip::SamePush),
         Outcome::Ignored(Skip::Event),
         Outcome::Ignored(Skip::InvalidPayload),
+        Outcome::Ignored(Skip::PreviewsOff),
+        Outcome::Ignored(Skip::NoPreview),
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -170,11 +227,15 @@ impl Outcome {
             Outcome::RedeployRequested => "redeploy_requested",
             Outcome::Queued => "queued",
             Outcome::AlreadyAt => "already_at",
+            Outcome::PreviewCreated => "preview_created",
+            Outcome::PreviewDestroyed => "preview_destroyed",
             Outcome::Refused => "refused",
             Outcome::Failed => "failed",
             Outcome::TooLarge => "too_large",
             Outcome::Ignored(s) => match s {
                 Skip::Tag => "ignored_tag",
+                Skip::Marker => "ignored_skip_marker",
+                Skip::Paths => "ignored_paths",
                 Skip::BranchDeleted => "ignored_branch_deleted",
                 Skip::NotABranch => "ignored_not_a_branch",
                 Skip::NoDeployment => "ignored_no_deployment",
@@ -184,6 +245,8 @@ impl Outcome {
                 Skip::SamePush => "ignored_same_push",
                 Skip::Event => "ignored_event",
                 Skip::InvalidPayload => "ignored_invalid_payload",
+                Skip::PreviewsOff => "ignored_previews_off",
+                Skip::NoPreview => "ignored_no_preview",
             },
         }
     }
@@ -197,19 +260,20 @@ impl Outcome {
     /// payload, ignored for a reason that may since have changed) is processed again when its GUID comes back, and
     /// recorded as a retry: running it again acts at most once, since none of them acted.
     pub fn acted(self) -> bool {
-        matches!(self, Outcome::Received | Outcome::Pong | Outcome::RedeployRequested | Outcome::Queued | Outcome::AlreadyAt)
+        matches!(self, Outcome::Received | Outcome::Pong | Outcome::RedeployRequested | Outcome::Queued | Outcome::AlreadyAt | Outcome::PreviewCreated | Outcome::PreviewDestroyed)
     }
 
     /// Which outcome sums up a delivery that concerned several deployments: the one with the most effect.
     fn weight(self) -> u8 {
         match self {
+            Outcome::PreviewCreated | Outcome::PreviewDestroyed => 10,
             Outcome::RedeployRequested => 9,
             Outcome::Queued => 8,
             Outcome::AlreadyAt => 7,
             Outcome::Failed => 6,
             Outcome::Refused => 5,
             Outcome::Ignored(Skip::SamePush) => 4,
-            Outcome::Ignored(Skip::AutoRedeployOff) => 3,
+            Outcome::Ignored(Skip::AutoRedeployOff) | Outcome::Ignored(Skip::PreviewsOff) => 3,
             Outcome::Ignored(Skip::Destroyed) => 2,
             Outcome::Ignored(_) => 1,
             Outcome::Received | Outcome::Pong | Outcome::TooLarge => 0,
@@ -239,24 +303,46 @@ pub enum Decision {
 /// Whether a push redeploys anything at all, before looking at deployments.
 pub fn push_skip(push: &PushEvent) -> Option<Skip> {
     match &push.pushed_ref {
-        PushedRef::Tag(_) => Some(Skip::Tag),
         PushedRef::Other(_) => Some(Skip::NotABranch),
+        PushedRef::Tag(_) if push.deleted || push.after.is_none() => Some(Skip::Tag),
         PushedRef::Branch(_) if push.deleted || push.after.is_none() => Some(Skip::BranchDeleted),
-        PushedRef::Branch(_) => None,
+        _ if push.skip_marker.is_some() => Some(Skip::Marker),
+        _ => None,
+    }
+}
+
+/// Whether a push touches a deployment's path filters: yes without filters, and when the push cannot tell which
+/// files it changed (never drop a push on a guess).
+pub fn touches(paths: &[Glob], changed: Option<&[String]>) -> bool {
+    match changed {
+        _ if paths.is_empty() => true,
+        None => true,
+        Some(files) => files.iter().any(|f| paths.iter().any(|p| p.matches(f))),
     }
 }
 
 /// The decision for each deployment of the pushed repository (deployments of other repositories are left out).
 pub fn route(push: &PushEvent, deployments: &[Deployment]) -> Vec<(DeploymentId, Decision)> {
+    route_bound(push, deployments, &std::collections::HashMap::new())
+}
+
+/// `route`, with the repository id each deployment was last pushed from (`bound`): see `RepoIdentity::is`.
+pub fn route_bound(push: &PushEvent, deployments: &[Deployment], bound: &std::collections::HashMap<DeploymentId, i64>) -> Vec<(DeploymentId, Decision)> {
     deployments
         .iter()
-        .filter(|d| push.repo.matches(&d.spec.repo_url))
+        .filter(|d| push.repo.is(&d.spec.repo_url, bound.get(&d.id).copied()))
         .map(|d| {
             let decision = match (push_skip(push), &push.pushed_ref, &push.after) {
                 (Some(skip), _, _) => Decision::Skip(skip),
                 _ if matches!(d.status, Status::Destroying | Status::Destroyed) => Decision::Skip(Skip::Destroyed),
+                (None, PushedRef::Tag(t), Some(after)) => match &d.spec.deploy_tags {
+                    Some(pattern) if pattern.matches(t) && d.spec.auto_redeploy => Decision::Redeploy(push.head.clone().unwrap_or_else(|| after.clone())),
+                    Some(pattern) if pattern.matches(t) => Decision::Skip(Skip::AutoRedeployOff),
+                    _ => Decision::Skip(Skip::Tag),
+                },
                 (None, PushedRef::Branch(b), _) if *b != d.spec.branch => Decision::Skip(Skip::OtherBranch),
                 _ if !d.spec.auto_redeploy => Decision::Skip(Skip::AutoRedeployOff),
+                _ if !touches(&d.spec.paths, push.changed.as_deref()) => Decision::Skip(Skip::Paths),
                 (None, _, Some(after)) => Decision::Redeploy(after.clone()),
                 (None, _, None) => Decision::Skip(Skip::BranchDeleted),
             };
@@ -352,13 +438,16 @@ mod tests {
 
     fn push(r: &str, after: &str) -> PushEvent {
         PushEvent {
-            repo: RepoIdentity { full_name: "Octo/App".into(), hosts: vec!["github.com".into()] },
+            repo: RepoIdentity { id: Some(1296269), full_name: "Octo/App".into(), hosts: vec!["github.com".into()] },
             pushed_ref: PushedRef::parse(r),
             raw_ref: r.into(),
             before: None,
             after: commit_or_none(after, "after").unwrap(),
             deleted: after == ZERO,
             pusher: "octocat".into(),
+            head: None,
+            skip_marker: None,
+            changed: None,
         }
     }
 
@@ -384,6 +473,90 @@ mod tests {
         let mut gone = deployment("https://github.com/octo/app", "main", true);
         gone.status = Status::Destroying;
         assert_eq!(decisions(&push("refs/heads/main", A), &[gone]), [Decision::Skip(Skip::Destroyed)]);
+    }
+
+    #[test]
+    fn a_skip_marker_in_the_head_commit_skips_the_push() {
+        for (message, marker) in [
+            ("Fix typo [skip ci]", Some("[skip ci]")),
+            ("docs: README\n\n[CI SKIP]", Some("[ci skip]")),
+            ("[skip deploy] wip", Some("[skip deploy]")),
+            ("[no ci]", Some("[no ci]")),
+            ("skip ci", None),
+            ("[skip  ci]", None),
+            ("[skip-ci]", None),
+            ("", None),
+        ] {
+            assert_eq!(skip_marker(message), marker, "{message:?}");
+        }
+        let main = [deployment("https://github.com/octo/app", "main", true)];
+        let mut p = push("refs/heads/main", A);
+        p.skip_marker = skip_marker("Update [skip deploy]");
+        assert_eq!(push_skip(&p), Some(Skip::Marker));
+        assert_eq!(decisions(&p, &main), [Decision::Skip(Skip::Marker)]);
+        // a deleted branch stays a deletion, whatever its message said
+        let mut gone = push("refs/heads/main", ZERO);
+        gone.skip_marker = Some("[skip ci]");
+        assert_eq!(push_skip(&gone), Some(Skip::BranchDeleted));
+    }
+
+    #[test]
+    fn path_filters_let_through_only_pushes_that_touch_them() {
+        let mut d = deployment("https://github.com/octo/app", "main", true);
+        d.spec.paths = vec![Glob::parse("api/**").unwrap(), Glob::parse("requirements.txt").unwrap()];
+        let main = [d];
+        let with = |files: Option<&[&str]>| {
+            let mut p = push("refs/heads/main", A);
+            p.changed = files.map(|f| f.iter().map(|s| s.to_string()).collect());
+            decisions(&p, &main)
+        };
+        let redeploy = [Decision::Redeploy(CommitSha::parse(A).unwrap())];
+        assert_eq!(with(Some(&["docs/index.md", "README.md"])), [Decision::Skip(Skip::Paths)]);
+        assert_eq!(with(Some(&[])), [Decision::Skip(Skip::Paths)], "a push that changed nothing touches nothing");
+        assert_eq!(with(Some(&["README.md", "api/v1/views.py"])), redeploy);
+        assert_eq!(with(Some(&["requirements.txt"])), redeploy);
+        assert_eq!(with(None), redeploy, "files unknown: deployed rather than lost");
+        // without filters every push deploys
+        assert!(touches(&[], Some(&["docs/x".to_string()])));
+    }
+
+    #[test]
+    fn a_matching_tag_deploys_its_commit() {
+        let mut d = deployment("https://github.com/octo/app", "main", true);
+        d.spec.deploy_tags = Some(Glob::parse("v*").unwrap());
+        let mut off = d.clone();
+        off.spec.auto_redeploy = false;
+        let tagged = sha('c');
+        let mut p = push("refs/tags/v1.2.0", A);
+        p.head = Some(tagged.clone());
+        assert_eq!(decisions(&p, &[d.clone()]), [Decision::Redeploy(tagged.clone())], "the tagged commit, not the tag object");
+        assert_eq!(decisions(&p, &[off]), [Decision::Skip(Skip::AutoRedeployOff)]);
+        p.head = None;
+        assert_eq!(decisions(&p, &[d.clone()]), [Decision::Redeploy(CommitSha::parse(A).unwrap())]);
+        assert_eq!(decisions(&push("refs/tags/release-1", A), &[d.clone()]), [Decision::Skip(Skip::Tag)]);
+        assert_eq!(decisions(&push("refs/tags/v1.2.0", ZERO), &[d.clone()]), [Decision::Skip(Skip::Tag)], "a deleted tag deploys nothing");
+        // a deployment without a tag pattern ignores tags
+        assert_eq!(decisions(&push("refs/tags/v1.2.0", A), &[deployment("https://github.com/octo/app", "main", true)]), [Decision::Skip(Skip::Tag)]);
+    }
+
+    #[test]
+    fn once_its_id_is_known_a_renamed_repository_still_routes_and_a_new_one_under_the_old_name_does_not() {
+        let d = deployment("https://github.com/octo/app.git", "main", true);
+        let bound = std::collections::HashMap::from([(d.id.clone(), 1296269)]);
+        let mut renamed = push("refs/heads/main", A);
+        renamed.repo.full_name = "octo/shop".into();
+        assert!(route(&renamed, &[d.clone()]).is_empty(), "by name, before the id is known");
+        assert_eq!(route_bound(&renamed, &[d.clone()], &bound).len(), 1);
+        let mut impostor = push("refs/heads/main", A);
+        impostor.repo.id = Some(4242);
+        assert!(route_bound(&impostor, &[d.clone()], &bound).is_empty());
+        // without an id in the push (a resumed record), the name decides
+        let mut unnumbered = push("refs/heads/main", A);
+        unnumbered.repo.id = None;
+        assert_eq!(route_bound(&unnumbered, &[d.clone()], &bound).len(), 1);
+        // the id never carries a push to another host
+        renamed.repo.hosts = vec!["ghe.example".into()];
+        assert!(route_bound(&renamed, &[d], &bound).is_empty());
     }
 
     #[test]

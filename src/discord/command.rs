@@ -12,12 +12,12 @@ use super::interaction::OptionValue;
 pub enum DiscordCommand {
     /// `/deploy`: the request as the HTTP door hands it to the engine.
     Deploy(RawSpec),
-    /// `/status [name]`: one deployment, or the service's counts.
-    Status(Option<String>),
-    /// `/list`: the newest deployments.
-    List,
-    /// `/logs name [lines]`.
-    Logs { name: String, lines: u32 },
+    /// `/status [name] [public]`: one deployment, or the service's counts.
+    Status { name: Option<String>, public: bool },
+    /// `/list [public]`: the newest deployments.
+    List { public: bool },
+    /// `/logs name [lines] [public]`, or the Logs button of a `/deploy` message (private).
+    Logs { name: String, lines: u32, public: bool },
     /// `/redeploy`, `/rollback`, `/stop`, `/start`.
     Act { action: Action, name: String },
     /// `/destroy name`: only asks for confirmation.
@@ -26,10 +26,20 @@ pub enum DiscordCommand {
     ConfirmDestroy { deployment: String, nonce: String },
     /// The cancel button of a `/destroy` or a `/restore`.
     CancelDestroy { nonce: String },
-    /// `/resources`: the cluster's nodes and storages.
-    Resources,
+    /// `/resources [public]`: the cluster's nodes and storages.
+    Resources { public: bool },
+    /// `/snapshots name [public]`: a guest's snapshots.
+    Snapshots { name: String, public: bool },
+    /// `/backups name [public]`: a guest's vzdump backups.
+    Backups { name: String, public: bool },
+    /// `/schedules [name] [public]`: the schedules (of one deployment).
+    Schedules { name: Option<String>, public: bool },
+    /// `/unschedule schedule`: deletes a schedule (by id).
+    Unschedule { schedule: String },
     /// `/snapshot name snapshot [description]`: a snapshot taken by hand (no schedule deletes it).
     Snapshot { name: String, snapshot: SnapshotName, description: SnapshotNote },
+    /// `/backup name`: a vzdump backup taken by hand now (no retention deletes it).
+    Backup { name: String },
     /// `/restore name snapshot`: only asks for confirmation, like `/destroy`.
     AskRestore { name: String, snapshot: SnapshotName },
     /// The confirm button of a `/restore`: its nonce carries the deployment and the snapshot.
@@ -43,22 +53,46 @@ pub enum Need {
     Change,
 }
 
-/// Lines `/logs` shows by default, and at most.
+/// Lines `/logs` shows by default, and at most (those that do not fit in a message come as a file).
 pub const DEFAULT_LINES: u32 = 20;
-pub const MAX_LINES: u32 = 50;
+pub const MAX_LINES: u32 = 500;
 
 impl DiscordCommand {
     pub fn need(&self) -> Need {
         match self {
-            DiscordCommand::Status(_) | DiscordCommand::List | DiscordCommand::Logs { .. } | DiscordCommand::Resources => Need::Read,
+            DiscordCommand::Status { .. }
+            | DiscordCommand::List { .. }
+            | DiscordCommand::Logs { .. }
+            | DiscordCommand::Resources { .. }
+            | DiscordCommand::Snapshots { .. }
+            | DiscordCommand::Backups { .. }
+            | DiscordCommand::Schedules { .. } => Need::Read,
             DiscordCommand::Deploy(_)
             | DiscordCommand::Act { .. }
             | DiscordCommand::AskDestroy { .. }
             | DiscordCommand::ConfirmDestroy { .. }
             | DiscordCommand::CancelDestroy { .. }
             | DiscordCommand::Snapshot { .. }
+            | DiscordCommand::Backup { .. }
             | DiscordCommand::AskRestore { .. }
-            | DiscordCommand::ConfirmRestore { .. } => Need::Change,
+            | DiscordCommand::ConfirmRestore { .. }
+            | DiscordCommand::Unschedule { .. } => Need::Change,
+        }
+    }
+
+    /// Whether the answer is for the caller only: reads are, unless `public:true` asked to share them; what a
+    /// change did is shown to the channel. Decided before the answer is deferred (a deferred answer's
+    /// ephemerality is fixed then).
+    pub fn private(&self) -> bool {
+        match self {
+            DiscordCommand::Status { public, .. }
+            | DiscordCommand::List { public }
+            | DiscordCommand::Logs { public, .. }
+            | DiscordCommand::Resources { public }
+            | DiscordCommand::Snapshots { public, .. }
+            | DiscordCommand::Backups { public, .. }
+            | DiscordCommand::Schedules { public, .. } => !public,
+            _ => false,
         }
     }
 
@@ -66,13 +100,18 @@ impl DiscordCommand {
     pub fn name(&self) -> &'static str {
         match self {
             DiscordCommand::Deploy(_) => "deploy",
-            DiscordCommand::Status(_) => "status",
-            DiscordCommand::List => "list",
+            DiscordCommand::Status { .. } => "status",
+            DiscordCommand::List { .. } => "list",
             DiscordCommand::Logs { .. } => "logs",
             DiscordCommand::Act { action, .. } => action.as_str(),
             DiscordCommand::AskDestroy { .. } | DiscordCommand::ConfirmDestroy { .. } | DiscordCommand::CancelDestroy { .. } => "destroy",
-            DiscordCommand::Resources => "resources",
+            DiscordCommand::Resources { .. } => "resources",
+            DiscordCommand::Snapshots { .. } => "snapshots",
+            DiscordCommand::Backups { .. } => "backups",
+            DiscordCommand::Schedules { .. } => "schedules",
+            DiscordCommand::Unschedule { .. } => "unschedule",
             DiscordCommand::Snapshot { .. } => "snapshot",
+            DiscordCommand::Backup { .. } => "backup",
             DiscordCommand::AskRestore { .. } | DiscordCommand::ConfirmRestore { .. } => "restore",
         }
     }
@@ -115,6 +154,18 @@ impl<'a> Options<'a> {
             _ => {
                 self.errors.push(FieldError::new(name, "type", "must be a whole number"));
                 None
+            }
+        }
+    }
+
+    /// `public`: false unless given.
+    fn public(&mut self) -> bool {
+        match self.get("public") {
+            None => false,
+            Some(OptionValue::Bool(b)) => *b,
+            Some(_) => {
+                self.errors.push(FieldError::new("public", "type", "must be true or false"));
+                false
             }
         }
     }
@@ -167,10 +218,27 @@ pub fn parse_command(name: &str, options: &[(String, OptionValue)]) -> Result<Di
             };
             Some(DiscordCommand::Deploy(raw))
         }
-        "status" => Some(DiscordCommand::Status(o.text("name"))),
-        "list" => Some(DiscordCommand::List),
-        "resources" => Some(DiscordCommand::Resources),
+        "status" => {
+            let name = o.text("name");
+            Some(DiscordCommand::Status { name, public: o.public() })
+        }
+        "list" => Some(DiscordCommand::List { public: o.public() }),
+        "resources" => Some(DiscordCommand::Resources { public: o.public() }),
+        "snapshots" => {
+            let public = o.public();
+            o.required_text("name").map(|name| DiscordCommand::Snapshots { name, public })
+        }
+        "backups" => {
+            let public = o.public();
+            o.required_text("name").map(|name| DiscordCommand::Backups { name, public })
+        }
+        "schedules" => {
+            let name = o.text("name");
+            Some(DiscordCommand::Schedules { name, public: o.public() })
+        }
+        "unschedule" => o.required_text("schedule").map(|schedule| DiscordCommand::Unschedule { schedule }),
         "logs" => {
+            let public = o.public();
             let name = o.required_text("name");
             let lines = match o.integer("lines") {
                 None => Some(DEFAULT_LINES),
@@ -180,13 +248,14 @@ pub fn parse_command(name: &str, options: &[(String, OptionValue)]) -> Result<Di
                     None
                 }
             };
-            name.zip(lines).map(|(name, lines)| DiscordCommand::Logs { name, lines })
+            name.zip(lines).map(|(name, lines)| DiscordCommand::Logs { name, lines, public })
         }
         "redeploy" => o.required_text("name").map(action(Action::Redeploy)),
         "rollback" => o.required_text("name").map(action(Action::Rollback)),
         "stop" => o.required_text("name").map(action(Action::Stop)),
         "start" => o.required_text("name").map(action(Action::Start)),
         "destroy" => o.required_text("name").map(|name| DiscordCommand::AskDestroy { name }),
+        "backup" => o.required_text("name").map(|name| DiscordCommand::Backup { name }),
         "snapshot" => {
             let name = o.required_text("name");
             let snapshot = o.snapshot(SnapshotName::parse);
@@ -219,13 +288,22 @@ pub fn cancel_id(nonce: &str) -> String {
     format!("cancel:{nonce}")
 }
 
-/// Converts a button press into a `DiscordCommand`.
 /// The custom id of a restore confirmation's button: `restore:<nonce>` (the nonce carries deployment and snapshot;
 /// both would not fit in Discord's 100 characters).
 pub fn restore_id(nonce: &str) -> String {
     format!("restore:{nonce}")
 }
 
+/// The buttons of a `/deploy` message: `logs:<deployment id>` (the last lines, privately), `rollback:<deployment id>`.
+pub fn logs_id(deployment: &str) -> String {
+    format!("logs:{deployment}")
+}
+
+pub fn rollback_id(deployment: &str) -> String {
+    format!("rollback:{deployment}")
+}
+
+/// Converts a button press into a `DiscordCommand`.
 pub fn parse_component(custom_id: &str) -> Result<DiscordCommand, ValidationErrors> {
     let bad = || ValidationErrors(vec![FieldError::new("custom_id", "unknown", "is not a pvedeploy button")]);
     let mut parts = custom_id.split(':');
@@ -233,6 +311,8 @@ pub fn parse_component(custom_id: &str) -> Result<DiscordCommand, ValidationErro
         (Some("destroy"), Some(d), Some(n), None) if !d.is_empty() && !n.is_empty() => Ok(DiscordCommand::ConfirmDestroy { deployment: d.into(), nonce: n.into() }),
         (Some("cancel"), Some(n), None, None) if !n.is_empty() => Ok(DiscordCommand::CancelDestroy { nonce: n.into() }),
         (Some("restore"), Some(n), None, None) if !n.is_empty() => Ok(DiscordCommand::ConfirmRestore { nonce: n.into() }),
+        (Some("logs"), Some(d), None, None) if !d.is_empty() => Ok(DiscordCommand::Logs { name: d.into(), lines: DEFAULT_LINES, public: false }),
+        (Some("rollback"), Some(d), None, None) if !d.is_empty() => Ok(DiscordCommand::Act { action: Action::Rollback, name: d.into() }),
         _ => Err(bad()),
     }
 }
@@ -246,6 +326,9 @@ mod tests {
     }
     fn i(name: &str, v: i64) -> (String, OptionValue) {
         (name.into(), OptionValue::Integer(v))
+    }
+    fn b(name: &str, v: bool) -> (String, OptionValue) {
+        (name.into(), OptionValue::Bool(v))
     }
 
     #[test]
@@ -274,12 +357,17 @@ mod tests {
     #[test]
     fn every_command_converts_and_needs_its_permission() {
         let cases: Vec<(&str, Vec<(String, OptionValue)>, DiscordCommand, Need)> = vec![
-            ("status", vec![], DiscordCommand::Status(None), Need::Read),
-            ("status", vec![t("name", "web")], DiscordCommand::Status(Some("web".into())), Need::Read),
-            ("list", vec![], DiscordCommand::List, Need::Read),
-            ("resources", vec![], DiscordCommand::Resources, Need::Read),
-            ("logs", vec![t("name", "web")], DiscordCommand::Logs { name: "web".into(), lines: DEFAULT_LINES }, Need::Read),
-            ("logs", vec![t("name", "web"), i("lines", 5)], DiscordCommand::Logs { name: "web".into(), lines: 5 }, Need::Read),
+            ("status", vec![], DiscordCommand::Status { name: None, public: false }, Need::Read),
+            ("status", vec![t("name", "web")], DiscordCommand::Status { name: Some("web".into()), public: false }, Need::Read),
+            ("status", vec![t("name", "web"), b("public", true)], DiscordCommand::Status { name: Some("web".into()), public: true }, Need::Read),
+            ("list", vec![], DiscordCommand::List { public: false }, Need::Read),
+            ("resources", vec![], DiscordCommand::Resources { public: false }, Need::Read),
+            ("logs", vec![t("name", "web")], DiscordCommand::Logs { name: "web".into(), lines: DEFAULT_LINES, public: false }, Need::Read),
+            ("logs", vec![t("name", "web"), i("lines", 5), b("public", true)], DiscordCommand::Logs { name: "web".into(), lines: 5, public: true }, Need::Read),
+            ("snapshots", vec![t("name", "web")], DiscordCommand::Snapshots { name: "web".into(), public: false }, Need::Read),
+            ("backups", vec![t("name", "web")], DiscordCommand::Backups { name: "web".into(), public: false }, Need::Read),
+            ("schedules", vec![], DiscordCommand::Schedules { name: None, public: false }, Need::Read),
+            ("unschedule", vec![t("schedule", "0190")], DiscordCommand::Unschedule { schedule: "0190".into() }, Need::Change),
             ("redeploy", vec![t("name", "web")], DiscordCommand::Act { action: Action::Redeploy, name: "web".into() }, Need::Change),
             ("rollback", vec![t("name", "web")], DiscordCommand::Act { action: Action::Rollback, name: "web".into() }, Need::Change),
             ("stop", vec![t("name", "web")], DiscordCommand::Act { action: Action::Stop, name: "web".into() }, Need::Change),
@@ -306,7 +394,9 @@ mod tests {
         for (name, opts, field, rule) in [
             ("logs", vec![], "name", "required"),
             ("logs", vec![t("name", "web"), i("lines", 0)], "lines", "range"),
-            ("logs", vec![t("name", "web"), i("lines", 51)], "lines", "range"),
+            ("logs", vec![t("name", "web"), i("lines", i64::from(MAX_LINES) + 1)], "lines", "range"),
+            ("logs", vec![t("name", "web"), t("public", "yes")], "public", "type"),
+            ("unschedule", vec![], "schedule", "required"),
             ("stop", vec![i("name", 3)], "name", "type"),
             ("destroy", vec![], "name", "required"),
             ("snapshot", vec![t("name", "web"), t("snapshot", "pvd-mine")], "snapshot", "reserved"),
@@ -330,5 +420,9 @@ mod tests {
         assert_eq!(parse_component(&cancel_id("n")).unwrap().need(), Need::Change);
         assert_eq!(parse_component(&restore_id("abc")).unwrap(), DiscordCommand::ConfirmRestore { nonce: "abc".into() });
         assert!(restore_id(&"f".repeat(24)).len() <= 100);
+        assert_eq!(parse_component(&logs_id(id)).unwrap(), DiscordCommand::Logs { name: id.into(), lines: DEFAULT_LINES, public: false });
+        assert!(parse_component(&logs_id(id)).unwrap().private(), "a Logs button answers the presser only");
+        assert_eq!(parse_component(&rollback_id(id)).unwrap(), DiscordCommand::Act { action: Action::Rollback, name: id.into() });
+        assert_eq!(parse_component(&rollback_id(id)).unwrap().need(), Need::Change);
     }
 }

@@ -1,4 +1,4 @@
-//! Pending `/destroy` confirmations: a short-lived nonce bound to one deployment and the user who asked.
+//! Pending `/destroy` and `/restore` confirmations: a short-lived nonce bound to one deployment and the user who asked.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -19,9 +19,9 @@ struct Pending {
 /// Why a button press is not honoured.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfirmError {
-    #[error("this confirmation has expired or was already used; run /destroy again")]
+    #[error("this confirmation has expired or was already used; run /destroy or /restore again")]
     Unknown,
-    #[error("only the person who ran /destroy can confirm or cancel it")]
+    #[error("only the person who ran /destroy or /restore can confirm or cancel it")]
     OtherUser,
 }
 

@@ -68,20 +68,35 @@ mod tests {
     use crate::config::discord::Snowflake;
     use serde_json::json;
 
-    #[test]
-    fn a_gateway_command_reads_like_the_same_command_at_the_endpoint() {
-        let wire = json!({
-            "type": 2, "id": "10", "application_id": "20", "token": "tok", "version": 1, "locale": "en-US", "app_permissions": "0",
+    /// An interaction as Discord sends it from a guild, of type `kind` with `data`.
+    fn wire(kind: u8, id: &str, data: serde_json::Value) -> serde_json::Value {
+        json!({
+            "type": kind, "id": id, "application_id": "20", "token": "tok", "version": 1, "locale": "en-US", "app_permissions": "0",
             "guild_id": "30", "channel_id": "31", "entitlements": [], "attachment_size_limit": 8388608, "authorizing_integration_owners": {}, "context": 0,
             "member": {"user": {"id": "40", "username": "ada", "discriminator": "0", "avatar": null, "global_name": null},
                        "roles": ["50"], "joined_at": "2024-01-01T00:00:00+00:00", "deaf": false, "mute": false, "flags": 0},
-            "data": {"id": "60", "name": "logs", "type": 1, "options": [{"name": "name", "type": 3, "value": "web"}, {"name": "lines", "type": 4, "value": 5}]}
-        });
+            "data": data,
+        })
+    }
+
+    #[test]
+    fn a_gateway_command_reads_like_the_same_command_at_the_endpoint() {
+        let wire = wire(2, "10", json!({"id": "60", "name": "logs", "type": 1, "options": [{"name": "name", "type": 3, "value": "web"}, {"name": "lines", "type": 4, "value": 5}]}));
         let event: SerenityInteraction = serde_json::from_value(wire.clone()).expect("serenity reads Discord's payload");
         let via_gateway = to_interaction(&event).unwrap();
         let via_endpoint = interaction::parse(wire.to_string().as_bytes()).unwrap();
         assert_eq!(via_gateway.kind, via_endpoint.kind);
         assert_eq!((via_gateway.guild_id, via_gateway.roles.clone(), via_gateway.caller.clone()), (via_endpoint.guild_id, via_endpoint.roles, via_endpoint.caller));
         assert_eq!((via_gateway.id, via_gateway.application_id, via_gateway.token.expose().as_str()), (Snowflake(10), Snowflake(20), "tok"));
+    }
+
+    #[test]
+    fn a_gateway_autocomplete_reads_like_the_same_at_the_endpoint() {
+        let wire = wire(4, "11", json!({"id": "60", "name": "logs", "type": 1, "options": [{"name": "name", "type": 3, "value": "we", "focused": true}]}));
+        let event: SerenityInteraction = serde_json::from_value(wire.clone()).expect("serenity reads Discord's payload");
+        let via_gateway = to_interaction(&event).unwrap();
+        let via_endpoint = interaction::parse(wire.to_string().as_bytes()).unwrap();
+        assert_eq!(via_gateway.kind, via_endpoint.kind);
+        assert!(matches!(via_endpoint.kind, interaction::Kind::Autocomplete { .. }), "{:?}", via_endpoint.kind);
     }
 }

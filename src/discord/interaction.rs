@@ -18,6 +18,7 @@ pub struct Caller {
 pub enum OptionValue {
     Text(String),
     Integer(i64),
+    Bool(bool),
     Other(Value),
 }
 
@@ -28,9 +29,13 @@ pub enum Kind {
     Ping,
     /// A slash command with its options, in the order sent.
     Command { name: String, options: Vec<(String, OptionValue)> },
-    /// A button press on one of our messages.
-    Component { custom_id: String },
-    /// Anything else (autocomplete, modal submit …), by its type number.
+    /// A button press on one of our messages, with that message's components (to disable them when the button
+    /// expired).
+    Component { custom_id: String, components: Value },
+    /// An option being typed (`APPLICATION_COMMAND_AUTOCOMPLETE`, type 4): the command, the options filled in so
+    /// far, and the focused one (`focused: true`) with what was typed, as text.
+    Autocomplete { command: String, options: Vec<(String, OptionValue)>, focused: String, typed: String },
+    /// Anything else (modal submit …), by its type number.
     Other(u64),
 }
 
@@ -83,6 +88,7 @@ struct WireInteraction {
     member: Option<WireMember>,
     user: Option<WireUser>,
     data: Option<WireData>,
+    message: Option<WireMessage>,
 }
 
 #[derive(Deserialize)]
@@ -110,6 +116,26 @@ struct WireData {
 struct WireOption {
     name: String,
     value: Option<Value>,
+    /// Set on the option being typed, in an autocomplete interaction.
+    #[serde(default)]
+    focused: bool,
+}
+
+/// The message a component sits on (only its components are read).
+#[derive(Deserialize)]
+struct WireMessage {
+    #[serde(default)]
+    components: Value,
+}
+
+fn option_value(v: Option<Value>) -> OptionValue {
+    match v {
+        Some(Value::String(s)) => OptionValue::Text(s),
+        Some(Value::Number(n)) if n.is_i64() => OptionValue::Integer(n.as_i64().unwrap_or_default()),
+        Some(Value::Bool(b)) => OptionValue::Bool(b),
+        Some(other) => OptionValue::Other(other),
+        None => OptionValue::Other(Value::Null),
+    }
 }
 
 fn field(name: &str, rule: &'static str, message: &str) -> FieldError {
@@ -133,29 +159,40 @@ pub fn parse(body: &[u8]) -> Result<Interaction, FieldError> {
         Some(u) => Some(Caller { id: u.id.parse().ok_or_else(|| field("user.id", "snowflake", "must be a Discord id"))?, name: u.username }),
         None => None,
     };
+    // Interaction types: https://discord.com/developers/docs/interactions/receiving-and-responding#interaction-object-interaction-type
     let kind = match w.kind {
         1 => Kind::Ping,
         2 => {
             let data = w.data.ok_or_else(|| field("data", "required", "is required for a command"))?;
             let name = data.name.ok_or_else(|| field("data.name", "required", "is required for a command"))?;
-            let options = data
-                .options
-                .into_iter()
-                .map(|o| {
-                    let v = match o.value {
-                        Some(Value::String(s)) => OptionValue::Text(s),
-                        Some(Value::Number(n)) if n.is_i64() => OptionValue::Integer(n.as_i64().unwrap_or_default()),
-                        Some(other) => OptionValue::Other(other),
-                        None => OptionValue::Other(Value::Null),
-                    };
-                    (o.name, v)
-                })
-                .collect();
+            let options = data.options.into_iter().map(|o| (o.name, option_value(o.value))).collect();
             Kind::Command { name, options }
         }
         3 => {
             let custom_id = w.data.and_then(|d| d.custom_id).ok_or_else(|| field("data.custom_id", "required", "is required for a component"))?;
-            Kind::Component { custom_id }
+            let components = w.message.map(|m| m.components).unwrap_or(Value::Null);
+            Kind::Component { custom_id, components }
+        }
+        4 => {
+            let data = w.data.ok_or_else(|| field("data", "required", "is required for an autocomplete"))?;
+            let command = data.name.ok_or_else(|| field("data.name", "required", "is required for an autocomplete"))?;
+            let mut focused = None;
+            let mut options = Vec::new();
+            for o in data.options {
+                if o.focused {
+                    // what was typed so far, as text even for number options
+                    let typed = match o.value {
+                        Some(Value::String(s)) => s,
+                        Some(Value::Number(n)) => n.to_string(),
+                        _ => String::new(),
+                    };
+                    focused = Some((o.name, typed));
+                } else {
+                    options.push((o.name, option_value(o.value)));
+                }
+            }
+            let (focused, typed) = focused.ok_or_else(|| field("data.options", "focused", "must hold the option being typed"))?;
+            Kind::Autocomplete { command, options, focused, typed }
         }
         n => Kind::Other(n),
     };
@@ -194,7 +231,13 @@ mod tests {
         let i = parse(br#"{"type":1,"id":"1","application_id":"2","token":"t"}"#).unwrap();
         assert_eq!(i.kind, Kind::Ping);
         let i = parse(br#"{"type":3,"id":"1","application_id":"2","token":"t","data":{"custom_id":"x","component_type":2}}"#).unwrap();
-        assert_eq!(i.kind, Kind::Component { custom_id: "x".into() });
+        assert_eq!(i.kind, Kind::Component { custom_id: "x".into(), components: Value::Null });
+        let i = parse(
+            br#"{"type":4,"id":"1","application_id":"2","token":"t","data":{"id":"9","name":"logs","type":1,"options":[{"name":"name","type":3,"value":"we","focused":true},{"name":"public","type":5,"value":true}]}}"#,
+        )
+        .unwrap();
+        assert_eq!(i.kind, Kind::Autocomplete { command: "logs".into(), options: vec![("public".into(), OptionValue::Bool(true))], focused: "name".into(), typed: "we".into() });
+        assert_eq!(parse(br#"{"type":4,"id":"1","application_id":"2","token":"t","data":{"name":"logs","options":[]}}"#).unwrap_err().rule, "focused");
         assert_eq!(parse(b"{}").unwrap_err().field, "body");
         assert_eq!(parse(br#"{"type":2,"id":"x","application_id":"2","token":"t"}"#).unwrap_err().field, "id");
     }

@@ -7,8 +7,8 @@ use crate::engine::resources::ClusterFigures;
 use crate::engine::EngineError;
 use crate::store::logs::LogLine;
 
-use super::command::option_name;
-use super::reply::{truncate, Embed, Reply};
+use super::command::{self, option_name};
+use super::reply::{truncate, Attachment, Button, ButtonStyle, Embed, Reply};
 
 const GREEN: u32 = 0x2ecc71;
 const RED: u32 = 0xe74c3c;
@@ -112,28 +112,121 @@ pub fn list(items: &[Deployment], total: u64) -> Reply {
 
 /// Log lines in a code block, the newest kept when they do not all fit.
 pub fn log_block(lines: &[LogLine], budget: usize) -> String {
+    counted_block(lines, budget).0
+}
+
+/// As [`log_block`], with how many lines it shows whole (kept and not cut).
+fn counted_block(lines: &[LogLine], budget: usize) -> (String, usize) {
+    let mut whole = 0;
     let mut kept: Vec<String> = Vec::new();
     let mut used = 8;
     for l in lines.iter().rev() {
-        let line = format!("[{}] {}", l.step, l.text.replace("```", "'''"));
-        let line = truncate(&line, 300);
+        let full = format!("[{}] {}", l.step, l.text.replace("```", "'''"));
+        let line = truncate(&full, 300);
         if used + line.len() + 1 > budget {
             break;
         }
         used += line.len() + 1;
+        if line == full {
+            whole += 1;
+        }
         kept.push(line);
     }
     kept.reverse();
-    format!("```\n{}\n```", kept.join("\n"))
+    (format!("```\n{}\n```", kept.join("\n")), whole)
 }
 
+/// A log line as the attached file holds it.
+fn file_line(l: &LogLine) -> String {
+    format!("[{}] {}", l.step, l.text)
+}
+
+/// The last lines in a code block; when they do not all fit in a message, the newest that fit are shown and all of
+/// them come as the attached `logs-<name>.txt`.
 pub fn logs(d: &Deployment, lines: &[LogLine]) -> Reply {
     if lines.is_empty() {
         return Reply::text(format!("**{}** has no log lines yet.", d.spec.name));
     }
     let head = format!("Last {} log lines of **{}** ({}):\n", lines.len(), d.spec.name, d.status);
+    let (block, whole) = counted_block(lines, 2000 - head.len() - 10);
+    if whole == lines.len() {
+        return Reply::text(format!("{head}{block}"));
+    }
+    let filename = format!("logs-{}.txt", d.spec.name);
+    let head = format!("Last {} log lines of **{}** ({}), all of them in `{filename}`; the newest:\n", lines.len(), d.spec.name, d.status);
     let block = log_block(lines, 2000 - head.len() - 10);
-    Reply::text(format!("{head}{block}"))
+    let text: String = lines.iter().map(|l| file_line(l) + "\n").collect();
+    Reply { file: Some(Attachment { filename, bytes: text.into_bytes() }), ..Reply::text(format!("{head}{block}")) }
+}
+
+/// Discord's timestamp markup: shown in the reader's own time zone
+/// ([message formatting](https://discord.com/developers/docs/reference#message-formatting-timestamp-styles)).
+fn when(ms: i64) -> String {
+    format!("<t:{}:f>", ms.div_euclid(1000))
+}
+
+pub fn snapshots(d: &Deployment, list: &[crate::engine::snapshots::SnapshotInfo]) -> Reply {
+    if list.is_empty() {
+        return Reply::text(format!("**{}** has no snapshots. Take one with `/snapshot`.", d.spec.name));
+    }
+    let mut lines = vec![format!("**Snapshots of {}** ({})", d.spec.name, list.len())];
+    for s in list.iter().take(40) {
+        let at = s.taken_at.map(when).unwrap_or_else(|| "—".into());
+        let by = s.taken_by.as_deref().map(|b| format!(" by {}", clean(b))).unwrap_or_default();
+        let note = if s.description.is_empty() { String::new() } else { format!(" — {}", truncate(&s.description.replace('`', "'"), 80)) };
+        lines.push(format!("📸 `{}` {at}{by}{note}", clean(&s.name)));
+    }
+    Reply::text(lines.join("\n"))
+}
+
+pub fn backups(d: &Deployment, list: &[crate::engine::backups::BackupInfo]) -> Reply {
+    if list.is_empty() {
+        return Reply::text(format!("**{}** has no backups. Make one with `/backup`.", d.spec.name));
+    }
+    let mut lines = vec![format!("**Backups of {}** ({})", d.spec.name, list.len())];
+    for b in list.iter().take(40) {
+        let file = b.volid.split_once(":backup/").map_or(b.volid.as_str(), |(_, f)| f);
+        let at = b.taken_at.map(when).unwrap_or_else(|| "—".into());
+        let lock = if b.protected { " 🔒" } else { "" };
+        lines.push(format!("💾 `{}` {at} · {} MiB{lock}", clean(file), b.size_bytes / (1 << 20)));
+    }
+    Reply::text(lines.join("\n"))
+}
+
+/// A schedule in one line: what, on what, when (`target`: the target's name, or `all`).
+pub fn schedule_line(s: &crate::core::schedule::Schedule, target: &str) -> String {
+    let keep = s.spec.action.keep().map(|k| format!(" (keep {k})")).unwrap_or_default();
+    format!("{}{keep} {target} at {} {}", s.spec.action.as_str(), s.spec.cron.as_str(), s.spec.zone.name())
+}
+
+/// `/schedules`: each schedule with its next run (`items`: the schedule, its target's name, its next run in UTC ms).
+pub fn schedules(items: &[(crate::core::schedule::Schedule, String, Option<i64>)], total: u64) -> Reply {
+    if items.is_empty() {
+        return Reply::text("No schedules. Add one with the API (`POST /api/v1/schedules`) or `pvedeploy schedule`.");
+    }
+    let mut lines = vec![format!("**Schedules** ({} of {total})", items.len())];
+    for (s, target, next) in items {
+        let state = if s.target_destroyed {
+            "target destroyed".to_string()
+        } else if !s.spec.enabled {
+            "disabled".to_string()
+        } else {
+            next.map(|n| format!("next <t:{}:R>", n.div_euclid(1000))).unwrap_or_else(|| "no next run".into())
+        };
+        lines.push(format!("🗓️ {} — {state} · `{}`", schedule_line(s, target), s.id));
+    }
+    Reply::text(lines.join("\n"))
+}
+
+/// The buttons under a `/deploy` message that ended: the last lines (privately), a rollback, and a link to the app.
+fn deploy_buttons(d: &Deployment) -> Vec<Button> {
+    let id = d.id.as_str();
+    let mut b = vec![Button::action("Logs", command::logs_id(id), ButtonStyle::Secondary), Button::action("Roll back", command::rollback_id(id), ButtonStyle::Danger)];
+    // a link button takes http(s) URLs only
+    if let Some(url) = d.url.as_deref().filter(|u| d.status == Status::Running && (u.starts_with("http://") || u.starts_with("https://"))) {
+        b.push(Button::link(format!("Open {}", d.spec.name), url));
+    }
+    b
 }
 
 fn gib(bytes: u64) -> String {
@@ -196,7 +289,8 @@ pub fn deploy_progress(d: &Deployment, last_lines: &[LogLine]) -> Reply {
         Status::Destroying | Status::Destroyed | Status::Stopped => out.push(format!("{} {}", icon(d.status), d.status)),
         _ => {}
     }
-    Reply { embeds: vec![], ..Reply::text(out.join("\n")) }
+    let buttons = if matches!(d.status, Status::Running | Status::Failed) { deploy_buttons(d) } else { vec![] };
+    Reply { embeds: vec![], buttons, ..Reply::text(out.join("\n")) }
 }
 
 #[cfg(test)]
@@ -263,5 +357,28 @@ mod tests {
         assert!(r.content.chars().count() <= 2000, "{}", r.content.len());
         assert!(r.content.contains("line 199"));
         assert!(!r.content.contains("line 0 "));
+        // all of them, in the attached file
+        let f = r.file.expect("a file");
+        assert_eq!(f.filename, "logs-web.txt");
+        let text = String::from_utf8(f.bytes).unwrap();
+        assert_eq!(text.lines().count(), 200);
+        assert!(text.starts_with("[deploy] line 0 "));
+        // a few short lines: in the message, no file
+        assert_eq!(logs(&deployment(Status::Running), &lines[..3]).file, None);
+    }
+
+    #[test]
+    fn a_finished_deploy_carries_logs_rollback_and_a_link_to_the_app() {
+        let mut d = deployment(Status::Installing);
+        assert!(deploy_progress(&d, &[]).buttons.is_empty(), "no buttons while it moves");
+        d.status = Status::Running;
+        d.url = Some("http://10.0.0.5".into());
+        let m = deploy_progress(&d, &[]).message_json();
+        let row = &m["components"][0]["components"];
+        assert_eq!(row[0]["custom_id"], format!("logs:{}", d.id));
+        assert_eq!(row[1]["custom_id"], format!("rollback:{}", d.id));
+        assert_eq!((row[2]["style"].as_u64(), row[2]["url"].as_str()), (Some(5), Some("http://10.0.0.5")));
+        d.status = Status::Failed;
+        assert_eq!(deploy_progress(&d, &[]).buttons.len(), 2, "no link to an app that does not run");
     }
 }

@@ -15,17 +15,53 @@ pub struct Embed {
     pub color: u32,
 }
 
+/// A button's look ([button styles](https://discord.com/developers/docs/components/reference#button-button-styles)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ButtonStyle {
+    Primary = 1,
     Secondary = 2,
     Danger = 4,
+}
+
+/// What pressing a button does: an interaction back to us (`custom_id`), or opening a URL (style 5, `Link`: no
+/// `custom_id`, no interaction — Discord's [button](https://discord.com/developers/docs/components/reference#button)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Press {
+    Custom { custom_id: String, style: ButtonStyle },
+    Link { url: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Button {
     pub label: String,
-    pub custom_id: String,
-    pub style: ButtonStyle,
+    pub press: Press,
+}
+
+impl Button {
+    pub fn action(label: impl Into<String>, custom_id: impl Into<String>, style: ButtonStyle) -> Button {
+        Button { label: label.into(), press: Press::Custom { custom_id: custom_id.into(), style } }
+    }
+
+    pub fn link(label: impl Into<String>, url: impl Into<String>) -> Button {
+        Button { label: label.into(), press: Press::Link { url: url.into() } }
+    }
+
+    fn json(&self) -> Value {
+        // labels: at most 80 characters
+        let label = truncate(&self.label, 80);
+        match &self.press {
+            Press::Custom { custom_id, style } => json!({"type": 2, "style": *style as u8, "label": label, "custom_id": custom_id}),
+            Press::Link { url } => json!({"type": 2, "style": 5, "label": label, "url": url}),
+        }
+    }
+}
+
+/// A file sent with a message (`files[0]` of a multipart body, as Discord's
+/// [uploading files](https://discord.com/developers/docs/reference#uploading-files) describes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attachment {
+    pub filename: String,
+    pub bytes: Vec<u8>,
 }
 
 /// What pvedeploy says back.
@@ -36,6 +72,8 @@ pub struct Reply {
     /// One row of buttons; an empty list removes earlier buttons when a message is edited.
     pub buttons: Vec<Button>,
     pub ephemeral: bool,
+    /// A text file, for what does not fit in a message (long logs).
+    pub file: Option<Attachment>,
 }
 
 impl Reply {
@@ -48,7 +86,8 @@ impl Reply {
     }
 
     /// The message body (for a response's `data`, a follow-up edit or a channel message). Mentions
-    /// are disabled: names and log lines come from users and must not ping anyone.
+    /// are disabled: names and log lines come from users and must not ping anyone. With a file, the body names it
+    /// as attachment 0 (the `files[0]` part sent beside it).
     pub fn message_json(&self) -> Value {
         let mut m = json!({
             "content": truncate(&self.content, MAX_CONTENT),
@@ -60,11 +99,15 @@ impl Reply {
                 "fields": e.fields.iter().take(25).map(|(n, v)| json!({"name": truncate(n, 256), "value": truncate(v, 1024), "inline": true})).collect::<Vec<_>>(),
             })).collect::<Vec<_>>(),
             "components": if self.buttons.is_empty() { json!([]) } else {
-                json!([{"type": 1, "components": self.buttons.iter().map(|b| json!({"type": 2, "style": b.style as u8, "label": b.label, "custom_id": b.custom_id})).collect::<Vec<_>>()}])
+                // an action row holds at most 5 buttons
+                json!([{"type": 1, "components": self.buttons.iter().take(5).map(Button::json).collect::<Vec<_>>()}])
             },
         });
         if self.ephemeral {
             m["flags"] = json!(EPHEMERAL);
+        }
+        if let Some(f) = &self.file {
+            m["attachments"] = json!([{"id": 0, "filename": f.filename}]);
         }
         m
     }
@@ -94,6 +137,32 @@ pub fn deferred_update() -> Value {
     json!({"type": 6})
 }
 
+/// The message a button sits on, replaced at once (`UPDATE_MESSAGE`, callback type 7): `content` and the message's
+/// own `components` with every button and select disabled, as an expired confirmation is answered.
+/// [Callback types](https://discord.com/developers/docs/interactions/receiving-and-responding#interaction-response-object-interaction-callback-type).
+pub fn update_disabled(content: &str, components: &Value) -> Value {
+    let mut rows = components.as_array().cloned().unwrap_or_default();
+    for row in &mut rows {
+        if let Some(children) = row.get_mut("components").and_then(Value::as_array_mut) {
+            for c in children {
+                c["disabled"] = json!(true);
+            }
+        }
+    }
+    json!({"type": 7, "data": {"content": truncate(content, MAX_CONTENT), "components": rows, "allowed_mentions": {"parse": []}}})
+}
+
+/// The most choices an autocomplete answer may hold.
+pub const MAX_CHOICES: usize = 25;
+
+/// Suggestions for the option being typed (`APPLICATION_COMMAND_AUTOCOMPLETE_RESULT`, callback type 8, at most 25
+/// choices of a 1-100 character name and a value — Discord's
+/// [autocomplete](https://discord.com/developers/docs/interactions/receiving-and-responding#interaction-response-object-autocomplete)).
+pub fn autocomplete(choices: &[(String, String)]) -> Value {
+    let choices: Vec<Value> = choices.iter().take(MAX_CHOICES).map(|(name, value)| json!({"name": truncate(name, 100), "value": value})).collect();
+    json!({"type": 8, "data": {"choices": choices}})
+}
+
 /// `s` cut to at most `max` characters (an ellipsis marks the cut).
 pub fn truncate(s: &str, max: usize) -> String {
     if s.chars().count() <= max {
@@ -113,12 +182,19 @@ mod tests {
         assert_eq!(pong(), json!({"type": 1}));
         assert_eq!(deferred(false), json!({"type": 5}));
         assert_eq!(deferred(true), json!({"type": 5, "data": {"flags": 64}}));
-        let r = Reply { buttons: vec![Button { label: "Destroy".into(), custom_id: "destroy:x:n".into(), style: ButtonStyle::Danger }], ..Reply::private("sure?") };
+        let r = Reply { buttons: vec![Button::action("Destroy", "destroy:x:n", ButtonStyle::Danger), Button::link("Open", "http://10.0.0.5")], ..Reply::private("sure?") };
         let v = immediate(&r);
         assert_eq!(v["type"], 4);
         assert_eq!(v["data"]["flags"], 64);
         assert_eq!(v["data"]["allowed_mentions"], json!({"parse": []}));
         assert_eq!(v["data"]["components"][0]["components"][0], json!({"type": 2, "style": 4, "label": "Destroy", "custom_id": "destroy:x:n"}));
+        assert_eq!(v["data"]["components"][0]["components"][1], json!({"type": 2, "style": 5, "label": "Open", "url": "http://10.0.0.5"}), "a link button has a url and no custom_id");
+        let disabled = update_disabled("expired", &v["data"]["components"]);
+        assert_eq!(disabled["type"], 7);
+        assert!(disabled["data"]["components"][0]["components"].as_array().unwrap().iter().all(|b| b["disabled"] == true), "{disabled}");
+        let many: Vec<(String, String)> = (0..40).map(|n| (format!("app-{n}"), format!("app-{n}"))).collect();
+        let a = autocomplete(&many);
+        assert_eq!((a["type"].as_u64(), a["data"]["choices"].as_array().unwrap().len()), (Some(8), 25));
     }
 
     #[test]

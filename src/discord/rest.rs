@@ -8,6 +8,8 @@ use serde_json::Value;
 use crate::config::discord::Snowflake;
 use crate::config::Secret;
 
+use super::reply::Attachment;
+
 /// Why a call to Discord failed; the interaction token is never part of the message.
 #[derive(Debug, thiserror::Error)]
 pub enum RestError {
@@ -50,8 +52,9 @@ impl Rest {
     }
 
     /// Edits the interaction's original response (`PATCH /webhooks/{app}/{token}/messages/@original`).
-    pub async fn edit_original(&self, app: Snowflake, token: &Secret<String>, message: &Value) -> Result<(), RestError> {
-        self.send(Method::PATCH, &format!("/webhooks/{app}/{}/messages/@original", token.expose()), message, false).await
+    /// With a file, the body is multipart (`payload_json` + `files[0]`).
+    pub async fn edit_original(&self, app: Snowflake, token: &Secret<String>, message: &Value, file: Option<&Attachment>) -> Result<(), RestError> {
+        self.send_with(Method::PATCH, &format!("/webhooks/{app}/{}/messages/@original", token.expose()), message, file, false).await
     }
 
     /// Deletes the interaction's original response.
@@ -60,8 +63,8 @@ impl Rest {
     }
 
     /// Sends a follow-up message to the interaction (`POST /webhooks/{app}/{token}`), e.g. an ephemeral one.
-    pub async fn follow_up(&self, app: Snowflake, token: &Secret<String>, message: &Value) -> Result<(), RestError> {
-        self.send(Method::POST, &format!("/webhooks/{app}/{}", token.expose()), message, false).await
+    pub async fn follow_up(&self, app: Snowflake, token: &Secret<String>, message: &Value, file: Option<&Attachment>) -> Result<(), RestError> {
+        self.send_with(Method::POST, &format!("/webhooks/{app}/{}", token.expose()), message, file, false).await
     }
 
     /// Posts a message in a channel (needs the bot token).
@@ -75,9 +78,16 @@ impl Rest {
     }
 
     async fn send(&self, method: Method, path: &str, body: &Value, bot: bool) -> Result<(), RestError> {
+        self.send_with(method, path, body, None, bot).await
+    }
+
+    async fn send_with(&self, method: Method, path: &str, body: &Value, file: Option<&Attachment>, bot: bool) -> Result<(), RestError> {
+        let multipart = file.map(|f| multipart(body, f));
         for _ in 0..TRIES {
             let mut req = self.http.request(method.clone(), format!("{}{path}", self.base));
-            if !body.is_null() {
+            if let Some((content_type, bytes)) = &multipart {
+                req = req.header("content-type", content_type.as_str()).body(bytes.clone());
+            } else if !body.is_null() {
                 req = req.json(body);
             }
             if bot {
@@ -103,5 +113,42 @@ impl Rest {
             return Err(RestError::Refused { status: status.as_u16(), body: text.chars().take(300).collect() });
         }
         Err(RestError::RateLimited(TRIES))
+    }
+}
+
+/// A message with one file as Discord takes it ([uploading files](https://discord.com/developers/docs/reference#uploading-files)):
+/// `multipart/form-data` with the JSON body in `payload_json` and the file in `files[0]` (the body's
+/// `attachments[0]` has `id` 0). Returns the content type (with its boundary) and the body.
+pub fn multipart(message: &Value, file: &Attachment) -> (String, Vec<u8>) {
+    // A boundary that occurs in neither part.
+    let json = message.to_string();
+    let mut boundary = format!("pvedeploy-{}", hex::encode(rand::random::<[u8; 12]>()));
+    while json.contains(&boundary) || file.bytes.windows(boundary.len()).any(|w| w == boundary.as_bytes()) {
+        boundary = format!("pvedeploy-{}", hex::encode(rand::random::<[u8; 12]>()));
+    }
+    // The file name is ours (`logs-<app name>.txt`), but never let it break the header.
+    let filename: String = file.filename.chars().filter(|c| c.is_ascii_graphic() && *c != '"' && *c != '\\').collect();
+    let mut body = Vec::with_capacity(json.len() + file.bytes.len() + 400);
+    body.extend_from_slice(format!("--{boundary}\r\nContent-Disposition: form-data; name=\"payload_json\"\r\nContent-Type: application/json\r\n\r\n").as_bytes());
+    body.extend_from_slice(json.as_bytes());
+    body.extend_from_slice(format!("\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"files[0]\"; filename=\"{filename}\"\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n").as_bytes());
+    body.extend_from_slice(&file.bytes);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_goes_as_files_0_beside_payload_json() {
+        let (ct, body) = multipart(&serde_json::json!({"content": "hi", "attachments": [{"id": 0, "filename": "logs-web.txt"}]}), &Attachment { filename: "logs-web.txt".into(), bytes: b"line 1\nline 2\n".to_vec() });
+        let boundary = ct.strip_prefix("multipart/form-data; boundary=").unwrap();
+        let text = String::from_utf8(body).unwrap();
+        assert!(text.starts_with(&format!("--{boundary}\r\nContent-Disposition: form-data; name=\"payload_json\"")), "{text}");
+        assert!(text.contains("name=\"files[0]\"; filename=\"logs-web.txt\"\r\n"), "{text}");
+        assert!(text.contains("\r\n\r\nline 1\nline 2\n\r\n"), "{text}");
+        assert!(text.ends_with(&format!("--{boundary}--\r\n")));
     }
 }

@@ -27,26 +27,75 @@ const FAILURE_LINES: u32 = 10;
 
 /// Runs a read, an action or a destroy question, then edits the reply.
 pub async fn command(door: DiscordDoor, i: Interaction, cmd: DiscordCommand, actor: Actor) {
+    let private = cmd.private();
     let reply = answer(&door, &i, cmd, &actor).await;
-    door.edit(&i, &reply).await;
+    door.edit(&i, &reply, private).await;
 }
+
+/// How many schedules `/schedules` shows.
+const SCHEDULES_SHOWN: usize = 20;
 
 async fn answer(door: &DiscordDoor, i: &Interaction, cmd: DiscordCommand, actor: &Actor) -> Reply {
     let engine = &door.inner.engine;
     let store = engine.store();
     let result: Result<Reply, EngineError> = async {
         Ok(match cmd {
-            DiscordCommand::Status(Some(name)) => render::status_of(&engine.find(&name).await?),
-            DiscordCommand::Status(None) => render::summary(&store.deployment_stats().await?.by_status),
-            DiscordCommand::List => {
+            DiscordCommand::Status { name: Some(name), .. } => render::status_of(&engine.find(&name).await?),
+            DiscordCommand::Status { name: None, .. } => render::summary(&store.deployment_stats().await?.by_status),
+            DiscordCommand::List { .. } => {
                 let page = engine.list_deployments(&Filter::default(), LIST_SIZE, &PageStart::First).await?;
                 render::list(&page.items, page.total)
             }
-            DiscordCommand::Logs { name, lines } => {
+            DiscordCommand::Logs { name, lines, .. } => {
                 let d = engine.find(&name).await?;
                 render::logs(&d, &store.tail_log(&d.id, lines).await?)
             }
-            DiscordCommand::Resources => match engine.cluster_figures().await {
+            DiscordCommand::Snapshots { name, .. } => {
+                let (d, list) = engine.snapshots(&name).await?;
+                render::snapshots(&d, &list)
+            }
+            DiscordCommand::Backups { name, .. } => {
+                let (d, list) = engine.backups(&name).await?;
+                render::backups(&d, &list)
+            }
+            DiscordCommand::Schedules { name, .. } => {
+                let only = match name {
+                    Some(n) => Some(engine.find(&n).await?.id),
+                    None => None,
+                };
+                let scheduler = &door.inner.schedules;
+                let (items, total) = scheduler.list(500, 0).await?;
+                let mut names = super::complete::TargetNames::default();
+                let mut shown = Vec::new();
+                let mut matched = 0u64;
+                for (s, _) in items {
+                    if only.as_ref().is_some_and(|id| !super::complete::targets(&s, id)) {
+                        continue;
+                    }
+                    matched += 1;
+                    if shown.len() < SCHEDULES_SHOWN {
+                        let target = names.of(door, &s).await;
+                        let next = scheduler.next_runs(&s, 1).first().copied();
+                        shown.push((s, target, next));
+                    }
+                }
+                render::schedules(&shown, if only.is_some() { matched } else { total })
+            }
+            DiscordCommand::Unschedule { schedule } => {
+                let scheduler = &door.inner.schedules;
+                let s = match scheduler.get(&schedule).await {
+                    Ok(s) => s,
+                    Err(EngineError::NotFound(_)) => return Ok(Reply::private(format!("No schedule has the id `{}`.", schedule.replace('`', "'")))),
+                    Err(e) => return Err(e),
+                };
+                if s.spec.action.needs_admin() {
+                    return Ok(Reply::private("A destroy schedule can only be deleted with an admin token (`DELETE /api/v1/schedules/{id}`); nothing was changed."));
+                }
+                let target = super::complete::TargetNames::default().of(door, &s).await;
+                scheduler.remove(&s.id, actor).await?;
+                Reply::text(format!("🗓️ Schedule `{}` ({}) deleted.", s.id, render::schedule_line(&s, &target)))
+            }
+            DiscordCommand::Resources { .. } => match engine.cluster_figures().await {
                 Ok(f) => render::resources(&f),
                 Err(FiguresError::NotConfigured) => Reply::private("No Proxmox cluster is configured on this agent."),
                 Err(FiguresError::Pve(e)) => Reply::private(format!("Proxmox did not answer: {e}")),
@@ -62,8 +111,8 @@ async fn answer(door: &DiscordDoor, i: &Interaction, cmd: DiscordCommand, actor:
                 let guest = d.proxmox_id.map(|v| format!(" and its guest {v}")).unwrap_or_default();
                 Reply {
                     buttons: vec![
-                        Button { label: format!("Destroy {}", d.spec.name), custom_id: command::confirm_id(d.id.as_str(), &nonce), style: ButtonStyle::Danger },
-                        Button { label: "Cancel".into(), custom_id: command::cancel_id(&nonce), style: ButtonStyle::Secondary },
+                        Button::action(format!("Destroy {}", d.spec.name), command::confirm_id(d.id.as_str(), &nonce), ButtonStyle::Danger),
+                        Button::action("Cancel", command::cancel_id(&nonce), ButtonStyle::Secondary),
                     ],
                     ..Reply::text(format!(
                         "⚠️ Destroy **{}** (`{}`, {}){guest}? This cannot be undone. Only the person who asked can confirm; the buttons expire in {} seconds.",
@@ -78,6 +127,11 @@ async fn answer(door: &DiscordDoor, i: &Interaction, cmd: DiscordCommand, actor:
                 let s = engine.take_snapshot(&name, snapshot, description, actor).await?;
                 Reply::text(format!("📸 Snapshot **{}** of **{name}** taken; no schedule deletes it.", s.name))
             }
+            DiscordCommand::Backup { name } => {
+                let b = engine.take_backup(&name, actor).await?;
+                let file = b.volid.split_once(":backup/").map_or(b.volid.as_str(), |(_, f)| f);
+                Reply::text(format!("💾 Backup `{file}` of **{name}** made; no retention deletes it."))
+            }
             DiscordCommand::AskRestore { name, snapshot } => {
                 let (d, list) = engine.snapshots(&name).await?;
                 if !list.iter().any(|s| s.name == snapshot.as_str()) {
@@ -87,8 +141,8 @@ async fn answer(door: &DiscordDoor, i: &Interaction, cmd: DiscordCommand, actor:
                 let nonce = door.inner.confirmations.issue(&format!("{}/{snapshot}", d.id), caller, std::time::Instant::now());
                 Reply {
                     buttons: vec![
-                        Button { label: format!("Restore {snapshot}"), custom_id: command::restore_id(&nonce), style: ButtonStyle::Danger },
-                        Button { label: "Cancel".into(), custom_id: command::cancel_id(&nonce), style: ButtonStyle::Secondary },
+                        Button::action(format!("Restore {snapshot}"), command::restore_id(&nonce), ButtonStyle::Danger),
+                        Button::action("Cancel", command::cancel_id(&nonce), ButtonStyle::Secondary),
                     ],
                     ..Reply::text(format!(
                         "⚠️ Roll **{}** back to snapshot `{snapshot}`? Its guest restarts and what changed since the snapshot is lost. Only the person who asked can confirm; the buttons expire in {} seconds.",
@@ -112,7 +166,7 @@ pub async fn destroy(door: DiscordDoor, i: Interaction, deployment: String, acto
         Ok(d) => Reply::text(format!("🗑️ Destroying **{}** (`{}`), confirmed by {}.", d.spec.name, d.id, actor.name)),
         Err(e) => render::engine_error(&e),
     };
-    door.edit(&i, &reply).await;
+    door.edit(&i, &reply, false).await;
 }
 
 /// A confirmed `/restore` (`bound` is `<deployment id>/<snapshot>` as the nonce carried it): asks the engine, and
@@ -126,7 +180,7 @@ pub async fn restore(door: DiscordDoor, i: Interaction, bound: String, actor: Ac
         },
         None => Reply::private("this confirmation is not a restore's; run /restore again"),
     };
-    door.edit(&i, &reply).await;
+    door.edit(&i, &reply, false).await;
 }
 
 /// A `/deploy`: records it, then edits the same message as the deployment moves, ending with the URL
@@ -137,9 +191,9 @@ pub async fn deploy(door: DiscordDoor, i: Interaction, spec: Spec, actor: Actor)
     let mut events = engine.bus().subscribe();
     let d = match engine.deploy(spec, &actor).await {
         Ok(d) => d,
-        Err(e) => return door.edit(&i, &render::engine_error(&e)).await,
+        Err(e) => return door.edit(&i, &render::engine_error(&e), false).await,
     };
-    door.edit(&i, &render::deploy_progress(&d, &[])).await;
+    door.edit(&i, &render::deploy_progress(&d, &[]), false).await;
     let deadline = tokio::time::Instant::now() + FOLLOW_FOR;
     let mut shown = d.status;
     loop {
@@ -149,7 +203,7 @@ pub async fn deploy(door: DiscordDoor, i: Interaction, spec: Spec, actor: Actor)
                 let now = engine.store().get_deployment(&d.id).await.ok().flatten().unwrap_or_else(|| d.clone());
                 let mut r = render::deploy_progress(&now, &[]);
                 r.content = format!("{}\n… still {}: this message stops updating; follow it with `/status {}`.", r.content, now.status, d.spec.name);
-                return door.edit(&i, &r).await;
+                return door.edit(&i, &r, false).await;
             }
             ev = events.recv() => match ev {
                 Ok(Event::Status { id, .. }) => id == d.id,
@@ -176,7 +230,7 @@ pub async fn deploy(door: DiscordDoor, i: Interaction, spec: Spec, actor: Actor)
         }
         shown = now.status;
         let tail = if now.status == Status::Failed { engine.store().tail_log(&d.id, FAILURE_LINES).await.unwrap_or_default() } else { vec![] };
-        door.edit(&i, &render::deploy_progress(&now, &tail)).await;
+        door.edit(&i, &render::deploy_progress(&now, &tail), false).await;
         if !now.status.is_busy() {
             return;
         }

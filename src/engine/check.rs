@@ -53,6 +53,7 @@ pub fn plan(prov: &Provisioner) -> Plan {
         node_ssh: prov.node_files.as_ref().map(|n| (n.storage.clone(), n.dir.clone())),
         // With `[proxmox] pool` the guests' privileges are checked on `/pool/<name>` instead of `/vms/<first id>`.
         pool: s.pool.as_ref().map(|p| p.to_string()),
+        backup_storage: s.backups.as_ref().map(|b| b.storage.clone()),
     }
 }
 

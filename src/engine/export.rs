@@ -96,6 +96,7 @@ pub struct Keeper {
 impl Keeper {
     pub async fn stop(self) {
         self.cancel.cancel();
+        // Waits for the keeper to end; it returns nothing, and a panic in it was already reported by the runtime.
         let _ = self.task.await;
     }
 }

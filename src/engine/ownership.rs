@@ -40,7 +40,7 @@ impl Fence {
     pub async fn check(&self) -> Result<(), ProvisionError> {
         match self.store.renew_lease(&self.lease, LEASE_TTL_MS).await {
             Ok(()) => Ok(()),
-            Err(StoreError::Stale) => Err(ProvisionError::LeaseLost),
+            Err(StoreError::Stale) => Err(super::run::LeaseLost.into()),
             Err(e) => Err(ProvisionError::Store(e)),
         }
     }
@@ -88,8 +88,19 @@ impl Provisioner {
 
     /// Whose marks the guest at `vmid` carries, wherever it is (`None`: no such guest). For resolving a
     /// create whose outcome is unknown; acting still needs [`guard`](Self::guard).
+    ///
+    /// A guest the token may not read (403) is someone else's: the agent can read every guest it made (`VM.Audit`
+    /// is in its role, on `/vms` or on the pool its guests join), and an ACL narrowed to a pool hides the cluster's
+    /// other guests from `/cluster/resources`, so their ids are found only by a create that PVE refuses. One case
+    /// reads the same: our own create whose answer was lost and whose task still runs, not yet in the pool
+    /// (`add_vm_to_pool` comes at the end of the worker, qemu-server `API2/Qemu.pm:1553, 4710`); that guest is then
+    /// an orphan with our mark, which reconciliation reports.
     pub async fn owner_at(&self, kind: GuestType, node: &NodeName, vmid: VmId) -> Result<Option<Owner>, ProvisionError> {
-        Ok(match self.locate(kind, node, vmid).await? {
+        let located = match self.locate(kind, node, vmid).await {
+            Err(ProvisionError::Pve(PveError::Forbidden { .. })) => return Ok(Some(Owner::Unmarked)),
+            other => other?,
+        };
+        Ok(match located {
             Located::At(_, config) => Some(owner_of(&config)),
             Located::Nowhere => None,
             // A guest of the other kind holds the id: certainly not the one we create.

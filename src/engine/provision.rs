@@ -12,11 +12,13 @@ use crate::core::cloud_init::Template;
 use crate::core::deployment::{Deployment, DeploymentId, GuestType};
 use crate::core::names::{NodeName, VmId};
 use crate::core::placement::{self, NodeLoad, NoNodeFits, PlacementPolicy};
-use crate::core::provision::{Progress, Step};
+use crate::core::host_key::HostKeyPin;
+use crate::core::provision::Step;
 use crate::pve::{
     guest_ipv4_on_mac, CloneRequest, GuestState, LxcCreate, LxcInterface, PowerAction, PveClient, PveError, QemuUpdate, ResourceKind, ResourceType, Upid,
 };
 use crate::store::leases::Lease;
+use super::run::LeaseLost;
 use crate::store::vmids::Claim;
 use crate::store::provision::{StepSaved, StepWrite};
 use crate::store::{Store, StoreError};
@@ -69,6 +71,8 @@ pub struct ProvisionSettings {
     pub agent_poll: Duration,
     /// Most guest-agent / `interfaces` calls in flight per node.
     pub agent_calls_per_node: u32,
+    /// Where backups go and Proxmox VE's retention for them; `None`: backups are not configured.
+    pub backups: Option<crate::config::BackupSettings>,
 }
 
 impl ProvisionSettings {
@@ -97,36 +101,81 @@ impl ProvisionSettings {
             pool: None,
             agent_poll: Duration::from_secs(1),
             agent_calls_per_node: 2,
+            // The sandbox's `local` storage holds backups.
+            backups: Some(crate::config::BackupSettings::to("local")),
         }
     }
 }
 
-/// Why provisioning stopped.
+/// Why provisioning (or an action on a guest) stopped, each variant saying what can be done about it.
 #[derive(Debug, thiserror::Error)]
 pub enum ProvisionError {
+    /// Proxmox refused or failed a call; `PveError::is_transient` says whether running the step again may help.
     #[error(transparent)]
     Pve(#[from] PveError),
+    /// The database failed; `StoreError` says whether a retry is safe.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// No node can take the guest: free resources, or ask for less.
     #[error(transparent)]
     NoNode(#[from] NoNodeFits),
     /// Another agent took the lease: stop quietly, it carries on.
-    #[error("the work lease was taken over by another agent")]
-    LeaseLost,
+    #[error(transparent)]
+    LeaseLost(#[from] LeaseLost),
     /// The deployment's guest no longer exists anywhere in the cluster (deleted outside pvedeploy).
     #[error("guest {vmid} no longer exists on the cluster (deleted outside pvedeploy?)")]
     GuestLost { vmid: VmId },
     /// The guest is not provably this deployment's: nothing was done to it.
     #[error(transparent)]
     NotOurs(#[from] crate::core::ownership::NotOurs),
+    /// The deployment's status does not allow the change (it changed meanwhile): re-read and decide again.
+    #[error(transparent)]
+    Illegal(#[from] crate::core::status::IllegalTransition),
+    /// The deployment's record is gone from the store: there is nothing left to provision.
+    #[error("the deployment vanished from the store")]
+    Vanished,
+    /// The deployment or its guest is busy, or has no guest to act on: try again when that changes.
     #[error("{0}")]
-    Failed(String),
+    NotNow(String),
+    /// `[proxmox] vmid_range` is not a range of guest ids: fix the configuration.
+    #[error("the configured VMID range is not valid: {0}")]
+    BadRange(String),
+    /// Every id of the configured range is in use: widen `[proxmox] vmid_range` or destroy deployments.
+    #[error("no free VMID left in the configured range {range}")]
+    NoFreeId { range: String },
+    /// Every address of the pool is claimed: grow the pool or destroy deployments.
+    #[error("no free address left in the pool {pool} ({size} addresses, all claimed)")]
+    NoFreeAddress { pool: String, size: u64 },
+    /// Guests outside our records hold id after id: keep other tools out of `[proxmox] vmid_range`.
+    #[error("gave up after {tried} VMIDs were found held by guests that are not ours (the last: {last})")]
+    IdsTakenOutside { tried: u32, last: VmId },
+    /// A step kept failing transiently until its retries were spent: provision again once Proxmox is well.
+    #[error("step {} gave up after {tries} tries in {secs}s; the last Proxmox VE answer: {last}", step.as_str().replace('_', " "))]
+    GaveUp { step: Step, tries: u32, secs: u64, last: PveError },
+    /// A Proxmox task ran past the task deadline (and was stopped, or could not be): check the node's load and storage.
+    #[error("Proxmox VE task {upid} still running after {secs}s (the task deadline); {stopped}")]
+    TaskOverran { upid: String, secs: u64, stopped: String },
+    /// The guest stayed locked past the task deadline: see what holds the lock on Proxmox.
+    #[error("guest {vmid} is still locked ({lock}) after {waited:?}")]
+    StillLocked { vmid: VmId, lock: String, waited: Duration },
+    /// The VM has no disk to grow: fix the template.
+    #[error("VM {vmid} has no boot disk to resize")]
+    NoBootDisk { vmid: VmId },
+    /// The guest exited while booting: see its console.
+    #[error("guest {vmid} stopped while booting (it exited; see its console on {node})")]
+    StoppedWhileBooting { vmid: VmId, node: NodeName },
+    /// The guest never reported an address: check its network (and, for VMs, the guest agent).
+    #[error("guest {vmid} reported no IPv4 address within {secs}s ({last})")]
+    NoAddress { vmid: VmId, secs: u64, last: String },
+    /// The cloud-init snippet could not be written to the node: check `[proxmox.node_ssh]`.
+    #[error("uploading the cloud-init snippet: {0}")]
+    Snippet(String),
 }
 
 impl ProvisionError {
     fn from_store(e: StoreError) -> Self {
         match e {
-            StoreError::Stale => ProvisionError::LeaseLost,
+            StoreError::Stale => ProvisionError::LeaseLost(LeaseLost),
             e => ProvisionError::Store(e),
         }
     }
@@ -355,7 +404,7 @@ impl Provisioner {
     ///
     /// A run resumed after a crash first looks for an id the deployment already holds.
     pub async fn choose_id(&self, store: &Store, id: &DeploymentId, resumed: bool) -> Result<IdChoice, ProvisionError> {
-        let bad = |e: crate::core::validation::FieldError| ProvisionError::Failed(e.message);
+        let bad = |e: crate::core::validation::FieldError| ProvisionError::BadRange(e.message);
         if resumed {
             if let Some(vmid) = store.vmid_held_by(id).await? {
                 return Ok(IdChoice::Held(vmid));
@@ -382,7 +431,7 @@ impl Provisioner {
             c
         };
         let Some(candidate) = candidate else {
-            return Err(ProvisionError::Failed(format!("no free VMID left in the configured range {:?}", self.settings.vmid_range)));
+            return Err(ProvisionError::NoFreeId { range: format!("{:?}", self.settings.vmid_range) });
         };
         Ok(IdChoice::ToClaim(VmId::new(candidate.into()).map_err(bad)?))
     }
@@ -407,7 +456,7 @@ impl Provisioner {
                 Claim::Taken { by_us: false } => continue,
             }
         }
-        Err(ProvisionError::Failed(format!("no free address left in the pool {pool} ({} addresses, all claimed)", pool.size())))
+        Err(ProvisionError::NoFreeAddress { pool: pool.to_string(), size: pool.size() as u64 })
     }
 
     /// DHCP, or the static settings of `reserved`.
@@ -420,10 +469,10 @@ impl Provisioner {
 
     /// The `SHA256:` fingerprint of the ed25519 host key Proxmox made for a new container, from the
     /// create task's log (`Creating SSH host key 'ssh_host_ed25519_key' …` then `done: SHA256:… root@host`).
-    pub async fn container_host_key(&self, upid: &str) -> Result<Option<String>, ProvisionError> {
+    pub async fn container_host_key(&self, upid: &str) -> Result<Option<HostKeyPin>, ProvisionError> {
         let upid = Upid::parse(upid)?;
         let lines = self.client.task_log(&upid, 5000).await?;
-        Ok(ed25519_fingerprint_from_log(&lines))
+        Ok(ed25519_fingerprint_from_log(&lines).and_then(|fp| HostKeyPin::parse(&fp).ok()))
     }
 
     /// The task that created our container `vmid` (its log has the host key's fingerprint), found when
@@ -434,6 +483,15 @@ impl Provisioner {
             GuestType::Vm => Ok(None),
             GuestType::Lxc => Ok(self.client.latest_task(node, vmid, "vzcreate").await?.map(|u| u.as_str().to_owned())),
         }
+    }
+
+    /// The restore task that made guest `vmid` from a backup, when Proxmox still lists it.
+    pub async fn restore_task(&self, kind: GuestType, node: &NodeName, vmid: VmId) -> Result<Option<String>, ProvisionError> {
+        let task = match kind {
+            GuestType::Vm => "qmrestore",
+            GuestType::Lxc => "vzrestore",
+        };
+        Ok(self.client.latest_task(node, vmid, task).await?.map(|u| u.as_str().to_owned()))
     }
 
     /// Starts the clone (VM) or create (container) task.
@@ -475,7 +533,10 @@ impl Provisioner {
                     unprivileged: true,
                     // systemd in Debian 12 containers needs nesting for its sandboxing (PVE's own default for new CTs).
                     features: Some("nesting=1".to_string()),
-                    tags: vec![TAG.into(), tag_for(&d.id)],
+                    // PVE checks tags given at create on `/vms/<vmid>` alone (pve-guest-common `GuestHelpers.pm:314-347`,
+                    // `check_vm_perm` without the pool), where an ACL narrowed to the pool grants nothing yet: with a
+                    // pool they go on after the create task, when the container is a member ([`Self::tag_container`]).
+                    tags: if s.pool.is_some() { vec![] } else { vec![TAG.into(), tag_for(&d.id)] },
                     start: false,
                     description: Some(description),
                     pool: s.pool.clone(),
@@ -483,6 +544,28 @@ impl Provisioner {
                 Ok((self.client.lxc_create(node, &req).await?, None))
             }
         }
+    }
+
+    /// Restores `backup` as the deployment's new guest `vmid` on `node` (instead of `create`): the new name, the
+    /// deployment's mark (tags, as `create` gives them, and the description) and, for a container, its own `net0`
+    /// (a new MAC, the deployment's addressing) are given to the restore call itself, over the backed-up config.
+    pub async fn restore_new(&self, d: &Deployment, node: &NodeName, vmid: VmId, addressing: &Addressing, backup: &crate::core::backup::BackupId) -> Result<Upid, PveError> {
+        let s = &self.settings;
+        let description = crate::core::ownership::description_for(&d.id, &d.spec);
+        // As at create: under a pool, a container's tags go on once it is a member (`tag_container`).
+        let tags: Vec<String> = if s.pool.is_some() && d.spec.guest_type == GuestType::Lxc { vec![] } else { vec![TAG.into(), tag_for(&d.id)] };
+        let net0 = format!("name=eth0,bridge={},{}", s.bridge, addressing.ip_settings());
+        let req = crate::pve::RestoreNew {
+            vmid,
+            volid: backup.as_str(),
+            storage: &s.storage,
+            name: d.spec.name.as_str(),
+            description: &description,
+            tags: &tags,
+            net0: (d.spec.guest_type == GuestType::Lxc).then_some(net0.as_str()),
+            pool: s.pool.as_ref(),
+        };
+        self.client.restore_new(pve_kind(d.spec.guest_type), node, &req).await
     }
 
     /// The storage's full-clone slot, waited for, when `kind` is a VM and clones are full; `None` otherwise.
@@ -522,12 +605,23 @@ impl Provisioner {
         loop {
             let mut config = self.client.guest_config_raw(pve_kind(kind), node, vmid).await?;
             let Some(lock) = config.remove("lock") else { return Ok(config) };
-            let lock = Some(lock);
             if started.elapsed() > self.settings.task_deadline {
-                return Err(ProvisionError::Failed(format!("guest {vmid} is still locked ({}) after {:?}", lock.unwrap_or_default(), started.elapsed())));
+                return Err(ProvisionError::StillLocked { vmid, lock, waited: started.elapsed() });
             }
             tokio::time::sleep(gap.next_delay()).await;
         }
+    }
+
+    /// Puts our tags on a container created into a pool (sent without them, see [`Self::create`]); a container that
+    /// has them already is left alone. Its description already marks it as ours.
+    pub async fn tag_container(&self, d: &Deployment, node: &NodeName, vmid: VmId, config: &RawConfig) -> Result<(), PveError> {
+        let wanted = vec![TAG.to_string(), tag_for(&d.id)];
+        let has = config.get("tags").map(|t| crate::pve::lenient::split_tags(t)).unwrap_or_default();
+        if self.settings.pool.is_none() || wanted.iter().all(|t| has.contains(t)) {
+            return Ok(());
+        }
+        let update = crate::pve::LxcUpdate { tags: wanted, ..Default::default() };
+        self.client.lxc_update_config(node, vmid, &update).await
     }
 
     /// Sets cores, memory, cloud-init (deploy user and key, network), the agent and tags on a cloned VM.
@@ -559,7 +653,7 @@ impl Provisioner {
                 &read
             }
         };
-        let (disk, value) = boot_disk(raw).ok_or_else(|| ProvisionError::Failed(format!("VM {vmid} has no boot disk to resize")))?;
+        let (disk, value) = boot_disk(raw).ok_or(ProvisionError::NoBootDisk { vmid })?;
         let current = disk_size_bytes(&value).unwrap_or(0);
         let wanted = u64::from(d.spec.disk_gb) << 30;
         if current >= wanted {
@@ -582,7 +676,7 @@ impl Provisioner {
     /// — it died during boot — or it no longer exists). A read only; transient read errors are not a verdict.
     pub async fn still_running(&self, kind: GuestType, node: &NodeName, vmid: VmId) -> Result<(), ProvisionError> {
         match self.client.guest_current(pve_kind(kind), node, vmid).await {
-            Ok(s) if s.status == GuestState::Stopped => Err(ProvisionError::Failed(format!("guest {vmid} stopped while booting (it exited; see its console on {node})"))),
+            Ok(s) if s.status == GuestState::Stopped => Err(ProvisionError::StoppedWhileBooting { vmid, node: node.clone() }),
             Ok(_) => Ok(()),
             // Not on its node: gone only if the cluster lists it nowhere (a migrated guest is followed elsewhere).
             Err(PveError::NotFound { .. }) => match self.client.cluster_resources(Some(crate::pve::ResourceKind::Vm)).await {
@@ -638,10 +732,7 @@ impl Provisioner {
                 return Ok(ip);
             }
             if started.elapsed() > self.settings.address_deadline {
-                return Err(ProvisionError::Failed(format!(
-                    "guest {vmid} reported no IPv4 address within {}s ({last_problem})",
-                    self.settings.address_deadline.as_secs()
-                )));
+                return Err(ProvisionError::NoAddress { vmid, secs: self.settings.address_deadline.as_secs(), last: last_problem });
             }
             // A guest that died during boot never reports one: look every `LIVENESS_EVERY`, not at the deadline.
             if last_liveness.elapsed() >= LIVENESS_EVERY {
@@ -693,7 +784,7 @@ async fn wait_or_stop(client: &PveClient, upid: &Upid, poll: Duration, deadline:
                 Ok(()) => "stopped it".to_string(),
                 Err(e) => format!("could not stop it: {e}"),
             };
-            Err(ProvisionError::Failed(format!("Proxmox VE task {upid} still running after {}s (the task deadline); {stopped}", waited.as_secs())))
+            Err(ProvisionError::TaskOverran { upid: upid.to_string(), secs: waited.as_secs(), stopped })
         }
         Err(e) => Err(e.into()),
     }
@@ -763,16 +854,6 @@ pub async fn wait(client: &PveClient, upid: &str, s: &ProvisionSettings) -> Resu
 /// `Store(Taken)`, for the caller to choose again.
 pub async fn commit(store: &Store, lease: &Lease, step: StepWrite<'_>) -> Result<StepSaved, ProvisionError> {
     store.save_step(lease, step).await.map_err(ProvisionError::from_store)
-}
-
-/// The step a progress is at, for logs.
-pub fn describe(p: &Progress) -> String {
-    match (p.step, &p.node, p.vmid) {
-        (Step::Place, _, _) => "choosing a node".into(),
-        (Step::ReserveId, Some(n), _) => format!("placed on {n}; reserving a VMID"),
-        (step, Some(n), Some(v)) => format!("{} (guest {v} on {n})", step.as_str().replace('_', " ")),
-        (step, _, _) => step.as_str().replace('_', " "),
-    }
 }
 
 #[cfg(test)]

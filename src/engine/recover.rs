@@ -8,7 +8,7 @@ use crate::core::deployment::{Deployment, DeploymentId, GuestType, Spec};
 use crate::core::status::Status;
 use crate::core::names::{NodeName, VmId};
 use crate::core::ownership::{spec_in_description, Owner, TAG};
-use crate::core::provision::{Progress, Step};
+use crate::core::provision::{GuestAt, Progress};
 use crate::pve::{LxcInterface, ResourceKind, ResourceType};
 
 use super::ownership::owner_of;
@@ -141,17 +141,16 @@ impl Engine {
         d.proxmox_id = Some(vmid);
         d.proxmox_node = Some(node.clone());
         d.status = if state == Some("running") { Status::Running } else { Status::Stopped };
-        let mut p = Progress { step: Step::Done, node: Some(node.clone()), vmid: Some(vmid), ..Progress::new() };
         let c = &prov.client;
-        p.ipv4 = match kind {
+        let ip = match kind {
             GuestType::Lxc => c.lxc_interfaces(node, vmid).await.ok().and_then(|i| LxcInterface::first_ipv4(&i)),
             GuestType::Vm => c.qemu_agent_interfaces(node, vmid).await.ok().and_then(|i| crate::pve::guest_ipv4_on_mac(&i, None)),
         };
-        match p.ipv4 {
+        match ip {
             Some(ip) => d.ip_address = Some(ip.to_string()),
             None => notes.push("its address could not be read (guest stopped, or no agent)".into()),
         }
-        p.host_key = match kind {
+        let host_key = match kind {
             GuestType::Lxc => match prov.creation_task(kind, node, vmid).await {
                 Ok(Some(upid)) => prov.container_host_key(&upid).await.ok().flatten(),
                 _ => None,
@@ -159,10 +158,11 @@ impl Engine {
             // A VM's host key lives only in its cloud-init snippet; it is not read back.
             GuestType::Vm => None,
         };
-        if p.host_key.is_none() {
+        if host_key.is_none() {
             notes.push("its SSH host key is unknown, so deploys to it are refused until it is re-provisioned".into());
             d.error_message = Some("recovered from the cluster without the guest's SSH host key: deploys are refused (destroy and create it again to deploy)".into());
         }
+        let p = Progress::Ready { guest: GuestAt { node: node.clone(), vmid, static_ip: None }, host_key, ip };
         Ok(Found::Restore { deployment: Box::new(d), progress: p, notes })
     }
 

@@ -1,17 +1,20 @@
 //! The engine's long-running work: provisioning a deployment step by step under its lease, resuming
 //! unfinished work at start, and destroying guests.
 
+use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use super::ownership::{Fence, Found, OwnedGuest};
-use super::provision::{commit, describe, wait, IdChoice, ProvisionError, Provisioner};
+use super::provision::{commit, wait, CloneSlot, IdChoice, ProvisionError, Provisioner, RawConfig};
+use crate::core::host_key::HostKeyPin;
 use crate::core::names::{NodeName, VmId};
+use crate::core::status::IllegalTransition;
 use crate::store::provision::StepWrite;
 use crate::store::StoreError;
 use crate::pve::PveError;
 use super::{Engine, EngineError};
 use crate::core::deployment::{Deployment, DeploymentId, GuestType};
-use crate::core::provision::{Progress, Step};
+use crate::core::provision::{GuestAt, Progress, Step};
 use crate::core::status::Status;
 use crate::store::leases::Lease;
 use crate::store::logs::{Level, LogLine};
@@ -21,21 +24,135 @@ use crate::store::now_millis;
 /// How long a lease lasts without renewal; renewed every third of it while working.
 pub const LEASE_TTL_MS: i64 = 30_000;
 
+/// Another agent took the deployment's work lease over: provisioning, deploys and destroys all stop
+/// quietly on it, and that agent carries on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the work lease was taken over by another agent")]
+pub struct LeaseLost;
+
+/// Why a save under the work lease (`Engine::leased_transition`) did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum Unsaved {
+    /// Stop quietly: another agent carries on.
+    #[error(transparent)]
+    LeaseLost(#[from] LeaseLost),
+    /// The status does not allow it (it changed meanwhile): re-read and decide again.
+    #[error(transparent)]
+    Illegal(#[from] IllegalTransition),
+    /// The database failed; `StoreError` says whether a retry is safe.
+    #[error(transparent)]
+    Store(StoreError),
+}
+
+impl Unsaved {
+    /// A lease-checked write's failure: `Stale` means another worker holds the lease now.
+    pub(crate) fn fenced(e: StoreError) -> Self {
+        if matches!(e, StoreError::Stale) {
+            Unsaved::LeaseLost(LeaseLost)
+        } else {
+            Unsaved::Store(e)
+        }
+    }
+}
+
+/// `d` moved to status `to` (checked against the status machine; staying put is allowed) with `change` applied
+/// and the time of the change: what a lease-checked save writes.
+pub(crate) fn moved(d: &mut Deployment, to: Status, change: impl FnOnce(&mut Deployment)) -> Result<(), Unsaved> {
+    if d.status != to {
+        d.status = d.status.transition(to)?;
+    }
+    change(d);
+    d.updated_at = now_millis();
+    Ok(())
+}
+
+impl From<Unsaved> for ProvisionError {
+    fn from(e: Unsaved) -> Self {
+        match e {
+            Unsaved::LeaseLost(l) => ProvisionError::LeaseLost(l),
+            Unsaved::Illegal(t) => ProvisionError::Illegal(t),
+            Unsaved::Store(e) => ProvisionError::Store(e),
+        }
+    }
+}
+
 /// How long a destroy waits for work in flight to hand over: that work sees the destroy at its next
 /// step commit, and the longest step is a task or an address wait running to its deadline.
 fn destroy_patience(s: &super::provision::ProvisionSettings) -> Duration {
     (s.task_deadline.max(s.address_deadline) + Duration::from_millis(LEASE_TTL_MS as u64)).max(Duration::from_millis((LEASE_TTL_MS * 2) as u64))
 }
 
-/// How a provisioning step ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What one run of provisioning keeps between its steps; none of it is persisted (after a crash it is
+/// read again or not needed).
+struct Run<'a> {
+    id: &'a DeploymentId,
+    lease: &'a Lease,
+    prov: &'a Provisioner,
+    /// Checked immediately before every mutating Proxmox call (see `ownership`).
+    fence: Fence,
+    /// The deployment as last saved.
+    d: Deployment,
+    kind: GuestType,
+    /// The step follows a crash or a failed try: it checks what exists on Proxmox before acting.
+    resumed: bool,
+    /// The guest's config as last read in this run (disks and MAC do not change after the clone).
+    config: Option<RawConfig>,
+    /// A full clone's storage slot, from its clone call until its task has ended (see `Provisioner::create`).
+    clone_slot: Option<CloneSlot>,
+    /// Ids found held by guests that are not ours, this run (bounded: see `vmid_taken`).
+    taken_ids: u32,
+    /// The backup the guest is restored from instead of created (a deployment restored from a backup).
+    restore: Option<crate::core::backup::RestoreSource>,
+}
+
+/// What a step did, committed with the next state in one transaction (see `Engine::commit_step`).
+struct Outcome {
+    next: Progress,
+    lines: Vec<(Level, String)>,
+    /// An id the step chose, claimed by the commit.
+    claim: Option<VmId>,
+    /// The deployment with the step's changes applied, and the event's message.
+    change: Option<(Deployment, &'static str)>,
+    /// Whether the step commits on its own; a step that changed nothing outside this process (a choice,
+    /// a wait, a skipped upload) commits together with the next one: after a crash it is simply done again.
+    alone: bool,
+}
+
+impl Outcome {
+    fn to(next: Progress) -> Self {
+        Self { next, lines: vec![], claim: None, change: None, alone: true }
+    }
+
+    fn say(mut self, level: Level, text: String) -> Self {
+        self.lines.push((level, text));
+        self
+    }
+
+    fn changing(mut self, d: Deployment, message: &'static str) -> Self {
+        self.change = Some((d, message));
+        self
+    }
+
+    fn later(mut self) -> Self {
+        self.alone = false;
+        self
+    }
+}
+
+/// How a provisioning step ended. One lives per step and is moved straight into the commit, so its size does
+/// not matter.
+#[allow(clippy::large_enum_variant)]
 enum Flow {
-    /// Go on to the next step.
-    Next,
-    /// Run the step again (its progress was saved).
-    Again,
-    /// Provisioning is complete.
-    Done,
+    /// It ran: commit its outcome.
+    Next(Outcome),
+    /// Run this state now (it was saved, or needs no saving).
+    Again(Progress),
+}
+
+impl From<Outcome> for Flow {
+    fn from(o: Outcome) -> Self {
+        Flow::Next(o)
+    }
 }
 
 /// How many times an id another agent claimed first, or a guest not ours holds, is chosen again before
@@ -89,12 +206,9 @@ impl StepBudget {
     /// The final error, saying how long the step was tried when it was tried more than once.
     fn give_up(&self, e: ProvisionError) -> ProvisionError {
         match e {
-            ProvisionError::Pve(pe) if self.attempts > 0 && pe.is_transient() => ProvisionError::Failed(format!(
-                "step {} gave up after {} tries in {}s; the last Proxmox VE answer: {pe}",
-                self.step.as_str().replace('_', " "),
-                self.attempts + 1,
-                self.since.elapsed().as_secs()
-            )),
+            ProvisionError::Pve(pe) if self.attempts > 0 && pe.is_transient() => {
+                ProvisionError::GaveUp { step: self.step, tries: self.attempts + 1, secs: self.since.elapsed().as_secs(), last: pe }
+            }
             e => e,
         }
     }
@@ -168,7 +282,7 @@ impl Engine {
             .with_lease(&key, patience, |lease| async move {
                 match engine.provision_steps(&id, &lease, &prov).await {
                     Ok(()) => {}
-                    Err(ProvisionError::LeaseLost) => {
+                    Err(ProvisionError::LeaseLost(_)) => {
                         tracing::warn!(deployment = %id, "another agent took over this deployment");
                     }
                     Err(e) => engine.fail_provisioning(&id, &lease, &prov, &e.to_string()).await,
@@ -181,307 +295,367 @@ impl Engine {
         }
     }
 
+    /// Runs the provisioning steps of `id` from its persisted progress to the end, committing each step's
+    /// outcome (see `commit_step`), then hands the guest over to the deploy.
     async fn provision_steps(&self, id: &DeploymentId, lease: &Lease, prov: &Provisioner) -> Result<(), ProvisionError> {
         let store = self.store();
-        let mut d = store.get_deployment(id).await?.ok_or_else(|| ProvisionError::Failed("the deployment vanished".into()))?;
-        // A pending deployment becomes `provisioning` with its first step's commit (see below).
-        let fresh = d.status == Status::Pending;
+        let d = store.get_deployment(id).await?.ok_or(ProvisionError::Vanished)?;
         if matches!(d.status, Status::Installing | Status::Deploying) {
             return self.resume_deploy(id, lease).await;
         }
         if !matches!(d.status, Status::Provisioning | Status::Pending) {
             return Ok(());
         }
-        let kind = d.spec.guest_type;
         // A deployment that was pending a moment ago has no progress yet (it is only written under
         // `provisioning`); a retried or resumed one reads where it stopped.
-        let mut p = if fresh { Progress::default() } else { store.load_progress(id).await?.unwrap_or_default() };
+        let mut p = if d.status == Status::Pending { Progress::default() } else { store.load_progress(id).await?.unwrap_or_default() };
         // The first step of a resumed run may have been half done before the crash: it checks what
         // exists on Proxmox before acting. Every later step follows one this run did itself.
-        let mut resumed = p.step != Step::Place;
+        let resumed = p != Progress::Place;
         if resumed {
-            self.log(id, Level::Info, "provision", &format!("resuming at: {}", describe(&p))).await;
+            self.log(id, Level::Info, "provision", &format!("resuming at: {}", p.describe())).await;
         }
-        // The guest's config as last read in this run (disks and MAC do not change after the clone).
-        let mut config: Option<super::provision::RawConfig> = None;
-        let s = &prov.settings;
-        // Lines of steps whose commit was left to the next step (see `defer` below).
+        let fence = Fence::new(store.clone(), lease.clone());
+        let restore = store.restore_source(id).await?;
+        let mut run = Run { id, lease, prov, fence, kind: d.spec.guest_type, d, resumed, config: None, clone_slot: None, taken_ids: 0, restore };
+        // Lines of steps whose commit was left to the next step (see `Outcome::later`).
         let mut lines: Vec<LogLine> = Vec::new();
-        // Checked immediately before every mutating Proxmox call (see `ownership`).
-        let fence = super::ownership::Fence::new(store.clone(), lease.clone());
-        // Ids found held by guests that are not ours, this run (bounded: see `vmid_taken`).
-        let mut taken_ids: u32 = 0;
-        // The step being retried after a transient failure, since when, and how often (see `StepBudget`).
-        let mut budget = StepBudget::new(p.step, s.step_deadline);
-        // A full clone's storage slot, from its clone call until its task has ended (see `Provisioner::create`).
-        let mut clone_slot: Option<super::provision::CloneSlot> = None;
-        loop {
-            // What the step did, committed with its progress (one transaction per step): lines, the id
-            // it chose to claim, and the deployment with the step's changes applied.
-            let mut note: Option<(Level, String)> = None;
-            let carried = lines.len();
-            let mut claim = None;
-            // A step that changed nothing outside this process (a choice, a wait, a skipped upload)
-            // commits together with the next one: after a crash it is simply done again.
-            let mut defer = false;
-            let mut change: Option<(Deployment, &str)> = None;
-            // The step itself; `Again` when it must run again (its progress was saved), `Done` at the end.
-            let step = p.step;
-            let outcome = async {
-                match p.step {
-                    Step::Place => {
-                        let node = prov.place(&d).await?;
-                        note = Some((Level::Info, format!("placed on node {node}")));
-                        defer = true;
-                        p.node = Some(node);
-                    }
-                    Step::ReserveId => {
-                        let vmid = match prov.choose_id(store, id, resumed).await? {
-                            IdChoice::Held(vmid) => vmid,
-                            IdChoice::ToClaim(vmid) => *claim.insert(vmid),
-                        };
-                        p.vmid = Some(vmid);
-                        // Kept across a retry of this step: an address is claimed once per deployment.
-                        let reserved = match p.static_ip {
-                            Some(a) => Some(a),
-                            None => prov.reserve_address(store, id).await?,
-                        };
-                        if let Some(a) = reserved {
-                            note = Some((Level::Info, format!("reserved VMID {vmid} and address {a}")));
-                            p.static_ip = Some(a);
-                        }
-                    }
-                    Step::Create => {
-                        let (node, vmid) = (p.node.clone().ok_or_else(missing("node"))?, p.vmid.ok_or_else(missing("vmid"))?);
-                        // A resumed or retried create may have happened already (its answer lost to a
-                        // crash, a timeout or a dropped connection): the guest's mark decides, never the id alone.
-                        let found = if resumed || p.attempts > 0 { prov.owner_at(kind, &node, vmid).await? } else { None };
-                        match found {
-                            Some(owner) if owner.is(id) => {
-                                // Created before; the await step waits for its task and lock.
-                                note = Some((Level::Info, format!("guest {vmid} already exists on {node} with this deployment's mark; continuing")));
-                                p.upid = prov.creation_task(kind, &node, vmid).await?;
-                            }
-                            Some(_) => return self.vmid_taken(id, lease, prov, &mut p, vmid, &mut taken_ids).await,
-                            None => {
-                                fence.check().await?;
-                                match prov.create(&d, &node, vmid, &prov.addressing(p.static_ip)).await {
-                                    Ok((upid, slot)) => {
-                                        clone_slot = slot;
-                                        let what = if kind == GuestType::Vm { "cloning the template" } else { "creating the container" };
-                                        note = Some((Level::Info, format!("{what} as {vmid} on {node}")));
-                                        p.upid = Some(upid.as_str().to_owned());
-                                    }
-                                    Err(e) if e.is_vmid_taken() => match prov.owner_at(kind, &node, vmid).await? {
-                                        // An earlier create of ours whose answer was lost went through.
-                                        Some(owner) if owner.is(id) => {
-                                            note = Some((Level::Info, format!("guest {vmid} already exists on {node} with this deployment's mark; continuing")));
-                                            p.upid = prov.creation_task(kind, &node, vmid).await?;
-                                        }
-                                        _ => return self.vmid_taken(id, lease, prov, &mut p, vmid, &mut taken_ids).await,
-                                    },
-                                    Err(e) if e.is_lock_timeout() && p.attempts < s.lock_retries => {
-                                        self.retry_after_lock(id, &mut p, &e.to_string()).await;
-                                        commit(store, lease, StepWrite::progress(&p, &[])).await?;
-                                        return Ok(Flow::Again);
-                                    }
-                                    Err(e) => return Err(e.into()),
-                                }
-                            }
-                        }
-                    }
-                    Step::AwaitCreate => {
-                        let (node, vmid) = (p.node.clone().ok_or_else(missing("node"))?, p.vmid.ok_or_else(missing("vmid"))?);
-                        if let Some(upid) = p.upid.clone() {
-                            // The slot (if this run cloned) is given back as soon as the copy's task has ended.
-                            let waited = wait(&prov.client, &upid, s).await;
-                            clone_slot = None;
-                            match waited {
-                                Ok(()) => {}
-                                Err(ProvisionError::Pve(e)) if e.is_lock_timeout() && p.attempts < s.lock_retries => {
-                                    // PVE removes the half-made guest when a clone fails; try the clone again.
-                                    self.retry_after_lock(id, &mut p, &e.to_string()).await;
-                                    p.step = Step::Create;
-                                    p.upid = None;
-                                    commit(store, lease, StepWrite::progress(&p, &[])).await?;
-                                    return Ok(Flow::Again);
-                                }
-                                // PVE's worker checks the id again under its lock (the race with `nextid`).
-                                Err(ProvisionError::Pve(e)) if e.is_vmid_taken() => return self.vmid_taken(id, lease, prov, &mut p, vmid, &mut taken_ids).await,
-                                Err(e) => return Err(e),
-                            }
-                        }
-                        let created = prov.wait_unlocked(kind, &node, vmid).await?;
-                        // Whatever this run believes, the guest it goes on with must carry our mark.
-                        if !super::ownership::owner_of(&created).is(id) {
-                            return Err(crate::core::ownership::NotOurs::Foreign { vmid: vmid.get() }.into());
-                        }
-                        config = Some(created);
-                        if kind == GuestType::Lxc {
-                            p.host_key = match &p.upid {
-                                Some(upid) => prov.container_host_key(upid).await?,
-                                None => None,
-                            };
-                            lines.push(match &p.host_key {
-                                Some(fp) => LogLine::new(id, Level::Info, "provision", &format!("container host key {fp} (from Proxmox's create log)")),
-                                None => LogLine::new(id, Level::Warn, "provision", "the container's host key fingerprint is not in its create log; deploys will refuse to connect to it until it is re-created"),
-                            });
-                        }
-                        let mut next = d.clone();
-                        next.proxmox_id = Some(vmid);
-                        next.proxmox_node = Some(node.clone());
-                        change = Some((next, "guest created"));
-                        note = Some((Level::Info, format!("guest {vmid} created on {node}")));
-                    }
-                    Step::Snippet => {
-                        let node = p.node.clone().ok_or_else(missing("node"))?;
-                        match &prov.node_files {
-                            Some(files) => {
-                                // A fresh host key each time this step runs: the snippet and the pinned key always match.
-                                let host = crate::keys::generate_ed25519(d.spec.name.as_str());
-                                let identity = crate::core::cloud_init::GuestIdentity {
-                                    hostname: d.spec.name.as_str(),
-                                    deploy_user: &s.deploy_user,
-                                    deploy_public_key: &s.deploy_public_key,
-                                    host_private_key: host.private_openssh.expose(),
-                                    host_public_key: &host.public_openssh,
-                                };
-                                let user_data = crate::core::cloud_init::render(&s.user_data, &identity);
-                                let volid = files.upload(&prov.client, &node, id, &user_data).await.map_err(|e| ProvisionError::Failed(format!("uploading the cloud-init snippet: {e}")))?;
-                                note = Some((Level::Info, format!("cloud-init snippet uploaded ({volid}) with the guest's own host key")));
-                                p.host_key = Some(host.public_openssh);
-                            }
-                            None => {
-                                note = Some((Level::Warn, "no node SSH is configured ([proxmox.node_ssh]): Proxmox generates the user-data and the guest's host key cannot be pinned".into()));
-                                defer = true;
-                            }
-                        }
-                    }
-                    Step::Configure => {
-                        let (node, vmid) = (p.node.clone().ok_or_else(missing("node"))?, p.vmid.ok_or_else(missing("vmid"))?);
-                        let cicustom = match (&prov.node_files, &p.host_key) {
-                            (Some(files), Some(_)) => Some(files.cicustom(id)),
-                            _ => None,
-                        };
-                        fence.check().await?;
-                        prov.configure_vm(&d, &node, vmid, &prov.addressing(p.static_ip), cicustom).await?;
-                        note = Some((Level::Info, format!("configured {} cores, {} MiB, cloud-init user {}", d.spec.cpu, d.spec.memory_mib, s.deploy_user)));
-                    }
-                    Step::Resize => {
-                        let (node, vmid) = (p.node.clone().ok_or_else(missing("node"))?, p.vmid.ok_or_else(missing("vmid"))?);
-                        fence.check().await?;
-                        if let Some(upid) = prov.resize_vm(&d, &node, vmid, config.as_ref()).await? {
-                            wait(&prov.client, upid.as_str(), s).await?;
-                            note = Some((Level::Info, format!("boot disk grown to {} GB", d.spec.disk_gb)));
-                        }
-                    }
-                    Step::Start => {
-                        let (node, vmid) = (p.node.clone().ok_or_else(missing("node"))?, p.vmid.ok_or_else(missing("vmid"))?);
-                        fence.check().await?;
-                        p.upid = prov.start(kind, &node, vmid, !resumed).await?.map(|u| u.as_str().to_owned());
-                        note = Some((Level::Info, format!("starting guest {vmid}")));
-                    }
-                    Step::AwaitStart => {
-                        defer = true;
-                        if let Some(upid) = p.upid.clone() {
-                            match wait(&prov.client, &upid, s).await {
-                                // A start resumed after a crash can race the first one: running is what we wanted.
-                                Err(ProvisionError::Pve(PveError::TaskFailed { exitstatus, .. })) if exitstatus.contains("already running") => {}
-                                other => other?,
-                            }
-                        }
-                    }
-                    Step::AwaitAddress => {
-                        let (node, vmid) = (p.node.clone().ok_or_else(missing("node"))?, p.vmid.ok_or_else(missing("vmid"))?);
-                        let ip = prov.await_address(kind, &node, vmid, config.as_ref()).await?;
-                        p.ipv4 = Some(ip);
-                        let mut next = d.clone();
-                        next.ip_address = Some(ip.to_string());
-                        change = Some((next, "address known"));
-                        note = Some((Level::Info, format!("guest {vmid} is up at {ip}")));
-                    }
-                    Step::Done => return Ok(Flow::Done),
-                }
-                Ok(Flow::Next)
-            };
-            let outcome: Result<Flow, ProvisionError> = self.patiently(id, step, outcome).await;
-            match outcome {
-                Ok(Flow::Next) => {}
-                Ok(Flow::Again) => continue,
-                Ok(Flow::Done) => break,
+        let mut budget = StepBudget::new(p.step(), prov.settings.step_deadline);
+        while !matches!(p, Progress::Ready { .. }) {
+            let step = p.step();
+            let ran = self.patiently(id, step, self.run_step(&mut run, p.clone())).await;
+            p = match ran {
+                Ok(Flow::Again(next)) => next,
+                Ok(Flow::Next(out)) => match self.commit_step(&mut run, &p, out, &mut lines).await? {
+                    Some(next) => next,
+                    None => return Ok(()),
+                },
                 Err(e) => {
-                    if let Some(wait) = budget.retry(step, &e) {
-                        lines.truncate(carried);
-                        self.log(id, Level::Warn, "provision", &format!("{} failed: {e}; retry {} in {:.1}s", step.as_str().replace('_', " "), budget.attempts, wait.as_secs_f64())).await;
-                        tokio::time::sleep(wait).await;
-                        // The step runs again checking what exists first (a create may have happened).
-                        resumed = true;
-                        p.attempts = p.attempts.max(1);
-                        continue;
-                    }
-                    let e = budget.give_up(e);
-                    self.keep_lines(&mut lines, &e).await;
-                    return Err(e);
-                }
-            }
-            let before = p.clone();
-            resumed = false;
-            p.advance(kind);
-            p.upid = if matches!(p.step, Step::AwaitCreate | Step::AwaitStart) { p.upid.take() } else { None };
-            lines.extend(note.map(|(level, text)| LogLine::new(id, level, "provision", &text)));
-            if defer && p.step != Step::Done {
-                continue;
-            }
-            if change.is_none() && d.status == Status::Pending {
-                // The first commit also records that provisioning began (one transaction fewer per deployment).
-                let mut next = d.clone();
-                next.status = Status::Provisioning;
-                change = Some((next, "provisioning"));
-            }
-            if p.step == Step::Done {
-                // The last step's commit also hands the guest over to the deploy.
-                let (mut next, _) = change.take().unwrap_or_else(|| (d.clone(), ""));
-                next.status = d.status.transition(Status::Installing).map_err(|e| ProvisionError::Failed(e.to_string()))?;
-                change = Some((next, "guest ready"));
-                lines.push(LogLine::new(id, Level::Info, "provision", "provisioned; installing the app"));
-            }
-            let deployment = change.as_mut().map(|(next, message)| {
-                next.updated_at = now_millis();
-                (&*next, d.status, *message)
-            });
-            let saved = match commit(store, lease, StepWrite { progress: &p, lines: &lines, claim, deployment }).await {
-                Ok(saved) => saved,
-                Err(ProvisionError::Store(StoreError::Taken { .. })) if claim.is_some() && before.attempts < ID_RETRIES => {
-                    // Another agent claimed that id first: choose again.
-                    prov.drop_choice(id);
-                    p = Progress { vmid: None, attempts: before.attempts + 1, ..before };
-                    lines.truncate(carried);
-                    continue;
-                }
-                Err(e) => {
-                    self.keep_lines(&mut lines, &e).await;
-                    return Err(e);
+                    let Some(wait) = budget.retry(step, &e) else {
+                        let e = budget.give_up(e);
+                        self.keep_lines(&mut lines, &e).await;
+                        return Err(e);
+                    };
+                    self.log(id, Level::Warn, "provision", &format!("{} failed: {e}; retry {} in {:.1}s", step.as_str().replace('_', " "), budget.attempts, wait.as_secs_f64())).await;
+                    tokio::time::sleep(wait).await;
+                    // The step runs again checking what exists first (a create may have happened).
+                    run.resumed = true;
+                    p.tried()
                 }
             };
-            for line in lines.drain(..) {
-                self.inner.bus.publish(Event::Log(line));
-            }
-            if let Some(saved) = saved.deployment {
-                d = saved;
-                self.publish_status(&d);
-            }
-            // A destroy requested meanwhile takes over from here (it waits for this lease).
-            if saved.status == Some(Status::Destroying) {
-                self.log(id, Level::Info, "provision", "destroy requested; stopping provisioning").await;
-                return Ok(());
-            }
         }
-        if d.status == Status::Provisioning {
-            // Progress at `done` from an older agent that stopped before handing the guest over.
+        if run.d.status == Status::Provisioning {
+            // Progress at `ready` from an older agent that stopped before handing the guest over.
             self.log(id, Level::Info, "provision", "provisioned; installing the app").await;
-            self.leased_transition(d, Status::Installing, "guest ready", lease, |_| {}).await?;
+            self.leased_transition(run.d, Status::Installing, "guest ready", lease, |_| {}).await?;
         }
-        self.deploy_release(id, lease, crate::store::releases::Trigger::Deploy, super::deploy::Wanted::BranchHead).await
+        // A guest restored from a backup gets the commit the backup served (its files are on the guest already);
+        // a pull request's preview deploys the head commit its pull request named last (`engine::previews`).
+        let restored = run.restore.and_then(|r| r.commit);
+        let preview_head = match restored {
+            Some(_) => None,
+            None => self.store().preview_of(id).await?.and_then(|p| crate::core::names::CommitSha::parse(&p.head_sha).ok()),
+        };
+        let wanted = match restored.or(preview_head) {
+            Some(c) => super::deploy::Wanted::Commit(c),
+            None => super::deploy::Wanted::BranchHead,
+        };
+        self.deploy_release(id, lease, crate::store::releases::Trigger::Deploy, wanted).await
+    }
+
+    /// Runs the step `p` is at.
+    async fn run_step(&self, run: &mut Run<'_>, p: Progress) -> Result<Flow, ProvisionError> {
+        match p {
+            Progress::Place => self.place(run).await,
+            Progress::ReserveId { node, static_ip, attempts: _ } => self.reserve_id(run, node, static_ip).await,
+            Progress::Create { guest, attempts } => self.create(run, guest, attempts).await,
+            Progress::AwaitCreate { guest, task, attempts } => self.await_create(run, guest, task, attempts).await,
+            Progress::Snippet { guest } => self.snippet(run, guest).await,
+            Progress::Configure { guest, host_key } => self.configure(run, guest, host_key).await,
+            Progress::Resize { guest, host_key } => self.resize(run, guest, host_key).await,
+            Progress::Start { guest, host_key } => self.start(run, guest, host_key).await,
+            Progress::AwaitStart { guest, host_key, task } => self.await_start(run, guest, host_key, task).await,
+            Progress::AwaitAddress { guest, host_key } => self.await_address(run, guest, host_key).await,
+            ready @ Progress::Ready { .. } => Ok(Flow::Again(ready)),
+        }
+    }
+
+    /// Commits what a step did together with the next state, in one transaction (or leaves it to the next
+    /// step's commit, see `Outcome::later`); the first commit also records that provisioning began, the
+    /// last one hands the guest over to the deploy. Returns the state to run next; `None` when a destroy
+    /// was requested meanwhile (it takes over from here: it waits for this lease).
+    async fn commit_step(&self, run: &mut Run<'_>, before: &Progress, out: Outcome, lines: &mut Vec<LogLine>) -> Result<Option<Progress>, ProvisionError> {
+        let (id, d) = (run.id, &run.d);
+        let carried = lines.len();
+        lines.extend(out.lines.iter().map(|(level, text)| LogLine::new(id, *level, "provision", text)));
+        run.resumed = false;
+        let Outcome { next, claim, mut change, alone, .. } = out;
+        let ready = matches!(next, Progress::Ready { .. });
+        if !alone && !ready {
+            return Ok(Some(next));
+        }
+        if change.is_none() && d.status == Status::Pending {
+            // The first commit also records that provisioning began (one transaction fewer per deployment).
+            change = Some((Deployment { status: Status::Provisioning, ..d.clone() }, "provisioning"));
+        }
+        if ready {
+            // The last step's commit also hands the guest over to the deploy.
+            let (mut handed, _) = change.take().unwrap_or_else(|| (d.clone(), ""));
+            handed.status = d.status.transition(Status::Installing)?;
+            change = Some((handed, "guest ready"));
+            lines.push(LogLine::new(id, Level::Info, "provision", "provisioned; installing the app"));
+        }
+        let deployment = change.as_mut().map(|(next, message)| {
+            next.updated_at = now_millis();
+            (&*next, d.status, *message)
+        });
+        let saved = match commit(self.store(), run.lease, StepWrite { progress: &next, lines, claim, deployment }).await {
+            Ok(saved) => saved,
+            Err(ProvisionError::Store(StoreError::Taken { .. })) if claim.is_some() && before.attempts() < ID_RETRIES => {
+                // Another agent claimed that id first: choose again.
+                run.prov.drop_choice(id);
+                lines.truncate(carried);
+                let Progress::Create { guest, .. } = next else { return Ok(Some(before.clone())) };
+                return Ok(Some(Progress::ReserveId { node: guest.node, static_ip: guest.static_ip, attempts: before.attempts() + 1 }));
+            }
+            Err(e) => {
+                self.keep_lines(lines, &e).await;
+                return Err(e);
+            }
+        };
+        for line in lines.drain(..) {
+            self.inner.bus.publish(Event::Log(line));
+        }
+        if let Some(saved) = saved.deployment {
+            run.d = saved;
+            self.publish_status(&run.d);
+        }
+        if saved.status == Some(Status::Destroying) {
+            self.log(id, Level::Info, "provision", "destroy requested; stopping provisioning").await;
+            return Ok(None);
+        }
+        Ok(Some(next))
+    }
+
+    async fn place(&self, run: &mut Run<'_>) -> Result<Flow, ProvisionError> {
+        let (node, line) = match &run.restore {
+            // The node that lists the backup (a node-local backup storage is that node's alone).
+            Some(r) => (r.node.clone(), format!("placed on node {}, which holds backup {}", r.node, r.backup)),
+            None => {
+                let node = run.prov.place(&run.d).await?;
+                (node.clone(), format!("placed on node {node}"))
+            }
+        };
+        Ok(Outcome::to(Progress::ReserveId { node, static_ip: None, attempts: 0 }).say(Level::Info, line).later().into())
+    }
+
+    async fn reserve_id(&self, run: &mut Run<'_>, node: NodeName, static_ip: Option<Ipv4Addr>) -> Result<Flow, ProvisionError> {
+        let (vmid, claim) = match run.prov.choose_id(self.store(), run.id, run.resumed).await? {
+            IdChoice::Held(vmid) => (vmid, None),
+            IdChoice::ToClaim(vmid) => (vmid, Some(vmid)),
+        };
+        // Kept across a retry of this step: an address is claimed once per deployment.
+        let static_ip = match static_ip {
+            Some(a) => Some(a),
+            None => run.prov.reserve_address(self.store(), run.id).await?,
+        };
+        let mut out = Outcome::to(Progress::Create { guest: GuestAt { node, vmid, static_ip }, attempts: 0 });
+        out.claim = claim;
+        if let Some(a) = static_ip {
+            out = out.say(Level::Info, format!("reserved VMID {vmid} and address {a}"));
+        }
+        Ok(out.into())
+    }
+
+    /// Clones the template or creates the container (restores the backup, for a deployment restored from one). A
+    /// resumed or retried create may have happened already
+    /// (its answer lost to a crash, a timeout or a dropped connection): the guest's mark decides, never the id alone.
+    async fn create(&self, run: &mut Run<'_>, guest: GuestAt, attempts: u32) -> Result<Flow, ProvisionError> {
+        let (id, prov, kind) = (run.id, run.prov, run.kind);
+        let (node, vmid) = (&guest.node, guest.vmid);
+        let ours = format!("guest {vmid} already exists on {node} with this deployment's mark; continuing");
+        let found = if run.resumed || attempts > 0 { prov.owner_at(kind, node, vmid).await? } else { None };
+        let (task, line) = match found {
+            // Created before; the await step waits for its task and lock.
+            Some(owner) if owner.is(id) => (self.made_by(run, node, vmid).await?, ours),
+            Some(_) => return self.vmid_taken(run, guest, attempts).await,
+            None => {
+                run.fence.check().await?;
+                let addressing = prov.addressing(guest.static_ip);
+                // A deployment restored from a backup gets its guest from the backup instead.
+                let sent = match &run.restore {
+                    Some(r) => prov.restore_new(&run.d, node, vmid, &addressing, &r.backup).await.map(|upid| (upid, None)),
+                    None => prov.create(&run.d, node, vmid, &addressing).await,
+                };
+                match sent {
+                    Ok((upid, slot)) => {
+                        run.clone_slot = slot;
+                        let what = match (&run.restore, kind) {
+                            (Some(r), _) => format!("restoring backup {}", r.backup),
+                            (None, GuestType::Vm) => "cloning the template".to_string(),
+                            (None, GuestType::Lxc) => "creating the container".to_string(),
+                        };
+                        (Some(upid.as_str().to_owned()), format!("{what} as {vmid} on {node}"))
+                    }
+                    Err(e) if e.is_vmid_taken() => match prov.owner_at(kind, node, vmid).await? {
+                        // An earlier create of ours whose answer was lost went through.
+                        Some(owner) if owner.is(id) => (self.made_by(run, node, vmid).await?, ours),
+                        _ => return self.vmid_taken(run, guest, attempts).await,
+                    },
+                    Err(e) if e.is_lock_timeout() && attempts < prov.settings.lock_retries => {
+                        let again = Progress::Create { attempts: self.retry_after_lock(id, attempts, &e.to_string()).await, guest };
+                        commit(self.store(), run.lease, StepWrite::progress(&again, &[])).await?;
+                        return Ok(Flow::Again(again));
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        };
+        Ok(Outcome::to(Progress::AwaitCreate { guest, task, attempts: 0 }).say(Level::Info, line).into())
+    }
+
+    /// The task that made guest `vmid` of ours: its create (or clone), or its restore from a backup.
+    async fn made_by(&self, run: &Run<'_>, node: &NodeName, vmid: VmId) -> Result<Option<String>, ProvisionError> {
+        match run.restore {
+            Some(_) => run.prov.restore_task(run.kind, node, vmid).await,
+            None => run.prov.creation_task(run.kind, node, vmid).await,
+        }
+    }
+
+    /// Waits for the clone/create task and the guest's lock; the guest it goes on with must carry our mark.
+    /// A container's host key fingerprint is read from its create task's log.
+    async fn await_create(&self, run: &mut Run<'_>, guest: GuestAt, task: Option<String>, attempts: u32) -> Result<Flow, ProvisionError> {
+        let (id, prov, kind, vmid) = (run.id, run.prov, run.kind, guest.vmid);
+        if let Some(upid) = &task {
+            let waited = wait(&prov.client, upid, &prov.settings).await;
+            // The slot (if this run cloned) is given back as soon as the copy's task has ended.
+            run.clone_slot = None;
+            match waited {
+                Ok(()) => {}
+                Err(ProvisionError::Pve(e)) if e.is_lock_timeout() && attempts < prov.settings.lock_retries => {
+                    // PVE removes the half-made guest when a clone fails; try the clone again.
+                    let again = Progress::Create { attempts: self.retry_after_lock(id, attempts, &e.to_string()).await, guest };
+                    commit(self.store(), run.lease, StepWrite::progress(&again, &[])).await?;
+                    return Ok(Flow::Again(again));
+                }
+                // PVE's worker checks the id again under its lock (the race with `nextid`).
+                Err(ProvisionError::Pve(e)) if e.is_vmid_taken() => return self.vmid_taken(run, guest, attempts).await,
+                Err(e) => return Err(e),
+            }
+        }
+        let created = prov.wait_unlocked(kind, &guest.node, vmid).await?;
+        // Whatever this run believes, the guest it goes on with must carry our mark.
+        if !super::ownership::owner_of(&created).is(id) {
+            return Err(crate::core::ownership::NotOurs::Foreign { vmid: vmid.get() }.into());
+        }
+        if kind == GuestType::Lxc {
+            // Under a pool, a container is created untagged and tagged now (see `Provisioner::tag_container`).
+            run.fence.check().await?;
+            prov.tag_container(&run.d, &guest.node, vmid, &created).await?;
+        }
+        run.config = Some(created);
+        let changed = Deployment { proxmox_id: Some(vmid), proxmox_node: Some(guest.node.clone()), ..run.d.clone() };
+        let created_line = format!("guest {vmid} created on {}", guest.node);
+        let out = match kind {
+            GuestType::Vm => Outcome::to(Progress::Snippet { guest }),
+            GuestType::Lxc if run.restore.is_some() => {
+                let host_key = run.restore.as_ref().and_then(|r| r.host_key.clone());
+                let said = match (&host_key, &run.restore) {
+                    (Some(k), Some(r)) => (Level::Info, format!("container host key {} (the backed-up container's, pinned by deployment {}; a restore keeps it)", k.fingerprint(), r.from)),
+                    _ => (Level::Warn, "the backed-up container's host key is not known (its deployment never pinned one); deploys will refuse to connect to it".into()),
+                };
+                Outcome::to(Progress::Start { guest, host_key }).say(said.0, said.1)
+            }
+            GuestType::Lxc => {
+                let host_key = match &task {
+                    Some(upid) => prov.container_host_key(upid).await?,
+                    None => None,
+                };
+                let said = match &host_key {
+                    Some(k) => (Level::Info, format!("container host key {} (from Proxmox's create log)", k.fingerprint())),
+                    None => (Level::Warn, "the container's host key fingerprint is not in its create log; deploys will refuse to connect to it until it is re-created".into()),
+                };
+                Outcome::to(Progress::Start { guest, host_key }).say(said.0, said.1)
+            }
+        };
+        Ok(out.changing(changed, "guest created").say(Level::Info, created_line).into())
+    }
+
+    /// VM: renders the user-data with a fresh host key each time this step runs (the snippet and the pinned
+    /// key always match) and uploads it to the node; without node SSH, Proxmox generates the user-data.
+    async fn snippet(&self, run: &mut Run<'_>, guest: GuestAt) -> Result<Flow, ProvisionError> {
+        let (prov, d) = (run.prov, &run.d);
+        let Some(files) = &prov.node_files else {
+            let why = "no node SSH is configured ([proxmox.node_ssh]): Proxmox generates the user-data and the guest's host key cannot be pinned";
+            return Ok(Outcome::to(Progress::Configure { guest, host_key: None }).say(Level::Warn, why.into()).later().into());
+        };
+        let s = &prov.settings;
+        let host = crate::keys::generate_ed25519(d.spec.name.as_str());
+        let identity = crate::core::cloud_init::GuestIdentity {
+            hostname: d.spec.name.as_str(),
+            deploy_user: &s.deploy_user,
+            deploy_public_key: &s.deploy_public_key,
+            host_private_key: host.private_openssh.expose(),
+            host_public_key: &host.public_openssh,
+        };
+        let user_data = crate::core::cloud_init::render(&s.user_data, &identity);
+        let volid = files.upload(&prov.client, &guest.node, run.id, &user_data).await.map_err(ProvisionError::Snippet)?;
+        let host_key = HostKeyPin::parse(&host.public_openssh).map_err(|e| ProvisionError::Snippet(e.to_string()))?;
+        let line = format!("cloud-init snippet uploaded ({volid}) with the guest's own host key");
+        Ok(Outcome::to(Progress::Configure { guest, host_key: Some(host_key) }).say(Level::Info, line).into())
+    }
+
+    /// VM: cores, memory, cloud-init (the snippet when its host key is pinned), agent, tags.
+    async fn configure(&self, run: &mut Run<'_>, guest: GuestAt, host_key: Option<HostKeyPin>) -> Result<Flow, ProvisionError> {
+        let (prov, d) = (run.prov, &run.d);
+        let cicustom = match (&prov.node_files, &host_key) {
+            (Some(files), Some(_)) => Some(files.cicustom(run.id)),
+            _ => None,
+        };
+        run.fence.check().await?;
+        prov.configure_vm(d, &guest.node, guest.vmid, &prov.addressing(guest.static_ip), cicustom).await?;
+        let line = format!("configured {} cores, {} MiB, cloud-init user {}", d.spec.cpu, d.spec.memory_mib, prov.settings.deploy_user);
+        Ok(Outcome::to(Progress::Resize { guest, host_key }).say(Level::Info, line).into())
+    }
+
+    /// VM: grows the boot disk to the requested size (absolute, so repeating is harmless).
+    async fn resize(&self, run: &mut Run<'_>, guest: GuestAt, host_key: Option<HostKeyPin>) -> Result<Flow, ProvisionError> {
+        let (prov, d) = (run.prov, &run.d);
+        run.fence.check().await?;
+        let grown = prov.resize_vm(d, &guest.node, guest.vmid, run.config.as_ref()).await?;
+        let disk_gb = d.spec.disk_gb;
+        let mut out = Outcome::to(Progress::Start { guest, host_key });
+        if let Some(upid) = grown {
+            wait(&prov.client, upid.as_str(), &prov.settings).await?;
+            out = out.say(Level::Info, format!("boot disk grown to {disk_gb} GB"));
+        }
+        Ok(out.into())
+    }
+
+    async fn start(&self, run: &mut Run<'_>, guest: GuestAt, host_key: Option<HostKeyPin>) -> Result<Flow, ProvisionError> {
+        run.fence.check().await?;
+        let task = run.prov.start(run.kind, &guest.node, guest.vmid, !run.resumed).await?.map(|u| u.as_str().to_owned());
+        let line = format!("starting guest {}", guest.vmid);
+        Ok(Outcome::to(Progress::AwaitStart { guest, host_key, task }).say(Level::Info, line).into())
+    }
+
+    async fn await_start(&self, run: &mut Run<'_>, guest: GuestAt, host_key: Option<HostKeyPin>, task: Option<String>) -> Result<Flow, ProvisionError> {
+        if let Some(upid) = &task {
+            match wait(&run.prov.client, upid, &run.prov.settings).await {
+                // A start resumed after a crash can race the first one: running is what we wanted.
+                Err(ProvisionError::Pve(PveError::TaskFailed { exitstatus, .. })) if exitstatus.contains("already running") => {}
+                other => other?,
+            }
+        }
+        Ok(Outcome::to(Progress::AwaitAddress { guest, host_key }).later().into())
+    }
+
+    /// Polls the guest agent (VM) or the container's interfaces until the guest's IPv4 address appears.
+    async fn await_address(&self, run: &mut Run<'_>, guest: GuestAt, host_key: Option<HostKeyPin>) -> Result<Flow, ProvisionError> {
+        let ip = run.prov.await_address(run.kind, &guest.node, guest.vmid, run.config.as_ref()).await?;
+        let changed = Deployment { ip_address: Some(ip.to_string()), ..run.d.clone() };
+        let line = format!("guest {} is up at {ip}", guest.vmid);
+        Ok(Outcome::to(Progress::Ready { guest, host_key, ip: Some(ip) }).changing(changed, "address known").say(Level::Info, line).into())
     }
 
     /// A deploy was interrupted (agent crash or restart): its release is marked failed and a fresh
@@ -510,7 +684,7 @@ impl Engine {
     /// commit failed): they still tell what happened, so they are recorded and published, unless
     /// another agent took the work over.
     async fn keep_lines(&self, lines: &mut Vec<LogLine>, cause: &ProvisionError) {
-        if lines.is_empty() || matches!(cause, ProvisionError::LeaseLost) {
+        if lines.is_empty() || matches!(cause, ProvisionError::LeaseLost(_)) {
             return;
         }
         let lines = std::mem::take(lines);
@@ -536,25 +710,24 @@ impl Engine {
         }
     }
 
-    /// The guest at `vmid` is not ours (its id was taken outside our records): forget the id, remember
+    /// The guest at `guest.vmid` is not ours (its id was taken outside our records): forget the id, remember
     /// it as taken, and choose another — at most `ID_RETRIES` times in one run.
-    async fn vmid_taken(&self, id: &DeploymentId, lease: &Lease, prov: &Provisioner, p: &mut Progress, vmid: crate::core::names::VmId, taken: &mut u32) -> Result<Flow, ProvisionError> {
-        prov.note_taken(vmid);
-        *taken += 1;
-        if *taken > ID_RETRIES {
-            return Err(ProvisionError::Failed(format!("gave up after {taken} VMIDs were found held by guests that are not ours (the last: {vmid})")));
+    async fn vmid_taken(&self, run: &mut Run<'_>, guest: GuestAt, attempts: u32) -> Result<Flow, ProvisionError> {
+        let (id, vmid) = (run.id, guest.vmid);
+        run.prov.note_taken(vmid);
+        run.taken_ids += 1;
+        if run.taken_ids > ID_RETRIES {
+            return Err(ProvisionError::IdsTakenOutside { tried: run.taken_ids, last: vmid });
         }
         self.log(id, Level::Info, "provision", &format!("VMID {vmid} is held by a guest that is not ours; choosing another")).await;
         // At most one create per second per deployment, whatever the cluster answers.
         tokio::time::sleep(Duration::from_secs(1)).await;
         // Progress first: killed in between, the resumed ReserveId finds the claim still ours and comes
         // back here, instead of adopting someone else's guest.
-        p.vmid = None;
-        p.upid = None;
-        p.step = Step::ReserveId;
-        commit(self.store(), lease, StepWrite::progress(p, &[])).await?;
+        let again = Progress::ReserveId { node: guest.node, static_ip: guest.static_ip, attempts };
+        commit(self.store(), run.lease, StepWrite::progress(&again, &[])).await?;
         self.store().release_vmid(vmid, id).await?;
-        Ok(Flow::Again)
+        Ok(Flow::Again(again))
     }
 
     /// Deletes a VM's user-data snippet from its node (it holds the guest's host private key).
@@ -566,11 +739,13 @@ impl Engine {
         }
     }
 
-    async fn retry_after_lock(&self, id: &DeploymentId, p: &mut Progress, why: &str) {
-        p.attempts += 1;
-        let backoff = Duration::from_millis(500 * 2u64.pow(p.attempts.min(5)) + rand::random::<u64>() % 500);
-        self.log(id, Level::Warn, "provision", &format!("storage lock timeout ({why}); retry {} in {:.1}s", p.attempts, backoff.as_secs_f64())).await;
+    /// Waits out a storage lock timeout before the create runs again; returns the create's new attempt count.
+    async fn retry_after_lock(&self, id: &DeploymentId, attempts: u32, why: &str) -> u32 {
+        let attempts = attempts + 1;
+        let backoff = Duration::from_millis(500 * 2u64.pow(attempts.min(5)) + rand::random::<u64>() % 500);
+        self.log(id, Level::Warn, "provision", &format!("storage lock timeout ({why}); retry {attempts} in {:.1}s", backoff.as_secs_f64())).await;
         tokio::time::sleep(backoff).await;
+        attempts
     }
 
     /// Saves `d` with `change` applied and (when different) the new status, only while `lease` is held.
@@ -581,18 +756,10 @@ impl Engine {
         message: &str,
         lease: &Lease,
         change: impl FnOnce(&mut Deployment),
-    ) -> Result<Deployment, ProvisionError> {
+    ) -> Result<Deployment, Unsaved> {
         let from = d.status;
-        if from != to {
-            d.status = from.transition(to).map_err(|e| ProvisionError::Failed(e.to_string()))?;
-        }
-        change(&mut d);
-        d.updated_at = now_millis();
-        let saved = self
-            .store()
-            .save_deployment_leased(&d, from, message, Some(lease))
-            .await
-            .map_err(|e| if matches!(e, crate::store::StoreError::Stale) { ProvisionError::LeaseLost } else { e.into() })?;
+        moved(&mut d, to, change)?;
+        let saved = self.store().save_deployment_leased(&d, from, message, Some(lease)).await.map_err(Unsaved::fenced)?;
         self.publish_status(&saved);
         Ok(saved)
     }
@@ -600,7 +767,7 @@ impl Engine {
     /// Records how work in flight ended (`failed`, or back to `running`) from `d` as just read, unless a
     /// destroy was requested meanwhile: that destroy waits for this lease and takes over, and recording
     /// the failure would strand it (a failed deployment cannot become destroyed).
-    pub(crate) async fn record_end_of_work(&self, d: Deployment, to: Status, message: &str, lease: &Lease, change: impl FnOnce(&mut Deployment)) -> Result<(), ProvisionError> {
+    pub(crate) async fn record_end_of_work(&self, d: Deployment, to: Status, message: &str, lease: &Lease, change: impl FnOnce(&mut Deployment)) -> Result<(), Unsaved> {
         if d.status == Status::Destroying {
             return Ok(());
         }
@@ -614,7 +781,7 @@ impl Engine {
         let owned = match prov.guard(fence, kind, node, vmid).await {
             Ok(Found::Owned(g)) => g,
             Ok(Found::Gone) => return Removal::NothingOfOurs,
-            Err(ProvisionError::LeaseLost) => return Removal::LeaseLost,
+            Err(ProvisionError::LeaseLost(_)) => return Removal::LeaseLost,
             Err(ProvisionError::NotOurs(why)) => {
                 self.log(id, Level::Warn, what, &why.to_string()).await;
                 return Removal::NothingOfOurs;
@@ -627,8 +794,23 @@ impl Engine {
                 self.log(id, Level::Info, what, &format!("removed guest {vmid} from {on}")).await;
                 Removal::NothingOfOurs
             }
-            Err(ProvisionError::LeaseLost) => Removal::LeaseLost,
+            Err(ProvisionError::LeaseLost(_)) => Removal::LeaseLost,
             Err(e) => Removal::Failed(format!("could not remove guest {vmid} from {on}: {e}")),
+        }
+    }
+
+    /// The progress and record a failed provisioning cleans up after; `None` (said in the log) when they cannot be
+    /// read: without its progress the guest cannot be found to remove, so it and its claims are left as they are.
+    async fn to_clean_up(&self, id: &DeploymentId) -> Option<(Progress, Deployment)> {
+        let read = async { Ok::<_, StoreError>((self.store().load_progress(id).await?.unwrap_or_default(), self.store().get_deployment(id).await?)) };
+        match read.await {
+            Ok((progress, Some(d))) => Some((progress, d)),
+            Ok((_, None)) => None,
+            Err(e) => {
+                tracing::error!(deployment = %id, error = %e, "could not read what to clean up");
+                self.log(id, Level::Error, "cleanup", &format!("could not read the provisioning progress ({e}); nothing was cleaned up")).await;
+                None
+            }
         }
     }
 
@@ -637,12 +819,12 @@ impl Engine {
     /// and address claimed and stays on the record, so nothing else is given that id while it exists.
     async fn fail_provisioning(&self, id: &DeploymentId, lease: &Lease, prov: &Provisioner, why: &str) {
         self.log(id, Level::Error, "provision", &format!("provisioning failed: {why}")).await;
-        let progress = self.store().load_progress(id).await.ok().flatten().unwrap_or_default();
-        let Ok(Some(d)) = self.store().get_deployment(id).await else { return };
+        let Some((progress, d)) = self.to_clean_up(id).await else { return };
         let fence = Fence::new(self.store().clone(), lease.clone());
         let kind = d.spec.guest_type;
         let mut kept: Option<(NodeName, VmId, String)> = None;
-        if let (true, Some(node), Some(vmid)) = (progress.step.guest_may_exist(), &progress.node, progress.vmid) {
+        if let Some(GuestAt { node, vmid, .. }) = progress.guest() {
+            let vmid = *vmid;
             match self.remove_if_ours(&fence, prov, kind, node, vmid, Duration::from_secs(10), "cleanup").await {
                 Removal::NothingOfOurs => {}
                 // The successor carries on; nothing here is ours to touch any more.
@@ -657,22 +839,17 @@ impl Engine {
             // resume can act on an id someone else may be given now.
             if let Err(e) = commit(self.store(), lease, StepWrite::progress(&Progress::default(), &[])).await {
                 tracing::error!(deployment = %id, error = %e, "could not forget the removed guest");
+                if !matches!(e, ProvisionError::LeaseLost(_)) {
+                    self.log(id, Level::Error, "cleanup", &format!("could not forget the removed guest ({e}); its id and addresses stay claimed")).await;
+                }
                 return;
             }
-            if let Some(vmid) = progress.vmid {
-                if let Err(e) = self.store().release_vmid(vmid, id).await {
-                    tracing::error!(deployment = %id, error = %e, "could not release the VMID");
-                }
-            }
-            if let Some(node) = &progress.node {
+            self.release_claims_or_say(id, "cleanup", progress.guest().map(|g| g.vmid)).await;
+            if let Some(node) = progress.node() {
                 self.remove_snippet(prov, kind, node, id).await;
             }
-            // Every address the deployment holds, recorded in its progress or not (a first commit that failed).
-            if let Err(e) = self.store().release_addresses_of(id).await {
-                tracing::error!(deployment = %id, error = %e, "could not release the addresses");
-            }
         }
-        let msg = format!("provisioning failed at step {}: {why}", progress.step.as_str());
+        let msg = format!("provisioning failed at step {}: {why}", progress.step().as_str());
         let result = self
             .record_end_of_work(d, Status::Failed, &msg, lease, |d| {
                 d.error_message = Some(msg.clone());
@@ -690,6 +867,23 @@ impl Engine {
             .await;
         if let Err(e) = result {
             tracing::error!(deployment = %id, error = %e, "could not record the failure");
+            self.log(id, Level::Error, "provision", &format!("could not record the failure: {e}")).await;
+        }
+    }
+
+    /// Gives back the deployment's VMID (`vmid`, once its guest is gone) and every address it holds (recorded in its
+    /// progress or not: a first commit that failed). A claim that could not be given back is said in the log:
+    /// it stays held by this deployment, so nothing else is given it.
+    async fn release_claims_or_say(&self, id: &DeploymentId, step: &str, vmid: Option<VmId>) {
+        if let Some(vmid) = vmid {
+            if let Err(e) = self.store().release_vmid(vmid, id).await {
+                tracing::error!(deployment = %id, error = %e, "could not release the VMID");
+                self.log(id, Level::Warn, step, &format!("could not release VMID {vmid}: {e}; it stays claimed by this deployment")).await;
+            }
+        }
+        if let Err(e) = self.store().release_addresses_of(id).await {
+            tracing::error!(deployment = %id, error = %e, "could not release the addresses");
+            self.log(id, Level::Warn, step, &format!("could not release the deployment's addresses: {e}; they stay claimed by it")).await;
         }
     }
 
@@ -700,49 +894,66 @@ impl Engine {
         let engine = self.clone();
         let id2 = id.clone();
         // A provisioning in flight holds the lease; wait for it (bounded), then clean up after it.
-        let done = self
-            .with_lease(&id, destroy_patience(&prov.settings), |lease| async move {
-                let id = id2;
-                let Ok(Some(d)) = engine.store().get_deployment(&id).await else { return };
-                let progress = engine.store().load_progress(&id).await.ok().flatten().unwrap_or_default();
-                let node = d.proxmox_node.clone().or(progress.node.clone());
-                let vmid = d.proxmox_id.or(progress.vmid);
-                let fence = Fence::new(engine.store().clone(), lease.clone());
-                if let (Some(node), Some(vmid)) = (node, vmid) {
-                    engine.log(&id, Level::Info, "destroy", &format!("stopping and deleting guest {vmid} on {node}")).await;
-                    match engine.remove_if_ours(&fence, &prov, d.spec.guest_type, &node, vmid, Duration::from_secs(30), "destroy").await {
-                        Removal::NothingOfOurs => {}
-                        Removal::LeaseLost => return,
-                        Removal::Failed(e) => {
-                            engine.log(&id, Level::Error, "destroy", &e).await;
-                            let msg = format!("destroy failed: {e}");
-                            if let Err(e) = engine.leased_transition(d, Status::Failed, &msg, &lease, |d| d.error_message = Some(msg.clone())).await {
-                                tracing::error!(deployment = %id, error = %e, "could not record the failed destroy");
-                            }
-                            return;
-                        }
-                    }
-                    if let Err(e) = engine.store().release_vmid(vmid, &id).await {
-                        tracing::error!(deployment = %id, error = %e, "could not release the VMID");
-                    }
-                    engine.remove_snippet(&prov, d.spec.guest_type, &node, &id).await;
-                }
-                if let Err(e) = engine.store().release_addresses_of(&id).await {
-                    tracing::error!(deployment = %id, error = %e, "could not release the addresses");
-                }
-                if let Err(e) = engine.leased_transition(d, Status::Destroyed, "destroyed", &lease, |d| {
-                    d.proxmox_id = None;
-                    d.ip_address = None;
-                }).await {
-                    tracing::error!(deployment = %id, error = %e, "could not record the destroy");
-                    return;
-                }
-                engine.log(&id, Level::Info, "destroy", "destroyed").await;
-                engine.schedules_follow_destroy(&id).await;
-            })
-            .await;
+        let done = self.with_lease(&id, destroy_patience(&prov.settings), |lease| async move { engine.destroy_leased(&id2, &prov, &lease).await }).await;
         if done.is_none() {
             self.log(&id, Level::Error, "destroy", "another agent holds this deployment; destroy will resume when its lease expires").await;
+        }
+    }
+
+    /// `destroy_guest` under the deployment's lease. Says "destroyed" only once the deployment is recorded so.
+    async fn destroy_leased(&self, id: &DeploymentId, prov: &Provisioner, lease: &Lease) {
+        let d = match self.store().get_deployment(id).await {
+            Ok(Some(d)) => d,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::error!(deployment = %id, error = %e, "could not read the deployment to destroy");
+                return self.log(id, Level::Error, "destroy", &format!("could not read the deployment: {e}; the destroy runs again at the next start")).await;
+            }
+        };
+        let progress = match self.store().load_progress(id).await {
+            Ok(p) => p.unwrap_or_default(),
+            Err(e) => {
+                self.log(id, Level::Warn, "destroy", &format!("could not read the provisioning progress ({e}); going by the deployment's record")).await;
+                Progress::default()
+            }
+        };
+        let node = d.proxmox_node.clone().or(progress.node().cloned());
+        let vmid = d.proxmox_id.or(progress.guest().map(|g| g.vmid));
+        let fence = Fence::new(self.store().clone(), lease.clone());
+        let mut released = None;
+        if let (Some(node), Some(vmid)) = (node, vmid) {
+            self.log(id, Level::Info, "destroy", &format!("stopping and deleting guest {vmid} on {node}")).await;
+            match self.remove_if_ours(&fence, prov, d.spec.guest_type, &node, vmid, Duration::from_secs(30), "destroy").await {
+                Removal::NothingOfOurs => {}
+                Removal::LeaseLost => return tracing::warn!(deployment = %id, "another agent took over; leaving the destroy to it"),
+                Removal::Failed(e) => {
+                    self.log(id, Level::Error, "destroy", &e).await;
+                    let msg = format!("destroy failed: {e}");
+                    if let Err(e) = self.leased_transition(d, Status::Failed, &msg, lease, |d| d.error_message = Some(msg.clone())).await {
+                        tracing::error!(deployment = %id, error = %e, "could not record the failed destroy");
+                        self.log(id, Level::Error, "destroy", &format!("could not record the failed destroy: {e}")).await;
+                    }
+                    return;
+                }
+            }
+            released = Some(vmid);
+            self.remove_snippet(prov, d.spec.guest_type, &node, id).await;
+        }
+        self.release_claims_or_say(id, "destroy", released).await;
+        let marked = self.leased_transition(d, Status::Destroyed, "destroyed", lease, |d| {
+            d.proxmox_id = None;
+            d.ip_address = None;
+        });
+        match marked.await {
+            Ok(_) => {
+                self.log(id, Level::Info, "destroy", "destroyed").await;
+                self.schedules_follow_destroy(id).await;
+            }
+            Err(e) => {
+                tracing::error!(deployment = %id, error = %e, "could not record the destroy");
+                let what = if released.is_some() { "the guest is gone, but " } else { "" };
+                self.log(id, Level::Error, "destroy", &format!("{what}the deployment could not be marked destroyed: {e}")).await;
+            }
         }
     }
 
@@ -768,7 +979,7 @@ impl Engine {
                 let result: Result<Deployment, ProvisionError> = async {
                     let g = match prov.guard(&fence, kind, &node, vmid).await? {
                         Found::Owned(g) => g,
-                        Found::Gone => return Err(ProvisionError::Failed(format!("guest {vmid} no longer exists on the cluster"))),
+                        Found::Gone => return Err(ProvisionError::GuestLost { vmid }),
                     };
                     // Followed to where it is now (migrated since it was recorded).
                     let d = engine.follow_move(d, &g.node).await?;
@@ -777,7 +988,7 @@ impl Engine {
                         Action::Stop => {
                             engine.log(&id, Level::Info, step, &format!("shutting down guest {vmid} on {on}")).await;
                             prov.stop_owned(&g, Duration::from_secs(60)).await?;
-                            engine.leased_transition(d, Status::Stopped, "stopped", &lease, |_| {}).await
+                            Ok(engine.leased_transition(d, Status::Stopped, "stopped", &lease, |_| {}).await?)
                         }
                         _ => engine.boot_and_check(&prov, &g, d, &lease, step, "started").await,
                     }
@@ -810,13 +1021,14 @@ impl Engine {
             if let Err(e) = self.health(dep, &id, &url, &d.spec, Duration::from_secs(d.spec.health_timeout_secs.into())).await {
                 let msg = format!("{done}, but the app does not answer: {e}");
                 let error = msg.clone();
-                return self.leased_transition(d, Status::Failed, &msg, lease, move |d| {
-                    d.ip_address = Some(ip.to_string());
+                let at = url.clone();
+                return Ok(self.leased_transition(d, Status::Failed, &msg, lease, move |d| {
+                    at_address(d, ip, at);
                     d.error_message = Some(error);
-                }).await;
+                }).await?);
             }
         }
-        self.leased_transition(d, Status::Running, done, lease, move |d| d.ip_address = Some(ip.to_string())).await
+        Ok(self.leased_transition(d, Status::Running, done, lease, move |d| at_address(d, ip, url)).await?)
     }
 
     /// At start: picks up every deployment whose work was interrupted (pending, provisioning, destroying).
@@ -868,6 +1080,92 @@ impl Drop for Working<'_> {
     }
 }
 
-fn missing(what: &'static str) -> impl Fn() -> ProvisionError {
-    move || ProvisionError::Failed(format!("provisioning state lost its {what}; cannot continue safely"))
+/// Records the address a guest came back on (after a restart, a rollback or a restore it may differ):
+/// the app's URL follows it once the app has one.
+fn at_address(d: &mut Deployment, ip: std::net::Ipv4Addr, url: String) {
+    d.ip_address = Some(ip.to_string());
+    if d.url.is_some() {
+        d.url = Some(url);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::config::{DatabaseConfig, Secret};
+    use crate::core::deployment::{RawSpec, Spec};
+    use crate::core::limits::{Limits, RepoPolicy};
+    use crate::pve::{PveClient, PveConfig, TlsTrust};
+    use crate::store::Store;
+
+    /// A guest that came back on another address (a restore or rollback of a VM with DHCP): the app's URL
+    /// follows the address once the app has one, and a deployment never deployed gets none.
+    #[test]
+    fn the_url_follows_the_address_a_guest_came_back_on() {
+        let raw = RawSpec { name: Some("moved".into()), repo_url: Some("https://github.com/o/r".into()), framework: Some("flask".into()), ..RawSpec::default() };
+        let mut d = Deployment::new(Spec::parse(raw, &Limits::default(), &RepoPolicy::default()).unwrap(), 0);
+        at_address(&mut d, "127.0.1.4".parse().unwrap(), "http://127.0.1.4:8000".into());
+        assert_eq!((d.ip_address.as_deref(), d.url.as_deref()), (Some("127.0.1.4"), None));
+        d.url = Some("http://127.0.1.3:8000".into());
+        at_address(&mut d, "127.0.1.5".parse().unwrap(), "http://127.0.1.5:8000".into());
+        assert_eq!((d.ip_address.as_deref(), d.url.as_deref()), (Some("127.0.1.5"), Some("http://127.0.1.5:8000")));
+    }
+
+    /// An engine over an in-memory store with a cluster that is never called (the deployment has no guest;
+    /// nothing listens there), and a deployment of it whose destroy was requested.
+    async fn destroying() -> (Engine, Store, Deployment) {
+        let cfg = DatabaseConfig { url: "mem://".into(), namespace: "t".into(), database: "t".into(), credentials: None };
+        let store = Store::open(&cfg).await.unwrap();
+        let client = PveClient::new(PveConfig::new("https://127.0.0.1:9/", "root@pam!t", Secret::new("x".into()), TlsTrust::Fingerprint([7; 32]))).unwrap();
+        let prov = Provisioner::new(client, super::super::provision::ProvisionSettings::sandbox(String::new()));
+        let engine = Engine::new(store.clone(), Limits::default(), RepoPolicy::default(), Some(prov), "agent-a".into());
+        let raw = RawSpec { name: Some("doomed".into()), repo_url: Some("https://github.com/o/r".into()), framework: Some("flask".into()), ..RawSpec::default() };
+        let mut d = Deployment::new(Spec::parse(raw, &Limits::default(), &RepoPolicy::default()).unwrap(), now_millis());
+        store.create_deployment(&d, "created").await.unwrap();
+        d.status = Status::Destroying;
+        let d = store.save_deployment(&d, Status::Pending, "destroy requested").await.unwrap();
+        (engine, store, d)
+    }
+
+    /// The store refuses to mark a deployment destroyed (here a schema rule; in life a full disk or a lost
+    /// server): the destroy says so in the deployment's log and never says "destroyed"; the deployment stays
+    /// `destroying`, which the next start resumes.
+    #[tokio::test]
+    async fn a_destroy_the_store_refuses_to_record_is_said_and_never_called_done() {
+        let (engine, store, d) = destroying().await;
+        store.run("DEFINE FIELD OVERWRITE status ON deployment TYPE string ASSERT $value != 'destroyed'", json!({})).await.unwrap();
+
+        engine.destroy_guest(d.id.clone()).await;
+
+        let lines = store.read_log(&d.id, 0, 50).await.unwrap();
+        let said: Vec<&str> = lines.iter().map(|l| l.text.as_str()).collect();
+        assert!(!said.contains(&"destroyed"), "{said:?}");
+        let refusal = lines.iter().find(|l| l.text.contains("could not be marked destroyed")).unwrap_or_else(|| panic!("the failure is said: {said:?}"));
+        assert_eq!((refusal.level, refusal.step.as_str()), (Level::Error, "destroy"));
+        assert_eq!(store.get_deployment(&d.id).await.unwrap().unwrap().status, Status::Destroying);
+    }
+
+    /// The store will not give back the deployment's address (here an event that refuses the delete; in life a
+    /// lost server): the destroy says so in the deployment's log, the address stays claimed by the deployment
+    /// (nothing else is given it), and the destroy still ends `destroyed`.
+    #[tokio::test]
+    async fn a_claim_the_store_will_not_give_back_is_said_and_stays_held() {
+        let (engine, store, d) = destroying().await;
+        let a: Ipv4Addr = "10.0.0.5".parse().unwrap();
+        store.claim_address(a, &d.id).await.unwrap();
+        store.run("DEFINE EVENT OVERWRITE keep ON ip_claim WHEN $event = 'DELETE' THEN { THROW 'the claims are read-only' }", json!({})).await.unwrap();
+
+        engine.destroy_guest(d.id.clone()).await;
+
+        let lines = store.read_log(&d.id, 0, 50).await.unwrap();
+        let said: Vec<&str> = lines.iter().map(|l| l.text.as_str()).collect();
+        let refusal = lines.iter().find(|l| l.text.contains("could not release the deployment's addresses")).unwrap_or_else(|| panic!("the failure is said: {said:?}"));
+        assert_eq!((refusal.level, refusal.step.as_str()), (Level::Warn, "destroy"));
+        assert!(refusal.text.contains("they stay claimed"), "{}", refusal.text);
+        assert_eq!(store.address_claims().await.unwrap(), vec![(a, d.id.to_string())]);
+        assert!(said.contains(&"destroyed"), "{said:?}");
+        assert_eq!(store.get_deployment(&d.id).await.unwrap().unwrap().status, Status::Destroyed);
+    }
 }

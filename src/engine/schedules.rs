@@ -52,6 +52,7 @@ pub struct SchedulerTask {
 impl SchedulerTask {
     pub async fn stop(self) {
         self.cancel.cancel();
+        // Waits for the loop to end; it returns nothing, and a panic in it was already reported by the runtime.
         let _ = self.task.await;
     }
 }
@@ -413,6 +414,7 @@ impl Scheduler {
             ScheduleAction::Start => engine.act(id, Action::Start, actor).await.map(|_| "start requested".into()).map_err(|e| e.to_string()),
             ScheduleAction::Destroy => engine.act(id, Action::Destroy, actor).await.map(|_| "destroy requested".into()).map_err(|e| e.to_string()),
             ScheduleAction::Snapshot { keep } => engine.scheduled_snapshot(d, schedule, occurrence, keep, actor).await,
+            ScheduleAction::Backup => engine.scheduled_backup(d, schedule, actor).await,
             ScheduleAction::Reconcile | ScheduleAction::Drift => Err("not a per-deployment action".into()),
         }
     }

@@ -11,6 +11,7 @@ use super::provision::{pve_kind, wait, ProvisionError, Provisioner};
 use super::{Engine, EngineError};
 use crate::core::command::Actor;
 use crate::core::deployment::Deployment;
+use crate::core::names::CommitSha;
 use crate::core::snapshot::{beyond_keep, description_for, read_description, Origin, SnapshotName, SnapshotNote};
 use crate::core::status::Status;
 use crate::pve::PveError;
@@ -38,6 +39,9 @@ pub struct SnapshotInfo {
     pub origin: Origin,
     /// The VM's memory is part of it.
     pub vmstate: bool,
+    /// The commit the guest served when it was taken, as pvedeploy recorded it in the description (`None` for
+    /// snapshots taken in Proxmox VE, or before pvedeploy recorded it).
+    pub serving: Option<CommitSha>,
 }
 
 /// Whether a Proxmox failure is the guest's lock being held (synchronously, or as the task's failure).
@@ -51,7 +55,7 @@ fn locked(e: &ProvisionError) -> bool {
 
 /// Runs a snapshot task (`start` starts it, then it is waited for) again while the guest is locked: backoff from
 /// 250 ms doubling to 8 s, at most [`LOCK_TRIES`] tries within [`LOCK_PATIENCE`]; the last error otherwise.
-async fn while_locked<F, Fut>(prov: &Provisioner, g: &OwnedGuest, mut start: F) -> Result<(), ProvisionError>
+pub(super) async fn while_locked<F, Fut>(prov: &Provisioner, g: &OwnedGuest, mut start: F) -> Result<(), ProvisionError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<crate::pve::Upid, PveError>>,
@@ -72,11 +76,16 @@ where
                 pause = (pause * 2).min(LOCK_BACKOFF_CAP);
             }
             Err(e) if locked(&e) => {
-                return Err(ProvisionError::Failed(format!("the guest stayed locked by another operation ({tries} tries in {} s): {e}", began.elapsed().as_secs())))
+                return Err(ProvisionError::NotNow(format!("the guest stayed locked by another operation ({tries} tries in {} s): {e}", began.elapsed().as_secs())))
             }
             other => return other,
         }
     }
+}
+
+/// The commit the deployment's guest serves, as recorded.
+fn serving(d: &Deployment) -> Option<CommitSha> {
+    d.commit.as_deref().and_then(|c| CommitSha::parse(c).ok())
 }
 
 fn info(s: crate::pve::Snapshot) -> Option<SnapshotInfo> {
@@ -84,16 +93,16 @@ fn info(s: crate::pve::Snapshot) -> Option<SnapshotInfo> {
         return None;
     }
     let origin = SnapshotName::parse_existing(&s.name).map(|n| n.origin()).unwrap_or(Origin::Other);
-    let (description, taken_by) = read_description(&s.description);
-    Some(SnapshotInfo { name: s.name, taken_at: s.snaptime.map(|t| t as i64 * 1000), taken_by, description, origin, vmstate: s.vmstate })
+    let d = read_description(&s.description);
+    Some(SnapshotInfo { name: s.name, taken_at: s.snaptime.map(|t| t as i64 * 1000), taken_by: d.taken_by, description: d.note, origin, vmstate: s.vmstate, serving: d.serving })
 }
 
 /// A failure to act on the guest, for the doors.
-fn refused(e: ProvisionError) -> EngineError {
+pub(super) fn refused(e: ProvisionError) -> EngineError {
     match e {
         ProvisionError::Pve(PveError::NotFound { message }) => EngineError::NotFound(message),
         ProvisionError::Store(e) => EngineError::Store(e),
-        e @ (ProvisionError::LeaseLost | ProvisionError::Failed(_)) => EngineError::Conflict(e.to_string()),
+        e @ (ProvisionError::LeaseLost(_) | ProvisionError::NotNow(_) | ProvisionError::Vanished) => EngineError::Conflict(e.to_string()),
         e => EngineError::Proxmox(e.to_string()),
     }
 }
@@ -111,6 +120,19 @@ impl Engine {
         }
     }
 
+    /// A guest operation that put the deployment `deploying` failed: logs why under `step` and records `failed` (when
+    /// it is still `deploying`).
+    pub(super) async fn end_failed(&self, id: &crate::core::deployment::DeploymentId, step: &str, msg: &str) {
+        self.log(id, Level::Error, step, msg).await;
+        if let Ok(Some(now)) = self.store().get_deployment(id).await {
+            if now.status == Status::Deploying {
+                if let Err(e) = self.transition(now, Status::Failed, msg).await {
+                    tracing::error!(deployment = %id, error = %e, step, "could not record the failure");
+                }
+            }
+        }
+    }
+
     /// The guest's snapshots, oldest first (Proxmox's `current`, the live state, left out).
     pub async fn snapshots(&self, id_or_name: &str) -> Result<(Deployment, Vec<SnapshotInfo>), EngineError> {
         let d = self.find(id_or_name).await?;
@@ -125,8 +147,8 @@ impl Engine {
     /// it kept out: under the deployment's work lease when it is free, or under this agent's own lease while its
     /// work on the deployment (an install, which may hold it for minutes) is in flight; never while another agent
     /// holds it.
-    async fn on_own_guest<T>(&self, d: &Deployment, work: impl AsyncFnOnce(&Provisioner, &OwnedGuest, &Lease) -> Result<T, ProvisionError>) -> Result<T, ProvisionError> {
-        let (prov, node, vmid) = self.snapshot_target(d).map_err(|e| ProvisionError::Failed(e.to_string()))?;
+    pub(super) async fn on_own_guest<T>(&self, d: &Deployment, work: impl AsyncFnOnce(&Provisioner, &OwnedGuest, &Lease) -> Result<T, ProvisionError>) -> Result<T, ProvisionError> {
+        let (prov, node, vmid) = self.snapshot_target(d).map_err(|e| ProvisionError::NotNow(e.to_string()))?;
         let gate = {
             let mut gates = self.inner.snapshot_gates.lock().expect("snapshot gates poisoned");
             gates.entry(d.id.to_string()).or_default().clone()
@@ -146,8 +168,8 @@ impl Engine {
             Some(r) => r,
             None => match self.store().live_lease(&d.id).await? {
                 Some(lease) if lease.holder == self.inner.agent_id => act.take().expect("not run")(lease).await,
-                Some(_) => Err(ProvisionError::Failed("another agent is working on this deployment (it holds the work lease)".into())),
-                None => Err(ProvisionError::Failed("the deployment was busy".into())),
+                Some(_) => Err(ProvisionError::NotNow("another agent is working on this deployment (it holds the work lease)".into())),
+                None => Err(ProvisionError::NotNow("the deployment was busy".into())),
             },
         }
     }
@@ -162,7 +184,7 @@ impl Engine {
             return Err(EngineError::Conflict(format!("the guest already has a snapshot {name}")));
         }
         self.store().audit(actor, "snapshot_take", Some(d.id.as_str()), &format!("name={name}")).await?;
-        let description = description_for(&note, &actor.to_string());
+        let description = description_for(&note, &actor.to_string(), serving(&d).as_ref());
         let kind = pve_kind(d.spec.guest_type);
         self.on_own_guest(&d, async |prov: &Provisioner, g: &OwnedGuest, _: &Lease| {
             while_locked(prov, g, || prov.client.snapshot_create(kind, &g.node, g.vmid, name.as_str(), Some(description.as_str()))).await
@@ -201,9 +223,11 @@ impl Engine {
             return Err(EngineError::Conflict(format!("the deployment is {}; a rollback waits until it is running, stopped or failed", d.status)));
         }
         let (_, existing) = self.snapshots(d.id.as_str()).await?;
-        if !existing.iter().any(|s| s.name == name.as_str()) {
+        let Some(found) = existing.iter().find(|s| s.name == name.as_str()) else {
             return Err(EngineError::NotFound(format!("snapshot {name} of {}", d.spec.name)));
-        }
+        };
+        // The guest serves again what it served then: the deployment says so once it answers.
+        let served = found.serving.clone();
         self.store().audit(actor, "snapshot_rollback", Some(d.id.as_str()), &format!("name={name}")).await?;
         let d = self.transition(d, Status::Deploying, &format!("rolling back to snapshot {name}, asked by {actor}")).await?;
         self.log(&d.id, Level::Info, "rollback", &format!("rollback to snapshot {name} requested by {actor}")).await;
@@ -219,23 +243,16 @@ impl Engine {
                     let kind = pve_kind(d.spec.guest_type);
                     while_locked(prov, g, || prov.client.snapshot_rollback(kind, &g.node, g.vmid, name.as_str())).await?;
                     engine.log(&d.id, Level::Info, step, &format!("guest {} rolled back to snapshot {name}", g.vmid)).await;
-                    let now = engine.store().get_deployment(&d.id).await?.ok_or(ProvisionError::LeaseLost)?;
+                    let mut now = engine.store().get_deployment(&d.id).await?.ok_or(ProvisionError::Vanished)?;
+                    if let Some(c) = &served {
+                        now.commit = Some(c.as_str().to_string());
+                    }
                     engine.boot_and_check(prov, g, now, lease, step, &format!("rolled back to snapshot {name}")).await
                 })
                 .await;
             match result {
                 Ok(_) => engine.log(&id, Level::Info, step, &format!("rollback to snapshot {name} done")).await,
-                Err(e) => {
-                    let msg = format!("rollback to snapshot {name} failed: {e}");
-                    engine.log(&id, Level::Error, step, &msg).await;
-                    if let Ok(Some(now)) = engine.store().get_deployment(&id).await {
-                        if now.status == Status::Deploying {
-                            if let Err(e) = engine.transition(now, Status::Failed, &msg).await {
-                                tracing::error!(deployment = %id, error = %e, "could not record the failed rollback");
-                            }
-                        }
-                    }
-                }
+                Err(e) => engine.end_failed(&id, step, &format!("rollback to snapshot {name} failed: {e}")).await,
             }
         });
         Ok(answer)
@@ -245,7 +262,7 @@ impl Engine {
     /// taken), then deletes that schedule's own oldest snapshots beyond `keep`; no other snapshot is touched.
     pub(crate) async fn scheduled_snapshot(&self, d: &Deployment, schedule_id: &str, occurrence: i64, keep: u32, actor: &Actor) -> Result<String, String> {
         let name = SnapshotName::scheduled(schedule_id, occurrence);
-        let description = description_for(&SnapshotNote::default(), &actor.to_string());
+        let description = description_for(&SnapshotNote::default(), &actor.to_string(), serving(d).as_ref());
         let kind = pve_kind(d.spec.guest_type);
         let r = self
             .on_own_guest(d, async |prov: &Provisioner, g: &OwnedGuest, _: &Lease| {

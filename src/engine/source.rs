@@ -88,34 +88,101 @@ impl Source {
 /// How long resolving the repository's host may take.
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The address git must connect to for a repository's host: the one the outbound policy checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pin {
+    host: String,
+    port: u16,
+    ip: std::net::IpAddr,
+}
+
+impl Pin {
+    pub fn new(host: String, port: u16, ip: std::net::IpAddr) -> Self {
+        Self { host, port, ip }
+    }
+
+    /// git's `-c` setting that makes curl connect to the checked address instead of resolving the host again:
+    /// `http.curloptResolve` (git-config(1), git >= 2.37) holding curl's `CURLOPT_RESOLVE` entry `host:port:address`
+    /// (an IPv6 address in brackets).
+    pub fn git_config(&self) -> String {
+        match self.ip {
+            std::net::IpAddr::V6(v6) => format!("http.curloptResolve={}:{}:[{v6}]", self.host, self.port),
+            v4 => format!("http.curloptResolve={}:{}:{v4}", self.host, self.port),
+        }
+    }
+
+    /// The `host:port:address` entry alone, as `deploy_app.sh fetch --resolve` takes it.
+    pub fn entry(&self) -> String {
+        self.git_config().trim_start_matches("http.curloptResolve=").to_string()
+    }
+}
+
+/// Where git may connect for a repository.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pinning {
+    /// An http(s) host name, resolved once here and checked: git connects to this address only.
+    Pinned(Pin),
+    /// Nothing to pin: the URL names an IP address (checked as written by the host allow-list), or it is an ssh URL
+    /// (ssh resolves the host itself; git cannot pin it, see docs/security.md).
+    NotNeeded,
+    /// The host resolves into a network the policy refuses.
+    Refused(FieldError),
+    /// The host could not be resolved here (why, in words).
+    Unresolved(String),
+}
+
+/// Resolves the repository's host once and checks every address against the outbound policy.
+pub async fn pin(url: &crate::core::repo::RepoUrl, policy: &RepoPolicy) -> Pinning {
+    let text = url.as_str();
+    if !(text.starts_with("https://") || text.starts_with("http://")) {
+        return Pinning::NotNeeded;
+    }
+    let (host, port) = url.endpoint();
+    if host.parse::<std::net::IpAddr>().is_ok() {
+        return Pinning::NotNeeded;
+    }
+    let resolved: Vec<std::net::IpAddr> = match tokio::time::timeout(RESOLVE_TIMEOUT, tokio::net::lookup_host((host.as_str(), port))).await {
+        Ok(Ok(addrs)) => addrs.map(|a| a.ip()).collect(),
+        Ok(Err(e)) => return Pinning::Unresolved(format!("cannot resolve {host}: {e}")),
+        Err(_) => return Pinning::Unresolved(format!("{host} did not resolve within {}s", RESOLVE_TIMEOUT.as_secs())),
+    };
+    match url.checked_address(&resolved, policy) {
+        Ok(ip) => Pinning::Pinned(Pin { host, port, ip }),
+        Err(e) => Pinning::Refused(e),
+    }
+}
+
+/// The arguments of the agent's `git ls-remote` (after `git`): only the protocols the policy allows, no
+/// redirects (the policy allowed this host, not wherever it might send git next), pinned when there is a pin.
+pub fn ls_remote_args(url: &str, refname: &str, pin: Option<&Pin>) -> Vec<String> {
+    let mut args: Vec<String> = ["-c", "protocol.allow=never", "-c", "protocol.https.allow=always", "-c", "protocol.http.allow=always", "-c", "http.followRedirects=false"]
+        .map(String::from)
+        .to_vec();
+    if let Some(p) = pin {
+        args.extend(["-c".to_string(), p.git_config()]);
+    }
+    args.extend(["ls-remote", "--exit-code", "--", url, refname].map(String::from));
+    args
+}
+
 /// Asks the repository for the spec's branch, bounded in time; git runs with an argument vector (no
 /// shell), no prompts, no redirects, and only the protocols the repository policy allows. The host is resolved
-/// here once, its addresses checked against the outbound policy, and git pinned to the checked one
-/// (`http.curloptResolve`, git-config(1), git ≥ 2.37; curl's `CURLOPT_RESOLVE` format `host:port:address`), so DNS
-/// cannot answer differently for git (rebinding).
+/// here once, its addresses checked against the outbound policy, and git pinned to the checked one ([`pin`]), so
+/// DNS cannot answer differently for git (rebinding).
 pub async fn check(spec: &Spec, policy: &RepoPolicy) -> Source {
     let url = spec.repo_url.to_string();
     if !(url.starts_with("https://") || url.starts_with("http://")) {
         return Source::Unverified("ssh repositories are read with the guest's own key".into());
     }
-    let (host, port) = spec.repo_url.endpoint();
-    let resolved: Vec<std::net::IpAddr> = match tokio::time::timeout(RESOLVE_TIMEOUT, tokio::net::lookup_host((host.as_str(), port))).await {
-        Ok(Ok(addrs)) => addrs.map(|a| a.ip()).collect(),
-        Ok(Err(e)) => return Source::Unverified(format!("cannot resolve {host}: {e}")),
-        Err(_) => return Source::Unverified(format!("{host} did not resolve within {}s", RESOLVE_TIMEOUT.as_secs())),
-    };
-    let pinned = match spec.repo_url.checked_address(&resolved, policy) {
-        Ok(ip) => ip,
-        Err(e) => return Source::Refused(e),
-    };
-    let pin = match pinned {
-        std::net::IpAddr::V6(v6) => format!("http.curloptResolve={host}:{port}:[{v6}]"),
-        v4 => format!("http.curloptResolve={host}:{port}:{v4}"),
+    let pinned = match pin(&spec.repo_url, policy).await {
+        Pinning::Pinned(p) => Some(p),
+        Pinning::NotNeeded => None,
+        Pinning::Refused(e) => return Source::Refused(e),
+        Pinning::Unresolved(why) => return Source::Unverified(why),
     };
     let refname = format!("refs/heads/{}", spec.branch.as_str());
     let mut cmd = tokio::process::Command::new("git");
-    // No redirects: the policy allowed this host, not wherever it might send git next.
-    cmd.args(["-c", "protocol.allow=never", "-c", "protocol.https.allow=always", "-c", "protocol.http.allow=always", "-c", "http.followRedirects=false", "-c", &pin, "ls-remote", "--exit-code", "--", &url, &refname])
+    cmd.args(ls_remote_args(&url, &refname, pinned.as_ref()))
         .env("GIT_TERMINAL_PROMPT", "0")
         .env("GIT_ASKPASS", "/bin/false")
         .env_remove("GIT_DIR")
@@ -174,6 +241,36 @@ mod tests {
         assert!(matches!(classify(None, "", ""), Source::Unverified(_)));
     }
 
+    /// A host name resolving into loopback is refused unless its network is allowed, and then pinned to the checked
+    /// address; IP literals and ssh URLs have nothing to pin.
+    #[tokio::test]
+    async fn a_name_is_pinned_to_the_address_checked_and_a_private_one_refused() {
+        use crate::core::addresses::Cidr;
+        use crate::core::limits::{RepoPolicy, RepoScheme};
+        use crate::core::repo::RepoUrl;
+        let mut policy = RepoPolicy {
+            allowed_hosts: vec!["localhost:8443".into(), "127.0.0.1:9".into(), "github.com".into()],
+            schemes: vec![RepoScheme::Https, RepoScheme::Http, RepoScheme::Ssh],
+            allow_private: vec![],
+        };
+        let url = RepoUrl::parse("https://localhost:8443/o/r.git", &policy).unwrap();
+        match pin(&url, &policy).await {
+            Pinning::Refused(e) => assert_eq!((e.field.as_str(), e.rule), ("repo_url", "public_address")),
+            other => panic!("localhost must be refused: {other:?}"),
+        }
+        policy.allow_private = vec![Cidr::parse("127.0.0.0/8").unwrap(), Cidr::parse("::1/128").unwrap()];
+        match pin(&url, &policy).await {
+            Pinning::Pinned(p) => {
+                assert!(p.entry() == "localhost:8443:127.0.0.1" || p.entry() == "localhost:8443:[::1]", "{}", p.entry());
+                assert_eq!(p.git_config(), format!("http.curloptResolve={}", p.entry()));
+            }
+            other => panic!("an allowed network is pinned: {other:?}"),
+        }
+        for nothing in ["http://127.0.0.1:9/o/r", "ssh://git@github.com/o/r.git", "git@github.com:o/r.git"] {
+            assert_eq!(pin(&RepoUrl::parse(nothing, &policy).unwrap(), &policy).await, Pinning::NotNeeded, "{nothing}");
+        }
+    }
+
     /// Sixteen requests for one repository at once ask it once: a local server counts the requests git
     /// makes (it answers 404, so each `git ls-remote` makes exactly one).
     #[tokio::test]
@@ -191,9 +288,11 @@ mod tests {
                 counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 tokio::spawn(async move {
                     let mut buf = [0u8; 4096];
+                    // A fake server in a test: what the client sent, or whether it hung up, does not matter.
                     let _ = conn.read(&mut buf).await;
                     // Slow enough that all sixteen are waiting at once.
                     tokio::time::sleep(Duration::from_millis(300)).await;
+                    // Likewise: a client that gave up first is what some of these tests do.
                     let _ = conn.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").await;
                 });
             }

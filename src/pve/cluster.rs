@@ -302,8 +302,18 @@ pub struct Volume {
     pub size: u64,
     #[serde(default, deserialize_with = "lenient::opt_vmid")]
     pub vmid: Option<VmId>,
+    /// When it was made (a backup: from its name, in the node's time zone), Unix seconds.
     #[serde(default, deserialize_with = "lenient::opt_u64")]
     pub ctime: Option<u64>,
+    /// A backup's guest type: `lxc` or `qemu`.
+    #[serde(default, deserialize_with = "lenient::text")]
+    pub subtype: String,
+    /// A backup's notes (their first line).
+    #[serde(default, deserialize_with = "lenient::text")]
+    pub notes: String,
+    /// A backup Proxmox VE will neither prune nor delete.
+    #[serde(default, deserialize_with = "lenient::bool01")]
+    pub protected: bool,
 }
 
 impl PveClient {

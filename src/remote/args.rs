@@ -35,8 +35,10 @@ pub fn app_name(raw: &str) -> Result<AppName, String> {
     AppName::parse(raw).map_err(|e| e.message)
 }
 
+/// git's own rules only: which further characters are allowed is the agent's `[repos] branch_pattern`, and its 422
+/// names that rule.
 pub fn git_ref(raw: &str) -> Result<GitRef, String> {
-    GitRef::parse(raw).map_err(|e| e.message)
+    GitRef::parse_git(raw).map_err(|e| e.message)
 }
 
 pub fn commit(raw: &str) -> Result<CommitSha, String> {

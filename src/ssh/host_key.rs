@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use russh::keys::{HashAlg, PrivateKey, PublicKey};
+use russh::keys::{PrivateKey, PublicKey};
 
 use crate::config::Secret;
 
@@ -23,46 +23,7 @@ pub fn parse_public_key(line: &str) -> Result<PublicKey, KeyError> {
     PublicKey::from_openssh(line.trim()).map_err(|e| KeyError::Public(e.to_string()))
 }
 
-/// What a host must present: exactly this key, or a key with this `SHA256:` fingerprint (what
-/// Proxmox logs when it makes a container's host key).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HostKeyPin {
-    Key(PublicKey),
-    Fingerprint(String),
-}
-
-impl HostKeyPin {
-    /// `ssh-ed25519 AAAA… [comment]`, or `SHA256:` followed by 43 characters of unpadded base64.
-    pub fn parse(text: &str) -> Result<Self, KeyError> {
-        let t = text.trim();
-        match t.strip_prefix("SHA256:") {
-            Some(b64) if b64.len() == 43 && b64.chars().all(|c| c.is_ascii_alphanumeric() || c == '+' || c == '/') => Ok(Self::Fingerprint(t.to_string())),
-            Some(_) => Err(KeyError::Public(format!("{t:?} is not a SHA256 fingerprint (SHA256: and 43 base64 characters)"))),
-            None => parse_public_key(t).map(Self::Key),
-        }
-    }
-
-    /// The pinned key's fingerprint.
-    pub fn fingerprint(&self) -> String {
-        match self {
-            Self::Key(k) => fingerprint(k),
-            Self::Fingerprint(f) => f.clone(),
-        }
-    }
-
-    /// Whether `key` is the pinned one.
-    pub fn matches(&self, key: &PublicKey) -> bool {
-        match self {
-            Self::Key(k) => k.key_data() == key.key_data(),
-            Self::Fingerprint(f) => &fingerprint(key) == f,
-        }
-    }
-}
-
-/// `SHA256:…` (unpadded base64), the form `ssh-keygen -lf` and OpenSSH's messages print.
-pub fn fingerprint(key: &PublicKey) -> String {
-    key.fingerprint(HashAlg::Sha256).to_string()
-}
+pub use crate::core::host_key::{fingerprint, HostKeyPin};
 
 /// Parses an OpenSSH private key on a blocking thread (an encrypted key's KDF would stall an async
 /// worker), ready for [`super::Target::client_key`].

@@ -289,6 +289,34 @@ impl Store {
         self.run(&sql, vars).await.map(|_| ())
     }
 
+    /// Remembers that `dep` was pushed from GitHub's repository `repo_id` (named `full_name` then).
+    pub async fn bind_repo(&self, dep: &DeploymentId, repo_id: i64, full_name: &str) -> Result<(), StoreError> {
+        self.run(
+            "UPSERT type::record('repo_binding', $dep) CONTENT { repo_id: $rid, full_name: $name, at: $now } RETURN NONE",
+            json!({ "dep": dep.as_str(), "rid": repo_id, "name": full_name, "now": now_millis() }),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// The deployments pushed from repository `repo_id` before.
+    pub async fn deployments_bound_to_repo(&self, repo_id: i64) -> Result<Vec<DeploymentId>, StoreError> {
+        let rows = self.run("SELECT VALUE record::id(id) FROM repo_binding WHERE repo_id = $rid", json!({ "rid": repo_id })).await?;
+        Ok(rows.into_iter().next().unwrap_or_default().into_iter().filter_map(|v| v.as_str().and_then(DeploymentId::parse)).collect())
+    }
+
+    /// The repository id each of `deps` was last pushed from, for those that have one.
+    pub async fn repo_bindings(&self, deps: &[DeploymentId]) -> Result<std::collections::HashMap<DeploymentId, i64>, StoreError> {
+        let mut out = std::collections::HashMap::new();
+        for dep in deps {
+            let rows = self.run("SELECT VALUE repo_id FROM ONLY type::record('repo_binding', $dep)", json!({ "dep": dep.as_str() })).await?;
+            if let Some(rid) = rows.into_iter().next().and_then(|r| r.into_iter().next()).and_then(|v| v.as_i64()) {
+                out.insert(dep.clone(), rid);
+            }
+        }
+        Ok(out)
+    }
+
     /// Claims a push (its identity: repository, ref, before, after) for `delivery`. `None`: claimed now
     /// (or earlier by this same delivery, whose routing was interrupted); `Some(other)`: the delivery
     /// that claimed it first. Atomic, so two deliveries of one push never both take it for new (what a repeat then

@@ -209,7 +209,8 @@ const MIGRATIONS: &[&str] = &[
     UPDATE deployment SET list_key = record::id(id),
         recent_events = array::reverse((SELECT at, from, to, message FROM deployment_event WHERE deployment = record::id($parent.id) ORDER BY at DESC LIMIT 100))
         RETURN NONE;
-    DEFINE INDEX deployment_list ON deployment FIELDS list_key;
+    -- The unfiltered list's index was `deployment_list ON deployment FIELDS list_key` here; v14 replaced it
+    -- (SurrealDB cannot define and remove one index in one transaction, which a fresh database's upgrade is).
     DEFINE INDEX deployment_status_list ON deployment FIELDS status, list_key;
     DEFINE INDEX deployment_framework_list ON deployment FIELDS framework, list_key;
     DEFINE INDEX deployment_status_framework_list ON deployment FIELDS status, framework, list_key;
@@ -247,6 +248,83 @@ const MIGRATIONS: &[&str] = &[
         };
     };
     "#,
+    // v13: the deploy figures of `/status` and `/metrics` cost the same whatever the history holds: each
+    // finished release is counted once in `release_tally:[ok|failed, shard]` by the write that finishes it
+    // (`store::releases::COUNT_FINISH`), started here from what the table holds, and the duration quantiles
+    // walk the newest finished releases of a status backward on `release_done`.
+    r#"
+    DEFINE TABLE IF NOT EXISTS release_tally SCHEMAFULL;
+    DEFINE FIELD IF NOT EXISTS n ON release_tally TYPE int DEFAULT 0;
+    DEFINE FIELD IF NOT EXISTS sum_ms ON release_tally TYPE int DEFAULT 0;
+    -- A recount (applied again to a store marked older, it counts once).
+    DELETE release_tally RETURN NONE;
+    FOR $g IN (SELECT outcome, count() AS n, math::sum(ms) AS ms FROM (
+        SELECT IF status = 'failed' { 'failed' } ELSE { 'ok' } AS outcome, finished_at - created_at AS ms
+        FROM release WHERE finished_at != NONE AND status IN ['active', 'superseded', 'failed']
+    ) GROUP BY outcome) {
+        UPSERT type::record('release_tally', [$g.outcome, 0]) SET n += $g.n, sum_ms += $g.ms RETURN NONE;
+    };
+    -- After the count: a query in the transaction that defines an index reads it, and it is not filled yet.
+    DEFINE INDEX IF NOT EXISTS release_done ON release FIELDS status, finished_at;
+    "#,
+    // v14: the unfiltered list walks a compound index like the filtered ones, so it stops after a page:
+    // SurrealDB caps a walk at the LIMIT only on a compound index with an equality prefix (see
+    // `store::deployments::ListQuery`); every row gets the same `list_scope`.
+    r#"
+    DEFINE FIELD IF NOT EXISTS list_scope ON deployment TYPE string DEFAULT 'all';
+    REMOVE INDEX IF EXISTS deployment_list ON deployment;
+    DEFINE INDEX IF NOT EXISTS deployment_all_list ON deployment FIELDS list_scope, list_key;
+    -- After the index: an index defined in a transaction is built from the rows as they were before it.
+    UPDATE deployment SET list_scope = 'all' RETURN NONE;
+    "#,
+    // v15: provisioning progress is one shape per step (`core::provision::Progress`, `store::provision`): the task
+    // waited for is `task` (was `upid`), the guest's address `ip` (was `ipv4`), the last step `ready` (was `done`).
+    // Fields a step does not have were never written for it, so the rest of a row reads as it is.
+    r#"
+    UPDATE provision SET state.task = state.upid, state.ip = state.ipv4, state.upid = NONE, state.ipv4 = NONE RETURN NONE;
+    UPDATE provision SET state.step = 'ready' WHERE state.step = 'done' RETURN NONE;
+    "#,
+    // v16: a deployment's path filters and the tags that deploy it (issue #24).
+    r#"
+    DEFINE FIELD IF NOT EXISTS paths ON deployment TYPE option<array<string>>;
+    DEFINE FIELD IF NOT EXISTS deploy_tags ON deployment TYPE option<string>;
+    "#,
+    // v17: the GitHub repository id a deployment was pushed from (its record id is the deployment's), so a rename
+    // keeps routing (issue #24).
+    r#"
+    DEFINE TABLE IF NOT EXISTS repo_binding SCHEMAFULL;
+    DEFINE FIELD IF NOT EXISTS repo_id ON repo_binding TYPE int;
+    DEFINE FIELD IF NOT EXISTS full_name ON repo_binding TYPE string;
+    DEFINE FIELD IF NOT EXISTS at ON repo_binding TYPE int;
+    DEFINE INDEX IF NOT EXISTS repo_binding_repo ON repo_binding FIELDS repo_id;
+    "#,
+    // v18: pull-request previews (issue #24): a deployment's preview options, and one record per pull request and
+    // parent deployment (its record id `<parent>_<number>`) naming the preview deployment, the head commit it is to
+    // run and the PR comment that shows it.
+    r#"
+    DEFINE FIELD IF NOT EXISTS previews ON deployment TYPE option<bool>;
+    DEFINE FIELD IF NOT EXISTS previews_from_forks ON deployment TYPE option<bool>;
+    DEFINE FIELD IF NOT EXISTS preview_ttl_hours ON deployment TYPE option<int>;
+    DEFINE TABLE IF NOT EXISTS preview SCHEMAFULL;
+    DEFINE FIELD IF NOT EXISTS parent ON preview TYPE string;
+    DEFINE FIELD IF NOT EXISTS number ON preview TYPE int;
+    DEFINE FIELD IF NOT EXISTS repo ON preview TYPE string;
+    DEFINE FIELD IF NOT EXISTS deployment ON preview TYPE string;
+    DEFINE FIELD IF NOT EXISTS head_sha ON preview TYPE string;
+    DEFINE FIELD IF NOT EXISTS comment_id ON preview TYPE option<int>;
+    DEFINE FIELD IF NOT EXISTS created_at ON preview TYPE int;
+    DEFINE FIELD IF NOT EXISTS updated_at ON preview TYPE int;
+    DEFINE INDEX IF NOT EXISTS preview_deployment ON preview FIELDS deployment UNIQUE;
+    "#,
+    // v19: where a deployment restored from a backup comes from (its record id is the deployment's; issue #23).
+    r#"
+    DEFINE TABLE IF NOT EXISTS restore_source SCHEMAFULL;
+    DEFINE FIELD IF NOT EXISTS backup ON restore_source TYPE string;
+    DEFINE FIELD IF NOT EXISTS from ON restore_source TYPE string;
+    DEFINE FIELD IF NOT EXISTS node ON restore_source TYPE string;
+    DEFINE FIELD IF NOT EXISTS host_key ON restore_source TYPE option<string>;
+    DEFINE FIELD IF NOT EXISTS commit ON restore_source TYPE option<string>;
+    "#,
 ];
 
 /// The schema version this binary writes.
@@ -257,10 +335,25 @@ pub async fn current_version(store: &Store) -> Result<i64, StoreError> {
     match rows {
         Ok(r) => Ok(r.first().and_then(|s| s.first()).and_then(|v| v.as_i64()).unwrap_or(0)),
         // A fresh database has no schema_meta table yet.
-        Err(StoreError::Unavailable(m)) if m.contains("does not exist") => Ok(0),
+        Err(StoreError::Unavailable(m) | StoreError::Refused(m)) if m.contains("does not exist") => Ok(0),
         Err(e) => Err(e),
     }
 }
+
+/// Indexes a migration fills from values it writes in the same transaction, by the version that
+/// defines them. SurrealDB 3.3.5 builds an index defined in a transaction from the rows as they were
+/// before it: v10 sets `list_key` on every row and then defines the list indexes, so on a database that
+/// held deployments before v10 they were built with no `list_key` (and a cursor walk returned rows
+/// twice). They are rebuilt after the commit that applies their version, and once more by v14 for
+/// stores that went through v10 before this was known.
+const REBUILDS: &[(i64, &[(&str, &str)])] = &[(10, V10_LIST_INDEXES), (14, V10_LIST_INDEXES)];
+
+const V10_LIST_INDEXES: &[(&str, &str)] = &[
+    ("deployment_status_list", "deployment"),
+    ("deployment_framework_list", "deployment"),
+    ("deployment_status_framework_list", "deployment"),
+    ("deployment_name_list", "deployment"),
+];
 
 /// Brings the schema up to `target` (`LATEST` outside tests); refuses a database newer than this binary.
 pub async fn apply(store: &Store, target: i64) -> Result<(), StoreError> {
@@ -269,19 +362,51 @@ pub async fn apply(store: &Store, target: i64) -> Result<(), StoreError> {
         return Err(StoreError::NewerSchema { found, known: LATEST });
     }
     let target = target.clamp(0, LATEST);
-    if found >= target {
-        return Ok(());
+    if found < target {
+        // Every pending migration in one transaction: an upgrade is applied whole or not at all, and a
+        // fresh database is ready after one commit instead of one per version. The indexes to rebuild
+        // are recorded in the same commit, so a stop before they are rebuilt resumes at the next start.
+        let pending = MIGRATIONS[found as usize..target as usize].concat();
+        let mut rebuild: Vec<[&str; 2]> = if found == 0 {
+            Vec::new() // a fresh database: no row was written before its indexes
+        } else {
+            REBUILDS.iter().filter(|(v, _)| found < *v && *v <= target).flat_map(|(_, ix)| ix.iter().map(|(i, t)| [*i, *t])).collect()
+        };
+        rebuild.sort_unstable();
+        rebuild.dedup();
+        store
+            .transaction(
+                &format!("{pending}\nUPSERT type::record('schema_meta', 'current') CONTENT {{ version: $version, applied_at: $now, indexes_to_rebuild: $rebuild }};"),
+                json!({ "version": target, "now": super::now_millis(), "rebuild": rebuild }),
+            )
+            .await?;
+        tracing::info!(from = found, to = target, "applied database migrations");
     }
-    // Every pending migration in one transaction: an upgrade is applied whole or not at all, and a
-    // fresh database is ready after one commit instead of one per version.
-    let pending = MIGRATIONS[found as usize..target as usize].concat();
-    store
-        .transaction(
-            &format!("{pending}\nUPSERT type::record('schema_meta', 'current') CONTENT {{ version: $version, applied_at: $now }};"),
-            json!({ "version": target, "now": super::now_millis() }),
-        )
-        .await?;
-    tracing::info!(from = found, to = target, "applied database migrations");
+    rebuild_pending(store).await
+}
+
+/// Rebuilds the indexes the last upgrade recorded (see `REBUILDS`), then clears the record.
+async fn rebuild_pending(store: &Store) -> Result<(), StoreError> {
+    let rows = store.run("SELECT VALUE indexes_to_rebuild FROM ONLY type::record('schema_meta', 'current')", json!({})).await?;
+    // The array's elements, one `[index, table]` pair each (absent before any upgrade recorded one).
+    let pending: Vec<(String, String)> = rows
+        .into_iter()
+        .next()
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|p| Some((p.get(0)?.as_str()?.to_string(), p.get(1)?.as_str()?.to_string())))
+        .collect();
+    for (index, table) in &pending {
+        // Names from `REBUILDS` only: a value read back that is not one of them is refused, not run.
+        if !REBUILDS.iter().any(|(_, ix)| ix.iter().any(|(i, t)| i == index && t == table)) {
+            return Err(StoreError::Corrupt(format!("schema_meta asks to rebuild an unknown index {index} on {table}")));
+        }
+        store.run(&format!("REBUILD INDEX {index} ON {table}"), json!({})).await?;
+        tracing::info!(%index, %table, "rebuilt an index filled by a migration");
+    }
+    if !pending.is_empty() {
+        store.run("UPDATE type::record('schema_meta', 'current') SET indexes_to_rebuild = [] RETURN NONE", json!({})).await?;
+    }
     Ok(())
 }
 
@@ -336,10 +461,125 @@ mod tests {
         let rest = store.list_deployments(&Filter::default(), 10, &PageStart::After(all.items[1].id.clone())).await.unwrap();
         assert_eq!(rest.items.iter().map(|d| d.id.to_string()).collect::<Vec<_>>(), vec![ids[2].clone(), ids[1].clone(), ids[0].clone()]);
         assert!(!rest.more);
+        // Walked by cursor one row at a time, a status filter returns each of its rows once, newest first.
+        let pending = Filter { status: Some(Status::Pending), ..Filter::default() };
+        let (mut walked, mut start) = (Vec::new(), PageStart::First);
+        loop {
+            let page = store.list_deployments(&pending, 1, &start).await.unwrap();
+            walked.extend(page.items.iter().map(|d| d.id.to_string()));
+            match (page.more, page.items.last()) {
+                (true, Some(last)) if walked.len() <= 5 => start = PageStart::After(last.id.clone()),
+                _ => break,
+            }
+        }
+        assert_eq!(walked, vec![ids[4].clone(), ids[3].clone(), ids[2].clone()]);
         let running_flask = Filter { status: Some(Status::Running), framework: Some(Framework::Flask), name: None };
         let page = store.list_deployments(&running_flask, 10, &PageStart::First).await.unwrap();
         assert_eq!((page.total, page.items.len(), page.items[0].id.to_string()), (1, 1, ids[0].clone()));
         let (_, count_plan) = store.list_deployments_plan(&running_flask, &PageStart::First).await.unwrap();
         assert!(count_plan.to_string().contains("deployment_tally"), "the total is the tally: {count_plan}");
+    }
+
+    /// v13 on releases as v12 wrote them: the finished ones are counted in the new tallies (once each,
+    /// by outcome, with the live ones' durations summed); v14 replaces the unfiltered list's index.
+    #[tokio::test]
+    async fn v13_counts_the_releases_written_before_it() {
+        let cfg = DatabaseConfig { url: "mem://".into(), namespace: "t".into(), database: "t".into(), credentials: None };
+        let store = Store::open_at_schema(&cfg, 12).await.unwrap();
+        // As v10 to v13 left the unfiltered list's index (v10 no longer defines it).
+        store.run("DEFINE INDEX deployment_list ON deployment FIELDS list_key", json!({})).await.unwrap();
+        let rows = [("active", Some(1_500)), ("superseded", Some(2_500)), ("superseded", Some(4_000)), ("failed", Some(300)), ("deploying", None)];
+        for (i, (status, took)) in rows.into_iter().enumerate() {
+            let mut row = json!({
+                "deployment": "d", "release_id": format!("r{i}"), "commit": "0123456789abcdef0123456789abcdef01234567", "status": status,
+                "step": "health", "trigger": "push", "timings": {}, "created_at": 10_000 * i as i64,
+            });
+            if let Some(t) = took {
+                row["finished_at"] = json!(10_000 * i as i64 + t);
+            }
+            store.run("CREATE type::record('release', $key) CONTENT $row RETURN NONE", json!({ "key": format!("d_r{i}"), "row": row })).await.unwrap();
+        }
+        super::apply(&store, super::LATEST).await.unwrap();
+        let stats = store.release_stats().await.unwrap();
+        assert_eq!((stats.succeeded, stats.failed, stats.succeeded_ms_sum), (3, 1, 8_000));
+        assert_eq!(stats.recent_durations_ms, [1_500, 2_500, 4_000]);
+        let info = store.run("INFO FOR TABLE deployment", json!({})).await.unwrap();
+        let indexes = info[0][0]["indexes"].as_object().unwrap();
+        assert!(indexes.contains_key("deployment_all_list") && !indexes.contains_key("deployment_list"), "v14 replaced the index: {indexes:?}");
+    }
+
+    /// An upgrade that rewrites more rows than the engine's in-memory table holds commits (its one
+    /// transaction gets a table of its own size) and is there after a restart replays it. Before the
+    /// surrealkv patch (`vendor/surrealkv/PATCHES.md`, 6) it failed with "Memtable arena is full" after
+    /// its log record was written, so an agent with many deployments could not start after an upgrade.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_upgrade_larger_than_the_memtable_commits_and_survives_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        // 64 KiB tables; v14 rewrites every deployment row (about 1 KiB each) in one transaction.
+        let url = format!("surrealkv://{}?max_memtable_size=65536", dir.path().join("db").display());
+        let cfg = DatabaseConfig { url, namespace: "t".into(), database: "t".into(), credentials: None };
+        let store = Store::open_at_schema(&cfg, 13).await.unwrap();
+        // Rows as v13 wrote them (no `list_scope`), each with a few status changes (about 1 KiB).
+        let events: Vec<serde_json::Value> = (0..5).map(|k| json!({ "at": k, "to": "pending", "message": "x".repeat(150) })).collect();
+        for i in 0..300 {
+            let id = crate::core::deployment::DeploymentId::generate().to_string();
+            let row = json!({
+                "name": format!("app-{i}"), "guest_type": "lxc", "framework": "flask", "repo_url": "https://github.com/o/r", "branch": "main",
+                "cpu": 1, "memory_mib": 512, "disk_gb": 8, "auto_redeploy": false, "status": "pending", "created_at": i, "updated_at": i,
+                "revision": 0, "list_key": id, "recent_events": events,
+            });
+            store.run("CREATE type::record('deployment', $id) CONTENT $row RETURN NONE", json!({ "id": id, "row": row })).await.unwrap();
+        }
+        store.run("UPSERT deployment_tally:['all', 0] SET n = 300 RETURN NONE", json!({})).await.unwrap();
+        super::apply(&store, super::LATEST).await.unwrap();
+        assert!(store.close(std::time::Duration::from_secs(10)).await, "closed");
+        let store = Store::open_at_schema(&cfg, super::LATEST).await.unwrap();
+        assert_eq!(super::current_version(&store).await.unwrap(), super::LATEST);
+        let page = store.list_deployments(&Filter::default(), 500, &PageStart::First).await.unwrap();
+        assert_eq!((page.total, page.items.len()), (300, 300), "every row is on the unfiltered list's new index");
+    }
+
+    /// v15 on provisioning progress as v14 wrote it (one flat object, whatever the step): every step's row reads back
+    /// as the typed state it was, the task, the address and the host key (a key line or a fingerprint) included.
+    #[tokio::test]
+    async fn v15_reads_progress_written_in_the_flat_shape() {
+        use crate::core::host_key::HostKeyPin;
+        use crate::core::names::{NodeName, VmId};
+        use crate::core::provision::{GuestAt, Progress};
+        let cfg = DatabaseConfig { url: "mem://".into(), namespace: "t".into(), database: "t".into(), credentials: None };
+        let store = Store::open_at_schema(&cfg, 12).await.unwrap();
+        let key = crate::keys::generate_ed25519("web").public_openssh;
+        let fp = HostKeyPin::parse(&key).unwrap().fingerprint();
+        let upid = "UPID:pve1:00001234:00005678:6752A1B2:qmclone:101:root@pam!deploy:";
+        let node = NodeName::parse("pve1").unwrap();
+        let at = |vmid: u32, static_ip: Option<&str>| GuestAt { node: node.clone(), vmid: VmId::new(vmid.into()).unwrap(), static_ip: static_ip.map(|a| a.parse().unwrap()) };
+        let cases = [
+            (json!({ "step": "place", "attempts": 0 }), Progress::Place),
+            (json!({ "step": "reserve_id", "node": "pve1", "static_ip": "10.0.0.5", "attempts": 2 }), Progress::ReserveId { node: node.clone(), static_ip: Some("10.0.0.5".parse().unwrap()), attempts: 2 }),
+            (json!({ "step": "create", "node": "pve1", "vmid": 101, "static_ip": "10.0.0.5", "attempts": 1 }), Progress::Create { guest: at(101, Some("10.0.0.5")), attempts: 1 }),
+            (json!({ "step": "await_create", "node": "pve1", "vmid": 101, "upid": upid, "attempts": 0 }), Progress::AwaitCreate { guest: at(101, None), task: Some(upid.into()), attempts: 0 }),
+            (json!({ "step": "snippet", "node": "pve1", "vmid": 102, "attempts": 0 }), Progress::Snippet { guest: at(102, None) }),
+            (json!({ "step": "configure", "node": "pve1", "vmid": 102, "host_key": key, "attempts": 0 }), Progress::Configure { guest: at(102, None), host_key: Some(HostKeyPin::parse(&key).unwrap()) }),
+            (json!({ "step": "resize", "node": "pve1", "vmid": 102, "attempts": 0 }), Progress::Resize { guest: at(102, None), host_key: None }),
+            (json!({ "step": "start", "node": "pve1", "vmid": 103, "host_key": fp, "attempts": 0 }), Progress::Start { guest: at(103, None), host_key: Some(HostKeyPin::Fingerprint(fp.clone())) }),
+            (json!({ "step": "await_start", "node": "pve1", "vmid": 103, "upid": upid, "host_key": fp, "attempts": 0 }), Progress::AwaitStart { guest: at(103, None), host_key: Some(HostKeyPin::Fingerprint(fp.clone())), task: Some(upid.into()) }),
+            (json!({ "step": "await_address", "node": "pve1", "vmid": 104, "attempts": 0 }), Progress::AwaitAddress { guest: at(104, None), host_key: None }),
+            (json!({ "step": "done", "node": "pve1", "vmid": 105, "ipv4": "10.0.0.9", "static_ip": "10.0.0.9", "host_key": key, "attempts": 0 }), Progress::Ready { guest: at(105, Some("10.0.0.9")), host_key: Some(HostKeyPin::parse(&key).unwrap()), ip: Some("10.0.0.9".parse().unwrap()) }),
+            // `pvedeploy recover` wrote `done` without an address or a key when it could read neither.
+            (json!({ "step": "done", "node": "pve1", "vmid": 106, "attempts": 0 }), Progress::Ready { guest: at(106, None), host_key: None, ip: None }),
+        ];
+        let mut ids = vec![];
+        for (row, _) in &cases {
+            let id = crate::core::deployment::DeploymentId::generate();
+            store.run("UPSERT type::record('provision', $id) CONTENT { state: $state, updated_at: 1 } RETURN NONE", json!({ "id": id.as_str(), "state": row })).await.unwrap();
+            ids.push(id);
+        }
+        super::apply(&store, super::LATEST).await.unwrap();
+        for ((row, want), id) in cases.iter().zip(&ids) {
+            assert_eq!(store.load_progress(id).await.unwrap().as_ref(), Some(want), "{row}");
+        }
+        let raw = store.run("SELECT VALUE state FROM ONLY type::record('provision', $id)", json!({ "id": ids[10].as_str() })).await.unwrap();
+        let state = &raw[0][0];
+        assert_eq!((state["step"].as_str(), state.get("ipv4"), state["ip"].as_str()), (Some("ready"), None, Some("10.0.0.9")), "{state}");
     }
 }

@@ -12,41 +12,127 @@ use super::{decode, now_millis, Store, StoreError};
 use crate::core::deployment::{Deployment, DeploymentId};
 use super::deployments::DeploymentWrite;
 use crate::core::names::{NodeName, VmId};
-use crate::core::provision::{Progress, Step};
+use crate::core::host_key::HostKeyPin;
+use crate::core::provision::{GuestAt, Progress};
+use crate::core::backup::{BackupId, RestoreSource};
+use crate::core::names::CommitSha;
+use super::audit::AuditEntry;
 use crate::core::status::Status;
 use super::logs::LogLine;
 
-/// The stored shape of a `Progress`.
+/// The stored shape of a `Progress` (since schema v15; `migrations` turns the flat shape written before it
+/// into this one): the step as its tag, and only what that step has.
 #[derive(Debug, Serialize, Deserialize)]
-struct ProgressRow {
-    step: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    node: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    vmid: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    upid: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    ipv4: Option<Ipv4Addr>,
+#[serde(tag = "step", rename_all = "snake_case")]
+enum ProgressRow {
+    Place {},
+    ReserveId {
+        node: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        static_ip: Option<Ipv4Addr>,
+        #[serde(default)]
+        attempts: u32,
+    },
+    Create {
+        #[serde(flatten)]
+        guest: GuestRow,
+        #[serde(default)]
+        attempts: u32,
+    },
+    AwaitCreate {
+        #[serde(flatten)]
+        guest: GuestRow,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        task: Option<String>,
+        #[serde(default)]
+        attempts: u32,
+    },
+    Snippet {
+        #[serde(flatten)]
+        guest: GuestRow,
+    },
+    Configure(Keyed),
+    Resize(Keyed),
+    Start(Keyed),
+    AwaitStart {
+        #[serde(flatten)]
+        at: Keyed,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        task: Option<String>,
+    },
+    AwaitAddress(Keyed),
+    Ready {
+        #[serde(flatten)]
+        at: Keyed,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ip: Option<Ipv4Addr>,
+    },
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct GuestRow {
+    node: String,
+    vmid: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     static_ip: Option<Ipv4Addr>,
+}
+
+/// A guest and its host key as stored: the OpenSSH public-key line or the `SHA256:` fingerprint.
+#[derive(Debug, Serialize, Deserialize)]
+struct Keyed {
+    #[serde(flatten)]
+    guest: GuestRow,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     host_key: Option<String>,
-    #[serde(default)]
-    attempts: u32,
+}
+
+fn bad(what: &str) -> StoreError {
+    StoreError::Corrupt(format!("provision progress: bad {what}"))
+}
+
+impl From<&GuestAt> for GuestRow {
+    fn from(g: &GuestAt) -> Self {
+        GuestRow { node: g.node.to_string(), vmid: g.vmid.get(), static_ip: g.static_ip }
+    }
+}
+
+impl TryFrom<GuestRow> for GuestAt {
+    type Error = StoreError;
+
+    fn try_from(r: GuestRow) -> Result<Self, StoreError> {
+        Ok(GuestAt {
+            node: NodeName::parse(&r.node).map_err(|_| bad("node"))?,
+            vmid: VmId::new(r.vmid.into()).map_err(|_| bad("vmid"))?,
+            static_ip: r.static_ip,
+        })
+    }
+}
+
+impl Keyed {
+    fn of(guest: &GuestAt, host_key: &Option<HostKeyPin>) -> Self {
+        Keyed { guest: guest.into(), host_key: host_key.as_ref().map(HostKeyPin::to_text) }
+    }
+
+    fn read(self) -> Result<(GuestAt, Option<HostKeyPin>), StoreError> {
+        let key = self.host_key.as_deref().map(HostKeyPin::parse).transpose().map_err(|_| bad("host key"))?;
+        Ok((self.guest.try_into()?, key))
+    }
 }
 
 impl From<&Progress> for ProgressRow {
     fn from(p: &Progress) -> Self {
-        ProgressRow {
-            step: p.step.as_str().into(),
-            node: p.node.as_ref().map(ToString::to_string),
-            vmid: p.vmid.map(VmId::get),
-            upid: p.upid.clone(),
-            ipv4: p.ipv4,
-            static_ip: p.static_ip,
-            host_key: p.host_key.clone(),
-            attempts: p.attempts,
+        match p {
+            Progress::Place => ProgressRow::Place {},
+            Progress::ReserveId { node, static_ip, attempts } => ProgressRow::ReserveId { node: node.to_string(), static_ip: *static_ip, attempts: *attempts },
+            Progress::Create { guest, attempts } => ProgressRow::Create { guest: guest.into(), attempts: *attempts },
+            Progress::AwaitCreate { guest, task, attempts } => ProgressRow::AwaitCreate { guest: guest.into(), task: task.clone(), attempts: *attempts },
+            Progress::Snippet { guest } => ProgressRow::Snippet { guest: guest.into() },
+            Progress::Configure { guest, host_key } => ProgressRow::Configure(Keyed::of(guest, host_key)),
+            Progress::Resize { guest, host_key } => ProgressRow::Resize(Keyed::of(guest, host_key)),
+            Progress::Start { guest, host_key } => ProgressRow::Start(Keyed::of(guest, host_key)),
+            Progress::AwaitStart { guest, host_key, task } => ProgressRow::AwaitStart { at: Keyed::of(guest, host_key), task: task.clone() },
+            Progress::AwaitAddress { guest, host_key } => ProgressRow::AwaitAddress(Keyed::of(guest, host_key)),
+            Progress::Ready { guest, host_key, ip } => ProgressRow::Ready { at: Keyed::of(guest, host_key), ip: *ip },
         }
     }
 }
@@ -55,16 +141,20 @@ impl TryFrom<ProgressRow> for Progress {
     type Error = StoreError;
 
     fn try_from(r: ProgressRow) -> Result<Self, StoreError> {
-        let bad = |what: &str| StoreError::Corrupt(format!("provision progress: bad {what}"));
-        Ok(Progress {
-            step: Step::parse(&r.step).ok_or_else(|| bad("step"))?,
-            node: r.node.as_deref().map(NodeName::parse).transpose().map_err(|_| bad("node"))?,
-            vmid: r.vmid.map(|v| VmId::new(v.into())).transpose().map_err(|_| bad("vmid"))?,
-            upid: r.upid,
-            ipv4: r.ipv4,
-            static_ip: r.static_ip,
-            host_key: r.host_key,
-            attempts: r.attempts,
+        Ok(match r {
+            ProgressRow::Place {} => Progress::Place,
+            ProgressRow::ReserveId { node, static_ip, attempts } => {
+                Progress::ReserveId { node: NodeName::parse(&node).map_err(|_| bad("node"))?, static_ip, attempts }
+            }
+            ProgressRow::Create { guest, attempts } => Progress::Create { guest: guest.try_into()?, attempts },
+            ProgressRow::AwaitCreate { guest, task, attempts } => Progress::AwaitCreate { guest: guest.try_into()?, task, attempts },
+            ProgressRow::Snippet { guest } => Progress::Snippet { guest: guest.try_into()? },
+            ProgressRow::Configure(k) => k.read().map(|(guest, host_key)| Progress::Configure { guest, host_key })?,
+            ProgressRow::Resize(k) => k.read().map(|(guest, host_key)| Progress::Resize { guest, host_key })?,
+            ProgressRow::Start(k) => k.read().map(|(guest, host_key)| Progress::Start { guest, host_key })?,
+            ProgressRow::AwaitStart { at, task } => at.read().map(|(guest, host_key)| Progress::AwaitStart { guest, host_key, task })?,
+            ProgressRow::AwaitAddress(k) => k.read().map(|(guest, host_key)| Progress::AwaitAddress { guest, host_key })?,
+            ProgressRow::Ready { at, ip } => at.read().map(|(guest, host_key)| Progress::Ready { guest, host_key, ip })?,
         })
     }
 }
@@ -153,6 +243,14 @@ impl Store {
         self.load_provision::<ProgressRow>(dep).await?.map(Progress::try_from).transpose()
     }
 
+    /// Writes `state` as the deployment's progress exactly as given: a data dir as an older binary left it (the
+    /// upgrade tests write the shape that binary wrote).
+    #[doc(hidden)]
+    pub async fn write_raw_progress(&self, dep: &DeploymentId, state: serde_json::Value) -> Result<(), StoreError> {
+        self.run("UPSERT type::record('provision', $dep) CONTENT { state: $state, updated_at: $now } RETURN NONE", json!({ "dep": dep.as_str(), "state": state, "now": now_millis() })).await?;
+        Ok(())
+    }
+
     async fn load_provision<S: DeserializeOwned>(&self, dep: &DeploymentId) -> Result<Option<S>, StoreError> {
         let rows = self.run("SELECT VALUE state FROM ONLY type::record('provision', $dep)", json!({ "dep": dep.as_str() })).await?;
         match rows.into_iter().next().and_then(|r| r.into_iter().next()) {
@@ -168,7 +266,7 @@ impl Store {
     /// guest's place, address and host key when they could be read). Refused (`Taken`) when the name or
     /// the VMID is held by another deployment.
     pub async fn restore_deployment(&self, d: &Deployment, p: &Progress, message: &str) -> Result<(), StoreError> {
-        let vmid = p.vmid.ok_or_else(|| StoreError::Corrupt("a restored deployment needs its VMID".into()))?;
+        let vmid = p.guest().map(|g| g.vmid).ok_or_else(|| StoreError::Corrupt("a restored deployment needs its VMID".into()))?;
         let sql = format!(
             "CREATE type::record('name_claim', $name) CONTENT {{ deployment: $id }};
             CREATE type::record('deployment', $id) CONTENT $row;
@@ -188,5 +286,48 @@ impl Store {
         let result = self.transaction(&sql, vars).await;
         self.written(&d.id);
         result.map(|_| ())
+    }
+}
+
+/// A `RestoreSource` as stored (table `restore_source`, keyed by the restored deployment's id).
+#[derive(Debug, Serialize, Deserialize)]
+struct RestoreRow {
+    backup: String,
+    from: String,
+    node: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    host_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    commit: Option<String>,
+}
+
+impl Store {
+    /// Records a deployment whose guest is to be restored from a backup: as `create_requested_deployment`, with
+    /// where it comes from in the same transaction.
+    pub async fn create_restored_deployment(&self, d: &Deployment, src: &RestoreSource, message: &str, audit: &AuditEntry, line: &LogLine) -> Result<(), StoreError> {
+        let row = RestoreRow {
+            backup: src.backup.to_string(),
+            from: src.from.to_string(),
+            node: src.node.to_string(),
+            host_key: src.host_key.as_ref().map(HostKeyPin::to_text),
+            commit: src.commit.as_ref().map(|c| c.as_str().to_string()),
+        };
+        let row = serde_json::to_value(row).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        self.create_deployment_from(d, message, Some(audit), Some(line), Some(row)).await
+    }
+
+    /// Where deployment `dep` is restored from, when it was created from a backup.
+    pub async fn restore_source(&self, dep: &DeploymentId) -> Result<Option<RestoreSource>, StoreError> {
+        let rows = self.run("SELECT backup, from, node, host_key, commit FROM ONLY type::record('restore_source', $dep)", json!({ "dep": dep.as_str() })).await?;
+        let Some(v) = rows.into_iter().next().and_then(|r| r.into_iter().next()).filter(|v| !v.is_null()) else { return Ok(None) };
+        let r: RestoreRow = decode(v)?;
+        let bad = |what: &str| StoreError::Corrupt(format!("restore source: bad {what}"));
+        Ok(Some(RestoreSource {
+            backup: BackupId::parse(&r.backup).map_err(|_| bad("backup"))?,
+            from: DeploymentId::parse(&r.from).ok_or_else(|| bad("deployment id"))?,
+            node: NodeName::parse(&r.node).map_err(|_| bad("node"))?,
+            host_key: r.host_key.as_deref().map(HostKeyPin::parse).transpose().map_err(|_| bad("host key"))?,
+            commit: r.commit.as_deref().map(CommitSha::parse).transpose().map_err(|_| bad("commit"))?,
+        }))
     }
 }

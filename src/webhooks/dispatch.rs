@@ -6,8 +6,9 @@ use std::sync::{Arc, Mutex};
 use crate::core::command::{Actor, Door};
 use crate::core::deployment::DeploymentId;
 use crate::core::names::CommitSha;
+use crate::core::preview::PullRequestEvent;
 use crate::core::webhook::{
-    commit_or_none, push_skip, route, same_push, Decision, DeliveryId, Outcome, PushAction, PushClaim, PushEvent, PushedRef, RepoIdentity, Skip,
+    commit_or_none, push_skip, route_bound, same_push, Decision, DeliveryId, Outcome, PushAction, PushClaim, PushEvent, PushedRef, RepoIdentity, Skip,
 };
 use crate::engine::{Engine, EngineError, RedeployTicket};
 use crate::store::deliveries::{DeliveryRecord, TargetOutcome};
@@ -70,6 +71,36 @@ pub async fn push(engine: &Engine, lanes: &Lanes, delivery: &DeliveryId, push: &
     }
 }
 
+/// Handles one pull request delivery to the end (the engine decides and acts, `Engine::pull_request`) and records its
+/// outcome. Deliveries of one pull request are handled one at a time.
+pub async fn pull_request(engine: &Engine, lanes: &Lanes, delivery: &DeliveryId, pr: &PullRequestEvent) {
+    let routed = {
+        let _turn = lanes.enter(&format!("{}\npull/{}", pr.repo.full_name.to_ascii_lowercase(), pr.number)).await;
+        engine.pull_request(pr, delivery).await
+    };
+    let what = format!("pull request #{} `{}` (head {})", pr.number, pr.action, pr.head_sha.as_str());
+    let (outcome, detail, targets) = match routed {
+        Ok(r) => {
+            let said = r.detail.unwrap_or_else(|| match r.outcome {
+                Outcome::Ignored(Skip::NoDeployment) => "no deployment of this repository".into(),
+                Outcome::Ignored(Skip::PreviewsOff) => "previews are off for this repository's deployments (`previews: true` turns them on)".into(),
+                Outcome::Ignored(Skip::OtherBranch) => format!("no deployment with previews tracks its base branch {}", pr.base_ref),
+                Outcome::Ignored(Skip::Event) => "previews act on opened, reopened, synchronize and closed".into(),
+                o => o.to_string(),
+            });
+            (r.outcome, format!("{what}: {said}"), r.targets)
+        }
+        Err(e) => {
+            tracing::error!(%delivery, error = %e, "webhook pull request not handled");
+            (Outcome::Failed, format!("{what}: {e}"), vec![])
+        }
+    };
+    tracing::info!(%delivery, repo = %pr.repo.full_name, number = pr.number, action = %pr.action, %outcome, "webhook pull request handled");
+    if let Err(e) = engine.store().finish_delivery(delivery, outcome, Some(&detail), &targets, None).await {
+        tracing::error!(%delivery, error = %e, "could not record a webhook delivery's outcome");
+    }
+}
+
 /// A recorded push delivery as the `PushEvent` it was converted into; `None` when it is not a push or the record lacks a field.
 pub fn push_from_record(r: &DeliveryRecord) -> Option<PushEvent> {
     if r.event != "push" {
@@ -80,13 +111,19 @@ pub fn push_from_record(r: &DeliveryRecord) -> Option<PushEvent> {
     let before = commit_or_none(r.before.as_deref().unwrap_or(&zeros), "before").ok()?;
     let after = commit_or_none(r.after.as_deref().unwrap_or(&zeros), "after").ok()?;
     Some(PushEvent {
-        repo: RepoIdentity { full_name: r.repo.clone()?, hosts: r.repo_hosts.clone() },
+        // The id is not kept: a resumed push is routed by name.
+        repo: RepoIdentity { id: None, full_name: r.repo.clone()?, hosts: r.repo_hosts.clone() },
         pushed_ref: PushedRef::parse(&raw_ref),
         raw_ref,
         deleted: after.is_none(),
         before,
         after,
         pusher: r.pusher.clone().unwrap_or_else(|| "unknown".into()),
+        // A push with a skip marker is never left unrouted (the door records it as skipped at once); the files are
+        // not kept, so path filters let a resumed push through.
+        head: None,
+        skip_marker: None,
+        changed: None,
     })
 }
 
@@ -110,8 +147,26 @@ async fn route_and_ask(engine: &Engine, delivery: &DeliveryId, push: &PushEvent)
         return Ok(Routed { outcome: Outcome::Ignored(skip), detail: None, targets: vec![], same_push_as: None });
     }
     let store = engine.store();
-    let candidates = store.deployments_mentioning_repo(&push.repo.full_name).await?;
-    let decisions = route(push, &candidates);
+    let mut candidates = store.deployments_mentioning_repo(&push.repo.full_name).await?;
+    // Deployments of this repository under an earlier name, known by its id.
+    if let Some(rid) = push.repo.id {
+        for id in store.deployments_bound_to_repo(rid).await? {
+            if candidates.iter().all(|d| d.id != id) {
+                if let Some(d) = store.get_deployment(&id).await?.filter(|d| d.status != crate::core::status::Status::Destroyed) {
+                    candidates.push(d);
+                }
+            }
+        }
+    }
+    let ids: Vec<DeploymentId> = candidates.iter().map(|d| d.id.clone()).collect();
+    let bound = store.repo_bindings(&ids).await?;
+    let decisions = route_bound(push, &candidates, &bound);
+    // Remembered from now on: a rename keeps routing.
+    if let Some(rid) = push.repo.id {
+        for (id, _) in decisions.iter().filter(|(id, _)| bound.get(id) != Some(&rid)) {
+            store.bind_repo(id, rid, &push.repo.full_name).await?;
+        }
+    }
     let claim = match decisions.iter().any(|(_, d)| matches!(d, Decision::Redeploy(_))) {
         false => PushClaim::First,
         true => match store.claim_push(&identity(push), delivery).await? {
@@ -148,7 +203,11 @@ async fn route_and_ask(engine: &Engine, delivery: &DeliveryId, push: &PushEvent)
         };
         targets.push(TargetOutcome { deployment: id, outcome, detail });
     }
-    let outcome = Outcome::summary(targets.iter().map(|t| t.outcome));
+    let outcome = match Outcome::summary(targets.iter().map(|t| t.outcome)) {
+        // A tag no deployment of the repository deploys: a tag push, as before tags could deploy.
+        Outcome::Ignored(Skip::NoDeployment) if matches!(push.pushed_ref, PushedRef::Tag(_)) => Outcome::Ignored(Skip::Tag),
+        o => o,
+    };
     let detail = targets.iter().find(|t| t.outcome == outcome).and_then(|t| t.detail.clone());
     let same_push_as = match claim {
         PushClaim::First => None,

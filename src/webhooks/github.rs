@@ -5,15 +5,16 @@ use serde::Deserialize;
 use crate::core::names::CommitSha;
 use crate::core::repo::RepoUrl;
 use crate::core::validation::{FieldError, ValidationErrors};
-use crate::core::webhook::{commit_or_none, PushEvent, PushedRef, RepoIdentity};
+use crate::core::preview::{HeadRepo, PrAction, PullRequestEvent};
+use crate::core::webhook::{commit_or_none, skip_marker, PushEvent, PushedRef, RepoIdentity, MAX_LISTED_COMMITS};
 
 /// A delivery, converted: what the door acts on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GithubEvent {
     Ping { hook_id: Option<i64>, repo: Option<String> },
     Push(PushEvent),
-    /// A pull request event, read but not acted on yet: acknowledged and recorded.
-    PullRequest { repo: String, action: String, number: u64, head: CommitSha },
+    /// A pull request event: previews (`engine::previews`).
+    PullRequest(PullRequestEvent),
     /// Any other event: acknowledged, ignored.
     Other { repo: Option<String> },
 }
@@ -47,7 +48,7 @@ impl GithubEvent {
         match self {
             GithubEvent::Ping { repo, .. } | GithubEvent::Other { repo } => repo.as_deref(),
             GithubEvent::Push(p) => Some(&p.repo.full_name),
-            GithubEvent::PullRequest { repo, .. } => Some(repo),
+            GithubEvent::PullRequest(pr) => Some(&pr.repo.full_name),
         }
     }
 }
@@ -66,6 +67,8 @@ pub fn parse_event_name(raw: Option<&str>) -> Result<String, FieldError> {
 
 #[derive(Deserialize)]
 struct RepositoryWire {
+    #[serde(default)]
+    id: Option<i64>,
     full_name: String,
     #[serde(default)]
     clone_url: Option<String>,
@@ -92,6 +95,25 @@ struct SenderWire {
     login: Option<String>,
 }
 
+#[derive(Deserialize)]
+struct HeadCommitWire {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    message: String,
+}
+
+/// A pushed commit's files (GitHub's `commits[]`).
+#[derive(Deserialize)]
+struct CommitWire {
+    #[serde(default)]
+    added: Option<Vec<String>>,
+    #[serde(default)]
+    modified: Option<Vec<String>>,
+    #[serde(default)]
+    removed: Option<Vec<String>>,
+}
+
 /// The parts of a `push` payload pvedeploy reads (GitHub sends many more; they are ignored).
 #[derive(Deserialize)]
 struct PushWire {
@@ -106,6 +128,11 @@ struct PushWire {
     pusher: Option<PusherWire>,
     #[serde(default)]
     sender: Option<SenderWire>,
+    /// `null` when the push deleted the ref.
+    #[serde(default)]
+    head_commit: Option<HeadCommitWire>,
+    #[serde(default)]
+    commits: Vec<CommitWire>,
 }
 
 #[derive(Deserialize)]
@@ -127,11 +154,25 @@ struct PingWire {
 #[derive(Deserialize)]
 struct PullRequestHeadWire {
     sha: String,
+    #[serde(rename = "ref")]
+    git_ref: String,
+    /// `null` when the head repository (a fork) was deleted.
+    #[serde(default)]
+    repo: Option<RepositoryWire>,
+}
+
+#[derive(Deserialize)]
+struct PullRequestBaseWire {
+    #[serde(rename = "ref")]
+    git_ref: String,
 }
 
 #[derive(Deserialize)]
 struct PullRequestBodyWire {
     head: PullRequestHeadWire,
+    base: PullRequestBaseWire,
+    #[serde(default)]
+    merged: Option<bool>,
 }
 
 /// The parts of a `pull_request` payload pvedeploy reads.
@@ -140,7 +181,9 @@ struct PullRequestWire {
     action: String,
     number: u64,
     pull_request: PullRequestBodyWire,
-    repository: NamedRepositoryWire,
+    repository: RepositoryWire,
+    #[serde(default)]
+    sender: Option<SenderWire>,
 }
 
 #[derive(Deserialize)]
@@ -178,19 +221,7 @@ pub fn parse(event: &str, json: &[u8]) -> Result<GithubEvent, ValidationErrors> 
             let repo = p.repository.map(|r| full_name(&r.full_name)).transpose()?;
             Ok(GithubEvent::Ping { hook_id: p.hook_id.or(p.hook.and_then(|h| h.id)), repo })
         }
-        "pull_request" => {
-            let p: PullRequestWire = serde_json::from_slice(json).map_err(invalid)?;
-            let mut errs = ValidationErrors::default();
-            let repo = errs.take(full_name(&p.repository.full_name).map_err(|mut e| e.0.remove(0)));
-            let head = errs.take(CommitSha::parse(&p.pull_request.head.sha).map_err(|e| e.for_field("pull_request.head.sha")));
-            if p.action.is_empty() || p.action.len() > 64 || !p.action.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
-                errs.push(FieldError::new("action", "event_action", "must be a GitHub event action: 1-64 lowercase letters or underscores"));
-            }
-            match (repo, head) {
-                (Some(repo), Some(head)) if errs.is_empty() => Ok(GithubEvent::PullRequest { repo, action: p.action, number: p.number, head }),
-                _ => Err(errs),
-            }
-        }
+        "pull_request" => pull_request(serde_json::from_slice(json).map_err(invalid)?).map(GithubEvent::PullRequest),
         _ => {
             // Best effort, for the record only: an unknown event may have any shape.
             let repo = serde_json::from_slice::<AnyWire>(json).ok().and_then(|a| a.repository).and_then(|r| full_name(&r.full_name).ok());
@@ -211,6 +242,54 @@ fn full_name(raw: &str) -> Result<String, ValidationErrors> {
     }
 }
 
+/// The hosts of a repository's URLs (clone, SSH, web), lowercase, for matching deployments' URLs.
+fn hosts(r: &RepositoryWire) -> Vec<String> {
+    let mut hosts: Vec<String> =
+        [&r.clone_url, &r.ssh_url, &r.html_url].into_iter().flatten().map(|u| RepoUrl::from_stored(u.clone()).host().to_owned()).filter(|h| !h.is_empty()).collect();
+    hosts.dedup();
+    hosts
+}
+
+/// A git ref as sent: 1-1024 characters, no control characters (what it may be deployed as is the core's decision).
+fn raw_ref(raw: &str, field: &str) -> Result<String, FieldError> {
+    if raw.is_empty() || raw.len() > 1024 || raw.chars().any(char::is_control) {
+        return Err(FieldError::new(field, "git_ref", "must be a git ref (at most 1024 characters)"));
+    }
+    Ok(raw.to_owned())
+}
+
+fn pull_request(p: PullRequestWire) -> Result<PullRequestEvent, ValidationErrors> {
+    let mut errs = ValidationErrors::default();
+    let repo = errs.take(full_name(&p.repository.full_name).map_err(|mut e| e.0.remove(0)));
+    let head_sha = errs.take(CommitSha::parse(&p.pull_request.head.sha).map_err(|e| e.for_field("pull_request.head.sha")));
+    let head_ref = errs.take(raw_ref(&p.pull_request.head.git_ref, "pull_request.head.ref"));
+    let base_ref = errs.take(raw_ref(&p.pull_request.base.git_ref, "pull_request.base.ref"));
+    if p.action.is_empty() || p.action.len() > 64 || !p.action.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
+        errs.push(FieldError::new("action", "event_action", "must be a GitHub event action: 1-64 lowercase letters or underscores"));
+    }
+    let head_repo = match &p.pull_request.head.repo {
+        None => Some(None),
+        Some(r) => errs
+            .take(full_name(&r.full_name).map_err(|_| FieldError::new("pull_request.head.repo.full_name", "full_name", "must be owner/repo")))
+            .map(|full_name| Some(HeadRepo { id: r.id.filter(|i| *i > 0), full_name, clone_url: r.clone_url.clone() })),
+    };
+    let (Some(full_name), Some(head_sha), Some(head_ref), Some(base_ref), Some(head_repo)) = (repo, head_sha, head_ref, base_ref, head_repo) else { return Err(errs) };
+    if !errs.is_empty() {
+        return Err(errs);
+    }
+    Ok(PullRequestEvent {
+        action: PrAction::parse(&p.action),
+        number: p.number,
+        repo: RepoIdentity { id: p.repository.id.filter(|i| *i > 0), full_name, hosts: hosts(&p.repository) },
+        base_ref,
+        head_sha,
+        head_ref,
+        head_repo,
+        merged: p.pull_request.merged.unwrap_or(false),
+        sender: p.sender.and_then(|s| s.login).map(|n| printable(&n)).unwrap_or_else(|| "unknown".into()),
+    })
+}
+
 /// A name for the audit log: printable, at most 100 characters.
 fn printable(raw: &str) -> String {
     raw.chars().filter(|c| !c.is_control()).take(100).collect()
@@ -228,22 +307,34 @@ fn push(w: PushWire) -> Result<PushEvent, ValidationErrors> {
     if !errs.is_empty() {
         return Err(errs);
     }
-    let mut hosts: Vec<String> = [&w.repository.clone_url, &w.repository.ssh_url, &w.repository.html_url]
-        .into_iter()
-        .flatten()
-        .map(|u| RepoUrl::from_stored(u.clone()).host().to_owned())
-        .filter(|h| !h.is_empty())
-        .collect();
-    hosts.dedup();
+    let hosts = hosts(&w.repository);
     let pusher = w.pusher.and_then(|p| p.name).or(w.sender.and_then(|s| s.login)).map(|n| printable(&n)).unwrap_or_else(|| "unknown".into());
+    let skip_marker = w.head_commit.as_ref().and_then(|c| skip_marker(&c.message));
+    let head = match w.head_commit.as_ref().and_then(|c| c.id.as_deref()) {
+        Some(id) => Some(CommitSha::parse(id).map_err(|e| ValidationErrors(vec![e.for_field("head_commit.id")]))?),
+        None => None,
+    };
+    // No commits listed (a ref created at a known commit, a force push back) or a list GitHub may have cut short:
+    // the files are unknown.
+    // A commit without its file lists leaves them unknown too.
+    let listed = !w.commits.is_empty() && w.commits.len() < MAX_LISTED_COMMITS && w.commits.iter().all(|c| c.added.is_some() && c.modified.is_some() && c.removed.is_some());
+    let changed = listed.then(|| {
+        let mut files: Vec<String> = w.commits.into_iter().flat_map(|c| c.added.into_iter().chain(c.modified).chain(c.removed).flatten()).collect();
+        files.sort();
+        files.dedup();
+        files
+    });
     Ok(PushEvent {
-        repo: RepoIdentity { full_name, hosts },
+        repo: RepoIdentity { id: w.repository.id.filter(|i| *i > 0), full_name, hosts },
         pushed_ref: PushedRef::parse(&w.git_ref),
         raw_ref: w.git_ref,
         before,
         after,
         deleted: w.deleted,
         pusher,
+        head,
+        skip_marker,
+        changed,
     })
 }
 
@@ -274,6 +365,26 @@ mod tests {
         assert!(matches!(&p.pushed_ref, PushedRef::Branch(b) if b.as_str() == "main"));
         assert_eq!(p.after.unwrap().as_str(), "76ae82c7b1a177c8d03f9e96e0adf2466113728f");
         assert_eq!(p.pusher, "octocat");
+        assert_eq!((p.skip_marker, p.changed), (None, None), "no commits listed: the files are unknown");
+    }
+
+    #[test]
+    fn the_head_commit_s_skip_marker_and_the_changed_files_are_read() {
+        let body = PUSH.replace("\"message\": \"Update README\"", "\"message\": \"Update README\\n\\n[Skip CI]\"").replace(
+            "\"commits\": []",
+            r#""commits": [{"id": "1", "message": "a", "added": ["api/new.py"], "modified": ["README.md"], "removed": []},
+                           {"id": "2", "message": "b", "added": [], "modified": ["api/new.py"], "removed": ["old.txt"]}]"#,
+        );
+        let GithubEvent::Push(p) = parse("push", body.as_bytes()).unwrap() else { panic!() };
+        assert_eq!(p.skip_marker, Some("[skip ci]"));
+        assert_eq!(p.changed.unwrap(), ["README.md", "api/new.py", "old.txt"]);
+        // a commit without its file lists: the files are unknown
+        let body = PUSH.replace("\"commits\": []", r#""commits": [{"id": "1", "message": "a", "added": ["x"], "modified": [], "removed": []}, {"id": "2", "message": "b"}]"#);
+        let GithubEvent::Push(p) = parse("push", body.as_bytes()).unwrap() else { panic!() };
+        assert_eq!(p.changed, None);
+        // a deleted branch has no head commit
+        let GithubEvent::Push(p) = parse("push", PUSH.replace("\"head_commit\": {\"id\": \"76ae82c7b1a177c8d03f9e96e0adf2466113728f\", \"message\": \"Update README\"}", "\"head_commit\": null").as_bytes()).unwrap() else { panic!() };
+        assert_eq!(p.skip_marker, None);
     }
 
     #[test]

@@ -98,6 +98,7 @@ mod tests {
         WebhookKeys::new(&GithubSettings {
             webhook_secret: global.map(|s| Secret::new(s.to_string())),
             repo_secrets: repos.iter().map(|(n, s)| (n.to_string(), Secret::new(s.to_string()))).collect(),
+            api: None,
         })
         .unwrap()
     }

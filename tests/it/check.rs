@@ -15,21 +15,21 @@ use crate::provision::{agent_with, install_key, node_ssh_settings, start_sim};
 const TEMPLATE: &str = "debian-12-standard_12.7-1_amd64.tar.zst";
 
 /// The operator: the cluster's root token, over HTTPS with the certificate pinned.
-struct Operator {
+pub struct Operator {
     http: reqwest::Client,
     base: String,
     auth: String,
 }
 
 impl Operator {
-    fn new(sim: &SimHandle) -> Self {
+    pub fn new(sim: &SimHandle) -> Self {
         let (id, secret) = sim.admin_token();
         let cert = reqwest::Certificate::from_pem(sim.cert_pem().as_bytes()).unwrap();
         let http = reqwest::Client::builder().add_root_certificate(cert).timeout(Duration::from_secs(30)).build().unwrap();
         Operator { http, base: format!("https://localhost:{}/api2/json", sim.addr().port()), auth: format!("PVEAPIToken={id}={secret}") }
     }
 
-    async fn call(&self, method: reqwest::Method, path: &str, form: &[(&str, &str)]) -> Value {
+    pub async fn call(&self, method: reqwest::Method, path: &str, form: &[(&str, &str)]) -> Value {
         let resp = self.http.request(method.clone(), format!("{}{path}", self.base)).header("Authorization", &self.auth).form(form).send().await.unwrap();
         let status = resp.status();
         let body: Value = resp.json().await.unwrap_or(Value::Null);
@@ -37,16 +37,24 @@ impl Operator {
         body["data"].clone()
     }
 
-    async fn post(&self, path: &str, form: &[(&str, &str)]) -> Value {
+    pub async fn get(&self, path: &str) -> Value {
+        let resp = self.http.get(format!("{}{path}", self.base)).header("Authorization", &self.auth).send().await.unwrap();
+        let status = resp.status();
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        assert!(status.is_success(), "GET {path}: {status} {body}");
+        body["data"].clone()
+    }
+
+    pub async fn post(&self, path: &str, form: &[(&str, &str)]) -> Value {
         self.call(reqwest::Method::POST, path, form).await
     }
 
-    async fn put(&self, path: &str, form: &[(&str, &str)]) -> Value {
+    pub async fn put(&self, path: &str, form: &[(&str, &str)]) -> Value {
         self.call(reqwest::Method::PUT, path, form).await
     }
 
     /// Waits for a task to end OK.
-    async fn task(&self, upid: &Value) {
+    pub async fn task(&self, upid: &Value) {
         let upid = upid.as_str().unwrap();
         let node = upid.split(':').nth(1).unwrap();
         for _ in 0..200 {
@@ -62,7 +70,7 @@ impl Operator {
     }
 
     /// `pveum user add pvedeploy@pve` and `pveum user token add pvedeploy@pve <name> --privsep 1`: the secret.
-    async fn token(&self, name: &str) -> String {
+    pub async fn token(&self, name: &str) -> String {
         if name == "agent" {
             self.post("/access/users", &[("userid", "pvedeploy@pve")]).await;
         }
@@ -80,7 +88,7 @@ impl Operator {
 
     /// The rest the README tells an operator to do on a fresh cluster, through the API: snippets enabled on
     /// `local`, the container template downloaded on every node, a cloud-init VM template 9000.
-    async fn prepare(&self, nodes: &[String]) {
+    pub async fn prepare(&self, nodes: &[String]) {
         self.put("/storage/local", &[("content", "iso,vztmpl,backup,import,snippets")]).await;
         for n in nodes {
             let upid = self.post(&format!("/nodes/{n}/aplinfo"), &[("storage", "local"), ("template", TEMPLATE)]).await;
@@ -213,6 +221,37 @@ async fn a_fresh_install_lists_every_problem_and_is_ready_after_the_fixes() {
     assert!(out.contains("no answer from Proxmox VE within the check's 3 s") && out.contains("could not check everything"), "{out}");
     eprintln!("hung Proxmox: exit 2 after {took:?} (deadline 3 s)");
     sim.faults().clear();
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_docs_pool_setup_passes_the_check_and_without_its_nodes_line_the_check_names_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = pvedeploy::keys::generate_ed25519("pvedeploy-agent");
+    let Some(sim) = stock_sim(dir.path(), &key).await else { return };
+    install_key(&key, &dir.path().join("data"));
+    let op = Operator::new(&sim);
+    op.prepare(&sim.node_names()).await;
+    let setup = crate::cluster::docs_setup(9);
+    let (token, secret) = crate::cluster::apply_docs_setup(&op, &setup).await;
+    let config = write_config(dir.path(), &sim, &token);
+    let text = std::fs::read_to_string(&config).unwrap().replace("vmid_range = [10000, 10099]\n", &format!("vmid_range = [10000, 10099]\npool = \"{}\"\n", setup.pool));
+    std::fs::write(&config, text).unwrap();
+
+    // Without the docs' `/nodes` line (as they read before this was tested): placement would see no node figures.
+    let ids = "pvedeploy@pve!agent";
+    op.put("/access/acl", &[("path", "/nodes"), ("roles", "PVEAuditor"), ("users", "pvedeploy@pve"), ("tokens", ids), ("delete", "1")]).await;
+    let (code, out, _) = check(&config, &secret, None);
+    assert_eq!(code, 1, "{out}");
+    for node in ["pve1", "pve2"] {
+        assert!(out.contains(&format!("[FAIL] privileges   the token lacks Sys.Audit on /nodes/{node}")), "{out}");
+    }
+    assert_eq!(out.matches("[FAIL]").count(), 2, "only that is missing:\n{out}");
+
+    op.put("/access/acl", &[("path", "/nodes"), ("roles", "PVEAuditor"), ("users", "pvedeploy@pve"), ("tokens", ids)]).await;
+    let (code, out, _) = check(&config, &secret, None);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("the token holds every privilege the agent needs on every path it touches (PVE 9 names)"), "{out}");
     sim.shutdown().await;
 }
 

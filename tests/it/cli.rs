@@ -129,6 +129,25 @@ fn with_no_cluster_configured_serve_starts_the_sandbox() {
         .unwrap();
     let ready = String::from_utf8_lossy(&out.stdout);
     assert!(ready.contains("sandbox https://127.0.0.1:"), "{ready}");
+    // The sandbox starts as a fresh install (no container template anywhere) and prepares itself through the API:
+    // a container deployment finds the template on a node and its guest is created.
+    let curl = |args: &[&str]| -> serde_json::Value {
+        let out = Command::new("curl").args(["-s", "-H", "Authorization: Bearer cli-sandbox-token-0123456789", "-H", "Content-Type: application/json"]).args(args).output().unwrap();
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stdout)))
+    };
+    let body = r#"{"name": "sandbox-ct", "repo_url": "https://github.com/octo/app", "framework": "flask", "type": "lxc", "cpu": 1, "memory_mib": 512, "disk_gb": 4}"#;
+    let created = curl(&["-d", body, &format!("http://127.0.0.1:{port}/api/v1/deployments")]);
+    let id = created["id"].as_str().unwrap_or_else(|| panic!("{created}")).to_string();
+    let mut d = serde_json::Value::Null;
+    for _ in 0..300 {
+        d = curl(&[&format!("http://127.0.0.1:{port}/api/v1/deployments/{id}")]);
+        if !["pending", "provisioning"].contains(&d["status"].as_str().unwrap_or_default()) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let reached_install = d["events"].as_array().unwrap().iter().any(|e| e["to"] == "installing");
+    assert!(reached_install && d["proxmox_id"].is_u64(), "the container was created on the prepared sandbox: {d}");
     stop_gracefully(running);
 }
 

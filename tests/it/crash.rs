@@ -65,6 +65,12 @@ pub(crate) async fn wait_ready(client: &reqwest::Client, base: &str) {
 
 /// Kills the agent once the deployment's log contains `marker`, restarts it, and checks the outcome.
 async fn kill_when(marker: &str, slow_path: Option<&str>) {
+    kill_when_then(marker, slow_path, None).await
+}
+
+/// As `kill_when`; with `old_shape`, the data dir is then turned into what an agent of schema v12 left at that
+/// point (its provisioning progress in the flat shape, at step `old_shape`) before the restart upgrades it.
+async fn kill_when_then(marker: &str, slow_path: Option<&str>, old_shape: Option<&str>) {
     let cluster = start_sim(ClusterSpec::sandbox()).await;
     if let Some(p) = slow_path {
         cluster.sim.faults().add_latency(p, Duration::from_millis(1500)).unwrap();
@@ -89,6 +95,9 @@ async fn kill_when(marker: &str, slow_path: Option<&str>) {
     }
     drop(agent); // SIGKILL
     cluster.sim.faults().clear();
+    if let Some(step) = old_shape {
+        as_v12_left_it(&dir.path().join("data"), &id, step).await;
+    }
 
     let _agent = spawn_agent(&cluster, dir.path(), port);
     wait_ready(&client, &base).await;
@@ -109,6 +118,51 @@ async fn kill_when(marker: &str, slow_path: Option<&str>) {
     assert!(cfg["scsi0"].contains("size=12G"), "{cfg:?}");
     let logs = get(&client, &format!("{base}/deployments/{id}/logs")).await.unwrap();
     assert!(logs.to_string().contains("resuming at"), "the restart resumed rather than starting over: {logs}");
+}
+
+/// Rewrites the deployment's provisioning progress into the flat shape schema v12 wrote (every field at the top,
+/// the task as `upid`, the address as `ipv4`, the last step `done`) and marks the data dir v12.
+async fn as_v12_left_it(data: &std::path::Path, id: &str, step: &str) {
+    use pvedeploy::core::provision::Progress;
+    let cfg = pvedeploy::config::Config::for_data_dir(data).database;
+    let store = pvedeploy::store::Store::open(&cfg).await.unwrap();
+    let id = pvedeploy::core::deployment::DeploymentId::parse(id).unwrap();
+    let p = store.load_progress(&id).await.unwrap().expect("progress was saved");
+    let mut row = json!({ "step": p.step().as_str(), "attempts": p.attempts() });
+    if let Some(node) = p.node() {
+        row["node"] = json!(node.to_string());
+    }
+    if let Some(g) = p.guest() {
+        row["vmid"] = json!(g.vmid.get());
+        if let Some(a) = g.static_ip {
+            row["static_ip"] = json!(a);
+        }
+    }
+    if let Some(k) = p.host_key() {
+        row["host_key"] = json!(k.to_text());
+    }
+    match &p {
+        Progress::AwaitCreate { task: Some(t), .. } | Progress::AwaitStart { task: Some(t), .. } => row["upid"] = json!(t),
+        Progress::Ready { ip: Some(ip), .. } => row["ipv4"] = json!(ip),
+        _ => {}
+    }
+    assert_eq!(row["step"], step, "killed at the step the test means: {row}");
+    store.write_raw_progress(&id, row).await.unwrap();
+    pvedeploy::store::migrations::force_version(&store, 12).await.unwrap();
+    assert!(store.close(Duration::from_secs(10)).await);
+}
+
+/// A data dir an agent of schema v12 left mid-clone (progress in the old shape, its task as `upid`) is upgraded
+/// at start and the clone it was waiting for is followed to the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clone_in_flight_in_the_v12_shape_resumes_after_the_upgrade() {
+    kill_when_then("cloning the template", Some("/tasks/"), Some("await_create")).await;
+}
+
+/// The same mid-resize, the guest's pinned host key (when node SSH runs here) in the old shape.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resize_in_the_v12_shape_resumes_after_the_upgrade() {
+    kill_when_then("configured", Some("/resize"), Some("resize")).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -261,7 +261,12 @@ async fn a_user_deploys_watches_and_destroys_from_the_browser() {
     let Some(rig) = crate::rig::start_real_sim(&key.public_openssh).await else { return };
     let server = crate::rig::GitServer::start().await;
     let flask = server.repo("octo/web", "flask");
-    let app = crate::rig::agent(rig.sim(), dir.path(), &server.host).await;
+    let app = crate::rig::agent_with(rig.sim(), dir.path(), &server.host, |c| {
+        if let pvedeploy::config::ProxmoxSetting::Cluster(cs) = &mut c.proxmox {
+            cs.backups = Some(pvedeploy::config::BackupSettings::to("local"));
+        }
+    })
+    .await;
     let b = Browser::start(&chromium, &chromedriver).await;
     b.viewport(1280, 800).await;
 
@@ -328,6 +333,24 @@ async fn a_user_deploys_watches_and_destroys_from_the_browser() {
     b.click("#tf-show").await;
     b.wait("document.querySelectorAll('#terraform details').length >= 4", "the Terraform files").await;
     b.js("document.querySelector('#terraform details').open = true; return 1").await;
+
+    // snapshots and backups on the detail page: take each from the page; a snapshot's rollback and delete, a
+    // backup's restores and delete are offered beside it; deleting the snapshot asks first
+    b.fill("#snap-name", "before-change").await;
+    b.click("#snap-take button[type=submit]").await;
+    b.find("#snap-list li[data-snapshot='before-change'] button[aria-label='Rollback to before-change']").await;
+    b.click("button[aria-label='Take backup']").await;
+    let backup = b.wait_secs("document.querySelector('#backup-list li[data-backup]') && document.querySelector('#backup-list li[data-backup]').dataset.backup", "a backup listed", 300).await;
+    let backup = backup.as_str().unwrap().to_string();
+    for label in [format!("Restore {backup}"), format!("Restore {backup} as new"), format!("Delete backup {backup}")] {
+        b.find(&format!("button[aria-label='{label}']")).await;
+    }
+    let (_, listed) = app.get(&format!("/api/v1/deployments/{id}/backups"), Some(ADMIN)).await;
+    assert_eq!(listed["items"][0]["name"], backup.as_str(), "{listed}");
+    b.click("button[aria-label='Delete snapshot before-change']").await;
+    b.wait("document.querySelector('#confirm').open", "the confirmation").await;
+    b.click("#confirm-ok").await;
+    b.wait("!document.querySelector(\"#snap-list li[data-snapshot='before-change']\")", "the snapshot gone").await;
 
     // screenshots of every view, desktop then phone
     for (w, h, suffix) in [(1280, 800, "desktop"), (390, 844, "phone")] {

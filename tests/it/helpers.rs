@@ -166,3 +166,34 @@ pub fn tool(name: &str) -> Option<std::path::PathBuf> {
     None
 }
 
+
+/// A python that can check JSON Schemas (the CI venv's, with jsonschema-rs; or any with jsonschema). Without one it
+/// prints `SKIPPED` and answers `None`, or fails with `CI=true` (`.ci/run` installs it).
+pub fn schema_python() -> Option<std::path::PathBuf> {
+    let cache = std::path::PathBuf::from(std::env::var("PVEDEPLOY_CACHE_DIR").unwrap_or_else(|_| "/var/cache/pvedeploy".into()));
+    let candidates = [Some(cache.join("py/bin/python")), tool("python3")];
+    let imports = |p: &std::path::Path, module: &str| std::process::Command::new(p).args(["-c", &format!("import {module}")]).stderr(std::process::Stdio::null()).status().is_ok_and(|s| s.success());
+    let found = candidates.into_iter().flatten().find(|p| p.is_file() && (imports(p, "jsonschema_rs") || imports(p, "jsonschema")));
+    if found.is_none() {
+        assert!(std::env::var("CI").map_or(true, |v| v != "true"), "a python with jsonschema-rs is required in CI (.ci/run installs it)");
+        eprintln!("SKIPPED: the schema check (no python with jsonschema-rs or jsonschema; .ci/run installs it)");
+    }
+    found
+}
+
+/// Serves `app` on 127.0.0.1 at a free port until the returned sender is dropped or fired (a stand-in for a
+/// platform's API: Discord's, GitHub's); returns its address.
+pub async fn serve_loopback(app: impl poem::Endpoint + 'static) -> (std::net::SocketAddr, oneshot::Sender<()>) {
+    use poem::listener::{Acceptor, Listener};
+    let acceptor = poem::listener::TcpListener::bind("127.0.0.1:0").into_acceptor().await.unwrap();
+    let addr = acceptor.local_addr()[0].as_socket_addr().copied().unwrap();
+    let (tx, rx) = oneshot::channel::<()>();
+    tokio::spawn(poem::Server::new_with_acceptor(acceptor).run_with_graceful_shutdown(
+        app,
+        async move {
+            let _ = rx.await;
+        },
+        Some(std::time::Duration::from_secs(1)),
+    ));
+    (addr, tx)
+}

@@ -1,6 +1,7 @@
 //! The one integration-test binary: starts the real app on port 0 with a temporary database and talks HTTP.
 
 mod agents;
+mod backups;
 mod api;
 mod check;
 mod cli;
@@ -11,16 +12,19 @@ mod disk;
 mod deploy;
 mod discord;
 mod export;
+mod github;
 mod helpers;
 mod limits;
 mod ownership;
 mod parity;
+mod previews;
 mod persistence;
 mod provision;
 mod remote_db;
 mod rig;
 mod schedules;
 mod snapshots;
+mod spec;
 mod pve;
 mod schemathesis;
 mod sse;

@@ -186,6 +186,37 @@ pub async fn agent(sim: &SimHandle, data: &Path, git_host: &str) -> TestApp {
     agent_with(sim, data, git_host, |_| {}).await
 }
 
+/// An Express app deployed in a container on a real guest (systemd-nspawn behind the simulator) and running v1, with
+/// everything that keeps it up: the setup of the real-guest snapshot and backup tests. `None` where real guests
+/// cannot run here.
+pub struct RunningExpress {
+    pub app: TestApp,
+    pub rig: RealSim,
+    pub server: GitServer,
+    pub express: Repo,
+    pub data: tempfile::TempDir,
+    pub id: String,
+    /// The deployment as it was once running.
+    pub deployment: Value,
+}
+
+/// Deploys the Express fixture as `name` onto a real guest, the agent configured by `tweak`; waits until it runs.
+pub async fn running_express(name: &str, tweak: impl FnOnce(&mut pvedeploy::config::Config)) -> Option<RunningExpress> {
+    let data = tempfile::tempdir().unwrap();
+    let key = pvedeploy::keys::load_or_create_deploy_key(&data.path().join("keys")).unwrap();
+    let rig = start_real_sim(&key.public_openssh).await?;
+    let server = GitServer::start().await;
+    let express = server.repo("octo/express", "express");
+    let app = agent_with(rig.sim(), data.path(), &server.host, tweak).await;
+    let body = serde_json::json!({"name": name, "repo_url": express.url, "framework": "node", "type": "lxc", "memory_mib": 1024});
+    let (s, e) = app.post("/api/v1/deployments", Some(ADMIN), &body).await;
+    assert_eq!(s, 202, "{e}");
+    let id = e["id"].as_str().unwrap().to_string();
+    let deployment = wait_for(&app, &id, "running", Duration::from_secs(900), |d| d["status"] == "running" || d["status"] == "failed").await;
+    assert_eq!(deployment["status"], "running", "{deployment}");
+    Some(RunningExpress { app, rig, server, express, data, id, deployment })
+}
+
 /// As `agent`, with the configuration changed by `tweak` first.
 pub async fn agent_with(sim: &SimHandle, data: &Path, git_host: &str, tweak: impl FnOnce(&mut pvedeploy::config::Config)) -> TestApp {
     let mut c = test_config(data);
@@ -204,7 +235,7 @@ pub async fn agent_with(sim: &SimHandle, data: &Path, git_host: &str, tweak: imp
     cs.node_ssh = Some(NodeSshSettings { user: "root".into(), port: 22, host_keys, addresses });
     c.proxmox = ProxmoxSetting::Cluster(cs);
     c.repos = RepoPolicy { allowed_hosts: vec![git_host.to_string()], schemes: vec![RepoScheme::Http], allow_private: vec![] };
-    c.github = GithubSettings { webhook_secret: Some(Secret::new(WEBHOOK_SECRET.into())), repo_secrets: vec![] };
+    c.github = GithubSettings { webhook_secret: Some(Secret::new(WEBHOOK_SECRET.into())), repo_secrets: vec![], api: None };
     tweak(&mut c);
     TestApp::spawn_config(c).await
 }

@@ -308,6 +308,11 @@ pub(crate) struct OnSim {
 }
 
 pub(crate) async fn on_sim(clock: &Arc<ManualClock>, name: &str) -> OnSim {
+    on_sim_with(clock, name, |_| {}).await
+}
+
+/// [`on_sim`] with the cluster settings changed by `tweak` first.
+pub(crate) async fn on_sim_with(clock: &Arc<ManualClock>, name: &str, tweak: impl FnOnce(&mut pvedeploy::config::ClusterSettings)) -> OnSim {
     use crate::provision::{deploy, install_key, node_ssh_settings, start_sim, wait_until};
     use pvedeploy::config::{ClusterSettings, ProxmoxSetting, Secret, TrustSetting};
     let cluster = start_sim(pvedeploy_sim::ClusterSpec::sandbox()).await;
@@ -316,13 +321,15 @@ pub(crate) async fn on_sim(clock: &Arc<ManualClock>, name: &str) -> OnSim {
     install_key(&cluster.agent_key, dir.path());
     let (token_id, secret) = cluster.sim.admin_token();
     let endpoint = format!("https://{}", cluster.sim.addr());
-    c.proxmox = ProxmoxSetting::Cluster(ClusterSettings {
+    let mut settings = ClusterSettings {
         vmid_range: 100..=999_999,
         address_timeout: Duration::from_secs(30),
         poll_interval: Duration::from_millis(50),
         node_ssh: node_ssh_settings(&cluster.sim),
         ..ClusterSettings::new(endpoint.clone(), token_id.clone(), Secret::new(secret.clone()), TrustSetting::Fingerprint(cluster.sim.fingerprint_sha256()), 9000)
-    });
+    };
+    tweak(&mut settings);
+    c.proxmox = ProxmoxSetting::Cluster(settings);
     let app = TestApp::spawn_config_with_clock(c, clock.clone()).await;
     let id = deploy(&app, name, "lxc").await;
     let d = wait_until(&app, &id, "a guest", |d| d["proxmox_id"].is_u64() && d["status"] != "provisioning").await;

@@ -147,3 +147,42 @@ async fn bad_snapshot_requests_are_refused_naming_the_field_and_change_nothing()
     assert_eq!(app.get(&snapshots, Some(READER)).await.1["items"].as_array().map(Vec::len), Some(0));
     sim.app.stop().await;
 }
+
+/// The must-show on a real guest (systemd-nspawn behind the simulator): an Express app in a container serving
+/// v1 is snapshotted by hand, redeployed to v2 (serving v2), then rolled back to the snapshot: the deployment goes
+/// `deploying`, then `running` once the health check passes, and the app serves v1 again — the guest's files are the
+/// snapshot's again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_real_guest_rolled_back_to_a_snapshot_taken_before_a_redeploy_serves_the_old_version_again() {
+    use crate::rig::{http_body, running_express, wait_for as wait_deployment, RunningExpress};
+    use std::time::Duration;
+    let Some(RunningExpress { app, rig, server: _server, express, data: _data, id, deployment: d }) = running_express("express-rewind", |_| {})
+    .await
+    else {
+        return;
+    };
+    let (url, v1) = (d["url"].as_str().unwrap().to_string(), d["commit"].as_str().unwrap().to_string());
+    assert_eq!(http_body(&url).await, "hello from express v1\n");
+    let snapshots = format!("/api/v1/deployments/{id}/snapshots");
+    let (s, made) = app.post(&snapshots, Some(DEPLOYER), &json!({"name": "before-v2"})).await;
+    assert_eq!(s, 201, "{made}");
+    let (_, listed) = app.get(&snapshots, Some(DEPLOYER)).await;
+    assert_eq!(listed["items"][0]["commit"], v1.as_str(), "a snapshot records the commit the guest served: {listed}");
+
+    express.edit("server.js", "const VERSION_MARKER = \"v1\";", "const VERSION_MARKER = \"v2\";");
+    let v2 = express.commit("v2");
+    let (s, r) = app.post(&format!("/api/v1/deployments/{id}/redeploy"), Some(ADMIN), &json!({})).await;
+    assert_eq!(s, 202, "{r}");
+    wait_deployment(&app, &id, "running v2", Duration::from_secs(600), |d| d["status"] == "running" && d["commit"] == v2.as_str()).await;
+    assert_eq!(http_body(&url).await, "hello from express v2\n");
+
+    let (s, accepted) = app.post(&format!("{snapshots}/before-v2/rollback"), Some(ADMIN), &json!({})).await;
+    assert_eq!((s, accepted["status"].as_str()), (202, Some("deploying")), "{accepted}");
+    let d = wait_deployment(&app, &id, "running after the rollback", Duration::from_secs(600), |d| d["status"] != "deploying").await;
+    assert_eq!(d["status"], "running", "{d}");
+    let url = d["url"].as_str().unwrap().to_string();
+    assert_eq!(http_body(&url).await, "hello from express v1\n", "the snapshot's version serves again");
+    assert_eq!(d["commit"], v1.as_str(), "the deployment says which commit the guest serves again: {d}");
+    app.stop().await;
+    rig.stop().await;
+}

@@ -3,7 +3,7 @@
 use pvedeploy::config::Config;
 use pvedeploy::core::deployment::DeploymentId;
 use pvedeploy::core::names::VmId;
-use pvedeploy::core::provision::{Progress, Step};
+use pvedeploy::core::provision::{GuestAt, Progress, Step};
 use pvedeploy::store::logs::{Level, LogLine};
 use pvedeploy::store::vmids::Claim;
 use pvedeploy::store::{Store, StoreError};
@@ -42,13 +42,24 @@ async fn vmid_claims_are_exclusive_even_when_raced() {
     assert_eq!(store.claim_vmid(id, other).await.unwrap(), Claim::Claimed);
 }
 
+/// A progress at `step` for guest `vmid` on node pve1.
+fn at_step(step: Step, vmid: VmId) -> Progress {
+    let guest = GuestAt { node: pvedeploy::core::names::NodeName::parse("pve1").unwrap(), vmid, static_ip: None };
+    match step {
+        Step::Create => Progress::Create { guest, attempts: 0 },
+        Step::Resize => Progress::Resize { guest, host_key: None },
+        Step::Start => Progress::Start { guest, host_key: None },
+        other => panic!("no example progress at {other:?}"),
+    }
+}
+
 #[tokio::test]
 async fn leases_exclude_expire_and_fence_stale_writers() {
     let (store, _dir) = store().await;
     let dep = DeploymentId::generate();
     let a = store.acquire_lease(&dep, "agent-a", 200).await.unwrap().expect("free lease");
     assert!(store.acquire_lease(&dep, "agent-b", 200).await.unwrap().is_none(), "held by a");
-    let at = |step: Step| Progress { step, vmid: Some(VmId::new(100).unwrap()), ..Progress::default() };
+    let at = |step: Step| at_step(step, VmId::new(100).unwrap());
     store.save_progress(&a, &at(Step::Create), None).await.unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(250)).await;
     let b = store.acquire_lease(&dep, "agent-b", 10_000).await.unwrap().expect("expired lease is taken over");
@@ -57,7 +68,7 @@ async fn leases_exclude_expire_and_fence_stale_writers() {
     // the step's line commits with the progress (and a fenced writer's line never does)
     let line = LogLine::new(&dep, Level::Info, "provision", "boot disk grown");
     assert_eq!(store.save_progress(&b, &at(Step::Resize), Some(&line)).await.unwrap(), None, "no deployment record, so no status");
-    assert_eq!(store.load_progress(&dep).await.unwrap().unwrap().step, Step::Resize);
+    assert_eq!(store.load_progress(&dep).await.unwrap().unwrap().step(), Step::Resize);
     assert_eq!(store.read_log(&dep, 0, 10).await.unwrap(), vec![line]);
     store.renew_lease(&b, 10_000).await.unwrap();
     store.release_lease(&b).await.unwrap();
@@ -85,7 +96,7 @@ async fn a_saved_step_answers_with_the_status_as_it_is_now() {
     let (store, _dir) = store().await;
     let d = pending_deployment(&store, "stepper").await;
     let lease = store.acquire_lease(&d.id, "agent-a", 10_000).await.unwrap().expect("free lease");
-    let p = Progress { step: Step::Create, vmid: Some(VmId::new(100).unwrap()), ..Progress::default() };
+    let p = at_step(Step::Create, VmId::new(100).unwrap());
     assert_eq!(store.save_progress(&lease, &p, None).await.unwrap(), Some(Status::Pending));
     let line = LogLine::new(&d.id, Level::Info, "provision", "cloned");
     assert_eq!(store.save_progress(&lease, &p, Some(&line)).await.unwrap(), Some(Status::Pending), "with a line too");
@@ -103,7 +114,7 @@ async fn a_step_commits_its_claim_lines_and_deployment_change_whole_or_not_at_al
     let (taken, free) = (VmId::new(4300).unwrap(), VmId::new(4301).unwrap());
     assert_eq!(store.claim_vmid(taken, &DeploymentId::generate()).await.unwrap(), Claim::Claimed, "another deployment holds 4300");
 
-    let at = |vmid| Progress { step: Step::Create, vmid: Some(vmid), ..Progress::default() };
+    let at = |vmid| at_step(Step::Create, vmid);
     let lines = [LogLine::new(&d.id, Level::Info, "provision", "placed"), LogLine::new(&d.id, Level::Info, "provision", "reserved")];
     let lost = store.save_step(&lease, StepWrite { claim: Some(taken), ..StepWrite::progress(&at(taken), &lines) }).await;
     assert!(matches!(lost, Err(StoreError::Taken { .. })), "{lost:?}");
@@ -113,7 +124,7 @@ async fn a_step_commits_its_claim_lines_and_deployment_change_whole_or_not_at_al
     let saved = store.save_step(&lease, StepWrite { claim: Some(free), ..StepWrite::progress(&at(free), &lines) }).await.unwrap();
     assert_eq!(saved.status, Some(Status::Pending));
     assert_eq!(store.vmid_owner(free).await.unwrap().as_deref(), Some(d.id.as_str()));
-    assert_eq!(store.load_progress(&d.id).await.unwrap().unwrap().vmid, Some(free));
+    assert_eq!(store.load_progress(&d.id).await.unwrap().unwrap().guest().map(|g| g.vmid), Some(free));
     assert_eq!(store.read_log(&d.id, 0, 10).await.unwrap(), lines.to_vec(), "both lines, in order");
 
     // A deployment change rides along, revision-checked: a stale copy fails the whole step.
@@ -128,10 +139,10 @@ async fn a_step_commits_its_claim_lines_and_deployment_change_whole_or_not_at_al
     assert_eq!(store.get_deployment(&d.id).await.unwrap().unwrap().proxmox_id, Some(free));
     let mut stale = d.clone();
     stale.ip_address = Some("127.0.0.9".into());
-    let later = Progress { step: Step::Start, ..at(free) };
+    let later = at_step(Step::Start, free);
     let step = StepWrite { deployment: Some((&stale, Status::Pending, "address known")), ..StepWrite::progress(&later, &[]) };
     assert!(matches!(store.save_step(&lease, step).await, Err(StoreError::Stale)));
-    assert_eq!(store.load_progress(&d.id).await.unwrap().unwrap().step, Step::Create, "the progress did not move either");
+    assert_eq!(store.load_progress(&d.id).await.unwrap().unwrap().step(), Step::Create, "the progress did not move either");
     assert_eq!(store.get_deployment(&d.id).await.unwrap().unwrap().ip_address, None);
 }
 
@@ -150,18 +161,20 @@ async fn releasing_a_deployments_addresses_frees_all_of_its_claims_and_only_thos
     assert_eq!(left, vec![(a(3), other.to_string())]);
 }
 
+/// The deploy figures come from the releases that ended, each counted once by the write that finished
+/// it (tallies, not a scan of every release), whatever writes follow (a rewrite, a supersede); the
+/// duration quantiles walk the newest finished releases on an index and stop.
 #[tokio::test]
 async fn deploy_figures_come_from_the_releases_that_ended() {
     use pvedeploy::core::names::CommitSha;
     use pvedeploy::core::release::{DeployStep, ReleaseId};
-    use pvedeploy::store::releases::{Release, ReleaseStatus, Trigger};
+    use pvedeploy::store::releases::{Release, ReleaseStatus, Trigger, RECENT_DEPLOYS};
     let (store, _dir) = store().await;
     let d = pending_deployment(&store, "figures").await;
     let commit = CommitSha::parse("0123456789abcdef0123456789abcdef01234567").unwrap();
-    // One deploy live after 1 s, one superseded (it was live) after 3 s, one failed, one still running.
-    for (i, (status, took)) in [(ReleaseStatus::Active, Some(1000)), (ReleaseStatus::Superseded, Some(3000)), (ReleaseStatus::Failed, Some(500)), (ReleaseStatus::Deploying, None)].into_iter().enumerate() {
-        let start = 1_000_000 + i as i64 * 10_000;
-        let r = Release {
+    let release = |i: i64, status, took: Option<i64>| {
+        let start = 1_000_000 + i * 10_000;
+        Release {
             deployment: d.id.clone(),
             id: ReleaseId::new(start, &commit),
             commit: commit.as_str().to_string(),
@@ -172,12 +185,37 @@ async fn deploy_figures_come_from_the_releases_that_ended() {
             error: None,
             created_at: start,
             finished_at: took.map(|t| start + t),
-        };
-        store.save_release(&r).await.unwrap();
+        }
+    };
+    // One deploy live after 1 s, one superseded (it was live) after 3 s, one failed, one still running.
+    let (live, was_live) = (release(0, ReleaseStatus::Active, Some(1000)), release(1, ReleaseStatus::Superseded, Some(3000)));
+    let (failed, running) = (release(2, ReleaseStatus::Failed, Some(500)), release(3, ReleaseStatus::Deploying, None));
+    for r in [&live, &was_live, &failed, &running] {
+        store.save_release(r).await.unwrap();
     }
-    let stats = store.deployment_stats().await.unwrap();
-    assert_eq!(stats.deploy_durations_ms, [1000, 3000], "the deploys that went live, not the deployment's age");
-    assert_eq!(stats.deploys_failed, 1);
+    let stats = store.deployment_stats().await.unwrap().deploys;
+    assert_eq!(stats.recent_durations_ms, [1000, 3000], "the deploys that went live, not the deployment's age");
+    assert_eq!((stats.succeeded, stats.failed, stats.succeeded_ms_sum), (2, 1, 4000));
+
+    // Writing a finished release again, or superseding it, does not count it again; the running one
+    // is counted when it ends, by `activate_release` as by `save_release`.
+    store.save_release(&failed).await.unwrap();
+    store.save_release(&live).await.unwrap();
+    let mut ended = running.clone();
+    (ended.status, ended.finished_at) = (ReleaseStatus::Active, Some(running.created_at + 2000));
+    store.activate_release(&ended).await.unwrap();
+    store.activate_release(&ended).await.unwrap();
+    let stats = store.deployment_stats().await.unwrap().deploys;
+    assert_eq!((stats.succeeded, stats.failed, stats.succeeded_ms_sum), (3, 1, 6000));
+    assert_eq!(stats.recent_durations_ms, [1000, 2000, 3000]);
+    let superseded = store.releases(&d.id, 10).await.unwrap().into_iter().filter(|r| r.status == ReleaseStatus::Superseded).count();
+    assert_eq!(superseded, 2, "activating the running one superseded the live one");
+
+    for plan in store.release_stats_plan().await.unwrap() {
+        let plan = plan.to_string();
+        assert!(plan.contains("\"index\":\"release_done\"") && plan.contains("\"direction\":\"Backward\""), "a walk of the index from the newest: {plan}");
+        assert!(plan.contains(&RECENT_DEPLOYS.to_string()), "that stops: {plan}");
+    }
 }
 
 /// A listing is a walk of the one index that matches its filter, from its start or from a cursor, and
@@ -243,7 +281,7 @@ async fn lists_page_by_cursor_over_an_index_per_filter_with_counted_totals() {
         let (page_plan, count_plan) = (page_plan.to_string(), count_plan.to_string());
         let index = match (f.status, f.framework, &f.name) {
             (_, _, Some(_)) => "deployment_name_list",
-            (None, None, None) => "deployment_list",
+            (None, None, None) => "deployment_all_list",
             (Some(_), None, None) => "deployment_status_list",
             (None, Some(_), None) => "deployment_framework_list",
             (Some(_), Some(_), None) => "deployment_status_framework_list",
@@ -330,4 +368,49 @@ async fn concurrent_writes_keep_every_total_exact() {
         let page = store.list_deployments(&f, 100, &PageStart::First).await.unwrap();
         assert_eq!((page.total, page.items.len() as u64), (want, want), "{f:?}");
     }
+}
+
+/// A release goes live with its deployment in one transaction: a writer whose lease was taken over
+/// changes neither, and the holder's write makes the release active and the deployment running at its
+/// URL together (the GitHub reporter reads the one, then the other).
+#[tokio::test]
+async fn a_release_goes_live_with_its_deployment_or_not_at_all() {
+    use pvedeploy::core::names::CommitSha;
+    use pvedeploy::core::release::{DeployStep, ReleaseId};
+    use pvedeploy::core::status::Status;
+    use pvedeploy::store::releases::{Release, ReleaseStatus, Trigger};
+    let (store, _dir) = store().await;
+    let d = pending_deployment(&store, "golive").await;
+    let commit = CommitSha::parse("0123456789abcdef0123456789abcdef01234567").unwrap();
+    let mut r = Release {
+        deployment: d.id.clone(),
+        id: ReleaseId::new(1_000_000, &commit),
+        commit: commit.as_str().to_string(),
+        status: ReleaseStatus::Deploying,
+        step: DeployStep::Health,
+        trigger: Trigger::Deploy,
+        timings: vec![],
+        error: None,
+        created_at: 1_000_000,
+        finished_at: None,
+    };
+    store.save_release(&r).await.unwrap();
+    (r.status, r.finished_at) = (ReleaseStatus::Active, Some(1_002_000));
+    let mut live = d.clone();
+    (live.status, live.url, live.commit) = (Status::Provisioning, Some("http://127.0.0.9:8000".into()), Some(commit.as_str().into()));
+
+    let stale = store.acquire_lease(&d.id, "agent-a", 100).await.unwrap().expect("free lease");
+    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    let holder = store.acquire_lease(&d.id, "agent-b", 10_000).await.unwrap().expect("expired lease is taken over");
+    assert!(matches!(store.go_live(&r, &live, Status::Pending, "live", &stale).await, Err(StoreError::Stale)));
+    assert_eq!(store.releases(&d.id, 10).await.unwrap()[0].status, ReleaseStatus::Deploying, "the release did not turn active");
+    let now = store.get_deployment(&d.id).await.unwrap().unwrap();
+    assert_eq!((now.status, now.url), (Status::Pending, None), "nor did the deployment change");
+    assert_eq!(store.deployment_stats().await.unwrap().deploys.succeeded, 0, "nor was the deploy counted");
+
+    let saved = store.go_live(&r, &live, Status::Pending, "live", &holder).await.unwrap();
+    assert_eq!(store.releases(&d.id, 10).await.unwrap()[0].status, ReleaseStatus::Active);
+    let now = store.get_deployment(&d.id).await.unwrap().unwrap();
+    assert_eq!((now.status, now.url.as_deref(), now.revision), (Status::Provisioning, Some("http://127.0.0.9:8000"), saved.revision));
+    assert_eq!(store.deployment_stats().await.unwrap().deploys.succeeded, 1);
 }

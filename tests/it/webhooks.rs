@@ -11,7 +11,7 @@ use sha2::Sha256;
 
 use crate::helpers::{test_config, TestApp, ADMIN, READER};
 
-const SECRET: &str = "test-webhook-secret-0123456789";
+pub(crate) const SECRET: &str = "test-webhook-secret-0123456789";
 /// `octo/own` has its own secret; the global one does not speak for it.
 const OWN_SECRET: &str = "own-repo-webhook-secret-0123456789";
 /// The git server the test deployments name (never contacted: the redeploy itself is the engine's).
@@ -21,8 +21,8 @@ const C2: &str = "2222222222222222222222222222222222222222";
 const C3: &str = "3333333333333333333333333333333333333333";
 const ZERO: &str = "0000000000000000000000000000000000000000";
 
-fn configure(c: &mut Config) {
-    c.github = GithubSettings { webhook_secret: Some(Secret::new(SECRET.into())), repo_secrets: vec![("octo/own".into(), Secret::new(OWN_SECRET.into()))] };
+pub(crate) fn configure(c: &mut Config) {
+    c.github = GithubSettings { webhook_secret: Some(Secret::new(SECRET.into())), repo_secrets: vec![("octo/own".into(), Secret::new(OWN_SECRET.into()))], api: None };
     c.repos = RepoPolicy { allowed_hosts: vec!["github.com".into(), "127.0.0.1:9".into()], schemes: vec![RepoScheme::Https, RepoScheme::Http], allow_private: vec![] };
 }
 
@@ -30,10 +30,18 @@ async fn app() -> TestApp {
     TestApp::spawn_with(configure).await
 }
 
-fn sign(secret: &str, body: &[u8]) -> String {
+pub(crate) fn sign(secret: &str, body: &[u8]) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
     mac.update(body);
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// GitHub's numeric id of a repository: one per name here, as on GitHub (`octo/app` has the id of GitHub's examples).
+fn repo_id(full_name: &str) -> i64 {
+    match full_name {
+        "octo/app" => 1296269,
+        other => 1_000_000 + other.bytes().fold(0i64, |h, b| (h * 31 + i64::from(b)) % 1_000_000),
+    }
 }
 
 /// A push payload shaped like GitHub's (deletions carry `head_commit: null` and an all-zero `after`).
@@ -47,7 +55,7 @@ fn push_body(repo: &str, git_ref: &str, before: &str, after: &str) -> String {
         "commits": if deleted { json!([]) } else { json!([head.clone()]) },
         "head_commit": head,
         "repository": {
-            "id": 1296269, "name": repo.split('/').nth(1).unwrap(), "full_name": repo, "private": false,
+            "id": repo_id(repo), "name": repo.split('/').nth(1).unwrap(), "full_name": repo, "private": false,
             "html_url": format!("{GIT}/{repo}"), "clone_url": format!("{GIT}/{repo}.git"),
             "ssh_url": format!("git@127.0.0.1:{repo}.git"), "default_branch": "main",
         },
@@ -87,7 +95,7 @@ async fn post(app: &TestApp, event: &str, guid: &str, content_type: &str, body: 
 }
 
 /// A signed delivery in GitHub's other content type: the JSON in a form's `payload` field.
-async fn deliver_form(app: &TestApp, event: &str, guid: &str, json: &str) -> (u16, Value) {
+pub(crate) async fn deliver_form(app: &TestApp, event: &str, guid: &str, json: &str) -> (u16, Value) {
     let form = serde_urlencoded::to_string([("payload", json)]).unwrap();
     let signature = sign(SECRET, form.as_bytes());
     post(app, event, guid, "application/x-www-form-urlencoded", form.into_bytes(), Some(signature), &[]).await
@@ -99,12 +107,12 @@ async fn deliver_via(app: &TestApp, hook: &str, target: &str, event: &str, guid:
     post(app, event, guid, "application/json", body.as_bytes().to_vec(), Some(sign(SECRET, body.as_bytes())), &headers).await
 }
 
-async fn deliver(app: &TestApp, event: &str, guid: &str, body: &str) -> (u16, Value) {
+pub(crate) async fn deliver(app: &TestApp, event: &str, guid: &str, body: &str) -> (u16, Value) {
     post_raw(app, event, guid, body, Some(sign(SECRET, body.as_bytes()))).await
 }
 
 /// Waits until a delivery has been handled (its outcome is no longer `received`).
-async fn settled(app: &TestApp, guid: &str) -> Value {
+pub(crate) async fn settled(app: &TestApp, guid: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let (s, d) = app.get(&format!("/api/v1/webhooks/deliveries/{guid}"), Some(READER)).await;
@@ -349,6 +357,8 @@ async fn tags_deletions_other_branches_and_opted_out_deployments_never_redeploy(
         ("other-0001", push_body("octo/app", "refs/heads/dev", C1, C2), "ignored_other_branch"),
         ("quiet-0001", push_body("octo/quiet", "refs/heads/main", C1, C2), "ignored_auto_redeploy_off"),
         ("gone-0001", push_body("octo/gone", "refs/heads/main", C1, C2), "ignored_no_deployment"),
+        ("skip-0001", push_body("octo/app", "refs/heads/main", C1, C2).replace("Update app.py", "Fix typo\\n\\n[skip ci]"), "ignored_skip_marker"),
+        ("skip-0002", push_body("octo/app", "refs/heads/main", C1, C2).replace("Update app.py", "[Skip Deploy] docs only"), "ignored_skip_marker"),
     ] {
         let (s, said) = deliver(&app, "push", guid, &body).await;
         assert_eq!(s, 202, "{guid}: {said}");
@@ -357,6 +367,81 @@ async fn tags_deletions_other_branches_and_opted_out_deployments_never_redeploy(
     assert!(webhook_audits(&app).await.is_empty(), "the engine was never asked");
     let d = settled(&app, "delete-0001").await;
     assert_eq!(d["after"], Value::Null, "a deletion has no commit to deploy: {d}");
+    let d = settled(&app, "skip-0001").await;
+    assert!(d["detail"].as_str().unwrap().contains("`[skip ci]`"), "{d}");
+    // the same push without the marker (another GUID) deploys
+    let (s, _) = deliver(&app, "push", "noskip-0001", &push_body("octo/app", "refs/heads/main", C1, C3)).await;
+    assert_eq!(s, 202);
+    assert_ne!(settled(&app, "noskip-0001").await["outcome"], "ignored_skip_marker");
+}
+
+/// A push whose one commit changed `files`; `head` is the head commit GitHub names (for a tag: the tagged commit).
+fn push_with(git_ref: &str, after: &str, head: &str, files: &[&str]) -> String {
+    let mut v: Value = serde_json::from_str(&push_body("octo/app", git_ref, C1, after)).unwrap();
+    v["head_commit"]["id"] = head.into();
+    v["commits"] = json!([{ "id": head, "message": "Update", "added": [], "modified": files, "removed": [] }]);
+    v.to_string()
+}
+
+#[tokio::test]
+async fn path_filters_and_tag_patterns_decide_which_pushes_reach_the_engine() {
+    let app = app().await;
+    // patterns it would read differently are refused, naming the field
+    let bad = json!({ "name": "api", "repo_url": format!("{GIT}/octo/app.git"), "framework": "flask", "paths": ["api/**", "/abs/**"], "deploy_tags": "!v*" });
+    let (s, e) = app.post("/api/v1/deployments", Some(ADMIN), &bad).await;
+    let fields: Vec<&str> = e["fields"].as_array().unwrap().iter().map(|f| f["field"].as_str().unwrap()).collect();
+    assert_eq!((s, fields), (422, vec!["paths[1]", "deploy_tags"]), "{e}");
+    let req = json!({ "name": "api", "repo_url": format!("{GIT}/octo/app.git"), "framework": "flask", "paths": ["api/**", "requirements.txt"], "deploy_tags": "v*" });
+    let (s, d) = app.post("/api/v1/deployments", Some(ADMIN), &req).await;
+    assert_eq!(s, 202, "{d}");
+    assert_eq!((&d["paths"], &d["deploy_tags"]), (&json!(["api/**", "requirements.txt"]), &json!("v*")), "{d}");
+
+    // a push that touches none of the paths: left alone; one that touches one: the engine is asked
+    let (s, _) = deliver(&app, "push", "paths-0001", &push_with("refs/heads/main", C2, C2, &["docs/index.md", "README.md"])).await;
+    assert_eq!(s, 202);
+    assert_eq!(settled(&app, "paths-0001").await["outcome"], "ignored_paths");
+    assert!(webhook_audits(&app).await.is_empty(), "the engine was not asked");
+    let (s, _) = deliver(&app, "push", "paths-0002", &push_with("refs/heads/main", C3, C3, &["README.md", "api/v1/views.py"])).await;
+    assert_eq!(s, 202);
+    assert_ne!(settled(&app, "paths-0002").await["outcome"], "ignored_paths");
+    assert_eq!(webhook_audits(&app).await.len(), 1);
+
+    // a tag matching `v*` deploys the commit it names (an annotated tag's `after` is the tag object); another is a tag
+    let (s, _) = deliver(&app, "push", "tag-v1", &push_with("refs/tags/v1.0.0", C2, C3, &[])).await;
+    assert_eq!(s, 202);
+    assert_ne!(settled(&app, "tag-v1").await["outcome"], "ignored_tag");
+    let audits = webhook_audits(&app).await;
+    assert_eq!(audits.len(), 2, "{audits:#?}");
+    assert!(audits.iter().any(|a| a.to_string().contains(&format!("ref=refs/tags/v1.0.0 commit={C3}"))), "{audits:#?}");
+    let (s, _) = deliver(&app, "push", "tag-rel", &push_with("refs/tags/release-1", C2, C3, &[])).await;
+    assert_eq!(s, 202);
+    assert_eq!(settled(&app, "tag-rel").await["outcome"], "ignored_tag");
+}
+
+#[tokio::test]
+async fn a_renamed_repository_keeps_routing_by_its_id_and_a_new_one_under_the_old_name_does_not() {
+    let app = app().await;
+    deployment(&app, "web", "octo/app", "main", true).await;
+    // the first push (repository id 1296269) is routed by name, and its id remembered
+    let (s, _) = deliver(&app, "push", "named-0001", &push_body("octo/app", "refs/heads/main", C1, C2)).await;
+    assert_eq!(s, 202);
+    assert_ne!(settled(&app, "named-0001").await["outcome"], "ignored_no_deployment");
+    assert_eq!(webhook_audits(&app).await.len(), 1);
+    // renamed on GitHub: same id, new name (and URLs)
+    let mut renamed: Value = serde_json::from_str(&push_body("octo/shop", "refs/heads/main", C2, C3)).unwrap();
+    renamed["repository"]["id"] = repo_id("octo/app").into();
+    let (s, _) = deliver(&app, "push", "renamed-0001", &renamed.to_string()).await;
+    assert_eq!(s, 202);
+    let d = settled(&app, "renamed-0001").await;
+    assert_ne!(d["outcome"], "ignored_no_deployment", "{d}");
+    assert_eq!(webhook_audits(&app).await.len(), 2, "the engine was asked for the renamed repository's push");
+    // another repository (another id) now named like the old one: not this deployment's
+    let mut other: Value = serde_json::from_str(&push_body("octo/app", "refs/heads/main", C1, C3)).unwrap();
+    other["repository"]["id"] = 777.into();
+    let (s, _) = deliver(&app, "push", "impostor-0001", &other.to_string()).await;
+    assert_eq!(s, 202);
+    assert_eq!(settled(&app, "impostor-0001").await["outcome"], "ignored_no_deployment");
+    assert_eq!(webhook_audits(&app).await.len(), 2);
 }
 
 #[tokio::test]
@@ -631,10 +716,19 @@ async fn octokits_published_examples_are_parsed_and_routed_as_github_means_them(
                         }
                     }
                     _ => {
-                        // pull requests are read and acknowledged, not acted on yet
-                        assert_eq!((s, said["status"].as_str()), (202, Some("ignored")), "{what}: {said}");
+                        // the deployment has no previews: every pull request is acknowledged and recorded ignored, saying
+                        // why (the actions previews act on reach the engine, the others are decided from the payload)
                         let (number, action) = (example["number"].as_u64().unwrap(), example["action"].as_str().unwrap());
-                        assert_eq!(d["outcome"], "ignored_event", "{what}: {d}");
+                        let (answer, outcome) = match action {
+                            "opened" | "reopened" | "synchronize" => ("accepted", "ignored_previews_off"),
+                            "closed" => ("accepted", "ignored_no_preview"),
+                            _ => ("ignored", "ignored_event"),
+                        };
+                        assert_eq!((s, said["status"].as_str()), (202, Some(answer)), "{what}: {said}");
+                        assert_eq!(d["outcome"], outcome, "{what}: {d}");
+                        if answer == "accepted" {
+                            assert_eq!(d["targets"][0]["deployment"].as_str(), Some(id.as_str()), "{what}: {d}");
+                        }
                         assert!(d["detail"].as_str().unwrap().contains(&format!("#{number} `{action}`")), "{what}: {d}");
                         assert_eq!((d["ref"].as_str(), &d["after"]), (Some(format!("refs/pull/{number}/head").as_str()), &example["pull_request"]["head"]["sha"]), "{what}: {d}");
                     }
@@ -649,16 +743,7 @@ async fn octokits_published_examples_are_parsed_and_routed_as_github_means_them(
 /// The examples against octokit's schemas (draft-07), with the CI venv's python: all valid but three recorded in
 /// 2019, which lack only properties GitHub added since (the fixtures' README).
 fn check_against_octokits_schemas(fixtures: &std::path::Path) {
-    let cache = std::path::PathBuf::from(std::env::var("PVEDEPLOY_CACHE_DIR").unwrap_or_else(|_| "/var/cache/pvedeploy".into()));
-    let venv = cache.join("py/bin/python");
-    let candidates = [Some(venv), crate::helpers::tool("python3")];
-    let validates = |p: &std::path::Path| std::process::Command::new(p).args(["-c", "import jsonschema_rs"]).status().is_ok_and(|s| s.success())
-        || std::process::Command::new(p).args(["-c", "import jsonschema"]).status().is_ok_and(|s| s.success());
-    let Some(python) = candidates.into_iter().flatten().find(|p| p.is_file() && validates(p)) else {
-        assert!(std::env::var("CI").map_or(true, |v| v != "true"), "a python with jsonschema-rs is required in CI (.ci/run installs it)");
-        eprintln!("SKIPPED: the schema check (no python with jsonschema-rs or jsonschema; .ci/run installs it)");
-        return;
-    };
+    let Some(python) = crate::helpers::schema_python() else { return };
     let out = std::process::Command::new(&python).arg(fixtures.join("validate.py")).arg(fixtures.join("examples.json")).arg(fixtures.join("schema.json")).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let errors: Value = serde_json::from_slice(&out.stdout).unwrap();

@@ -114,6 +114,32 @@ pub fn create_role(call: &ApiCall) -> Result<Value, ApiError> {
     Ok(Value::Null)
 }
 
+/// `PUT /access/roles/{roleid}` (acl `src/PVE/API2/Role.pm:122-165`): replaces the role's privileges (adds them with
+/// `append`); a built-in role cannot be modified (`role_is_special`, `AccessControl.pm:1219-1222`), an unknown one
+/// does not exist, a privilege unknown to this major is refused (`add_role_privs`, `AccessControl.pm:1224-1238`).
+pub fn update_role(call: &ApiCall) -> Result<Value, ApiError> {
+    let a = access(call)?;
+    let roleid = call.params.need("roleid")?;
+    let valid = a.valid_privileges();
+    let privs = split_list(&call.params.str("privs").unwrap_or_default());
+    let mut st = a.state();
+    if st.builtin.contains(&roleid) {
+        return Err(ApiError::server(format!("auto-generated role '{roleid}' cannot be modified")));
+    }
+    if !st.roles.contains_key(&roleid) {
+        return Err(ApiError::server(format!("role '{roleid}' does not exist")));
+    }
+    if let Some(bad) = privs.iter().find(|p| !valid.contains(p.as_str())) {
+        return Err(ApiError::server(format!("invalid privilege '{bad}'")));
+    }
+    let role = st.roles.get_mut(&roleid).expect("checked above");
+    if !call.params.bool("append").unwrap_or(false) {
+        role.clear();
+    }
+    role.extend(privs);
+    Ok(Value::Null)
+}
+
 /// `PUT /access/acl` (acl `src/PVE/API2/ACL.pm:100-262`): adds (or with `delete=1` removes) roles on a path for
 /// users and tokens; without `Permissions.Modify` the caller may hand out only privileges it holds there.
 pub fn update_acl(call: &ApiCall) -> Result<Value, ApiError> {

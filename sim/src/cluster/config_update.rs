@@ -338,6 +338,8 @@ fn update(c: &Cluster, node: &str, kind: GuestKind, call: &ApiCall) -> Result<u3
         .into_iter()
         .map(|(k, v)| if k == "cipassword" { (k, super::cloudinit::hash_password(&v)) } else { (k, v) })
         .collect();
+    let old = c.with_guest(node, vmid, kind, |g| g.config.clone())?;
+    super::perms::config_update(&call.ident, kind, vmid, &old, &set, &delete)?;
     let mut st = c.state();
     {
         let g = st.guest_on(node, vmid, kind).map_err(ApiError::server)?;

@@ -10,8 +10,7 @@ use super::nodes::guest_summary;
 use super::qemu::vmid_unused;
 use super::state::{Guest, HostKey};
 use super::storage::file_volume_path;
-use super::{ApiCall, Cluster};
-use crate::auth::require;
+use super::{perms, ApiCall, Cluster};
 use crate::backend::GuestKind;
 use crate::http::envelope::ApiError;
 
@@ -41,13 +40,17 @@ fn ostype_of(ostemplate: &str) -> String {
 /// `POST /nodes/{node}/lxc` (`vzcreate`)
 pub fn create(c: &Arc<Cluster>, node: &str, call: &ApiCall) -> Result<Value, ApiError> {
     let p = &call.params;
+    if p.bool("restore") == Some(true) {
+        return super::backups::restore::restore(c, node, GuestKind::Lxc, call);
+    }
     let vmid = p.need_u32("vmid")?;
-    require(&call.ident, &format!("/vms/{vmid}"), "VM.Allocate")?;
     let ostemplate = p.need("ostemplate")?;
     let storage = p.str("storage").unwrap_or_else(|| "local".to_string());
     let start_after = p.bool("start").unwrap_or(false);
     let ssh_keys = p.str("ssh-public-keys");
+    let pool = p.str("pool");
     let mut set = p.without(CREATE_CONTROL);
+    create_checks(c, call, vmid, pool.as_deref(), &ostemplate, &storage, &set)?;
     if !set.iter().any(|(k, _)| k == "rootfs") {
         set.push(("rootfs".into(), format!("{storage}:4")));
     }
@@ -123,12 +126,41 @@ pub fn create(c: &Arc<Cluster>, node: &str, call: &ApiCall) -> Result<Value, Api
         if let Some(g) = c.state().guests.get_mut(&vmid) {
             g.lxc_host_key = Some(key);
         }
+        if let Some(pool) = &pool {
+            perms::add_to_pool(&c.access, vmid, pool);
+        }
         if start_after {
             return super::power::boot(&c, &node_owned, vmid, GuestKind::Lxc).await;
         }
         Ok(0)
     });
     Ok(json!(upid))
+}
+
+/// The checks of pve-container's `create_vm` before the fork (`src/PVE/API2/LXC.pm:270-360`), in its order: a
+/// privileged container needs `Sys.Modify` on `/`; the pool exists; `VM.Allocate` on the guest or the pool; every
+/// option's privilege (`check_ct_modify_config_perm`, with the pool); the template readable
+/// (`check_volume_access`); `Datastore.AllocateSpace` on the root disk's storage.
+fn create_checks(c: &Cluster, call: &ApiCall, vmid: u32, pool: Option<&str>, ostemplate: &str, storage: &str, set: &[(String, String)]) -> Result<(), ApiError> {
+    let ident = &call.ident;
+    let unprivileged = call.params.bool("unprivileged").unwrap_or(true);
+    if !unprivileged {
+        perms::check(ident, "/", &["Sys.Modify"], false)?;
+    }
+    if let Some(pool) = pool {
+        perms::pool_exists(&c.access, pool)?;
+    }
+    perms::allocate(ident, vmid, pool)?;
+    let options: Vec<(String, String)> = set.iter().filter(|(k, _)| k != "unprivileged").cloned().collect();
+    perms::lxc_modify_config(ident, vmid, pool, &Default::default(), &options, &[], unprivileged)?;
+    perms::volume_access(ident, vmid, ostemplate)?;
+    let rootfs_storage = set
+        .iter()
+        .find(|(k, _)| k == "rootfs")
+        .and_then(|(_, v)| crate::schema::propstring::get_key(v, "volume", "volume"))
+        .and_then(|v| v.split_once(':').map(|(s, _)| s.to_string()))
+        .unwrap_or_else(|| storage.to_string());
+    perms::check(ident, &format!("/storage/{rootfs_storage}"), &["Datastore.AllocateSpace"], false)
 }
 
 /// Generates an ed25519 host key with `ssh-keygen`, as PVE's `rewrite_ssh_host_keys` does.

@@ -223,6 +223,7 @@ pub fn destroy(c: &Arc<Cluster>, node: &str, kind: GuestKind, call: &ApiCall) ->
             }
             st.guests.remove(&vmid);
         }
+        super::perms::remove_vm_access(&c.access, vmid);
         if purge {
             task.log(format!("purging {} {vmid} from related configurations..", if kind == GuestKind::Qemu { "VM" } else { "CT" }));
         }

@@ -11,14 +11,13 @@ use super::nodes::guest_summary;
 use super::state::{epoch, ClusterState, Guest};
 use super::storage::{self, NewVolume};
 use super::tasks::TaskResult;
-use super::{ApiCall, Cluster};
-use crate::auth::require;
+use super::{perms, ApiCall, Cluster};
 use crate::backend::GuestKind;
 use crate::config::TemplateSpec;
 use crate::http::envelope::ApiError;
 use crate::http::params::Params;
 
-fn uuid() -> String {
+pub fn uuid() -> String {
     let b: [u8; 16] = rand::random();
     let h = hex::encode(b);
     format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
@@ -106,12 +105,13 @@ const CREATE_CONTROL: &[&str] = &["node", "vmid", "start", "pool", "archive", "s
 pub fn create(c: &Arc<Cluster>, node: &str, call: &ApiCall) -> Result<Value, ApiError> {
     let p = &call.params;
     let vmid = p.need_u32("vmid")?;
-    require(&call.ident, &format!("/vms/{vmid}"), "VM.Allocate")?;
     if p.has("archive") {
-        return Err(ApiError::NotImplemented("restoring from an archive is not modelled by pvedeploy-sim".into()));
+        return super::backups::restore::restore(c, node, GuestKind::Qemu, call);
     }
     let start_after = p.bool("start").unwrap_or(false);
+    let pool = p.str("pool");
     let mut set = p.without(CREATE_CONTROL);
+    create_checks(c, call, vmid, pool.as_deref(), start_after, &set)?;
     if let Some(keys) = set.iter().find(|(k, _)| k == "sshkeys").map(|(_, v)| v.clone()) {
         super::config_update::validate_ssh_keys(&keys)?;
     }
@@ -128,11 +128,14 @@ pub fn create(c: &Arc<Cluster>, node: &str, call: &ApiCall) -> Result<Value, Api
         st.guests.insert(vmid, g);
     }
     let node_owned = node.to_string();
+    let ident = call.ident.clone();
     let upid = c.spawn_task(node, "qmcreate", &vmid.to_string(), &call.ident, move |c, _| async move {
         Cluster::pause(c.timing.task_secs).await;
+        // `assert_tag_permissions` runs inside the worker, on `/vms/<vmid>` only (qemu-server `API2/Qemu.pm:1534-1538`).
+        let tags_allowed = if set.iter().any(|(k, _)| k == "tags") { perms::tags(&ident, vmid).map_err(|e| e.to_string()) } else { Ok(()) };
         let result = {
             let mut st = c.state();
-            let r = apply_changes(&mut st, vmid, &set, &[]).map_err(|e| e.to_string());
+            let r = tags_allowed.and_then(|_| apply_changes(&mut st, vmid, &set, &[]).map_err(|e| e.to_string()));
             if let Some(g) = st.guests.get_mut(&vmid) {
                 g.config.entry("smbios1".into()).or_insert_with(|| format!("uuid={}", uuid()));
                 g.config.entry("vmgenid".into()).or_insert_with(uuid);
@@ -146,12 +149,49 @@ pub fn create(c: &Arc<Cluster>, node: &str, call: &ApiCall) -> Result<Value, Api
             remove_guest(&mut st, vmid, &node_owned);
             return Err(format!("unable to create VM {vmid} - {e}"));
         }
+        if let Some(pool) = &pool {
+            perms::add_to_pool(&c.access, vmid, pool);
+        }
         if start_after {
             return super::power::boot(&c, &node_owned, vmid, GuestKind::Qemu).await;
         }
         Ok(0)
     });
     Ok(json!(upid))
+}
+
+/// The checks of qemu-server's `create_vm` before the fork (`src/PVE/API2/Qemu.pm:1290-1365`), in its order: the
+/// pool exists; `Datastore.AllocateSpace` on `storage`; `VM.PowerMgmt` for `start=1`; `VM.Allocate` on the guest
+/// or the pool; then for the options: storage access per drive, each option's privilege, serial sockets
+/// (`VM.Config.HWType`), the bridges' `SDN.Use`. `tags` are checked in the worker ([`perms::tags`]).
+fn create_checks(c: &Cluster, call: &ApiCall, vmid: u32, pool: Option<&str>, start_after: bool, set: &[(String, String)]) -> Result<(), ApiError> {
+    let ident = &call.ident;
+    let storage = call.params.str("storage");
+    if let Some(pool) = pool {
+        perms::pool_exists(&c.access, pool)?;
+    }
+    if let Some(s) = &storage {
+        perms::check(ident, &format!("/storage/{s}"), &["Datastore.AllocateSpace"], false)?;
+    }
+    if start_after {
+        perms::vm_perm(ident, vmid, pool, &["VM.PowerMgmt"], false)?;
+    }
+    perms::allocate(ident, vmid, pool)?;
+    if set.is_empty() {
+        return Ok(());
+    }
+    perms::qemu_storage_access(ident, vmid, set, storage.as_deref())?;
+    let keys: Vec<&str> = set.iter().map(|(k, _)| k.as_str()).collect();
+    perms::qemu_modify_config(ident, vmid, pool, &keys)?;
+    for (k, v) in set {
+        if k.strip_prefix("serial").is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())) && ident.authid() != "root@pam" {
+            if v != "socket" {
+                return Err(ApiError::server(format!("only root can set '{k}' config for real devices")));
+            }
+            perms::vm_perm(ident, vmid, pool, &["VM.Config.HWType"], false)?;
+        }
+    }
+    perms::config_bridges(ident, GuestKind::Qemu, set.iter().map(|(k, v)| (k, v)))
 }
 
 /// Drops a guest and its volumes (failed create/clone).
@@ -268,13 +308,33 @@ pub fn clone(c: &Arc<Cluster>, node: &str, call: &ApiCall) -> Result<Value, ApiE
     let p = call.params.clone();
     let vmid = p.need_u32("vmid")?;
     let newid = p.need_u32("newid")?;
+    if let Some(pool) = p.str("pool") {
+        perms::pool_exists(&c.access, &pool)?;
+    }
     load_and_check(&c.state(), node, vmid, newid, &p).map_err(ApiError::server)?;
+    clone_access(c, &call.ident, node, vmid, &p)?;
     let node_owned = node.to_string();
     let upid = c.spawn_task(node, "qmclone", &vmid.to_string(), &call.ident, move |c, task| async move {
         Cluster::pause(c.timing.worker_start_secs).await;
         clone_worker(c, task, node_owned, vmid, newid, p).await
     });
     Ok(json!(upid))
+}
+
+/// The privileges `$load_and_check` of `clone_vm` checks in code (qemu-server `API2/Qemu.pm:4489-4494`): the
+/// source's disks need `Datastore.AllocateSpace` on the target storage (`$check_storage_access_clone`), its bridges
+/// `SDN.Use` (`check_bridge_access`). `VM.Clone` and `VM.Allocate` (on `newid` or the pool) are the schema's.
+fn clone_access(c: &Cluster, ident: &crate::auth::Identity, node: &str, vmid: u32, p: &Params) -> Result<(), ApiError> {
+    let source = {
+        let st = c.state();
+        let g = st.guest_on(node, vmid, GuestKind::Qemu).map_err(ApiError::server)?;
+        match p.str("snapname") {
+            Some(s) => g.snapshots.get(&s).map(|s| s.config.clone()).unwrap_or_default(),
+            None => g.config.clone(),
+        }
+    };
+    perms::clone_storage_access(ident, &source, p.str("storage").as_deref())?;
+    perms::config_bridges(ident, GuestKind::Qemu, &source)
 }
 
 async fn clone_worker(c: Arc<Cluster>, task: Arc<super::tasks::Task>, node: String, vmid: u32, newid: u32, p: Params) -> TaskResult {
@@ -309,6 +369,10 @@ async fn clone_worker(c: Arc<Cluster>, task: Arc<super::tasks::Task>, node: Stri
             }
             g.config = conf;
             g.node = plan.target_node.clone();
+            drop(st);
+            if let Some(pool) = p.str("pool") {
+                perms::add_to_pool(&c.access, newid, &pool);
+            }
             Ok(0)
         }
         Err(e) => {

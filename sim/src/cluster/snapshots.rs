@@ -1,4 +1,8 @@
-//! Snapshots of QEMU and LXC guests: list (with the `current` entry), create, rollback, delete.
+//! Snapshots of QEMU and LXC guests: list (with the `current` entry), create, rollback, delete. Where the backend
+//! keeps the guest's disk as files (real guests), a snapshot also keeps a copy of them and a rollback puts that copy
+//! back, as PVE snapshots and rolls back each volume (pve-container `src/PVE/LXC/Config.pm:217-280` at 94f5585:
+//! `__snapshot_create_vol_snapshot` → `PVE::Storage::volume_snapshot`, `__snapshot_rollback_vol_rollback` →
+//! `volume_snapshot_rollback`, `__snapshot_delete_vol_snapshot`), so a rolled-back guest has its files of then.
 
 use std::sync::Arc;
 
@@ -9,6 +13,30 @@ use super::{ApiCall, Cluster};
 use crate::backend::GuestKind;
 use crate::http::envelope::ApiError;
 use crate::http::params::Params;
+
+/// Where a snapshot's copy of the guest's files is kept: beside its disk (`<guest dir>/snapshot-<name>`), so that
+/// destroying the guest removes it too.
+fn files_of(disk: &std::path::Path, name: &str) -> std::path::PathBuf {
+    disk.with_file_name(format!("snapshot-{name}"))
+}
+
+/// `cp -a` of `from`'s contents into a fresh `to` (reflinked where the file system can).
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) -> Result<(), String> {
+    if to.exists() {
+        std::fs::remove_dir_all(to).map_err(|e| format!("unable to remove '{}': {e}", to.display()))?;
+    }
+    std::fs::create_dir_all(to).map_err(|e| format!("unable to create '{}': {e}", to.display()))?;
+    let out = std::process::Command::new("cp")
+        .args(["-a", "--reflink=auto"])
+        .arg(format!("{}/.", from.display()))
+        .arg(to)
+        .output()
+        .map_err(|e| format!("unable to run cp: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("copying the guest's files failed: {}", String::from_utf8_lossy(&out.stderr).trim()));
+    }
+    Ok(())
+}
 
 fn task_type(kind: GuestKind, what: &str) -> String {
     match kind {
@@ -77,6 +105,17 @@ pub fn create(c: &Arc<Cluster>, node: &str, kind: GuestKind, call: &ApiCall) -> 
         }
         task.log(format!("snapshotting '{name}'"));
         Cluster::pause(c.timing.task_secs).await;
+        if let Some(disk) = c.backend.disk_dir(vmid).filter(|d| d.is_dir()) {
+            let to = files_of(&disk, &name);
+            let copied = tokio::task::spawn_blocking(move || copy_tree(&disk, &to)).await.map_err(|e| e.to_string()).and_then(|r| r);
+            if let Err(e) = copied {
+                let mut st = c.state();
+                if let Ok(g) = st.guest_on_mut(&node_owned, vmid, kind) {
+                    g.config.remove("lock");
+                }
+                return Err(e);
+            }
+        }
         let mut st = c.state();
         let g = st.guest_on_mut(&node_owned, vmid, kind)?;
         g.config.remove("lock");
@@ -112,6 +151,23 @@ pub fn rollback(c: &Arc<Cluster>, node: &str, kind: GuestKind, call: &ApiCall) -
             c.backend.stop(vmid).await.map_err(|e| format!("{e:#}"))?;
         }
         Cluster::pause(c.timing.task_secs).await;
+        // The guest is stopped (its overlay unmounted): its files become the snapshot's again.
+        if let Some(disk) = c.backend.disk_dir(vmid) {
+            let from = files_of(&disk, &name);
+            if from.is_dir() {
+                let work = disk.with_file_name("work");
+                tokio::task::spawn_blocking(move || {
+                    copy_tree(&from, &disk)?;
+                    match std::fs::remove_dir_all(&work) {
+                        Ok(()) => Ok(()),
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                        Err(e) => Err(format!("unable to clear '{}': {e}", work.display())),
+                    }
+                })
+                .await
+                .map_err(|e| e.to_string())??;
+            }
+        }
         {
             let mut st = c.state();
             let g = st.guest_on_mut(&node_owned, vmid, kind)?;
@@ -149,6 +205,9 @@ pub fn delete(c: &Arc<Cluster>, node: &str, kind: GuestKind, call: &ApiCall) -> 
         let mut st = c.state();
         let g = st.guest_on_mut(&node_owned, vmid, kind)?;
         let removed = g.snapshots.remove(&name).ok_or_else(|| format!("snapshot '{name}' does not exist"))?;
+        if let Some(files) = c.backend.disk_dir(vmid).map(|d| files_of(&d, &name)).filter(|f| f.is_dir()) {
+            std::fs::remove_dir_all(&files).map_err(|e| format!("unable to remove '{}': {e}", files.display()))?;
+        }
         let grandparent = removed.config.get("parent").cloned();
         let reparent = |cfg: &mut std::collections::BTreeMap<String, String>| {
             if cfg.get("parent") == Some(&name) {

@@ -27,6 +27,7 @@ pub fn content_subdir(content: &str) -> Option<&'static str> {
         "iso" => Some("template/iso"),
         "vztmpl" => Some("template/cache"),
         "import" => Some("import"),
+        "backup" => Some(super::backups::DUMP_DIR),
         _ => None,
     }
 }
@@ -174,6 +175,7 @@ fn disk_files(state_dir: &Path, spec: &StorageSpec, node: &str) -> Vec<(String, 
                 "vztmpl" => "vztmpl/",
                 "iso" => "iso/",
                 "snippets" => "snippets/",
+                "backup" => "backup/",
                 _ => "import/",
             };
             let ctime = meta
@@ -261,7 +263,7 @@ pub fn status(st: &ClusterState, state_dir: &Path, node: &str, p: &Params) -> Re
 }
 
 /// `GET /nodes/{node}/storage/{storage}/content`
-pub fn content(st: &ClusterState, state_dir: &Path, node: &str, p: &Params) -> Result<Value, ApiError> {
+pub fn content(st: &ClusterState, state_dir: &Path, node: &str, p: &Params, ident: &crate::auth::Identity) -> Result<Value, ApiError> {
     let storage = p.need("storage")?;
     let spec = spec_on(st, node, &storage)?;
     let want = p.str("content");
@@ -283,13 +285,26 @@ pub fn content(st: &ClusterState, state_dir: &Path, node: &str, p: &Params) -> R
             })
         })
         .collect();
-    out.extend(disk_files(state_dir, spec, node).into_iter().map(|(volid, content, size, ctime)| {
+    let dump = storage_dir(state_dir, spec, node).join(super::backups::DUMP_DIR);
+    out.extend(disk_files(state_dir, spec, node).into_iter().filter_map(|(volid, content, size, ctime)| {
+        // Backups: named as `archive_info` reads them, listed only to callers `check_volume_access` lets through
+        // (pve-storage `API2/Storage/Content.pm:131-142`).
+        if content == "backup" {
+            let file = volid.split_once("backup/").map(|(_, f)| f.to_string()).unwrap_or_default();
+            if !super::backups::is_archive(&file) {
+                return None;
+            }
+            let notes = std::fs::read_to_string(dump.join(format!("{file}.notes"))).ok();
+            let entry = super::backups::content_entry(&storage, &file, size, ctime, dump.join(format!("{file}.protected")).exists(), notes);
+            let owner = entry["vmid"].as_u64().and_then(|v| u32::try_from(v).ok());
+            return super::backups::may_access(ident, &storage, owner, None).is_ok().then_some(entry);
+        }
         let format = match content.as_str() {
             "vztmpl" => volid.rsplit('.').next().map(|ext| format!("t{ext}")).unwrap_or_default(),
             "iso" => "iso".to_string(),
             _ => content.clone(),
         };
-        json!({"volid": volid, "content": content, "format": format, "size": size, "ctime": ctime})
+        Some(json!({"volid": volid, "content": content, "format": format, "size": size, "ctime": ctime}))
     }));
     out.retain(|v| {
         want.as_ref().is_none_or(|w| v["content"].as_str() == Some(w.as_str()))

@@ -295,6 +295,11 @@ impl GuestBackend for NspawnBackend {
         ssh_banner(SocketAddr::from((ipv4, 22)), Duration::from_secs(2)).await
     }
 
+    /// The overlay's upper layer: the guest's own files over the base image.
+    fn disk_dir(&self, vmid: u32) -> Option<PathBuf> {
+        Some(self.guest_dir(vmid).join("upper"))
+    }
+
     async fn shutdown_all(&self) {
         let all: Vec<(u32, Guest)> = self.guests.lock().await.drain().collect();
         let mut set = tokio::task::JoinSet::new();

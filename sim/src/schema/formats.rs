@@ -63,7 +63,12 @@ fn check_named(format: &str, value: &str, path: &str) -> Result<(), FormatError>
         if suffix.is_some() {
             return die(format!("'-{}' format must have code ref, not hash", suffix.unwrap_or_default()));
         }
-        return parse_property_string(hash, value, path).map(|_| ());
+        let parsed = parse_property_string(hash, value, path)?;
+        // `validate_prune_backups` (pve-storage `Plugin.pm:125-137`), the format's verify function.
+        if name == "prune-backups" && parsed.get("keep-all").is_some_and(|v| perl_true(v)) && parsed.iter().any(|(k, v)| k != "keep-all" && v.parse::<u64>().is_ok_and(|n| n > 0)) {
+            return die("keep-all cannot be set together with other options.");
+        }
+        return Ok(());
     }
     match suffix {
         Some("list") => {
@@ -97,6 +102,7 @@ pub const CHECKED_FORMATS: &[&str] = &[
     "pve-volume-id-or-absolute-path", "pve-lxc-mp-string", "lxc-ip-with-ll-iface", "pve-storage-content",
     "pve-realm", "pve-userid", "pve-tfa-secret", "pve-task-status-type", "pve-startup-order", "email",
     "pve-qm-ipconfig", "pve-qm-cicustom", "pve-qm-boot", "pve-qm-ide", "pve-qm-watchdog", "pve-qm-smbios1",
+    "prune-backups",
 ];
 
 fn check_code(name: &str, v: &str) -> Result<(), FormatError> {
@@ -296,6 +302,19 @@ fn hash_format(name: &str) -> Option<&'static Map<String, Value>> {
                 obj(json!({
                     "model": {"type": "string", "enum": ["i6300esb", "ib700"], "default_key": 1, "optional": 1},
                     "action": {"type": "string", "enum": ["reset", "shutdown", "poweroff", "pause", "debug", "none"], "optional": 1},
+                })),
+            ),
+            (
+                // pve-storage `src/PVE/Storage/Plugin.pm:81-123` (0c56bad)
+                "prune-backups",
+                obj(json!({
+                    "keep-all": {"type": "boolean", "optional": 1},
+                    "keep-last": {"type": "integer", "minimum": 0, "optional": 1},
+                    "keep-hourly": {"type": "integer", "minimum": 0, "optional": 1},
+                    "keep-daily": {"type": "integer", "minimum": 0, "optional": 1},
+                    "keep-weekly": {"type": "integer", "minimum": 0, "optional": 1},
+                    "keep-monthly": {"type": "integer", "minimum": 0, "optional": 1},
+                    "keep-yearly": {"type": "integer", "minimum": 0, "optional": 1},
                 })),
             ),
             (

@@ -84,6 +84,11 @@ pub fn needs(major: u32, plan: &Plan, nodes: &[String], template_storages: &[Str
     });
     let mut guest: Vec<&'static str> = GUEST.to_vec();
     guest.push(agent_privilege(major));
+    if plan.backup_storage.is_some() {
+        // vzdump per guest, deleting its backups, and restoring over it with `force` (PVE 9.1 API schema's
+        // permission blocks for `POST /nodes/{node}/vzdump`, `DELETE …/content/{volume}`, `POST …/lxc|qemu`).
+        guest.push("VM.Backup");
+    }
     guest.sort_unstable();
     let (path, why) = match &plan.pool {
         // Create and clone check VM.Allocate on the pool when `pool` is given, and pool roles apply to members.
@@ -115,6 +120,10 @@ pub fn needs(major: u32, plan: &Plan, nodes: &[String], template_storages: &[Str
     }
     if let Some((s, _)) = plan.lxc_template.split_once(':') {
         storage_need(s, vec!["Datastore.Audit"], "find the container template on each node".into());
+    }
+    if let Some(s) = &plan.backup_storage {
+        // `Datastore.Allocate` because the agent sends `prune-backups=keep-all=1` (the schema's vzdump permissions).
+        storage_need(s, vec!["Datastore.Allocate", "Datastore.AllocateSpace"], "write backups (vzdump with prune-backups) and delete them".into());
     }
     let bridge = format!("/sdn/zones/localnetwork/{}", plan.bridge);
     out.push(Need {

@@ -16,6 +16,7 @@ fn plan() -> Plan {
         address_pool: None,
         node_ssh: Some(("local".into(), "/var/lib/vz/snippets".into())),
         pool: None,
+        backup_storage: None,
     }
 }
 
@@ -93,4 +94,31 @@ fn unread_facts_make_the_check_unchecked() {
     f.version = Read::Failed("no answer within 20 s".into());
     let r = evaluate(&plan(), &f);
     assert_eq!((r.exit_code(), r.state()), (2, "unchecked"));
+}
+
+#[test]
+fn backups_need_their_storage_content_type_and_privileges() {
+    let with_backups = Plan { backup_storage: Some("local".into()), ..plan() };
+    // The ready cluster's role has neither VM.Backup nor Datastore.Allocate: both are named, with the fix.
+    let r = evaluate(&with_backups, &ready(9));
+    assert_eq!(r.exit_code(), 1, "{}", r.render());
+    let problems: Vec<&Item> = r.items.iter().filter(|i| i.verdict == Verdict::Problem).collect();
+    assert!(problems.iter().any(|i| i.text.contains("VM.Backup") && i.text.contains("/vms/10000")), "{}", r.render());
+    let storage = problems.iter().find(|i| i.text.contains("/storage/local ")).expect("the backup storage's privileges");
+    assert!(storage.text.contains("Datastore.Allocate") && storage.fix.as_deref().unwrap_or_default().contains("pveum acl modify /storage/local"), "{}", r.render());
+    // Granted, and the storage without content `backup`: that alone is the problem.
+    let mut f = ready(9);
+    for need in privileges::needs(9, &with_backups, &["pve1".into(), "pve2".into()], &["local-lvm".into()]) {
+        f.permissions.insert(need.path, Read::Got(need.privileges.iter().map(|p| p.to_string()).chain(privileges::role_privileges(9).iter().map(|p| p.to_string())).collect()));
+    }
+    assert_eq!(evaluate(&with_backups, &f).exit_code(), 0, "{}", evaluate(&with_backups, &f).render());
+    for list in f.storages.values_mut() {
+        if let Read::Got(l) = list {
+            l.iter_mut().filter(|s| s.id == "local").for_each(|s| s.content.retain(|c| c != "backup"));
+        }
+    }
+    let r = evaluate(&with_backups, &f);
+    let problems: Vec<&Item> = r.items.iter().filter(|i| i.verdict == Verdict::Problem).collect();
+    assert_eq!(problems.len(), 1, "{}", r.render());
+    assert!(problems[0].text.contains("storage local lacks content type backup (for backups)") && problems[0].fix.as_deref().unwrap_or_default().contains("pvesm set local --content"), "{}", r.render());
 }

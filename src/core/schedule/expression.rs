@@ -169,6 +169,18 @@ fn crate_schedule(text: &str) -> Result<cron::Schedule, String> {
 }
 
 impl CronExpr {
+    /// A subset of what `parse` reads that a JSON Schema can state (no look-around): a shorthand, or five fields of
+    /// `*`, `*/1`–`*/5` or up to four listed values, days of the month 1–28 only (so every date exists and every
+    /// expression has runs ahead). Every expression it matches is accepted.
+    pub const SCHEMA_PATTERN: &'static str = concat!(
+        "^(?:@(?:yearly|annually|monthly|weekly|daily|midnight|hourly)",
+        "|(?:\\*(?:/[1-5])?|[1-5]?[0-9](?:,[1-5]?[0-9]){0,3})",
+        " (?:\\*(?:/[1-5])?|(?:1?[0-9]|2[0-3])(?:,(?:1?[0-9]|2[0-3])){0,3})",
+        " (?:\\*(?:/[1-5])?|(?:[1-9]|1[0-9]|2[0-8])(?:,(?:[1-9]|1[0-9]|2[0-8])){0,3})",
+        " (?:\\*(?:/[1-5])?|(?:[1-9]|1[0-2])(?:,(?:[1-9]|1[0-2])){0,3})",
+        " (?:\\*(?:/[1-5])?|[0-7](?:,[0-7]){0,3}))$"
+    );
+
     pub fn parse(raw: &str) -> Result<Self, FieldError> {
         let source = raw.split_whitespace().collect::<Vec<_>>().join(" ");
         if source.is_empty() {

@@ -27,6 +27,9 @@ pub(crate) struct Batch {
 	// the pipeline overwrites it before the batch is written to WAL.
 	pub(crate) starting_seq_num: u64,
 	pub(crate) size: u64, // Total size of all records (not serialized)
+	/// PATCH: the WAL segment this batch was appended to (not serialized; 0 until `write`). `apply`
+	/// compares it with the memtable it lands in: see `LsmCommitEnv::relog_if_rotated`.
+	pub(crate) wal_number: u64,
 }
 
 impl Default for Batch {
@@ -43,6 +46,7 @@ impl Batch {
 			version: BATCH_VERSION,
 			starting_seq_num,
 			size: 0,
+			wal_number: 0,
 		}
 	}
 
@@ -299,6 +303,7 @@ impl Batch {
 			valueptrs,
 			starting_seq_num: seq_num,
 			size: 0, // Decoded batches don't track size
+			wal_number: 0,
 		})
 	}
 }

@@ -373,10 +373,26 @@ impl CoreInner {
 	///
 	/// The actual SST flush happens asynchronously via background task.
 	pub(crate) fn rotate_memtable(&self) -> Result<()> {
+		self.rotate_memtable_for(0)
+	}
+
+	/// PATCH: as `rotate_memtable`, with a new memtable whose arena holds at least `batch_bytes`
+	/// (a batch's `memtable_size_estimate`) even when that is more than `max_memtable_size`.
+	/// Upstream, a batch larger than an empty memtable failed in `apply` with `ArenaFull` *after* its
+	/// WAL record was written and fsynced: the commit was answered as failed while its record stayed in
+	/// the log, and a transaction that large (a schema migration over every row of a big table) could
+	/// never commit at all. An empty active memtable too small for the batch is replaced in place.
+	pub(crate) fn rotate_memtable_for(&self, batch_bytes: u64) -> Result<()> {
+		let capacity = memtable_capacity_for(self.opts.max_memtable_size, batch_bytes);
 		// Step 1: Acquire WRITE lock upfront to prevent race conditions
 		let mut active_memtable = self.active_memtable.write()?;
 
 		if active_memtable.is_empty() {
+			if active_memtable.arena_capacity() < capacity {
+				let wal_number = active_memtable.get_wal_number();
+				*active_memtable = Arc::new(MemTable::new(capacity));
+				active_memtable.set_wal_number(wal_number);
+			}
 			return Ok(());
 		}
 
@@ -401,10 +417,8 @@ impl CoreInner {
 		};
 
 		// Step 3: Swap memtable while STILL holding write lock
-		let flushed_memtable = std::mem::replace(
-			&mut *active_memtable,
-			Arc::new(MemTable::new(self.opts.max_memtable_size)),
-		);
+		let flushed_memtable =
+			std::mem::replace(&mut *active_memtable, Arc::new(MemTable::new(capacity)));
 
 		// Set the WAL number on the new (empty) active memtable
 		active_memtable.set_wal_number(new_wal_number);
@@ -915,6 +929,43 @@ impl LsmCommitEnv {
 	}
 }
 
+/// PATCH: the arena capacity for a memtable that must take a batch of `batch_bytes`: the configured
+/// size when the batch takes at most half of it, else twice the batch plus 1 MiB for the skiplist's
+/// own nodes (a rare, transient allocation; the memtable is flushed and dropped as any other).
+pub(crate) fn memtable_capacity_for(max_memtable_size: usize, batch_bytes: u64) -> usize {
+	let batch = usize::try_from(batch_bytes).unwrap_or(usize::MAX);
+	if batch <= max_memtable_size / 2 {
+		max_memtable_size
+	} else {
+		max_memtable_size.max(batch.saturating_mul(2).saturating_add(1 << 20))
+	}
+}
+
+impl LsmCommitEnv {
+	/// PATCH: keeps "every batch in a memtable has a record in that memtable's WAL segment" true. A
+	/// batch is appended to the WAL in `write` and added to the memtable later in `apply`, outside the
+	/// pipeline's write mutex. When the memtable rotated in between (this batch found the arena full,
+	/// or another commit did), the batch lands in a memtable whose WAL segment does not hold it, while
+	/// its record stays in the older segment that the flush of the rotated memtable retires
+	/// (`log_number = wal_number + 1`): acknowledged and fsynced, it was gone after a crash that came
+	/// before the new memtable's own flush. Found in pvedeploy with 10,000 sequential creates and a
+	/// restart (one missing: the write that filled the arena). The record is appended (and synced)
+	/// again to the active segment; replay skips the copy when it has already replayed the original
+	/// (`wal::recovery::replay_wal`). The caller holds the memtable read lock, so no rotation can
+	/// happen meanwhile and the active segment is this memtable's.
+	fn relog_if_rotated(&self, active_memtable: &MemTable, batch: &Batch) -> Result<()> {
+		if batch.wal_number == active_memtable.get_wal_number() {
+			return Ok(());
+		}
+		let enc_bytes = batch.encode()?;
+		let mut wal_guard = self.core.wal.write();
+		debug_assert_eq!(wal_guard.get_active_log_number(), active_memtable.get_wal_number());
+		wal_guard.append(&enc_bytes)?;
+		wal_guard.sync()?;
+		Ok(())
+	}
+}
+
 impl CommitEnv for LsmCommitEnv {
 	// Write batch to WAL with inline values (synchronous operation).
 	// VLog separation is deferred to memtable flush time.
@@ -943,6 +994,7 @@ impl CommitEnv for LsmCommitEnv {
 		if sync {
 			wal_guard.sync()?;
 		}
+		processed_batch.wal_number = wal_guard.get_active_log_number();
 		drop(wal_guard);
 
 		Ok(processed_batch)
@@ -963,6 +1015,7 @@ impl CommitEnv for LsmCommitEnv {
 		// Try to add to current memtable
 		let result = {
 			let active_memtable = self.core.active_memtable.read()?;
+			self.relog_if_rotated(&active_memtable, batch)?;
 			active_memtable.add(batch)
 		};
 
@@ -972,7 +1025,8 @@ impl CommitEnv for LsmCommitEnv {
 				// Arena is full - rotate memtable and retry
 				log::debug!("apply: arena full, rotating memtable");
 
-				self.core.rotate_memtable()?;
+				// PATCH: the new memtable is large enough for this batch, whatever its size.
+				self.core.rotate_memtable_for(batch.memtable_size_estimate())?;
 
 				// Schedule background flush
 				if let Some(ref task_manager) = self.task_manager {
@@ -981,6 +1035,7 @@ impl CommitEnv for LsmCommitEnv {
 
 				// Retry on new memtable - must succeed
 				let active_memtable = self.core.active_memtable.read()?;
+				self.relog_if_rotated(&active_memtable, batch)?;
 				active_memtable.add(batch)
 			}
 			Err(e) => Err(e),

@@ -124,6 +124,12 @@ pub(crate) fn replay_wal(
 	// Collect memtables - one per WAL segment
 	let mut memtables: Vec<(Arc<MemTable>, u64)> = Vec::new();
 
+	// PATCH: a batch whose memtable rotated between its WAL append and its memtable insert is
+	// appended again to the newer segment (`LsmCommitEnv::relog_if_rotated`). When both copies are
+	// replayed, the second is skipped: batches are identified by their starting sequence number,
+	// unique per commit.
+	let mut replayed_batches: std::collections::HashSet<u64> = std::collections::HashSet::new();
+
 	// Get all segments in the directory
 	let all_segments = SegmentRef::read_segments_from_directory(wal_dir, Some("wal"))?;
 
@@ -163,6 +169,14 @@ pub(crate) fn replay_wal(
 					last_valid_offset = offset as usize;
 					let batch = Batch::decode(record_data)?;
 					let batch_highest_seq_num = batch.get_highest_seq_num();
+					if !replayed_batches.insert(batch.starting_seq_num) {
+						log::debug!(
+							"Skipped the re-logged copy of batch seq_num={} in WAL #{:020}",
+							batch.starting_seq_num,
+							segment_id
+						);
+						continue;
+					}
 
 					if batch_highest_seq_num > max_seq_num {
 						max_seq_num = batch_highest_seq_num;
@@ -187,19 +201,22 @@ pub(crate) fn replay_wal(
 							// (no partial prefix). If the active memtable is empty here,
 							// the batch alone exceeds arena capacity and no rotation
 							// will help — surface as fatal.
-							if current_memtable.is_empty() {
-								return Err(Error::Other(format!(
-									"Batch too large for memtable (batch size exceeds arena_size={})",
-									arena_size
-								)));
-							}
-							// Save current memtable and create new one
-							log::warn!(
-								"WAL segment #{:020} exceeds single memtable capacity, splitting",
-								segment_id
+							// PATCH: a batch larger than `arena_size` (committed through
+							// `rotate_memtable_for`) gets a memtable of its own size here too;
+							// upstream refused to open the store.
+							let capacity = crate::lsm::memtable_capacity_for(
+								arena_size,
+								batch.memtable_size_estimate(),
 							);
-							memtables.push((Arc::clone(&current_memtable), segment_id));
-							current_memtable = Arc::new(MemTable::new(arena_size));
+							if !current_memtable.is_empty() {
+								// Save current memtable and create new one
+								log::warn!(
+									"WAL segment #{:020} exceeds single memtable capacity, splitting",
+									segment_id
+								);
+								memtables.push((Arc::clone(&current_memtable), segment_id));
+							}
+							current_memtable = Arc::new(MemTable::new(capacity));
 							// Retry on fresh memtable
 							current_memtable.add(&batch)?;
 						}

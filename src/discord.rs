@@ -161,7 +161,7 @@ impl DiscordDoor {
             Err(e) => return error(StatusCode::BAD_REQUEST, "bad_request", format!("the body could not be read: {e}")),
         };
         // The signature, before anything looks at the body.
-        let now = crate::store::now_millis() / 1000;
+        let now = crate::engine::now_millis() / 1000;
         if let Err(e) = signature::verify(key, header("x-signature-ed25519"), header("x-signature-timestamp"), &body, now) {
             tracing::warn!(reason = %e, remote = %req.remote_addr(), "Discord interaction refused: signature");
             return error(StatusCode::UNAUTHORIZED, "unauthorized", e.to_string());

@@ -7,7 +7,7 @@ use poem_openapi::{ApiResponse, Object};
 
 use crate::core::validation::ValidationErrors;
 use crate::engine::EngineError;
-use crate::store::StoreError;
+use crate::engine::StoreError;
 
 /// The body of every error except validation failures.
 #[derive(Debug, Clone, Object)]

@@ -13,8 +13,7 @@ use poem::{Body, IntoResponse, Request, Response};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::task::TaskTracker;
 
-use crate::api::error::{ApiError, ErrorBody};
-use crate::api::ApiState;
+use crate::http::{error, invalid};
 use crate::config::github::GithubSettings;
 use crate::core::preview::PrAction;
 use crate::core::validation::{FieldError, ValidationErrors};
@@ -151,11 +150,6 @@ fn answer(status: StatusCode, delivery: &DeliveryId, word: &'static str, message
     r
 }
 
-fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
-    let mut r = poem::IntoResponse::into_response(poem_openapi::payload::Json(ErrorBody { error: code.into(), message: message.into() }));
-    r.set_status(status);
-    r
-}
 
 fn too_large() -> Response {
     error(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", format!("the body must be at most {MAX_BODY_BYTES} bytes (GitHub's 25 MB payload cap)"))
@@ -168,8 +162,8 @@ fn unavailable(e: &StoreError) -> Response {
 
 /// The poem endpoint behind [`PATH`].
 #[poem::handler]
-pub async fn receive(req: &Request, body: Body, state: Data<&ApiState>) -> Response {
-    let mut resp = state.webhooks.receive(req, body).await;
+pub async fn receive(req: &Request, body: Body, door: Data<&WebhookDoor>) -> Response {
+    let mut resp = door.receive(req, body).await;
     resp.set_data(poem_openapi::OperationId("github_webhook"));
     resp
 }
@@ -230,7 +224,7 @@ impl WebhookDoor {
         let delivery = errs.take(
             header("x-github-delivery").ok_or_else(|| FieldError::new(DeliveryId::FIELD, "required", "is required (the delivery GUID)")).and_then(DeliveryId::parse),
         );
-        let (Some(event), Some(delivery)) = (event, delivery) else { return ApiError::invalid(&errs).into_response() };
+        let (Some(event), Some(delivery)) = (event, delivery) else { return invalid(&errs) };
         let parsed = github::payload_json(header("content-type"), &body).and_then(|json| github::parse(&event, &json));
         drop(body);
         let hook = github::Hook::from_headers(header("x-github-hook-id"), header("x-github-hook-installation-target-type"));
@@ -243,7 +237,7 @@ impl WebhookDoor {
                 if let Err(r) = self.record(&record).await {
                     return r;
                 }
-                return ApiError::invalid(&errs).into_response();
+                return invalid(&errs);
             }
         };
         if !signer.covers(ev.repo(), keys) {

@@ -212,3 +212,17 @@ fn doors_talk_only_to_the_engine() {
     let found = lines_holding(&doors, &[".store()", "crate::store"]);
     assert!(found.is_empty(), "doors reach the store around the engine (read through `Engine`, import shared types from `core`): {found:#?}");
 }
+
+/// The doors do not import each other: `server::routes` composes their routes, each with its own state, and what
+/// they share (the JSON error bodies) is in `http`.
+#[test]
+fn the_doors_do_not_import_each_other() {
+    let doors = ["api", "webhooks", "discord", "remote"];
+    let mut found = Vec::new();
+    for door in doors {
+        let others: Vec<String> = doors.iter().filter(|o| **o != door).map(|o| format!("crate::{o}")).collect();
+        let others: Vec<&str> = others.iter().map(String::as_str).collect();
+        found.extend(lines_holding(&[door], &others));
+    }
+    assert!(found.is_empty(), "a door imports another (compose routes in server::routes, share through http or core): {found:#?}");
+}

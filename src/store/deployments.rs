@@ -6,11 +6,13 @@ use serde_json::json;
 use super::leases::{Lease, CHECK_LEASE};
 use super::{decode, Store, StoreError};
 use crate::core::deployment::{Deployment, DeploymentId, Framework, GuestType, Spec};
-use crate::core::names::{AppName, AppNamePrefix, GitRef, HealthPath, NodeName, StartCommand, VmId};
+use crate::core::names::{AppName, GitRef, HealthPath, NodeName, StartCommand, VmId};
 use crate::core::repo::RepoUrl;
 use crate::core::status::Status;
 use super::audit::AuditEntry;
 use super::logs::LogLine;
+pub use crate::core::listing::{DeploymentPage, Filter, PageStart};
+pub use crate::core::status::Event;
 
 /// The stored shape. Optional fields are omitted when empty (SurrealDB `option<T>` means absent, not null).
 #[derive(Debug, Serialize, Deserialize)]
@@ -205,38 +207,6 @@ impl TryFrom<Row> for Deployment {
     }
 }
 
-/// Which deployments a listing shows. Every combination is served by an index (see migration v10).
-#[derive(Debug, Clone, Default)]
-pub struct Filter {
-    pub status: Option<Status>,
-    pub framework: Option<Framework>,
-    /// The start of the name.
-    pub name: Option<AppNamePrefix>,
-}
-
-/// Where a page of deployments starts.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub enum PageStart {
-    /// The newest.
-    #[default]
-    First,
-    /// Just after (older than) this deployment: a keyset cursor, stable under concurrent inserts
-    /// (new deployments sort before it) and as cheap deep in the list as at its start.
-    After(DeploymentId),
-    /// After skipping this many: a convenience whose cost grows with the offset (the index is walked).
-    Offset(u32),
-}
-
-/// A page of deployments, newest first.
-#[derive(Debug, Clone)]
-pub struct DeploymentPage {
-    pub items: Vec<Deployment>,
-    /// How many match the filter in all (from maintained counters unless a name is given).
-    pub total: u64,
-    /// Whether more deployments follow the last one here.
-    pub more: bool,
-}
-
 /// The two queries behind a page of deployments, and their variables.
 /// The value of `list_scope` in every row.
 const LIST_SCOPE_ALL: &str = "all";
@@ -293,15 +263,6 @@ impl ListQuery {
     }
 }
 
-/// One recorded status change.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Event {
-    pub at: i64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub from: Option<String>,
-    pub to: String,
-    pub message: String,
-}
 
 const SELECT: &str = "SELECT *, record::id(id) AS key FROM";
 

@@ -629,7 +629,7 @@ async fn a_github_that_fails_refuses_or_rate_limits_is_tried_as_the_policy_says_
 /// A deployment that is the preview of pull request #`number` of `repo` (what `engine::previews` records).
 async fn as_preview(w: &Engined, parent: &Deployment, preview: &Deployment, repo: &str, number: u64, head: &str) {
     let now = now_millis();
-    let rec = PreviewRecord { parent: parent.id.clone(), number, repo: repo.into(), deployment: preview.id.clone(), head_sha: head.into(), comment_id: None, created_at: now, updated_at: now };
+    let rec = PreviewRecord { parent: parent.id.clone(), number, repo: repo.into(), deployment: preview.id.clone(), head_sha: head.into(), comment_id: None, ended: None, created_at: now, updated_at: now };
     w.engine.store().save_preview(&rec).await.unwrap();
 }
 

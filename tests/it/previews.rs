@@ -153,6 +153,61 @@ async fn a_pull_request_s_preview_is_made_on_opened_moved_on_synchronize_and_des
     app.stop().await;
 }
 
+/// The example for `action` as pull request #`n`.
+fn numbered(action: &str, n: u64) -> String {
+    let mut e = example(action);
+    e["number"] = n.into();
+    e["pull_request"]["number"] = n.into();
+    e.to_string()
+}
+
+async fn log_lines(app: &TestApp, id: &str) -> Vec<String> {
+    let (_, log) = get(app, &format!("/api/v1/deployments/{id}/logs?limit=1000")).await;
+    log["lines"].as_array().unwrap().iter().map(|l| format!("{}: {}", l["step"].as_str().unwrap(), l["text"].as_str().unwrap())).collect()
+}
+
+#[tokio::test]
+async fn destroying_a_parent_destroys_its_live_previews_with_it_and_no_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let (app, ids) = app_with(dir.path(), &[parent("hello", true, false), parent("other", true, false)], None).await;
+    let (hello, other) = (&ids[0], &ids[1]);
+    // two pull requests previewed by both deployments of the repository; #3 closes, so its preview is gone already
+    assert_eq!(handled(&app, "parent-opened-2", &numbered("opened", 2)).await["outcome"], "preview_created");
+    assert_eq!(handled(&app, "parent-opened-3", &numbered("opened", 3)).await["outcome"], "preview_created");
+    assert_eq!(handled(&app, "parent-closed-3", &numbered("closed", 3)).await["outcome"], "preview_destroyed");
+    let id_of = |name: &'static str| {
+        let app = &app;
+        async move { get(app, &format!("/api/v1/deployments/{name}")).await.1["id"].as_str().unwrap().to_string() }
+    };
+    let (pr2, pr3, other2) = (id_of("hello-pr-2").await, id_of("hello-pr-3").await, id_of("other-pr-2").await);
+    let closed_lines = log_lines(&app, &pr3).await.len();
+
+    // the parent is destroyed: its live preview goes with it, saying why, its TTL backstop removed
+    let (s, d) = app.delete(&format!("/api/v1/deployments/{hello}"), Some(ADMIN)).await;
+    assert_eq!(s, 202, "{d}");
+    crate::schedules::wait_for(&app, &format!("/api/v1/deployments/{hello}"), "the parent destroyed", |d| d["status"] == "destroyed").await;
+    let (_, p) = get(&app, &format!("/api/v1/deployments/{pr2}")).await;
+    assert_eq!(p["status"], "destroyed", "the parent is recorded destroyed only once its previews' destroys are: {p}");
+    let lines = log_lines(&app, &pr2).await;
+    assert!(lines.iter().any(|l| l == "preview: destroying: its parent deployment hello was destroyed"), "{lines:#?}");
+    assert!(get(&app, &format!("/api/v1/deployments/{pr2}/expiry")).await.1.get("expires_at").is_none());
+    let lines = log_lines(&app, hello).await;
+    assert!(lines.iter().any(|l| l == "destroy: destroying its 1 preview(s) with it: hello-pr-2"), "{lines:#?}");
+    let audits = app.get("/api/v1/audit?limit=100", Some(ADMIN)).await.1;
+    assert!(audits.as_array().unwrap().iter().any(|a| a["action"] == "destroy" && a["target"] == pr2.as_str() && a["actor"] == "preview"), "{audits}");
+
+    // the preview destroyed earlier is not touched again; another deployment's preview of the same pull request stays
+    assert_eq!(log_lines(&app, &pr3).await.len(), closed_lines, "{:#?}", log_lines(&app, &pr3).await);
+    assert_eq!(get(&app, &format!("/api/v1/deployments/{other2}")).await.1["status"], "pending");
+    assert_eq!(get(&app, &format!("/api/v1/deployments/{other}")).await.1["status"], "pending");
+
+    // the pull request closes later: the destroyed parent is not asked, the other deployment's preview goes
+    let d = handled(&app, "parent-closed-2", &numbered("closed", 2)).await;
+    assert!(d["targets"].as_array().unwrap().iter().all(|t| t["deployment"] != hello.as_str()), "{d}");
+    assert_eq!(target(&d, other)["outcome"], "preview_destroyed", "{d}");
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn a_fork_s_pull_request_is_refused_unless_the_deployment_allows_forks() {
     let dir = tempfile::tempdir().unwrap();

@@ -285,6 +285,8 @@ impl WebhookDoor {
                     tracing::warn!(%delivery, "webhook delivery refused: too many deliveries in flight");
                     return error(StatusCode::SERVICE_UNAVAILABLE, "busy", "too many deliveries are being handled; nothing was done, redeliver later");
                 };
+                // Kept with the record: acknowledged now, it is handled even if the agent stops before it is.
+                record.pull_request = Some(pr.clone());
                 let again = match self.record(&record).await {
                     Ok(r) => r.note(),
                     Err(r) => return r,
@@ -414,8 +416,11 @@ impl WebhookDoor {
         Err(answer(StatusCode::OK, &record.delivery, "duplicate", said, None))
     }
 
-    /// Routes the pushes that were recorded but not routed when the agent last stopped (a crash
-    /// between the 202 and the engine's answer); their push claims keep them from acting twice.
+    /// Handles the deliveries that were recorded but not handled when the agent last stopped (a crash between the 202
+    /// and the engine's answer): pushes are routed again (their push claims keep them from acting twice), pull
+    /// requests handed to the engine again from the event kept with them (what they ask is idempotent: a preview
+    /// already made is moved to the same head, one destroyed is destroyed already). A record that cannot be read back
+    /// (one written before pull requests were kept) is marked failed, which GitHub's "Redeliver" runs again.
     pub async fn resume(&self) -> Result<usize, StoreError> {
         if self.inner.engine.read_only().is_some() {
             return Ok(0);
@@ -426,10 +431,14 @@ impl WebhookDoor {
             let engine = self.inner.engine.clone();
             let lanes = self.inner.lanes.clone();
             self.inner.tasks.spawn(async move {
+                if let Some(pr) = &record.pull_request {
+                    tracing::info!(delivery = %record.delivery, number = pr.number, action = %pr.action, "webhook pull request handled after a restart");
+                    return dispatch::pull_request(&engine, &lanes, &record.delivery, pr).await;
+                }
                 match dispatch::push_from_record(&record) {
                     Some(push) => dispatch::push(&engine, &lanes, &record.delivery, &push).await,
                     None => {
-                        let why = "the recorded delivery could not be read back (a push whose record lacks a field, or a pull request, whose payload is not kept); redeliver it from GitHub";
+                        let why = "the recorded delivery could not be read back (a push whose record lacks a field, or a pull request recorded by an older version, whose event was not kept); redeliver it from GitHub";
                         if let Err(e) = engine.store().finish_delivery(&record.delivery, Outcome::Failed, Some(why), &[], None).await {
                             tracing::error!(delivery = %record.delivery, error = %e, "could not record a webhook delivery's outcome");
                         }

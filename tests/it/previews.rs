@@ -208,6 +208,57 @@ async fn destroying_a_parent_destroys_its_live_previews_with_it_and_no_other() {
     app.stop().await;
 }
 
+/// What a crash between the 202 and the handling leaves: a pull request delivery recorded `received`. The restarted
+/// agent handles it from the event kept with it; one recorded by an older version (no event kept) is marked failed, so
+/// GitHub's "Redeliver" of it runs it again; neither is lost, and the one that acted is not acted on twice.
+#[tokio::test]
+async fn a_pull_request_acknowledged_but_not_handled_before_a_crash_is_handled_at_the_next_start() {
+    use pvedeploy::core::webhook::{DeliveryId, Outcome};
+    use pvedeploy::store::deliveries::DeliveryRecord;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path());
+    configure(&mut config);
+    {
+        let store = Store::open(&config.database).await.unwrap();
+        let d = Deployment::new(Spec::parse(parent("hello", true, false), &config.limits, &config.repos).unwrap(), now_millis());
+        store.create_deployment(&d, "created").await.unwrap();
+        let opened = numbered("opened", 2);
+        let Ok(pvedeploy::webhooks::github::GithubEvent::PullRequest(pr)) = pvedeploy::webhooks::github::parse("pull_request", opened.as_bytes()) else { panic!("not a pull request") };
+        for (guid, kept) in [("crashed-pr-1", Some(pr.clone())), ("crashed-pr-old", None)] {
+            let mut record = DeliveryRecord::received(DeliveryId::parse(guid).unwrap(), "pull_request".into(), None, None);
+            record.repo = Some(pr.repo.full_name.clone());
+            record.repo_hosts = pr.repo.hosts.clone();
+            record.git_ref = Some("refs/pull/2/head".into());
+            record.after = Some(pr.head_sha.as_str().into());
+            record.pusher = Some(pr.sender.clone());
+            record.pull_request = kept;
+            assert_eq!(record.outcome, Outcome::Received);
+            store.record_delivery(&record).await.unwrap();
+        }
+        // read back as written
+        assert_eq!(store.get_delivery(&DeliveryId::parse("crashed-pr-1").unwrap()).await.unwrap().unwrap().pull_request, Some(pr));
+        assert!(store.close(Duration::from_secs(10)).await);
+    }
+    let app = TestApp::spawn_config(config).await;
+    let d = settled(&app, "crashed-pr-1").await;
+    assert_eq!(d["outcome"], "preview_created", "handled after the restart: {d}");
+    assert_eq!(get(&app, "/api/v1/deployments/hello-pr-2").await.0, 200);
+    let d = settled(&app, "crashed-pr-old").await;
+    assert_eq!(d["outcome"], "failed", "{d}");
+    assert!(d["detail"].as_str().unwrap().contains("redeliver it from GitHub"), "{d}");
+    // GitHub's "Redeliver": the failed one runs again (the preview is there: moved to the same head), the one that
+    // acted is a duplicate
+    let (s, said) = deliver(&app, "pull_request", "crashed-pr-old", &numbered("opened", 2)).await;
+    assert_eq!((s, said["status"].as_str()), (202, Some("accepted")), "{said}");
+    let d = settled(&app, "crashed-pr-old").await;
+    assert_eq!((d["retries"].as_u64(), d["outcome"].as_str()), (Some(1), Some("queued")), "{d}");
+    let (s, said) = deliver(&app, "pull_request", "crashed-pr-1", &numbered("opened", 2)).await;
+    assert_eq!((s, said["status"].as_str()), (200, Some("duplicate")), "{said}");
+    let (_, all) = get(&app, "/api/v1/deployments?limit=100").await;
+    assert_eq!(all["items"].as_array().unwrap().iter().filter(|d| d["name"] == "hello-pr-2").count(), 1, "one preview: {all}");
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn a_fork_s_pull_request_is_refused_unless_the_deployment_allows_forks() {
     let dir = tempfile::tempdir().unwrap();

@@ -197,7 +197,7 @@ impl DiscordDoor {
         }
         let (cmd, components) = match &i.kind {
             Kind::Ping => return Answer::now(reply::pong()),
-            Kind::Autocomplete { command, focused, typed, .. } => return Answer::now(complete::answer(self, &i, command, focused, typed).await),
+            Kind::Autocomplete { command, options, focused, typed } => return Answer::now(complete::answer(self, &i, command, options, focused, typed).await),
             Kind::Command { name, options } => (parse_command(name, options), serde_json::Value::Null),
             Kind::Component { custom_id, components } => (parse_component(custom_id), components.clone()),
             Kind::Other(n) => {
@@ -236,6 +236,10 @@ impl DiscordDoor {
             },
             DiscordCommand::ConfirmRestore { nonce } => match self.inner.confirmations.take(&nonce, None, caller.id, Instant::now()) {
                 Ok(bound) => Answer { initial: reply::deferred_update(), work: Some(Box::pin(run::restore(door, i, bound, actor))) },
+                Err(e) => unconfirmed(e),
+            },
+            DiscordCommand::ConfirmRestoreBackup { nonce } => match self.inner.confirmations.take(&nonce, None, caller.id, Instant::now()) {
+                Ok(bound) => Answer { initial: reply::deferred_update(), work: Some(Box::pin(run::restore_backup(door, i, bound, actor))) },
                 Err(e) => unconfirmed(e),
             },
             DiscordCommand::CancelDestroy { nonce } => match self.inner.confirmations.take(&nonce, None, caller.id, Instant::now()) {

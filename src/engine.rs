@@ -529,6 +529,12 @@ impl Engine {
     async fn destroy(&self, d: Deployment, actor: &Actor) -> Result<Deployment, EngineError> {
         let d = self.transition(d, Status::Destroying, &format!("destroy requested by {actor}")).await?;
         self.log(&d.id, Level::Info, "destroy", "destroy requested").await;
+        // When it is a preview, why it ends (unless its close or its parent said so first), for its pull request.
+        let why = match actor.door {
+            crate::core::command::Door::Schedule if actor.name == "expiry" => "its time to live (preview_ttl_hours) ran out".to_string(),
+            _ => format!("it was destroyed by {actor}"),
+        };
+        self.preview_ended(&d.id, &why).await;
         if self.inner.provisioner.is_some() {
             // A guest may exist or be in the making: remove it in the background (202), under the lease.
             let engine = self.clone();
@@ -540,6 +546,7 @@ impl Engine {
             return Err(EngineError::Conflict("this deployment has a guest but no Proxmox cluster is configured to remove it".into()));
         }
         self.log(&d.id, Level::Info, "destroy", "no guest was ever created; nothing to remove on Proxmox").await;
+        self.previews_follow_destroy(&d).await;
         let d = self.transition(d, Status::Destroyed, "destroyed").await?;
         self.log(&d.id, Level::Info, "destroy", "destroyed").await;
         self.schedules_follow_destroy(&d.id).await;

@@ -9,7 +9,8 @@
 //!
 //! A pull request's preview (`engine::previews`) is reported on the base repository (where its pull request is, a
 //! fork's commits included) as a transient, non-production environment, and after each deploy ends the pull request
-//! has one comment saying where the preview is live (or where it failed), posted once and edited in place after.
+//! has one comment saying where the preview is live (or where it failed), posted once and edited in place after; when
+//! the preview is destroyed (its pull request closed, its TTL, its parent destroyed) the comment says it is gone and why.
 
 pub mod client;
 pub mod report;
@@ -251,6 +252,9 @@ impl Tracker {
             if let Some(gh) = self.live.take() {
                 self.deployment_status(&target, &d, gh, "inactive", "The deployment was destroyed", None).await;
             }
+            if preview.is_some() {
+                self.comment_gone(&target, &d).await;
+            }
             return true;
         }
         let fresh: Vec<&Release> = releases.iter().rev().filter(|r| r.created_at >= inner.since).collect();
@@ -371,6 +375,31 @@ impl Tracker {
                 self.say(Ok(format!("comment {id} posted on pull request #{n} of {}/{}", t.owner, t.repo)), "").await;
             }
             Err(e) => self.say(Err(e), &format!("the preview comment on pull request #{n}")).await,
+        }
+    }
+
+    /// The destroyed preview's comment, edited to say it is gone and why. Only this preview's own comment: when a newer
+    /// preview of the same pull request took the record over, the comment is that one's. A comment never posted, or
+    /// deleted on GitHub, is not posted now (a comment only to say nothing is there would be noise).
+    async fn comment_gone(&self, t: &Target<'_>, d: &Deployment) {
+        let inner = &self.reporter.inner;
+        let rec = match inner.engine.store().preview_of(&self.id).await {
+            Ok(Some(rec)) => rec,
+            Ok(None) => return,
+            Err(e) => {
+                inner.engine.log(&self.id, Level::Warn, LOG_STEP, &format!("GitHub: the preview comment was not edited to say it is gone: {e}")).await;
+                return;
+            }
+        };
+        let Some(id) = rec.comment_id else { return };
+        let text = report::preview_gone_comment(d, rec.ended.as_deref(), t.page.as_deref());
+        let n = rec.number;
+        match inner.client.update_comment(t.owner, t.repo, id, &wire::IssueComment { body: &text }).await {
+            Ok(()) => self.say(Ok(format!("comment {id} on pull request #{n} of {}/{} says the preview is gone", t.owner, t.repo)), "").await,
+            Err(GithubError::Refused { status: 404, .. }) => {
+                inner.engine.log(&self.id, Level::Info, LOG_STEP, &format!("GitHub: comment {id} on pull request #{n} was deleted; nothing to edit")).await;
+            }
+            Err(e) => self.say(Err(e), &format!("that the preview is gone (comment {id} on pull request #{n})")).await,
         }
     }
 

@@ -276,6 +276,8 @@ impl WebhookDoor {
                     tracing::warn!(%delivery, "webhook delivery refused: too many deliveries in flight");
                     return error(StatusCode::SERVICE_UNAVAILABLE, "busy", "too many deliveries are being handled; nothing was done, redeliver later");
                 };
+                // Kept with the record: acknowledged now, it is handled even if the agent stops before it is.
+                record.pull_request = Some(pr.clone());
                 let again = match self.record(&record).await {
                     Ok(r) => r.note(),
                     Err(r) => return r,
@@ -384,8 +386,11 @@ impl WebhookDoor {
         }
     }
 
-    /// Routes the pushes that were recorded but not routed when the agent last stopped (a crash
-    /// between the 202 and the engine's answer); their push claims keep them from acting twice.
+    /// Handles the deliveries that were recorded but not handled when the agent last stopped (a crash between the 202
+    /// and the engine's answer): pushes are routed again (their push claims keep them from acting twice), pull
+    /// requests handed to the engine again from the event kept with them (what they ask is idempotent: a preview
+    /// already made is moved to the same head, one destroyed is destroyed already). A record that cannot be read back
+    /// (one written before pull requests were kept) is marked failed, which GitHub's "Redeliver" runs again.
     pub async fn resume(&self) -> Result<usize, StoreError> {
         let pending = self.inner.engine.unrouted_deliveries().await?;
         let n = pending.len();

@@ -40,6 +40,8 @@ pub struct DeliveryRecord {
     pub retries: i64,
     /// What the attempts before the latest led to, oldest first (at most [`EARLIER_KEPT`]).
     pub earlier: Vec<EarlierAttempt>,
+    /// A pull request delivery's event as converted (kept until it is handled, and after: a record of what came).
+    pub pull_request: Option<crate::core::preview::PullRequestEvent>,
 }
 
 /// The most earlier attempts a delivery keeps.

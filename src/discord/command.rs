@@ -1,7 +1,9 @@
 //! Slash-command options → a typed `DiscordCommand` (the same `RawSpec` as the HTTP door), and which permission each needs.
 
+use crate::core::backup::BackupId;
 use crate::core::command::Action;
 use crate::core::deployment::RawSpec;
+use crate::core::names::AppName;
 use crate::core::snapshot::{SnapshotName, SnapshotNote};
 use crate::core::validation::{FieldError, ValidationErrors};
 
@@ -44,6 +46,40 @@ pub enum DiscordCommand {
     AskRestore { name: String, snapshot: SnapshotName },
     /// The confirm button of a `/restore`: its nonce carries the deployment and the snapshot.
     ConfirmRestore { nonce: String },
+    /// `/restore-backup name backup`: only asks for confirmation, like `/destroy` (the guest is overwritten).
+    AskRestoreBackup { name: String, backup: BackupFile },
+    /// `/restore-backup name backup new_name`: into a new deployment; nothing is overwritten, nothing asked.
+    RestoreBackupAsNew { name: String, backup: BackupFile, new_name: AppName },
+    /// The confirm button of a `/restore-backup`: its nonce carries the deployment and the backup.
+    ConfirmRestoreBackup { nonce: String },
+}
+
+/// A backup's file name as listed (`vzdump-lxc-10000-2030_01_02-03_00_00.tar.zst`), in vzdump's shape; which storage
+/// it is on is the agent's configuration (`BackupFile::on`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupFile(String);
+
+impl BackupFile {
+    /// `raw` when it has vzdump's shape (errors name the option `backup`).
+    pub fn parse(raw: &str) -> Result<BackupFile, FieldError> {
+        // Any storage name checks the shape; the configured one is applied when it is used.
+        BackupId::on_storage("storage", raw.trim(), "backup").map(|b| BackupFile(b.file().to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The backup on `storage`.
+    pub fn on(&self, storage: &str) -> Result<BackupId, FieldError> {
+        BackupId::on_storage(storage, &self.0, "backup")
+    }
+}
+
+impl std::fmt::Display for BackupFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
 }
 
 /// The permission a command needs.
@@ -76,6 +112,9 @@ impl DiscordCommand {
             | DiscordCommand::Backup { .. }
             | DiscordCommand::AskRestore { .. }
             | DiscordCommand::ConfirmRestore { .. }
+            | DiscordCommand::AskRestoreBackup { .. }
+            | DiscordCommand::RestoreBackupAsNew { .. }
+            | DiscordCommand::ConfirmRestoreBackup { .. }
             | DiscordCommand::Unschedule { .. } => Need::Change,
         }
     }
@@ -113,6 +152,7 @@ impl DiscordCommand {
             DiscordCommand::Snapshot { .. } => "snapshot",
             DiscordCommand::Backup { .. } => "backup",
             DiscordCommand::AskRestore { .. } | DiscordCommand::ConfirmRestore { .. } => "restore",
+            DiscordCommand::AskRestoreBackup { .. } | DiscordCommand::RestoreBackupAsNew { .. } | DiscordCommand::ConfirmRestoreBackup { .. } => "restore-backup",
         }
     }
 }
@@ -271,6 +311,25 @@ pub fn parse_command(name: &str, options: &[(String, OptionValue)]) -> Result<Di
             let snapshot = o.snapshot(SnapshotName::parse_existing);
             name.zip(snapshot).map(|(name, snapshot)| DiscordCommand::AskRestore { name, snapshot })
         }
+        "restore-backup" => {
+            let name = o.required_text("name");
+            let backup = o.required_text("backup").and_then(|raw| {
+                let parsed = BackupFile::parse(&raw);
+                o.errors.take(parsed)
+            });
+            let new_name = match o.text("new_name") {
+                None => Some(None),
+                Some(raw) => {
+                    let parsed = AppName::parse(raw.trim()).map_err(|e| FieldError::new("new_name", e.rule, e.message));
+                    o.errors.take(parsed).map(Some)
+                }
+            };
+            match (name, backup, new_name) {
+                (Some(name), Some(backup), Some(None)) => Some(DiscordCommand::AskRestoreBackup { name, backup }),
+                (Some(name), Some(backup), Some(Some(new_name))) => Some(DiscordCommand::RestoreBackupAsNew { name, backup, new_name }),
+                _ => None,
+            }
+        }
         other => {
             o.errors.push(FieldError::new("command", "unknown", format!("/{other} is not a pvedeploy command")));
             None
@@ -294,6 +353,12 @@ pub fn restore_id(nonce: &str) -> String {
     format!("restore:{nonce}")
 }
 
+/// The custom id of a `/restore-backup` confirmation's button: `restore-backup:<nonce>` (the nonce carries the
+/// deployment and the backup).
+pub fn restore_backup_id(nonce: &str) -> String {
+    format!("restore-backup:{nonce}")
+}
+
 /// The buttons of a `/deploy` message: `logs:<deployment id>` (the last lines, privately), `rollback:<deployment id>`.
 pub fn logs_id(deployment: &str) -> String {
     format!("logs:{deployment}")
@@ -311,6 +376,7 @@ pub fn parse_component(custom_id: &str) -> Result<DiscordCommand, ValidationErro
         (Some("destroy"), Some(d), Some(n), None) if !d.is_empty() && !n.is_empty() => Ok(DiscordCommand::ConfirmDestroy { deployment: d.into(), nonce: n.into() }),
         (Some("cancel"), Some(n), None, None) if !n.is_empty() => Ok(DiscordCommand::CancelDestroy { nonce: n.into() }),
         (Some("restore"), Some(n), None, None) if !n.is_empty() => Ok(DiscordCommand::ConfirmRestore { nonce: n.into() }),
+        (Some("restore-backup"), Some(n), None, None) if !n.is_empty() => Ok(DiscordCommand::ConfirmRestoreBackup { nonce: n.into() }),
         (Some("logs"), Some(d), None, None) if !d.is_empty() => Ok(DiscordCommand::Logs { name: d.into(), lines: DEFAULT_LINES, public: false }),
         (Some("rollback"), Some(d), None, None) if !d.is_empty() => Ok(DiscordCommand::Act { action: Action::Rollback, name: d.into() }),
         _ => Err(bad()),
@@ -320,6 +386,8 @@ pub fn parse_component(custom_id: &str) -> Result<DiscordCommand, ValidationErro
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const BACKUP: &str = "vzdump-lxc-10000-2030_01_02-03_00_00.tar.zst";
 
     fn t(name: &str, v: &str) -> (String, OptionValue) {
         (name.into(), OptionValue::Text(v.into()))
@@ -379,6 +447,18 @@ mod tests {
                 DiscordCommand::Snapshot { name: "web".into(), snapshot: SnapshotName::parse("before-2").unwrap(), description: SnapshotNote::parse("pre-release").unwrap() },
                 Need::Change,
             ),
+            (
+                "restore-backup",
+                vec![t("name", "web"), t("backup", BACKUP)],
+                DiscordCommand::AskRestoreBackup { name: "web".into(), backup: BackupFile::parse(BACKUP).unwrap() },
+                Need::Change,
+            ),
+            (
+                "restore-backup",
+                vec![t("name", "web"), t("backup", BACKUP), t("new_name", "web-again")],
+                DiscordCommand::RestoreBackupAsNew { name: "web".into(), backup: BackupFile::parse(BACKUP).unwrap(), new_name: AppName::parse("web-again").unwrap() },
+                Need::Change,
+            ),
             ("restore", vec![t("name", "web"), t("snapshot", "pvd-0000aaaa-20300101-030000")], DiscordCommand::AskRestore { name: "web".into(), snapshot: SnapshotName::parse_existing("pvd-0000aaaa-20300101-030000").unwrap() }, Need::Change),
         ];
         for (name, opts, want, need) in cases {
@@ -403,6 +483,10 @@ mod tests {
             ("snapshot", vec![t("name", "web"), t("snapshot", "1st")], "snapshot", "snapshot_name"),
             ("snapshot", vec![t("name", "web"), t("snapshot", "ok"), t("description", "a\nb")], "description", "one_line"),
             ("restore", vec![t("name", "web")], "snapshot", "required"),
+            ("restore-backup", vec![t("name", "web")], "backup", "required"),
+            ("restore-backup", vec![t("name", "web"), t("backup", "../../etc/passwd")], "backup", "backup_name"),
+            ("restore-backup", vec![t("name", "web"), t("backup", "local:backup/x")], "backup", "backup_name"),
+            ("restore-backup", vec![t("name", "web"), t("backup", BACKUP), t("new_name", "Web Again")], "new_name", "dns_label"),
             ("shutdown", vec![], "command", "unknown"),
         ] {
             let e = parse_command(name, &opts).unwrap_err();
@@ -419,6 +503,8 @@ mod tests {
         assert!(parse_component("other:1:2").is_err());
         assert_eq!(parse_component(&cancel_id("n")).unwrap().need(), Need::Change);
         assert_eq!(parse_component(&restore_id("abc")).unwrap(), DiscordCommand::ConfirmRestore { nonce: "abc".into() });
+        assert_eq!(parse_component(&restore_backup_id("abc")).unwrap(), DiscordCommand::ConfirmRestoreBackup { nonce: "abc".into() });
+        assert_eq!(parse_component(&restore_backup_id("abc")).unwrap().need(), Need::Change);
         assert!(restore_id(&"f".repeat(24)).len() <= 100);
         assert_eq!(parse_component(&logs_id(id)).unwrap(), DiscordCommand::Logs { name: id.into(), lines: DEFAULT_LINES, public: false });
         assert!(parse_component(&logs_id(id)).unwrap().private(), "a Logs button answers the presser only");

@@ -1,5 +1,5 @@
-//! Autocomplete: suggestions for an option naming a deployment or a schedule as the user types it, limited to what
-//! the caller's roles may act on (Discord's `APPLICATION_COMMAND_AUTOCOMPLETE` interaction, answered with
+//! Autocomplete: suggestions for an option naming a deployment, a schedule or a deployment's backup as the user types
+//! it, limited to what the caller's roles may act on (Discord's `APPLICATION_COMMAND_AUTOCOMPLETE` interaction, answered with
 //! `APPLICATION_COMMAND_AUTOCOMPLETE_RESULT`: [receiving and responding](https://discord.com/developers/docs/interactions/receiving-and-responding#interaction-response-object-autocomplete)).
 
 use std::collections::HashMap;
@@ -15,7 +15,7 @@ use crate::core::listing::{Filter, PageStart};
 use super::authz::authorize;
 use super::command::Need;
 use super::definitions::{self, Completes};
-use super::interaction::Interaction;
+use super::interaction::{Interaction, OptionValue};
 use super::reply::{self, MAX_CHOICES};
 use super::{render, DiscordDoor};
 
@@ -54,7 +54,7 @@ pub fn matching(typed: &str, candidates: Vec<(String, String, String)>) -> Vec<(
 
 /// The answer to an autocomplete interaction: type 8 with the matching choices, none when the caller may not use
 /// the command or the option names nothing we complete.
-pub async fn answer(door: &DiscordDoor, i: &Interaction, command: &str, focused: &str, typed: &str) -> Value {
+pub async fn answer(door: &DiscordDoor, i: &Interaction, command: &str, options: &[(String, OptionValue)], focused: &str, typed: &str) -> Value {
     let Some(need) = definitions::need_of(command) else { return reply::autocomplete(&[]) };
     if authorize(&door.inner.policy, i, need).is_err() {
         return reply::autocomplete(&[]);
@@ -62,6 +62,7 @@ pub async fn answer(door: &DiscordDoor, i: &Interaction, command: &str, focused:
     let found = match definitions::completes(command, focused) {
         Some(Completes::Deployment) => deployments(door, need, typed).await,
         Some(Completes::Schedule) => schedules(door, typed).await,
+        Some(Completes::Backup) => backups(door, options, typed).await,
         None => Ok(vec![]),
     };
     match found {
@@ -111,6 +112,37 @@ async fn schedules(door: &DiscordDoor, typed: &str) -> Result<Vec<(String, Strin
     }
     Ok(matching(typed, candidates))
 }
+
+/// The backups of the deployment the command's `name` option names (typed so far), newest first, matched on their
+/// file name and when they were taken. Listing them asks Proxmox VE, so it is bounded (`BACKUP_LIST_PATIENCE`):
+/// Discord waits 3 seconds for suggestions, and none is better than a late answer.
+async fn backups(door: &DiscordDoor, options: &[(String, OptionValue)], typed: &str) -> Result<Vec<(String, String)>, EngineError> {
+    let Some(OptionValue::Text(name)) = options.iter().find(|(n, _)| n == "name").map(|(_, v)| v) else { return Ok(vec![]) };
+    let listed = match tokio::time::timeout(BACKUP_LIST_PATIENCE, door.inner.engine.backups(name.trim())).await {
+        Ok(Ok((_, list))) => list,
+        // A deployment that does not exist (yet: still being typed) has no backups to offer.
+        Ok(Err(EngineError::NotFound(_))) => return Ok(vec![]),
+        Ok(Err(e)) => return Err(e),
+        Err(_) => {
+            tracing::warn!(deployment = %name, "Discord autocomplete: the backups were not listed in time");
+            return Ok(vec![]);
+        }
+    };
+    let candidates = listed
+        .iter()
+        .rev()
+        .filter_map(|b| {
+            let file = b.volid.split_once(":backup/")?.1.to_string();
+            let at = b.taken_at.map(render::when).unwrap_or_else(|| "—".into());
+            let shown = format!("{file} — {at}, {} MiB", b.size_bytes / (1 << 20));
+            Some((format!("{file} {at}"), shown, file))
+        })
+        .collect();
+    Ok(matching(typed, candidates))
+}
+
+/// How long an autocomplete waits for the backups list.
+const BACKUP_LIST_PATIENCE: std::time::Duration = std::time::Duration::from_millis(2000);
 
 /// The names of schedule targets, read once per answer.
 #[derive(Default)]

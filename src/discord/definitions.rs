@@ -32,6 +32,8 @@ pub enum Completes {
     Deployment,
     /// A schedule, by id.
     Schedule,
+    /// A backup of the deployment the command's `name` option names, by file name (newest first).
+    Backup,
 }
 
 /// An option's bounds and suggestions.
@@ -68,6 +70,9 @@ fn frameworks() -> Vec<&'static str> {
 fn guest_types() -> Vec<&'static str> {
     vec![GuestType::Vm.as_str(), GuestType::Lxc.as_str()]
 }
+
+/// The longest backup file name a `backup` option takes (vzdump's names are about 45 characters).
+pub const BACKUP_NAME_MAX: usize = 100;
 
 /// Discord's "Manage Server" permission (`MANAGE_GUILD`, 1 << 5): the change commands are shown to members who
 /// hold it until a server admin grants them to other roles (*Server Settings → Integrations*); pvedeploy checks
@@ -126,6 +131,16 @@ const COMMANDS: &[Def] = &[
         &[NAME, Opt("snapshot", Ty::Text, true, "the snapshot's name", Shape::MaxLen(SNAPSHOT_NAME_MAX))],
     ),
     Def("backup", "Back a deployment's guest up now with Proxmox VE's vzdump (no retention deletes it)", Need::Change, &[NAME]),
+    Def(
+        "restore-backup",
+        "Restore a deployment from a vzdump backup: over its guest (asks first), or into a new deployment",
+        Need::Change,
+        &[
+            NAME,
+            Opt("backup", Ty::Text, true, "the backup (type to search the deployment's backups)", Shape::Completes(Completes::Backup)),
+            Opt("new_name", Ty::Text, false, "restore into a new deployment of this name instead (nothing is overwritten)", Shape::MaxLen(AppName::MAX_LEN)),
+        ],
+    ),
     Def("snapshots", "A deployment's snapshots", Need::Read, &[NAME, PUBLIC]),
     Def("backups", "A deployment's vzdump backups", Need::Read, &[NAME, PUBLIC]),
     Def(
@@ -174,8 +189,10 @@ fn option_json(opt: &Opt, limits: &Limits) -> Value {
         Shape::Completes(c) => {
             // `autocomplete` and `choices` exclude each other; a deployment name is bounded like the core's.
             o["autocomplete"] = json!(true);
-            if *c == Completes::Deployment {
-                o["max_length"] = json!(AppName::MAX_LEN);
+            match c {
+                Completes::Deployment => o["max_length"] = json!(AppName::MAX_LEN),
+                Completes::Backup => o["max_length"] = json!(BACKUP_NAME_MAX),
+                Completes::Schedule => {}
             }
         }
     }
@@ -210,6 +227,7 @@ mod tests {
         match o["type"].as_u64() {
             Some(4) => OptionValue::Integer(o["min_value"].as_i64().unwrap_or(1)),
             Some(5) => OptionValue::Bool(true),
+            _ if o["name"] == "backup" => OptionValue::Text("vzdump-lxc-10000-2030_01_02-03_00_00.tar.zst".into()),
             // two letters: a valid snapshot name too
             _ => OptionValue::Text("xy".into()),
         }
@@ -221,7 +239,7 @@ mod tests {
         let names: Vec<&str> = cmds.as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
         assert_eq!(
             names,
-            ["deploy", "status", "list", "logs", "redeploy", "rollback", "stop", "start", "destroy", "resources", "snapshot", "restore", "backup", "snapshots", "backups", "schedules", "unschedule"]
+            ["deploy", "status", "list", "logs", "redeploy", "rollback", "stop", "start", "destroy", "resources", "snapshot", "restore", "backup", "restore-backup", "snapshots", "backups", "schedules", "unschedule"]
         );
         for c in cmds.as_array().unwrap() {
             let name = c["name"].as_str().unwrap();

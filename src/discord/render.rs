@@ -161,7 +161,7 @@ pub fn logs(d: &Deployment, lines: &[LogLine]) -> Reply {
 
 /// Discord's timestamp markup: shown in the reader's own time zone
 /// ([message formatting](https://discord.com/developers/docs/reference#message-formatting-timestamp-styles)).
-fn when(ms: i64) -> String {
+pub fn when(ms: i64) -> String {
     format!("<t:{}:f>", ms.div_euclid(1000))
 }
 

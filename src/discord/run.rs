@@ -14,7 +14,7 @@ use crate::core::listing::{Filter, PageStart};
 use super::command::DiscordCommand;
 use super::interaction::Interaction;
 use super::reply::{Button, ButtonStyle, Reply};
-use super::{command, render, DiscordDoor};
+use super::{command, render, reply, DiscordDoor};
 
 /// Discord's interaction tokens live 15 minutes: the `/deploy` message is followed for a little less.
 const FOLLOW_FOR: Duration = Duration::from_secs(14 * 60);
@@ -150,7 +150,45 @@ async fn answer(door: &DiscordDoor, i: &Interaction, cmd: DiscordCommand, actor:
                     ))
                 }
             }
-            DiscordCommand::Deploy(_) | DiscordCommand::ConfirmDestroy { .. } | DiscordCommand::CancelDestroy { .. } | DiscordCommand::ConfirmRestore { .. } => {
+            DiscordCommand::AskRestoreBackup { name, backup } => {
+                let (d, list) = engine.backups(&name).await?;
+                let Some(found) = list.iter().find(|b| b.volid.ends_with(&format!(":backup/{backup}"))) else {
+                    return Ok(Reply::private(format!("**{}** has no backup `{backup}`; `/backups {}` lists them.", d.spec.name, d.spec.name)));
+                };
+                let caller = i.caller.as_ref().map(|c| c.id).unwrap_or(crate::config::discord::Snowflake(0));
+                let nonce = door.inner.confirmations.issue(&format!("{BACKUP_BOUND}{}/{backup}", d.id), caller, std::time::Instant::now());
+                let taken = found.taken_at.map(|t| format!(" (taken {})", render::when(t))).unwrap_or_default();
+                Reply {
+                    buttons: vec![
+                        Button::action(reply::truncate(&format!("Restore {backup}"), 80), command::restore_backup_id(&nonce), ButtonStyle::Danger),
+                        Button::action("Cancel", command::cancel_id(&nonce), ButtonStyle::Secondary),
+                    ],
+                    ..Reply::text(format!(
+                        "⚠️ Restore **{}** from backup `{backup}`{taken}? Its guest is stopped and overwritten, and what changed since the backup is lost (`new_name:` restores into a new deployment instead). Only the person who asked can confirm; the buttons expire in {} seconds.",
+                        d.spec.name,
+                        super::confirm::TTL.as_secs()
+                    ))
+                }
+            }
+            DiscordCommand::RestoreBackupAsNew { name, backup, new_name } => {
+                let d = match engine.restore_backup_as_new(&name, on_storage(engine, &backup)?, new_name, actor).await {
+                    // The engine names the API's field; here it is the `new_name` option.
+                    Err(EngineError::Invalid(mut v)) => {
+                        v.0.iter_mut().filter(|f| f.field == "as_new.name").for_each(|f| f.field = "new_name".into());
+                        return Err(EngineError::Invalid(v));
+                    }
+                    other => other?,
+                };
+                Reply::text(format!(
+                    "♻️ Restoring backup `{backup}` of **{name}** into the new deployment **{}** (`{}`), asked by {}; nothing was overwritten. Follow it with `/status {}`.",
+                    d.spec.name, d.id, actor.name, d.spec.name
+                ))
+            }
+            DiscordCommand::Deploy(_)
+            | DiscordCommand::ConfirmDestroy { .. }
+            | DiscordCommand::CancelDestroy { .. }
+            | DiscordCommand::ConfirmRestore { .. }
+            | DiscordCommand::ConfirmRestoreBackup { .. } => {
                 Reply::private("this command is handled elsewhere")
             }
         })
@@ -180,6 +218,37 @@ pub async fn restore(door: DiscordDoor, i: Interaction, bound: String, actor: Ac
         None => Reply::private("this confirmation is not a restore's; run /restore again"),
     };
     door.edit(&i, &reply, false).await;
+}
+
+/// What a `/restore-backup` confirmation's nonce is bound to: `backup/<deployment id>/<backup file>` (a `/restore`'s
+/// is `<deployment id>/<snapshot>`, so neither button can act as the other).
+const BACKUP_BOUND: &str = "backup/";
+
+/// A confirmed `/restore-backup` over the guest (`bound` as the nonce carried it): asks the engine, and replaces the
+/// question (and its buttons) with the answer.
+pub async fn restore_backup(door: DiscordDoor, i: Interaction, bound: String, actor: Actor) {
+    let engine = &door.inner.engine;
+    let parsed = bound.strip_prefix(BACKUP_BOUND).and_then(|rest| rest.split_once('/')).and_then(|(id, file)| command::BackupFile::parse(file).ok().map(|f| (id.to_string(), f)));
+    let reply = match parsed {
+        Some((id, file)) => {
+            let restored = match on_storage(engine, &file) {
+                Ok(backup) => engine.restore_backup(&id, backup, &actor).await,
+                Err(e) => Err(e),
+            };
+            match restored {
+                Ok(d) => Reply::text(format!("⏪ Restoring **{}** from backup `{file}`, confirmed by {}; it is running again once its health check passes.", d.spec.name, actor.name)),
+                Err(e) => render::engine_error(&e),
+            }
+        }
+        None => Reply::private("this confirmation is not a backup restore's; run /restore-backup again"),
+    };
+    door.edit(&i, &reply, false).await;
+}
+
+/// The backup `file` on the agent's backup storage (409 when backups are not configured).
+fn on_storage(engine: &crate::engine::Engine, file: &command::BackupFile) -> Result<crate::core::backup::BackupId, EngineError> {
+    let storage = engine.backup_storage()?;
+    file.on(&storage).map_err(|e| EngineError::Invalid(crate::core::validation::ValidationErrors(vec![e])))
 }
 
 /// A `/deploy`: records it, then edits the same message as the deployment moves, ending with the URL

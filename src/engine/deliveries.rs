@@ -128,10 +128,16 @@ impl Engine {
     /// Routes one delivery `unrouted_deliveries` returned; its push claim keeps it from acting twice. One that
     /// cannot be read back as a push is recorded failed.
     pub async fn resume_delivery(&self, record: &DeliveryRecord) {
+        // A pull request is handed over again from the event kept with it: what it asks is idempotent (a preview
+        // already made is moved to the same head, one destroyed is destroyed already).
+        if let Some(pr) = &record.pull_request {
+            tracing::info!(delivery = %record.delivery, number = pr.number, action = %pr.action, "webhook pull request handled after a restart");
+            return self.on_pull_request(&record.delivery, pr).await;
+        }
         match push_from_record(record) {
             Some(push) => self.on_push(&record.delivery, &push).await,
             None => {
-                let why = "the recorded delivery could not be read back (a push whose record lacks a field, or a pull request, whose payload is not kept); redeliver it from GitHub";
+                let why = "the recorded delivery could not be read back (a push whose record lacks a field, or a pull request recorded by an older version, whose event was not kept); redeliver it from GitHub";
                 if let Err(e) = self.inner.store.finish_delivery(&record.delivery, Outcome::Failed, Some(why), &[], None).await {
                     tracing::error!(delivery = %record.delivery, error = %e, "could not record a webhook delivery's outcome");
                 }

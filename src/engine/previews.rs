@@ -2,8 +2,9 @@
 //! event means, and this carries it out: a preview deployment `<name>-pr-<n>` made from the parent's spec on the head
 //! commit (its environment copied, resealed for it; its expiry set to the parent's `preview_ttl_hours`, which the
 //! scheduler's loop enforces as for any deployment), redeployed to each new head commit, destroyed when the pull
-//! request closes. A preview is a deployment like any other: destroying it goes through `act`, so only its own guest
-//! is touched; a deployment that merely has a preview's name is never adopted nor destroyed.
+//! request closes, and with its parent (`previews_follow_destroy`). A preview is a deployment like any other: destroying
+//! it goes through `act`, so only its own guest is touched; a deployment that merely has a preview's name is never
+//! adopted nor destroyed. Why a preview ended is kept on its record (`preview_ended`), for its pull request's comment.
 
 use crate::core::command::{Action, Actor, Door};
 use crate::core::deployment::{Deployment, DeploymentId};
@@ -134,6 +135,13 @@ impl Engine {
             }
             return Ok((Outcome::Failed, Some(why)));
         }
+        // The parent may have been asked to be destroyed since it was read: its destroy either finds this record (it
+        // was saved first) or is seen here, so no preview outlives its parent.
+        if let Some(gone) = self.store().get_deployment(&parent.id).await?.filter(|p| matches!(p.status, Status::Destroying | Status::Destroyed)) {
+            let why = format!("its parent deployment {} is being destroyed", gone.spec.name);
+            self.destroy_preview(&d, &why).await;
+            return Ok((Outcome::Refused, Some(format!("{name} is not made: {why}"))));
+        }
         self.start_pipeline(&d);
         Ok((Outcome::PreviewCreated, Some(format!("{name} deploys {head} (destroyed when the pull request closes, or after {} hours)", parent.spec.preview_ttl_hours))))
     }
@@ -149,6 +157,7 @@ impl Engine {
             deployment: d.id.clone(),
             head_sha: pr.head_sha.as_str().to_owned(),
             comment_id,
+            ended: None,
             created_at: now,
             updated_at: now,
         };
@@ -180,6 +189,7 @@ impl Engine {
             return Ok((Outcome::Ignored(Skip::NoPreview), Some(why.into())));
         };
         let merged = if pr.merged { "merged" } else { "closed without merging" };
+        self.preview_ended(&preview.id, &format!("the pull request was {merged}")).await;
         match self.act(preview.id.as_str(), Action::Destroy, actor).await {
             Ok(_) => {
                 // Its TTL backstop is not needed any more.
@@ -190,6 +200,70 @@ impl Engine {
             }
             Err(EngineError::Store(e)) => Err(e),
             Err(e) => Ok((Outcome::Refused, Some(format!("{}: {e}", preview.spec.name)))),
+        }
+    }
+
+    /// Destroys every live preview of `parent` (asked before the parent is recorded destroyed, so a destroy resumed
+    /// after a crash asks again): each preview's log says it goes with its parent, and so does its pull request's
+    /// comment. Previews already destroyed (their pull request closed, their TTL) are left as they are.
+    ///
+    /// Boxed (a plain function returning a `Send` future): a destroy makes its previews follow, and a preview's destroy
+    /// is a destroy, so the futures' types would otherwise contain themselves.
+    pub(crate) fn previews_follow_destroy<'a>(&'a self, parent: &'a Deployment) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>> {
+        Box::pin(self.follow_destroy(parent))
+    }
+
+    async fn follow_destroy(&self, parent: &Deployment) {
+        let records = match self.store().previews_of_parent(&parent.id).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(deployment = %parent.id, error = %e, "could not read the previews of a deployment being destroyed");
+                return self.log(&parent.id, Level::Error, "destroy", &format!("could not read this deployment's previews ({e}); they stay until their pull requests close or their TTL")).await;
+            }
+        };
+        let mut live = Vec::new();
+        for rec in records {
+            match self.store().get_deployment(&rec.deployment).await {
+                Ok(Some(d)) if !matches!(d.status, Status::Destroying | Status::Destroyed) => live.push(d),
+                Ok(_) => {}
+                Err(e) => self.log(&parent.id, Level::Error, "destroy", &format!("could not read the preview of pull request #{} ({e}); it stays until its pull request closes or its TTL", rec.number)).await,
+            }
+        }
+        if live.is_empty() {
+            return;
+        }
+        let names: Vec<&str> = live.iter().map(|d| d.spec.name.as_str()).collect();
+        self.log(&parent.id, Level::Info, "destroy", &format!("destroying its {} preview(s) with it: {}", live.len(), names.join(", "))).await;
+        let why = format!("its parent deployment {} was destroyed", parent.spec.name);
+        for d in &live {
+            self.destroy_preview(d, &why).await;
+        }
+    }
+
+    /// Destroys preview `d` because of `why` (said in its log, kept for its comment); a failure is said in its log.
+    async fn destroy_preview(&self, d: &Deployment, why: &str) {
+        self.log(&d.id, Level::Info, "preview", &format!("destroying: {why}")).await;
+        self.preview_ended(&d.id, why).await;
+        let system = Actor { name: "preview".into(), door: Door::System };
+        match self.act(d.id.as_str(), Action::Destroy, &system).await {
+            Ok(_) => {
+                if let Err(e) = self.store().clear_expiry(&d.id).await {
+                    self.log(&d.id, Level::Warn, "preview", &format!("could not remove the preview's expiry ({e}); it expires on a destroyed deployment, which does nothing")).await;
+                }
+            }
+            Err(e) => {
+                tracing::error!(deployment = %d.id, error = %e, "could not destroy a preview");
+                self.log(&d.id, Level::Error, "preview", &format!("could not be destroyed ({why}): {e}; it stays until its TTL")).await;
+            }
+        }
+    }
+
+    /// Keeps why preview `id` ended (the first reason given wins); a deployment that is no preview has no record and
+    /// this changes nothing. A failure is said in its log (its comment then says only that it is gone).
+    pub(crate) async fn preview_ended(&self, id: &DeploymentId, why: &str) {
+        if let Err(e) = self.store().set_preview_ended(id, why).await {
+            tracing::warn!(deployment = %id, error = %e, "could not record why a preview ended");
+            self.log(id, Level::Warn, "preview", &format!("could not record why it ended ({e})")).await;
         }
     }
 }

@@ -940,6 +940,8 @@ impl Engine {
             self.remove_snippet(prov, d.spec.guest_type, &node, id).await;
         }
         self.release_claims_or_say(id, "destroy", released).await;
+        // Before it is recorded destroyed: a destroy resumed after a crash asks for its previews' destroys again.
+        self.previews_follow_destroy(&d).await;
         let marked = self.leased_transition(d, Status::Destroyed, "destroyed", lease, |d| {
             d.proxmox_id = None;
             d.ip_address = None;

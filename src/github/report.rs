@@ -147,6 +147,14 @@ pub fn preview_comment(d: &Deployment, r: &Release, phase: &Phase, page: Option<
     format!("{PREVIEW_MARK}\n### pvedeploy preview\n\n{state}{page}\n\nThis comment is updated on each deploy; the preview is destroyed when the pull request closes.\n")
 }
 
+/// The comment of preview `d` once it is destroyed: gone, and `why` (kept by the engine) when known.
+pub fn preview_gone_comment(d: &Deployment, why: Option<&str>, page: Option<&str>) -> String {
+    let name = d.spec.name.as_str();
+    let why = why.map(|w| format!(": {}", clip(w))).unwrap_or_default();
+    let page = page.map(|p| format!(" Logs: {p}")).unwrap_or_default();
+    format!("{PREVIEW_MARK}\n### pvedeploy preview\n\n**{name}** is gone{why}. Its guest is deleted and its URL no longer answers.{page}\n")
+}
+
 /// `owner` and `repo` of a deployment's repository when it is on GitHub's host `web_host`.
 pub fn github_repo(repo_url: &crate::core::repo::RepoUrl, web_host: &str) -> Option<(String, String)> {
     if !repo_url.host().eq_ignore_ascii_case(web_host) {
@@ -219,6 +227,9 @@ mod tests {
         let r = release(ReleaseStatus::Failed, DeployStep::Build, Some("pip install failed"));
         let failed = preview_comment(&d, &r, &Phase::of(&r), None);
         assert!(failed.contains("failed at step build: pip install failed") && !failed.contains("Logs:"), "{failed}");
+        let gone = preview_gone_comment(&d, Some("the pull request was merged"), page);
+        assert!(gone.starts_with(PREVIEW_MARK) && gone.contains("**web** is gone: the pull request was merged.") && gone.contains(page.unwrap()), "{gone}");
+        assert!(preview_gone_comment(&d, None, None).contains("**web** is gone. "));
     }
 
     #[test]

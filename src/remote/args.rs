@@ -57,6 +57,11 @@ pub fn start_command(raw: &str) -> Result<crate::core::names::StartCommand, Stri
     crate::core::names::StartCommand::parse(raw).map_err(|e| e.message)
 }
 
+/// A path filter or tag pattern (`*`, `**`, `?`), as the agent reads it.
+pub fn glob(raw: &str) -> Result<crate::core::glob::Glob, String> {
+    crate::core::glob::Glob::parse(raw).map_err(|e| e.message)
+}
+
 pub fn node(raw: &str) -> Result<NodeName, String> {
     NodeName::parse(raw).map_err(|e| e.message)
 }
@@ -87,5 +92,7 @@ mod tests {
         assert!(deployment_ref("Shop!").unwrap_err().contains("DNS label"));
         assert!(commit("abc").unwrap_err().contains("40 or 64"));
         assert!(git_ref("-x").is_err());
+        assert!(glob("api/**").is_ok());
+        assert!(glob("/etc/*").unwrap_err().contains("no leading /"));
     }
 }

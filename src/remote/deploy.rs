@@ -62,9 +62,25 @@ pub struct DeployArgs {
     /// [default: the framework's, e.g. Django's db.sqlite3 and media/].
     #[arg(long = "persist", value_name = "PATH", value_parser = args::persistent_path)]
     pub persist: Vec<crate::core::release::PersistentPath>,
-    /// Do not redeploy on a GitHub push to the branch.
+    /// Do not redeploy on a GitHub push to the branch (nor on a pushed tag).
     #[arg(long)]
     pub no_auto_redeploy: bool,
+    /// Redeploy on a push only when one of its commits touched a file matching PATTERN (`*`, `**`, `?` as in GitHub
+    /// Actions' filters; repeatable, at most 20) [default: any push to the branch].
+    #[arg(long = "paths", value_name = "PATTERN", value_parser = args::glob)]
+    pub paths: Vec<crate::core::glob::Glob>,
+    /// Deploy a pushed tag matching PATTERN (e.g. `v*`) [default: tags deploy nothing].
+    #[arg(long, value_name = "PATTERN", value_parser = args::glob)]
+    pub deploy_tags: Option<crate::core::glob::Glob>,
+    /// Make a preview deployment NAME-pr-N of every GitHub pull request into the branch.
+    #[arg(long)]
+    pub previews: bool,
+    /// Preview pull requests from forks too (their code runs with the app's environment).
+    #[arg(long, requires = "previews")]
+    pub previews_from_forks: bool,
+    /// Destroy a preview still up this many hours after it was made (1-720) [default: 72].
+    #[arg(long, value_name = "HOURS", requires = "previews", value_parser = clap::value_parser!(u32).range(1..=720))]
+    pub preview_ttl_hours: Option<u32>,
     /// An environment variable: KEY=VALUE, or KEY to take its value from this shell's environment (kept out of
     /// `ps` and shell history). Repeatable; wins over --env-file.
     #[arg(long = "env", value_name = "KEY[=VALUE]")]
@@ -84,6 +100,9 @@ pub async fn run(remote: &Remote, a: &DeployArgs) -> Result<u8, RemoteError> {
     let vars = dotenv::from_args(&a.env, "--env", a.env_file.as_deref())?;
     if a.repo.trim().is_empty() {
         return Err(super::arg("--repo", "must be the repository's URL"));
+    }
+    if a.paths.len() > crate::core::deployment::MAX_PATH_FILTERS {
+        return Err(super::arg("--paths", format!("must hold at most {} patterns", crate::core::deployment::MAX_PATH_FILTERS)));
     }
     let mut body = json!({ "name": a.name.as_str(), "repo_url": a.repo, "framework": a.framework.as_str() });
     if let Some(t) = a.guest_type {
@@ -117,6 +136,21 @@ pub async fn run(remote: &Remote, a: &DeployArgs) -> Result<u8, RemoteError> {
     }
     if a.no_auto_redeploy {
         body["auto_redeploy"] = false.into();
+    }
+    if !a.paths.is_empty() {
+        body["paths"] = a.paths.iter().map(|p| p.as_str()).collect::<Vec<_>>().into();
+    }
+    if let Some(t) = &a.deploy_tags {
+        body["deploy_tags"] = t.as_str().into();
+    }
+    if a.previews {
+        body["previews"] = true.into();
+    }
+    if a.previews_from_forks {
+        body["previews_from_forks"] = true.into();
+    }
+    if let Some(h) = a.preview_ttl_hours {
+        body["preview_ttl_hours"] = h.into();
     }
     let d = remote.create(&body).await?;
     // The first deploy reads the environment once the guest is provisioned, seconds from now: set it at once.

@@ -1,4 +1,6 @@
 //! Webhook deliveries: one record per delivery GUID (created before any effect, unique; processed again only when its first outcome did not act), its outcome, and claims on pushes already handled.
+//! A pull request delivery keeps the event it was converted into (`pull_request`, our own JSON), so one acknowledged
+//! but not handled before the agent stopped is handled at the next start.
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -6,7 +8,9 @@ use sha2::{Digest, Sha256};
 
 use super::{decode, now_millis, Store, StoreError};
 use crate::core::deployment::DeploymentId;
-use crate::core::webhook::{DeliveryId, Outcome};
+use crate::core::names::CommitSha;
+use crate::core::preview::{HeadRepo, PrAction, PullRequestEvent};
+use crate::core::webhook::{DeliveryId, Outcome, RepoIdentity};
 pub use crate::core::delivery::{DeliveryFilter, DeliveryRecord, EarlierAttempt, TargetOutcome, EARLIER_KEPT};
 
 /// Made here, not in `core`: a record is stamped with the clock.
@@ -35,8 +39,69 @@ impl DeliveryRecord {
             redeliveries: 0,
             retries: 0,
             earlier: vec![],
+            pull_request: None,
         }
     }
+}
+
+/// A `PullRequestEvent` as stored (inside the row's `pull_request` text: the table's schema stays flat).
+#[derive(Debug, Serialize, Deserialize)]
+struct PrRow {
+    action: String,
+    number: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    repo_id: Option<i64>,
+    repo: String,
+    repo_hosts: Vec<String>,
+    base_ref: String,
+    head_sha: String,
+    head_ref: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    head_repo: Option<HeadRow>,
+    merged: bool,
+    sender: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct HeadRow {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    id: Option<i64>,
+    full_name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    clone_url: Option<String>,
+}
+
+fn pr_text(pr: &PullRequestEvent) -> String {
+    let row = PrRow {
+        action: pr.action.as_str().to_owned(),
+        number: pr.number,
+        repo_id: pr.repo.id,
+        repo: pr.repo.full_name.clone(),
+        repo_hosts: pr.repo.hosts.clone(),
+        base_ref: pr.base_ref.clone(),
+        head_sha: pr.head_sha.as_str().to_owned(),
+        head_ref: pr.head_ref.clone(),
+        head_repo: pr.head_repo.as_ref().map(|h| HeadRow { id: h.id, full_name: h.full_name.clone(), clone_url: h.clone_url.clone() }),
+        merged: pr.merged,
+        sender: pr.sender.clone(),
+    };
+    serde_json::to_string(&row).expect("a pull request row serializes")
+}
+
+fn pr_from_text(delivery: &str, text: &str) -> Result<PullRequestEvent, StoreError> {
+    let bad = |what: String| StoreError::Corrupt(format!("webhook delivery {delivery}: bad pull_request ({what})"));
+    let r: PrRow = serde_json::from_str(text).map_err(|e| bad(e.to_string()))?;
+    Ok(PullRequestEvent {
+        action: PrAction::parse(&r.action),
+        number: r.number,
+        repo: RepoIdentity { id: r.repo_id, full_name: r.repo, hosts: r.repo_hosts },
+        base_ref: r.base_ref,
+        head_sha: CommitSha::parse(&r.head_sha).map_err(|_| bad("head_sha".into()))?,
+        head_ref: r.head_ref,
+        head_repo: r.head_repo.map(|h| HeadRepo { id: h.id, full_name: h.full_name, clone_url: h.clone_url }),
+        merged: r.merged,
+        sender: r.sender,
+    })
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -84,6 +149,8 @@ struct Row {
     retries: i64,
     #[serde(default)]
     earlier: Vec<EarlierAttempt>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pull_request: Option<String>,
 }
 
 fn target_rows(targets: &[TargetOutcome]) -> Vec<TargetRow> {
@@ -114,6 +181,7 @@ impl From<&DeliveryRecord> for Row {
             redeliveries: d.redeliveries,
             retries: d.retries,
             earlier: d.earlier.clone(),
+            pull_request: d.pull_request.as_ref().map(pr_text),
         }
     }
 }
@@ -135,7 +203,9 @@ impl TryFrom<Row> for DeliveryRecord {
                 })
             })
             .collect::<Result<_, StoreError>>()?;
+        let pull_request = r.pull_request.as_deref().map(|t| pr_from_text(&r.delivery, t)).transpose()?;
         Ok(DeliveryRecord {
+            pull_request,
             delivery: DeliveryId::parse(&r.delivery).map_err(|_| bad("delivery id"))?,
             outcome: outcome(&r.outcome)?,
             targets,

@@ -337,6 +337,14 @@ const MIGRATIONS: &[&str] = &[
         <regex> "([.]git)?/*$", ''
     ) RETURN NONE;
     "#,
+    // v21: a parent's previews are found to destroy them with it, and why a preview ended is kept for its pull
+    // request's comment; a pull request delivery keeps its event, so one not handled before a stop is handled at the
+    // next start (issue #24).
+    r#"
+    DEFINE FIELD IF NOT EXISTS ended ON preview TYPE option<string>;
+    DEFINE INDEX IF NOT EXISTS preview_parent ON preview FIELDS parent;
+    DEFINE FIELD IF NOT EXISTS pull_request ON webhook_delivery TYPE option<string>;
+    "#,
 ];
 
 /// The schema version this binary writes.

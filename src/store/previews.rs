@@ -1,5 +1,6 @@
 //! Pull-request previews: one record per parent deployment and pull request number (`<parent>_<number>`), naming the
-//! preview deployment made for it, the head commit it is to run, and the pull request comment that shows it.
+//! preview deployment made for it, the head commit it is to run, the pull request comment that shows it, and why the
+//! preview ended once it did (the comment says so).
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -20,6 +21,8 @@ pub struct PreviewRecord {
     pub head_sha: String,
     /// GitHub's id of the comment that shows the preview, once posted.
     pub comment_id: Option<u64>,
+    /// Why the preview was destroyed, in words (`the pull request was merged`, …), once it was.
+    pub ended: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -33,6 +36,8 @@ struct Row {
     head_sha: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     comment_id: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ended: Option<String>,
     created_at: i64,
     updated_at: i64,
 }
@@ -53,6 +58,7 @@ impl TryFrom<Row> for PreviewRecord {
             comment_id: r.comment_id.map(|c| u64::try_from(c).map_err(|_| bad("comment_id"))).transpose()?,
             repo: r.repo,
             head_sha: r.head_sha,
+            ended: r.ended,
             created_at: r.created_at,
             updated_at: r.updated_at,
         })
@@ -66,7 +72,7 @@ fn one(rows: Vec<Vec<serde_json::Value>>) -> Result<Option<PreviewRecord>, Store
     }
 }
 
-const FIELDS: &str = "parent, number, repo, deployment, head_sha, comment_id, created_at, updated_at";
+const FIELDS: &str = "parent, number, repo, deployment, head_sha, comment_id, ended, created_at, updated_at";
 
 impl Store {
     /// Records the preview `p` (a new one replaces the record of an earlier preview of the same pull request).
@@ -78,6 +84,7 @@ impl Store {
             deployment: p.deployment.to_string(),
             head_sha: p.head_sha.clone(),
             comment_id: p.comment_id.and_then(|c| i64::try_from(c).ok()),
+            ended: p.ended.clone(),
             created_at: p.created_at,
             updated_at: p.updated_at,
         };
@@ -95,6 +102,22 @@ impl Store {
     pub async fn preview_of(&self, dep: &DeploymentId) -> Result<Option<PreviewRecord>, StoreError> {
         let rows = self.run(&format!("SELECT {FIELDS} FROM preview WHERE deployment = $dep LIMIT 1"), json!({ "dep": dep.as_str() })).await?;
         one(rows)
+    }
+
+    /// Every preview made for `parent` (one record per pull request; its deployment may be destroyed already).
+    pub async fn previews_of_parent(&self, parent: &DeploymentId) -> Result<Vec<PreviewRecord>, StoreError> {
+        let rows = self.run(&format!("SELECT {FIELDS} FROM preview WHERE parent = $parent"), json!({ "parent": parent.as_str() })).await?;
+        rows.into_iter().next().unwrap_or_default().into_iter().map(|v| PreviewRecord::try_from(decode::<Row>(v)?)).collect()
+    }
+
+    /// Records why the preview `dep` ended, unless a reason is recorded already (the first one to act says why).
+    pub async fn set_preview_ended(&self, dep: &DeploymentId, why: &str) -> Result<(), StoreError> {
+        self.run(
+            "UPDATE preview SET ended = $why, updated_at = $now WHERE deployment = $dep AND ended = NONE RETURN NONE",
+            json!({ "dep": dep.as_str(), "why": why, "now": now_millis() }),
+        )
+        .await?;
+        Ok(())
     }
 
     /// A new head commit for the preview of `parent`'s pull request `number`.

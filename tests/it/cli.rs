@@ -449,6 +449,34 @@ async fn cli_checks_arguments_before_any_request_and_says_what_the_agent_refused
     assert!(out.code == 2 && out.stderr.contains("--start-command") && out.stderr.contains("newline"), "{}", out.text());
     let out = cli(&nowhere, &["deploy", "ok", "--repo", "https://github.com/octo/app.git", "--framework", "flask", "--persist", "../etc"], &[], QUICK).await;
     assert!(out.code == 2 && out.stderr.contains("--persist") && out.stderr.contains("relative path"), "{}", out.text());
+    // the GitHub options: each bad value names its argument, nothing is sent
+    let deploy = |extra: &[&str]| {
+        let mut args = vec!["deploy", "ok", "--repo", "https://github.com/octo/app.git", "--framework", "flask"];
+        args.extend_from_slice(extra);
+        args.into_iter().map(String::from).collect::<Vec<_>>()
+    };
+    let twenty_one: Vec<String> = (0..21).flat_map(|i| ["--paths".to_string(), format!("dir{i}/**")]).collect();
+    let many: Vec<&str> = twenty_one.iter().map(String::as_str).collect();
+    for (extra, arg, said) in [
+        (vec!["--paths", "/etc/**"], "--paths", "no leading /"),
+        (vec!["--paths", "api/**", "--paths", "../x"], "--paths", "no leading / or !"),
+        (vec!["--paths", "a b"], "--paths", "without spaces"),
+        (many, "--paths", "at most 20 patterns"),
+        (vec!["--deploy-tags", "v[0-9]*"], "--deploy-tags", "no [ ]"),
+        (vec!["--previews-from-forks"], "--previews-from-forks", "--previews"),
+        (vec!["--preview-ttl-hours", "24"], "--preview-ttl-hours", "--previews"),
+        (vec!["--previews", "--preview-ttl-hours", "0"], "--preview-ttl-hours", "1..=720"),
+        (vec!["--previews", "--preview-ttl-hours", "721"], "--preview-ttl-hours", "1..=720"),
+        (vec!["--previews", "--preview-ttl-hours", "soon"], "--preview-ttl-hours", "soon"),
+        (vec!["--previews=yes"], "--previews", "yes"),
+    ] {
+        let args = deploy(&extra);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = cli(&nowhere, &args, &[], QUICK).await;
+        assert_eq!(out.code, 2, "{extra:?}: {}", out.text());
+        assert!(out.stderr.contains(arg) && out.stderr.contains(said) && !out.stderr.contains("cannot reach"), "{extra:?}: {}", out.text());
+    }
+
     let out = cli(&nowhere, &["redeploy", "shop", "--commit", "abc"], &[], QUICK).await;
     assert!(out.code == 2 && out.stderr.contains("--commit") && out.stderr.contains("40 or 64"), "{}", out.text());
     let out = cli(&nowhere, &["redeploy", "shop", "--commit", &"a".repeat(40)], &[], QUICK).await;
@@ -479,6 +507,20 @@ async fn cli_checks_arguments_before_any_request_and_says_what_the_agent_refused
     assert!(out.code == 2 && out.stderr.contains("lacks the `deploy` scope, which creating a deployment needs"), "{}", out.text());
     let out = cli_as(&base, "not-a-token-0123456789", &["list"], &[], QUICK).await;
     assert!(out.code == 2 && out.stderr.contains("did not accept the token"), "{}", out.text());
+
+    // the GitHub options reach the agent as the API's fields
+    let out = cli_as(&base, DEPLOYER, &["deploy", "cli-gh", "--repo", "https://github.com/octo/app.git", "--framework", "flask", "--paths", "api/**", "--paths", "requirements.txt", "--deploy-tags", "v*", "--previews", "--previews-from-forks", "--preview-ttl-hours", "24", "--detach"], &[], QUICK).await;
+    assert_eq!(out.code, 0, "{}", out.text());
+    let (_, d) = app.get("/api/v1/deployments/cli-gh", Some(ADMIN)).await;
+    assert_eq!(
+        (&d["paths"], &d["deploy_tags"], &d["previews"], &d["previews_from_forks"], &d["preview_ttl_hours"]),
+        (&json!(["api/**", "requirements.txt"]), &json!("v*"), &json!(true), &json!(true), &json!(24)),
+        "{d}"
+    );
+    let out = cli_as(&base, DEPLOYER, &["deploy", "cli-plain", "--repo", "https://github.com/octo/app.git", "--framework", "flask", "--detach"], &[], QUICK).await;
+    assert_eq!(out.code, 0, "{}", out.text());
+    let (_, d) = app.get("/api/v1/deployments/cli-plain", Some(ADMIN)).await;
+    assert_eq!((&d["paths"], &d["previews"], &d["preview_ttl_hours"]), (&json!([]), &json!(false), &json!(72)), "the defaults: {d}");
 
     // detach: accepted, exit 0; following a deployment that stays pending is bounded by --timeout (exit 2)
     let out = cli_as(&base, DEPLOYER, &["deploy", "cli-detached", "--repo", "https://github.com/octo/app.git", "--framework", "flask", "--detach"], &[], QUICK).await;

@@ -220,7 +220,7 @@ async fn signatures_are_checked_before_anything_and_refusals_change_nothing() {
     let names: Vec<&str> = reg.body.as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
     assert_eq!(
         names,
-        ["deploy", "status", "list", "logs", "redeploy", "rollback", "stop", "start", "destroy", "resources", "snapshot", "restore", "backup", "snapshots", "backups", "schedules", "unschedule"]
+        ["deploy", "status", "list", "logs", "redeploy", "rollback", "stop", "start", "destroy", "resources", "snapshot", "restore", "backup", "restore-backup", "snapshots", "backups", "schedules", "unschedule"]
     );
 
     // PING
@@ -670,14 +670,112 @@ async fn registered_commands_carry_the_cores_limits() {
     // the change commands are hidden from members without Manage Server until an admin grants them; reads are not
     for c in &cmds {
         let name = c["name"].as_str().unwrap();
-        let change = ["deploy", "redeploy", "rollback", "stop", "start", "destroy", "snapshot", "restore", "backup", "unschedule"].contains(&name);
+        let change = ["deploy", "redeploy", "rollback", "stop", "start", "destroy", "snapshot", "restore", "backup", "restore-backup", "unschedule"].contains(&name);
         assert_eq!(c.get("default_member_permissions").and_then(Value::as_str), change.then_some("32"), "/{name}");
         // reads can be shared; every option naming a deployment or a schedule is completed as typed
         assert_eq!(c["options"].as_array().unwrap().iter().any(|o| o["name"] == "public" && o["type"] == 5), !change, "/{name}");
         for o in c["options"].as_array().unwrap() {
-            let names_one = (o["name"] == "name" && name != "deploy") || o["name"] == "schedule";
+            let names_one = (o["name"] == "name" && name != "deploy") || o["name"] == "schedule" || o["name"] == "backup";
             assert_eq!(o.get("autocomplete").is_some(), names_one, "/{name} {o}");
         }
     }
     app.stop().await;
+}
+
+/// `/restore-backup` against the simulator's vzdump: the backup is suggested as it is typed (to the change role only),
+/// a bad name is refused privately naming the option, a restore over the guest waits for its asker's button (another
+/// member's press and a second press change nothing), and a restore into a new deployment asks nothing and overwrites
+/// nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_is_restored_from_discord_over_the_guest_once_confirmed_or_into_a_new_deployment() {
+    use pvedeploy::config::BackupSettings;
+    let fake = FakeDiscord::start().await;
+    let clock = Arc::new(pvedeploy::engine::schedules::ManualClock::new(crate::schedules::ms("2030-01-01T00:10:00Z")));
+    let discord = settings(&fake);
+    let sim = crate::schedules::on_sim_configured(&clock, "vault", |c| c.backups = Some(BackupSettings::to("local")), move |c| c.discord = discord).await;
+    let (app, id) = (&sim.app, sim.id.as_str());
+    let (_, node, vmid) = &sim.guest;
+    // No real guest here: stopped behind the agent's back, its install fails at once (a restore needs it settled).
+    let upid = sim.client.lxc_power(node, *vmid, pvedeploy::pve::PowerAction::Stop).await.unwrap();
+    sim.client.wait_task(&upid, Duration::from_millis(50), Duration::from_secs(30)).await.unwrap();
+    crate::provision::wait_until(app, id, "failed", |d| d["status"] == "failed").await;
+    let (s, made) = app.post(&format!("/api/v1/deployments/{id}/backups"), Some(crate::helpers::DEPLOYER), &json!({})).await;
+    assert_eq!(s, 201, "{made}");
+    let file = made["name"].as_str().unwrap().to_string();
+
+    // suggestions: the deployment's backups for the change role, nothing without it, nothing for an unknown deployment
+    let typing = |user: u64, roles: &[u64], name: &str, typed: &str| {
+        let mut a = autocomplete(user, roles, "restore-backup", "backup", typed);
+        a["data"]["options"] = json!([{"name": "name", "type": 3, "value": name}, {"name": "backup", "type": 3, "value": typed, "focused": true}]);
+        a
+    };
+    let (_, b) = post_signed(app, &typing(ADA, &[CHANGER_ROLE], "vault", "vzdump")).await;
+    assert_eq!(choices(&b), [file.clone()], "{b}");
+    let (_, b) = post_signed(app, &typing(ADA, &[CHANGER_ROLE], "vault", "nothing-like-it")).await;
+    assert!(choices(&b).is_empty(), "{b}");
+    let (_, b) = post_signed(app, &typing(BOB, &[], "vault", "")).await;
+    assert!(choices(&b).is_empty(), "no change role, no suggestions: {b}");
+    let (_, b) = post_signed(app, &typing(ADA, &[CHANGER_ROLE], "ghost", "")).await;
+    assert!(choices(&b).is_empty(), "{b}");
+
+    // a bad backup name or new name: refused at once, privately, naming the option; nothing asked, nothing done
+    let restore = |token: &str, user: u64, extra: Value| {
+        let mut options = vec![json!({"name": "name", "type": 3, "value": "vault"})];
+        options.extend(extra.as_array().unwrap().iter().cloned());
+        command(token, user, &[CHANGER_ROLE], "restore-backup", Value::Array(options))
+    };
+    for (extra, option) in [
+        (json!([{"name": "backup", "type": 3, "value": "../../etc/passwd"}]), "`backup`"),
+        (json!([{"name": "backup", "type": 3, "value": file}, {"name": "new_name", "type": 3, "value": "Not A Name"}]), "`new_name`"),
+    ] {
+        let (s, b) = post_signed(app, &restore("tok-bad", ADA, extra)).await;
+        assert_eq!((s, b["type"].as_u64(), b["data"]["flags"].as_u64()), (200, Some(4), Some(64)), "{b}");
+        assert!(b["data"]["content"].as_str().unwrap().contains(option), "{b}");
+    }
+    // a backup the deployment does not have: said privately
+    let (_, b) = post_signed(app, &restore("tok-none", ADA, json!([{"name": "backup", "type": 3, "value": format!("vzdump-lxc-{vmid}-2020_01_01-00_00_00.tar.zst")}]))).await;
+    assert_eq!(b, json!({"type": 5}));
+    let none = fake.wait_for("the refusal", |c| c.path.contains("tok-none") && c.method == "POST").await;
+    assert!(none.body["content"].as_str().unwrap().contains("has no backup"), "{none:?}");
+
+    // over the guest: a question with a button only the asker can press
+    let (_, b) = post_signed(app, &restore("tok-restore", ADA, json!([{"name": "backup", "type": 3, "value": file}]))).await;
+    assert_eq!(b, json!({"type": 5}));
+    let ask = fake.wait_for("the confirmation question", |c| c.path.contains("tok-restore")).await;
+    assert!(ask.body["content"].as_str().unwrap().contains(&format!("Restore **vault** from backup `{file}`")), "{ask:?}");
+    let confirm = ask.body["components"][0]["components"][0]["custom_id"].as_str().unwrap().to_string();
+    assert!(confirm.starts_with("restore-backup:"), "{confirm}");
+    let (_, b) = post_signed(app, &button("tok-bob", BOB, &confirm)).await;
+    assert!(b["data"]["content"].as_str().unwrap().contains("only the person who ran"), "{b}");
+    let (_, d) = app.get(&format!("/api/v1/deployments/{id}"), Some(ADMIN)).await;
+    assert_eq!(d["status"], "failed", "untouched: {d}");
+    assert!(audit(app).await.iter().all(|e| e["action"] != "backup_restore"));
+    let (s, b) = post_signed(app, &button("tok-restore", ADA, &confirm)).await;
+    assert_eq!((s, b), (200, json!({"type": 6})));
+    let done = fake.wait_for("the restore answer", |c| c.path.contains("tok-restore") && c.body["content"].as_str().is_some_and(|t| t.contains("Restoring **vault**"))).await;
+    assert_eq!(done.body["components"], json!([]), "the buttons are gone");
+    let entry = audit(app).await.into_iter().find(|e| e["action"] == "backup_restore").expect("audited");
+    assert_eq!((entry["actor"].as_str(), entry["door"].as_str()), (Some("discord:42 ada"), Some("discord")));
+    assert!(entry["detail"].as_str().unwrap().contains(&file), "{entry}");
+    let (_, b) = post_signed(app, &button("tok-restore", ADA, &confirm)).await;
+    assert!(b["data"]["content"].as_str().unwrap().contains("expired or was already used"), "works once: {b}");
+    crate::provision::wait_until(app, id, "the restore ended", |d| d["events"].as_array().is_some_and(|e| e.iter().any(|e| e["to"] == "deploying")) && d["status"] != "deploying").await;
+
+    // into a new deployment: no question, nothing overwritten
+    let (_, b) = post_signed(app, &restore("tok-new", ADA, json!([{"name": "backup", "type": 3, "value": file}, {"name": "new_name", "type": 3, "value": "vault-two"}]))).await;
+    assert_eq!(b, json!({"type": 5}));
+    let said = fake.wait_for("the new deployment", |c| c.path.contains("tok-new") && c.body["content"].as_str().is_some_and(|t| t.contains("vault-two"))).await;
+    assert!(said.body["content"].as_str().unwrap().contains("into the new deployment **vault-two**"), "{said:?}");
+    assert!(said.body.get("components").is_none_or(|c| c == &json!([])), "no buttons: {said:?}");
+    let (s, d) = app.get("/api/v1/deployments/vault-two", Some(ADMIN)).await;
+    assert_eq!((s, d["framework"].as_str(), d["type"].as_str()), (200, Some("flask"), Some("lxc")), "{d}");
+    assert_ne!(d["id"].as_str(), Some(id));
+    let entry = audit(app).await.into_iter().find(|e| e["action"] == "backup_restore_new").expect("audited");
+    assert_eq!(entry["actor"], "discord:42 ada");
+    // the same name again: taken, refused naming the option
+    let (_, b) = post_signed(app, &restore("tok-taken", ADA, json!([{"name": "backup", "type": 3, "value": file}, {"name": "new_name", "type": 3, "value": "vault-two"}]))).await;
+    assert_eq!(b, json!({"type": 5}));
+    let taken = fake.wait_for("the refusal", |c| c.path.contains("tok-taken") && c.method == "POST").await;
+    assert!(taken.body["content"].as_str().unwrap().contains("`new_name` must be unique"), "{taken:?}");
+    sim.app.stop().await;
 }

@@ -48,6 +48,8 @@ enum Mode {
     Forbidden,
     /// A secondary rate limit once (429, `retry-after: 1`), then `Ok`.
     SlowDownOnce,
+    /// 404 to everything (what GitHub answers for a comment deleted since).
+    NotFound,
 }
 
 /// One request GitHub's side received.
@@ -101,6 +103,7 @@ async fn github_api(req: &Request, body: Body, rec: Data<&Recorder>) -> Response
             }
             r
         }
+        Mode::NotFound => json_answer(404, json!({"message": "Not Found", "documentation_url": "https://docs.github.com/rest/issues/comments#update-an-issue-comment"})),
         Mode::Forbidden => json_answer(403, json!({"message": "Resource not accessible by personal access token", "documentation_url": "https://docs.github.com/rest/commits/statuses#create-a-commit-status"})),
         Mode::SlowDownOnce => {
             let mut r = json_answer(429, json!({"message": "You have exceeded a secondary rate limit. Please wait a few minutes before you try again."}));
@@ -631,7 +634,7 @@ async fn a_github_that_fails_refuses_or_rate_limits_is_tried_as_the_policy_says_
 /// A deployment that is the preview of pull request #`number` of `repo` (what `engine::previews` records).
 async fn as_preview(w: &Engined, parent: &Deployment, preview: &Deployment, repo: &str, number: u64, head: &str) {
     let now = now_millis();
-    let rec = PreviewRecord { parent: parent.id.clone(), number, repo: repo.into(), deployment: preview.id.clone(), head_sha: head.into(), comment_id: None, created_at: now, updated_at: now };
+    let rec = PreviewRecord { parent: parent.id.clone(), number, repo: repo.into(), deployment: preview.id.clone(), head_sha: head.into(), comment_id: None, ended: None, created_at: now, updated_at: now };
     w.store.save_preview(&rec).await.unwrap();
 }
 
@@ -670,6 +673,49 @@ async fn a_preview_s_pull_request_gets_one_comment_edited_in_place_after_each_de
     let lines = w.github_log(&d).await;
     assert!(lines.iter().any(|l| l.contains(&format!("comment 1 posted on pull request #7 of {REPO}"))), "{lines:#?}");
     assert!(lines.iter().any(|l| l.contains(&format!("comment 1 on pull request #7 of {REPO} updated"))), "{lines:#?}");
+    fake.check_against_the_description();
+    w.reporter.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_destroyed_preview_s_comment_says_it_is_gone_and_why_and_a_deleted_one_is_not_posted_again() {
+    let fake = FakeGithub::start().await;
+    let w = Engined::start(&fake, Policy::default()).await;
+    let admin = pvedeploy::core::command::Actor { name: "admin".into(), door: pvedeploy::core::command::Door::Api };
+    let parent = w.deployment("web", "https://github.com/octo/app.git").await;
+    let d = w.deployment("web-pr-7", "https://github.com/octo/app.git").await;
+    as_preview(&w, &parent, &d, REPO, 7, &sha('1')).await;
+    let d = w.deploy(d, &sha('1'), None).await;
+    fake.wait_for("the preview comment", |c| c.method == "POST" && c.path == format!("/repos/{REPO}/issues/7/comments")).await;
+    w.wait_for_log(&d, "the comment remembered", |l| l.contains("comment 1 posted on pull request #7")).await;
+
+    // its parent is destroyed: the preview goes with it, and the one comment is edited to say so
+    w.engine.act(parent.id.as_str(), pvedeploy::core::command::Action::Destroy, &admin).await.unwrap();
+    let gone = fake.wait_for("the comment edited to say the preview is gone", |c| c.method == "PATCH" && c.body["body"].as_str().is_some_and(|b| b.contains("is gone"))).await;
+    assert_eq!(gone.path, format!("/repos/{REPO}/issues/comments/1"));
+    let body = gone.body["body"].as_str().unwrap();
+    assert!(body.starts_with(pvedeploy::github::report::PREVIEW_MARK) && body.contains("**web-pr-7** is gone: its parent deployment web was destroyed."), "{body}");
+    assert!(!body.contains(LIVE_URL), "a gone preview's URL is not offered: {body}");
+    fake.wait_for("its GitHub deployment inactive", |c| c.path.ends_with("/deployments/1/statuses") && c.body["state"] == "inactive").await;
+    assert_eq!(w.store.get_deployment(&d.id).await.unwrap().unwrap().status, Status::Destroyed);
+    w.wait_for_log(&d, "the comment edit", |l| l.contains(&format!("comment 1 on pull request #7 of {REPO} says the preview is gone"))).await;
+    assert_eq!(fake.calls().iter().filter(|c| c.path.ends_with("/issues/7/comments")).count(), 1, "edited, never posted anew");
+
+    // a preview destroyed by hand whose comment was deleted on GitHub: the edit meets a 404, nothing is posted instead
+    let shop = w.deployment("shop", "https://github.com/octo/app.git").await;
+    let e = w.deployment("shop-pr-8", "https://github.com/octo/app.git").await;
+    as_preview(&w, &shop, &e, REPO, 8, &sha('2')).await;
+    let e = w.deploy(e, &sha('2'), None).await;
+    fake.wait_for("the second preview's comment", |c| c.method == "POST" && c.path == format!("/repos/{REPO}/issues/8/comments")).await;
+    w.wait_for_log(&e, "the comment remembered", |l| l.contains("comment 1 posted on pull request #8")).await;
+    fake.set(Mode::NotFound);
+    let before = fake.calls().len();
+    w.engine.act(e.id.as_str(), pvedeploy::core::command::Action::Destroy, &admin).await.unwrap();
+    w.wait_for_log(&e, "the deleted comment", |l| l.contains("comment 1 on pull request #8 was deleted; nothing to edit")).await;
+    let after: Vec<Call> = fake.calls()[before..].to_vec();
+    assert!(after.iter().any(|c| c.method == "PATCH" && c.body["body"].as_str().is_some_and(|b| b.contains("**shop-pr-8** is gone: it was destroyed by admin via api."))), "{after:#?}");
+    assert!(after.iter().all(|c| c.method != "POST" || !c.path.contains("/comments")), "no comment posted anew: {after:#?}");
+    assert_eq!(w.store.get_deployment(&shop.id).await.unwrap().unwrap().status, Status::Installing, "a preview's destroy leaves its parent alone");
     fake.check_against_the_description();
     w.reporter.shutdown(Duration::from_secs(5)).await;
 }

@@ -153,6 +153,112 @@ async fn a_pull_request_s_preview_is_made_on_opened_moved_on_synchronize_and_des
     app.stop().await;
 }
 
+/// The example for `action` as pull request #`n`.
+fn numbered(action: &str, n: u64) -> String {
+    let mut e = example(action);
+    e["number"] = n.into();
+    e["pull_request"]["number"] = n.into();
+    e.to_string()
+}
+
+async fn log_lines(app: &TestApp, id: &str) -> Vec<String> {
+    let (_, log) = get(app, &format!("/api/v1/deployments/{id}/logs?limit=1000")).await;
+    log["lines"].as_array().unwrap().iter().map(|l| format!("{}: {}", l["step"].as_str().unwrap(), l["text"].as_str().unwrap())).collect()
+}
+
+#[tokio::test]
+async fn destroying_a_parent_destroys_its_live_previews_with_it_and_no_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let (app, ids) = app_with(dir.path(), &[parent("hello", true, false), parent("other", true, false)], None).await;
+    let (hello, other) = (&ids[0], &ids[1]);
+    // two pull requests previewed by both deployments of the repository; #3 closes, so its preview is gone already
+    assert_eq!(handled(&app, "parent-opened-2", &numbered("opened", 2)).await["outcome"], "preview_created");
+    assert_eq!(handled(&app, "parent-opened-3", &numbered("opened", 3)).await["outcome"], "preview_created");
+    assert_eq!(handled(&app, "parent-closed-3", &numbered("closed", 3)).await["outcome"], "preview_destroyed");
+    let id_of = |name: &'static str| {
+        let app = &app;
+        async move { get(app, &format!("/api/v1/deployments/{name}")).await.1["id"].as_str().unwrap().to_string() }
+    };
+    let (pr2, pr3, other2) = (id_of("hello-pr-2").await, id_of("hello-pr-3").await, id_of("other-pr-2").await);
+    let closed_lines = log_lines(&app, &pr3).await.len();
+
+    // the parent is destroyed: its live preview goes with it, saying why, its TTL backstop removed
+    let (s, d) = app.delete(&format!("/api/v1/deployments/{hello}"), Some(ADMIN)).await;
+    assert_eq!(s, 202, "{d}");
+    crate::schedules::wait_for(&app, &format!("/api/v1/deployments/{hello}"), "the parent destroyed", |d| d["status"] == "destroyed").await;
+    let (_, p) = get(&app, &format!("/api/v1/deployments/{pr2}")).await;
+    assert_eq!(p["status"], "destroyed", "the parent is recorded destroyed only once its previews' destroys are: {p}");
+    let lines = log_lines(&app, &pr2).await;
+    assert!(lines.iter().any(|l| l == "preview: destroying: its parent deployment hello was destroyed"), "{lines:#?}");
+    assert!(get(&app, &format!("/api/v1/deployments/{pr2}/expiry")).await.1.get("expires_at").is_none());
+    let lines = log_lines(&app, hello).await;
+    assert!(lines.iter().any(|l| l == "destroy: destroying its 1 preview(s) with it: hello-pr-2"), "{lines:#?}");
+    let audits = app.get("/api/v1/audit?limit=100", Some(ADMIN)).await.1;
+    assert!(audits.as_array().unwrap().iter().any(|a| a["action"] == "destroy" && a["target"] == pr2.as_str() && a["actor"] == "preview"), "{audits}");
+
+    // the preview destroyed earlier is not touched again; another deployment's preview of the same pull request stays
+    assert_eq!(log_lines(&app, &pr3).await.len(), closed_lines, "{:#?}", log_lines(&app, &pr3).await);
+    assert_eq!(get(&app, &format!("/api/v1/deployments/{other2}")).await.1["status"], "pending");
+    assert_eq!(get(&app, &format!("/api/v1/deployments/{other}")).await.1["status"], "pending");
+
+    // the pull request closes later: the destroyed parent is not asked, the other deployment's preview goes
+    let d = handled(&app, "parent-closed-2", &numbered("closed", 2)).await;
+    assert!(d["targets"].as_array().unwrap().iter().all(|t| t["deployment"] != hello.as_str()), "{d}");
+    assert_eq!(target(&d, other)["outcome"], "preview_destroyed", "{d}");
+    app.stop().await;
+}
+
+/// What a crash between the 202 and the handling leaves: a pull request delivery recorded `received`. The restarted
+/// agent handles it from the event kept with it; one recorded by an older version (no event kept) is marked failed, so
+/// GitHub's "Redeliver" of it runs it again; neither is lost, and the one that acted is not acted on twice.
+#[tokio::test]
+async fn a_pull_request_acknowledged_but_not_handled_before_a_crash_is_handled_at_the_next_start() {
+    use pvedeploy::core::webhook::{DeliveryId, Outcome};
+    use pvedeploy::store::deliveries::DeliveryRecord;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path());
+    configure(&mut config);
+    {
+        let store = Store::open(&config.database).await.unwrap();
+        let d = Deployment::new(Spec::parse(parent("hello", true, false), &config.limits, &config.repos).unwrap(), now_millis());
+        store.create_deployment(&d, "created").await.unwrap();
+        let opened = numbered("opened", 2);
+        let Ok(pvedeploy::webhooks::github::GithubEvent::PullRequest(pr)) = pvedeploy::webhooks::github::parse("pull_request", opened.as_bytes()) else { panic!("not a pull request") };
+        for (guid, kept) in [("crashed-pr-1", Some(pr.clone())), ("crashed-pr-old", None)] {
+            let mut record = DeliveryRecord::received(DeliveryId::parse(guid).unwrap(), "pull_request".into(), None, None);
+            record.repo = Some(pr.repo.full_name.clone());
+            record.repo_hosts = pr.repo.hosts.clone();
+            record.git_ref = Some("refs/pull/2/head".into());
+            record.after = Some(pr.head_sha.as_str().into());
+            record.pusher = Some(pr.sender.clone());
+            record.pull_request = kept;
+            assert_eq!(record.outcome, Outcome::Received);
+            store.record_delivery(&record).await.unwrap();
+        }
+        // read back as written
+        assert_eq!(store.get_delivery(&DeliveryId::parse("crashed-pr-1").unwrap()).await.unwrap().unwrap().pull_request, Some(pr));
+        assert!(store.close(Duration::from_secs(10)).await);
+    }
+    let app = TestApp::spawn_config(config).await;
+    let d = settled(&app, "crashed-pr-1").await;
+    assert_eq!(d["outcome"], "preview_created", "handled after the restart: {d}");
+    assert_eq!(get(&app, "/api/v1/deployments/hello-pr-2").await.0, 200);
+    let d = settled(&app, "crashed-pr-old").await;
+    assert_eq!(d["outcome"], "failed", "{d}");
+    assert!(d["detail"].as_str().unwrap().contains("redeliver it from GitHub"), "{d}");
+    // GitHub's "Redeliver": the failed one runs again (the preview is there: moved to the same head), the one that
+    // acted is a duplicate
+    let (s, said) = deliver(&app, "pull_request", "crashed-pr-old", &numbered("opened", 2)).await;
+    assert_eq!((s, said["status"].as_str()), (202, Some("accepted")), "{said}");
+    let d = settled(&app, "crashed-pr-old").await;
+    assert_eq!((d["retries"].as_u64(), d["outcome"].as_str()), (Some(1), Some("queued")), "{d}");
+    let (s, said) = deliver(&app, "pull_request", "crashed-pr-1", &numbered("opened", 2)).await;
+    assert_eq!((s, said["status"].as_str()), (200, Some("duplicate")), "{said}");
+    let (_, all) = get(&app, "/api/v1/deployments?limit=100").await;
+    assert_eq!(all["items"].as_array().unwrap().iter().filter(|d| d["name"] == "hello-pr-2").count(), 1, "one preview: {all}");
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn a_fork_s_pull_request_is_refused_unless_the_deployment_allows_forks() {
     let dir = tempfile::tempdir().unwrap();

@@ -313,6 +313,16 @@ pub(crate) async fn on_sim(clock: &Arc<ManualClock>, name: &str) -> OnSim {
 
 /// [`on_sim`] with the cluster settings changed by `tweak` first.
 pub(crate) async fn on_sim_with(clock: &Arc<ManualClock>, name: &str, tweak: impl FnOnce(&mut pvedeploy::config::ClusterSettings)) -> OnSim {
+    on_sim_configured(clock, name, tweak, |_| {}).await
+}
+
+/// [`on_sim_with`], the rest of the agent's configuration changed by `configure` (a door, say).
+pub(crate) async fn on_sim_configured(
+    clock: &Arc<ManualClock>,
+    name: &str,
+    tweak: impl FnOnce(&mut pvedeploy::config::ClusterSettings),
+    configure: impl FnOnce(&mut pvedeploy::config::Config),
+) -> OnSim {
     use crate::provision::{deploy, install_key, node_ssh_settings, start_sim, wait_until};
     use pvedeploy::config::{ClusterSettings, ProxmoxSetting, Secret, TrustSetting};
     let cluster = start_sim(pvedeploy_sim::ClusterSpec::sandbox()).await;
@@ -330,6 +340,7 @@ pub(crate) async fn on_sim_with(clock: &Arc<ManualClock>, name: &str, tweak: imp
     };
     tweak(&mut settings);
     c.proxmox = ProxmoxSetting::Cluster(settings);
+    configure(&mut c);
     let app = TestApp::spawn_config_with_clock(c, clock.clone()).await;
     let id = deploy(&app, name, "lxc").await;
     let d = wait_until(&app, &id, "a guest", |d| d["proxmox_id"].is_u64() && d["status"] != "provisioning").await;

@@ -410,9 +410,9 @@ impl Engine {
             if let Some(lane) = running.get_mut(d.id.as_str()) {
                 lane.queued = Some(wish.clone());
                 Plan::Queued
-            } else if let (Some(c), Some(live), true) = (&commit_text, &d.commit, d.status == Status::Running) {
+            } else if let (Some(c), Some(live), true) = (&commit, &d.commit, d.status == Status::Running) {
                 if c == live {
-                    Plan::AlreadyAt(c.clone())
+                    Plan::AlreadyAt(c.to_string())
                 } else {
                     running.insert(d.id.to_string(), start);
                     Plan::Start
@@ -453,7 +453,7 @@ impl Engine {
     /// webhook door's same-push rule, `core::webhook::same_push`, compares a push with it).
     pub async fn heading(&self, id: &DeploymentId) -> Result<crate::core::webhook::Heading, EngineError> {
         let d = self.store().get_deployment(id).await?.ok_or_else(|| EngineError::NotFound(id.to_string()))?;
-        let live = if d.status == Status::Running { d.commit.clone() } else { None };
+        let live = if d.status == Status::Running { d.commit.as_ref().map(ToString::to_string) } else { None };
         let deploying = matches!(d.status, Status::Installing | Status::Deploying);
         let running = self.inner.redeploys.lock().expect("redeploys poisoned");
         let lane = running.get(id.as_str());
@@ -498,7 +498,7 @@ impl Engine {
                 .with_lease(&id, patience, |lease| async move {
                     // A redeploy queued behind the first deploy may find that very commit live already.
                     if let (deploy::Wanted::Commit(c), Ok(Some(d))) = (&wanted, engine.store().get_deployment(&id2).await) {
-                        if d.status == Status::Running && d.commit.as_deref() == Some(c.as_str()) {
+                        if d.status == Status::Running && d.commit.as_ref() == Some(c) {
                             engine.log(&id2, Level::Info, "redeploy", &format!("{} is already live", c.as_str())).await;
                             return;
                         }

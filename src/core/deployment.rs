@@ -2,9 +2,10 @@
 
 use crate::core::glob::Glob;
 use std::fmt;
+use std::net::Ipv4Addr;
 
 use crate::core::limits::{Limits, RepoPolicy};
-use crate::core::names::{AppName, GitRef, HealthPath, NodeName, StartCommand, VmId};
+use crate::core::names::{AppName, CommitSha, GitRef, HealthPath, NodeName, StartCommand, VmId};
 use crate::core::release::PersistentPath;
 use crate::core::repo::RepoUrl;
 use crate::core::status::Status;
@@ -327,9 +328,11 @@ pub struct Deployment {
     pub status: Status,
     pub proxmox_id: Option<VmId>,
     pub proxmox_node: Option<NodeName>,
-    pub ip_address: Option<String>,
+    /// The guest's IPv4 address, once known.
+    pub ip_address: Option<Ipv4Addr>,
     pub url: Option<String>,
-    pub commit: Option<String>,
+    /// The commit the live release serves.
+    pub commit: Option<CommitSha>,
     pub error_message: Option<String>,
     pub terraform_output: Option<String>,
     pub created_at: Millis,

@@ -228,6 +228,17 @@ impl CommitSha {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// Its first `len` hexadecimal digits (the short form people read).
+    pub fn short(&self, len: usize) -> &str {
+        &self.0[..len.min(self.0.len())]
+    }
+}
+
+impl fmt::Display for CommitSha {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
 }
 
 /// The path of the app's HTTP health check: starts with `/`, printable ASCII, no spaces or `#`, at most 256 characters.

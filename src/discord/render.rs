@@ -73,10 +73,10 @@ pub fn deployment_embed(d: &Deployment) -> Embed {
         fields.push(("guest".into(), format!("{vmid} on {node}")));
     }
     if let Some(ip) = &d.ip_address {
-        fields.push(("address".into(), ip.clone()));
+        fields.push(("address".into(), ip.to_string()));
     }
     if let Some(c) = &d.commit {
-        fields.push(("commit".into(), c.chars().take(12).collect()));
+        fields.push(("commit".into(), c.short(12).into()));
     }
     let description = d.error_message.as_deref().map(|e| format!("error: {e}")).unwrap_or_default();
     Embed { title: s.name.to_string(), description, fields, color: color(d.status) }

@@ -111,7 +111,7 @@ impl Engine {
     /// copied; the new backup's volume id.
     async fn vzdump(&self, d: &Deployment, origin: &BackupOrigin) -> Result<String, EngineError> {
         let (prov, settings) = self.backup_setup()?;
-        let served = d.commit.as_deref().and_then(|c| CommitSha::parse(c).ok());
+        let served = d.commit.clone();
         let notes = notes_for(&d.id, d.spec.name.as_str(), origin, served.as_ref());
         let before: Vec<String> = self.backups(d.id.as_str()).await?.1.into_iter().map(|b| b.volid).collect();
         let (upid, waited) = self
@@ -287,7 +287,7 @@ impl Engine {
                     engine.log(&d.id, Level::Info, step, &format!("guest {} restored from {backup}", g.vmid)).await;
                     let mut now = engine.store().get_deployment(&d.id).await?.ok_or(ProvisionError::Vanished)?;
                     if let Some(c) = &served {
-                        now.commit = Some(c.as_str().to_string());
+                        now.commit = Some(c.clone());
                     }
                     engine.boot_and_check(prov, g, now, lease, step, &format!("restored from backup {backup}")).await
                 })
@@ -319,7 +319,7 @@ impl Engine {
             GuestType::Lxc => self.store().load_progress(&old.id).await?.and_then(|p| p.host_key().cloned()),
             GuestType::Vm => None,
         };
-        let commit = found.commit.clone().or_else(|| old.commit.as_deref().and_then(|c| CommitSha::parse(c).ok()));
+        let commit = found.commit.clone().or_else(|| old.commit.clone());
         let src = RestoreSource { backup: backup.clone(), from: old.id.clone(), node, host_key, commit };
         let spec = crate::core::deployment::Spec { name, ..old.spec.clone() };
         let d = Deployment::new(spec, crate::store::now_millis());

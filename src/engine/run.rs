@@ -653,7 +653,7 @@ impl Engine {
     /// Polls the guest agent (VM) or the container's interfaces until the guest's IPv4 address appears.
     async fn await_address(&self, run: &mut Run<'_>, guest: GuestAt, host_key: Option<HostKeyPin>) -> Result<Flow, ProvisionError> {
         let ip = run.prov.await_address(run.kind, &guest.node, guest.vmid, run.config.as_ref()).await?;
-        let changed = Deployment { ip_address: Some(ip.to_string()), ..run.d.clone() };
+        let changed = Deployment { ip_address: Some(ip), ..run.d.clone() };
         let line = format!("guest {} is up at {ip}", guest.vmid);
         Ok(Outcome::to(Progress::Ready { guest, host_key, ip: Some(ip) }).changing(changed, "address known").say(Level::Info, line).into())
     }
@@ -670,8 +670,8 @@ impl Engine {
                 r.error = Some("interrupted (the agent stopped); deployed again".into());
                 r.finished_at = Some(now_millis());
                 self.store().save_release(&r).await?;
-                if let (super::deploy::Wanted::BranchHead, Ok(c)) = (&wanted, crate::core::names::CommitSha::parse(&r.commit)) {
-                    wanted = super::deploy::Wanted::Commit(c);
+                if let super::deploy::Wanted::BranchHead = wanted {
+                    wanted = super::deploy::Wanted::Commit(r.commit.clone());
                     trigger = r.trigger;
                 }
             }
@@ -1083,7 +1083,7 @@ impl Drop for Working<'_> {
 /// Records the address a guest came back on (after a restart, a rollback or a restore it may differ):
 /// the app's URL follows it once the app has one.
 fn at_address(d: &mut Deployment, ip: std::net::Ipv4Addr, url: String) {
-    d.ip_address = Some(ip.to_string());
+    d.ip_address = Some(ip);
     if d.url.is_some() {
         d.url = Some(url);
     }
@@ -1107,10 +1107,10 @@ mod tests {
         let raw = RawSpec { name: Some("moved".into()), repo_url: Some("https://github.com/o/r".into()), framework: Some("flask".into()), ..RawSpec::default() };
         let mut d = Deployment::new(Spec::parse(raw, &Limits::default(), &RepoPolicy::default()).unwrap(), 0);
         at_address(&mut d, "127.0.1.4".parse().unwrap(), "http://127.0.1.4:8000".into());
-        assert_eq!((d.ip_address.as_deref(), d.url.as_deref()), (Some("127.0.1.4"), None));
+        assert_eq!((d.ip_address, d.url.as_deref()), (Some(std::net::Ipv4Addr::new(127, 0, 1, 4)), None));
         d.url = Some("http://127.0.1.3:8000".into());
         at_address(&mut d, "127.0.1.5".parse().unwrap(), "http://127.0.1.5:8000".into());
-        assert_eq!((d.ip_address.as_deref(), d.url.as_deref()), (Some("127.0.1.5"), Some("http://127.0.1.5:8000")));
+        assert_eq!((d.ip_address, d.url.as_deref()), (Some(std::net::Ipv4Addr::new(127, 0, 1, 5)), Some("http://127.0.1.5:8000")));
     }
 
     /// An engine over an in-memory store with a cluster that is never called (the deployment has no guest;

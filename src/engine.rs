@@ -86,7 +86,7 @@ struct Inner {
     agent_id: String,
     /// Deployments this process is working on; a lease is per agent, this keeps two tasks of one
     /// agent off the same deployment.
-    working: std::sync::Mutex<std::collections::HashSet<String>>,
+    working: std::sync::Mutex<std::collections::HashSet<DeploymentId>>,
     /// The last cluster figures and when they were read.
     figures: tokio::sync::Mutex<Option<(std::time::Instant, resources::ClusterFigures)>>,
     last_reconcile: std::sync::Mutex<Option<reconcile::ReconcileReport>>,
@@ -98,7 +98,7 @@ struct Inner {
     /// Seals environment values at rest.
     secrets: std::sync::OnceLock<crate::secrets::SecretBox>,
     /// Deployments with a redeploy task running: what it deploys and its queued follow-up (if any).
-    redeploys: std::sync::Mutex<std::collections::HashMap<String, Lane>>,
+    redeploys: std::sync::Mutex<std::collections::HashMap<DeploymentId, Lane>>,
     /// The last probe of the cluster for `/ready`.
     probe: reachability::Probe,
     /// Request-time repository checks, shared between concurrent requests.
@@ -106,7 +106,7 @@ struct Inner {
     /// The last check of the cluster (`pvedeploy check`'s items) and the one running.
     checks: check::Checks,
     /// One snapshot operation (take, delete, rollback, a schedule's retention) per deployment's guest at a time.
-    snapshot_gates: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    snapshot_gates: std::sync::Mutex<std::collections::HashMap<DeploymentId, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 /// A redeploy asked for: of which commit (the branch head when `None`) and through which door.
@@ -407,22 +407,22 @@ impl Engine {
         let plan = {
             let mut running = self.inner.redeploys.lock().expect("redeploys poisoned");
             let start = Lane { running: Some(commit.clone()), queued: None };
-            if let Some(lane) = running.get_mut(d.id.as_str()) {
+            if let Some(lane) = running.get_mut(&d.id) {
                 lane.queued = Some(wish.clone());
                 Plan::Queued
             } else if let (Some(c), Some(live), true) = (&commit, &d.commit, d.status == Status::Running) {
                 if c == live {
                     Plan::AlreadyAt(c.to_string())
                 } else {
-                    running.insert(d.id.to_string(), start);
+                    running.insert(d.id.clone(), start);
                     Plan::Start
                 }
             } else if deploying {
                 // The first deploy is still running under provisioning's lease: follow up after it.
-                running.insert(d.id.to_string(), Lane { running: None, queued: Some(wish.clone()) });
+                running.insert(d.id.clone(), Lane { running: None, queued: Some(wish.clone()) });
                 Plan::AfterFirst
             } else {
-                running.insert(d.id.to_string(), start);
+                running.insert(d.id.clone(), start);
                 Plan::Start
             }
         };
@@ -456,7 +456,7 @@ impl Engine {
         let live = if d.status == Status::Running { d.commit.as_ref().map(ToString::to_string) } else { None };
         let deploying = matches!(d.status, Status::Installing | Status::Deploying);
         let running = self.inner.redeploys.lock().expect("redeploys poisoned");
-        let lane = running.get(id.as_str());
+        let lane = running.get(id);
         let text = |c: &Option<CommitSha>| c.as_ref().map(|c| c.as_str().to_owned());
         Ok(crate::core::webhook::Heading {
             live,
@@ -475,14 +475,14 @@ impl Engine {
                 Some(c) => c,
                 None => {
                     let mut running = self.inner.redeploys.lock().expect("redeploys poisoned");
-                    let lane = running.get_mut(id.as_str());
+                    let lane = running.get_mut(&id);
                     match lane.and_then(|l| l.queued.take().map(|w| (l, w))) {
                         Some((lane, w)) => {
                             lane.running = Some(w.commit.clone());
                             w
                         }
                         None => {
-                            running.remove(id.as_str());
+                            running.remove(&id);
                             return;
                         }
                     }

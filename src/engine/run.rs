@@ -224,7 +224,7 @@ impl Engine {
     {
         let started = std::time::Instant::now();
         // One task of this process at a time per deployment (the lease is per agent).
-        while !self.inner.working.lock().expect("working poisoned").insert(id.to_string()) {
+        while !self.inner.working.lock().expect("working poisoned").insert(id.clone()) {
             if started.elapsed() >= patience {
                 return None;
             }
@@ -1075,7 +1075,7 @@ struct Working<'a> {
 impl Drop for Working<'_> {
     fn drop(&mut self) {
         if let Ok(mut w) = self.engine.inner.working.lock() {
-            w.remove(self.id.as_str());
+            w.remove(self.id);
         }
     }
 }

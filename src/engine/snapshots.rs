@@ -151,7 +151,7 @@ impl Engine {
         let (prov, node, vmid) = self.snapshot_target(d).map_err(|e| ProvisionError::NotNow(e.to_string()))?;
         let gate = {
             let mut gates = self.inner.snapshot_gates.lock().expect("snapshot gates poisoned");
-            gates.entry(d.id.to_string()).or_default().clone()
+            gates.entry(d.id.clone()).or_default().clone()
         };
         let _one_at_a_time = gate.lock().await;
         let kind = d.spec.guest_type;

@@ -62,11 +62,11 @@ pub enum EngineError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RedeployTicket {
     /// A redeploy of this commit started now.
-    Started { commit: Option<String> },
+    Started { commit: Option<CommitSha> },
     /// A redeploy is running; this commit replaces any queued one and runs after it.
-    Queued { commit: Option<String> },
+    Queued { commit: Option<CommitSha> },
     /// The deployment already runs (or is deploying) exactly this commit: nothing to do.
-    AlreadyAt { commit: String },
+    AlreadyAt { commit: CommitSha },
 }
 
 /// The one command core behind every door.
@@ -396,10 +396,9 @@ impl Engine {
             crate::core::command::Action::Redeploy.check(d.status, d.proxmox_id.is_some()).map_err(EngineError::Conflict)?;
         }
         self.require_deployer()?;
-        let commit_text = commit.as_ref().map(|c| c.as_str().to_string());
         enum Plan {
             Queued,
-            AlreadyAt(String),
+            AlreadyAt(CommitSha),
             AfterFirst,
             Start,
         }
@@ -412,7 +411,7 @@ impl Engine {
                 Plan::Queued
             } else if let (Some(c), Some(live), true) = (&commit, &d.commit, d.status == Status::Running) {
                 if c == live {
-                    Plan::AlreadyAt(c.to_string())
+                    Plan::AlreadyAt(c.clone())
                 } else {
                     running.insert(d.id.clone(), start);
                     Plan::Start
@@ -426,11 +425,11 @@ impl Engine {
                 Plan::Start
             }
         };
-        let what = commit_text.clone().unwrap_or_else(|| "the branch head".into());
+        let what = commit.as_ref().map_or_else(|| "the branch head".into(), ToString::to_string);
         match plan {
             Plan::Queued => {
                 self.log(&d.id, Level::Info, "redeploy", &format!("redeploy of {what} requested by {actor} while one runs: queued as the follow-up")).await;
-                return Ok(RedeployTicket::Queued { commit: commit_text });
+                return Ok(RedeployTicket::Queued { commit });
             }
             Plan::AlreadyAt(c) => return Ok(RedeployTicket::AlreadyAt { commit: c }),
             Plan::AfterFirst => {
@@ -438,7 +437,7 @@ impl Engine {
                 let engine = self.clone();
                 let id = d.id.clone();
                 self.inner.tasks.spawn(async move { engine.redeploy_loop(id, None, true).await });
-                return Ok(RedeployTicket::Queued { commit: commit_text });
+                return Ok(RedeployTicket::Queued { commit });
             }
             Plan::Start => {}
         }
@@ -446,22 +445,21 @@ impl Engine {
         let engine = self.clone();
         let id = d.id.clone();
         self.inner.tasks.spawn(async move { engine.redeploy_loop(id, Some(wish), false).await });
-        Ok(RedeployTicket::Started { commit: commit_text })
+        Ok(RedeployTicket::Started { commit })
     }
 
     /// Where a deployment is headed: what it serves, the deploy in progress, the follow-up queued behind it (the
     /// webhook door's same-push rule, `core::webhook::same_push`, compares a push with it).
     pub async fn heading(&self, id: &DeploymentId) -> Result<crate::core::webhook::Heading, EngineError> {
         let d = self.store().get_deployment(id).await?.ok_or_else(|| EngineError::NotFound(id.to_string()))?;
-        let live = if d.status == Status::Running { d.commit.as_ref().map(ToString::to_string) } else { None };
+        let live = if d.status == Status::Running { d.commit.clone() } else { None };
         let deploying = matches!(d.status, Status::Installing | Status::Deploying);
         let running = self.inner.redeploys.lock().expect("redeploys poisoned");
         let lane = running.get(id);
-        let text = |c: &Option<CommitSha>| c.as_ref().map(|c| c.as_str().to_owned());
         Ok(crate::core::webhook::Heading {
             live,
-            deploying: lane.and_then(|l| l.running.as_ref().map(text)).or(deploying.then_some(None)),
-            queued: lane.and_then(|l| l.queued.as_ref().map(|w| text(&w.commit))),
+            deploying: lane.and_then(|l| l.running.clone()).or(deploying.then_some(None)),
+            queued: lane.and_then(|l| l.queued.as_ref().map(|w| w.commit.clone())),
         })
     }
 

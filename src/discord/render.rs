@@ -185,7 +185,7 @@ pub fn backups(d: &Deployment, list: &[crate::engine::backups::BackupInfo]) -> R
     }
     let mut lines = vec![format!("**Backups of {}** ({})", d.spec.name, list.len())];
     for b in list.iter().take(40) {
-        let file = b.volid.split_once(":backup/").map_or(b.volid.as_str(), |(_, f)| f);
+        let file = b.volid.file();
         let at = b.taken_at.map(when).unwrap_or_else(|| "—".into());
         let lock = if b.protected { " 🔒" } else { "" };
         lines.push(format!("💾 `{}` {at} · {} MiB{lock}", clean(file), b.size_bytes / (1 << 20)));

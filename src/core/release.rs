@@ -222,6 +222,16 @@ impl PersistentPath {
     }
 }
 
+/// (accepted, refused) persistent paths, for the tests of the core's rule and of `check_persist`
+/// (`engine::deploy::scripts`).
+#[cfg(test)]
+pub(crate) fn persistent_path_examples() -> (Vec<String>, Vec<String>) {
+    let ok = ["db.sqlite3", "media/", "var/uploads", "storage/", "a.b/-c_", "..a", "a..b/"].map(String::from).to_vec();
+    let mut bad = ["", "/", "/etc/passwd", "../up", "a/../b", "a//b", "./x", "a b", "-/x/..", "a/./b", "..", ".", "a$b", "ü"].map(String::from).to_vec();
+    bad.push("a".repeat(201));
+    (ok, bad)
+}
+
 /// What keeps its data across releases when a deployment does not say: Django's default SQLite file and
 /// `media/`, Laravel's `storage/`.
 pub fn default_persistent_paths(f: Framework) -> Vec<PersistentPath> {
@@ -303,11 +313,12 @@ mod tests {
 
     #[test]
     fn persistent_paths_stay_inside_the_release() {
-        for ok in ["db.sqlite3", "media/", "var/uploads", "storage/"] {
-            assert_eq!(PersistentPath::parse(ok).unwrap().as_str(), ok);
+        let (ok, bad) = persistent_path_examples();
+        for ok in ok {
+            assert_eq!(PersistentPath::parse(&ok).unwrap().as_str(), ok);
         }
-        for bad in ["", "/", "/etc/passwd", "../up", "a/../b", "a//b", "./x", "a b", "-/x/..", &"a".repeat(201)] {
-            assert!(PersistentPath::parse(bad).is_err(), "{bad:?}");
+        for bad in bad {
+            assert!(PersistentPath::parse(&bad).is_err(), "{bad:?}");
         }
         assert_eq!(default_persistent_paths(Framework::Django).iter().map(PersistentPath::as_str).collect::<Vec<_>>(), ["db.sqlite3", "media/"]);
     }

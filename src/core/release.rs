@@ -6,6 +6,7 @@ use std::fmt;
 
 use crate::core::deployment::Framework;
 use crate::core::names::CommitSha;
+use crate::core::spelling::string_enum;
 use crate::core::validation::FieldError;
 
 /// `20261126T004512Z-1a2b3c4`: when the release was made and the commit it holds; sorts by time.
@@ -53,47 +54,30 @@ fn chrono_like(ms: i64) -> String {
     format!("{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
-/// One step of deploying a release. Each can run again after a crash (the guest scripts are idempotent).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum DeployStep {
-    /// Wait until the guest answers SSH (with the pinned host key) and cloud-init has finished.
-    Boot,
-    /// Upload the installer scripts and install the framework's runtime.
-    Install,
-    /// Clone or fetch the repository at the exact commit into the release directory.
-    Fetch,
-    /// Install the app's dependencies (pip, composer, npm).
-    Dependencies,
-    /// Framework build steps (collectstatic, migrations, `npm run build`, caches).
-    Build,
-    /// Start the release beside the serving one (the other slot) until it answers HTTP on its own port.
-    Start,
-    /// HTTP check of the started release, on its own port, until it passes or the start deadline passes.
-    Health,
-    /// Point the front (the app's address) at the release that passed, then stop the one it replaced.
-    Switch,
+string_enum! {
+    /// One step of deploying a release. Each can run again after a crash (the guest scripts are idempotent).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+    pub enum DeployStep {
+        /// Wait until the guest answers SSH (with the pinned host key) and cloud-init has finished.
+        Boot = "boot",
+        /// Upload the installer scripts and install the framework's runtime.
+        Install = "install",
+        /// Clone or fetch the repository at the exact commit into the release directory.
+        Fetch = "fetch",
+        /// Install the app's dependencies (pip, composer, npm).
+        Dependencies = "dependencies",
+        /// Framework build steps (collectstatic, migrations, `npm run build`, caches).
+        Build = "build",
+        /// Start the release beside the serving one (the other slot) until it answers HTTP on its own port.
+        Start = "start",
+        /// HTTP check of the started release, on its own port, until it passes or the start deadline passes.
+        Health = "health",
+        /// Point the front (the app's address) at the release that passed, then stop the one it replaced.
+        Switch = "switch",
+    }
 }
 
 impl DeployStep {
-    pub const ALL: [DeployStep; 8] = [Self::Boot, Self::Install, Self::Fetch, Self::Dependencies, Self::Build, Self::Start, Self::Health, Self::Switch];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Boot => "boot",
-            Self::Install => "install",
-            Self::Fetch => "fetch",
-            Self::Dependencies => "dependencies",
-            Self::Build => "build",
-            Self::Start => "start",
-            Self::Health => "health",
-            Self::Switch => "switch",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|st| st.as_str() == s)
-    }
-
     /// The step after this one; `None` after the switch.
     pub fn next(self) -> Option<Self> {
         let i = Self::ALL.iter().position(|s| *s == self)?;

@@ -9,46 +9,30 @@ use super::leases::{Lease, CHECK_LEASE};
 use super::{decode, Store, StoreError};
 use crate::core::deployment::{Deployment, DeploymentId};
 use crate::core::names::CommitSha;
+use crate::core::spelling::string_enum;
 use crate::core::status::Status;
 use crate::core::release::{DeployStep, ReleaseId};
 
-/// What started a release.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Trigger {
-    /// The first deploy after provisioning.
-    Deploy,
-    /// A GitHub push.
-    Push,
-    /// A redeploy asked through the HTTP API (or the dashboard).
-    Api,
-    Discord,
-    Schedule,
-    Cli,
-    Rollback,
-    /// A redeploy asked by the agent itself, or recorded before triggers named their door.
-    Redeploy,
+string_enum! {
+    /// What started a release.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Trigger {
+        /// The first deploy after provisioning.
+        Deploy = "deploy",
+        /// A GitHub push.
+        Push = "push",
+        /// A redeploy asked through the HTTP API (or the dashboard).
+        Api = "api",
+        Discord = "discord",
+        Schedule = "schedule",
+        Cli = "cli",
+        Rollback = "rollback",
+        /// A redeploy asked by the agent itself, or recorded before triggers named their door.
+        Redeploy = "redeploy",
+    }
 }
 
 impl Trigger {
-    const ALL: [Trigger; 8] = [Self::Deploy, Self::Push, Self::Api, Self::Discord, Self::Schedule, Self::Cli, Self::Rollback, Self::Redeploy];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Trigger::Deploy => "deploy",
-            Trigger::Push => "push",
-            Trigger::Api => "api",
-            Trigger::Discord => "discord",
-            Trigger::Schedule => "schedule",
-            Trigger::Cli => "cli",
-            Trigger::Rollback => "rollback",
-            Trigger::Redeploy => "redeploy",
-        }
-    }
-
-    fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|t| t.as_str() == s)
-    }
-
     /// A redeploy's trigger, from the door it was asked through.
     pub fn redeploy_via(door: crate::core::command::Door) -> Self {
         use crate::core::command::Door;
@@ -68,27 +52,15 @@ impl Trigger {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReleaseStatus {
-    Deploying,
-    Active,
-    Failed,
-    /// Was active; another release replaced it (it can be rolled back to).
-    Superseded,
-}
-
-impl ReleaseStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Deploying => "deploying",
-            Self::Active => "active",
-            Self::Failed => "failed",
-            Self::Superseded => "superseded",
-        }
-    }
-
-    fn parse(s: &str) -> Option<Self> {
-        [Self::Deploying, Self::Active, Self::Failed, Self::Superseded].into_iter().find(|x| x.as_str() == s)
+string_enum! {
+    /// Where a release is: deploying, serving, failed, or replaced.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum ReleaseStatus {
+        Deploying = "deploying",
+        Active = "active",
+        Failed = "failed",
+        /// Was active; another release replaced it (it can be rolled back to).
+        Superseded = "superseded",
     }
 }
 

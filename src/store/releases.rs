@@ -9,76 +9,9 @@ use super::leases::{Lease, CHECK_LEASE};
 use super::{decode, Store, StoreError};
 use crate::core::deployment::{Deployment, DeploymentId};
 use crate::core::names::CommitSha;
-use crate::core::spelling::string_enum;
 use crate::core::status::Status;
 use crate::core::release::{DeployStep, ReleaseId};
-
-string_enum! {
-    /// What started a release.
-    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-    pub enum Trigger {
-        /// The first deploy after provisioning.
-        Deploy = "deploy",
-        /// A GitHub push.
-        Push = "push",
-        /// A redeploy asked through the HTTP API (or the dashboard).
-        Api = "api",
-        Discord = "discord",
-        Schedule = "schedule",
-        Cli = "cli",
-        Rollback = "rollback",
-        /// A redeploy asked by the agent itself, or recorded before triggers named their door.
-        Redeploy = "redeploy",
-    }
-}
-
-impl Trigger {
-    /// A redeploy's trigger, from the door it was asked through.
-    pub fn redeploy_via(door: crate::core::command::Door) -> Self {
-        use crate::core::command::Door;
-        match door {
-            Door::Api => Trigger::Api,
-            Door::Webhook => Trigger::Push,
-            Door::Discord => Trigger::Discord,
-            Door::Schedule => Trigger::Schedule,
-            Door::Cli => Trigger::Cli,
-            Door::System => Trigger::Redeploy,
-        }
-    }
-
-    /// Any deploy after the first (what a notice calls "redeployed").
-    pub fn is_redeploy(self) -> bool {
-        !matches!(self, Trigger::Deploy | Trigger::Rollback)
-    }
-}
-
-string_enum! {
-    /// Where a release is: deploying, serving, failed, or replaced.
-    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-    pub enum ReleaseStatus {
-        Deploying = "deploying",
-        Active = "active",
-        Failed = "failed",
-        /// Was active; another release replaced it (it can be rolled back to).
-        Superseded = "superseded",
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Release {
-    pub deployment: DeploymentId,
-    pub id: ReleaseId,
-    pub commit: CommitSha,
-    pub status: ReleaseStatus,
-    /// The step to run next (while deploying) or the one it ended at.
-    pub step: DeployStep,
-    pub trigger: Trigger,
-    /// Milliseconds spent in each finished step, in order.
-    pub timings: Vec<(String, u64)>,
-    pub error: Option<String>,
-    pub created_at: i64,
-    pub finished_at: Option<i64>,
-}
+pub use crate::core::release::{Release, ReleaseStatus, Trigger};
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Row {

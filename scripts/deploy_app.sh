@@ -12,7 +12,7 @@
 #   discard  --app NAME --release RELEASE_ID    stops a staged release that is not promoted
 #   prune    --app NAME --keep N
 #   status   --app NAME                       → prints current=<release> and active=<systemd state>
-# NAME ^[a-z][a-z0-9-]{0,62}$; SHA 40 lowercase hex; RELEASE_ID ^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{7,40}$; URL https://,
+# NAME ^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$; SHA 40 or 64 lowercase hex; RELEASE_ID ^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{7,40}$; URL https://,
 # http:// (tests), ssh:// or user@host:path; N 1..9999; S 1..3600 (default 30). Releases live in
 # /srv/NAME/releases/RELEASE_ID; a new release starts beside the serving one (two slots) and the front switches to it
 # only after it answers: a failing deps/build/stage never touches what serves.

@@ -4,7 +4,7 @@
 # Contract (run by the agent as root: sudo -n -- /opt/pvedeploy/scripts/install_framework.sh ...):
 #   install_framework.sh --framework F --app NAME --port PORT --bind IP [--python VERSION] [--node VERSION] [--php VERSION]
 #     F      django | flask | fastapi | laravel | node | nextjs | static | procfile
-#     NAME   ^[a-z][a-z0-9-]{0,62}$          PORT 1..65535          IP  IPv4 or IPv6 literal
+#     NAME   a DNS label (check_app)          PORT 1..65535          IP  IPv4 or IPv6 literal
 #     --python 3.X (apt's python3.X + venv), --node MAJOR (must equal apt's nodejs), --php 8.X (php8.X-*)
 # Installs: git, nginx (every app's front) + the runtime (Python: python3 + venv; Node: apt nodejs + npm from the
 # npm registry tarball; Laravel: php-fpm, php-cli + extensions, composer; static: Node with --node only; procfile:

@@ -22,6 +22,7 @@ pub mod reconcile;
 pub mod release;
 pub mod schedule;
 pub mod snapshot;
+pub mod spelling;
 pub mod repo;
 pub mod status;
 pub mod validation;

@@ -68,11 +68,11 @@ pub enum EngineError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RedeployTicket {
     /// A redeploy of this commit started now.
-    Started { commit: Option<String> },
+    Started { commit: Option<CommitSha> },
     /// A redeploy is running; this commit replaces any queued one and runs after it.
-    Queued { commit: Option<String> },
+    Queued { commit: Option<CommitSha> },
     /// The deployment already runs (or is deploying) exactly this commit: nothing to do.
-    AlreadyAt { commit: String },
+    AlreadyAt { commit: CommitSha },
 }
 
 /// The one command core behind every door.
@@ -92,7 +92,7 @@ struct Inner {
     agent_id: String,
     /// Deployments this process is working on; a lease is per agent, this keeps two tasks of one
     /// agent off the same deployment.
-    working: std::sync::Mutex<std::collections::HashSet<String>>,
+    working: std::sync::Mutex<std::collections::HashSet<DeploymentId>>,
     /// The last cluster figures and when they were read.
     figures: tokio::sync::Mutex<Option<(std::time::Instant, resources::ClusterFigures)>>,
     last_reconcile: std::sync::Mutex<Option<reconcile::ReconcileReport>>,
@@ -104,7 +104,7 @@ struct Inner {
     /// Seals environment values at rest.
     secrets: std::sync::OnceLock<crate::secrets::SecretBox>,
     /// Deployments with a redeploy task running: what it deploys and its queued follow-up (if any).
-    redeploys: std::sync::Mutex<std::collections::HashMap<String, Lane>>,
+    redeploys: std::sync::Mutex<std::collections::HashMap<DeploymentId, Lane>>,
     /// The last probe of the cluster for `/ready`.
     probe: reachability::Probe,
     /// Request-time repository checks, shared between concurrent requests.
@@ -112,7 +112,7 @@ struct Inner {
     /// The last check of the cluster (`pvedeploy check`'s items) and the one running.
     checks: check::Checks,
     /// One snapshot operation (take, delete, rollback, a schedule's retention) per deployment's guest at a time.
-    snapshot_gates: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    snapshot_gates: std::sync::Mutex<std::collections::HashMap<DeploymentId, Arc<tokio::sync::Mutex<()>>>>,
     /// Webhook deliveries of one ref (or pull request) are routed one at a time.
     lanes: deliveries::Lanes,
 }
@@ -406,10 +406,9 @@ impl Engine {
             crate::core::command::Action::Redeploy.check(d.status, d.proxmox_id.is_some()).map_err(EngineError::Conflict)?;
         }
         self.require_deployer()?;
-        let commit_text = commit.as_ref().map(|c| c.as_str().to_string());
         enum Plan {
             Queued,
-            AlreadyAt(String),
+            AlreadyAt(CommitSha),
             AfterFirst,
             Start,
         }
@@ -417,30 +416,30 @@ impl Engine {
         let plan = {
             let mut running = self.inner.redeploys.lock().expect("redeploys poisoned");
             let start = Lane { running: Some(commit.clone()), queued: None };
-            if let Some(lane) = running.get_mut(d.id.as_str()) {
+            if let Some(lane) = running.get_mut(&d.id) {
                 lane.queued = Some(wish.clone());
                 Plan::Queued
-            } else if let (Some(c), Some(live), true) = (&commit_text, &d.commit, d.status == Status::Running) {
+            } else if let (Some(c), Some(live), true) = (&commit, &d.commit, d.status == Status::Running) {
                 if c == live {
                     Plan::AlreadyAt(c.clone())
                 } else {
-                    running.insert(d.id.to_string(), start);
+                    running.insert(d.id.clone(), start);
                     Plan::Start
                 }
             } else if deploying {
                 // The first deploy is still running under provisioning's lease: follow up after it.
-                running.insert(d.id.to_string(), Lane { running: None, queued: Some(wish.clone()) });
+                running.insert(d.id.clone(), Lane { running: None, queued: Some(wish.clone()) });
                 Plan::AfterFirst
             } else {
-                running.insert(d.id.to_string(), start);
+                running.insert(d.id.clone(), start);
                 Plan::Start
             }
         };
-        let what = commit_text.clone().unwrap_or_else(|| "the branch head".into());
+        let what = commit.as_ref().map_or_else(|| "the branch head".into(), ToString::to_string);
         match plan {
             Plan::Queued => {
                 self.log(&d.id, Level::Info, "redeploy", &format!("redeploy of {what} requested by {actor} while one runs: queued as the follow-up")).await;
-                return Ok(RedeployTicket::Queued { commit: commit_text });
+                return Ok(RedeployTicket::Queued { commit });
             }
             Plan::AlreadyAt(c) => return Ok(RedeployTicket::AlreadyAt { commit: c }),
             Plan::AfterFirst => {
@@ -448,7 +447,7 @@ impl Engine {
                 let engine = self.clone();
                 let id = d.id.clone();
                 self.inner.tasks.spawn(async move { engine.redeploy_loop(id, None, true).await });
-                return Ok(RedeployTicket::Queued { commit: commit_text });
+                return Ok(RedeployTicket::Queued { commit });
             }
             Plan::Start => {}
         }
@@ -456,7 +455,7 @@ impl Engine {
         let engine = self.clone();
         let id = d.id.clone();
         self.inner.tasks.spawn(async move { engine.redeploy_loop(id, Some(wish), false).await });
-        Ok(RedeployTicket::Started { commit: commit_text })
+        Ok(RedeployTicket::Started { commit })
     }
 
     /// Where a deployment is headed: what it serves, the deploy in progress, the follow-up queued behind it (the
@@ -466,12 +465,11 @@ impl Engine {
         let live = if d.status == Status::Running { d.commit.clone() } else { None };
         let deploying = matches!(d.status, Status::Installing | Status::Deploying);
         let running = self.inner.redeploys.lock().expect("redeploys poisoned");
-        let lane = running.get(id.as_str());
-        let text = |c: &Option<CommitSha>| c.as_ref().map(|c| c.as_str().to_owned());
+        let lane = running.get(id);
         Ok(crate::core::webhook::Heading {
             live,
-            deploying: lane.and_then(|l| l.running.as_ref().map(text)).or(deploying.then_some(None)),
-            queued: lane.and_then(|l| l.queued.as_ref().map(|w| text(&w.commit))),
+            deploying: lane.and_then(|l| l.running.clone()).or(deploying.then_some(None)),
+            queued: lane.and_then(|l| l.queued.as_ref().map(|w| w.commit.clone())),
         })
     }
 
@@ -485,14 +483,14 @@ impl Engine {
                 Some(c) => c,
                 None => {
                     let mut running = self.inner.redeploys.lock().expect("redeploys poisoned");
-                    let lane = running.get_mut(id.as_str());
+                    let lane = running.get_mut(&id);
                     match lane.and_then(|l| l.queued.take().map(|w| (l, w))) {
                         Some((lane, w)) => {
                             lane.running = Some(w.commit.clone());
                             w
                         }
                         None => {
-                            running.remove(id.as_str());
+                            running.remove(&id);
                             return;
                         }
                     }
@@ -508,7 +506,7 @@ impl Engine {
                 .with_lease(&id, patience, |lease| async move {
                     // A redeploy queued behind the first deploy may find that very commit live already.
                     if let (deploy::Wanted::Commit(c), Ok(Some(d))) = (&wanted, engine.store().get_deployment(&id2).await) {
-                        if d.status == Status::Running && d.commit.as_deref() == Some(c.as_str()) {
+                        if d.status == Status::Running && d.commit.as_ref() == Some(c) {
                             engine.log(&id2, Level::Info, "redeploy", &format!("{} is already live", c.as_str())).await;
                             return;
                         }

@@ -285,7 +285,7 @@ impl Tracker {
     /// Makes one call; returns the release's GitHub Deployment (made by this call, or as it was).
     async fn post(&mut self, t: &Target<'_>, d: &Deployment, r: &Release, phase: &Phase, post: Post, gh: Option<u64>) -> Option<u64> {
         let client = &self.reporter.inner.client;
-        let short: String = r.commit.chars().take(7).collect();
+        let short = r.commit.short(7);
         // A release first seen after it ended is told its start too: that status speaks of the start, not the end.
         let said = match post {
             Post::CommitStatus("pending") | Post::CreateDeployment | Post::DeploymentStatus("in_progress") => Phase::Started,
@@ -295,14 +295,14 @@ impl Tracker {
         match post {
             Post::CommitStatus(state) => {
                 let body = wire::CommitStatus { state, target_url: t.page.as_deref(), description: &description, context: &t.context };
-                let outcome = client.create_commit_status(t.owner, t.repo, &r.commit, &body).await;
+                let outcome = client.create_commit_status(t.owner, t.repo, r.commit.as_str(), &body).await;
                 self.say(outcome.map(|_| format!("commit status {state} on {}/{}@{short} ({})", t.owner, t.repo, t.context)), &format!("commit status {state} on {}/{}@{short}", t.owner, t.repo)).await;
                 gh
             }
             Post::CreateDeployment => {
                 let payload = serde_json::json!({ "pvedeploy": { "deployment": d.id.as_str(), "release": r.id.as_str() } });
                 let body = wire::NewDeployment {
-                    git_ref: &r.commit,
+                    git_ref: r.commit.as_str(),
                     task: "deploy",
                     auto_merge: false,
                     required_contexts: vec![],

@@ -59,6 +59,29 @@ export async function api(method, path, body, token) {
 
 export const get = (path) => api('GET', path);
 
+let described = null;
+
+/**
+ * The value lists of the API's named enums (`DeploymentStatus`, `Framework`, `GuestType`, `ScheduleAction`, …) as
+ * the server's OpenAPI document states them, so the dashboard offers exactly what the API accepts. Read once (the
+ * document is public); a failed read is tried again at the next call.
+ */
+export function enums() {
+  if (!described) {
+    described = fetch(`${BASE}/openapi.json`)
+      .then((res) => (res.ok ? res.json() : fail(res, true)))
+      .then((doc) => {
+        const lists = {};
+        for (const [name, schema] of Object.entries((doc.components && doc.components.schemas) || {})) {
+          if (Array.isArray(schema.enum)) lists[name] = schema.enum;
+        }
+        return lists;
+      });
+    described.catch(() => { described = null; });
+  }
+  return described;
+}
+
 /** Fetches a file with the token and hands it to the browser as a download (links cannot carry the header). */
 export async function download(path, filename) {
   const res = await fetch(BASE + path, { headers: headers({}) });

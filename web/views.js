@@ -1,6 +1,6 @@
 //! The dashboard's views (dashboard, deploy form, deployments list, detail, resources) built as DOM from API answers.
 
-import { api, get, download, stream, ApiError } from './api.js';
+import { api, get, download, stream, enums, ApiError } from './api.js';
 
 // ---------- DOM helpers (text only through textContent: nothing from the API is parsed as HTML) ----------
 
@@ -28,9 +28,16 @@ export function clear(el, ...children) {
   return el;
 }
 
-const STATUSES = ['pending', 'provisioning', 'installing', 'deploying', 'running', 'stopped', 'failed', 'destroying', 'destroyed'];
 const BUSY = new Set(['pending', 'provisioning', 'installing', 'deploying', 'destroying']);
-const FRAMEWORKS = ['flask', 'django', 'fastapi', 'laravel', 'node', 'nextjs', 'static', 'procfile'];
+/** How the guest types read in the form (a type without a label here shows as the API spells it). */
+const GUEST_TYPE_LABELS = { vm: 'VM (QEMU)', lxc: 'Container (LXC)' };
+
+/** Adds the values of the API's enum `name` (as its OpenAPI document lists them) to `select`, `value` selected. */
+async function fillFrom(select, name, value, labels = {}) {
+  const values = (await enums())[name];
+  if (!values) throw new Error(`the API does not describe ${name}`);
+  select.append(...values.map((v) => h('option', { value: v, selected: v === value }, labels[v] || v)));
+}
 
 const badge = (status) => h('span', { class: `badge s-${status}` }, status);
 
@@ -195,7 +202,8 @@ function envRows(container) {
 
 export function deployForm(main, ctx) {
   const text = (attrs = {}) => h('input', { type: 'text', autocomplete: 'off', spellcheck: 'false', ...attrs });
-  const select = (options, value) => h('select', {}, options.map(([v, l]) => h('option', { value: v, selected: v === value }, l)));
+  const frameworks = h('select', {});
+  const types = h('select', {});
   const envBox = h('div', { class: 'env-rows' });
   const env = envRows(envBox);
   const general = h('p', { class: 'field-error', id: 'err-form', role: 'alert' });
@@ -206,8 +214,8 @@ export function deployForm(main, ctx) {
       field('name', 'Name', text({ required: true, placeholder: 'shop' }), 'Lowercase letters, digits and hyphens; unique.'),
       field('repo_url', 'Repository URL', text({ required: true, inputmode: 'url', placeholder: 'https://github.com/owner/repo' })),
       field('branch', 'Branch', text({ placeholder: 'main' })),
-      field('framework', 'Framework', select(FRAMEWORKS.map((f) => [f, f]), 'flask')),
-      field('type', 'Guest type', select([['vm', 'VM (QEMU)'], ['lxc', 'Container (LXC)']], 'vm')),
+      field('framework', 'Framework', frameworks),
+      field('type', 'Guest type', types),
       field('cpu', 'CPU cores', text({ inputmode: 'numeric', placeholder: '1' })),
       field('memory_mib', 'Memory (MiB)', text({ inputmode: 'numeric', placeholder: '1024' })),
       field('disk_gb', 'Disk (GB)', text({ inputmode: 'numeric', placeholder: '10' }))),
@@ -219,8 +227,12 @@ export function deployForm(main, ctx) {
       envError),
     general,
     h('div', { class: 'row end' }, submit));
+  // The choices are the API's own lists; the form is sent only once they are in.
+  const lists = Promise.all([fillFrom(frameworks, 'Framework', 'flask'), fillFrom(types, 'GuestType', 'vm', GUEST_TYPE_LABELS)])
+    .catch((ex) => { general.textContent = `Could not read the API's choices: ${ex.message}`; });
   form.addEventListener('submit', async (e) => {
     e.preventDefault();
+    await lists;
     const v = (n) => form.querySelector(`#f-${n}`).value;
     const body = { name: v('name').trim(), repo_url: v('repo_url').trim(), framework: v('framework'), type: v('type') };
     if (v('branch').trim()) body.branch = v('branch').trim();
@@ -285,7 +297,9 @@ const urlLink = (url) => (url ? h('a', { href: url, target: '_blank', rel: 'noop
 
 export function list(main, ctx) {
   const params = new URLSearchParams(location.hash.split('?')[1] || '');
-  const status = h('select', { id: 'filter-status' }, h('option', { value: '' }, 'any'), STATUSES.map((s) => h('option', { value: s, selected: s === params.get('status') }, s)));
+  const status = h('select', { id: 'filter-status' }, h('option', { value: '' }, 'any'));
+  // The statuses are the API's list; without it the list is shown unfiltered.
+  const statuses = fillFrom(status, 'DeploymentStatus', params.get('status')).catch(() => {});
   const search = h('input', { id: 'filter-name', type: 'search', placeholder: 'name starts with…', autocomplete: 'off' });
   const slot = h('div', { id: 'deployments' });
   main.append(h('div', { class: 'row between' }, h('h1', {}, 'Deployments'), h('a', { class: 'button primary', href: '#/deploy' }, 'New deployment')),
@@ -305,6 +319,7 @@ export function list(main, ctx) {
     return `/deployments?${q}`;
   };
   const refresh = live(slot, async () => {
+    await statuses;
     const page = await get(query());
     const items = page.items.concat(extra);
     if (!extra.length) cursor = page.next_cursor || null;

@@ -33,8 +33,11 @@ require_root() { [ "$(id -u)" -eq 0 ] || fail "must run as root (the agent uses 
 # A flag's value: the next argv element, which must exist.
 need_value() { [ "$2" -ge 2 ] || bad_arg "$1" "needs a value"; }
 
+# The rules below are the agent's own (src/core: AppName, CommitSha, PersistentPath, StartCommand), tested over
+# the same examples (src/engine/deploy/scripts.rs), so a value the agent accepts never fails here.
+# An app name is a DNS label: 1-63 lowercase letters, digits or hyphens, not starting or ending with a hyphen.
 check_app() {
-  [[ $1 =~ ^[a-z][a-z0-9-]{0,62}$ ]] || bad_arg --app "must match ^[a-z][a-z0-9-]{0,62}\$"
+  [[ $1 =~ ^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$ ]] || bad_arg --app "must match ^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\$"
 }
 check_framework() {
   local f
@@ -57,7 +60,7 @@ check_bind() {
     bad_arg --bind "must be an IPv4 address or an IPv6 literal (no brackets)"
   fi
 }
-check_sha() { [[ $1 =~ ^[0-9a-f]{40}$ ]] || bad_arg --commit "must be 40 lowercase hex digits"; }
+check_sha() { [[ $1 =~ ^([0-9a-f]{40}|[0-9a-f]{64})$ ]] || bad_arg --commit "must be 40 or 64 lowercase hex digits"; }
 check_release() {
   [[ $1 =~ ^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{7,40}$ ]] || bad_arg --release "must match ^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{7,40}\$"
 }

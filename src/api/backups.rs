@@ -53,8 +53,7 @@ pub struct BackupView {
 
 impl From<BackupInfo> for BackupView {
     fn from(b: BackupInfo) -> Self {
-        let name = b.volid.split_once(":backup/").map_or_else(|| b.volid.clone(), |(_, f)| f.to_string());
-        BackupView { name, volid: b.volid, taken_at: b.taken_at.map(rfc3339), size_bytes: b.size_bytes, format: b.format, vmid: b.vmid, protected: b.protected, taken_by: b.origin.describe() }
+        BackupView { name: b.volid.file().to_string(), volid: b.volid.to_string(), taken_at: b.taken_at.map(rfc3339), size_bytes: b.size_bytes, format: b.format, vmid: b.vmid, protected: b.protected, taken_by: b.origin.describe() }
     }
 }
 

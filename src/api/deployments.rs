@@ -353,7 +353,7 @@ fn follow_log(state: ApiState, id: DeploymentId, after: i64) -> BoxStream<'stati
             if settled {
                 // The end: what the deployment settled as.
                 if let Ok(Some(d)) = engine.deployment(&id).await {
-                    let end = FollowEnd { status: d.status.as_str().into(), error_message: d.error_message.clone(), url: d.url.clone(), commit: d.commit.clone() };
+                    let end = FollowEnd { status: d.status.as_str().into(), error_message: d.error_message.clone(), url: d.url.clone(), commit: d.commit.as_ref().map(ToString::to_string) };
                     let _ = tx.send(FollowEvent { line: None, progress: None, end: Some(end) }).await;
                 }
                 return;

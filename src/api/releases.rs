@@ -124,7 +124,7 @@ impl ReleasesApi {
             rs.into_iter()
                 .map(|r| ReleaseView {
                     id: r.id.to_string(),
-                    commit: r.commit,
+                    commit: r.commit.to_string(),
                     status: r.status.as_str().into(),
                     trigger: r.trigger.as_str().into(),
                     step: r.step.as_str().into(),

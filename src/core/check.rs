@@ -114,28 +114,21 @@ pub struct Facts {
     pub guests: Read<Vec<GuestFacts>>,
 }
 
-/// An item's verdict.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Verdict {
-    Ok,
-    /// Works, with a limit or a risk worth knowing.
-    Warning,
-    /// Fails for some or all deployments until fixed.
-    Problem,
-    /// Could not be checked.
-    Unchecked,
+crate::core::spelling::string_enum! {
+    /// An item's verdict.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+    pub enum Verdict {
+        Ok = "ok",
+        /// Works, with a limit or a risk worth knowing.
+        Warning = "warning",
+        /// Fails for some or all deployments until fixed.
+        Problem = "problem",
+        /// Could not be checked.
+        Unchecked = "unchecked",
+    }
 }
 
 impl Verdict {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Verdict::Ok => "ok",
-            Verdict::Warning => "warning",
-            Verdict::Problem => "problem",
-            Verdict::Unchecked => "unchecked",
-        }
-    }
-
     fn mark(self) -> &'static str {
         match self {
             Verdict::Ok => "ok  ",

@@ -2,29 +2,19 @@
 
 use std::fmt;
 
+use crate::core::spelling::string_enum;
 use crate::core::status::Status;
 
-/// The front door a request came through; recorded in the audit log.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Door {
-    Api,
-    Discord,
-    Webhook,
-    Schedule,
-    Cli,
-    System,
-}
-
-impl Door {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Door::Api => "api",
-            Door::Discord => "discord",
-            Door::Webhook => "webhook",
-            Door::Schedule => "schedule",
-            Door::Cli => "cli",
-            Door::System => "system",
-        }
+string_enum! {
+    /// The front door a request came through; recorded in the audit log.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Door {
+        Api = "api",
+        Discord = "discord",
+        Webhook = "webhook",
+        Schedule = "schedule",
+        Cli = "cli",
+        System = "system",
     }
 }
 
@@ -41,27 +31,19 @@ impl fmt::Display for Actor {
     }
 }
 
-/// An action on an existing deployment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
-    Start,
-    Stop,
-    Redeploy,
-    Rollback,
-    Destroy,
+string_enum! {
+    /// An action on an existing deployment.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Action {
+        Start = "start",
+        Stop = "stop",
+        Redeploy = "redeploy",
+        Rollback = "rollback",
+        Destroy = "destroy",
+    }
 }
 
 impl Action {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Action::Start => "start",
-            Action::Stop => "stop",
-            Action::Redeploy => "redeploy",
-            Action::Rollback => "rollback",
-            Action::Destroy => "destroy",
-        }
-    }
-
     /// Whether a deployment in `status` accepts this action; `Err` says why not, in words a person understands.
     pub fn check(self, status: Status, has_guest: bool) -> Result<(), String> {
         use Status::*;

@@ -2,11 +2,13 @@
 
 use crate::core::glob::Glob;
 use std::fmt;
+use std::net::Ipv4Addr;
 
 use crate::core::limits::{Limits, RepoPolicy};
-use crate::core::names::{AppName, GitRef, HealthPath, NodeName, StartCommand, VmId};
+use crate::core::names::{AppName, CommitSha, GitRef, HealthPath, NodeName, StartCommand, VmId};
 use crate::core::release::PersistentPath;
 use crate::core::repo::RepoUrl;
+use crate::core::spelling::string_enum;
 use crate::core::status::Status;
 use crate::core::validation::{FieldError, ValidationErrors};
 
@@ -36,74 +38,27 @@ impl fmt::Display for DeploymentId {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum GuestType {
-    Vm,
-    Lxc,
-}
-
-impl GuestType {
-    pub const RULE: &'static str = "must be one of: vm, lxc";
-    pub const ALL: [GuestType; 2] = [GuestType::Vm, GuestType::Lxc];
-
-    pub fn parse(s: &str) -> Result<Self, FieldError> {
-        match s {
-            "vm" => Ok(Self::Vm),
-            "lxc" => Ok(Self::Lxc),
-            _ => Err(FieldError::new("type", "enum", Self::RULE)),
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Vm => "vm",
-            Self::Lxc => "lxc",
-        }
+string_enum! {
+    /// What a deployment's guest is: a QEMU VM or an LXC container.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+    pub enum GuestType for "type" {
+        Vm = "vm",
+        Lxc = "lxc",
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Framework {
-    Django,
-    Flask,
-    Fastapi,
-    Laravel,
-    Node,
-    Nextjs,
-    Static,
-    Procfile,
-}
-
-impl Framework {
-    pub const ALL: [Framework; 8] = [
-        Framework::Django,
-        Framework::Flask,
-        Framework::Fastapi,
-        Framework::Laravel,
-        Framework::Node,
-        Framework::Nextjs,
-        Framework::Static,
-        Framework::Procfile,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Framework::Django => "django",
-            Framework::Flask => "flask",
-            Framework::Fastapi => "fastapi",
-            Framework::Laravel => "laravel",
-            Framework::Node => "node",
-            Framework::Nextjs => "nextjs",
-            Framework::Static => "static",
-            Framework::Procfile => "procfile",
-        }
-    }
-
-    pub fn parse(s: &str) -> Result<Self, FieldError> {
-        Self::ALL.into_iter().find(|f| f.as_str() == s).ok_or_else(|| {
-            let names: Vec<&str> = Self::ALL.iter().map(|f| f.as_str()).collect();
-            FieldError::new("framework", "enum", format!("must be one of: {}", names.join(", ")))
-        })
+string_enum! {
+    /// How the app is built and started (`scripts/lib/frameworks.sh`).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+    pub enum Framework for "framework" {
+        Django = "django",
+        Flask = "flask",
+        Fastapi = "fastapi",
+        Laravel = "laravel",
+        Node = "node",
+        Nextjs = "nextjs",
+        Static = "static",
+        Procfile = "procfile",
     }
 }
 
@@ -327,9 +282,11 @@ pub struct Deployment {
     pub status: Status,
     pub proxmox_id: Option<VmId>,
     pub proxmox_node: Option<NodeName>,
-    pub ip_address: Option<String>,
+    /// The guest's IPv4 address, once known.
+    pub ip_address: Option<Ipv4Addr>,
     pub url: Option<String>,
-    pub commit: Option<String>,
+    /// The commit the live release serves.
+    pub commit: Option<CommitSha>,
     pub error_message: Option<String>,
     pub terraform_output: Option<String>,
     pub created_at: Millis,

@@ -31,29 +31,13 @@ pub struct RepoPolicy {
     pub allow_private: Vec<crate::core::addresses::Cidr>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RepoScheme {
-    Https,
-    Http,
-    Ssh,
-}
-
-impl RepoScheme {
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "https" => Some(Self::Https),
-            "http" => Some(Self::Http),
-            "ssh" => Some(Self::Ssh),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Https => "https",
-            Self::Http => "http",
-            Self::Ssh => "ssh",
-        }
+crate::core::spelling::string_enum! {
+    /// A URL scheme repositories may be fetched over.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum RepoScheme {
+        Https = "https",
+        Http = "http",
+        Ssh = "ssh",
     }
 }
 

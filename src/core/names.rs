@@ -4,7 +4,8 @@ use std::fmt;
 
 use crate::core::validation::FieldError;
 
-/// A deployment name: a DNS label (RFC 1123), lowercase, 1–63 characters.
+/// A deployment name: a DNS label (RFC 1123), lowercase, 1–63 characters. The guest scripts apply the same rule
+/// (`check_app` in `scripts/lib/contract.sh`, `scripts/app-start`), tested over `examples::app_names`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct AppName(String);
 
@@ -208,7 +209,8 @@ fn check_ref_format_branch(name: &str) -> bool {
     name.split('/').all(|component| !component.starts_with('.') && !component.ends_with(".lock") && !component.is_empty())
 }
 
-/// A full git commit id (40 lowercase hex digits, SHA-1) or 64 (SHA-256).
+/// A full git commit id (40 lowercase hex digits, SHA-1) or 64 (SHA-256); `check_sha` in
+/// `scripts/lib/contract.sh` applies the same rule, tested over `examples::commits`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct CommitSha(String);
 
@@ -227,6 +229,17 @@ impl CommitSha {
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// Its first `len` hexadecimal digits (the short form people read).
+    pub fn short(&self, len: usize) -> &str {
+        &self.0[..len.min(self.0.len())]
+    }
+}
+
+impl fmt::Display for CommitSha {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
     }
 }
 
@@ -376,6 +389,40 @@ impl fmt::Display for PoolName {
     }
 }
 
+/// Values each rule accepts and refuses: the tests here run the core's rule over them, and the guest scripts' tests
+/// (`engine::deploy::scripts`) run the scripts' checks of the same rule.
+#[cfg(test)]
+pub(crate) mod examples {
+    fn strings(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    /// (accepted, refused) app names.
+    pub fn app_names() -> (Vec<String>, Vec<String>) {
+        let mut ok = strings(&["a", "my-app", "a1", "1shop", "9", "0-a", "a--b"]);
+        ok.push("x".repeat(63));
+        let mut bad = strings(&["", "-a", "a-", "A", "a_b", "a.b", "a b", "é", "1-", "a/b", "$(id)"]);
+        bad.push("x".repeat(64));
+        (ok, bad)
+    }
+
+    /// (accepted, refused) commit ids.
+    pub fn commits() -> (Vec<String>, Vec<String>) {
+        let ok = vec!["0123456789abcdef0123456789abcdef01234567".into(), "a".repeat(40), "f".repeat(64)];
+        let bad = vec![String::new(), "0123456".into(), "0123456789ABCDEF0123456789ABCDEF01234567".into(), "g".repeat(40), "a".repeat(39), "a".repeat(41), "a".repeat(63), "a".repeat(65), format!("{} ", "a".repeat(40))];
+        (ok, bad)
+    }
+
+    /// (accepted, refused) start commands; the refused ones are those an argv element can carry (no NUL).
+    pub fn start_commands() -> (Vec<String>, Vec<String>) {
+        let mut ok = strings(&["gunicorn -b \"$BIND:$PORT\" 'app:create()' $(never-run-here)", "x", " node  server.js\t"]);
+        ok.push("x".repeat(2048));
+        let mut bad = strings(&["", "a\nb", "a\rb", "\n"]);
+        bad.push("x".repeat(2049));
+        (ok, bad)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -406,12 +453,23 @@ mod tests {
 
     #[test]
     fn app_names() {
-        for ok in ["a", "my-app", "a1", &"x".repeat(63)] {
-            assert!(AppName::parse(ok).is_ok(), "{ok}");
+        let (ok, bad) = examples::app_names();
+        for ok in ok {
+            assert!(AppName::parse(&ok).is_ok(), "{ok}");
         }
-        for bad in ["", "-a", "a-", "A", "a_b", "a.b", &"x".repeat(64), "a b", "é"] {
-            assert!(AppName::parse(bad).is_err(), "{bad}");
+        for bad in bad {
+            assert!(AppName::parse(&bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn commits_and_start_commands() {
+        let (ok, bad) = examples::commits();
+        assert!(ok.iter().all(|c| CommitSha::parse(c).is_ok()), "{ok:?}");
+        assert!(bad.iter().all(|c| CommitSha::parse(c).is_err()), "{bad:?}");
+        let (ok, bad) = examples::start_commands();
+        assert!(ok.iter().all(|c| StartCommand::parse(c).is_ok()), "{ok:?}");
+        assert!(bad.iter().all(|c| StartCommand::parse(c).is_err()), "{bad:?}");
     }
 
     #[test]

@@ -7,46 +7,35 @@ use std::net::Ipv4Addr;
 use crate::core::deployment::GuestType;
 use crate::core::host_key::HostKeyPin;
 use crate::core::names::{NodeName, VmId};
+use crate::core::spelling::string_enum;
 
-/// One step. Each is safe to run again after a crash: the engine checks what exists before acting.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Step {
-    /// Choose the node.
-    Place,
-    /// Claim a VMID in our store (atomically), starting from the cluster's next free id.
-    ReserveId,
-    /// Clone the VM template, or create the container. Intent (node, vmid) is persisted first.
-    Create,
-    /// Wait for the clone/create task and for the guest's config lock to clear.
-    AwaitCreate,
-    /// VM: render the user-data (deploy user, a fresh host key) and upload it to the node as a snippet.
-    Snippet,
-    /// VM: cores, memory, cloud-init (user, keys, network, the snippet), agent, tags.
-    Configure,
-    /// VM: grow the boot disk to the requested size (absolute size, so repeating is harmless).
-    Resize,
-    Start,
-    AwaitStart,
-    /// Poll the guest agent (VM) or the container's interfaces until the guest's IPv4 address appears.
-    AwaitAddress,
-    Done,
+string_enum! {
+    /// One step. Each is safe to run again after a crash: the engine checks what exists before acting.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Step {
+        /// Choose the node.
+        Place = "place",
+        /// Claim a VMID in our store (atomically), starting from the cluster's next free id.
+        ReserveId = "reserve_id",
+        /// Clone the VM template, or create the container. Intent (node, vmid) is persisted first.
+        Create = "create",
+        /// Wait for the clone/create task and for the guest's config lock to clear.
+        AwaitCreate = "await_create",
+        /// VM: render the user-data (deploy user, a fresh host key) and upload it to the node as a snippet.
+        Snippet = "snippet",
+        /// VM: cores, memory, cloud-init (user, keys, network, the snippet), agent, tags.
+        Configure = "configure",
+        /// VM: grow the boot disk to the requested size (absolute size, so repeating is harmless).
+        Resize = "resize",
+        Start = "start",
+        AwaitStart = "await_start",
+        /// Poll the guest agent (VM) or the container's interfaces until the guest's IPv4 address appears.
+        AwaitAddress = "await_address",
+        Done = "done",
+    }
 }
 
 impl Step {
-    pub const ALL: [Step; 11] = [
-        Step::Place,
-        Step::ReserveId,
-        Step::Create,
-        Step::AwaitCreate,
-        Step::Snippet,
-        Step::Configure,
-        Step::Resize,
-        Step::Start,
-        Step::AwaitStart,
-        Step::AwaitAddress,
-        Step::Done,
-    ];
-
     pub fn next(self, kind: GuestType) -> Step {
         use Step::*;
         match (self, kind) {
@@ -62,26 +51,6 @@ impl Step {
             (AwaitStart, _) => AwaitAddress,
             (AwaitAddress, _) | (Done, _) => Done,
         }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Step::Place => "place",
-            Step::ReserveId => "reserve_id",
-            Step::Create => "create",
-            Step::AwaitCreate => "await_create",
-            Step::Snippet => "snippet",
-            Step::Configure => "configure",
-            Step::Resize => "resize",
-            Step::Start => "start",
-            Step::AwaitStart => "await_start",
-            Step::AwaitAddress => "await_address",
-            Step::Done => "done",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Step> {
-        Self::ALL.into_iter().find(|st| st.as_str() == s)
     }
 
     /// Whether a guest may exist on Proxmox once this step has begun.

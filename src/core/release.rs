@@ -6,6 +6,7 @@ use std::fmt;
 
 use crate::core::deployment::Framework;
 use crate::core::names::CommitSha;
+use crate::core::spelling::string_enum;
 use crate::core::validation::FieldError;
 
 /// `20261126T004512Z-1a2b3c4`: when the release was made and the commit it holds; sorts by time.
@@ -53,47 +54,30 @@ fn chrono_like(ms: i64) -> String {
     format!("{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
-/// One step of deploying a release. Each can run again after a crash (the guest scripts are idempotent).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum DeployStep {
-    /// Wait until the guest answers SSH (with the pinned host key) and cloud-init has finished.
-    Boot,
-    /// Upload the installer scripts and install the framework's runtime.
-    Install,
-    /// Clone or fetch the repository at the exact commit into the release directory.
-    Fetch,
-    /// Install the app's dependencies (pip, composer, npm).
-    Dependencies,
-    /// Framework build steps (collectstatic, migrations, `npm run build`, caches).
-    Build,
-    /// Start the release beside the serving one (the other slot) until it answers HTTP on its own port.
-    Start,
-    /// HTTP check of the started release, on its own port, until it passes or the start deadline passes.
-    Health,
-    /// Point the front (the app's address) at the release that passed, then stop the one it replaced.
-    Switch,
+string_enum! {
+    /// One step of deploying a release. Each can run again after a crash (the guest scripts are idempotent).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+    pub enum DeployStep {
+        /// Wait until the guest answers SSH (with the pinned host key) and cloud-init has finished.
+        Boot = "boot",
+        /// Upload the installer scripts and install the framework's runtime.
+        Install = "install",
+        /// Clone or fetch the repository at the exact commit into the release directory.
+        Fetch = "fetch",
+        /// Install the app's dependencies (pip, composer, npm).
+        Dependencies = "dependencies",
+        /// Framework build steps (collectstatic, migrations, `npm run build`, caches).
+        Build = "build",
+        /// Start the release beside the serving one (the other slot) until it answers HTTP on its own port.
+        Start = "start",
+        /// HTTP check of the started release, on its own port, until it passes or the start deadline passes.
+        Health = "health",
+        /// Point the front (the app's address) at the release that passed, then stop the one it replaced.
+        Switch = "switch",
+    }
 }
 
 impl DeployStep {
-    pub const ALL: [DeployStep; 8] = [Self::Boot, Self::Install, Self::Fetch, Self::Dependencies, Self::Build, Self::Start, Self::Health, Self::Switch];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Boot => "boot",
-            Self::Install => "install",
-            Self::Fetch => "fetch",
-            Self::Dependencies => "dependencies",
-            Self::Build => "build",
-            Self::Start => "start",
-            Self::Health => "health",
-            Self::Switch => "switch",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|st| st.as_str() == s)
-    }
-
     /// The step after this one; `None` after the switch.
     pub fn next(self) -> Option<Self> {
         let i = Self::ALL.iter().position(|s| *s == self)?;
@@ -222,6 +206,16 @@ impl PersistentPath {
     }
 }
 
+/// (accepted, refused) persistent paths, for the tests of the core's rule and of `check_persist`
+/// (`engine::deploy::scripts`).
+#[cfg(test)]
+pub(crate) fn persistent_path_examples() -> (Vec<String>, Vec<String>) {
+    let ok = ["db.sqlite3", "media/", "var/uploads", "storage/", "a.b/-c_", "..a", "a..b/"].map(String::from).to_vec();
+    let mut bad = ["", "/", "/etc/passwd", "../up", "a/../b", "a//b", "./x", "a b", "-/x/..", "a/./b", "..", ".", "a$b", "ü"].map(String::from).to_vec();
+    bad.push("a".repeat(201));
+    (ok, bad)
+}
+
 /// What keeps its data across releases when a deployment does not say: Django's default SQLite file and
 /// `media/`, Laravel's `storage/`.
 pub fn default_persistent_paths(f: Framework) -> Vec<PersistentPath> {
@@ -270,43 +264,26 @@ fn printable(raw: &str) -> String {
     raw.chars().take(64).map(|c| if c.is_control() { '?' } else { c }).collect()
 }
 
-/// What started a release.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Trigger {
-    /// The first deploy after provisioning.
-    Deploy,
-    /// A GitHub push.
-    Push,
-    /// A redeploy asked through the HTTP API (or the dashboard).
-    Api,
-    Discord,
-    Schedule,
-    Cli,
-    Rollback,
-    /// A redeploy asked by the agent itself, or recorded before triggers named their door.
-    Redeploy,
+string_enum! {
+    /// What started a release.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Trigger {
+        /// The first deploy after provisioning.
+        Deploy = "deploy",
+        /// A GitHub push.
+        Push = "push",
+        /// A redeploy asked through the HTTP API (or the dashboard).
+        Api = "api",
+        Discord = "discord",
+        Schedule = "schedule",
+        Cli = "cli",
+        Rollback = "rollback",
+        /// A redeploy asked by the agent itself, or recorded before triggers named their door.
+        Redeploy = "redeploy",
+    }
 }
 
 impl Trigger {
-    pub const ALL: [Trigger; 8] = [Self::Deploy, Self::Push, Self::Api, Self::Discord, Self::Schedule, Self::Cli, Self::Rollback, Self::Redeploy];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Trigger::Deploy => "deploy",
-            Trigger::Push => "push",
-            Trigger::Api => "api",
-            Trigger::Discord => "discord",
-            Trigger::Schedule => "schedule",
-            Trigger::Cli => "cli",
-            Trigger::Rollback => "rollback",
-            Trigger::Redeploy => "redeploy",
-        }
-    }
-
-    pub(crate) fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|t| t.as_str() == s)
-    }
-
     /// A redeploy's trigger, from the door it was asked through.
     pub fn redeploy_via(door: crate::core::command::Door) -> Self {
         use crate::core::command::Door;
@@ -326,27 +303,15 @@ impl Trigger {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReleaseStatus {
-    Deploying,
-    Active,
-    Failed,
-    /// Was active; another release replaced it (it can be rolled back to).
-    Superseded,
-}
-
-impl ReleaseStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Deploying => "deploying",
-            Self::Active => "active",
-            Self::Failed => "failed",
-            Self::Superseded => "superseded",
-        }
-    }
-
-    pub(crate) fn parse(s: &str) -> Option<Self> {
-        [Self::Deploying, Self::Active, Self::Failed, Self::Superseded].into_iter().find(|x| x.as_str() == s)
+string_enum! {
+    /// Where a release is: deploying, serving, failed, or replaced.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum ReleaseStatus {
+        Deploying = "deploying",
+        Active = "active",
+        Failed = "failed",
+        /// Was active; another release replaced it (it can be rolled back to).
+        Superseded = "superseded",
     }
 }
 
@@ -354,7 +319,7 @@ impl ReleaseStatus {
 pub struct Release {
     pub deployment: crate::core::deployment::DeploymentId,
     pub id: ReleaseId,
-    pub commit: String,
+    pub commit: CommitSha,
     pub status: ReleaseStatus,
     /// The step to run next (while deploying) or the one it ended at.
     pub step: DeployStep,
@@ -399,11 +364,12 @@ mod tests {
 
     #[test]
     fn persistent_paths_stay_inside_the_release() {
-        for ok in ["db.sqlite3", "media/", "var/uploads", "storage/"] {
-            assert_eq!(PersistentPath::parse(ok).unwrap().as_str(), ok);
+        let (ok, bad) = persistent_path_examples();
+        for ok in ok {
+            assert_eq!(PersistentPath::parse(&ok).unwrap().as_str(), ok);
         }
-        for bad in ["", "/", "/etc/passwd", "../up", "a/../b", "a//b", "./x", "a b", "-/x/..", &"a".repeat(201)] {
-            assert!(PersistentPath::parse(bad).is_err(), "{bad:?}");
+        for bad in bad {
+            assert!(PersistentPath::parse(&bad).is_err(), "{bad:?}");
         }
         assert_eq!(default_persistent_paths(Framework::Django).iter().map(PersistentPath::as_str).collect::<Vec<_>>(), ["db.sqlite3", "media/"]);
     }

@@ -1,18 +1,20 @@
 //! The deployment lifecycle as an enum with its legal transitions; anything else is an error.
 
-use std::fmt;
+use crate::core::spelling::string_enum;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Status {
-    Pending,
-    Provisioning,
-    Installing,
-    Deploying,
-    Running,
-    Stopped,
-    Failed,
-    Destroying,
-    Destroyed,
+string_enum! {
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+    pub enum Status {
+        Pending = "pending",
+        Provisioning = "provisioning",
+        Installing = "installing",
+        Deploying = "deploying",
+        Running = "running",
+        Stopped = "stopped",
+        Failed = "failed",
+        Destroying = "destroying",
+        Destroyed = "destroyed",
+    }
 }
 
 /// A transition the lifecycle does not allow; nothing was written.
@@ -24,36 +26,6 @@ pub struct IllegalTransition {
 }
 
 impl Status {
-    pub const ALL: [Status; 9] = [
-        Status::Pending,
-        Status::Provisioning,
-        Status::Installing,
-        Status::Deploying,
-        Status::Running,
-        Status::Stopped,
-        Status::Failed,
-        Status::Destroying,
-        Status::Destroyed,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Pending => "pending",
-            Status::Provisioning => "provisioning",
-            Status::Installing => "installing",
-            Status::Deploying => "deploying",
-            Status::Running => "running",
-            Status::Stopped => "stopped",
-            Status::Failed => "failed",
-            Status::Destroying => "destroying",
-            Status::Destroyed => "destroyed",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|st| st.as_str() == s)
-    }
-
     /// `pending → provisioning → installing → deploying → running`, `running ⇄ stopped`,
     /// a redeploy or rollback re-enters `deploying` from `running`, `stopped` or `failed`,
     /// a retry re-enters `provisioning` from `failed`, any live status → `failed`,
@@ -95,12 +67,6 @@ impl Status {
     /// The name is held by a deployment in this status.
     pub fn is_live(self) -> bool {
         self != Status::Destroyed
-    }
-}
-
-impl fmt::Display for Status {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 

@@ -376,20 +376,20 @@ pub enum PushClaim {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Heading {
     /// The commit it serves, while it runs.
-    pub live: Option<String>,
+    pub live: Option<CommitSha>,
     /// The deploy in progress: `Some(Some(c))` deploys `c`; `Some(None)` deploys the branch head it read when it
     /// started (which may be older than the push being routed).
-    pub deploying: Option<Option<String>>,
+    pub deploying: Option<Option<CommitSha>>,
     /// The follow-up queued behind it: `Some(Some(c))` deploys `c`; `Some(None)` the branch head as it is when the
     /// follow-up starts, which is after any push already received.
-    pub queued: Option<Option<String>>,
+    pub queued: Option<Option<CommitSha>>,
 }
 
 impl Heading {
     /// Whether the deployment ends at `commit` without being asked again: the last thing it will do (the queued
     /// follow-up, else the deploy in progress, else what it serves) is that commit.
     pub fn reaches(&self, commit: &CommitSha) -> bool {
-        let is = |c: &Option<String>| c.as_deref() == Some(commit.as_str());
+        let is = |c: &Option<CommitSha>| c.as_ref() == Some(commit);
         match (&self.queued, &self.deploying) {
             (Some(None), _) => true,
             (Some(queued), _) => is(queued),
@@ -595,8 +595,8 @@ mod tests {
         CommitSha::parse(&c.to_string().repeat(40)).unwrap()
     }
 
-    fn at(c: char) -> Option<String> {
-        Some(c.to_string().repeat(40))
+    fn at(c: char) -> Option<CommitSha> {
+        Some(sha(c))
     }
 
     #[test]
@@ -609,8 +609,8 @@ mod tests {
         // a copy while the commit serves, deploys, or is queued: nothing to ask
         for heading in [
             Heading { live: at('a'), ..Heading::default() },
-            Heading { live: at('x'), deploying: Some(at('a')), queued: None },
-            Heading { live: at('x'), deploying: Some(at('b')), queued: Some(at('a')) },
+            Heading { live: at('e'), deploying: Some(at('a')), queued: None },
+            Heading { live: at('e'), deploying: Some(at('b')), queued: Some(at('a')) },
             Heading { live: None, deploying: Some(None), queued: Some(None) },
         ] {
             assert_eq!(same_push(&first, &heading, sha('a')), copy, "{heading:?}");
@@ -618,8 +618,8 @@ mod tests {
         // a repeat while the deployment is headed elsewhere, or the head read earlier: the branch head
         for heading in [
             Heading::default(),
-            Heading { live: at('x'), ..Heading::default() },
-            Heading { live: at('x'), deploying: Some(None), queued: None },
+            Heading { live: at('e'), ..Heading::default() },
+            Heading { live: at('e'), deploying: Some(None), queued: None },
             Heading { live: at('a'), deploying: Some(at('b')), queued: None },
             Heading { live: at('a'), deploying: Some(at('a')), queued: Some(at('b')) },
         ] {
@@ -632,7 +632,7 @@ mod tests {
     #[test]
     fn a_force_push_flip_ends_at_the_branch_head() {
         let second = PushClaim::SeenIn(DeliveryId::parse("push-2").unwrap());
-        let after_flip_back = Heading { live: at('x'), deploying: Some(at('b')), queued: Some(at('a')) };
+        let after_flip_back = Heading { live: at('e'), deploying: Some(at('b')), queued: Some(at('a')) };
         assert_eq!(same_push(&second, &after_flip_back, sha('b')), PushAction::BranchHead { first: DeliveryId::parse("push-2").unwrap() });
         // and a late copy of the first push, after the branch moved on, does not take the deployment back
         let moved_on = Heading { live: at('a'), deploying: Some(at('b')), queued: None };

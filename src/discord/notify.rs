@@ -23,7 +23,7 @@ const QUEUE: usize = 64;
 pub fn notice(d: &Deployment, status: Status, trigger: Option<Trigger>) -> Option<String> {
     let name = &d.spec.name;
     let url = d.url.as_deref().map(|u| format!(" at {u}")).unwrap_or_default();
-    let commit = d.commit.as_deref().map(|c| format!(" ({})", c.chars().take(12).collect::<String>())).unwrap_or_default();
+    let commit = d.commit.as_ref().map(|c| format!(" ({})", c.short(12))).unwrap_or_default();
     Some(match (status, trigger) {
         (Status::Pending, _) => format!("🆕 **{name}** created: {} @ {} ({} on {})", d.spec.repo_url, d.spec.branch.as_str(), d.spec.framework.as_str(), d.spec.guest_type.as_str()),
         (Status::Running, Some(t)) if t.is_redeploy() => format!("🔁 **{name}** redeployed{commit}, running{url}"),
@@ -100,7 +100,7 @@ mod tests {
         let mut d = Deployment::new(Spec::parse(raw, &Limits::default(), &RepoPolicy::default()).unwrap(), 0);
         assert_eq!(notice(&d, Status::Pending, None).unwrap(), "🆕 **web** created: https://github.com/o/r @ main (node on vm)");
         d.url = Some("http://10.0.0.9".into());
-        d.commit = Some("0123456789abcdef".into());
+        d.commit = Some(crate::core::names::CommitSha::parse("0123456789abcdef0123456789abcdef01234567").unwrap());
         assert_eq!(notice(&d, Status::Running, Some(Trigger::Deploy)).unwrap(), "🟢 **web** is running at http://10.0.0.9 (0123456789ab)");
         assert_eq!(notice(&d, Status::Running, Some(Trigger::Redeploy)).unwrap(), "🔁 **web** redeployed (0123456789ab), running at http://10.0.0.9");
         assert!(notice(&d, Status::Failed, None).unwrap().starts_with("🔴 **web** failed"));

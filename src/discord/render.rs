@@ -73,10 +73,10 @@ pub fn deployment_embed(d: &Deployment) -> Embed {
         fields.push(("guest".into(), format!("{vmid} on {node}")));
     }
     if let Some(ip) = &d.ip_address {
-        fields.push(("address".into(), ip.clone()));
+        fields.push(("address".into(), ip.to_string()));
     }
     if let Some(c) = &d.commit {
-        fields.push(("commit".into(), c.chars().take(12).collect()));
+        fields.push(("commit".into(), c.short(12).into()));
     }
     let description = d.error_message.as_deref().map(|e| format!("error: {e}")).unwrap_or_default();
     Embed { title: s.name.to_string(), description, fields, color: color(d.status) }
@@ -185,7 +185,7 @@ pub fn backups(d: &Deployment, list: &[crate::engine::backups::BackupInfo]) -> R
     }
     let mut lines = vec![format!("**Backups of {}** ({})", d.spec.name, list.len())];
     for b in list.iter().take(40) {
-        let file = b.volid.split_once(":backup/").map_or(b.volid.as_str(), |(_, f)| f);
+        let file = b.volid.file();
         let at = b.taken_at.map(when).unwrap_or_else(|| "—".into());
         let lock = if b.protected { " 🔒" } else { "" };
         lines.push(format!("💾 `{}` {at} · {} MiB{lock}", clean(file), b.size_bytes / (1 << 20)));

@@ -128,7 +128,7 @@ async fn answer(door: &DiscordDoor, i: &Interaction, cmd: DiscordCommand, actor:
             }
             DiscordCommand::Backup { name } => {
                 let b = engine.take_backup(&name, actor).await?;
-                let file = b.volid.split_once(":backup/").map_or(b.volid.as_str(), |(_, f)| f);
+                let file = b.volid.file();
                 Reply::text(format!("💾 Backup `{file}` of **{name}** made; no retention deletes it."))
             }
             DiscordCommand::AskRestore { name, snapshot } => {

@@ -37,7 +37,7 @@ const TASK_LOG_LINES: u64 = 200;
 /// One backup as a door shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackupInfo {
-    pub volid: String,
+    pub volid: BackupId,
     /// When it was made (UTC ms).
     pub taken_at: Option<i64>,
     pub size_bytes: u64,
@@ -53,9 +53,11 @@ pub struct BackupInfo {
     pub commit: Option<CommitSha>,
 }
 
-fn info(v: BackupVolume) -> BackupInfo {
+/// A listed volume as a backup, when its id is a vzdump archive's.
+fn info(v: BackupVolume) -> Option<BackupInfo> {
+    let volid = BackupId::parse(&v.volid).ok()?;
     let (origin, commit) = (origin_in(&v.notes), commit_in(&v.notes));
-    BackupInfo { volid: v.volid, taken_at: v.ctime.map(|t| t as i64 * 1000), size_bytes: v.size, format: v.format, vmid: v.vmid.map(|v| v.get()), protected: v.protected, origin, commit }
+    Some(BackupInfo { volid, taken_at: v.ctime.map(|t| t as i64 * 1000), size_bytes: v.size, format: v.format, vmid: v.vmid.map(|v| v.get()), protected: v.protected, origin, commit })
 }
 
 impl Engine {
@@ -80,10 +82,10 @@ impl Engine {
         let listed = prov.client.backup_volumes(&node, &settings.storage, d.proxmox_id).await.map_err(|e| refused(e.into()))?;
         let mut out: Vec<BackupInfo> = listed
             .into_iter()
-            .filter(|v| marked_for(&v.notes, &d.id) && d.proxmox_id.is_none_or(|id| v.vmid == Some(id)) && BackupId::parse(&v.volid).is_ok())
-            .map(info)
+            .filter(|v| marked_for(&v.notes, &d.id) && d.proxmox_id.is_none_or(|id| v.vmid == Some(id)))
+            .filter_map(info)
             .collect();
-        out.sort_by(|a, b| (a.taken_at, &a.volid).cmp(&(b.taken_at, &b.volid)));
+        out.sort_by(|a, b| (a.taken_at, a.volid.as_str()).cmp(&(b.taken_at, b.volid.as_str())));
         Ok((d, out))
     }
 
@@ -109,11 +111,11 @@ impl Engine {
 
     /// One vzdump of the guest: through the guard, waited for under the backup deadline (stopped beyond it), its log
     /// copied; the new backup's volume id.
-    async fn vzdump(&self, d: &Deployment, origin: &BackupOrigin) -> Result<String, EngineError> {
+    async fn vzdump(&self, d: &Deployment, origin: &BackupOrigin) -> Result<BackupId, EngineError> {
         let (prov, settings) = self.backup_setup()?;
-        let served = d.commit.as_deref().and_then(|c| CommitSha::parse(c).ok());
+        let served = d.commit.clone();
         let notes = notes_for(&d.id, d.spec.name.as_str(), origin, served.as_ref());
-        let before: Vec<String> = self.backups(d.id.as_str()).await?.1.into_iter().map(|b| b.volid).collect();
+        let before: Vec<BackupId> = self.backups(d.id.as_str()).await?.1.into_iter().map(|b| b.volid).collect();
         let (upid, waited) = self
             .on_own_guest(d, async |prov: &Provisioner, g: &OwnedGuest, _: &Lease| {
                 g.still_ours().await?;
@@ -169,7 +171,7 @@ impl Engine {
     pub async fn delete_backup(&self, id_or_name: &str, backup: BackupId, actor: &Actor) -> Result<(), EngineError> {
         let (d, existing) = self.backups(id_or_name).await?;
         self.writable()?;
-        if !existing.iter().any(|b| b.volid == backup.as_str()) {
+        if !existing.iter().any(|b| b.volid == backup) {
             return Err(EngineError::NotFound(format!("backup {backup} of {}", d.spec.name)));
         }
         self.store().audit(actor, "backup_delete", Some(d.id.as_str()), &format!("volid={backup}")).await?;
@@ -190,8 +192,8 @@ impl Engine {
                 self.log(&d.id, Level::Info, "backup", &format!("purge keeps protected backup {}", b.volid)).await;
                 continue;
             }
-            let id = BackupId::parse(&b.volid).map_err(|e| EngineError::Proxmox(e.message))?;
-            self.delete_volume(&d, &id).await.map_err(|e| EngineError::Proxmox(format!("purging the backups: deleting {id} failed ({e}); deleted before it: {}", if deleted.is_empty() { "none".to_string() } else { deleted.join(", ") })))?;
+            let id = &b.volid;
+            self.delete_volume(&d, id).await.map_err(|e| EngineError::Proxmox(format!("purging the backups: deleting {id} failed ({e}); deleted before it: {}", if deleted.is_empty() { "none".to_string() } else { deleted.join(", ") })))?;
             self.log(&d.id, Level::Info, "backup", &format!("backup {id} deleted (purge asked by {actor})")).await;
             deleted.push(id.to_string());
         }
@@ -222,7 +224,7 @@ impl Engine {
         let (_, settings) = self.backup_setup()?;
         let Some(rule) = settings.retention.prune_backups() else { return Ok(vec![]) };
         let (_, all) = self.backups(d.id.as_str()).await?;
-        let group: Vec<Dated> = all.iter().filter(|b| &b.origin == origin).filter_map(|b| BackupId::parse(&b.volid).ok().map(|id| Dated { id, protected: b.protected })).collect();
+        let group: Vec<Dated> = all.iter().filter(|b| &b.origin == origin).map(|b| Dated { id: b.volid.clone(), protected: b.protected }).collect();
         let old = beyond_retention(&group, &settings.retention);
         self.log(&d.id, Level::Info, "backup", &format!("retention {rule} over this schedule's {} backup(s): {} to delete", group.len(), old.len())).await;
         let mut deleted = Vec::new();
@@ -243,7 +245,7 @@ impl Engine {
         if !matches!(d.status, Status::Running | Status::Stopped | Status::Failed) {
             return Err(EngineError::Conflict(format!("the deployment is {}; a restore waits until it is running, stopped or failed", d.status)));
         }
-        let Some(found) = existing.iter().find(|b| b.volid == backup.as_str()) else {
+        let Some(found) = existing.iter().find(|b| b.volid == backup) else {
             return Err(EngineError::NotFound(format!("backup {backup} of {}", d.spec.name)));
         };
         // The guest serves again what it served then: the deployment says so once it answers.
@@ -287,7 +289,7 @@ impl Engine {
                     engine.log(&d.id, Level::Info, step, &format!("guest {} restored from {backup}", g.vmid)).await;
                     let mut now = engine.store().get_deployment(&d.id).await?.ok_or(ProvisionError::Vanished)?;
                     if let Some(c) = &served {
-                        now.commit = Some(c.as_str().to_string());
+                        now.commit = Some(c.clone());
                     }
                     engine.boot_and_check(prov, g, now, lease, step, &format!("restored from backup {backup}")).await
                 })
@@ -309,7 +311,7 @@ impl Engine {
     pub async fn restore_backup_as_new(&self, id_or_name: &str, backup: BackupId, name: AppName, actor: &Actor) -> Result<Deployment, EngineError> {
         let (old, existing) = self.backups(id_or_name).await?;
         self.writable()?;
-        let Some(found) = existing.iter().find(|b| b.volid == backup.as_str()) else {
+        let Some(found) = existing.iter().find(|b| b.volid == backup) else {
             return Err(EngineError::NotFound(format!("backup {backup} of {}", old.spec.name)));
         };
         let kind_matches = matches!((backup.kind, old.spec.guest_type), (BackupKind::Lxc, GuestType::Lxc) | (BackupKind::Qemu, GuestType::Vm));
@@ -319,7 +321,7 @@ impl Engine {
             GuestType::Lxc => self.store().load_progress(&old.id).await?.and_then(|p| p.host_key().cloned()),
             GuestType::Vm => None,
         };
-        let commit = found.commit.clone().or_else(|| old.commit.as_deref().and_then(|c| CommitSha::parse(c).ok()));
+        let commit = found.commit.clone().or_else(|| old.commit.clone());
         let src = RestoreSource { backup: backup.clone(), from: old.id.clone(), node, host_key, commit };
         let spec = crate::core::deployment::Spec { name, ..old.spec.clone() };
         let d = Deployment::new(spec, crate::store::now_millis());

@@ -251,7 +251,7 @@ impl Rollout {
 }
 
 /// A release record as it begins, at `step`.
-fn fresh_release(id: &DeploymentId, release: ReleaseId, commit: String, trigger: Trigger, step: DeployStep, timings: Vec<(String, u64)>) -> Release {
+fn fresh_release(id: &DeploymentId, release: ReleaseId, commit: CommitSha, trigger: Trigger, step: DeployStep, timings: Vec<(String, u64)>) -> Release {
     Release { deployment: id.clone(), id: release, commit, status: ReleaseStatus::Deploying, step, trigger, timings, error: None, created_at: now_millis(), finished_at: None }
 }
 
@@ -259,7 +259,7 @@ fn fresh_release(id: &DeploymentId, release: ReleaseId, commit: String, trigger:
 /// the environment file then the build, and the start beside the serving release; a rollback only starts it.
 fn release_steps(d: &Deployment, access: &GuestAccess, env: &[(EnvName, EnvValue)], wanted: &Wanted, release: &Release, pin: Option<&Pin>) -> Vec<(DeployStep, Vec<String>, Option<Vec<u8>>)> {
     let deploy_app = scripts::on_guest("deploy_app.sh");
-    let (name, rel, commit) = (d.spec.name.to_string(), release.id.to_string(), release.commit.clone());
+    let (name, rel, commit) = (d.spec.name.to_string(), release.id.to_string(), release.commit.to_string());
     let start_secs = d.spec.health_timeout_secs.to_string();
     if let Wanted::Release(_) = wanted {
         return vec![(DeployStep::Start, stage_argv(&deploy_app, &name, &rel, None, &start_secs), None)];
@@ -374,7 +374,7 @@ impl Engine {
             }
         }
         let early = match &wanted {
-            Wanted::Commit(c) => Some(fresh_release(&id, ReleaseId::new(now_millis(), c), c.as_str().to_string(), trigger, DeployStep::Boot, vec![])),
+            Wanted::Commit(c) => Some(fresh_release(&id, ReleaseId::new(now_millis(), c), c.clone(), trigger, DeployStep::Boot, vec![])),
             _ => None,
         };
         if let Some(r) = &early {
@@ -459,10 +459,10 @@ impl Engine {
                 let prev = self.store().release(id, r).await?.ok_or_else(|| DeployError::UnknownRelease(r.clone()))?;
                 (r.clone(), prev.commit)
             }
-            (Wanted::Commit(c), None) => (ReleaseId::new(now_millis(), c), c.as_str().to_string()),
+            (Wanted::Commit(c), None) => (ReleaseId::new(now_millis(), c), c.clone()),
             (Wanted::BranchHead, None) => {
                 let c = self.resolve_branch(shell, d).await?;
-                (ReleaseId::new(now_millis(), &c), c.as_str().to_string())
+                (ReleaseId::new(now_millis(), &c), c)
             }
         };
         let mut release = fresh_release(id, release_id, commit, trigger, DeployStep::Fetch, timings.clone());
@@ -600,7 +600,7 @@ impl Engine {
 
     /// The guest's address, login and pinned host key, from the record and the provisioning progress.
     async fn guest_access(&self, dep: &Deployer, d: &Deployment) -> Result<GuestAccess, DeployError> {
-        let ip: Ipv4Addr = d.ip_address.as_deref().and_then(|a| a.parse().ok()).ok_or(DeployError::NoAddress)?;
+        let ip = d.ip_address.ok_or(DeployError::NoAddress)?;
         let progress = self.store().load_progress(&d.id).await?.unwrap_or_default();
         let pin = progress.host_key().cloned().ok_or(DeployError::NoHostKey)?;
         let (user, sudo) = match d.spec.guest_type {

@@ -204,10 +204,10 @@ pub struct Provisioner {
     /// Snippet uploads to the nodes; without it VMs get Proxmox's generated user-data and no pinned host key.
     pub node_files: Option<snippets::NodeFiles>,
     /// Memory (bytes) and cores of guests we are creating, per node, that PVE does not count yet.
-    pending: Mutex<HashMap<String, (NodeName, u64, u32)>>,
+    pending: Mutex<HashMap<DeploymentId, (NodeName, u64, u32)>>,
     /// Ids this agent claimed (or is claiming) for provisionings still running, by deployment: Proxmox's
     /// next free id does not know them until the guest exists, so sibling tasks skip them here.
-    claiming: Mutex<HashMap<String, u32>>,
+    claiming: Mutex<HashMap<DeploymentId, u32>>,
     /// Ids found held by guests outside our records (a create answered "already exists" and the guest
     /// there is not ours): later choices skip them until the cluster read shows them gone.
     taken_outside: Mutex<HashMap<u32, Instant>>,
@@ -381,7 +381,7 @@ impl Provisioner {
         }
         let mem = u64::from(d.spec.memory_mib) << 20;
         let node = placement::choose(&loads, d.spec.cpu, mem, d.spec.node.as_ref(), &self.settings.placement)?;
-        self.pending.lock().expect("pending poisoned").insert(d.id.to_string(), (node.clone(), mem, d.spec.cpu));
+        self.pending.lock().expect("pending poisoned").insert(d.id.clone(), (node.clone(), mem, d.spec.cpu));
         Ok(node)
     }
 
@@ -394,8 +394,8 @@ impl Provisioner {
     }
 
     pub fn forget_pending(&self, id: &DeploymentId) {
-        self.pending.lock().expect("pending poisoned").remove(id.as_str());
-        self.claiming.lock().expect("claiming poisoned").remove(id.as_str());
+        self.pending.lock().expect("pending poisoned").remove(id);
+        self.claiming.lock().expect("claiming poisoned").remove(id);
         // Its guest now counts in Proxmox's own figures (or is gone): the next placement reads them.
         self.view_generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         *self.view.lock().expect("view poisoned") = None;
@@ -430,10 +430,10 @@ impl Provisioner {
                 outside.keys().copied().collect()
             };
             let mut taken_here = self.claiming.lock().expect("claiming poisoned");
-            taken_here.remove(id.as_str());
+            taken_here.remove(id);
             let c = (start..=end).find(|c| !in_cluster.contains(c) && !claimed.contains(c) && !outside.contains(c) && !taken_here.values().any(|v| v == c));
             if let Some(c) = c {
-                taken_here.insert(id.to_string(), c);
+                taken_here.insert(id.clone(), c);
             }
             c
         };
@@ -451,7 +451,7 @@ impl Provisioner {
 
     /// Forgets the id this agent was about to claim for `id` (another agent claimed it first).
     pub fn drop_choice(&self, id: &DeploymentId) {
-        self.claiming.lock().expect("claiming poisoned").remove(id.as_str());
+        self.claiming.lock().expect("claiming poisoned").remove(id);
     }
 
     /// Claims the lowest free static address when a pool is configured (`None`: DHCP).

@@ -147,7 +147,7 @@ impl Engine {
             GuestType::Vm => c.qemu_agent_interfaces(node, vmid).await.ok().and_then(|i| crate::pve::guest_ipv4_on_mac(&i, None)),
         };
         match ip {
-            Some(ip) => d.ip_address = Some(ip.to_string()),
+            Some(ip) => d.ip_address = Some(ip),
             None => notes.push("its address could not be read (guest stopped, or no agent)".into()),
         }
         let host_key = match kind {

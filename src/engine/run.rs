@@ -224,7 +224,7 @@ impl Engine {
     {
         let started = std::time::Instant::now();
         // One task of this process at a time per deployment (the lease is per agent).
-        while !self.inner.working.lock().expect("working poisoned").insert(id.to_string()) {
+        while !self.inner.working.lock().expect("working poisoned").insert(id.clone()) {
             if started.elapsed() >= patience {
                 return None;
             }
@@ -653,7 +653,7 @@ impl Engine {
     /// Polls the guest agent (VM) or the container's interfaces until the guest's IPv4 address appears.
     async fn await_address(&self, run: &mut Run<'_>, guest: GuestAt, host_key: Option<HostKeyPin>) -> Result<Flow, ProvisionError> {
         let ip = run.prov.await_address(run.kind, &guest.node, guest.vmid, run.config.as_ref()).await?;
-        let changed = Deployment { ip_address: Some(ip.to_string()), ..run.d.clone() };
+        let changed = Deployment { ip_address: Some(ip), ..run.d.clone() };
         let line = format!("guest {} is up at {ip}", guest.vmid);
         Ok(Outcome::to(Progress::Ready { guest, host_key, ip: Some(ip) }).changing(changed, "address known").say(Level::Info, line).into())
     }
@@ -670,8 +670,8 @@ impl Engine {
                 r.error = Some("interrupted (the agent stopped); deployed again".into());
                 r.finished_at = Some(now_millis());
                 self.store().save_release(&r).await?;
-                if let (super::deploy::Wanted::BranchHead, Ok(c)) = (&wanted, crate::core::names::CommitSha::parse(&r.commit)) {
-                    wanted = super::deploy::Wanted::Commit(c);
+                if let super::deploy::Wanted::BranchHead = wanted {
+                    wanted = super::deploy::Wanted::Commit(r.commit.clone());
                     trigger = r.trigger;
                 }
             }
@@ -1077,7 +1077,7 @@ struct Working<'a> {
 impl Drop for Working<'_> {
     fn drop(&mut self) {
         if let Ok(mut w) = self.engine.inner.working.lock() {
-            w.remove(self.id.as_str());
+            w.remove(self.id);
         }
     }
 }
@@ -1085,7 +1085,7 @@ impl Drop for Working<'_> {
 /// Records the address a guest came back on (after a restart, a rollback or a restore it may differ):
 /// the app's URL follows it once the app has one.
 fn at_address(d: &mut Deployment, ip: std::net::Ipv4Addr, url: String) {
-    d.ip_address = Some(ip.to_string());
+    d.ip_address = Some(ip);
     if d.url.is_some() {
         d.url = Some(url);
     }
@@ -1109,10 +1109,10 @@ mod tests {
         let raw = RawSpec { name: Some("moved".into()), repo_url: Some("https://github.com/o/r".into()), framework: Some("flask".into()), ..RawSpec::default() };
         let mut d = Deployment::new(Spec::parse(raw, &Limits::default(), &RepoPolicy::default()).unwrap(), 0);
         at_address(&mut d, "127.0.1.4".parse().unwrap(), "http://127.0.1.4:8000".into());
-        assert_eq!((d.ip_address.as_deref(), d.url.as_deref()), (Some("127.0.1.4"), None));
+        assert_eq!((d.ip_address, d.url.as_deref()), (Some(std::net::Ipv4Addr::new(127, 0, 1, 4)), None));
         d.url = Some("http://127.0.1.3:8000".into());
         at_address(&mut d, "127.0.1.5".parse().unwrap(), "http://127.0.1.5:8000".into());
-        assert_eq!((d.ip_address.as_deref(), d.url.as_deref()), (Some("127.0.1.5"), Some("http://127.0.1.5:8000")));
+        assert_eq!((d.ip_address, d.url.as_deref()), (Some(std::net::Ipv4Addr::new(127, 0, 1, 5)), Some("http://127.0.1.5:8000")));
     }
 
     /// An engine over an in-memory store with a cluster that is never called (the deployment has no guest;

@@ -85,7 +85,7 @@ where
 
 /// The commit the deployment's guest serves, as recorded.
 fn serving(d: &Deployment) -> Option<CommitSha> {
-    d.commit.as_deref().and_then(|c| CommitSha::parse(c).ok())
+    d.commit.clone()
 }
 
 fn info(s: crate::pve::Snapshot) -> Option<SnapshotInfo> {
@@ -151,7 +151,7 @@ impl Engine {
         let (prov, node, vmid) = self.snapshot_target(d).map_err(|e| ProvisionError::NotNow(e.to_string()))?;
         let gate = {
             let mut gates = self.inner.snapshot_gates.lock().expect("snapshot gates poisoned");
-            gates.entry(d.id.to_string()).or_default().clone()
+            gates.entry(d.id.clone()).or_default().clone()
         };
         let _one_at_a_time = gate.lock().await;
         let kind = d.spec.guest_type;
@@ -245,7 +245,7 @@ impl Engine {
                     engine.log(&d.id, Level::Info, step, &format!("guest {} rolled back to snapshot {name}", g.vmid)).await;
                     let mut now = engine.store().get_deployment(&d.id).await?.ok_or(ProvisionError::Vanished)?;
                     if let Some(c) = &served {
-                        now.commit = Some(c.as_str().to_string());
+                        now.commit = Some(c.clone());
                     }
                     engine.boot_and_check(prov, g, now, lease, step, &format!("rolled back to snapshot {name}")).await
                 })

@@ -76,19 +76,12 @@ pub struct Difference {
     pub message: String,
 }
 
-/// Which side of a deployment could not be read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Part {
-    Guest,
-    Export,
-}
-
-impl Part {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Part::Guest => "guest",
-            Part::Export => "export",
-        }
+crate::core::spelling::string_enum! {
+    /// Which side of a deployment could not be read.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Part {
+        Guest = "guest",
+        Export = "export",
     }
 }
 

@@ -54,7 +54,7 @@ impl Phase {
 
     /// The description both statuses carry.
     pub fn description(&self, r: &Release, d: &Deployment) -> String {
-        let short: String = r.commit.chars().take(7).collect();
+        let short = r.commit.short(7);
         let text = match self {
             Phase::Started => format!("Deploying {short} to {}", d.spec.name),
             Phase::Succeeded => match &d.url {
@@ -132,7 +132,7 @@ pub const PREVIEW_MARK: &str = "<!-- pvedeploy preview -->";
 /// The pull request comment that shows preview `d` after release `r` ended in `phase` (a comment is Markdown):
 /// the URL when it is live, the failing step otherwise; `page` the deployment's dashboard page.
 pub fn preview_comment(d: &Deployment, r: &Release, phase: &Phase, page: Option<&str>) -> String {
-    let short: String = r.commit.chars().take(7).collect();
+    let short = r.commit.short(7);
     let name = d.spec.name.as_str();
     let state = match (phase, &d.url) {
         (Phase::Succeeded, Some(url)) => format!("**{name}** is live at {url} with `{short}`."),
@@ -174,7 +174,7 @@ mod tests {
 
     fn release(status: ReleaseStatus, step: DeployStep, error: Option<&str>) -> Release {
         let c = crate::core::names::CommitSha::parse("0123456789abcdef0123456789abcdef01234567").unwrap();
-        Release { deployment: crate::core::deployment::DeploymentId::generate(), id: ReleaseId::new(1, &c), commit: c.as_str().into(), status, step, trigger: Trigger::Push, timings: vec![], error: error.map(String::from), created_at: 1, finished_at: None }
+        Release { deployment: crate::core::deployment::DeploymentId::generate(), id: ReleaseId::new(1, &c), commit: c, status, step, trigger: Trigger::Push, timings: vec![], error: error.map(String::from), created_at: 1, finished_at: None }
     }
 
     fn deployment() -> Deployment {

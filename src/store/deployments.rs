@@ -6,7 +6,7 @@ use serde_json::json;
 use super::leases::{Lease, CHECK_LEASE};
 use super::{decode, Store, StoreError};
 use crate::core::deployment::{Deployment, DeploymentId, Framework, GuestType, Spec};
-use crate::core::names::{AppName, GitRef, HealthPath, NodeName, StartCommand, VmId};
+use crate::core::names::{AppName, CommitSha, GitRef, HealthPath, NodeName, StartCommand, VmId};
 use crate::core::repo::RepoUrl;
 use crate::core::status::Status;
 use super::audit::AuditEntry;
@@ -135,9 +135,9 @@ impl From<&Deployment> for Row {
             status: d.status.as_str().into(),
             proxmox_id: d.proxmox_id.map(|v| v.get().into()),
             proxmox_node: d.proxmox_node.as_ref().map(ToString::to_string),
-            ip_address: d.ip_address.clone(),
+            ip_address: d.ip_address.map(|ip| ip.to_string()),
             url: d.url.clone(),
-            commit: d.commit.clone(),
+            commit: d.commit.as_ref().map(ToString::to_string),
             error_message: d.error_message.clone(),
             terraform_output: d.terraform_output.clone(),
             created_at: d.created_at,
@@ -194,9 +194,9 @@ impl TryFrom<Row> for Deployment {
             status: Status::parse(&r.status).ok_or_else(|| bad("status"))?,
             proxmox_id: r.proxmox_id.map(|v| VmId::new(v as u64)).transpose().map_err(|_| bad("proxmox_id"))?,
             proxmox_node: r.proxmox_node.as_deref().map(NodeName::parse).transpose().map_err(|_| bad("proxmox_node"))?,
-            ip_address: r.ip_address,
+            ip_address: r.ip_address.as_deref().map(str::parse::<std::net::Ipv4Addr>).transpose().map_err(|_| bad("ip_address"))?,
             url: r.url,
-            commit: r.commit,
+            commit: r.commit.as_deref().map(CommitSha::parse).transpose().map_err(|_| bad("commit"))?,
             error_message: r.error_message,
             terraform_output: r.terraform_output,
             created_at: r.created_at,

@@ -8,6 +8,7 @@ use super::deployments::DeploymentWrite;
 use super::leases::{Lease, CHECK_LEASE};
 use super::{decode, Store, StoreError};
 use crate::core::deployment::{Deployment, DeploymentId};
+use crate::core::names::CommitSha;
 use crate::core::status::Status;
 use crate::core::release::{DeployStep, ReleaseId};
 pub use crate::core::release::{Release, ReleaseStatus, Trigger};
@@ -35,7 +36,7 @@ impl From<&Release> for Row {
         Row {
             deployment: r.deployment.to_string(),
             release_id: r.id.to_string(),
-            commit: r.commit.clone(),
+            commit: r.commit.to_string(),
             status: r.status.as_str().into(),
             step: r.step.as_str().into(),
             trigger: r.trigger.as_str().into(),
@@ -64,7 +65,7 @@ impl TryFrom<Row> for Release {
         Ok(Release {
             deployment: DeploymentId::parse(&r.deployment).ok_or_else(|| bad("deployment"))?,
             id: ReleaseId::parse(&r.release_id).ok_or_else(|| bad("id"))?,
-            commit: r.commit,
+            commit: CommitSha::parse(&r.commit).map_err(|_| bad("commit"))?,
             status: ReleaseStatus::parse(&r.status).ok_or_else(|| bad("status"))?,
             step: DeployStep::parse(&r.step).ok_or_else(|| bad("step"))?,
             trigger: Trigger::parse(&r.trigger).ok_or_else(|| bad("trigger"))?,

@@ -284,6 +284,12 @@ async fn a_user_deploys_watches_and_destroys_from_the_browser() {
 
     // a bad name: the API's rule appears next to the field, nothing is created
     b.click("nav a[href='#/deploy']").await;
+    // the choices are the API's own lists, as its OpenAPI document states them
+    let options = |select: &str| format!("document.querySelector('{select}').options.length > 1 && [...document.querySelector('{select}').options].map((o) => o.value).join(' ')");
+    let frameworks = b.wait(&options("#f-framework"), "the frameworks").await;
+    assert_eq!(frameworks, pvedeploy::core::deployment::Framework::NAMES.join(" "));
+    assert_eq!(b.wait(&options("#f-type"), "the guest types").await, pvedeploy::core::deployment::GuestType::NAMES.join(" "));
+    assert_eq!(b.js("return document.querySelector('#f-framework').value").await, "flask", "the default framework");
     b.fill("#f-name", "Bad_Name!").await;
     b.fill("#f-repo_url", &flask.url).await;
     b.fill("#f-cpu", "2").await;
@@ -313,6 +319,8 @@ async fn a_user_deploys_watches_and_destroys_from_the_browser() {
     // the list follows the deployment to `running` without a reload; the app answers at the URL shown
     b.click("nav a[href='#/deployments']").await;
     b.find("tr[data-name='web-one']").await;
+    let statuses = b.wait(&options("#filter-status"), "the statuses").await;
+    assert_eq!(statuses, format!(" {}", pvedeploy::core::status::Status::NAMES.join(" ")), "any, then the API's statuses");
     b.js("window.__notReloaded = true; return 1").await;
     b.wait_secs("['running','failed'].includes(document.querySelector(\"tr[data-name='web-one']\").dataset.status) && document.querySelector(\"tr[data-name='web-one']\").dataset.status", "running on the list", 900).await;
     assert_eq!(b.js("return document.querySelector(\"tr[data-name='web-one']\").dataset.status").await, "running");

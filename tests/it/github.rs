@@ -444,7 +444,7 @@ impl Engined {
         let id = d.id.clone();
         let d = if d.status == Status::Installing { d } else { self.engine.transition(d, Status::Deploying, "redeploy started").await.unwrap() };
         let c = CommitSha::parse(commit).unwrap();
-        let mut r = Release { deployment: id.clone(), id: ReleaseId::new(now_millis(), &c), commit: commit.into(), status: ReleaseStatus::Deploying, step: DeployStep::Boot, trigger: Trigger::Push, timings: vec![], error: None, created_at: now_millis(), finished_at: None };
+        let mut r = Release { deployment: id.clone(), id: ReleaseId::new(now_millis(), &c), commit: c.clone(), status: ReleaseStatus::Deploying, step: DeployStep::Boot, trigger: Trigger::Push, timings: vec![], error: None, created_at: now_millis(), finished_at: None };
         self.store.save_release(&r).await.unwrap();
         if d.status == Status::Installing {
             self.engine.transition(d, Status::Deploying, "runtime installed").await.unwrap();
@@ -471,7 +471,7 @@ impl Engined {
         self.store.activate_release(&r).await.unwrap();
         let mut d = self.store.get_deployment(&id).await.unwrap().unwrap();
         d.url = Some(LIVE_URL.into());
-        d.commit = Some(commit.into());
+        d.commit = Some(CommitSha::parse(commit).unwrap());
         d.error_message = None;
         self.engine.transition(d, Status::Running, "live").await.unwrap()
     }

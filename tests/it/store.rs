@@ -138,7 +138,7 @@ async fn a_step_commits_its_claim_lines_and_deployment_change_whole_or_not_at_al
     assert_eq!(saved.deployment.as_ref().map(|s| s.revision), Some(d.revision + 1));
     assert_eq!(store.get_deployment(&d.id).await.unwrap().unwrap().proxmox_id, Some(free));
     let mut stale = d.clone();
-    stale.ip_address = Some("127.0.0.9".into());
+    stale.ip_address = Some(std::net::Ipv4Addr::new(127, 0, 0, 9));
     let later = at_step(Step::Start, free);
     let step = StepWrite { deployment: Some((&stale, Status::Pending, "address known")), ..StepWrite::progress(&later, &[]) };
     assert!(matches!(store.save_step(&lease, step).await, Err(StoreError::Stale)));
@@ -177,7 +177,7 @@ async fn deploy_figures_come_from_the_releases_that_ended() {
         Release {
             deployment: d.id.clone(),
             id: ReleaseId::new(start, &commit),
-            commit: commit.as_str().to_string(),
+            commit: commit.clone(),
             status,
             step: DeployStep::Health,
             trigger: Trigger::Redeploy,
@@ -385,7 +385,7 @@ async fn a_release_goes_live_with_its_deployment_or_not_at_all() {
     let mut r = Release {
         deployment: d.id.clone(),
         id: ReleaseId::new(1_000_000, &commit),
-        commit: commit.as_str().to_string(),
+        commit: commit.clone(),
         status: ReleaseStatus::Deploying,
         step: DeployStep::Health,
         trigger: Trigger::Deploy,
@@ -397,7 +397,7 @@ async fn a_release_goes_live_with_its_deployment_or_not_at_all() {
     store.save_release(&r).await.unwrap();
     (r.status, r.finished_at) = (ReleaseStatus::Active, Some(1_002_000));
     let mut live = d.clone();
-    (live.status, live.url, live.commit) = (Status::Provisioning, Some("http://127.0.0.9:8000".into()), Some(commit.as_str().into()));
+    (live.status, live.url, live.commit) = (Status::Provisioning, Some("http://127.0.0.9:8000".into()), Some(commit.clone()));
 
     let stale = store.acquire_lease(&d.id, "agent-a", 100).await.unwrap().expect("free lease");
     tokio::time::sleep(std::time::Duration::from_millis(150)).await;

@@ -1,32 +1,13 @@
 //! A schedule's run as recorded: which occurrence, which agent ran it, how it ended.
 
-/// How a run ended (or that it is still running).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RunOutcome {
-    Running,
-    Succeeded,
-    Failed,
-    Skipped,
-}
-
-impl RunOutcome {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RunOutcome::Running => "running",
-            RunOutcome::Succeeded => "succeeded",
-            RunOutcome::Failed => "failed",
-            RunOutcome::Skipped => "skipped",
-        }
-    }
-
-    pub(crate) fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "running" => RunOutcome::Running,
-            "succeeded" => RunOutcome::Succeeded,
-            "failed" => RunOutcome::Failed,
-            "skipped" => RunOutcome::Skipped,
-            _ => return None,
-        })
+crate::core::spelling::string_enum! {
+    /// How a run ended (or that it is still running).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum RunOutcome {
+        Running = "running",
+        Succeeded = "succeeded",
+        Failed = "failed",
+        Skipped = "skipped",
     }
 }
 

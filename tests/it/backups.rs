@@ -428,23 +428,39 @@ async fn a_real_guest_restored_in_place_from_its_backup_serves_the_backed_up_ver
 /// and the app serves v1 at the new deployment's URL.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_destroyed_real_guest_deployments_backup_restored_into_a_new_deployment_serves_the_app() {
+    real_guest_restored_as_new("local", "express-gone").await;
+}
+
+/// The same from a Proxmox Backup Server storage the operator added: the guest's files come back from the PBS
+/// snapshot (named `ct-<vmid>-<UTC time>` in the command line).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_destroyed_real_guest_deployments_pbs_backup_restored_into_a_new_deployment_serves_the_app() {
+    real_guest_restored_as_new("pbs", "express-pbs").await;
+}
+
+async fn real_guest_restored_as_new(storage: &str, app_name: &str) {
     use crate::rig::{http_body, running_express, wait_for as wait_deployment, RunningExpress};
     use std::time::Duration;
-    let Some(RunningExpress { app, rig, server: _server, express, data: _data, id, deployment: d }) = running_express("express-gone", |c| {
+    let Some(RunningExpress { app, rig, server: _server, express, data: _data, id, deployment: d }) = running_express(app_name, |c| {
         if let pvedeploy::config::ProxmoxSetting::Cluster(cs) = &mut c.proxmox {
-            cs.backups = Some(BackupSettings::to("local"));
+            cs.backups = Some(BackupSettings::to(storage));
         }
     })
     .await
     else {
         return;
     };
+    if storage == "pbs" {
+        crate::check::Operator::new(rig.sim()).post("/storage", &[("storage", "pbs"), ("type", "pbs"), ("server", "pbs.example.com"), ("datastore", "store1"), ("username", "backup@pbs"), ("password", "secret")]).await;
+    }
     let (v1, old_url) = (d["commit"].as_str().unwrap().to_string(), d["url"].as_str().unwrap().to_string());
     assert_eq!(http_body(&old_url).await, "hello from express v1\n");
     let backups = format!("/api/v1/deployments/{id}/backups");
     let (s, made) = app.post(&backups, Some(DEPLOYER), &json!({})).await;
     assert_eq!(s, 201, "{made}");
     let name = made["name"].as_str().unwrap().to_string();
+    let volid = made["volid"].as_str().unwrap().to_string();
+    assert!(volid.starts_with(&format!("{storage}:backup/")), "{made}");
 
     express.edit("server.js", "const VERSION_MARKER = \"v1\";", "const VERSION_MARKER = \"v2\";");
     express.commit("v2");
@@ -453,20 +469,21 @@ async fn a_destroyed_real_guest_deployments_backup_restored_into_a_new_deploymen
     let (s, list) = app.get(&backups, Some(READER)).await;
     assert_eq!((s, names(&list)), (200, vec![name.clone()]), "listed by the destroyed deployment's id: {list}");
 
-    let out = cli(&app, ADMIN, &["backup", "restore", &id, &name, "--as", "express-reborn"]);
+    let reborn = format!("{app_name}-reborn");
+    let out = cli(&app, ADMIN, &["backup", "restore", &id, &name, "--as", &reborn]);
     let said = String::from_utf8_lossy(&out.stdout).to_string();
     assert_eq!(out.status.code(), Some(0), "{said} {}", String::from_utf8_lossy(&out.stderr));
     let new_id = said.split('\t').next().unwrap().to_string();
     let d = wait_deployment(&app, &new_id, "running", Duration::from_secs(900), |d| d["status"] == "running" || d["status"] == "failed").await;
     assert_eq!(d["status"], "running", "{d}");
-    assert_eq!(d["name"], "express-reborn", "{d}");
+    assert_eq!(d["name"], reborn.as_str(), "{d}");
     assert_eq!(d["commit"].as_str(), Some(v1.as_str()), "the commit the backup served, not the branch's head: {d}");
     // A VMID claimed afresh from the agent's range: the destroyed guest's id was given back, so it may be the same.
     assert!(d["proxmox_id"].is_u64() && d["id"] != id.as_str(), "{d}");
     let url = d["url"].as_str().unwrap().to_string();
     assert_eq!(http_body(&url).await, "hello from express v1\n", "the restored deployment serves the app");
     let (_, logs) = app.get(&format!("/api/v1/deployments/{new_id}/logs?limit=1000"), Some(ADMIN)).await;
-    assert!(logs.to_string().contains(&format!("restoring backup local:backup/{name} as {}", d["proxmox_id"])), "{logs}");
+    assert!(logs.to_string().contains(&format!("restoring backup {volid} as {}", d["proxmox_id"])), "{logs}");
     app.stop().await;
     rig.stop().await;
 }

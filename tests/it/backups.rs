@@ -2,7 +2,9 @@
 //! (stopped at the backup deadline) fails the request and the schedule's run, saying why; a backup made in Proxmox
 //! VE directly and a backup taken by hand are never pruned by a schedule's retention; a restore is refused unless the
 //! guest is provably the deployment's. Then: a daily backup schedule with `keep-daily=2` over four simulated days
-//! leaves two; backups by hand are listed and deleted; bad input is a 422 naming the field and changes nothing.
+//! leaves two; backups by hand are listed and deleted; bad input is a 422 naming the field and changes nothing; the same
+//! on a Proxmox Backup Server storage (its names in paths, hostile ones refused); restores into new deployments of a
+//! container, a VM and real guests from both storage kinds.
 
 use std::sync::Arc;
 

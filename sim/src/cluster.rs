@@ -204,6 +204,7 @@ impl Cluster {
             ("GET", "/pools") => access::pools(&call)?.into(),
             ("POST", "/pools") => access::create_pool(&call)?.into(),
             ("PUT", "/pools") => access::update_pool(self, &call)?.into(),
+            ("POST", "/storage") => backups::pbs::create(self, &call)?.into(),
             ("PUT", "/storage/{storage}") => storage::update(self, &call)?.into(),
             ("GET", "/nodes/{node}/aplinfo") => appliances::list().into(),
             ("POST", "/nodes/{node}/aplinfo") => appliances::download(self, &node, &call)?.into(),

@@ -199,6 +199,8 @@ pub enum StorageKind {
     Dir,
     LvmThin,
     Nfs,
+    /// A Proxmox Backup Server datastore (pve-storage `PBSPlugin.pm`): backups only, shared by every node.
+    Pbs,
 }
 
 impl StorageKind {
@@ -207,6 +209,7 @@ impl StorageKind {
             StorageKind::Dir => "dir",
             StorageKind::LvmThin => "lvmthin",
             StorageKind::Nfs => "nfs",
+            StorageKind::Pbs => "pbs",
         }
     }
 
@@ -228,6 +231,22 @@ pub struct StorageSpec {
     pub total_bytes: u64,
     /// Nodes that have it (`None`: all nodes).
     pub nodes: Option<Vec<String>>,
+    /// Where a `pbs` storage's backups go (its `server`, `datastore`, `namespace`, …); `None` for other types.
+    pub pbs: Option<PbsTarget>,
+}
+
+/// A `pbs` storage's connection (pve-storage `PBSPlugin.pm:42-82` `properties`/`options`). The password is kept
+/// only as "given or not", as PVE keeps it apart in `/etc/pve/priv/storage/<id>.pw` (`pbs_set_password`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PbsTarget {
+    pub server: String,
+    /// 8007 unless given (`PBSPlugin.pm` `pbs_api_connect`).
+    pub port: u16,
+    pub datastore: String,
+    pub namespace: Option<String>,
+    pub username: Option<String>,
+    pub fingerprint: Option<String>,
+    pub password: bool,
 }
 
 /// A QEMU template with a cloud-init drive (`ide2`), one `scsi0` disk and `net0` on `vmbr0`.
@@ -298,7 +317,7 @@ impl ClusterSpec {
             name: "pve-stock".to_string(),
             nodes: vec![NodeSpec::new("pve1", 8, 32 * GIB, 0.05, 2 * GIB), NodeSpec::new("pve2", 8, 32 * GIB, 0.05, 2 * GIB)],
             // `local-lvm` is the sandbox's: lvmthin, `images,rootdir`, per node.
-            storages: std::iter::once(StorageSpec { id: "local".to_string(), kind: StorageKind::Dir, content: local, shared: false, total_bytes: 100 * GIB, nodes: None })
+            storages: std::iter::once(StorageSpec { id: "local".to_string(), kind: StorageKind::Dir, content: local, shared: false, total_bytes: 100 * GIB, nodes: None, pbs: None })
                 .chain(standard_storages().into_iter().filter(|s| s.id == "local-lvm"))
                 .collect(),
             templates: vec![],
@@ -339,6 +358,7 @@ fn standard_storages() -> Vec<StorageSpec> {
             shared: false,
             total_bytes: 100 * GIB,
             nodes: None,
+            pbs: None,
         },
         StorageSpec {
             id: "local-lvm".to_string(),
@@ -347,6 +367,7 @@ fn standard_storages() -> Vec<StorageSpec> {
             shared: false,
             total_bytes: 400 * GIB,
             nodes: None,
+            pbs: None,
         },
         StorageSpec {
             id: "shared".to_string(),
@@ -355,6 +376,7 @@ fn standard_storages() -> Vec<StorageSpec> {
             shared: true,
             total_bytes: 2048 * GIB,
             nodes: None,
+            pbs: None,
         },
     ]
 }

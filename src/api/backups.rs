@@ -34,14 +34,17 @@ pub struct BackupsApi {
 #[derive(Debug, Object)]
 #[oai(skip_serializing_if_is_none)]
 pub struct BackupView {
-    /// The archive's name, as the paths below name it (`vzdump-lxc-10000-2030_01_02-03_00_00.tar.zst`).
+    /// The backup's name, as the paths below name it: the archive's file name on a file storage
+    /// (`vzdump-lxc-10000-2030_01_02-03_00_00.tar.zst`), `<ct|vm>-<vmid>-<UTC time>` on a Proxmox Backup Server storage
+    /// (`ct-10000-2030-01-02T03:00:00Z`, its volume name with `-` for `/`).
     pub name: String,
-    /// Proxmox VE's volume id (`local:backup/vzdump-…`).
+    /// Proxmox VE's volume id (`local:backup/vzdump-…`, `pbs:backup/ct/10000/2030-01-02T03:00:00Z`).
     pub volid: String,
     /// When it was made (RFC 3339 UTC).
     pub taken_at: Option<String>,
     pub size_bytes: u64,
-    /// `tar.zst` (containers), `vma.zst` (VMs), …
+    /// `tar.zst` (containers), `vma.zst` (VMs), … on a file storage; `pbs-ct` / `pbs-vm` on a Proxmox Backup Server
+    /// storage.
     pub format: String,
     /// The VMID the guest had.
     pub vmid: Option<u32>,
@@ -53,7 +56,7 @@ pub struct BackupView {
 
 impl From<BackupInfo> for BackupView {
     fn from(b: BackupInfo) -> Self {
-        BackupView { name: b.volid.file().to_string(), volid: b.volid.to_string(), taken_at: b.taken_at.map(rfc3339), size_bytes: b.size_bytes, format: b.format, vmid: b.vmid, protected: b.protected, taken_by: b.origin.describe() }
+        BackupView { name: b.volid.name(), volid: b.volid.to_string(), taken_at: b.taken_at.map(rfc3339), size_bytes: b.size_bytes, format: b.format, vmid: b.vmid, protected: b.protected, taken_by: b.origin.describe() }
     }
 }
 

@@ -87,6 +87,8 @@ fn parameter_rules(f: &Facts) -> Vec<(&'static str, &'static str, Value)> {
         ("get_webhook_delivery", "delivery", json!({ "pattern": "^[A-Za-z0-9-]{1,64}$" })),
         ("delete_snapshot", "name", json!({ "pattern": EXISTING_SNAPSHOT })),
         ("rollback_snapshot", "name", json!({ "pattern": EXISTING_SNAPSHOT })),
+        ("delete_backup", "name", json!({ "pattern": crate::core::backup::BackupId::NAME_PATTERN })),
+        ("restore_backup", "name", json!({ "pattern": crate::core::backup::BackupId::NAME_PATTERN })),
         ("list_deployments", "status", json!({ "$ref": "#/components/schemas/DeploymentStatus" })),
         ("list_deployments", "framework", json!({ "$ref": "#/components/schemas/Framework" })),
         ("list_deployments", "name", json!({ "pattern": AppNamePrefix::PATTERN, "minLength": 1, "maxLength": 63 })),
@@ -269,6 +271,7 @@ mod tests {
         check(&repo_url_pattern(&policy), 2048, |s| crate::core::repo::RepoUrl::parse(s, &policy).is_ok());
         check(EXISTING_SNAPSHOT, 40, |s| crate::core::snapshot::SnapshotName::parse_existing(s).is_ok());
         check(NEW_SNAPSHOT, 40, |s| crate::core::snapshot::SnapshotName::parse(s).is_ok());
+        check(crate::core::backup::BackupId::NAME_PATTERN, 80, |s| crate::core::backup::BackupId::on_storage("pbs", s, "name").is_ok());
         check(UUID, 36, |s| crate::core::deployment::DeploymentId::parse(s).is_some());
         check(FUTURE_TIME, 20, |s| time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).is_ok());
         for z in crate::core::schedule::Zone::names() {

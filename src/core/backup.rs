@@ -1,7 +1,8 @@
 //! Backups as data: the retention (Proxmox VE's `prune-backups`, so "7 daily, 4 weekly" is `keep_daily = 7,
 //! keep_weekly = 4`), a backup volume's id as Proxmox VE names it (`<storage>:backup/vzdump-{lxc,qemu}-<vmid>-
-//! YYYY_MM_DD-HH_MM_SS.<ext>`, pve-storage `Storage.pm:1800-1828` `archive_info`), and the mark pvedeploy writes into
-//! a backup's notes so that a listing shows only backups of the deployment. No I/O.
+//! YYYY_MM_DD-HH_MM_SS.<ext>`, pve-storage `Storage.pm:1800-1828` `archive_info`, or on a Proxmox Backup Server
+//! storage `<storage>:backup/{ct,vm}/<vmid>/YYYY-MM-DDTHH:MM:SSZ`, `PBSPlugin.pm:607-628`), and the mark pvedeploy
+//! writes into a backup's notes so that a listing shows only backups of the deployment. No I/O.
 
 use std::fmt;
 
@@ -45,63 +46,137 @@ pub enum BackupKind {
     Qemu,
 }
 
-/// The id of a backup volume as Proxmox VE names the archives vzdump writes; parsed, so a door hands the engine
-/// only names of this shape (never a path or another storage's volume).
+/// Where a backup lives: a file storage's vzdump archive, or a Proxmox Backup Server snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackupStore {
+    /// `<storage>:backup/vzdump-{lxc,qemu}-<vmid>-YYYY_MM_DD-HH_MM_SS.<ext>` (pve-storage `Storage.pm:1800-1828`
+    /// `archive_info`); the time is the node's local time.
+    File,
+    /// `<storage>:backup/{ct,vm}/<vmid>/YYYY-MM-DDTHH:MM:SSZ` (pve-storage `PBSPlugin.pm:226-233` `print_volid`,
+    /// `607-628` `parse_volname`); the time is UTC.
+    Pbs,
+}
+
+/// The id of a backup volume as Proxmox VE names it: a vzdump archive on a file storage or a snapshot on a Proxmox
+/// Backup Server storage; parsed, so a door hands the engine only names of these shapes (never a path or another
+/// kind of volume).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackupId {
     volid: String,
     pub storage: String,
+    pub store: BackupStore,
     pub kind: BackupKind,
     pub vmid: u32,
-    /// The time in the archive's name: the node's local time when vzdump started.
+    /// The time in the volume's name: the node's local time when vzdump started (file storages), or UTC (PBS).
     pub taken: NaiveDateTime,
 }
 
+/// What a door's error says a backup looks like.
+const SHAPES: &str = "`<storage>:backup/vzdump-<lxc|qemu>-<vmid>-YYYY_MM_DD-HH_MM_SS.<tar|vma>[.zst|.gz|.lzo]` or, on a Proxmox Backup Server storage, `<storage>:backup/<ct|vm>/<vmid>/YYYY-MM-DDTHH:MM:SSZ`, as listed by GET …/backups";
+const NAME_SHAPES: &str = "`vzdump-<lxc|qemu>-<vmid>-YYYY_MM_DD-HH_MM_SS.<tar|vma>[.zst|.gz|.lzo]` or, on a Proxmox Backup Server storage, `<ct|vm>-<vmid>-YYYY-MM-DDTHH:MM:SSZ`, as listed by GET …/backups";
+
+/// A VMID as Proxmox VE's `pve-vmid` format has it: 3 to 9 digits, no leading zero.
+fn vmid_ok(vmid: &str) -> bool {
+    (3..=9).contains(&vmid.len()) && !vmid.starts_with('0') && vmid.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// Whether `stamp` has exactly the shape of `sample` where `sample` has digits (`9`) and the same separators.
+fn shaped(stamp: &str, sample: &str) -> bool {
+    stamp.len() == sample.len() && stamp.bytes().zip(sample.bytes()).all(|(b, s)| if s == b'9' { b.is_ascii_digit() } else { b == s })
+}
+
 impl BackupId {
+    /// The pattern of a backup's name in an API path (both forms; a subset: days 01-28, years from 1000), for the
+    /// OpenAPI document. Every name it matches is accepted by [`BackupId::on_storage`].
+    pub const NAME_PATTERN: &'static str = "^(vzdump-(lxc|qemu)-[1-9][0-9]{2,8}-[1-9][0-9]{3}_(0[1-9]|1[0-2])_(0[1-9]|1[0-9]|2[0-8])-([01][0-9]|2[0-3])_[0-5][0-9]_[0-5][0-9]\\.(tar|vma)(\\.(zst|gz|lzo))?|(ct|vm)-[1-9][0-9]{2,8}-[1-9][0-9]{3}-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]Z)$";
+
     pub fn parse(raw: &str) -> Result<Self, FieldError> {
         let bad = || {
             let shown: String = raw.chars().take(120).flat_map(char::escape_debug).collect();
-            FieldError::new("volid", "backup_id", format!("`{shown}` is not a backup: `<storage>:backup/vzdump-<lxc|qemu>-<vmid>-YYYY_MM_DD-HH_MM_SS.<tar|vma>[.zst|.gz|.lzo]`, as listed by GET …/backups"))
+            FieldError::new("volid", "backup_id", format!("`{shown}` is not a backup: {SHAPES}"))
         };
-        let (storage, file) = raw.split_once(":backup/").ok_or_else(bad)?;
+        let (storage, volname) = raw.split_once(":backup/").ok_or_else(bad)?;
         let storage_ok = !storage.is_empty() && storage.len() <= 64 && storage.starts_with(|c: char| c.is_ascii_alphabetic()) && storage.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
-        let rest = file.strip_prefix("vzdump-").ok_or_else(bad)?;
-        let (kind, rest) = rest.split_once('-').ok_or_else(bad)?;
+        if !storage_ok {
+            return Err(bad());
+        }
+        let (store, kind, vmid, taken) = match volname.strip_prefix("vzdump-") {
+            Some(rest) => Self::parse_file(rest).ok_or_else(bad)?,
+            None => Self::parse_pbs(volname).ok_or_else(bad)?,
+        };
+        Ok(Self { volid: raw.to_string(), storage: storage.to_string(), store, kind, vmid, taken })
+    }
+
+    /// `<lxc|qemu>-<vmid>-YYYY_MM_DD-HH_MM_SS.<ext>` (after `vzdump-`).
+    fn parse_file(rest: &str) -> Option<(BackupStore, BackupKind, u32, NaiveDateTime)> {
+        let (kind, rest) = rest.split_once('-')?;
         let kind = match kind {
             "lxc" => BackupKind::Lxc,
             "qemu" => BackupKind::Qemu,
-            _ => return Err(bad()),
+            _ => return None,
         };
-        let (vmid, rest) = rest.split_once('-').ok_or_else(bad)?;
-        let vmid_ok = (3..=9).contains(&vmid.len()) && !vmid.starts_with('0') && vmid.bytes().all(|b| b.is_ascii_digit());
-        let stamp = rest.get(..19).ok_or_else(bad)?;
-        let stamp_ok = stamp.bytes().enumerate().all(|(i, b)| match i {
-            4 | 7 | 13 | 16 => b == b'_',
-            10 => b == b'-',
-            _ => b.is_ascii_digit(),
-        });
-        let taken = NaiveDateTime::parse_from_str(stamp, "%Y_%m_%d-%H_%M_%S").map_err(|_| bad())?;
-        let ext = rest.get(19..).ok_or_else(bad)?;
+        let (vmid, rest) = rest.split_once('-')?;
+        let stamp = rest.get(..19)?;
+        let ext = rest.get(19..)?;
         let ext_ok = matches!(ext, ".tar" | ".vma" | ".tgz") || [".tar.", ".vma."].iter().any(|p| ext.strip_prefix(p).is_some_and(|c| matches!(c, "zst" | "gz" | "lzo")));
-        if !(storage_ok && vmid_ok && stamp_ok && ext_ok) {
+        if !(vmid_ok(vmid) && shaped(stamp, "9999_99_99-99_99_99") && ext_ok) {
+            return None;
+        }
+        let taken = NaiveDateTime::parse_from_str(stamp, "%Y_%m_%d-%H_%M_%S").ok()?;
+        Some((BackupStore::File, kind, vmid.parse().ok()?, taken))
+    }
+
+    /// `<ct|vm>/<vmid>/YYYY-MM-DDTHH:MM:SSZ` (`PBSPlugin.pm:607-628`; only guests' backups, `list_volumes` skips
+    /// other types and non-numeric ids, `PBSPlugin.pm:772-773`).
+    fn parse_pbs(volname: &str) -> Option<(BackupStore, BackupKind, u32, NaiveDateTime)> {
+        let mut parts = volname.split('/');
+        let (kind, vmid, stamp) = (parts.next()?, parts.next()?, parts.next()?);
+        if parts.next().is_some() || !vmid_ok(vmid) || !shaped(stamp, "9999-99-99T99:99:99Z") {
+            return None;
+        }
+        let kind = match kind {
+            "ct" => BackupKind::Lxc,
+            "vm" => BackupKind::Qemu,
+            _ => return None,
+        };
+        let taken = NaiveDateTime::parse_from_str(stamp, "%Y-%m-%dT%H:%M:%SZ").ok()?;
+        Some((BackupStore::Pbs, kind, vmid.parse().ok()?, taken))
+    }
+
+    /// A backup named as the API's paths name it on `storage` ([`BackupId::name`]: the archive's file name, or
+    /// `ct-10000-2030-01-02T03:00:00Z` for a PBS snapshot, which has no `/` to escape); a wrong one is an error for
+    /// `field`.
+    pub fn on_storage(storage: &str, name: &str, field: &str) -> Result<Self, FieldError> {
+        let bad = || {
+            let shown: String = name.chars().take(120).flat_map(char::escape_debug).collect();
+            FieldError::new(field, "backup_name", format!("`{shown}` is not a backup's name: {NAME_SHAPES}"))
+        };
+        if name.contains('/') {
             return Err(bad());
         }
-        Ok(Self { volid: raw.to_string(), storage: storage.to_string(), kind, vmid: vmid.parse().map_err(|_| bad())?, taken })
+        let volname = if name.starts_with("vzdump-") {
+            if name.contains(':') {
+                return Err(bad());
+            }
+            name.to_string()
+        } else {
+            // `ct-10000-2030-01-02T03:00:00Z` → `ct/10000/2030-01-02T03:00:00Z`
+            let (kind, rest) = name.split_once('-').ok_or_else(bad)?;
+            let (vmid, stamp) = rest.split_once('-').ok_or_else(bad)?;
+            format!("{kind}/{vmid}/{stamp}")
+        };
+        let id = Self::parse(&format!("{storage}:backup/{volname}")).map_err(|_| bad())?;
+        (id.name() == name).then_some(id).ok_or_else(bad)
     }
 
-    /// A backup named by its file on `storage` (`vzdump-lxc-10000-2030_01_02-03_00_00.tar.zst`), as the API's paths
-    /// name it; a wrong one is an error for `field`.
-    pub fn on_storage(storage: &str, file: &str, field: &str) -> Result<Self, FieldError> {
-        if file.contains(['/', ':']) {
-            let shown: String = file.chars().take(120).flat_map(char::escape_debug).collect();
-            return Err(FieldError::new(field, "backup_name", format!("`{shown}` is not a backup's name: `vzdump-<lxc|qemu>-<vmid>-YYYY_MM_DD-HH_MM_SS.<tar|vma>[.zst|.gz|.lzo]`, as listed by GET …/backups")));
+    /// The backup's name in the API's paths: the archive's file name (`vzdump-lxc-10000-2030_01_02-03_00_00.tar.zst`)
+    /// or, for a PBS snapshot, its volume name with `-` for `/` (`ct-10000-2030-01-02T03:00:00Z`).
+    pub fn name(&self) -> String {
+        let volname = self.volid.split_once(":backup/").map_or("", |(_, f)| f);
+        match self.store {
+            BackupStore::File => volname.to_string(),
+            BackupStore::Pbs => volname.replace('/', "-"),
         }
-        Self::parse(&format!("{storage}:backup/{file}")).map_err(|e| FieldError::new(field, "backup_name", e.message))
-    }
-
-    /// The archive's file name (`vzdump-…`).
-    pub fn file(&self) -> &str {
-        self.volid.split_once(":backup/").map_or("", |(_, f)| f)
     }
 
     pub fn as_str(&self) -> &str {
@@ -203,7 +278,8 @@ pub struct Dated {
 /// newest backup of each of its next N periods not already holding a kept one; protected backups are kept and count
 /// for no period; everything else is removed. The periods come from the time in the backup's name, which vzdump
 /// writes in the node's local time and PVE reads back with `localtime` (`strftime` `%Y/%m/%d/%H`, ISO `%V/%G` for
-/// weeks), so they are the node's own hours, days and weeks. A retention with nothing set keeps all.
+/// weeks), so they are the node's own hours, days and weeks; a PBS snapshot's name is in UTC (`PBSPlugin.pm:226-233`),
+/// so there they are UTC hours, days and weeks. A retention with nothing set keeps all.
 pub fn beyond_retention(group: &[Dated], retention: &Retention) -> Vec<BackupId> {
     if retention.prune_backups().is_none() {
         return vec![];
@@ -273,6 +349,62 @@ mod tests {
     }
 
     #[test]
+    fn pbs_snapshots_as_pbs_plugin_names_them() {
+        let b = BackupId::parse("pbs:backup/ct/10000/2030-01-02T03:00:00Z").unwrap();
+        assert_eq!((b.storage.as_str(), b.store, b.kind, b.vmid), ("pbs", BackupStore::Pbs, BackupKind::Lxc, 10_000));
+        assert_eq!(b.taken, NaiveDateTime::parse_from_str("2030-01-02 03:00:00", "%Y-%m-%d %H:%M:%S").unwrap(), "UTC, as in the name");
+        assert_eq!(b.name(), "ct-10000-2030-01-02T03:00:00Z");
+        let vm = BackupId::parse("backups.pbs:backup/vm/101/2029-12-31T23:59:59Z").unwrap();
+        assert_eq!((vm.kind, vm.vmid, vm.name().as_str()), (BackupKind::Qemu, 101, "vm-101-2029-12-31T23:59:59Z"));
+        for bad in [
+            "pbs:backup/ct/../2030-01-02T03:00:00Z",
+            "pbs:backup/ct/100/../../etc/passwd",
+            "pbs:backup/../ct/100/2030-01-02T03:00:00Z",
+            "pbs:backup/ct/100/2030-01-02T03:00:00Z/x",
+            "pbs:backup/ct/100/2030-01-02T03:00:00",
+            "pbs:backup/ct/100/2030-01-02 03:00:00Z",
+            "pbs:backup/ct/100/2030_01_02-03_00_00",
+            "pbs:backup/ct/100/2030-02-30T03:00:00Z",
+            "pbs:backup/ct/100/2030-01-02T24:00:00Z",
+            "pbs:backup/ct/100/+030-01-02T03:00:00Z",
+            "pbs:backup/host/pve1/2030-01-02T03:00:00Z",
+            "pbs:backup/ct/0100/2030-01-02T03:00:00Z",
+            "pbs:backup/ct/12/2030-01-02T03:00:00Z",
+            "pbs:backup/lxc/100/2030-01-02T03:00:00Z",
+            "pbs:backup//100/2030-01-02T03:00:00Z",
+            "pbs:backup/ct/100/2030-01-02T03:00:00Z\n",
+            "../pbs:backup/ct/100/2030-01-02T03:00:00Z",
+        ] {
+            assert_eq!(BackupId::parse(bad).map_err(|e| (e.field, e.rule)), Err(("volid".to_string(), "backup_id")), "{bad}");
+        }
+    }
+
+    /// The names in the API's paths: both forms round-trip, nothing else (no `/`, no `..`, no other storage's volume).
+    #[test]
+    fn names_in_paths_for_both_forms() {
+        let file = BackupId::on_storage("local", "vzdump-lxc-10000-2030_01_02-03_00_00.tar.zst", "name").unwrap();
+        assert_eq!((file.as_str(), file.store), ("local:backup/vzdump-lxc-10000-2030_01_02-03_00_00.tar.zst", BackupStore::File));
+        let pbs = BackupId::on_storage("pbs", "ct-10000-2030-01-02T03:00:00Z", "name").unwrap();
+        assert_eq!((pbs.as_str(), pbs.store), ("pbs:backup/ct/10000/2030-01-02T03:00:00Z", BackupStore::Pbs));
+        for bad in [
+            "ct/10000/2030-01-02T03:00:00Z",
+            "ct-10000-2030-01-02T03:00:00Z/..",
+            "..",
+            "ct-10000-..",
+            "ct-10000-2030-01-02T03-00-00Z",
+            "ct-10000-2030_01_02-03_00_00",
+            "vm-10000-2030-01-02T03:00:00",
+            "host-10000-2030-01-02T03:00:00Z",
+            "vzdump-lxc-10000-2030_01_02-03_00_00.tar.zst:x",
+            "local:backup/vzdump-lxc-10000-2030_01_02-03_00_00.tar.zst",
+            "vzdump-lxc-10000-2030-01-02T03:00:00Z",
+            "",
+        ] {
+            assert_eq!(BackupId::on_storage("pbs", bad, "name").map_err(|e| (e.field, e.rule)), Err(("name".to_string(), "backup_name")), "{bad}");
+        }
+    }
+
+    #[test]
     fn notes_mark_the_deployment_and_who_took_it() {
         let id = DeploymentId::generate();
         let by_schedule = BackupOrigin::Schedule { tag: "0a1b2c3d".into() };
@@ -297,7 +429,7 @@ mod tests {
     }
 
     fn stamps(ids: &[BackupId]) -> Vec<String> {
-        ids.iter().map(|b| b.file()["vzdump-lxc-100-".len().."vzdump-lxc-100-".len() + 19].to_string()).collect()
+        ids.iter().map(|b| b.name()["vzdump-lxc-100-".len().."vzdump-lxc-100-".len() + 19].to_string()).collect()
     }
 
     /// Cases worked by hand from `prune_mark_backup_group` (`Storage.pm:1998-2110`).

@@ -71,8 +71,16 @@ pub struct TemplateFacts {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StorageFacts {
     pub id: String,
+    /// The plugin type: `dir`, `nfs`, `lvmthin`, `pbs`, …
+    pub kind: String,
     pub content: Vec<String>,
     pub shared: bool,
+    /// Not disabled in the storage configuration (pve-storage `API2/Storage/Status.pm:138`, `Storage.pm:1440-1530`
+    /// `storage_info`: a disabled storage is listed with `enabled` 0).
+    pub enabled: bool,
+    /// Accessible from the node (`Status.pm:143`): for a Proxmox Backup Server storage, the server answered and has
+    /// the datastore (`PBSPlugin.pm:803-831` `status`).
+    pub active: bool,
 }
 
 /// One guest in the cluster.
@@ -520,11 +528,43 @@ fn storages(plan: &Plan, facts: &Facts) -> Vec<Item> {
             }
         }
     }
+    let backup = plan.backup_storage.as_ref().map(|id| backup_storage(id, plan, facts, &mut items));
     if items.is_empty() {
         let list: Vec<String> = needs.iter().map(|(id, c, _, _)| format!("{id}:{c}")).collect();
-        items.push(Item::ok("storage", format!("content types in place on every node: {}", list.join(", "))));
+        let backup = backup.flatten().map_or_else(String::new, |b| format!("; backups to {b}"));
+        items.push(Item::ok("storage", format!("content types in place on every node: {}{backup}", list.join(", "))));
     }
     items
+}
+
+/// The backup storage beyond its content type: enabled and active on every node (a Proxmox Backup Server storage
+/// is active when the node reaches the server and its datastore), and what kind it is (vzdump writes to a file
+/// storage's dump directory or to a PBS datastore, mgr `PVE/VZDump.pm:195-223` `storage_info`). Problems go into
+/// `items`; the answer describes the storage for the summary line.
+fn backup_storage(id: &str, plan: &Plan, facts: &Facts, items: &mut Vec<Item>) -> Option<String> {
+    let mut seen: Option<&StorageFacts> = None;
+    for n in target_nodes(plan, facts) {
+        let Some(Read::Got(list)) = facts.storages.get(&n) else { continue };
+        let Some(s) = list.iter().find(|s| s.id == id) else { continue };
+        seen = Some(s);
+        if !s.enabled {
+            items.push(Item::problem("storage", format!("backup storage {id} is disabled on {n}: every backup fails"), format!("pvesm set {id} --disable 0 (or PUT /storage/{id} disable=0)"), Blocks::Nothing));
+        } else if !s.active {
+            let why = if s.kind == "pbs" { "Proxmox VE cannot reach its Proxmox Backup Server or the datastore" } else { "Proxmox VE cannot access it" };
+            let fix = if s.kind == "pbs" {
+                format!("check the storage's server, port, datastore, fingerprint, username and password (pvesm status --storage {id} on {n} names the error; pvesm set {id} --fingerprint … --password)")
+            } else {
+                format!("pvesm status --storage {id} on {n} names the error (a mount that is gone, a path that does not exist)")
+            };
+            items.push(Item::problem("storage", format!("backup storage {id} is not active on {n} ({why}): every backup from there fails"), fix, Blocks::Nothing));
+        }
+    }
+    let s = seen?;
+    Some(match (s.kind.as_str(), s.shared) {
+        ("pbs", _) => format!("{id} (Proxmox Backup Server, shared by the nodes)"),
+        (kind, true) => format!("{id} ({kind}, shared by the nodes)"),
+        (kind, false) => format!("{id} ({kind}, each node's own)"),
+    })
 }
 
 fn bridges(plan: &Plan, facts: &Facts) -> Item {

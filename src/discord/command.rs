@@ -63,7 +63,7 @@ impl BackupFile {
     /// `raw` when it has vzdump's shape (errors name the option `backup`).
     pub fn parse(raw: &str) -> Result<BackupFile, FieldError> {
         // Any storage name checks the shape; the configured one is applied when it is used.
-        BackupId::on_storage("storage", raw.trim(), "backup").map(|b| BackupFile(b.file().to_string()))
+        BackupId::on_storage("storage", raw.trim(), "backup").map(|b| BackupFile(b.name()))
     }
 
     pub fn as_str(&self) -> &str {

@@ -132,7 +132,7 @@ async fn backups(door: &DiscordDoor, options: &[(String, OptionValue)], typed: &
         .iter()
         .rev()
         .filter_map(|b| {
-            let file = b.volid.split_once(":backup/")?.1.to_string();
+            let file = b.volid.name();
             let at = b.taken_at.map(render::when).unwrap_or_else(|| "—".into());
             let shown = format!("{file} — {at}, {} MiB", b.size_bytes / (1 << 20));
             Some((format!("{file} {at}"), shown, file))

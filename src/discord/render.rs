@@ -185,10 +185,10 @@ pub fn backups(d: &Deployment, list: &[crate::engine::backups::BackupInfo]) -> R
     }
     let mut lines = vec![format!("**Backups of {}** ({})", d.spec.name, list.len())];
     for b in list.iter().take(40) {
-        let file = b.volid.file();
+        let file = b.volid.name();
         let at = b.taken_at.map(when).unwrap_or_else(|| "—".into());
         let lock = if b.protected { " 🔒" } else { "" };
-        lines.push(format!("💾 `{}` {at} · {} MiB{lock}", clean(file), b.size_bytes / (1 << 20)));
+        lines.push(format!("💾 `{}` {at} · {} MiB{lock}", clean(&file), b.size_bytes / (1 << 20)));
     }
     Reply::text(lines.join("\n"))
 }

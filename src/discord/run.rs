@@ -128,7 +128,7 @@ async fn answer(door: &DiscordDoor, i: &Interaction, cmd: DiscordCommand, actor:
             }
             DiscordCommand::Backup { name } => {
                 let b = engine.take_backup(&name, actor).await?;
-                let file = b.volid.file();
+                let file = b.volid.name();
                 Reply::text(format!("💾 Backup `{file}` of **{name}** made; no retention deletes it."))
             }
             DiscordCommand::AskRestore { name, snapshot } => {
@@ -152,7 +152,7 @@ async fn answer(door: &DiscordDoor, i: &Interaction, cmd: DiscordCommand, actor:
             }
             DiscordCommand::AskRestoreBackup { name, backup } => {
                 let (d, list) = engine.backups(&name).await?;
-                let Some(found) = list.iter().find(|b| b.volid.ends_with(&format!(":backup/{backup}"))) else {
+                let Some(found) = list.iter().find(|b| b.volid.name() == backup.as_str()) else {
                     return Ok(Reply::private(format!("**{}** has no backup `{backup}`; `/backups {}` lists them.", d.spec.name, d.spec.name)));
                 };
                 let caller = i.caller.as_ref().map(|c| c.id).unwrap_or(crate::config::discord::Snowflake(0));

@@ -184,7 +184,7 @@ async fn node_facts(prov: &Provisioner, c: &PveClient, plan: &Plan, node: String
     let (storage, _) = plan.lxc_template.split_once(':').unwrap_or(("local", ""));
     let (storages, lxc, bridges, probe) = tokio::join!(
         read(started, deadline, async {
-            c.storages(&name).await.map(|l| l.into_iter().map(|s| StorageFacts { id: s.storage, content: s.content, shared: s.shared }).collect::<Vec<_>>())
+            c.storages(&name).await.map(|l| l.into_iter().map(|s| StorageFacts { id: s.storage, kind: s.kind, content: s.content, shared: s.shared, enabled: s.enabled, active: s.active }).collect::<Vec<_>>())
         }),
         read(started, deadline, async { c.storage_content(&name, storage, Some("vztmpl")).await.map(|v| v.iter().any(|v| v.volid == plan.lxc_template)) }),
         read(started, deadline, c.bridges(&name)),

@@ -1,7 +1,7 @@
 //! `pvedeploy backup list|take|delete|restore NAME …`: a deployment's vzdump backups through the agent. Backup names
-//! are parsed (vzdump's naming) before any request; a restore in place asks for the backup's name again, or `--yes`;
-//! a restore into a new deployment (`--as NEW`) overwrites nothing and asks nothing. NAME may be a destroyed
-//! deployment's id: its backups outlive it.
+//! are parsed (vzdump's file names, or a Proxmox Backup Server snapshot's `ct-<vmid>-<UTC time>`) before any request;
+//! a restore in place asks for the backup's name again, or `--yes`; a restore into a new deployment (`--as NEW`)
+//! overwrites nothing and asks nothing. NAME may be a destroyed deployment's id: its backups outlive it.
 
 use serde::{Deserialize, Serialize};
 
@@ -9,9 +9,10 @@ use super::args::{self, DeploymentRef};
 use super::{segment, AgentArgs, Need, Remote, RemoteError};
 use crate::core::backup::BackupId;
 
-/// A backup's file name as listed (`vzdump-lxc-10000-2030_01_02-03_00_00.tar.zst`), checked for vzdump's shape.
+/// A backup's name as listed (`vzdump-lxc-10000-2030_01_02-03_00_00.tar.zst`, or `ct-10000-2030-01-02T03:00:00Z` on
+/// a Proxmox Backup Server storage), checked for either shape.
 fn backup_name(s: &str) -> Result<String, String> {
-    BackupId::on_storage("storage", s, "backup").map(|b| b.file().to_string()).map_err(|e| e.message)
+    BackupId::on_storage("storage", s, "backup").map(|b| b.name()).map_err(|e| e.message)
 }
 
 #[derive(clap::Subcommand, Debug)]

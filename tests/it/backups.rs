@@ -2,7 +2,9 @@
 //! (stopped at the backup deadline) fails the request and the schedule's run, saying why; a backup made in Proxmox
 //! VE directly and a backup taken by hand are never pruned by a schedule's retention; a restore is refused unless the
 //! guest is provably the deployment's. Then: a daily backup schedule with `keep-daily=2` over four simulated days
-//! leaves two; backups by hand are listed and deleted; bad input is a 422 naming the field and changes nothing.
+//! leaves two; backups by hand are listed and deleted; bad input is a 422 naming the field and changes nothing; the same
+//! on a Proxmox Backup Server storage (its names in paths, hostile ones refused); restores into new deployments of a
+//! container, a VM and real guests from both storage kinds.
 
 use std::sync::Arc;
 
@@ -428,23 +430,39 @@ async fn a_real_guest_restored_in_place_from_its_backup_serves_the_backed_up_ver
 /// and the app serves v1 at the new deployment's URL.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_destroyed_real_guest_deployments_backup_restored_into_a_new_deployment_serves_the_app() {
+    real_guest_restored_as_new("local", "express-gone").await;
+}
+
+/// The same from a Proxmox Backup Server storage the operator added: the guest's files come back from the PBS
+/// snapshot (named `ct-<vmid>-<UTC time>` in the command line).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_destroyed_real_guest_deployments_pbs_backup_restored_into_a_new_deployment_serves_the_app() {
+    real_guest_restored_as_new("pbs", "express-pbs").await;
+}
+
+async fn real_guest_restored_as_new(storage: &str, app_name: &str) {
     use crate::rig::{http_body, running_express, wait_for as wait_deployment, RunningExpress};
     use std::time::Duration;
-    let Some(RunningExpress { app, rig, server: _server, express, data: _data, id, deployment: d }) = running_express("express-gone", |c| {
+    let Some(RunningExpress { app, rig, server: _server, express, data: _data, id, deployment: d }) = running_express(app_name, |c| {
         if let pvedeploy::config::ProxmoxSetting::Cluster(cs) = &mut c.proxmox {
-            cs.backups = Some(BackupSettings::to("local"));
+            cs.backups = Some(BackupSettings::to(storage));
         }
     })
     .await
     else {
         return;
     };
+    if storage == "pbs" {
+        crate::check::Operator::new(rig.sim()).post("/storage", &[("storage", "pbs"), ("type", "pbs"), ("server", "pbs.example.com"), ("datastore", "store1"), ("username", "backup@pbs"), ("password", "secret")]).await;
+    }
     let (v1, old_url) = (d["commit"].as_str().unwrap().to_string(), d["url"].as_str().unwrap().to_string());
     assert_eq!(http_body(&old_url).await, "hello from express v1\n");
     let backups = format!("/api/v1/deployments/{id}/backups");
     let (s, made) = app.post(&backups, Some(DEPLOYER), &json!({})).await;
     assert_eq!(s, 201, "{made}");
     let name = made["name"].as_str().unwrap().to_string();
+    let volid = made["volid"].as_str().unwrap().to_string();
+    assert!(volid.starts_with(&format!("{storage}:backup/")), "{made}");
 
     express.edit("server.js", "const VERSION_MARKER = \"v1\";", "const VERSION_MARKER = \"v2\";");
     express.commit("v2");
@@ -453,20 +471,120 @@ async fn a_destroyed_real_guest_deployments_backup_restored_into_a_new_deploymen
     let (s, list) = app.get(&backups, Some(READER)).await;
     assert_eq!((s, names(&list)), (200, vec![name.clone()]), "listed by the destroyed deployment's id: {list}");
 
-    let out = cli(&app, ADMIN, &["backup", "restore", &id, &name, "--as", "express-reborn"]);
+    let reborn = format!("{app_name}-reborn");
+    let out = cli(&app, ADMIN, &["backup", "restore", &id, &name, "--as", &reborn]);
     let said = String::from_utf8_lossy(&out.stdout).to_string();
     assert_eq!(out.status.code(), Some(0), "{said} {}", String::from_utf8_lossy(&out.stderr));
     let new_id = said.split('\t').next().unwrap().to_string();
     let d = wait_deployment(&app, &new_id, "running", Duration::from_secs(900), |d| d["status"] == "running" || d["status"] == "failed").await;
     assert_eq!(d["status"], "running", "{d}");
-    assert_eq!(d["name"], "express-reborn", "{d}");
+    assert_eq!(d["name"], reborn.as_str(), "{d}");
     assert_eq!(d["commit"].as_str(), Some(v1.as_str()), "the commit the backup served, not the branch's head: {d}");
     // A VMID claimed afresh from the agent's range: the destroyed guest's id was given back, so it may be the same.
     assert!(d["proxmox_id"].is_u64() && d["id"] != id.as_str(), "{d}");
     let url = d["url"].as_str().unwrap().to_string();
     assert_eq!(http_body(&url).await, "hello from express v1\n", "the restored deployment serves the app");
     let (_, logs) = app.get(&format!("/api/v1/deployments/{new_id}/logs?limit=1000"), Some(ADMIN)).await;
-    assert!(logs.to_string().contains(&format!("restoring backup local:backup/{name} as {}", d["proxmox_id"])), "{logs}");
+    assert!(logs.to_string().contains(&format!("restoring backup {volid} as {}", d["proxmox_id"])), "{logs}");
     app.stop().await;
     rig.stop().await;
+}
+
+/// A Proxmox Backup Server storage as the backup storage, added by the operator through the API (`pvesm add pbs`):
+/// a backup by hand and a daily schedule's backups go there, named as PBS names them (UTC) and listed with
+/// `<ct|vm>-<vmid>-<UTC time>` names and format `pbs-ct`; the schedule's retention deletes only its own; a path with
+/// the name's `:` percent-encoded names the same backup; one is restored into a new deployment by that name, one is
+/// deleted; a file storage's name is not one of these backups.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backups_to_a_proxmox_backup_server_storage_are_listed_pruned_restored_and_deleted() {
+    let (clock, sim, backups) = guest_with("vault", BackupSettings { retention: Retention { daily: 2, ..Retention::default() }, ..BackupSettings::to("pbs") }).await;
+    let app = &sim.app;
+    let vmid = sim.guest.2.get();
+    crate::check::Operator::new(&sim.cluster.sim)
+        .post("/storage", &[("storage", "pbs"), ("type", "pbs"), ("server", "pbs.example.com"), ("datastore", "store1"), ("username", "backup@pbs"), ("password", "secret"), ("content", "backup")])
+        .await;
+    sim.cluster.sim.set_clock(1_893_459_600);
+    let (s, manual) = app.post(&backups, Some(DEPLOYER), &json!({})).await;
+    assert_eq!(s, 201, "{manual}");
+    let manual_name = format!("ct-{vmid}-2030-01-01T01:00:00Z");
+    assert_eq!((manual["name"].as_str(), manual["volid"].as_str(), manual["format"].as_str()), (Some(manual_name.as_str()), Some(format!("pbs:backup/ct/{vmid}/2030-01-01T01:00:00Z").as_str()), Some("pbs-ct")), "{manual}");
+    assert_eq!((manual["taken_at"].as_str(), manual["taken_by"].as_str()), (Some("2030-01-01T01:00:00Z"), Some("manual")), "{manual}");
+    let (s, sched) = app.post("/api/v1/schedules", Some(DEPLOYER), &json!({"cron": "0 3 * * *", "action": "backup", "target": "vault"})).await;
+    assert_eq!(s, 201, "{sched}");
+    let runs = format!("/api/v1/schedules/{}/runs", sched["id"].as_str().unwrap());
+    for day in 1..=3i64 {
+        let at = ms("2030-01-01T03:00:00Z") + (day - 1) * 86_400_000;
+        sim.cluster.sim.set_clock((at / 1000) as u64);
+        clock.set(at);
+        let r = wait_for(app, &runs, "the backup run", |r| r["total"] == day && r["items"][0]["outcome"] != "running").await;
+        assert_eq!(r["items"][0]["outcome"], "succeeded", "day {day}: {r}");
+    }
+    let (_, list) = app.get(&backups, Some(READER)).await;
+    let kept = [format!("ct-{vmid}-2030-01-02T03:00:00Z"), format!("ct-{vmid}-2030-01-03T03:00:00Z")];
+    assert_eq!(names(&list), [manual_name.clone(), kept[0].clone(), kept[1].clone()], "the retention kept 2 of the schedule's 3 and the manual one: {list}");
+    let (_, logs) = app.get(&format!("/api/v1/deployments/{}/logs?limit=1000", sim.id), Some(READER)).await;
+    assert!(logs.to_string().contains(&format!("retention deleted pbs:backup/ct/{vmid}/2030-01-01T03:00:00Z")), "{logs}");
+    // Hostile names: a file storage's name, a path-like one, an impossible time; none is found or acts.
+    for bad in ["vzdump-lxc-100-2030_01_01-03_00_00.tar.zst", "ct-100-2030-02-30T03:00:00Z", "ct-100-..", "ct-100-2030-01-01T03%3A00%3A00"] {
+        let (s, b) = app.delete(&format!("{backups}/{bad}"), Some(DEPLOYER)).await;
+        assert!(s == 422 || s == 404, "{bad}: {s} {b}");
+    }
+    let (s, b) = app.delete(&format!("{backups}/ct%2F{vmid}%2F2030-01-02T03:00:00Z"), Some(DEPLOYER)).await;
+    assert!(s == 422 || s == 404, "a `/` in the name never names a backup: {s} {b}");
+    // The `:` percent-encoded is the same name: deleting the manual one.
+    assert_eq!(app.delete(&format!("{backups}/{}", manual_name.replace(':', "%3A")), Some(DEPLOYER)).await.0, 204);
+    // Restored into a new deployment by its PBS name.
+    let (s, d) = app.post(&format!("{backups}/{}/restore", kept[1]), Some(ADMIN), &json!({"as_new": {"name": "vault-copy"}})).await;
+    assert_eq!(s, 202, "{d}");
+    let new_id = d["id"].as_str().unwrap().to_string();
+    let d = crate::provision::wait_until(app, &new_id, "provisioned", |d| d["events"].as_array().is_some_and(|e| e.iter().any(|e| e["to"] == "installing"))).await;
+    let new_vmid = d["proxmox_id"].as_u64().unwrap() as u32;
+    let config = sim.cluster.sim.vm_config(new_vmid).unwrap();
+    assert!(config.get("tags").is_some_and(|t| t.split(';').any(|t| t == format!("pvedeploy-{new_id}"))), "{config:?}");
+    assert_eq!(config.get("hostname").map(String::as_str), Some("vault-copy"));
+    let (_, logs) = app.get(&format!("/api/v1/deployments/{new_id}/logs?limit=500"), Some(ADMIN)).await;
+    assert!(logs.to_string().contains(&format!("restoring backup pbs:backup/ct/{vmid}/2030-01-03T03:00:00Z as {new_vmid}")), "{logs}");
+    let (_, list) = app.get(&backups, Some(READER)).await;
+    assert_eq!(names(&list), kept, "{list}");
+    // The command line names them the same way.
+    let out = cli(app, READER, &["backup", "list", "vault"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.contains(&kept[0]), "{text} {}", String::from_utf8_lossy(&out.stderr));
+    sim.app.stop().await;
+}
+
+/// A destroyed VM deployment's backup restored into a new deployment: Proxmox VE restores it as a new VM (`archive`
+/// with `unique=1`: a new MAC) at another VMID from the agent's range, named and marked as the new deployment by the
+/// restore call, and provisioning goes on to the deploy as for any new VM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_destroyed_vm_deployments_backup_restores_into_a_new_vm_deployment() {
+    let (_clock, sim, _) = guest("vm-host", Retention::default()).await;
+    let app = &sim.app;
+    let id = crate::provision::deploy(app, "vmsafe", "vm").await;
+    let d = crate::provision::wait_until(app, &id, "a guest", |d| d["proxmox_id"].is_u64() && d["status"] != "provisioning").await;
+    let old_vmid = d["proxmox_id"].as_u64().unwrap() as u32;
+    let old_mac = sim.cluster.sim.vm_config(old_vmid).unwrap().get("net0").cloned().unwrap_or_default();
+    let backups = format!("/api/v1/deployments/{id}/backups");
+    sim.cluster.sim.set_clock(1_893_459_600);
+    let (s, made) = app.post(&backups, Some(DEPLOYER), &json!({})).await;
+    assert_eq!(s, 201, "{made}");
+    let name = made["name"].as_str().unwrap().to_string();
+    assert!(name.starts_with(&format!("vzdump-qemu-{old_vmid}-")) && made["format"].as_str().is_some_and(|f| f.starts_with("vma")), "{made}");
+    assert_eq!(app.delete(&format!("/api/v1/deployments/{id}"), Some(ADMIN)).await.0, 202);
+    crate::provision::wait_until(app, &id, "destroyed", |d| d["status"] == "destroyed").await;
+    let (s, d) = app.post(&format!("{backups}/{name}/restore"), Some(ADMIN), &json!({"as_new": {"name": "vmsafe-again"}})).await;
+    assert_eq!(s, 202, "{d}");
+    let new_id = d["id"].as_str().unwrap().to_string();
+    let d = crate::provision::wait_until(app, &new_id, "provisioned", |d| d["events"].as_array().is_some_and(|e| e.iter().any(|e| e["to"] == "installing"))).await;
+    assert_eq!(d["type"], "vm", "{d}");
+    let new_vmid = d["proxmox_id"].as_u64().unwrap() as u32;
+    let config = sim.cluster.sim.vm_config(new_vmid).unwrap();
+    assert_eq!(config.get("name").map(String::as_str), Some("vmsafe-again"), "{config:?}");
+    assert!(config.get("tags").is_some_and(|t| t.split(';').any(|t| t == format!("pvedeploy-{new_id}"))), "{config:?}");
+    assert!(config.get("description").is_some_and(|t| t.contains(&new_id) && !t.contains(&id)), "{config:?}");
+    let mac = |net: &str| net.split(',').next().and_then(|m| m.split_once('=')).map(|(_, mac)| mac.to_string());
+    assert_ne!(config.get("net0").and_then(|n| mac(n)), mac(&old_mac), "unique: a new MAC");
+    let (_, logs) = app.get(&format!("/api/v1/deployments/{new_id}/logs?limit=500"), Some(ADMIN)).await;
+    assert!(logs.to_string().contains(&format!("restoring backup local:backup/{name} as {new_vmid}")), "{logs}");
+    sim.app.stop().await;
 }

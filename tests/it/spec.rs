@@ -82,6 +82,14 @@ async fn the_document_states_every_rule_the_validators_apply() {
     let restored_as = &doc["components"]["schemas"]["RestoreAsNew"]["properties"]["name"];
     assert_eq!((restored_as["pattern"].as_str(), restored_as["maxLength"].as_u64()), (Some(pvedeploy::core::names::AppName::PATTERN), Some(63)), "{restored_as}");
     assert_eq!(doc["components"]["schemas"]["RestoreAsNew"]["additionalProperties"], false, "a body's nested object is closed too");
+    // A backup's name in a path: both forms (a file storage's archive, a Proxmox Backup Server snapshot).
+    for (path, method) in [("/deployments/{id}/backups/{name}", "delete"), ("/deployments/{id}/backups/{name}/restore", "post")] {
+        let ps = doc["paths"][path][method]["parameters"].as_array().unwrap();
+        let name = &ps.iter().find(|p| p["name"] == "name").unwrap()["schema"];
+        assert_eq!(name["pattern"].as_str(), Some(pvedeploy::core::backup::BackupId::NAME_PATTERN), "{path}: {name}");
+        let re = regex::Regex::new(pvedeploy::core::backup::BackupId::NAME_PATTERN).unwrap();
+        assert!(re.is_match("vzdump-lxc-10000-2030_01_02-03_00_00.tar.zst") && re.is_match("ct-10000-2030-01-02T03:00:00Z") && !re.is_match("ct/10000/2030-01-02T03:00:00Z"));
+    }
     // Query parameters: the list filters are the enums, the page size the configured maximum.
     let params = doc["paths"]["/deployments"]["get"]["parameters"].as_array().unwrap();
     let param = |name: &str| &params.iter().find(|p| p["name"] == name).unwrap()["schema"];

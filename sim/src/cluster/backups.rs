@@ -6,6 +6,7 @@
 //! pve-storage 0c56bad, pve-guest-common 4a8f6cb) are cited per function; `sim/README.md` lists them.
 
 pub mod archive;
+pub mod pbs;
 pub mod prune;
 pub mod restore;
 
@@ -17,6 +18,7 @@ use serde_json::{json, Value};
 
 use super::state::{epoch, kind_name, ClusterState};
 use super::storage::{split_volid, storage_dir};
+use crate::config::StorageKind;
 use super::tasks::Task;
 use super::{ApiCall, Cluster};
 use crate::auth::{require, Identity};
@@ -115,11 +117,40 @@ pub fn backup_file(volid: &str) -> Option<(&str, &str)> {
     (!file.is_empty() && !file.contains('/') && !file.starts_with('.')).then_some((storage, file))
 }
 
-/// Where a backup volume's file is on `node`, if its storage is a file storage there.
+/// Where a backup volume's archive is on `node`: a file storage's file, or a PBS snapshot's archive in the sim's
+/// datastore.
 pub fn archive_path(c: &Cluster, st: &ClusterState, volid: &str, node: &str) -> Option<PathBuf> {
+    let (storage, volname) = split_volid(volid)?;
+    let spec = st.storages.get(storage).filter(|_| st.storage_on_node(storage, node))?;
+    if spec.kind == StorageKind::Pbs {
+        let snap = pbs::Snapshot::parse_volname(volname)?;
+        return pbs::store_of(&c.state_dir, spec).map(|ds| snap.dir(&ds).join(pbs::ARCHIVE));
+    }
+    let (_, file) = backup_file(volid)?;
+    spec.kind.is_file_based().then(|| storage_dir(&c.state_dir, spec, node).join(DUMP_DIR).join(file))
+}
+
+/// A backup volume as the storage's `parse_volname` reads it: a file storage's `backup/vzdump-…`
+/// (`Plugin.pm:817-820`) or a PBS storage's `backup/<ct|vm>/<id>/<time>` (`PBSPlugin.pm:607-628`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BackupRef<'a> {
+    pub storage: &'a str,
+    /// The owner (`parse_volname`'s `$vmid`), when the name carries one.
+    pub vmid: Option<u32>,
+    /// The guest type, for a standard name.
+    pub kind: Option<GuestKind>,
+    pub pbs: bool,
+}
+
+/// `None` for a volume that is no backup (`check_volume_access`'s "content type needs to be 'backup'").
+pub fn backup_of<'a>(st: &ClusterState, volid: &'a str) -> Option<BackupRef<'a>> {
+    let (storage, volname) = split_volid(volid)?;
+    if st.storages.get(storage).is_some_and(|s| s.kind == StorageKind::Pbs) {
+        return pbs::Snapshot::parse_volname(volname).map(|s| BackupRef { storage, vmid: Some(s.vmid), kind: Some(s.kind), pbs: true });
+    }
     let (storage, file) = backup_file(volid)?;
-    let spec = st.storages.get(storage)?;
-    (spec.kind.is_file_based() && st.storage_on_node(storage, node)).then(|| storage_dir(&c.state_dir, spec, node).join(DUMP_DIR).join(file))
+    let name = BackupName::parse(file);
+    Some(BackupRef { storage, vmid: name.as_ref().map(|n| n.vmid).or_else(|| vmid_in_name(file)), kind: name.map(|n| n.kind), pbs: false })
 }
 
 /// A backup file's content listing entry (pve-storage `Plugin.pm:1716-1745` `get_subdir_files`): `format`,
@@ -291,6 +322,12 @@ pub fn vzdump(c: &Arc<Cluster>, node: &str, call: &ApiCall) -> Result<Value, Api
     Ok(json!(upid))
 }
 
+/// Where vzdump writes: a file storage's dump directory, or a PBS datastore (`storage_info`, `VZDump.pm:195-223`).
+enum Dest {
+    Dump(PathBuf),
+    Pbs(PathBuf),
+}
+
 /// One `vzdump` run's settings.
 struct Job {
     storage: String,
@@ -321,7 +358,10 @@ impl Job {
                 Some(s) if !s.content.iter().any(|x| x == "backup") => {
                     return Err(format!("could not get storage information for '{0}': can't use storage '{0}' for backups - wrong content type", self.storage))
                 }
-                Some(s) if !s.kind.is_file_based() => {
+                Some(s) if s.kind == StorageKind::Pbs && pbs::store_of(&c.state_dir, s).is_none() => {
+                    return Err(format!("could not activate storage '{0}': {0}: Cannot find datastore", self.storage))
+                }
+                Some(s) if !s.kind.is_file_based() && s.kind != StorageKind::Pbs => {
                     return Err(format!("could not get storage information for '{}': not a file storage in pvedeploy-sim", self.storage))
                 }
                 Some(_) => {}
@@ -363,11 +403,14 @@ impl Job {
     /// `exec_backup_task` (`VZDump.pm:892-1389`) for a file storage.
     async fn backup_one(&self, c: &Arc<Cluster>, task: &Task, vmid: u32, keep: &Keep, remove: bool) -> Result<(), String> {
         let started = c.clock.now();
-        let (kind, running, hostname, config, host_key, dir) = {
+        let (kind, running, hostname, config, host_key, dest) = {
             let mut st = c.state();
-            let dir = {
+            let dest = {
                 let spec = st.storages.get(&self.storage).ok_or_else(|| format!("storage '{}' does not exist", self.storage))?;
-                storage_dir(&c.state_dir, spec, &self.node).join(DUMP_DIR)
+                match spec.kind {
+                    StorageKind::Pbs => Dest::Pbs(pbs::store_of(&c.state_dir, spec).ok_or_else(|| format!("storage '{}' has no datastore", self.storage))?),
+                    _ => Dest::Dump(storage_dir(&c.state_dir, spec, &self.node).join(DUMP_DIR)),
+                }
             };
             let g = st.guests.get_mut(&vmid).filter(|g| g.node == self.node).ok_or_else(|| format!("unable to find VM '{vmid}'"))?;
             let (kind, running) = (g.kind, g.running.is_some());
@@ -383,7 +426,7 @@ impl Job {
             let text = config.config_text();
             g.config.insert("lock".into(), "backup".into());
             let host_key = g.lxc_host_key.as_ref().map(|k| (k.private.clone(), k.public.clone()));
-            (kind, running, g.name(), text, host_key, dir)
+            (kind, running, g.name(), text, host_key, dest)
         };
         let result = async {
             if kind == GuestKind::Lxc {
@@ -396,12 +439,25 @@ impl Job {
             info(task, format!("backup mode: {mode}"));
             info(task, format!("ionice priority: {}", self.ionice));
             let (_, ext) = archive::compressor(self.compress.as_deref())?.map_or((None, None), |(f, e)| (Some(f), Some(e)));
-            let base = if kind == GuestKind::Qemu { "vma" } else { "tar" };
-            let format = ext.map_or_else(|| base.to_string(), |e| format!("{base}.{e}"));
-            let name = BackupName { kind, vmid, ctime: started, format };
-            let file = name.volid(&self.storage).split_once("backup/").map(|(_, f)| f.to_string()).unwrap_or_default();
-            let target = dir.join(&file);
-            info(task, format!("creating vzdump archive '{}'", target.display()));
+            let (target, notes_file, compress) = match &dest {
+                Dest::Dump(dir) => {
+                    let base = if kind == GuestKind::Qemu { "vma" } else { "tar" };
+                    let format = ext.map_or_else(|| base.to_string(), |e| format!("{base}.{e}"));
+                    let name = BackupName { kind, vmid, ctime: started, format };
+                    let file = name.volid(&self.storage).split_once("backup/").map(|(_, f)| f.to_string()).unwrap_or_default();
+                    let target = dir.join(&file);
+                    info(task, format!("creating vzdump archive '{}'", target.display()));
+                    (target, dir.join(format!("{file}.notes")), self.compress.clone())
+                }
+                Dest::Pbs(datastore) => {
+                    // The snapshot `ct/200/<UTC time>` on the server (`VZDump.pm:925-934`, `1199-1203`); PBS
+                    // compresses its chunks itself, so the sim's archive is always zstd.
+                    let snap = pbs::Snapshot { kind, vmid, time: started };
+                    info(task, format!("creating Proxmox Backup Server archive '{}'", snap.name()));
+                    let dir = snap.dir(datastore);
+                    (dir.join(pbs::ARCHIVE), dir.join(pbs::NOTES), Some("zstd".to_string()))
+                }
+            };
             Cluster::pause(c.timing.task_secs).await;
             let contents = archive::Contents {
                 kind,
@@ -409,25 +465,31 @@ impl Job {
                 host_key: host_key.clone(),
                 disk: c.backend.disk_dir(vmid),
             };
-            let compress = self.compress.clone();
+            let written = target.clone();
             let size = tokio::task::spawn_blocking(move || {
                 std::fs::create_dir_all(target.parent().unwrap_or(&target)).map_err(|e| e.to_string())?;
-                archive::write(&target, &contents, compress.as_deref())
+                archive::write(&written, &contents, compress.as_deref())
             })
             .await
             .map_err(|e| e.to_string())??;
-            info(task, format!("archive file size: {}", format_size(size)));
+            // A file storage's size is logged here; for PBS the guest plugin only records it (`VZDump.pm:1206-1215`).
+            if matches!(dest, Dest::Dump(_)) {
+                info(task, format!("archive file size: {}", format_size(size)));
+            }
             // Notes before pruning (`VZDump.pm:1219-1235`), in `<archive>.notes` (storage `Plugin.pm` `NOTES_EXT`).
             if let Some(template) = &self.notes {
                 info(task, "adding notes to backup");
                 let notes = generate_notes(template, &hostname, &self.node, vmid);
-                if let Err(e) = std::fs::write(dir.join(format!("{file}.notes")), notes) {
+                if let Err(e) = std::fs::write(&notes_file, notes) {
                     task.log(format!("WARN: unable to add notes - {e}"));
                 }
             }
             if remove {
                 info(task, format!("prune older backups with retention: {}", keep.describe()));
-                let pruned = prune_group(c, &self.storage, &self.node, kind, vmid, keep, |volid| info(task, format!("removing backup '{volid}'")), |w| task.log(format!("WARN: {w}")))?;
+                let pruned = match &dest {
+                    Dest::Dump(_) => prune_group(c, &self.storage, &self.node, kind, vmid, keep, |volid| info(task, format!("removing backup '{volid}'")), |w| task.log(format!("WARN: {w}")))?,
+                    Dest::Pbs(datastore) => pbs::prune_group(datastore, kind, vmid, keep, |line| info(task, line))?,
+                };
                 let extra = if pruned > 0 { " not covered by keep-retention policy" } else { "" };
                 info(task, format!("pruned {pruned} backup(s){extra}"));
             }
@@ -517,6 +579,10 @@ pub fn delete_volume(c: &Arc<Cluster>, node: &str, call: &ApiCall) -> Result<Val
         (false, Some(s)) => format!("{s}:{volume}"),
         (false, None) => return Err(ApiError::param("storage", "storage ID missing")),
     };
+    let pbs_store = split_volid(&volid).and_then(|(s, _)| c.state().storages.get(s).filter(|s| s.kind == StorageKind::Pbs).cloned());
+    if let Some(spec) = pbs_store {
+        return delete_pbs(c, node, call, &volid, &spec);
+    }
     let Some((storage, file)) = backup_file(&volid) else {
         return Err(ApiError::NotImplemented("deleting volumes other than backups is not modelled by pvedeploy-sim".into()));
     };
@@ -557,6 +623,25 @@ pub fn delete_volume(c: &Arc<Cluster>, node: &str, call: &ApiCall) -> Result<Val
         };
         task.log(format!("Removed volume '{volid}'"));
         Ok(warnings)
+    });
+    Ok(json!(upid))
+}
+
+/// `DELETE …/content/{volume}` of a PBS snapshot: the same privileges (`path` gives the owner,
+/// `PBSPlugin.pm:630-648`), an `imgdel` task running `free_image` (`forget`, `PBSPlugin.pm:668-676`).
+fn delete_pbs(c: &Arc<Cluster>, node: &str, call: &ApiCall, volid: &str, spec: &crate::config::StorageSpec) -> Result<Value, ApiError> {
+    let storage = spec.id.clone();
+    let volname = split_volid(volid).map_or("", |(_, v)| v);
+    let snap = pbs::Snapshot::parse_volname(volname).ok_or_else(|| ApiError::server(format!("unable to parse PBS volume name '{volname}'")))?;
+    let datastore = pbs::store_of(&c.state_dir, spec).ok_or_else(|| ApiError::server(format!("{storage}: Cannot find datastore")))?;
+    require(&call.ident, &format!("/storage/{storage}"), "Datastore.AllocateSpace")?;
+    require(&call.ident, &format!("/vms/{}", snap.vmid), "VM.Backup")?;
+    let volid = volid.to_string();
+    let upid = c.spawn_task(node, "imgdel", &format!("{}@{storage}", snap.vmid), &call.ident, move |c, task| async move {
+        Cluster::pause(c.timing.task_secs).await;
+        pbs::forget(&datastore, &snap)?;
+        task.log(format!("Removed volume '{volid}'"));
+        Ok(0)
     });
     Ok(json!(upid))
 }

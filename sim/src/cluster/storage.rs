@@ -306,6 +306,16 @@ pub fn content(st: &ClusterState, state_dir: &Path, node: &str, p: &Params, iden
         };
         Some(json!({"volid": volid, "content": content, "format": format, "size": size, "ctime": ctime}))
     }));
+    // A PBS storage lists its datastore's guest snapshots (`list_volumes`, `PBSPlugin.pm:749-800`), to the same
+    // callers `check_volume_access` lets through.
+    if let Some(datastore) = super::backups::pbs::store_of(state_dir, spec) {
+        let wanted = want.as_ref().is_none_or(|w| w == "backup") && spec.content.iter().any(|c| c == "backup");
+        for snap in super::backups::pbs::snapshots(&datastore, vmid).into_iter().filter(|_| wanted) {
+            if super::backups::may_access(ident, &storage, Some(snap.vmid), None).is_ok() {
+                out.push(super::backups::pbs::content_entry(&storage, &datastore, &snap));
+            }
+        }
+    }
     out.retain(|v| {
         want.as_ref().is_none_or(|w| v["content"].as_str() == Some(w.as_str()))
             && vmid.is_none_or(|id| v["vmid"].as_u64() == Some(u64::from(id)))
@@ -426,6 +436,8 @@ fn plugin_content(kind: StorageKind) -> &'static [&'static str] {
     match kind {
         StorageKind::LvmThin => &["images", "rootdir"],
         StorageKind::Dir | StorageKind::Nfs => &["images", "rootdir", "vztmpl", "iso", "backup", "snippets", "import"],
+        // `PBSPlugin.pm:31-40`: `backup` (or `none`).
+        StorageKind::Pbs => &["backup"],
     }
 }
 

@@ -102,7 +102,7 @@ pub const CHECKED_FORMATS: &[&str] = &[
     "pve-volume-id-or-absolute-path", "pve-lxc-mp-string", "lxc-ip-with-ll-iface", "pve-storage-content",
     "pve-realm", "pve-userid", "pve-tfa-secret", "pve-task-status-type", "pve-startup-order", "email",
     "pve-qm-ipconfig", "pve-qm-cicustom", "pve-qm-boot", "pve-qm-ide", "pve-qm-watchdog", "pve-qm-smbios1",
-    "prune-backups",
+    "prune-backups", "pve-storage-server",
 ];
 
 fn check_code(name: &str, v: &str) -> Result<(), FormatError> {
@@ -132,6 +132,8 @@ fn check_code(name: &str, v: &str) -> Result<(), FormatError> {
         ),
         "dns-name" => ok_if(is_dns_name(v), "value does not look like a valid DNS name"),
         "address" => ok_if(is_ip(v) || is_dns_name(v), format!("value does not look like a valid address: {v}")),
+        // pve-storage `Plugin.pm:316-329` `verify_server`.
+        "pve-storage-server" => ok_if(is_ip(v) || is_dns_name(v), "value does not look like a valid server name or IP address"),
         "disk-size" => ok_if(parse_size(v).is_some(), format!("value does not look like a valid disk size: {v}")),
         "pve-tag" => ok_if(re(&TAG, v), "invalid characters in tag"),
         "pve-poolid" => ok_if(re(&POOLID, v), format!("invalid pool ID '{v}'")),

@@ -24,8 +24,8 @@ fn ready(major: u32) -> Facts {
     let nodes = ["pve1", "pve2"];
     let per_node = |f: &dyn Fn(&str) -> Read<bool>| nodes.iter().map(|n| (n.to_string(), f(n))).collect::<BTreeMap<_, _>>();
     let storages = vec![
-        StorageFacts { id: "local".into(), content: vec!["iso".into(), "vztmpl".into(), "backup".into(), "snippets".into()], shared: false },
-        StorageFacts { id: "local-lvm".into(), content: vec!["images".into(), "rootdir".into()], shared: false },
+        StorageFacts { id: "local".into(), kind: "dir".into(), content: vec!["iso".into(), "vztmpl".into(), "backup".into(), "snippets".into()], shared: false, enabled: true, active: true },
+        StorageFacts { id: "local-lvm".into(), kind: "lvmthin".into(), content: vec!["images".into(), "rootdir".into()], shared: false, enabled: true, active: true },
     ];
     let template = TemplateFacts { node: "pve1".into(), is_template: true, cloud_init: true, agent: true, disk_storages: vec!["local-lvm".into()] };
     let mut f = Facts {
@@ -121,4 +121,42 @@ fn backups_need_their_storage_content_type_and_privileges() {
     let problems: Vec<&Item> = r.items.iter().filter(|i| i.verdict == Verdict::Problem).collect();
     assert_eq!(problems.len(), 1, "{}", r.render());
     assert!(problems[0].text.contains("storage local lacks content type backup (for backups)") && problems[0].fix.as_deref().unwrap_or_default().contains("pvesm set local --content"), "{}", r.render());
+}
+
+#[test]
+fn a_pbs_backup_storage_is_checked_like_a_directory_and_must_be_enabled_and_active() {
+    let with_pbs = Plan { backup_storage: Some("pbs".into()), ..plan() };
+    let mut f = ready(9);
+    for need in privileges::needs(9, &with_pbs, &["pve1".into(), "pve2".into()], &["local-lvm".into()]) {
+        f.permissions.insert(need.path, Read::Got(need.privileges.iter().map(|p| p.to_string()).chain(privileges::role_privileges(9).iter().map(|p| p.to_string())).collect()));
+    }
+    assert!(privileges::needs(9, &with_pbs, &["pve1".into()], &[]).iter().any(|n| n.path == "/storage/pbs" && n.privileges.contains(&"Datastore.Allocate") && n.privileges.contains(&"Datastore.AllocateSpace")));
+    let pbs = StorageFacts { id: "pbs".into(), kind: "pbs".into(), content: vec!["backup".into()], shared: true, enabled: true, active: true };
+    let set = |f: &mut Facts, on: &str, s: Option<StorageFacts>| {
+        if let Some(Read::Got(l)) = f.storages.get_mut(on) {
+            l.retain(|x| x.id != "pbs");
+            l.extend(s);
+        }
+    };
+    // Missing on the nodes: named per node.
+    let r = evaluate(&with_pbs, &f);
+    assert!(r.items.iter().any(|i| i.verdict == Verdict::Problem && i.text.contains("storage pbs (for backups) is not available on pve1")), "{}", r.render());
+    // Present everywhere: ready, and the line says what it is.
+    set(&mut f, "pve1", Some(pbs.clone()));
+    set(&mut f, "pve2", Some(pbs.clone()));
+    let r = evaluate(&with_pbs, &f);
+    assert_eq!(r.exit_code(), 0, "{}", r.render());
+    assert!(r.items.iter().any(|i| i.check == "storage" && i.text.contains("pbs:backup") && i.text.contains("backups to pbs (Proxmox Backup Server, shared by the nodes)")), "{}", r.render());
+    // Without content `backup`, disabled, or not reachable from one node: a problem each, with the fix.
+    set(&mut f, "pve2", Some(StorageFacts { content: vec![], ..pbs.clone() }));
+    let r = evaluate(&with_pbs, &f);
+    assert!(r.items.iter().any(|i| i.text.contains("storage pbs lacks content type backup (for backups)")), "{}", r.render());
+    set(&mut f, "pve2", Some(StorageFacts { enabled: false, ..pbs.clone() }));
+    let r = evaluate(&with_pbs, &f);
+    assert!(r.items.iter().any(|i| i.verdict == Verdict::Problem && i.text.contains("backup storage pbs is disabled on pve2") && i.fix.as_deref().unwrap_or_default().contains("pvesm set pbs --disable 0")), "{}", r.render());
+    set(&mut f, "pve2", Some(StorageFacts { active: false, ..pbs.clone() }));
+    let r = evaluate(&with_pbs, &f);
+    let inactive = r.items.iter().find(|i| i.text.contains("backup storage pbs is not active on pve2")).expect(&r.render());
+    assert!(inactive.text.contains("Proxmox Backup Server") && inactive.fix.as_deref().unwrap_or_default().contains("fingerprint"), "{}", r.render());
+    assert_eq!(r.exit_code(), 1);
 }

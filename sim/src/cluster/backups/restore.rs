@@ -14,7 +14,7 @@ use super::super::disks::{is_cdrom, is_cloudinit_volume, is_disk_key, size_of, v
 use super::super::state::{random_mac, Guest, HostKey};
 use super::super::storage::{self, NewVolume};
 use super::super::{ApiCall, Cluster};
-use super::{archive, archive_path, backup_file, may_access, BackupName};
+use super::{archive, archive_path, backup_of, may_access};
 use crate::auth::require;
 use crate::backend::GuestKind;
 use crate::http::envelope::ApiError;
@@ -56,11 +56,12 @@ pub fn restore(c: &Arc<Cluster>, node: &str, kind: GuestKind, call: &ApiCall) ->
         }
     }
     // `check_volume_access($rpcenv, $authuser, $storecfg, $vmid, $archive, 'backup')` (pve-storage `Storage.pm:619-656`).
-    let Some((archive_storage, file)) = backup_file(&volid) else {
+    // A PBS volume is a backup too (`PBSPlugin.pm:607-628`); restoring it runs `restore_proxmox_backup_archive`
+    // (pve-container `LXC/Create.pm:24-33`, `59-91`; qemu-server `API2/Qemu.pm:1429-1432`, `QemuServer.pm:6952`).
+    let Some(backup) = backup_of(&c.state(), &volid) else {
         return Err(ApiError::server(format!("unable to use volume {volid} - content type needs to be 'backup'")));
     };
-    let name = BackupName::parse(file);
-    may_access(&call.ident, archive_storage, name.as_ref().map(|n| n.vmid), Some(vmid))?;
+    may_access(&call.ident, backup.storage, backup.vmid, Some(vmid))?;
     // LXC: the root file system's storage (`LXC.pm:321`, default `local`; `LXC.pm:347-360`).
     let rootfs_storage = p.str("storage").unwrap_or_else(|| "local".into());
     if kind == GuestKind::Lxc && !set.iter().any(|(k, _)| k == "rootfs") {
@@ -154,14 +155,21 @@ impl Job {
             archive_path(c, &st, &self.volid, &self.node).filter(|p| p.is_file())
         }
         .ok_or_else(|| format!("volume '{}' does not exist", self.volid))?;
-        if let Some(name) = backup_file(&self.volid).and_then(|(_, f)| BackupName::parse(f)) {
-            if name.kind != kind {
+        let backup = backup_of(&c.state(), &self.volid);
+        let from_pbs = backup.is_some_and(|b| b.pbs);
+        if let Some(backed_up) = backup.and_then(|b| b.kind) {
+            // PBS: "got unexpected backup format 'pbs-vm'" (`LXC/Create.pm:70`, `QemuServer.pm:6976`).
+            if from_pbs && backed_up != kind {
+                return Err(format!("got unexpected backup format 'pbs-{}'", super::pbs::btype(backed_up)));
+            }
+            if backed_up != kind {
                 return Err(format!("archive '{}' is not a {} backup", self.volid, if kind == GuestKind::Lxc { "container" } else { "VM" }));
             }
         }
         match kind {
             GuestKind::Lxc => task.log(format!("recovering backed-up configuration from '{}'", self.volid)),
-            GuestKind::Qemu => task.log(format!("restore vma archive: {}", path.display())),
+            GuestKind::Qemu if !from_pbs => task.log(format!("restore vma archive: {}", path.display())),
+            GuestKind::Qemu => {}
         }
         let (text, host_key) = {
             let path = path.clone();

@@ -126,8 +126,13 @@ where
     (wall, all, errors)
 }
 
-/// Sends `total` requests at `rate` per second whatever the answers (open loop), each measured from
-/// when it was due to be sent, so a slow answer cannot hide the requests queued behind it.
+/// The most requests the open-loop pass has in flight, so at most this many connections: a client pool, as a
+/// real load balancer or client library keeps one, well under the agent's per-address connection cap (128).
+const OPEN_LOOP_CONNECTIONS: usize = 64;
+
+/// Sends `total` requests at `rate` per second whatever the answers (open loop) over at most
+/// `OPEN_LOOP_CONNECTIONS` connections, each measured from when it was due to be sent, so a slow answer cannot
+/// hide the requests queued behind it (a request waiting for a free connection counts that wait).
 async fn open_loop<F, Fut>(total: usize, rate: f64, f: F) -> (Duration, Vec<Duration>, usize)
 where
     F: Fn(usize) -> Fut + Send + 'static,
@@ -135,14 +140,20 @@ where
 {
     let start = tokio::time::Instant::now();
     let due = |i: usize| start + Duration::from_secs_f64(i as f64 / rate);
+    let pool = std::sync::Arc::new(tokio::sync::Semaphore::new(OPEN_LOOP_CONNECTIONS));
     let mut running = tokio::task::JoinSet::new();
     let mut sent = 0;
     while sent < total {
         tokio::time::sleep_until(due(sent)).await;
         let now = tokio::time::Instant::now();
         while sent < total && due(sent) <= now {
-            let (at, request) = (due(sent), f(sent));
-            running.spawn(async move { (request.await, at.elapsed()) });
+            let at = due(sent);
+            let pool = pool.clone();
+            let request = f(sent);
+            running.spawn(async move {
+                let _connection = pool.acquire_owned().await.expect("the pool is never closed");
+                (request.await, at.elapsed())
+            });
             sent += 1;
         }
     }

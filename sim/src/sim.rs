@@ -146,7 +146,7 @@ impl SimHandle {
     }
 
     /// Sets the nodes' clock as vzdump reads it (backup names and times, and so `prune-backups`) to `at` seconds
-    /// since the epoch; it runs on from there. Tests move it to simulate days of backups.
+    /// since the epoch; it stays there until set again. Tests move it to simulate days of backups.
     pub fn set_clock(&self, at: u64) {
         self.cluster.clock.set(at);
     }

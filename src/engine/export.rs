@@ -171,7 +171,21 @@ impl Exports {
     pub async fn drift(&self) -> Result<Drift, ExportError> {
         let deadline = Instant::now() + DRIFT_DEADLINE;
         let listed = timeout_at(deadline, self.engine.store().deployments_with_guests()).await;
-        let deployments = listed.map_err(|_| StoreError::Unavailable(format!("listing the deployments took longer than {} s", DRIFT_DEADLINE.as_secs())))??;
+        let mut deployments = listed.map_err(|_| StoreError::Unavailable(format!("listing the deployments took longer than {} s", DRIFT_DEADLINE.as_secs())))??;
+        // A deployment whose guest was found deleted and forgotten keeps its export folder: checked too, since that
+        // export still describes the guest (`compare` reports it).
+        let dir = self.dir.clone();
+        let owners = timeout_at(deadline, tokio::task::spawn_blocking(move || dir.owners())).await;
+        for id in owners.ok().and_then(Result::ok).unwrap_or_default() {
+            if deployments.iter().any(|d| d.id == id) {
+                continue;
+            }
+            if let Ok(Ok(Some(d))) = timeout_at(deadline, self.engine.store().get_deployment(&id)).await {
+                if d.status != Status::Destroyed && d.proxmox_id.is_none() {
+                    deployments.push(d);
+                }
+            }
+        }
         // The futures are made first, then run at most DRIFT_CONCURRENCY at a time (in order, so the report is too).
         let pending: Vec<_> = deployments.iter().map(|d| self.check(d, deadline)).collect();
         let checks: Vec<_> = futures_util::stream::iter(pending).buffered(DRIFT_CONCURRENCY).collect().await;

@@ -113,10 +113,14 @@ pub struct Checked {
 /// The most lines of one file shown on each side of a `live:<file>` difference.
 const SHOWN_LINES: usize = 12;
 
-/// Every difference for one deployment that has a guest; `required_tags` are the tags every guest of ours carries.
+/// Every difference for one deployment that has a guest, or that had one and still has its export; `required_tags`
+/// are the tags every guest of ours carries.
 pub fn compare(d: &Deployment, required_tags: &[String], live: &LiveState, export: &ExportState) -> Checked {
     let mut checked = Checked::default();
-    let (Some(node), Some(vmid)) = (d.proxmox_node.as_ref(), d.proxmox_id) else { return checked };
+    let (Some(node), Some(vmid)) = (d.proxmox_node.as_ref(), d.proxmox_id) else {
+        lost_guest_export(d, export, &mut checked);
+        return checked;
+    };
     let guest = format!("{node}/{vmid}");
     let name = d.spec.name.as_str();
     let out = &mut checked.differences;
@@ -352,6 +356,27 @@ fn shown(text: &str, lines: &[usize]) -> String {
         out.push(format!("… {} more line(s)", lines.len() - SHOWN_LINES));
     }
     out.join("\n")
+}
+
+/// A deployment that no longer records a guest (the agent found it deleted and forgot it) while its export folder
+/// still describes one: a `terraform apply` there would create that guest again, so it is a difference.
+fn lost_guest_export(d: &Deployment, export: &ExportState, checked: &mut Checked) {
+    let ExportState::Present(w) = export else { return };
+    let guest = format!("{}/{}", w.summary.node, w.summary.vmid);
+    let name = d.spec.name.as_str();
+    let message = format!(
+        "guest {guest} of {name} no longer exists on Proxmox (pvedeploy found it deleted behind its back and forgot it), \
+         but its Terraform export still describes it: `terraform apply` there would create it again; redeploy to provision a new guest"
+    );
+    checked.differences.push(Difference {
+        deployment_id: d.id.to_string(),
+        deployment: name.to_owned(),
+        field: "guest".into(),
+        store: None,
+        live: None,
+        export: Some(guest),
+        message,
+    });
 }
 
 #[cfg(test)]

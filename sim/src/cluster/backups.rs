@@ -24,21 +24,34 @@ use crate::backend::GuestKind;
 use crate::http::envelope::ApiError;
 use prune::{Entry, Keep, Mark};
 
-/// The nodes' clock as vzdump reads it (the backup's name and time). Tests move it to simulate days of backups;
+/// The nodes' clock as vzdump reads it (the backup's name and time). Tests set it to simulate days of backups;
 /// by default it is the machine's clock.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Clock {
-    offset: AtomicI64,
+    /// The time it reads once set (seconds since the epoch); `MACHINE` until then.
+    set_to: AtomicI64,
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Self { set_to: AtomicI64::new(Self::MACHINE) }
+    }
 }
 
 impl Clock {
+    const MACHINE: i64 = -1;
+
     pub fn now(&self) -> u64 {
-        (epoch() as i64 + self.offset.load(Ordering::Relaxed)).max(0) as u64
+        match self.set_to.load(Ordering::Relaxed) {
+            Self::MACHINE => epoch(),
+            at => at as u64,
+        }
     }
 
-    /// From now on the clock reads `at` (seconds since the epoch) and runs on from there.
+    /// From now on the clock reads `at` (seconds since the epoch) until it is set again: a backup taken after it is
+    /// named by exactly that second however busy the machine is.
     pub fn set(&self, at: u64) {
-        self.offset.store(at as i64 - epoch() as i64, Ordering::Relaxed);
+        self.set_to.store(at.min(i64::MAX as u64) as i64, Ordering::Relaxed);
     }
 }
 

@@ -152,6 +152,24 @@ fn a_folder_without_its_manifest_is_reported_with_its_files() {
 }
 
 #[test]
+fn a_forgotten_guest_whose_export_remains_is_a_difference_and_without_one_is_none() {
+    // The agent found the guest deleted and forgot it (no node, no VMID), the export folder still describes it.
+    let d = deployment();
+    let (g, files) = live(&d, &[]);
+    let export = ExportState::Present(Box::new(written(&g, &files)));
+    let mut forgotten = d.clone();
+    forgotten.status = Status::Failed;
+    (forgotten.proxmox_node, forgotten.proxmox_id) = (None, None);
+    let c = compare(&forgotten, &tags(&d), &LiveState::Missing, &export);
+    assert_eq!(fields(&c), ["guest"], "{c:#?}");
+    let diff = &c.differences[0];
+    assert_eq!((diff.store.as_deref(), diff.live.as_deref(), diff.export.as_deref()), (None, None, Some("pve1/105")));
+    assert!(diff.message.contains("guest pve1/105 of shop no longer exists on Proxmox") && diff.message.contains("would create it again"), "{}", diff.message);
+    // nothing recorded and nothing exported: nothing to say
+    assert_eq!(compare(&forgotten, &tags(&d), &LiveState::Missing, &ExportState::Missing), Checked::default());
+}
+
+#[test]
 fn what_cannot_be_read_is_unreadable_not_a_difference() {
     let d = deployment();
     let (g, files) = live(&d, &[]);

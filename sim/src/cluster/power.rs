@@ -126,6 +126,7 @@ pub async fn resume(c: &Arc<Cluster>, vmid: u32) {
     if !c.state().guests.get(&vmid).is_some_and(|g| g.running.is_some()) {
         return;
     }
+    tracing::info!(vmid, "restarting a guest of the restored cluster");
     if let Err(e) = c.backend.stop(vmid).await {
         tracing::error!(vmid, error = %format!("{e:#}"), "clearing what the previous run left of a guest");
     }

@@ -20,7 +20,7 @@ pub mod wire;
 use std::sync::Arc;
 use std::time::Instant;
 
-use poem::{Endpoint, EndpointExt, IntoEndpoint, IntoResponse, Response, Route};
+use poem::{EndpointExt, IntoEndpoint, Response, Route};
 use poem_openapi::OpenApiService;
 
 use crate::auth::TokenRegistry;
@@ -39,12 +39,8 @@ pub struct ApiState {
     pub max_body_bytes: usize,
     pub started: Instant,
     pub proxmox: Option<String>,
-    /// The GitHub webhook door (`POST /webhooks/github`).
-    pub webhooks: crate::webhooks::WebhookDoor,
     /// Cron schedules and deployment expiry.
     pub schedules: crate::engine::schedules::Scheduler,
-    /// The Discord door (`POST /discord/interactions`, the gateway bot, notifications).
-    pub discord: crate::discord::DiscordDoor,
 }
 
 pub const API_PREFIX: &str = "/api/v1";
@@ -73,9 +69,11 @@ pub fn service(state: &ApiState) -> OpenApiService<(deployments::DeploymentsApi,
     .server(API_PREFIX)
 }
 
-/// The routes of the HTTP door.
-pub fn routes(state: ApiState) -> impl Endpoint {
-    let api = service(&state);
+/// The HTTP door's routes — `/api/v1` (errors as JSON, bodies bounded), its document, `/docs` — with the dashboard
+/// and `/health`, and the index of the API's methods per path that a 405 names (`server::routes` composes them with
+/// the other doors and needs `ApiState` as request data for the token check).
+pub fn routes(state: &ApiState) -> (Route, limits::AllowIndex) {
+    let api = service(state);
     let generated = api.spec();
     let facts = spec::Facts { limits: state.engine.limits(), repos: state.engine.repos(), max_page_size: state.max_page_size };
     let (document, missing) = spec::with_rules(&generated, &facts);
@@ -86,37 +84,15 @@ pub fn routes(state: ApiState) -> impl Endpoint {
     let docs_html = api.swagger_ui_html().replacen(&generated, &document, 1);
     let docs = Route::new().at("/", poem::endpoint::make_sync(move |_| poem::web::Html(docs_html.clone())));
     let spec = poem::endpoint::make_sync(move |_| Response::builder().content_type("application/json").body(document.clone()));
-    let allowed = Arc::new(limits::AllowIndex::from_spec(&generated));
-    let metrics = state.metrics.clone();
+    let allowed = limits::AllowIndex::from_spec(&generated);
     let max_body = state.max_body_bytes;
-    crate::web::mount(Route::new())
+    let route = crate::web::mount(Route::new())
         .nest(
             API_PREFIX,
             api.into_endpoint().catch_all_error(error::json_error).around(move |ep, req| limits::bounded_body(ep, req, max_body)),
         )
         .at(format!("{API_PREFIX}/openapi.json"), spec)
         .nest("/docs", docs)
-        .at("/health", poem::get(poem::endpoint::make_sync(|_| "ok")))
-        .at(crate::webhooks::PATH, poem::post(crate::webhooks::receive))
-        .at(crate::discord::PATH, poem::post(crate::discord::receive))
-        .around(move |ep, req| {
-            let metrics = metrics.clone();
-            let allowed = allowed.clone();
-            async move {
-                let start = Instant::now();
-                let method = req.method().to_string();
-                let path = req.uri().path().to_owned();
-                let mut resp = match ep.call(req).await {
-                    Ok(r) => r.into_response(),
-                    Err(e) => error::json_error(e).await,
-                };
-                if resp.status() == poem::http::StatusCode::METHOD_NOT_ALLOWED {
-                    allowed.set_allow(&path, &mut resp);
-                }
-                let op = resp.data::<poem_openapi::OperationId>().map(|o| o.0.to_string()).unwrap_or_else(|| "other".into());
-                metrics.observe(&method, &op, resp.status().as_u16(), start.elapsed());
-                Ok::<Response, poem::Error>(resp)
-            }
-        })
-        .into_endpoint()
+        .at("/health", poem::get(poem::endpoint::make_sync(|_| "ok")));
+    (route, allowed)
 }

@@ -6,9 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use poem::EndpointExt;
 
-use crate::api::{self, ApiState};
+use crate::api::ApiState;
 use crate::auth::{generate_token, hash_token, Scope, TokenEntry, TokenRegistry};
 use crate::config::{Config, ProxmoxSetting, TrustSetting};
 use crate::engine::provision::{ProvisionSettings, Provisioner};
@@ -25,7 +24,8 @@ pub struct Application {
     acceptor: tokio::net::TcpListener,
     /// The listener's limits (`[api]`).
     http: crate::server::Limits,
-    state: ApiState,
+    /// The doors that answer HTTP (the API's state holds the engine).
+    doors: crate::server::routes::Doors,
     /// Commit statuses and GitHub Deployments, when a GitHub token is configured.
     github: Option<crate::github::Reporter>,
     /// A token generated on first start (shown once); `None` when one was configured or already existed.
@@ -64,12 +64,10 @@ impl Application {
                 let s = crate::sandbox::Sandbox::start(&config.data_dir, &key.public_openssh).await?;
                 tracing::info!(endpoint = %s.endpoint, fingerprint = %s.fingerprint, guests = %s.guests, "started the built-in Proxmox VE sandbox");
                 let desc = format!("sandbox {}", s.endpoint);
-                let client = refuse_if_read_only(PveClient::new(PveConfig::new(&s.endpoint, &s.token_id, s.token_secret.clone(), TlsTrust::parse_fingerprint(&s.fingerprint)?))?, &store);
-                let mut prov = Provisioner::new(client, ProvisionSettings::sandbox(key.public_openssh.clone()));
-                prov.node_files = match &s.node_ssh {
-                    Some(n) => Some(node_files(n, "local", "/var/lib/vz/snippets", &key).await?),
-                    None => None,
-                };
+                // The sandbox describes itself as a configured cluster, and is reached as one.
+                let c = s.cluster();
+                let client = refuse_if_read_only(cluster_client(&c)?, &store);
+                let prov = cluster_provisioner(&c, client, &key).await?;
                 sandbox = Some(s);
                 (Some(desc), Some(prov))
             }
@@ -112,14 +110,15 @@ impl Application {
             tracing::info!(api = %api.api_base, host = %api.web_host, "GitHub commit statuses and deployments enabled");
             crate::github::Reporter::new(engine.clone(), api)
         });
-        let state = ApiState { engine, exports, tokens, metrics: Arc::new(Metrics::default()), max_page_size: config.max_page_size, max_body_bytes: config.max_body_bytes, started, proxmox, webhooks, schedules, discord };
+        let api = ApiState { engine, exports, tokens, metrics: Arc::new(Metrics::default()), max_page_size: config.max_page_size, max_body_bytes: config.max_body_bytes, started, proxmox, schedules };
+        let doors = crate::server::routes::Doors { api, webhooks, discord };
         Ok(Application {
             #[cfg(feature = "sandbox")]
             sandbox,
             addr,
             acceptor,
             http: config.http,
-            state,
+            doors,
             github,
             generated_admin_token,
         })
@@ -135,28 +134,28 @@ impl Application {
 
     /// Closes without serving (releases the listener and the database).
     pub async fn close(self) {
-        let store = self.state.engine.store().clone();
+        let store = self.doors.api.engine.store().clone();
         #[cfg(feature = "sandbox")]
         if let Some(s) = self.sandbox {
             s.stop().await;
         }
-        drop(self.state);
+        drop(self.doors);
         store.close(Duration::from_secs(10)).await;
     }
 
     /// Serves until `shutdown` resolves, then stops accepting, lets in-flight requests finish
     /// (up to 10 s), waits for background work to reach a persisted point, and closes the database.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let engine = self.state.engine.clone();
+        let engine = self.doors.api.engine.clone();
         // The cluster is checked in the background and the checklist logged; the API serves meanwhile.
         engine.spawn_start_check();
         // Terraform exports follow every change from now on (after a sweep for changes made while we were down).
-        let keeper = self.state.exports.spawn_keeper();
-        let webhooks = self.state.webhooks.clone();
+        let keeper = self.doors.api.exports.spawn_keeper();
+        let webhooks = self.doors.webhooks.clone();
         // Schedules: a pass at once (runs missed while down are caught up or skipped), then at every due time.
-        let scheduler = self.state.schedules.spawn();
+        let scheduler = self.doors.api.schedules.spawn();
         // The bot, command registration and notifications start with the server (and stop before the engine).
-        let discord = self.state.discord.clone();
+        let discord = self.doors.discord.clone();
         discord.start();
         // Deploys are reported to GitHub from now on (the reporter only follows the bus).
         let github = self.github.clone();
@@ -165,7 +164,7 @@ impl Application {
         }
         // Free heap memory goes back to the system once a burst of requests is over.
         crate::memory::spawn_trimmer();
-        let routes = api::routes(self.state.clone()).data(self.state);
+        let routes = crate::server::routes::all(self.doors);
         crate::server::serve(self.acceptor, routes, self.http, shutdown, Duration::from_secs(10)).await?;
         webhooks.shutdown(Duration::from_secs(10)).await;
         drop(webhooks);
@@ -195,31 +194,14 @@ impl Application {
 
 /// The configured cluster's provisioner: its settings from `[proxmox]` and SFTP to the nodes when configured.
 async fn cluster_provisioner(c: &crate::config::ClusterSettings, client: PveClient, key: &crate::keys::KeyPair) -> anyhow::Result<Provisioner> {
-    let mut settings = ProvisionSettings::sandbox(key.public_openssh.clone());
-    settings.vm_template = crate::core::names::VmId::new(c.vm_template.into()).map_err(|e| anyhow::anyhow!(e.message))?;
-    settings.lxc_template = c.lxc_template.clone();
-    settings.storage = c.storage.clone();
-    settings.bridge = c.bridge.clone();
-    settings.vmid_range = c.vmid_range.clone();
-    settings.full_clone = c.full_clone;
-    settings.placement.allow = c.nodes.clone();
-    settings.placement.max_guests_per_node = c.max_guests_per_node;
-    settings.address_deadline = c.address_timeout;
-    settings.poll = c.poll_interval;
-    settings.task_deadline = c.task_timeout;
-    settings.step_deadline = c.step_timeout;
-    settings.address_pool = c.address_pool.clone();
-    settings.nameserver = c.nameserver.map(|n| n.to_string());
-    settings.pool = c.pool.clone();
-    settings.agent_poll = c.agent_poll_interval;
-    settings.agent_calls_per_node = c.agent_calls_per_node;
-    settings.backups = c.backups.clone();
-    if let Some(p) = &c.user_data_template {
-        let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
-        settings.user_data = crate::core::cloud_init::Template::parse(&text).with_context(|| format!("the user-data template {}", p.display()))?;
-    }
-    settings.reconcile_every = c.reconcile_interval;
-    settings.remove_orphans = c.remove_orphans;
+    let user_data = match &c.user_data_template {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            crate::core::cloud_init::Template::parse(&text).with_context(|| format!("the user-data template {}", p.display()))?
+        }
+        None => crate::core::cloud_init::Template::default_template(),
+    };
+    let settings = ProvisionSettings::from_config(c, key.public_openssh.clone(), user_data).map_err(|e| anyhow::anyhow!(e.message))?;
     let mut prov = Provisioner::new(client, settings);
     prov.node_files = match &c.node_ssh {
         Some(n) => Some(node_files(n, &c.snippets_storage, &c.snippets_dir, key).await?),
@@ -354,7 +336,9 @@ pub async fn recover(config: Config, confirm: bool) -> anyhow::Result<Recovered>
     let was_untrusted = store.untrusted().map(String::from);
     let client = cluster_client(c)?.with_changes_refused("pvedeploy recover only reads the cluster");
     let key = crate::keys::load_or_create_deploy_key(&config.data_dir.join("keys")).context("the agent's deploy key")?;
-    let prov = Provisioner::new(client, ProvisionSettings::sandbox(key.public_openssh));
+    // Recover only reads: VMs' user-data is never rendered.
+    let settings = ProvisionSettings::from_config(c, key.public_openssh, crate::core::cloud_init::Template::default_template()).map_err(|e| anyhow::anyhow!(e.message))?;
+    let prov = Provisioner::new(client, settings);
     let engine = Engine::new(store.clone(), config.limits.clone(), config.repos.clone(), Some(prov), agent_id(&config.data_dir)?);
     let plan = engine.recover_plan().await?;
     let recorded = if confirm { Some(engine.recover_apply(&plan).await?) } else { None };

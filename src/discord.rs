@@ -27,8 +27,7 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::api::error::ErrorBody;
-use crate::api::ApiState;
+use crate::http::{error, invalid};
 use crate::config::discord::DiscordSettings;
 use crate::core::command::{Actor, Door};
 use crate::engine::schedules::Scheduler;
@@ -80,16 +79,11 @@ impl Answer {
     }
 }
 
-fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
-    let mut r = poem::IntoResponse::into_response(poem_openapi::payload::Json(ErrorBody { error: code.into(), message: message.into() }));
-    r.set_status(status);
-    r
-}
 
 /// The poem endpoint behind [`PATH`].
 #[poem::handler]
-pub async fn receive(req: &Request, body: Body, state: Data<&ApiState>) -> Response {
-    let mut resp = state.discord.receive(req, body).await;
+pub async fn receive(req: &Request, body: Body, door: Data<&DiscordDoor>) -> Response {
+    let mut resp = door.receive(req, body).await;
     resp.set_data(poem_openapi::OperationId("discord_interaction"));
     resp
 }
@@ -161,14 +155,14 @@ impl DiscordDoor {
             Err(e) => return error(StatusCode::BAD_REQUEST, "bad_request", format!("the body could not be read: {e}")),
         };
         // The signature, before anything looks at the body.
-        let now = crate::store::now_millis() / 1000;
+        let now = crate::engine::now_millis() / 1000;
         if let Err(e) = signature::verify(key, header("x-signature-ed25519"), header("x-signature-timestamp"), &body, now) {
             tracing::warn!(reason = %e, remote = %req.remote_addr(), "Discord interaction refused: signature");
             return error(StatusCode::UNAUTHORIZED, "unauthorized", e.to_string());
         }
         let i = match interaction::parse(&body) {
             Ok(i) => i,
-            Err(e) => return crate::api::error::ApiError::invalid(&crate::core::validation::ValidationErrors(vec![e])).into_response(),
+            Err(e) => return invalid(&crate::core::validation::ValidationErrors(vec![e])),
         };
         let answer = self.handle(i).await;
         if let Some(work) = answer.work {

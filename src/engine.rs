@@ -3,12 +3,14 @@
 pub mod backups;
 pub mod bus;
 pub mod check;
+pub mod deliveries;
 pub mod deploy;
 pub mod export;
 pub mod ownership;
 pub mod previews;
 pub mod provision;
 pub mod reachability;
+mod reads;
 pub mod reconcile;
 pub mod recover;
 pub mod resources;
@@ -29,8 +31,12 @@ use crate::core::status::{IllegalTransition, Status};
 use crate::core::validation::{FieldError, ValidationErrors};
 use crate::store::audit::AuditEntry;
 use crate::store::logs::{Level, LogLine};
-use crate::store::{now_millis, Store, StoreError};
+use crate::store::Store;
 pub use bus::{Bus, Event};
+/// The store's errors reach the doors inside `EngineError::Store`, and from the delivery entry points as they are.
+pub use crate::store::StoreError;
+/// The agent's clock in milliseconds since the epoch, as the engine stamps what it records.
+pub use crate::store::now_millis;
 
 /// Why the engine refused or failed a command, phrased for the caller.
 #[derive(Debug, thiserror::Error)]
@@ -107,6 +113,8 @@ struct Inner {
     checks: check::Checks,
     /// One snapshot operation (take, delete, rollback, a schedule's retention) per deployment's guest at a time.
     snapshot_gates: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Webhook deliveries of one ref (or pull request) are routed one at a time.
+    lanes: deliveries::Lanes,
 }
 
 /// A redeploy asked for: of which commit (the branch head when `None`) and through which door.
@@ -129,7 +137,7 @@ impl Engine {
     /// (so a restarted agent takes its own leases back at once) and distinct between agents.
     pub fn new(store: Store, limits: Limits, repos: RepoPolicy, provisioner: Option<provision::Provisioner>, agent_id: String) -> Self {
         Self {
-            inner: Arc::new(Inner { store, bus: Bus::new(), limits, repos, tasks: TaskTracker::new(), provisioner: provisioner.map(Arc::new), agent_id, working: Default::default(), figures: Default::default(), last_reconcile: Default::default(), reconciling: Default::default(), stop: Default::default(), deployer: Default::default(), secrets: Default::default(), redeploys: Default::default(), probe: Default::default(), source_checks: Default::default(), checks: Default::default(), snapshot_gates: Default::default() }),
+            inner: Arc::new(Inner { store, bus: Bus::new(), limits, repos, tasks: TaskTracker::new(), provisioner: provisioner.map(Arc::new), agent_id, working: Default::default(), figures: Default::default(), last_reconcile: Default::default(), reconciling: Default::default(), stop: Default::default(), deployer: Default::default(), secrets: Default::default(), redeploys: Default::default(), probe: Default::default(), source_checks: Default::default(), checks: Default::default(), snapshot_gates: Default::default(), lanes: Default::default() }),
         }
     }
 
@@ -150,7 +158,9 @@ impl Engine {
         self.inner.provisioner.as_deref()
     }
 
-    pub fn store(&self) -> &Store {
+    /// The store, for the engine's neighbours in the crate (the wiring, the GitHub reporter); doors read through
+    /// the engine's own methods (`reads.rs`).
+    pub(crate) fn store(&self) -> &Store {
         &self.inner.store
     }
 

@@ -9,6 +9,7 @@ pub mod discord;
 pub mod engine;
 pub mod export;
 pub mod github;
+pub mod http;
 pub mod keys;
 pub mod memory;
 pub mod metrics;

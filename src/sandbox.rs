@@ -10,7 +10,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use pvedeploy_sim::{ApiOnlyBackend, GuestBackend, SimConfig, SimHandle, Simulator};
 
-use crate::config::Secret;
+use crate::config::{BackupSettings, ClusterSettings, Secret, TrustSetting};
 
 /// A running simulator and the credentials to talk to it like a real cluster.
 pub struct Sandbox {
@@ -95,15 +95,41 @@ impl Sandbox {
         })
     }
 
+    /// The sandbox as a configured cluster (`cluster_settings`), with its nodes' SFTP endpoints.
+    pub fn cluster(&self) -> ClusterSettings {
+        cluster_settings(self.endpoint.clone(), self.token_id.clone(), self.token_secret.clone(), self.fingerprint.clone(), self.node_ssh.clone())
+    }
+
     /// Stops every guest and the simulator.
     pub async fn stop(self) {
         self.handle.shutdown().await;
     }
 }
 
-/// The container template the sandbox downloads on every node, and the VM template's id (the agent's defaults).
+/// A simulator prepared as `prepare` does, as a configured cluster: how to reach it (its token, its pinned
+/// certificate), what `prepare` made on it (the VM template, the container template, snippets on `local`), where
+/// guests and backups go, and the agent's defaults for the rest. The agent then treats it exactly as a cluster
+/// from `[proxmox]`.
+pub fn cluster_settings(endpoint: String, token_id: String, token_secret: Secret<String>, fingerprint: String, node_ssh: Option<crate::config::NodeSshSettings>) -> ClusterSettings {
+    let mut c = ClusterSettings::new(endpoint, token_id, token_secret, TrustSetting::Fingerprint(fingerprint), VM_TEMPLATE);
+    c.lxc_template = format!("{FILE_STORAGE}:vztmpl/{LXC_TEMPLATE}");
+    c.storage = GUEST_STORAGE.into();
+    // The sandbox is the agent's alone: every id Proxmox allows for guests.
+    c.vmid_range = 100..=999_999;
+    c.backups = Some(BackupSettings::to(FILE_STORAGE));
+    c.snippets_storage = FILE_STORAGE.into();
+    c.snippets_dir = "/var/lib/vz/snippets".into();
+    c.node_ssh = node_ssh;
+    c
+}
+
+/// The container template the sandbox downloads on every node, and the VM template's id.
 const LXC_TEMPLATE: &str = "debian-12-standard_12.7-1_amd64.tar.zst";
-const VM_TEMPLATE: &str = "9000";
+const VM_TEMPLATE: u32 = 9000;
+/// A stock install's storages (`ClusterSpec::stock`): `local` (a directory: templates, snippets, backups) and
+/// `local-lvm` (LVM-thin: guest disks).
+const FILE_STORAGE: &str = "local";
+const GUEST_STORAGE: &str = "local-lvm";
 
 /// What an operator does on a fresh cluster before the agent can deploy (docs/configuration.md): enable snippets
 /// on `local` (`pvesm set local --content …,snippets`), download the container template on every node (`pveam
@@ -113,18 +139,18 @@ const VM_TEMPLATE: &str = "9000";
 /// it, when stopped halfway): each step looks first and does only what is missing.
 async fn prepare(sim: &SimHandle) -> anyhow::Result<()> {
     let api = Api::new(sim)?;
-    api.call(reqwest::Method::PUT, "/storage/local", &[("content", "iso,vztmpl,backup,import,snippets")]).await?;
+    api.call(reqwest::Method::PUT, &format!("/storage/{FILE_STORAGE}"), &[("content", "iso,vztmpl,backup,import,snippets")]).await?;
     for node in sim.node_names() {
-        let have = api.call(reqwest::Method::GET, &format!("/nodes/{node}/storage/local/content?content=vztmpl"), &[]).await?;
-        let volid = format!("local:vztmpl/{LXC_TEMPLATE}");
+        let have = api.call(reqwest::Method::GET, &format!("/nodes/{node}/storage/{FILE_STORAGE}/content?content=vztmpl"), &[]).await?;
+        let volid = format!("{FILE_STORAGE}:vztmpl/{LXC_TEMPLATE}");
         if have.as_array().is_some_and(|v| v.iter().any(|c| c["volid"] == volid.as_str())) {
             continue;
         }
-        let upid = api.call(reqwest::Method::POST, &format!("/nodes/{node}/aplinfo"), &[("storage", "local"), ("template", LXC_TEMPLATE)]).await?;
+        let upid = api.call(reqwest::Method::POST, &format!("/nodes/{node}/aplinfo"), &[("storage", FILE_STORAGE), ("template", LXC_TEMPLATE)]).await?;
         api.task(&upid).await?;
     }
     let vms = api.call(reqwest::Method::GET, "/nodes/pve1/qemu", &[]).await?;
-    let existing = vms.as_array().and_then(|v| v.iter().find(|g| g["vmid"].to_string() == VM_TEMPLATE || g["vmid"] == VM_TEMPLATE).cloned());
+    let existing = vms.as_array().and_then(|v| v.iter().find(|g| g["vmid"].as_u64() == Some(u64::from(VM_TEMPLATE))).cloned());
     if let Some(vm) = existing {
         if vm["template"] != 1 {
             let upid = api.call(reqwest::Method::POST, &format!("/nodes/pve1/qemu/{VM_TEMPLATE}/template"), &[]).await?;
@@ -134,20 +160,23 @@ async fn prepare(sim: &SimHandle) -> anyhow::Result<()> {
         }
         return Ok(());
     }
+    let vmid = VM_TEMPLATE.to_string();
+    let disk = |rest: &str| format!("{GUEST_STORAGE}:{rest}");
+    let (efidisk, boot_disk, data_disk, cloudinit) = (disk("1,efitype=4m,pre-enrolled-keys=1"), disk("4"), disk("2"), disk("cloudinit"));
     let template = [
-        ("vmid", VM_TEMPLATE),
+        ("vmid", vmid.as_str()),
         ("name", "debian12-cloud"),
         ("ostype", "l26"),
         ("bios", "ovmf"),
         ("machine", "q35"),
-        ("efidisk0", "local-lvm:1,efitype=4m,pre-enrolled-keys=1"),
+        ("efidisk0", efidisk.as_str()),
         ("cpu", "x86-64-v2-AES"),
         ("cores", "2"),
         ("memory", "2048"),
         ("scsihw", "virtio-scsi-pci"),
-        ("scsi0", "local-lvm:4"),
-        ("scsi1", "local-lvm:2"),
-        ("ide2", "local-lvm:cloudinit"),
+        ("scsi0", boot_disk.as_str()),
+        ("scsi1", data_disk.as_str()),
+        ("ide2", cloudinit.as_str()),
         ("boot", "order=scsi0"),
         ("serial0", "socket"),
         ("vga", "serial0"),

@@ -1,6 +1,9 @@
 //! The HTTP listener: serves the routes over HTTP/1.1 with the limits poem's own server cannot set — a deadline for
 //! a request's headers (a client sending one byte a second is dropped), an idle timeout between requests, a cap on
 //! connections per client address and overall — and a graceful stop that lets requests in flight finish.
+//! `routes.rs` composes every door's routes into the one endpoint it serves.
+
+pub mod routes;
 
 use std::collections::HashMap;
 use std::future::Future as _;

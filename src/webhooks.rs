@@ -1,6 +1,5 @@
 //! The GitHub webhook door: `POST /webhooks/github` — size limit while reading, signature before anything else, delivery recorded before any effect (a GUID runs again only if it did not act), push handled in the background.
 
-pub mod dispatch;
 pub mod github;
 pub mod signature;
 
@@ -14,15 +13,14 @@ use poem::{Body, IntoResponse, Request, Response};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::task::TaskTracker;
 
-use crate::api::error::{ApiError, ErrorBody};
-use crate::api::ApiState;
+use crate::http::{error, invalid};
 use crate::config::github::GithubSettings;
 use crate::core::preview::PrAction;
 use crate::core::validation::{FieldError, ValidationErrors};
+use crate::core::delivery::DeliveryRecord;
 use crate::core::webhook::{push_skip, DeliveryId, Outcome, Skip};
-use crate::engine::Engine;
-use crate::store::deliveries::DeliveryRecord;
-use crate::store::StoreError;
+use crate::engine::deliveries::Received;
+use crate::engine::{Engine, StoreError};
 use github::GithubEvent;
 use signature::WebhookKeys;
 
@@ -56,7 +54,6 @@ struct Inner {
     tasks: TaskTracker,
     slots: Arc<Semaphore>,
     large_reads: Arc<Semaphore>,
-    lanes: Arc<dispatch::Lanes>,
     too_large_quota: Quota,
 }
 
@@ -153,11 +150,6 @@ fn answer(status: StatusCode, delivery: &DeliveryId, word: &'static str, message
     r
 }
 
-fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
-    let mut r = poem::IntoResponse::into_response(poem_openapi::payload::Json(ErrorBody { error: code.into(), message: message.into() }));
-    r.set_status(status);
-    r
-}
 
 fn too_large() -> Response {
     error(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", format!("the body must be at most {MAX_BODY_BYTES} bytes (GitHub's 25 MB payload cap)"))
@@ -170,8 +162,8 @@ fn unavailable(e: &StoreError) -> Response {
 
 /// The poem endpoint behind [`PATH`].
 #[poem::handler]
-pub async fn receive(req: &Request, body: Body, state: Data<&ApiState>) -> Response {
-    let mut resp = state.webhooks.receive(req, body).await;
+pub async fn receive(req: &Request, body: Body, door: Data<&WebhookDoor>) -> Response {
+    let mut resp = door.receive(req, body).await;
     resp.set_data(poem_openapi::OperationId("github_webhook"));
     resp
 }
@@ -185,7 +177,6 @@ impl WebhookDoor {
                 tasks: TaskTracker::new(),
                 slots: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
                 large_reads: Arc::new(Semaphore::new(MAX_LARGE_READS)),
-                lanes: Default::default(),
                 too_large_quota: Quota::new(TOO_LARGE_RECORDS_PER_MINUTE),
             }),
         }
@@ -233,7 +224,7 @@ impl WebhookDoor {
         let delivery = errs.take(
             header("x-github-delivery").ok_or_else(|| FieldError::new(DeliveryId::FIELD, "required", "is required (the delivery GUID)")).and_then(DeliveryId::parse),
         );
-        let (Some(event), Some(delivery)) = (event, delivery) else { return ApiError::invalid(&errs).into_response() };
+        let (Some(event), Some(delivery)) = (event, delivery) else { return invalid(&errs) };
         let parsed = github::payload_json(header("content-type"), &body).and_then(|json| github::parse(&event, &json));
         drop(body);
         let hook = github::Hook::from_headers(header("x-github-hook-id"), header("x-github-hook-installation-target-type"));
@@ -246,7 +237,7 @@ impl WebhookDoor {
                 if let Err(r) = self.record(&record).await {
                     return r;
                 }
-                return ApiError::invalid(&errs).into_response();
+                return invalid(&errs);
             }
         };
         if !signer.covers(ev.repo(), keys) {
@@ -290,11 +281,10 @@ impl WebhookDoor {
                     Err(r) => return r,
                 };
                 let engine = self.inner.engine.clone();
-                let lanes = self.inner.lanes.clone();
                 let id = delivery.clone();
                 let said = format!("pull request #{} `{}` recorded; previews are handled in the background{again}", pr.number, pr.action);
                 self.inner.tasks.spawn(async move {
-                    dispatch::pull_request(&engine, &lanes, &id, &pr).await;
+                    engine.on_pull_request(&id, &pr).await;
                     drop(slot);
                 });
                 answer(StatusCode::ACCEPTED, &delivery, "accepted", said, None)
@@ -341,10 +331,9 @@ impl WebhookDoor {
                     Err(r) => return r,
                 };
                 let engine = self.inner.engine.clone();
-                let lanes = self.inner.lanes.clone();
                 let id = delivery.clone();
                 self.inner.tasks.spawn(async move {
-                    dispatch::push(&engine, &lanes, &id, &push).await;
+                    engine.on_push(&id, &push).await;
                     drop(slot);
                 });
                 answer(StatusCode::ACCEPTED, &delivery, "accepted", format!("push recorded; redeploys are requested in the background{again}"), None)
@@ -374,68 +363,35 @@ impl WebhookDoor {
         record.detail = Some(format!(
             "the body ({bytes} bytes, or more) is over the {MAX_BODY_BYTES}-byte limit: answered 413, not read further and not kept; its signature could not be checked"
         ));
-        match self.inner.engine.store().record_delivery(&record).await {
-            Ok(()) => tracing::warn!(%delivery, bytes, "webhook body over the limit: recorded as too_large"),
-            Err(StoreError::Taken { .. }) => tracing::warn!(%delivery, bytes, "webhook body over the limit under a GUID already recorded: left as it was"),
+        match self.inner.engine.record_refused_delivery(&record).await {
+            Ok(true) => tracing::warn!(%delivery, bytes, "webhook body over the limit: recorded as too_large"),
+            Ok(false) => tracing::warn!(%delivery, bytes, "webhook body over the limit under a GUID already recorded: left as it was"),
             Err(e) => tracing::error!(%delivery, error = %e, "webhook body over the limit: could not be recorded"),
         }
     }
 
-    /// Records the delivery before anything acts on it. A GUID seen before whose outcome did not act
-    /// (`Outcome::acted`) is taken for another attempt, once; any other repeat ends the request as a duplicate.
-    /// `Err(response)` ends the request (a duplicate GUID, or the store failed).
+    /// Records the delivery before anything acts on it (`Engine::receive_delivery`: a GUID seen before runs again
+    /// only if it did not act). `Err(response)` ends the request (a duplicate GUID, or the store failed).
     async fn record(&self, record: &DeliveryRecord) -> Result<Recorded, Response> {
-        let store = self.inner.engine.store();
-        match store.record_delivery(record).await {
-            Ok(()) => return Ok(Recorded::New),
-            Err(StoreError::Taken { .. }) => {}
-            Err(e) => return Err(unavailable(&e)),
-        }
-        let seen = match store.get_delivery(&record.delivery).await {
-            Ok(Some(seen)) => seen,
-            Ok(None) => return Err(unavailable(&StoreError::Unavailable(format!("the delivery {} was recorded but cannot be read back", record.delivery)))),
-            Err(e) => return Err(unavailable(&e)),
-        };
-        if !seen.outcome.acted() {
-            match store.retry_delivery(&seen, record).await {
-                Ok(true) => {
-                    tracing::info!(delivery = %record.delivery, before = %seen.outcome, "webhook delivery processed again");
-                    return Ok(Recorded::Retry { n: seen.retries + 1, before: seen.outcome });
-                }
-                Ok(false) => {}
-                Err(e) => return Err(unavailable(&e)),
+        match self.inner.engine.receive_delivery(record).await {
+            Ok(Received::New) => Ok(Recorded::New),
+            Ok(Received::Retry { n, before }) => Ok(Recorded::Retry { n, before }),
+            Ok(Received::Duplicate { before }) => {
+                let said = format!("duplicate delivery: this GUID was already received and {}; nothing was done", if before.acted() { format!("led to `{before}`") } else { "is being processed again".into() });
+                Err(answer(StatusCode::OK, &record.delivery, "duplicate", said, None))
             }
+            Err(e) => Err(unavailable(&e)),
         }
-        if let Err(e) = store.note_redelivery(&record.delivery).await {
-            tracing::warn!(delivery = %record.delivery, error = %e, "could not count a redelivery");
-        }
-        tracing::info!(delivery = %record.delivery, "duplicate webhook delivery ignored");
-        let said = format!("duplicate delivery: this GUID was already received and {}; nothing was done", if seen.outcome.acted() { format!("led to `{}`", seen.outcome) } else { "is being processed again".into() });
-        Err(answer(StatusCode::OK, &record.delivery, "duplicate", said, None))
     }
 
     /// Routes the pushes that were recorded but not routed when the agent last stopped (a crash
     /// between the 202 and the engine's answer); their push claims keep them from acting twice.
     pub async fn resume(&self) -> Result<usize, StoreError> {
-        if self.inner.engine.read_only().is_some() {
-            return Ok(0);
-        }
-        let pending = self.inner.engine.store().unrouted_deliveries().await?;
+        let pending = self.inner.engine.unrouted_deliveries().await?;
         let n = pending.len();
         for record in pending {
             let engine = self.inner.engine.clone();
-            let lanes = self.inner.lanes.clone();
-            self.inner.tasks.spawn(async move {
-                match dispatch::push_from_record(&record) {
-                    Some(push) => dispatch::push(&engine, &lanes, &record.delivery, &push).await,
-                    None => {
-                        let why = "the recorded delivery could not be read back (a push whose record lacks a field, or a pull request, whose payload is not kept); redeliver it from GitHub";
-                        if let Err(e) = engine.store().finish_delivery(&record.delivery, Outcome::Failed, Some(why), &[], None).await {
-                            tracing::error!(delivery = %record.delivery, error = %e, "could not record a webhook delivery's outcome");
-                        }
-                    }
-                }
-            });
+            self.inner.tasks.spawn(async move { engine.resume_delivery(&record).await });
         }
         Ok(n)
     }

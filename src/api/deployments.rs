@@ -19,9 +19,9 @@ use crate::auth::Scope;
 use crate::core::command::Action;
 use crate::core::deployment::{DeploymentId, Framework};
 use crate::core::status::Status;
-use crate::engine::{EngineError, Event};
+use crate::engine::Event;
 use crate::core::names::AppNamePrefix;
-use crate::store::deployments::{Filter, PageStart};
+use crate::core::listing::{Filter, PageStart};
 
 #[derive(Tags)]
 enum ApiTags {
@@ -144,13 +144,13 @@ impl DeploymentsApi {
     async fn get(&self, auth: TokenAuth, /// Deployment id or name.
         id: Path<String>) -> Result<Json<DeploymentDetail>, ApiError> {
         auth.require(Scope::Read)?;
-        let store = self.state.engine.store();
+        let engine = &self.state.engine;
         // By id: one round trip for the record and its history (the hot path); by name: find first.
         let found = match DeploymentId::parse(&id.0) {
-            Some(did) => store.get_deployment_with_events(&did).await.map_err(EngineError::from)?,
+            Some(did) => engine.deployment_with_events(&did).await?,
             None => {
                 let d = self.state.engine.find(&id.0).await?;
-                store.get_deployment_with_events(&d.id).await.map_err(EngineError::from)?
+                engine.deployment_with_events(&d.id).await?
             }
         };
         let detail = found.ok_or_else(|| ApiError::not_found(&id.0))?;
@@ -228,7 +228,7 @@ impl DeploymentsApi {
             (Some(_), Some(_)) => return Err(ApiError::invalid_field("tail", "exclusive", "cannot be combined with after")),
             (Some(0), None) | (Some(1001..), None) => return Err(ApiError::invalid_field("tail", "range", "must be between 1 and 1000")),
             (Some(n), None) => {
-                let lines = self.state.engine.store().tail_log(&d.id, n).await.map_err(crate::engine::EngineError::from)?;
+                let lines = self.state.engine.tail_log(&d.id, n).await?;
                 if !follow.0.unwrap_or(false) {
                     let next_after = lines.last().map(|l| l.seq).unwrap_or(0);
                     return Ok(LogsResponse::Ok(LogsBody::Json(Json(LogPage { lines: lines.into_iter().map(LogLineView::from).collect(), next_after }))));
@@ -252,7 +252,7 @@ impl DeploymentsApi {
         if limit == 0 || limit > 1000 {
             return Err(ApiError::invalid_field("limit", "range", "must be between 1 and 1000"));
         }
-        let lines = self.state.engine.store().read_log(&d.id, after, limit).await.map_err(crate::engine::EngineError::from)?;
+        let lines = self.state.engine.read_log(&d.id, after, limit).await?;
         let next_after = lines.last().map(|l| l.seq).unwrap_or(after);
         Ok(LogsResponse::Ok(LogsBody::Json(Json(LogPage { lines: lines.into_iter().map(LogLineView::from).collect(), next_after }))))
     }
@@ -328,7 +328,7 @@ fn follow_log(state: ApiState, id: DeploymentId, after: i64) -> BoxStream<'stati
     let (tx, rx) = tokio::sync::mpsc::channel::<FollowEvent>(256);
     tokio::spawn(async move {
         let mut events = state.engine.bus().subscribe();
-        let store = state.engine.store();
+        let engine = &state.engine;
         let mut last = after;
         let mut step = String::from("request");
         let mut quiet_since = std::time::Instant::now();
@@ -336,7 +336,7 @@ fn follow_log(state: ApiState, id: DeploymentId, after: i64) -> BoxStream<'stati
         loop {
             // Backlog (first pass, or after the bus overflowed).
             loop {
-                let Ok(lines) = store.read_log(&id, last, 500).await else { return };
+                let Ok(lines) = engine.read_log(&id, last, 500).await else { return };
                 let n = lines.len();
                 for l in lines {
                     last = l.seq;
@@ -352,13 +352,13 @@ fn follow_log(state: ApiState, id: DeploymentId, after: i64) -> BoxStream<'stati
             }
             if settled {
                 // The end: what the deployment settled as.
-                if let Ok(Some(d)) = store.get_deployment(&id).await {
+                if let Ok(Some(d)) = engine.deployment(&id).await {
                     let end = FollowEnd { status: d.status.as_str().into(), error_message: d.error_message.clone(), url: d.url.clone(), commit: d.commit.clone() };
                     let _ = tx.send(FollowEvent { line: None, progress: None, end: Some(end) }).await;
                 }
                 return;
             }
-            match store.get_deployment(&id).await {
+            match engine.deployment(&id).await {
                 Ok(Some(d)) if d.status.is_busy() => {}
                 _ => settled = true,
             }

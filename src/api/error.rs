@@ -1,46 +1,14 @@
 //! Every error the API answers with, as typed JSON bodies documented in the spec.
 
 use poem::http::StatusCode;
-use poem::{IntoResponse, Response};
+use poem::Response;
 use poem_openapi::payload::Json;
-use poem_openapi::{ApiResponse, Object};
+use poem_openapi::ApiResponse;
 
 use crate::core::validation::ValidationErrors;
+pub use crate::http::{ErrorBody, FieldProblem, ValidationBody};
 use crate::engine::EngineError;
-use crate::store::StoreError;
-
-/// The body of every error except validation failures.
-#[derive(Debug, Clone, Object)]
-#[oai(skip_serializing_if_is_none)]
-pub struct ErrorBody {
-    /// A stable code: bad_request, unauthorized, forbidden, not_found, conflict, unavailable, proxmox_timeout (a 503:
-    /// Proxmox VE did not answer the agent in time), internal.
-    pub error: String,
-    /// What went wrong and what to do, in words.
-    pub message: String,
-}
-
-/// One field that broke one rule.
-#[derive(Debug, Clone, Object)]
-#[oai(skip_serializing_if_is_none)]
-pub struct FieldProblem {
-    /// The request field, as named in the request body or query.
-    pub field: String,
-    /// A stable rule code, e.g. `required`, `range`, `dns_label`, `unique`.
-    pub rule: String,
-    /// The rule in words.
-    pub message: String,
-}
-
-/// The body of a 422: every wrong field.
-#[derive(Debug, Clone, Object)]
-#[oai(skip_serializing_if_is_none)]
-pub struct ValidationBody {
-    /// Always `validation_failed`.
-    pub error: String,
-    pub message: String,
-    pub fields: Vec<FieldProblem>,
-}
+use crate::engine::StoreError;
 
 #[derive(Debug, ApiResponse)]
 #[oai(bad_request_handler = "bad_request")]
@@ -99,11 +67,7 @@ impl ApiError {
     }
 
     pub fn invalid(errs: &ValidationErrors) -> Self {
-        ApiError::Invalid(Json(ValidationBody {
-            error: "validation_failed".into(),
-            message: errs.to_string(),
-            fields: errs.0.iter().map(|e| FieldProblem { field: e.field.clone(), rule: e.rule.into(), message: e.message.clone() }).collect(),
-        }))
+        ApiError::Invalid(Json(ValidationBody::of(errs)))
     }
 
     pub fn invalid_field(field: &str, rule: &'static str, message: impl Into<String>) -> Self {
@@ -153,7 +117,5 @@ pub async fn json_error(err: poem::Error) -> Response {
         s if s.is_server_error() => ("internal", "an internal error occurred; see the agent's log".into()),
         _ => ("bad_request", text),
     };
-    let mut r = Json(ErrorBody { error: code.into(), message }).into_response();
-    r.set_status(status);
-    r
+    crate::http::error(status, code, message)
 }

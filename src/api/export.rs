@@ -13,7 +13,7 @@ use crate::engine::export::{ExportError, Rendered};
 use crate::export::hcl::{resource_name, resource_type};
 use crate::export::drift::Unreadable;
 use crate::export::Difference;
-use crate::store::now_millis;
+use crate::engine::now_millis;
 
 #[derive(Tags)]
 enum ApiTags {

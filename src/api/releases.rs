@@ -15,7 +15,6 @@ use super::ApiState;
 use crate::auth::Scope;
 use crate::core::release::{EnvName, EnvValue};
 use crate::core::validation::{FieldError, ValidationErrors};
-use crate::engine::EngineError;
 
 #[derive(Tags)]
 enum ApiTags {
@@ -120,7 +119,7 @@ impl ReleasesApi {
         auth.require(Scope::Read)?;
         let engine = &self.state.engine;
         let d = engine.find(&id.0).await?;
-        let rs = engine.store().releases(&d.id, 100).await.map_err(EngineError::from)?;
+        let rs = engine.releases(&d.id, 100).await?;
         Ok(Json(
             rs.into_iter()
                 .map(|r| ReleaseView {

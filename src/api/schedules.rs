@@ -15,7 +15,7 @@ use crate::core::command::Actor;
 use crate::core::schedule::{RawSchedule, Schedule, ScheduleSpec};
 use crate::engine::schedules::Scheduler;
 use crate::engine::EngineError;
-use crate::store::schedules::RunRecord;
+use crate::core::schedule::RunRecord;
 
 /// The longest `ttl_seconds`: a year.
 pub const MAX_TTL_SECS: i64 = 31_536_000;

@@ -225,7 +225,7 @@ impl SystemApi {
     #[oai(path = "/ready", method = "get", operation_id = "ready")]
     async fn ready(&self, auth: TokenAuth) -> Result<ReadyResponse, ApiError> {
         auth.require(Scope::Read)?;
-        let database = self.state.engine.store().ping().await;
+        let database = self.state.engine.database_answers().await;
         let pve = self.state.engine.proxmox_reachability().await;
         let proxmox_ok = pve.as_ref().is_none_or(|r| r.is_ok());
         let r = Readiness {
@@ -248,7 +248,7 @@ impl SystemApi {
     #[oai(path = "/status", method = "get", operation_id = "status")]
     async fn status(&self, auth: TokenAuth) -> Result<Json<StatusReport>, ApiError> {
         auth.require(Scope::Read)?;
-        let stats = self.state.engine.store().deployment_stats().await.map_err(EngineError::from)?;
+        let stats = self.state.engine.deployment_stats().await?;
         let count = |s: Status| stats.by_status.iter().find(|(st, _)| *st == s).map(|(_, n)| *n).unwrap_or(0);
         let (succeeded, failed) = (stats.deploys.succeeded, stats.deploys.failed);
         let d = &stats.deploys.recent_durations_ms;
@@ -274,7 +274,7 @@ impl SystemApi {
     #[oai(path = "/metrics", method = "get", operation_id = "metrics")]
     async fn metrics(&self, auth: TokenAuth) -> Result<PlainText<String>, ApiError> {
         auth.require(Scope::Read)?;
-        let stats = self.state.engine.store().deployment_stats().await.map_err(EngineError::from)?;
+        let stats = self.state.engine.deployment_stats().await?;
         Ok(PlainText(self.state.metrics.render(&stats)))
     }
 
@@ -307,7 +307,7 @@ impl SystemApi {
         if limit == 0 || limit > self.state.max_page_size {
             return Err(ApiError::invalid_field("limit", "range", format!("must be between 1 and {}", self.state.max_page_size)));
         }
-        let entries = self.state.engine.store().audit_entries(limit, offset.0.unwrap_or(0)).await.map_err(EngineError::from)?;
+        let entries = self.state.engine.audit_entries(limit, offset.0.unwrap_or(0)).await?;
         Ok(Json(
             entries
                 .into_iter()

@@ -13,7 +13,7 @@ use crate::auth::Scope;
 use crate::core::deployment::DeploymentId;
 use crate::core::webhook::{DeliveryId, Outcome};
 use crate::engine::EngineError;
-use crate::store::deliveries::{DeliveryFilter, DeliveryRecord, TargetOutcome};
+use crate::core::delivery::{DeliveryFilter, DeliveryRecord, TargetOutcome};
 
 #[derive(Tags)]
 enum ApiTags {
@@ -162,7 +162,7 @@ impl WebhooksApi {
             })?),
         };
         if let Some(e) = &event.0 {
-            crate::webhooks::github::parse_event_name(Some(e)).map_err(|err| ApiError::invalid_field("event", err.rule, err.message))?;
+            crate::core::webhook::parse_event_name(Some(e)).map_err(|err| ApiError::invalid_field("event", err.rule, err.message))?;
         }
         if repo.0.as_ref().is_some_and(|r| r.is_empty() || r.len() > 200) {
             return Err(ApiError::invalid_field("repo", "length", "must be owner/repo, 1-200 characters"));
@@ -181,7 +181,7 @@ impl WebhooksApi {
             }),
         };
         let filter = DeliveryFilter { repo: repo.0, deployment, event: event.0, outcome };
-        let (items, total) = self.state.engine.store().list_deliveries(&filter, paging.limit, paging.offset).await.map_err(EngineError::from)?;
+        let (items, total) = self.state.engine.deliveries(&filter, paging.limit, paging.offset).await?;
         Ok(Json(DeliveryPage {
             next_offset: paging.next_offset(items.len(), total),
             items: items.into_iter().map(DeliveryView::from).collect(),
@@ -197,7 +197,7 @@ impl WebhooksApi {
         delivery: Path<String>) -> Result<Json<DeliveryView>, ApiError> {
         auth.require(Scope::Read)?;
         let id = DeliveryId::parse(&delivery.0).map_err(|e| ApiError::invalid_field("delivery", e.rule, e.message))?;
-        let found = self.state.engine.store().get_delivery(&id).await.map_err(EngineError::from)?;
+        let found = self.state.engine.delivery(&id).await?;
         found.map(|d| Json(DeliveryView::from(d))).ok_or_else(|| ApiError::NotFound(poem_openapi::payload::Json(super::error::ErrorBody {
             error: "not_found".into(),
             message: format!("no webhook delivery {:?}", delivery.0),

@@ -7,8 +7,8 @@ use crate::core::deployment::{Deployment, Framework, GuestType, RawSpec};
 use crate::core::schedule::ScheduleAction;
 use crate::core::status::Status;
 use crate::core::validation::ValidationErrors;
-use crate::store::deployments::Event;
-use crate::store::logs::LogLine;
+use crate::core::log::LogLine;
+use crate::core::status::Event;
 
 /// A framework, as the API spells it. `remote` makes the one mapping to and from the core's `Framework`, checked
 /// exhaustively both ways by the compiler.

@@ -270,6 +270,102 @@ fn printable(raw: &str) -> String {
     raw.chars().take(64).map(|c| if c.is_control() { '?' } else { c }).collect()
 }
 
+/// What started a release.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// The first deploy after provisioning.
+    Deploy,
+    /// A GitHub push.
+    Push,
+    /// A redeploy asked through the HTTP API (or the dashboard).
+    Api,
+    Discord,
+    Schedule,
+    Cli,
+    Rollback,
+    /// A redeploy asked by the agent itself, or recorded before triggers named their door.
+    Redeploy,
+}
+
+impl Trigger {
+    pub const ALL: [Trigger; 8] = [Self::Deploy, Self::Push, Self::Api, Self::Discord, Self::Schedule, Self::Cli, Self::Rollback, Self::Redeploy];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Deploy => "deploy",
+            Trigger::Push => "push",
+            Trigger::Api => "api",
+            Trigger::Discord => "discord",
+            Trigger::Schedule => "schedule",
+            Trigger::Cli => "cli",
+            Trigger::Rollback => "rollback",
+            Trigger::Redeploy => "redeploy",
+        }
+    }
+
+    pub(crate) fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.as_str() == s)
+    }
+
+    /// A redeploy's trigger, from the door it was asked through.
+    pub fn redeploy_via(door: crate::core::command::Door) -> Self {
+        use crate::core::command::Door;
+        match door {
+            Door::Api => Trigger::Api,
+            Door::Webhook => Trigger::Push,
+            Door::Discord => Trigger::Discord,
+            Door::Schedule => Trigger::Schedule,
+            Door::Cli => Trigger::Cli,
+            Door::System => Trigger::Redeploy,
+        }
+    }
+
+    /// Any deploy after the first (what a notice calls "redeployed").
+    pub fn is_redeploy(self) -> bool {
+        !matches!(self, Trigger::Deploy | Trigger::Rollback)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReleaseStatus {
+    Deploying,
+    Active,
+    Failed,
+    /// Was active; another release replaced it (it can be rolled back to).
+    Superseded,
+}
+
+impl ReleaseStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Deploying => "deploying",
+            Self::Active => "active",
+            Self::Failed => "failed",
+            Self::Superseded => "superseded",
+        }
+    }
+
+    pub(crate) fn parse(s: &str) -> Option<Self> {
+        [Self::Deploying, Self::Active, Self::Failed, Self::Superseded].into_iter().find(|x| x.as_str() == s)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Release {
+    pub deployment: crate::core::deployment::DeploymentId,
+    pub id: ReleaseId,
+    pub commit: String,
+    pub status: ReleaseStatus,
+    /// The step to run next (while deploying) or the one it ended at.
+    pub step: DeployStep,
+    pub trigger: Trigger,
+    /// Milliseconds spent in each finished step, in order.
+    pub timings: Vec<(String, u64)>,
+    pub error: Option<String>,
+    pub created_at: i64,
+    pub finished_at: Option<i64>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,6 +2,7 @@
 //! runs next (correct across DST changes) and whether it is due now (the catch-up rule). No I/O.
 
 mod expression;
+mod run;
 
 use std::collections::BTreeSet;
 use std::str::FromStr;
@@ -12,6 +13,7 @@ use crate::core::deployment::DeploymentId;
 use crate::core::validation::{FieldError, ValidationErrors};
 
 pub use expression::CronExpr;
+pub use run::{RunOutcome, RunRecord};
 
 /// An occurrence older than this when the scheduler sees it was missed (the agent was down or the
 /// schedule could not run): it runs once when `catch_up` is set, else it is skipped. The scheduler

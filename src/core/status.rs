@@ -104,6 +104,16 @@ impl fmt::Display for Status {
     }
 }
 
+/// One recorded status change.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Event {
+    pub at: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    pub to: String,
+    pub message: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::Status::{self, *};

@@ -131,6 +131,18 @@ pub fn skip_marker(message: &str) -> Option<&'static str> {
 /// GitHub lists at most this many commits in a push payload; a list this long may have been cut short.
 pub const MAX_LISTED_COMMITS: usize = 2048;
 
+/// `X-GitHub-Event`: 1–64 lowercase letters or underscores (`push`, `ping`, `pull_request`, …).
+pub fn parse_event_name(raw: Option<&str>) -> Result<String, FieldError> {
+    let field = "X-GitHub-Event";
+    let raw = raw.ok_or_else(|| FieldError::new(field, "required", "is required (the GitHub event name)"))?;
+    let ok = !raw.is_empty() && raw.len() <= 64 && raw.bytes().all(|b| b.is_ascii_lowercase() || b == b'_');
+    if ok {
+        Ok(raw.to_owned())
+    } else {
+        Err(FieldError::new(field, "event_name", "must be a GitHub event name: 1-64 lowercase letters or underscores"))
+    }
+}
+
 /// Parses a commit id where all zeros means "no commit" (a created or deleted ref).
 pub fn commit_or_none(raw: &str, field: &str) -> Result<Option<CommitSha>, FieldError> {
     if !raw.is_empty() && raw.bytes().all(|b| b == b'0') && (raw.len() == 40 || raw.len() == 64) {

@@ -10,7 +10,7 @@ use crate::core::deployment::DeploymentId;
 use crate::core::schedule::{Schedule, Target};
 use crate::core::status::Status;
 use crate::engine::EngineError;
-use crate::store::deployments::{Filter, PageStart};
+use crate::core::listing::{Filter, PageStart};
 
 use super::authz::authorize;
 use super::command::Need;
@@ -126,7 +126,7 @@ impl TargetNames {
         if let Some(n) = self.0.get(id.as_str()) {
             return n.clone();
         }
-        let name = match door.inner.engine.store().get_deployment(id).await {
+        let name = match door.inner.engine.deployment(id).await {
             Ok(Some(d)) => d.spec.name.to_string(),
             _ => id.as_str().to_string(),
         };

@@ -8,7 +8,7 @@ use tokio::sync::mpsc;
 use crate::core::deployment::Deployment;
 use crate::core::status::Status;
 use crate::engine::Event;
-use crate::store::releases::Trigger;
+use crate::core::release::Trigger;
 
 use super::reply::Reply;
 use super::DiscordDoor;
@@ -77,8 +77,8 @@ pub fn spawn(door: &DiscordDoor) {
             if !matches!(status, Status::Pending | Status::Running | Status::Failed | Status::Destroyed) {
                 continue;
             }
-            let Ok(Some(d)) = engine.store().get_deployment(&id).await else { continue };
-            let trigger = if status == Status::Running { engine.store().releases(&id, 1).await.ok().and_then(|r| r.first().map(|r| r.trigger)) } else { None };
+            let Ok(Some(d)) = engine.deployment(&id).await else { continue };
+            let trigger = if status == Status::Running { engine.releases(&id, 1).await.ok().and_then(|r| r.first().map(|r| r.trigger)) } else { None };
             if let Some(text) = notice(&d, status, trigger) {
                 if tx.try_send(text).is_err() {
                     tracing::warn!(deployment = %id, "Discord notification dropped: too many waiting");

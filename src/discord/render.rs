@@ -5,7 +5,7 @@ use crate::core::status::Status;
 use crate::core::validation::ValidationErrors;
 use crate::engine::resources::ClusterFigures;
 use crate::engine::EngineError;
-use crate::store::logs::LogLine;
+use crate::core::log::LogLine;
 
 use super::command::{self, option_name};
 use super::reply::{truncate, Attachment, Button, ButtonStyle, Embed, Reply};
@@ -309,7 +309,7 @@ mod tests {
     }
 
     fn line(text: &str) -> LogLine {
-        LogLine { deployment: "x".into(), seq: 1, ts: 0, level: crate::store::logs::Level::Info, step: "deploy".into(), text: text.into() }
+        LogLine { deployment: "x".into(), seq: 1, ts: 0, level: crate::core::log::Level::Info, step: "deploy".into(), text: text.into() }
     }
 
     #[test]

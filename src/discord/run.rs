@@ -9,7 +9,7 @@ use crate::core::deployment::Spec;
 use crate::core::status::Status;
 use crate::engine::resources::FiguresError;
 use crate::engine::{EngineError, Event};
-use crate::store::deployments::{Filter, PageStart};
+use crate::core::listing::{Filter, PageStart};
 
 use super::command::DiscordCommand;
 use super::interaction::Interaction;
@@ -37,18 +37,17 @@ const SCHEDULES_SHOWN: usize = 20;
 
 async fn answer(door: &DiscordDoor, i: &Interaction, cmd: DiscordCommand, actor: &Actor) -> Reply {
     let engine = &door.inner.engine;
-    let store = engine.store();
     let result: Result<Reply, EngineError> = async {
         Ok(match cmd {
             DiscordCommand::Status { name: Some(name), .. } => render::status_of(&engine.find(&name).await?),
-            DiscordCommand::Status { name: None, .. } => render::summary(&store.deployment_stats().await?.by_status),
+            DiscordCommand::Status { name: None, .. } => render::summary(&engine.deployment_stats().await?.by_status),
             DiscordCommand::List { .. } => {
                 let page = engine.list_deployments(&Filter::default(), LIST_SIZE, &PageStart::First).await?;
                 render::list(&page.items, page.total)
             }
             DiscordCommand::Logs { name, lines, .. } => {
                 let d = engine.find(&name).await?;
-                render::logs(&d, &store.tail_log(&d.id, lines).await?)
+                render::logs(&d, &engine.tail_log(&d.id, lines).await?)
             }
             DiscordCommand::Snapshots { name, .. } => {
                 let (d, list) = engine.snapshots(&name).await?;
@@ -200,7 +199,7 @@ pub async fn deploy(door: DiscordDoor, i: Interaction, spec: Spec, actor: Actor)
         let changed = tokio::select! {
             _ = door.inner.stop.cancelled() => return,
             _ = tokio::time::sleep_until(deadline) => {
-                let now = engine.store().get_deployment(&d.id).await.ok().flatten().unwrap_or_else(|| d.clone());
+                let now = engine.deployment(&d.id).await.ok().flatten().unwrap_or_else(|| d.clone());
                 let mut r = render::deploy_progress(&now, &[]);
                 r.content = format!("{}\n… still {}: this message stops updating; follow it with `/status {}`.", r.content, now.status, d.spec.name);
                 return door.edit(&i, &r, false).await;
@@ -217,7 +216,7 @@ pub async fn deploy(door: DiscordDoor, i: Interaction, spec: Spec, actor: Actor)
         }
         // Several steps in quick succession become one edit of the newest state.
         tokio::time::sleep(EDIT_SPACING).await;
-        let now = match engine.store().get_deployment(&d.id).await {
+        let now = match engine.deployment(&d.id).await {
             Ok(Some(now)) => now,
             Ok(None) => return,
             Err(e) => {
@@ -229,7 +228,7 @@ pub async fn deploy(door: DiscordDoor, i: Interaction, spec: Spec, actor: Actor)
             continue;
         }
         shown = now.status;
-        let tail = if now.status == Status::Failed { engine.store().tail_log(&d.id, FAILURE_LINES).await.unwrap_or_default() } else { vec![] };
+        let tail = if now.status == Status::Failed { engine.tail_log(&d.id, FAILURE_LINES).await.unwrap_or_default() } else { vec![] };
         door.edit(&i, &render::deploy_progress(&now, &tail), false).await;
         if !now.status.is_busy() {
             return;

@@ -30,7 +30,8 @@ pub type RawConfig = std::collections::BTreeMap<String, String>;
 
 pub use crate::core::ownership::{tag_for, TAG};
 
-/// What provisioning needs to know about the cluster; the sandbox and a config file both produce one.
+/// What provisioning needs to know about the cluster, built from its configuration (`from_config`); the sandbox
+/// describes itself as a configured cluster.
 #[derive(Debug, Clone)]
 pub struct ProvisionSettings {
     /// The VM template to clone.
@@ -75,35 +76,41 @@ pub struct ProvisionSettings {
     pub backups: Option<crate::config::BackupSettings>,
 }
 
+/// The user created in guests for deploying.
+pub const DEPLOY_USER: &str = "deploy";
+/// How many times a clone hitting a storage lock timeout is retried.
+pub const LOCK_RETRIES: u32 = 5;
+
 impl ProvisionSettings {
-    /// The built-in sandbox's cluster (see `pvedeploy_sim::SimConfig::sandbox`).
-    pub fn sandbox(deploy_public_key: String) -> Self {
-        Self {
-            vm_template: VmId::new(9000).expect("valid"),
-            lxc_template: "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst".into(),
-            storage: "local-lvm".into(),
-            bridge: "vmbr0".into(),
-            address_pool: None,
-            nameserver: None,
-            user_data: Template::default_template(),
-            reconcile_every: Some(Duration::from_secs(300)),
-            remove_orphans: false,
-            vmid_range: 100..=999_999,
-            full_clone: false,
-            placement: PlacementPolicy::default(),
-            deploy_user: "deploy".into(),
+    /// A cluster's settings from its configuration (`[proxmox]`, or the sandbox's description of itself), VMs'
+    /// user-data rendered from `user_data`. Refuses a template id outside Proxmox's range (the configuration
+    /// checked it already).
+    pub fn from_config(c: &crate::config::ClusterSettings, deploy_public_key: String, user_data: Template) -> Result<Self, crate::core::validation::FieldError> {
+        Ok(Self {
+            vm_template: VmId::new(c.vm_template.into())?,
+            lxc_template: c.lxc_template.clone(),
+            storage: c.storage.clone(),
+            bridge: c.bridge.clone(),
+            address_pool: c.address_pool.clone(),
+            nameserver: c.nameserver.map(|n| n.to_string()),
+            user_data,
+            reconcile_every: c.reconcile_interval,
+            remove_orphans: c.remove_orphans,
+            vmid_range: c.vmid_range.clone(),
+            full_clone: c.full_clone,
+            placement: PlacementPolicy { allow: c.nodes.clone(), max_guests_per_node: c.max_guests_per_node, ..PlacementPolicy::default() },
+            deploy_user: DEPLOY_USER.into(),
             deploy_public_key,
-            task_deadline: Duration::from_secs(300),
-            step_deadline: Duration::from_secs(900),
-            address_deadline: Duration::from_secs(120),
-            poll: Duration::from_millis(250),
-            lock_retries: 5,
-            pool: None,
-            agent_poll: Duration::from_secs(1),
-            agent_calls_per_node: 2,
-            // The sandbox's `local` storage holds backups.
-            backups: Some(crate::config::BackupSettings::to("local")),
-        }
+            task_deadline: c.task_timeout,
+            step_deadline: c.step_timeout,
+            address_deadline: c.address_timeout,
+            poll: c.poll_interval,
+            lock_retries: LOCK_RETRIES,
+            pool: c.pool.clone(),
+            agent_poll: c.agent_poll_interval,
+            agent_calls_per_node: c.agent_calls_per_node,
+            backups: c.backups.clone(),
+        })
     }
 }
 

@@ -1119,7 +1119,9 @@ mod tests {
         let cfg = DatabaseConfig { url: "mem://".into(), namespace: "t".into(), database: "t".into(), credentials: None };
         let store = Store::open(&cfg).await.unwrap();
         let client = PveClient::new(PveConfig::new("https://127.0.0.1:9/", "root@pam!t", Secret::new("x".into()), TlsTrust::Fingerprint([7; 32]))).unwrap();
-        let prov = Provisioner::new(client, super::super::provision::ProvisionSettings::sandbox(String::new()));
+        let cluster = crate::config::ClusterSettings::new("https://127.0.0.1:9/".into(), "root@pam!t".into(), Secret::new("x".into()), crate::config::TrustSetting::Fingerprint(String::new()), 9000);
+        let settings = super::super::provision::ProvisionSettings::from_config(&cluster, String::new(), crate::core::cloud_init::Template::default_template()).unwrap();
+        let prov = Provisioner::new(client, settings);
         let engine = Engine::new(store.clone(), Limits::default(), RepoPolicy::default(), Some(prov), "agent-a".into());
         let raw = RawSpec { name: Some("doomed".into()), repo_url: Some("https://github.com/o/r".into()), framework: Some("flask".into()), ..RawSpec::default() };
         let mut d = Deployment::new(Spec::parse(raw, &Limits::default(), &RepoPolicy::default()).unwrap(), now_millis());

@@ -1,21 +1,10 @@
 //! The audit trail: who changed what, through which door, and when. Append-only.
 
-use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::{decode, now_millis, Store, StoreError};
 use crate::core::command::Actor;
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AuditEntry {
-    pub at: i64,
-    pub actor: String,
-    pub door: String,
-    pub action: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub target: Option<String>,
-    pub detail: String,
-}
+pub use crate::core::audit::AuditEntry;
 
 impl AuditEntry {
     /// An entry stamped now.

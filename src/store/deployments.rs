@@ -6,11 +6,13 @@ use serde_json::json;
 use super::leases::{Lease, CHECK_LEASE};
 use super::{decode, Store, StoreError};
 use crate::core::deployment::{Deployment, DeploymentId, Framework, GuestType, Spec};
-use crate::core::names::{AppName, AppNamePrefix, GitRef, HealthPath, NodeName, StartCommand, VmId};
+use crate::core::names::{AppName, GitRef, HealthPath, NodeName, StartCommand, VmId};
 use crate::core::repo::RepoUrl;
 use crate::core::status::Status;
 use super::audit::AuditEntry;
 use super::logs::LogLine;
+pub use crate::core::listing::{DeploymentPage, Filter, PageStart};
+pub use crate::core::status::Event;
 
 /// The stored shape. Optional fields are omitted when empty (SurrealDB `option<T>` means absent, not null).
 #[derive(Debug, Serialize, Deserialize)]
@@ -29,6 +31,10 @@ pub(super) struct Row {
     guest_type: String,
     framework: String,
     repo_url: String,
+    /// The repository's `owner/name` as pushes name it, lowercase (`RepoUrl::full_name`): the key of the index a
+    /// push is routed by (`deployment_repo_name`, migration v20). Absent only in rows written before v20.
+    #[serde(default)]
+    repo_name: String,
     branch: String,
     cpu: i64,
     memory_mib: i64,
@@ -109,6 +115,7 @@ impl From<&Deployment> for Row {
             guest_type: s.guest_type.as_str().into(),
             framework: s.framework.as_str().into(),
             repo_url: s.repo_url.to_string(),
+            repo_name: s.repo_url.full_name().to_ascii_lowercase(),
             branch: s.branch.to_string(),
             cpu: s.cpu.into(),
             memory_mib: s.memory_mib.into(),
@@ -200,38 +207,6 @@ impl TryFrom<Row> for Deployment {
     }
 }
 
-/// Which deployments a listing shows. Every combination is served by an index (see migration v10).
-#[derive(Debug, Clone, Default)]
-pub struct Filter {
-    pub status: Option<Status>,
-    pub framework: Option<Framework>,
-    /// The start of the name.
-    pub name: Option<AppNamePrefix>,
-}
-
-/// Where a page of deployments starts.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub enum PageStart {
-    /// The newest.
-    #[default]
-    First,
-    /// Just after (older than) this deployment: a keyset cursor, stable under concurrent inserts
-    /// (new deployments sort before it) and as cheap deep in the list as at its start.
-    After(DeploymentId),
-    /// After skipping this many: a convenience whose cost grows with the offset (the index is walked).
-    Offset(u32),
-}
-
-/// A page of deployments, newest first.
-#[derive(Debug, Clone)]
-pub struct DeploymentPage {
-    pub items: Vec<Deployment>,
-    /// How many match the filter in all (from maintained counters unless a name is given).
-    pub total: u64,
-    /// Whether more deployments follow the last one here.
-    pub more: bool,
-}
-
 /// The two queries behind a page of deployments, and their variables.
 /// The value of `list_scope` in every row.
 const LIST_SCOPE_ALL: &str = "all";
@@ -288,15 +263,6 @@ impl ListQuery {
     }
 }
 
-/// One recorded status change.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Event {
-    pub at: i64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub from: Option<String>,
-    pub to: String,
-    pub message: String,
-}
 
 const SELECT: &str = "SELECT *, record::id(id) AS key FROM";
 
@@ -596,13 +562,28 @@ pub struct Stats {
 }
 
 impl Store {
-    /// Live deployments (not `destroyed`) whose repository URL mentions `full_name`, case-insensitive:
-    /// a coarse pre-filter; the caller matches host and name exactly (`RepoIdentity::matches`).
+    /// Live deployments (not `destroyed`) of a repository named `full_name` (`owner/name`, case-insensitive) on any
+    /// host, oldest first; the caller matches the host (`RepoIdentity::matches`). A walk of the `repo_name` index
+    /// (migration v20), so a push costs what its repository's deployments cost, not a scan of every deployment.
     pub async fn deployments_mentioning_repo(&self, full_name: &str) -> Result<Vec<Deployment>, StoreError> {
-        let sql = format!("{SELECT} deployment WHERE status != 'destroyed' AND string::contains(string::lowercase(repo_url), $needle) ORDER BY created_at ASC");
-        let rows = self.run(&sql, json!({ "needle": full_name.to_ascii_lowercase() })).await?;
-        rows_to_deployments(rows.into_iter().next().unwrap_or_default())
+        let rows = self.run(&repo_query(""), json!({ "name": full_name.to_ascii_lowercase() })).await?;
+        let mut found = rows_to_deployments(rows.into_iter().next().unwrap_or_default())?;
+        found.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        Ok(found)
     }
+
+    /// How the database plans `deployments_mentioning_repo` (SurrealDB's `EXPLAIN`).
+    #[doc(hidden)]
+    pub async fn explain_repo_query(&self, full_name: &str) -> Result<serde_json::Value, StoreError> {
+        let rows = self.run(&repo_query("EXPLAIN"), json!({ "name": full_name.to_ascii_lowercase() })).await?;
+        Ok(serde_json::Value::Array(rows.into_iter().next().unwrap_or_default()))
+    }
+}
+
+/// The deployments of one repository by the `repo_name` index; the few it finds are sorted by the caller (an
+/// `ORDER BY` here would make the planner walk the creation index instead).
+fn repo_query(explain: &str) -> String {
+    format!("{SELECT} deployment WHERE repo_name = $name AND status != 'destroyed' {explain}")
 }
 
 /// A revision-checked save of one deployment, as statements to run inside a transaction (the caller

@@ -2,43 +2,11 @@
 
 use std::sync::atomic::{AtomicI64, Ordering};
 
-use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::{decode, now_millis, Store, StoreError};
 use crate::core::deployment::DeploymentId;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Level {
-    Debug,
-    Info,
-    Warn,
-    Error,
-}
-
-impl Level {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Level::Debug => "debug",
-            Level::Info => "info",
-            Level::Warn => "warn",
-            Level::Error => "error",
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LogLine {
-    pub deployment: String,
-    /// Strictly increasing within an agent (nanoseconds since the epoch, bumped on ties); the read cursor.
-    pub seq: i64,
-    /// Milliseconds since the epoch.
-    pub ts: i64,
-    pub level: Level,
-    pub step: String,
-    pub text: String,
-}
+pub use crate::core::log::{Level, LogLine};
 
 static LAST_SEQ: AtomicI64 = AtomicI64::new(0);
 
@@ -54,6 +22,7 @@ fn next_seq() -> i64 {
     }
 }
 
+/// Made here, not in `core`: a line is stamped with the clock and the agent's cursor.
 impl LogLine {
     /// A new line stamped now, with the next cursor.
     pub fn new(id: &DeploymentId, level: Level, step: &str, text: &str) -> LogLine {

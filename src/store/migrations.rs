@@ -325,6 +325,18 @@ const MIGRATIONS: &[&str] = &[
     DEFINE FIELD IF NOT EXISTS host_key ON restore_source TYPE option<string>;
     DEFINE FIELD IF NOT EXISTS commit ON restore_source TYPE option<string>;
     "#,
+    // v20: pushes are routed by an index on the repository's `owner/name` (lowercase; `RepoUrl::full_name`), not by a
+    // scan of every deployment's URL (issue #18). Rows written before it get the name from their URL: the path after
+    // `scheme://authority/` or `user@host:`, without a trailing `.git` or `/` (as `RepoUrl::from_stored` reads it).
+    r#"
+    DEFINE FIELD IF NOT EXISTS repo_name ON deployment TYPE string DEFAULT '';
+    DEFINE INDEX IF NOT EXISTS deployment_repo_name ON deployment FIELDS repo_name;
+    -- After the index: an index defined in a transaction is built from the rows as they were before it.
+    UPDATE deployment SET repo_name = string::replace(
+        string::replace(string::lowercase(repo_url), <regex> "^[a-z][a-z0-9+.-]*://[^/]*/|^[^@:/]*@[^:/]*:", ''),
+        <regex> "([.]git)?/*$", ''
+    ) RETURN NONE;
+    "#,
 ];
 
 /// The schema version this binary writes.
@@ -537,6 +549,47 @@ mod tests {
         assert_eq!(super::current_version(&store).await.unwrap(), super::LATEST);
         let page = store.list_deployments(&Filter::default(), 500, &PageStart::First).await.unwrap();
         assert_eq!((page.total, page.items.len()), (300, 300), "every row is on the unfiltered list's new index");
+    }
+
+    /// v20 on deployments as v19 wrote them (no `repo_name`): each gets the repository name `RepoUrl::from_stored`
+    /// reads from its URL, whatever form the URL has, and pushes find them by the new index (`EXPLAIN` says so).
+    #[tokio::test]
+    async fn v20_names_the_repository_of_deployments_written_before_it() {
+        use crate::core::repo::RepoUrl;
+        let cfg = DatabaseConfig { url: "mem://".into(), namespace: "t".into(), database: "t".into(), credentials: None };
+        let store = Store::open_at_schema(&cfg, 19).await.unwrap();
+        let urls = [
+            "https://github.com/Owner/Repo",
+            "https://github.com/owner/repo.git",
+            "https://github.com/owner/repo/",
+            "https://github.com/owner/repo.git/",
+            "HTTPS://GitHub.com/owner/repo.github.io",
+            "ssh://git@github.com/owner/repo.git",
+            "git@github.com:owner/repo.git",
+            "https://gitlab.example:8443/group/sub/repo.git",
+            "https://github.com/other/repo",
+        ];
+        let mut ids = vec![];
+        for (i, url) in urls.iter().enumerate() {
+            let id = crate::core::deployment::DeploymentId::generate().to_string();
+            let row = json!({
+                "name": format!("app-{i}"), "guest_type": "lxc", "framework": "flask", "repo_url": url, "branch": "main",
+                "cpu": 1, "memory_mib": 512, "disk_gb": 8, "auto_redeploy": false, "status": "pending", "created_at": i, "updated_at": i,
+                "revision": 0, "list_key": id, "list_scope": "all",
+            });
+            store.run("CREATE type::record('deployment', $id) CONTENT $row RETURN NONE", json!({ "id": id, "row": row })).await.unwrap();
+            ids.push(id);
+        }
+        super::apply(&store, super::LATEST).await.unwrap();
+        for (url, id) in urls.iter().zip(&ids) {
+            let got = store.run("SELECT VALUE repo_name FROM ONLY type::record('deployment', $id)", json!({ "id": id })).await.unwrap();
+            let want = RepoUrl::from_stored(url.to_string()).full_name().to_ascii_lowercase();
+            assert_eq!(got[0][0].as_str(), Some(want.as_str()), "{url}");
+        }
+        let found: Vec<String> = store.deployments_mentioning_repo("OWNER/repo").await.unwrap().iter().map(|d| d.spec.name.to_string()).collect();
+        assert_eq!(found, ["app-0", "app-1", "app-2", "app-3", "app-5", "app-6"], "oldest first, every URL form");
+        let plan = store.explain_repo_query("owner/repo").await.unwrap().to_string();
+        assert!(plan.contains("deployment_repo_name"), "the push walks the index: {plan}");
     }
 
     /// v15 on provisioning progress as v14 wrote it (one flat object, whatever the step): every step's row reads back

@@ -11,49 +11,7 @@ use serde_json::json;
 use super::{decode, Store, StoreError};
 use crate::core::deployment::DeploymentId;
 use crate::core::schedule::{RawSchedule, Schedule, ScheduleSpec};
-
-/// How a run ended (or that it is still running).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RunOutcome {
-    Running,
-    Succeeded,
-    Failed,
-    Skipped,
-}
-
-impl RunOutcome {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RunOutcome::Running => "running",
-            RunOutcome::Succeeded => "succeeded",
-            RunOutcome::Failed => "failed",
-            RunOutcome::Skipped => "skipped",
-        }
-    }
-
-    fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "running" => RunOutcome::Running,
-            "succeeded" => RunOutcome::Succeeded,
-            "failed" => RunOutcome::Failed,
-            "skipped" => RunOutcome::Skipped,
-            _ => return None,
-        })
-    }
-}
-
-/// One occurrence of a schedule as recorded.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RunRecord {
-    pub schedule: String,
-    /// The occurrence (UTC ms) this run is for.
-    pub occurrence: i64,
-    pub agent: String,
-    pub started_at: i64,
-    pub ended_at: Option<i64>,
-    pub outcome: RunOutcome,
-    pub message: String,
-}
+pub use crate::core::schedule::{RunOutcome, RunRecord};
 
 /// A claimed occurrence: present the token when renewing or finishing it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -7,6 +7,7 @@ use crate::core::repo::RepoUrl;
 use crate::core::validation::{FieldError, ValidationErrors};
 use crate::core::preview::{HeadRepo, PrAction, PullRequestEvent};
 use crate::core::webhook::{commit_or_none, skip_marker, PushEvent, PushedRef, RepoIdentity, MAX_LISTED_COMMITS};
+pub use crate::core::webhook::parse_event_name;
 
 /// A delivery, converted: what the door acts on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,18 +51,6 @@ impl GithubEvent {
             GithubEvent::Push(p) => Some(&p.repo.full_name),
             GithubEvent::PullRequest(pr) => Some(&pr.repo.full_name),
         }
-    }
-}
-
-/// `X-GitHub-Event`: 1–64 lowercase letters or underscores (`push`, `ping`, `pull_request`, …).
-pub fn parse_event_name(raw: Option<&str>) -> Result<String, FieldError> {
-    let field = "X-GitHub-Event";
-    let raw = raw.ok_or_else(|| FieldError::new(field, "required", "is required (the GitHub event name)"))?;
-    let ok = !raw.is_empty() && raw.len() <= 64 && raw.bytes().all(|b| b.is_ascii_lowercase() || b == b'_');
-    if ok {
-        Ok(raw.to_owned())
-    } else {
-        Err(FieldError::new(field, "event_name", "must be a GitHub event name: 1-64 lowercase letters or underscores"))
     }
 }
 

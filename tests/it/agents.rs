@@ -18,8 +18,11 @@ use crate::provision::{start_sim, Cluster};
 fn engine(cluster: &Cluster, store: &Store, name: &str) -> Engine {
     let (token_id, secret) = cluster.sim.admin_token();
     let trust = TlsTrust::parse_fingerprint(&cluster.sim.fingerprint_sha256()).unwrap();
-    let client = PveClient::new(PveConfig::new(format!("https://{}", cluster.sim.addr()), token_id, pvedeploy::config::Secret::new(secret), trust)).unwrap();
-    let mut settings = ProvisionSettings::sandbox("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl test".into());
+    let endpoint = format!("https://{}", cluster.sim.addr());
+    let client = PveClient::new(PveConfig::new(endpoint.clone(), token_id.clone(), pvedeploy::config::Secret::new(secret.clone()), trust)).unwrap();
+    let c = pvedeploy::sandbox::cluster_settings(endpoint, token_id, pvedeploy::config::Secret::new(secret), cluster.sim.fingerprint_sha256(), None);
+    let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl test";
+    let mut settings = ProvisionSettings::from_config(&c, key.into(), pvedeploy::core::cloud_init::Template::default_template()).unwrap();
     settings.poll = Duration::from_millis(50);
     Engine::new(store.clone(), Limits::default(), RepoPolicy::default(), Some(Provisioner::new(client, settings)), name.into())
 }

@@ -407,6 +407,8 @@ fn quick() -> Policy {
 /// An engine without a cluster over its own store, and a reporter following it that posts to `fake`.
 struct Engined {
     engine: Engine,
+    /// The engine's store, written as the engine would (the engine keeps its own store to itself).
+    store: Store,
     reporter: Reporter,
     _dir: tempfile::TempDir,
 }
@@ -415,11 +417,11 @@ impl Engined {
     async fn start(fake: &FakeGithub, policy: Policy) -> Engined {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&Config::for_data_dir(dir.path()).database).await.unwrap();
-        let engine = Engine::new(store, Limits::default(), RepoPolicy::default(), None, "agent-github".into());
+        let engine = Engine::new(store.clone(), Limits::default(), RepoPolicy::default(), None, "agent-github".into());
         let api = GithubApi { token: Secret::new(TOKEN.into()), token_file: None, api_base: fake.base.clone(), web_host: "github.com".into(), dashboard_url: Some(DASHBOARD.into()) };
         let reporter = Reporter::with_policy(engine.clone(), &api, policy);
         reporter.spawn();
-        Engined { engine, reporter, _dir: dir }
+        Engined { engine, store, reporter, _dir: dir }
     }
 
     /// A deployment of `repo_url`, recorded and provisioned (`installing`) as the engine leaves it before its first deploy.
@@ -427,7 +429,7 @@ impl Engined {
         let raw = RawSpec { name: Some(name.into()), repo_url: Some(repo_url.into()), framework: Some("flask".into()), ..RawSpec::default() };
         let repos = RepoPolicy { allowed_hosts: vec!["github.com".into(), "gitlab.com".into()], ..RepoPolicy::default() };
         let d = Deployment::new(Spec::parse(raw, &Limits::default(), &repos).unwrap(), now_millis());
-        self.engine.store().create_deployment(&d, "created").await.unwrap();
+        self.store.create_deployment(&d, "created").await.unwrap();
         let d = self.engine.transition(d, Status::Provisioning, "provisioning").await.unwrap();
         self.engine.transition(d, Status::Installing, "guest ready").await.unwrap()
     }
@@ -440,22 +442,22 @@ impl Engined {
         let d = if d.status == Status::Installing { d } else { self.engine.transition(d, Status::Deploying, "redeploy started").await.unwrap() };
         let c = CommitSha::parse(commit).unwrap();
         let mut r = Release { deployment: id.clone(), id: ReleaseId::new(now_millis(), &c), commit: commit.into(), status: ReleaseStatus::Deploying, step: DeployStep::Boot, trigger: Trigger::Push, timings: vec![], error: None, created_at: now_millis(), finished_at: None };
-        self.engine.store().save_release(&r).await.unwrap();
+        self.store.save_release(&r).await.unwrap();
         if d.status == Status::Installing {
             self.engine.transition(d, Status::Deploying, "runtime installed").await.unwrap();
         }
         for step in [DeployStep::Boot, DeployStep::Install, DeployStep::Fetch, DeployStep::Dependencies, DeployStep::Build, DeployStep::Start, DeployStep::Health, DeployStep::Switch] {
             r.step = step;
-            self.engine.store().save_release(&r).await.unwrap();
+            self.store.save_release(&r).await.unwrap();
             self.engine.log(&id, Level::Info, step.as_str(), &format!("{} …", step.as_str())).await;
             if let Some((at, why)) = failed_at.filter(|(at, _)| *at == step) {
                 r.status = ReleaseStatus::Failed;
                 r.error = Some(why.into());
                 r.finished_at = Some(now_millis());
-                self.engine.store().save_release(&r).await.unwrap();
+                self.store.save_release(&r).await.unwrap();
                 let msg = format!("deploy failed at step {}: {why}", at.as_str());
                 self.engine.log(&id, Level::Error, at.as_str(), &msg).await;
-                let mut back = self.engine.store().get_deployment(&id).await.unwrap().unwrap();
+                let mut back = self.store.get_deployment(&id).await.unwrap().unwrap();
                 back.error_message = Some(msg.clone());
                 let to = if back.url.is_some() { Status::Running } else { Status::Failed };
                 return self.engine.transition(back, to, &msg).await.unwrap();
@@ -463,8 +465,8 @@ impl Engined {
         }
         r.status = ReleaseStatus::Active;
         r.finished_at = Some(now_millis());
-        self.engine.store().activate_release(&r).await.unwrap();
-        let mut d = self.engine.store().get_deployment(&id).await.unwrap().unwrap();
+        self.store.activate_release(&r).await.unwrap();
+        let mut d = self.store.get_deployment(&id).await.unwrap().unwrap();
         d.url = Some(LIVE_URL.into());
         d.commit = Some(commit.into());
         d.error_message = None;
@@ -473,7 +475,7 @@ impl Engined {
 
     /// The deployment's `github` log lines.
     async fn github_log(&self, d: &Deployment) -> Vec<String> {
-        let lines = self.engine.store().read_log(&d.id, 0, 1000).await.unwrap();
+        let lines = self.store.read_log(&d.id, 0, 1000).await.unwrap();
         lines.into_iter().filter(|l| l.step == pvedeploy::github::LOG_STEP).map(|l| l.text).collect()
     }
 
@@ -630,7 +632,7 @@ async fn a_github_that_fails_refuses_or_rate_limits_is_tried_as_the_policy_says_
 async fn as_preview(w: &Engined, parent: &Deployment, preview: &Deployment, repo: &str, number: u64, head: &str) {
     let now = now_millis();
     let rec = PreviewRecord { parent: parent.id.clone(), number, repo: repo.into(), deployment: preview.id.clone(), head_sha: head.into(), comment_id: None, created_at: now, updated_at: now };
-    w.engine.store().save_preview(&rec).await.unwrap();
+    w.store.save_preview(&rec).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -175,3 +175,54 @@ fn slugs_follow_githubs_rules() {
     assert_eq!(slug("0001 — The store: durable 2xx"), "0001--the-store-durable-2xx");
     assert_eq!(slug("See [the API](api.md)"), "see-the-api");
 }
+
+/// A module's files: `src/<name>.rs` and everything under `src/<name>/`.
+fn module_files(name: &str) -> Vec<PathBuf> {
+    let src = root().join("src");
+    let mut out = vec![src.join(format!("{name}.rs"))];
+    files(&src.join(name), ".rs", &mut out);
+    out.retain(|p| p.exists());
+    out
+}
+
+/// Each line of a module's files that holds one of `needles`, as `path:line: text`.
+fn lines_holding(modules: &[&str], needles: &[&str]) -> Vec<String> {
+    let root = root();
+    let mut found = Vec::new();
+    for m in modules {
+        let paths = module_files(m);
+        assert!(!paths.is_empty(), "the module {m} has files");
+        for path in paths {
+            let text = std::fs::read_to_string(&path).unwrap();
+            for (n, line) in text.lines().enumerate() {
+                if needles.iter().any(|needle| line.contains(needle)) {
+                    found.push(format!("{}:{}: {}", path.strip_prefix(&root).unwrap().display(), n + 1, line.trim()));
+                }
+            }
+        }
+    }
+    found
+}
+
+/// The doors (HTTP API, GitHub webhooks, Discord, the command line's client) talk only to the engine: they read
+/// through its methods and import no store module (the types they share with it live in `core`).
+#[test]
+fn doors_talk_only_to_the_engine() {
+    let doors = ["api", "webhooks", "discord", "remote"];
+    let found = lines_holding(&doors, &[".store()", "crate::store"]);
+    assert!(found.is_empty(), "doors reach the store around the engine (read through `Engine`, import shared types from `core`): {found:#?}");
+}
+
+/// The doors do not import each other: `server::routes` composes their routes, each with its own state, and what
+/// they share (the JSON error bodies) is in `http`.
+#[test]
+fn the_doors_do_not_import_each_other() {
+    let doors = ["api", "webhooks", "discord", "remote"];
+    let mut found = Vec::new();
+    for door in doors {
+        let others: Vec<String> = doors.iter().filter(|o| **o != door).map(|o| format!("crate::{o}")).collect();
+        let others: Vec<&str> = others.iter().map(String::as_str).collect();
+        found.extend(lines_holding(&[door], &others));
+    }
+    assert!(found.is_empty(), "a door imports another (compose routes in server::routes, share through http or core): {found:#?}");
+}

@@ -1,4 +1,7 @@
-//! Routes a recorded push: finds the deployments tracking the pushed branch, claims the push, applies the same-push rule per deployment, asks the engine, records each outcome.
+//! Webhook deliveries once the door verified and parsed them: records a delivery before any effect (a GUID seen
+//! before runs again only if it did not act), routes a recorded push (finds the deployments tracking the pushed
+//! branch, claims the push, applies the same-push rule per deployment, redeploys, audits, records each outcome),
+//! hands a pull request to `previews`, and routes at start the pushes recorded but not routed.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -10,15 +13,15 @@ use crate::core::preview::PullRequestEvent;
 use crate::core::webhook::{
     commit_or_none, push_skip, route_bound, same_push, Decision, DeliveryId, Outcome, PushAction, PushClaim, PushEvent, PushedRef, RepoIdentity, Skip,
 };
+use crate::core::delivery::{DeliveryRecord, TargetOutcome};
+use crate::core::log::Level;
 use crate::engine::{Engine, EngineError, RedeployTicket};
-use crate::store::deliveries::{DeliveryRecord, TargetOutcome};
-use crate::store::logs::Level;
 use crate::store::StoreError;
 
 /// Pushes to one ref of one repository are routed one at a time (in this agent), so a copy of a push always sees
 /// what the engine made of the first: the claim, the heading read and the engine's answer happen in one turn.
 #[derive(Default)]
-pub struct Lanes {
+pub(super) struct Lanes {
     lanes: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
@@ -55,10 +58,91 @@ struct Routed {
     same_push_as: Option<DeliveryId>,
 }
 
-/// Handles one push delivery to the end and records its outcome; failures are recorded, never lost.
-pub async fn push(engine: &Engine, lanes: &Lanes, delivery: &DeliveryId, push: &PushEvent) {
+/// What recording a delivery found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Received {
+    /// A GUID not seen before.
+    New,
+    /// The `n`th retry of a GUID whose attempt before led to `before`, which did not act: it is processed again.
+    Retry { n: i64, before: Outcome },
+    /// A GUID seen before that acted (`before`), or is being processed again already: nothing is done.
+    Duplicate { before: Outcome },
+}
+
+impl Engine {
+    /// Records a delivery before anything acts on it. A GUID seen before whose outcome did not act
+    /// (`Outcome::acted`) is taken for another attempt, once (a conditional write on its retry count); any other
+    /// repeat is a duplicate, counted as a redelivery.
+    pub async fn receive_delivery(&self, record: &DeliveryRecord) -> Result<Received, StoreError> {
+        let store = &self.inner.store;
+        match store.record_delivery(record).await {
+            Ok(()) => return Ok(Received::New),
+            Err(StoreError::Taken { .. }) => {}
+            Err(e) => return Err(e),
+        }
+        let seen = match store.get_delivery(&record.delivery).await? {
+            Some(seen) => seen,
+            None => return Err(StoreError::Unavailable(format!("the delivery {} was recorded but cannot be read back", record.delivery))),
+        };
+        if !seen.outcome.acted() && store.retry_delivery(&seen, record).await? {
+            tracing::info!(delivery = %record.delivery, before = %seen.outcome, "webhook delivery processed again");
+            return Ok(Received::Retry { n: seen.retries + 1, before: seen.outcome });
+        }
+        if let Err(e) = store.note_redelivery(&record.delivery).await {
+            tracing::warn!(delivery = %record.delivery, error = %e, "could not count a redelivery");
+        }
+        tracing::info!(delivery = %record.delivery, "duplicate webhook delivery ignored");
+        Ok(Received::Duplicate { before: seen.outcome })
+    }
+
+    /// Records a delivery the door refused unread (too large) under its GUID, unless that GUID is recorded already:
+    /// `Ok(false)` then, and the record is left as it was.
+    pub async fn record_refused_delivery(&self, record: &DeliveryRecord) -> Result<bool, StoreError> {
+        match self.inner.store.record_delivery(record).await {
+            Ok(()) => Ok(true),
+            Err(StoreError::Taken { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Handles one recorded push delivery to the end and records its outcome; failures are recorded, never lost.
+    pub async fn on_push(&self, delivery: &DeliveryId, push: &PushEvent) {
+        route_push(self, delivery, push).await
+    }
+
+    /// Handles one recorded pull request delivery to the end (`Engine::pull_request` decides and acts) and records
+    /// its outcome. Deliveries of one pull request are handled one at a time.
+    pub async fn on_pull_request(&self, delivery: &DeliveryId, pr: &PullRequestEvent) {
+        route_pull_request(self, delivery, pr).await
+    }
+
+    /// The deliveries recorded but not routed when the agent last stopped (a crash between the 202 and the
+    /// engine's answer), oldest first; none on a read-only agent.
+    pub async fn unrouted_deliveries(&self) -> Result<Vec<DeliveryRecord>, StoreError> {
+        if self.read_only().is_some() {
+            return Ok(vec![]);
+        }
+        self.inner.store.unrouted_deliveries().await
+    }
+
+    /// Routes one delivery `unrouted_deliveries` returned; its push claim keeps it from acting twice. One that
+    /// cannot be read back as a push is recorded failed.
+    pub async fn resume_delivery(&self, record: &DeliveryRecord) {
+        match push_from_record(record) {
+            Some(push) => self.on_push(&record.delivery, &push).await,
+            None => {
+                let why = "the recorded delivery could not be read back (a push whose record lacks a field, or a pull request, whose payload is not kept); redeliver it from GitHub";
+                if let Err(e) = self.inner.store.finish_delivery(&record.delivery, Outcome::Failed, Some(why), &[], None).await {
+                    tracing::error!(delivery = %record.delivery, error = %e, "could not record a webhook delivery's outcome");
+                }
+            }
+        }
+    }
+}
+
+async fn route_push(engine: &Engine, delivery: &DeliveryId, push: &PushEvent) {
     let routed = {
-        let _turn = lanes.enter(&lane_key(push)).await;
+        let _turn = engine.inner.lanes.enter(&lane_key(push)).await;
         route_and_ask(engine, delivery, push).await
     };
     let r = routed.unwrap_or_else(|e| {
@@ -66,16 +150,14 @@ pub async fn push(engine: &Engine, lanes: &Lanes, delivery: &DeliveryId, push: &
         Routed { outcome: Outcome::Failed, detail: Some(e.to_string()), targets: vec![], same_push_as: None }
     });
     tracing::info!(%delivery, repo = %push.repo.full_name, git_ref = %push.raw_ref, outcome = %r.outcome, "webhook push handled");
-    if let Err(e) = engine.store().finish_delivery(delivery, r.outcome, r.detail.as_deref(), &r.targets, r.same_push_as.as_ref()).await {
+    if let Err(e) = engine.inner.store.finish_delivery(delivery, r.outcome, r.detail.as_deref(), &r.targets, r.same_push_as.as_ref()).await {
         tracing::error!(%delivery, error = %e, "could not record a webhook delivery's outcome");
     }
 }
 
-/// Handles one pull request delivery to the end (the engine decides and acts, `Engine::pull_request`) and records its
-/// outcome. Deliveries of one pull request are handled one at a time.
-pub async fn pull_request(engine: &Engine, lanes: &Lanes, delivery: &DeliveryId, pr: &PullRequestEvent) {
+async fn route_pull_request(engine: &Engine, delivery: &DeliveryId, pr: &PullRequestEvent) {
     let routed = {
-        let _turn = lanes.enter(&format!("{}\npull/{}", pr.repo.full_name.to_ascii_lowercase(), pr.number)).await;
+        let _turn = engine.inner.lanes.enter(&format!("{}\npull/{}", pr.repo.full_name.to_ascii_lowercase(), pr.number)).await;
         engine.pull_request(pr, delivery).await
     };
     let what = format!("pull request #{} `{}` (head {})", pr.number, pr.action, pr.head_sha.as_str());
@@ -96,13 +178,13 @@ pub async fn pull_request(engine: &Engine, lanes: &Lanes, delivery: &DeliveryId,
         }
     };
     tracing::info!(%delivery, repo = %pr.repo.full_name, number = pr.number, action = %pr.action, %outcome, "webhook pull request handled");
-    if let Err(e) = engine.store().finish_delivery(delivery, outcome, Some(&detail), &targets, None).await {
+    if let Err(e) = engine.inner.store.finish_delivery(delivery, outcome, Some(&detail), &targets, None).await {
         tracing::error!(%delivery, error = %e, "could not record a webhook delivery's outcome");
     }
 }
 
 /// A recorded push delivery as the `PushEvent` it was converted into; `None` when it is not a push or the record lacks a field.
-pub fn push_from_record(r: &DeliveryRecord) -> Option<PushEvent> {
+fn push_from_record(r: &DeliveryRecord) -> Option<PushEvent> {
     if r.event != "push" {
         return None;
     }
@@ -146,7 +228,7 @@ async fn route_and_ask(engine: &Engine, delivery: &DeliveryId, push: &PushEvent)
     if let Some(skip) = push_skip(push) {
         return Ok(Routed { outcome: Outcome::Ignored(skip), detail: None, targets: vec![], same_push_as: None });
     }
-    let store = engine.store();
+    let store = &engine.inner.store;
     let mut candidates = store.deployments_mentioning_repo(&push.repo.full_name).await?;
     // Deployments of this repository under an earlier name, known by its id.
     if let Some(rid) = push.repo.id {
@@ -233,7 +315,7 @@ async fn ask(engine: &Engine, delivery: &DeliveryId, push: &PushEvent, id: &Depl
         (why, said) => why.or(said),
     };
     let what = format!("delivery={delivery} repo={} ref={} commit={sha} outcome={outcome}", push.repo.full_name, push.raw_ref);
-    if let Err(e) = engine.store().audit(actor, "webhook_redeploy", Some(id.as_str()), &what).await {
+    if let Err(e) = engine.inner.store.audit(actor, "webhook_redeploy", Some(id.as_str()), &what).await {
         tracing::error!(%delivery, error = %e, "could not audit a webhook redeploy request");
     }
     let said = detail.as_deref().map(|d| format!(": {d}")).unwrap_or_default();

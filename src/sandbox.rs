@@ -1,6 +1,8 @@
 //! The built-in sandbox: when no Proxmox cluster is configured, `serve` starts the Proxmox VE simulator
 //! in-process (real systemd-nspawn guests when the machine allows, API-only guests otherwise) as a freshly
 //! installed PVE 9 cluster, and prepares it through the API exactly as docs/configuration.md tells an operator to.
+//! The cluster persists in `<data_dir>/sandbox` (the simulator's `cluster.json` and the guests' disks): a restarted
+//! `serve` finds its guests again, running ones started anew at the same addresses with the same host keys.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -33,7 +35,7 @@ impl Sandbox {
         std::fs::create_dir_all(&state_dir).with_context(|| format!("creating {}", state_dir.display()))?;
         // sshd and nspawn want absolute paths; the default data dir is relative (./data).
         let state_dir = state_dir.canonicalize().with_context(|| format!("resolving {}", state_dir.display()))?;
-        let mut cfg = SimConfig::sandbox(state_dir.clone());
+        let mut cfg = SimConfig::sandbox(state_dir.clone()).persistent();
         // A stock install (no snippets content, no templates): `prepare` does the rest through the API.
         cfg.cluster = pvedeploy_sim::ClusterSpec { name: cfg.cluster.name.clone(), ..pvedeploy_sim::ClusterSpec::stock(9) };
         let mut real = false;
@@ -66,6 +68,9 @@ impl Sandbox {
         }
         let token = cfg.tokens.first().cloned().context("the sandbox has a token")?;
         let handle = Simulator::start(cfg).await.context("starting the Proxmox VE simulator")?;
+        if handle.restored() {
+            tracing::info!(state = %state_dir.display(), "the sandbox cluster was restored; its running guests start again in the background");
+        }
         if let Err(e) = prepare(&handle).await {
             handle.shutdown().await;
             return Err(e.context("preparing the sandbox cluster through its API"));
@@ -130,13 +135,30 @@ const GUEST_STORAGE: &str = "local-lvm";
 /// on `local` (`pvesm set local --content …,snippets`), download the container template on every node (`pveam
 /// download local …`), and make the cloud-init VM template 9000 (`qm create` shaped as the PVE 9 GUI makes a UEFI
 /// VM, with a cloud-init drive and the guest agent, then `qm template`). Every call goes through the API, with
-/// the simulator's root token and its pinned certificate.
+/// the simulator's root token and its pinned certificate. A restored sandbox has done it all before (or part of
+/// it, when stopped halfway): each step looks first and does only what is missing.
 async fn prepare(sim: &SimHandle) -> anyhow::Result<()> {
     let api = Api::new(sim)?;
     api.call(reqwest::Method::PUT, &format!("/storage/{FILE_STORAGE}"), &[("content", "iso,vztmpl,backup,import,snippets")]).await?;
     for node in sim.node_names() {
+        let have = api.call(reqwest::Method::GET, &format!("/nodes/{node}/storage/{FILE_STORAGE}/content?content=vztmpl"), &[]).await?;
+        let volid = format!("{FILE_STORAGE}:vztmpl/{LXC_TEMPLATE}");
+        if have.as_array().is_some_and(|v| v.iter().any(|c| c["volid"] == volid.as_str())) {
+            continue;
+        }
         let upid = api.call(reqwest::Method::POST, &format!("/nodes/{node}/aplinfo"), &[("storage", FILE_STORAGE), ("template", LXC_TEMPLATE)]).await?;
         api.task(&upid).await?;
+    }
+    let vms = api.call(reqwest::Method::GET, "/nodes/pve1/qemu", &[]).await?;
+    let existing = vms.as_array().and_then(|v| v.iter().find(|g| g["vmid"].as_u64() == Some(u64::from(VM_TEMPLATE))).cloned());
+    if let Some(vm) = existing {
+        if vm["template"] != 1 {
+            let upid = api.call(reqwest::Method::POST, &format!("/nodes/pve1/qemu/{VM_TEMPLATE}/template"), &[]).await?;
+            if upid.is_string() {
+                api.task(&upid).await?;
+            }
+        }
+        return Ok(());
     }
     let vmid = VM_TEMPLATE.to_string();
     let disk = |rest: &str| format!("{GUEST_STORAGE}:{rest}");

@@ -3,7 +3,7 @@
 use std::net::Ipv4Addr;
 
 /// Which PVE guest type a started guest is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum GuestKind {
     Qemu,
     Lxc,
@@ -47,6 +47,12 @@ pub trait GuestBackend: Send + Sync + 'static {
     /// Guest booted (sshd accepting); the sim's agent answers only when true AND the delay passed.
     async fn is_up(&self, vmid: u32) -> bool;
     async fn shutdown_all(&self);
+    /// Called once as the simulator starts, before its API listens, with every VMID its cluster has: what the
+    /// backend holds for any other VMID (a previous run's guest) belongs to no guest and must never reach a new
+    /// guest given that VMID. Quick (it only puts things aside); [`GuestBackend::clean_set_aside`] removes them.
+    fn set_aside(&self, _known: &std::collections::BTreeSet<u32>) {}
+    /// Removes what `set_aside` put aside (processes, mounts, files); run in the background after start.
+    async fn clean_set_aside(&self) {}
     /// Where the backend keeps the guest's disk as files (created on demand), if it does: vzdump archives
     /// them and a restore unpacks into them. API-only guests have none.
     fn disk_dir(&self, _vmid: u32) -> Option<std::path::PathBuf> {

@@ -14,6 +14,7 @@ pub mod lxc;
 pub mod migrate;
 pub mod nodes;
 pub mod perms;
+pub mod persist;
 pub mod power;
 pub mod qemu;
 pub mod snapshots;
@@ -58,6 +59,10 @@ pub struct Cluster {
     pub calls: Mutex<std::collections::BTreeMap<(String, String), u64>>,
     /// The nodes' clock as vzdump reads it (`backups::Clock`).
     pub clock: backups::Clock,
+    /// Where a persistent simulator keeps the cluster (`SimConfig::persistent`).
+    persister: Option<persist::Persister>,
+    /// Whether the cluster was restored from a previous run's file.
+    pub restored: bool,
 }
 
 /// A validated API call.
@@ -97,10 +102,20 @@ impl Cluster {
         for t in &cfg.cluster.templates {
             qemu::install_template(&mut st, t).map_err(|e| anyhow::anyhow!("template {}: {e}", t.vmid))?;
         }
+        let tasks = Tasks::default();
+        let persister = cfg.persistent.then(|| persist::Persister::new(&cfg.state_dir));
+        let saved = match &persister {
+            Some(p) => p.load()?,
+            None => None,
+        };
+        let restored = saved.is_some();
+        if let Some(saved) = saved {
+            saved.apply(&mut st, &tasks);
+        }
         storage::prepare_dirs(&cfg.state_dir, &st, &cfg.cluster.lxc_templates, cfg.cluster.lxc_template_nodes.as_deref())?;
         Ok(Arc::new(Self {
             state: Mutex::new(st),
-            tasks: Tasks::default(),
+            tasks,
             locks: locks::StorageLocks::default(),
             faults,
             backend: cfg.backend.clone(),
@@ -113,7 +128,32 @@ impl Cluster {
             bridges: cfg.cluster.bridges.clone(),
             calls: Mutex::default(),
             clock: backups::Clock::default(),
+            persister,
+            restored,
         }))
+    }
+
+    /// A persistent simulator writes the cluster to disk if it changed since the last write (off the async
+    /// threads; saves never overlap). A failed write is logged and retried at the next save.
+    pub async fn save(self: &Arc<Self>) {
+        if self.persister.is_none() {
+            return;
+        }
+        let c = self.clone();
+        let _ = tokio::task::spawn_blocking(move || c.save_now()).await;
+    }
+
+    /// `save`, on the calling thread.
+    pub fn save_now(&self) {
+        let Some(p) = &self.persister else { return };
+        let capture = || {
+            let mut saved = persist::Saved::of_state(&self.state());
+            saved.tasks = self.tasks.saved();
+            saved
+        };
+        if let Err(e) = p.save(capture) {
+            tracing::error!(error = %e, "the simulator could not save its cluster; retrying at the next change");
+        }
     }
 
     /// The state; never held across an `.await`.
@@ -173,12 +213,17 @@ impl Cluster {
                     }
                 }
                 Err(message)
-            });
+            }, self.clone().saved_after());
             return upid;
         }
         let fut = work(self.clone(), task.clone());
-        tasks::run_worker(task, fut);
+        tasks::run_worker(task, fut, self.clone().saved_after());
         upid
+    }
+
+    /// Saves once a task has ended (its work and its status).
+    async fn saved_after(self: Arc<Self>) {
+        self.save().await;
     }
 
     /// Counts one call of `method` on the schema path `path` (it passed authentication and routing).

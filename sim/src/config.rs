@@ -26,6 +26,10 @@ pub struct SimConfig {
     pub timing: Timing,
     /// Per-node SSH endpoints (SFTP into the node's storages, PVE paths); `None`: no SSH.
     pub node_ssh: Option<NodeSshConfig>,
+    /// Keep the cluster (guests, volumes, snapshots, finished tasks, addresses) in `<state_dir>/cluster.json`
+    /// across restarts, and start again what ran (see README.md, "Persistence"). Off: every start is a fresh
+    /// install, as tests want.
+    pub persistent: bool,
 }
 
 /// The per-node SSH endpoints: `root` logs in with one of `authorized_keys`, SFTP only.
@@ -57,6 +61,7 @@ impl SimConfig {
             backend: Arc::new(ApiOnlyBackend),
             timing: Timing::default(),
             node_ssh: None,
+            persistent: false,
         }
     }
 
@@ -70,6 +75,12 @@ impl SimConfig {
     pub fn with_real_guests(mut self) -> Result<Self, Unavailable> {
         self.backend = Arc::new(NspawnBackend::detect(&self.state_dir, &default_cache_dir())?);
         Ok(self)
+    }
+
+    /// Keeps the cluster in `<state_dir>/cluster.json` across restarts (`persistent`).
+    pub fn persistent(mut self) -> Self {
+        self.persistent = true;
+        self
     }
 
     /// Runs an SSH endpoint per node (needs root and `sshd`; `Simulator::start` fails otherwise).
@@ -194,7 +205,7 @@ pub struct NodeSpec {
 }
 
 /// The storage plugin types the simulator models.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum StorageKind {
     Dir,
     LvmThin,
@@ -220,7 +231,7 @@ impl StorageKind {
 }
 
 /// A storage definition (`storage.cfg` entry).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct StorageSpec {
     pub id: String,
     pub kind: StorageKind,

@@ -225,7 +225,13 @@ impl ApiServer {
             return Err(ApiError::server("cluster not ready - no quorum?"));
         }
         let call = ApiCall { method: method.to_string(), path: def.path.clone(), params: Params(raw), ident, upload };
-        let reply = self.cluster.dispatch(call).await?;
+        let mutating = call.method != "GET";
+        let reply = self.cluster.dispatch(call).await;
+        if mutating {
+            // A persistent simulator has the change on disk before the client hears of it.
+            self.cluster.save().await;
+        }
+        let reply = reply?;
         Ok(ok_response(reply.data, reply.total))
     }
 

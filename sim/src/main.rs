@@ -6,11 +6,12 @@ use std::path::PathBuf;
 use pvedeploy_sim::{SimConfig, Simulator};
 
 const USAGE: &str = "usage: pvedeploy-sim [--listen ADDR:PORT] [--state-dir DIR] [--schema PATH/apidoc.json]\n\
-                     [--real-guests] [--node-ssh-keys AUTHORIZED_KEYS_FILE]\n\
+                     [--real-guests] [--node-ssh-keys AUTHORIZED_KEYS_FILE] [--persistent]\n\
        pvedeploy-sim --prepare-base\n\
 defaults: --listen 127.0.0.1:8006 --state-dir ./pvedeploy-sim-state --schema <crate>/data/apidoc.json\n\
 --real-guests: systemd-nspawn guests when this machine can run them (else API-only, reason printed)\n\
 --node-ssh-keys: an SFTP endpoint per node (root; needs root and sshd) accepting these keys\n\
+--persistent: keep the cluster in <state-dir>/cluster.json and start again what ran (see README.md)\n\
 --prepare-base: build/unpack the real guests' base image in $PVEDEPLOY_CACHE_DIR and exit";
 
 struct Args {
@@ -20,10 +21,11 @@ struct Args {
     prepare_base: bool,
     real_guests: bool,
     node_ssh_keys: Option<PathBuf>,
+    persistent: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
-    let mut args = Args { listen: SocketAddr::from(([127, 0, 0, 1], 8006)), state_dir: PathBuf::from("pvedeploy-sim-state"), schema: None, prepare_base: false, real_guests: false, node_ssh_keys: None };
+    let mut args = Args { listen: SocketAddr::from(([127, 0, 0, 1], 8006)), state_dir: PathBuf::from("pvedeploy-sim-state"), schema: None, prepare_base: false, real_guests: false, node_ssh_keys: None, persistent: false };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         let (flag, inline) = match arg.split_once('=') {
@@ -37,6 +39,7 @@ fn parse_args() -> Result<Args, String> {
             "--schema" => args.schema = Some(PathBuf::from(value()?)),
             "--prepare-base" => args.prepare_base = true,
             "--real-guests" => args.real_guests = true,
+            "--persistent" => args.persistent = true,
             "--node-ssh-keys" => args.node_ssh_keys = Some(PathBuf::from(value()?)),
             "-h" | "--help" => return Err(USAGE.to_string()),
             other => return Err(format!("unknown argument '{other}'\n{USAGE}")),
@@ -58,6 +61,7 @@ async fn main() -> anyhow::Result<()> {
         return pvedeploy_sim::guest::prepare_base_cli().await;
     }
     let mut cfg = SimConfig::sandbox(args.state_dir);
+    cfg.persistent = args.persistent;
     if args.real_guests {
         cfg = match cfg.clone().with_real_guests() {
             Ok(real) => real,

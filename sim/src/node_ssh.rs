@@ -58,7 +58,12 @@ impl NodeSshEndpoints {
         for node in nodes {
             let (ip, paths) = {
                 let mut st = cluster.state();
-                let ip = st.allocate_ip(None).ok_or_else(|| NodeSshError::NoAddress(node.clone()))?;
+                // A restored cluster's node keeps its address (already counted in use).
+                let restored = st.nodes.get(&node).map(|n| n.ip).filter(|ip| ip.is_loopback() && st.used_ips.contains(ip));
+                let ip = match restored {
+                    Some(ip) => ip,
+                    None => st.allocate_ip(None).ok_or_else(|| NodeSshError::NoAddress(node.clone()))?,
+                };
                 if let Some(n) = st.nodes.get_mut(&node) {
                     n.ip = ip;
                 }

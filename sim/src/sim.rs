@@ -29,6 +29,10 @@ impl Simulator {
         let faults = Faults::default();
         let access = Arc::new(crate::auth::access::Access::new(cfg.cluster.pve_major));
         let cluster = Cluster::new(&cfg, faults.clone(), cert.fingerprint_sha256(), access.clone())?;
+        // What the backend holds of guests this cluster does not know (a previous run's) is put aside before
+        // the API listens, and cleared after it does.
+        let known: std::collections::BTreeSet<u32> = cluster.state().guests.keys().copied().collect();
+        cfg.backend.set_aside(&known);
         let auth = Auth::new(&cfg.tokens, &cfg.users, access);
         let admin = auth.admin_token();
         let node_ssh = match &cfg.node_ssh {
@@ -51,7 +55,42 @@ impl Simulator {
                 .run_with_graceful_shutdown(endpoint(server), async { let _ = stop_rx.await; }, Some(SHUTDOWN_GRACE))
                 .await;
         });
-        Ok(SimHandle { addr, cert, faults, admin, cluster, backend: cfg.backend.clone(), node_ssh, stop: Some(stop_tx), task: Some(task) })
+        let background = tokio::spawn(after_start(cluster.clone(), cfg.persistent));
+        Ok(SimHandle {
+            addr,
+            cert,
+            faults,
+            admin,
+            cluster,
+            backend: cfg.backend.clone(),
+            node_ssh,
+            stop: Some(stop_tx),
+            task: Some(task),
+            background: Some(background),
+        })
+    }
+}
+
+/// How often a persistent simulator saves what changed outside calls and tasks (`SimHandle::set_vm_config`, …).
+const SAVE_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Once the API listens: the restored cluster's running guests boot again (all at once), what a previous run left
+/// is cleared, and a persistent simulator saves every `SAVE_EVERY` what changed.
+async fn after_start(cluster: Arc<Cluster>, persistent: bool) {
+    if cluster.restored {
+        let running: Vec<u32> = cluster.state().guests.iter().filter(|(_, g)| g.running.is_some()).map(|(id, _)| *id).collect();
+        let mut set = tokio::task::JoinSet::new();
+        for vmid in running {
+            let c = cluster.clone();
+            set.spawn(async move { crate::cluster::power::resume(&c, vmid).await });
+        }
+        while set.join_next().await.is_some() {}
+        cluster.save().await;
+    }
+    cluster.backend.clean_set_aside().await;
+    while persistent {
+        tokio::time::sleep(SAVE_EVERY).await;
+        cluster.save().await;
     }
 }
 
@@ -66,6 +105,8 @@ pub struct SimHandle {
     node_ssh: NodeSshEndpoints,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
+    /// Restarting restored guests, clearing a previous run's, periodic saves (`after_start`).
+    background: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl SimHandle {
@@ -179,8 +220,19 @@ impl SimHandle {
         self.node_ssh.get(node)
     }
 
-    /// Stops all guests (`backend.shutdown_all`), the node SSH endpoints and the listener.
+    /// Whether the cluster was restored from a previous run (`SimConfig::persistent`).
+    pub fn restored(&self) -> bool {
+        self.cluster.restored
+    }
+
+    /// Stops all guests (`backend.shutdown_all`), the node SSH endpoints and the listener. A persistent
+    /// simulator saves the cluster first: its guests count as running, to be started again at the next start.
     pub async fn shutdown(mut self) {
+        if let Some(b) = self.background.take() {
+            b.abort();
+            let _ = b.await;
+        }
+        self.cluster.save().await;
         self.backend.shutdown_all().await;
         self.node_ssh.stop().await;
         if let Some(stop) = self.stop.take() {

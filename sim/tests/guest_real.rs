@@ -383,14 +383,20 @@ async fn dropping_the_backend_tears_guests_down() {
     for d in cgroups {
         assert!(!d.exists(), "cgroup {} left after drop", d.display());
     }
-    // A new owner of the same state dir starts clean: no guest disks from the last run.
+    // A new owner of the same state dir whose cluster knows no guest puts the last run's disk
+    // aside at once (a new guest with that VMID starts clean) and clears it in the background.
     let again =
         NspawnBackend::detect(&tmp.path().join("state"), &default_cache_dir()).expect("re-detect");
+    again.set_aside(&std::collections::BTreeSet::new());
     assert!(!again.is_up(vmid).await);
     assert!(
         !again.guest_dir(vmid).exists(),
         "a previous run's guest disk survived"
     );
+    again.clean_set_aside().await;
+    let stale = tmp.path().join("state").join("guests").join(".stale");
+    let left = std::fs::read_dir(&stale).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(left, 0, "the set-aside guest was cleared");
 }
 
 fn strip_comment(public: &str) -> String {

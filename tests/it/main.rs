@@ -22,6 +22,7 @@ mod persistence;
 mod provision;
 mod remote_db;
 mod rig;
+mod sandbox;
 mod schedules;
 mod snapshots;
 mod spec;

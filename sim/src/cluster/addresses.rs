@@ -54,6 +54,32 @@ impl AddressPool {
         }
     }
 
+    /// The owned /24s as `(A, B)` of `127.A.B.0/24` (kept across restarts of a persistent simulator).
+    pub fn nets(&self) -> Vec<(u8, u8)> {
+        self.nets.iter().map(|n| (n.a, n.b)).collect()
+    }
+
+    /// Takes back the /24s a previous run of this simulator owned, so its guests keep their addresses. A net
+    /// another simulator holds meanwhile is used all the same (the guests' addresses are part of the restored
+    /// cluster), with an error logged: a guest whose address is taken then fails to start (`AddressInUse`).
+    pub fn reclaim(&mut self, nets: &[(u8, u8)]) {
+        let dir = lock_dir();
+        for &(a, b) in nets {
+            if self.nets.iter().any(|c| (c.a, c.b) == (a, b)) {
+                continue;
+            }
+            let lock = dir.as_ref().and_then(|d| File::options().create(true).truncate(false).write(true).open(d.join(format!("127.{a}.{b}"))).ok());
+            let lock = match lock {
+                Some(f) if f.try_lock().is_ok() => Some(f),
+                _ => {
+                    tracing::error!(net = %format!("127.{a}.{b}.0/24"), "another simulator holds this restored guest net; its guests' addresses may clash");
+                    None
+                }
+            };
+            self.nets.push(ClaimedNet { a, b, _lock: lock });
+        }
+    }
+
     /// Claims a /24 no other simulator on this machine holds, starting at a random one.
     fn claim(&self) -> Option<ClaimedNet> {
         let first = u32::from(*SECOND_OCTETS.start());
@@ -114,6 +140,18 @@ mod tests {
         assert_eq!(a.octets()[0], 127);
         assert!(SECOND_OCTETS.contains(&a.octets()[1]) && SECOND_OCTETS.contains(&b.octets()[1]));
         assert_ne!(a.octets()[..3], b.octets()[..3], "{a} and {b} are in the same /24");
+    }
+
+    #[test]
+    fn a_restored_pool_takes_back_its_nets() {
+        let mut p = AddressPool::default();
+        let first = p.next_free(&BTreeSet::new()).expect("address");
+        let nets = p.nets();
+        drop(p);
+        let mut q = AddressPool::default();
+        q.reclaim(&nets);
+        assert_eq!(q.nets(), nets);
+        assert_eq!(q.next_free(&BTreeSet::new()), Some(first));
     }
 
     #[test]

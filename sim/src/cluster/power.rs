@@ -1,6 +1,7 @@
 //! Guest lifecycle: `status/current`, start / stop / shutdown / reboot tasks, destroy, and
 //! conversion to a template — for QEMU and LXC, calling the guest backend.
 
+use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -9,7 +10,7 @@ use serde_json::{json, Value};
 use super::config_update::{apply_pending, net_mac, static_ipv4};
 use super::disks::{disk_keys, volume_of};
 use super::nodes::guest_summary;
-use super::state::{kind_name, Guest, RunState};
+use super::state::{kind_name, ClusterState, Guest, RunState};
 use super::tasks::TaskResult;
 use super::{cloudinit, storage, ApiCall, Cluster};
 use crate::backend::{GuestKind, GuestStart};
@@ -83,24 +84,7 @@ pub async fn boot(c: &Arc<Cluster>, node: &str, vmid: u32, kind: GuestKind) -> T
         apply_pending(g);
         g.ipv4 = Some(ip);
         let g = g.clone();
-        let cloud_init = match kind {
-            GuestKind::Qemu => Some(cloudinit::seed(&st, &c.state_dir, &g)?),
-            GuestKind::Lxc => None,
-        };
-        GuestStart {
-            vmid,
-            node: node.to_string(),
-            kind,
-            hostname: match kind {
-                GuestKind::Qemu => cloudinit::hostname_fqdn(&g).0,
-                GuestKind::Lxc => g.config.get("hostname").cloned().unwrap_or_else(|| format!("CT{vmid}")),
-            },
-            ipv4: ip,
-            mac: g.config.get("net0").and_then(|n| net_mac(kind, n)).unwrap_or_default(),
-            cloud_init,
-            lxc_ssh_public_keys: g.lxc_ssh_keys.clone(),
-            lxc_host_key: g.lxc_host_key.as_ref().map(|k| (k.private.clone(), k.public.clone())),
-        }
+        guest_start(&st, c, &g, ip)?
     };
     c.backend.start(start).await.map_err(|e| format!("start failed: {e:#}"))?;
     let mut st = c.state();
@@ -108,6 +92,67 @@ pub async fn boot(c: &Arc<Cluster>, node: &str, vmid: u32, kind: GuestKind) -> T
         g.running = Some(RunState { since: Instant::now(), pid: 10_000 + rand::random_range(0..50_000) });
     }
     Ok(0)
+}
+
+/// What the backend needs to boot `g` at `ip`.
+fn guest_start(st: &ClusterState, c: &Cluster, g: &Guest, ip: Ipv4Addr) -> Result<GuestStart, String> {
+    let (vmid, kind) = (g.vmid, g.kind);
+    let cloud_init = match kind {
+        GuestKind::Qemu => Some(cloudinit::seed(st, &c.state_dir, g)?),
+        GuestKind::Lxc => None,
+    };
+    Ok(GuestStart {
+        vmid,
+        node: g.node.clone(),
+        kind,
+        hostname: match kind {
+            GuestKind::Qemu => cloudinit::hostname_fqdn(g).0,
+            GuestKind::Lxc => g.config.get("hostname").cloned().unwrap_or_else(|| format!("CT{vmid}")),
+        },
+        ipv4: ip,
+        mac: g.config.get("net0").and_then(|n| net_mac(kind, n)).unwrap_or_default(),
+        cloud_init,
+        lxc_ssh_public_keys: g.lxc_ssh_keys.clone(),
+        lxc_host_key: g.lxc_host_key.as_ref().map(|k| (k.private.clone(), k.public.clone())),
+    })
+}
+
+/// A restored cluster's guest `vmid` (a persistent simulator's restart): clears what the previous run's backend
+/// left of it (processes, mounts), then boots again the guest the cluster says is running, on its disk, at its
+/// address. PVE starts a rebooted node's guests that have `onboot` set (pve-manager `PVE/API2/Nodes.pm`
+/// `startall`); the simulator's nodes never went down as far as the API could tell, so every guest that ran runs
+/// again. One that cannot start is stopped, as a failed start leaves it on PVE.
+pub async fn resume(c: &Arc<Cluster>, vmid: u32) {
+    if !c.state().guests.get(&vmid).is_some_and(|g| g.running.is_some()) {
+        return;
+    }
+    tracing::info!(vmid, "restarting a guest of the restored cluster");
+    if let Err(e) = c.backend.stop(vmid).await {
+        tracing::error!(vmid, error = %format!("{e:#}"), "clearing what the previous run left of a guest");
+    }
+    let start = {
+        let st = c.state();
+        match st.guests.get(&vmid) {
+            Some(g) if g.running.is_some() => match g.ipv4 {
+                Some(ip) => guest_start(&st, c, g, ip),
+                None => Err("it has no address".to_string()),
+            },
+            _ => return,
+        }
+    };
+    let started = match start {
+        Ok(start) => c.backend.start(start).await.map_err(|e| format!("{e:#}")),
+        Err(e) => Err(e),
+    };
+    match started {
+        Ok(()) => tracing::info!(vmid, "restarted a guest of the restored cluster"),
+        Err(e) => {
+            tracing::error!(vmid, error = %e, "a guest of the restored cluster did not start again; it is stopped");
+            if let Some(g) = c.state().guests.get_mut(&vmid) {
+                g.running = None;
+            }
+        }
+    }
 }
 
 /// `POST …/status/start` (`qmstart` / `vzstart`)

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::time::Instant;
 
+use serde::{Deserialize, Serialize};
 use sha1::{Digest, Sha1};
 
 use crate::backend::GuestKind;
@@ -21,7 +22,7 @@ pub struct NodeState {
 }
 
 /// A volume on a storage.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Volume {
     pub volid: String,
     pub storage: String,
@@ -38,7 +39,7 @@ pub struct Volume {
 pub type Scope = String;
 
 /// A snapshot (the config as it was, plus metadata).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Snapshot {
     pub config: BTreeMap<String, String>,
     pub snaptime: u64,
@@ -46,14 +47,16 @@ pub struct Snapshot {
 }
 
 /// A running guest.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunState {
+    /// Not kept across simulator restarts: a restored guest's uptime counts from the restart.
+    #[serde(skip, default = "Instant::now")]
     pub since: Instant,
     pub pid: u32,
 }
 
 /// A VM or container.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Guest {
     pub vmid: u32,
     pub node: String,
@@ -73,7 +76,7 @@ pub struct Guest {
 }
 
 /// An SSH host key pair (OpenSSH encodings) and its `SHA256:` fingerprint.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HostKey {
     pub private: String,
     pub public: String,

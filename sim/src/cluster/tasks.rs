@@ -13,7 +13,7 @@ use crate::http::params::Params;
 /// How a worker ended: `Ok(warnings)` or the error text (PVE's `TASK ERROR: …`).
 pub type TaskResult = Result<u32, String>;
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
 struct TaskProgress {
     log: Vec<String>,
     exitstatus: Option<String>,
@@ -144,18 +144,7 @@ impl Tasks {
             "UPID:{node}:{pid:08X}:{pstart:08X}:{starttime:08X}:{task_type}:{id}:{}:",
             ident.authid()
         );
-        let task = Arc::new(Task {
-            upid,
-            node: node.to_string(),
-            pid,
-            pstart,
-            starttime,
-            task_type: task_type.to_string(),
-            id: id.to_string(),
-            userid: ident.userid.clone(),
-            tokenid: ident.tokenid.clone(),
-            progress: Mutex::default(),
-        });
+        let task = Arc::new(Task::decoded(upid, TaskProgress::default()).expect("a UPID formatted here decodes"));
         list.push(task.clone());
         task
     }
@@ -165,15 +154,92 @@ impl Tasks {
     }
 }
 
-/// Runs `work` as the task's worker on the tokio runtime; the task ends with its result.
-pub fn run_worker<F>(task: Arc<Task>, work: F)
+/// Runs `work` as the task's worker on the tokio runtime; the task ends with its result, then `ended` runs.
+pub fn run_worker<F, E>(task: Arc<Task>, work: F, ended: E)
 where
     F: Future<Output = TaskResult> + Send + 'static,
+    E: Future<Output = ()> + Send + 'static,
 {
     tokio::spawn(async move {
         let result = work.await;
         task.finish(result);
+        ended.await;
     });
+}
+
+/// A task as a persistent simulator keeps it across restarts: its UPID (which says everything else, as PVE's
+/// `upid_decode` in pve-common `src/PVE/Tools.pm` reads it) and its progress.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct SavedTask {
+    pub upid: String,
+    #[serde(flatten)]
+    progress: TaskProgress,
+}
+
+/// What PVE reports for a task whose worker is gone without writing its last log line: pve-common
+/// `src/PVE/Tools.pm` `upid_read_status` answers `unexpected status` when the log's last line is not `TASK OK`,
+/// `TASK WARNINGS: n` or `TASK ERROR: …`, and pve-manager's task list shows a task whose process no longer runs
+/// as stopped with that status.
+pub const INTERRUPTED: &str = "unexpected status";
+
+/// How many of the newest tasks a persistent simulator keeps.
+pub const KEPT_TASKS: usize = 1000;
+
+impl Tasks {
+    /// The newest [`KEPT_TASKS`] tasks, as saved.
+    pub fn saved(&self) -> Vec<SavedTask> {
+        let list = self.list();
+        list.iter()
+            .skip(list.len().saturating_sub(KEPT_TASKS))
+            .map(|t| SavedTask { upid: t.upid.clone(), progress: t.progress().clone() })
+            .collect()
+    }
+
+    /// Puts saved tasks back; one that was still running when the simulator stopped ended without a status
+    /// ([`INTERRUPTED`]), its work undone. A UPID that does not decode is dropped with an error.
+    pub fn restore(&self, saved: Vec<SavedTask>) {
+        let mut list = self.list();
+        for SavedTask { upid, mut progress } in saved {
+            if progress.exitstatus.is_none() {
+                tracing::warn!(upid = %upid, "a task was running when the simulator stopped; it ends with \"unexpected status\"");
+                progress.exitstatus = Some(INTERRUPTED.to_string());
+                progress.endtime = Some(epoch());
+            }
+            match Task::decoded(upid.clone(), progress) {
+                Some(task) => list.push(Arc::new(task)),
+                None => tracing::error!(upid = %upid, "a saved task's UPID does not decode; it is dropped"),
+            }
+        }
+    }
+}
+
+impl Task {
+    /// The task a UPID names (`UPID:node:PID:PSTART:STARTTIME:type:id:user@realm[!token]:`, read as pve-common
+    /// `src/PVE/Tools.pm` `upid_decode` does; the id may hold colons, as a volume id does), with `progress`.
+    fn decoded(upid: String, progress: TaskProgress) -> Option<Task> {
+        let body = upid.strip_prefix("UPID:")?.strip_suffix(':')?;
+        let mut front = body.splitn(6, ':');
+        let (node, pid, pstart, starttime, task_type, rest) =
+            (front.next()?, front.next()?, front.next()?, front.next()?, front.next()?, front.next()?);
+        let (id, authid) = rest.rsplit_once(':')?;
+        let hex = |s: &str| u64::from_str_radix(s, 16).ok();
+        let (userid, tokenid) = match authid.split_once('!') {
+            Some((u, t)) => (u.to_string(), Some(t.to_string())),
+            None => (authid.to_string(), None),
+        };
+        Some(Task {
+            node: node.to_string(),
+            pid: u32::try_from(hex(pid)?).ok()?,
+            pstart: hex(pstart)?,
+            starttime: hex(starttime)?,
+            task_type: task_type.to_string(),
+            id: id.to_string(),
+            userid,
+            tokenid,
+            progress: Mutex::new(progress),
+            upid,
+        })
+    }
 }
 
 fn parse_upid_node(upid: &str) -> Option<&str> {
@@ -251,4 +317,20 @@ pub fn list(tasks: &Tasks, node: &str, p: &Params) -> (Value, usize) {
         .collect();
     let total = selected.len();
     (Value::Array(selected.into_iter().skip(start).take(limit).collect()), total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_upid_decodes_as_pve_reads_it() {
+        let upid = "UPID:pve1:000186A5:000F4240:6752C2A0:imgdel:local:backup/vzdump-lxc-100.tar.zst:root@pam!pvedeploy:";
+        let t = Task::decoded(upid.into(), TaskProgress::default()).expect("decodes");
+        assert_eq!(
+            (t.node.as_str(), t.pid, t.pstart, t.task_type.as_str(), t.id.as_str(), t.userid.as_str(), t.tokenid.as_deref()),
+            ("pve1", 0x186A5, 0xF4240, "imgdel", "local:backup/vzdump-lxc-100.tar.zst", "root@pam", Some("pvedeploy"))
+        );
+        assert!(Task::decoded("UPID:pve1:xyz:".into(), TaskProgress::default()).is_none());
+    }
 }

@@ -1,11 +1,14 @@
 //! `NspawnBackend`: the `GuestBackend` that boots each started guest as a real Debian system.
 //!
 //! Per guest, under `<state_dir>/guests/<vmid>/`: `upper/` + `work/` (the guest's disk,
-//! kept across stop/start within one simulator run; removed by `destroy` and when the next
-//! backend takes over the state dir), `root/` (the overlay mount point, mounted only while running),
+//! kept across stop/start, and across simulator runs for a guest a persistent simulator restored;
+//! removed by `destroy`), `root/` (the overlay mount point, mounted only while running),
 //! `console.log`, `cgroups` (the cgroup directories in use, for crash clean-up) and
-//! `nspawn.pid`. An exclusive lock on `<state_dir>/guests/.lock` marks the owning simulator;
-//! whoever takes it next clears what a crashed owner left (processes, mounts, cgroups).
+//! `nspawn.pid`. An exclusive lock on `<state_dir>/guests/.lock` marks the owning simulator.
+//! At start the simulator names the guests it knows (`set_aside`): any other guest directory is
+//! renamed into `guests/.stale/` at once and cleared (processes, mounts, cgroups, files) in the
+//! background (`clean_set_aside`), so a new guest reusing its VMID never inherits it and the API
+//! does not wait for the clean-up.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -60,7 +63,8 @@ pub struct NspawnBackend {
     guests_dir: PathBuf,
     cache_dir: PathBuf,
     layout: Layout,
-    /// Makes cgroup names unique per state directory (several simulators may run at once).
+    /// Makes cgroup names unique per state directory (several simulators may run at once) and per
+    /// run (a previous run's guest cleared in the background never shares a cgroup with a new one).
     instance: String,
     guests: Mutex<HashMap<u32, Guest>>,
     _lock: File,
@@ -92,7 +96,11 @@ impl NspawnBackend {
         if lock.try_lock().is_err() {
             return Err(Unavailable::StateDirBusy(guests_dir));
         }
-        let instance = hex::encode(&Sha256::digest(guests_dir.as_os_str().as_encoded_bytes())[..4]);
+        let instance = format!(
+            "{}-{:04x}",
+            hex::encode(&Sha256::digest(guests_dir.as_os_str().as_encoded_bytes())[..4]),
+            rand::random::<u16>()
+        );
         let backend = NspawnBackend {
             guests_dir,
             cache_dir: cache_dir.to_path_buf(),
@@ -101,7 +109,6 @@ impl NspawnBackend {
             guests: Mutex::new(HashMap::new()),
             _lock: lock,
         };
-        backend.clean_stale();
         sweep_orphans(&backend.guests_dir);
         Ok(backend)
     }
@@ -125,28 +132,9 @@ impl NspawnBackend {
         self.layout.dirs_for(&self.cgroup_name(vmid))
     }
 
-    /// Kills, unmounts and removes what a previous owner of this state dir left. The
-    /// simulator's cluster model lives in memory, so a previous run's guest disks belong to
-    /// no guest any more: a new VM reusing the VMID must not inherit them.
-    fn clean_stale(&self) {
-        let Ok(rd) = std::fs::read_dir(&self.guests_dir) else {
-            return;
-        };
-        for e in rd.flatten() {
-            let Some(vmid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-                continue;
-            };
-            let dir = e.path();
-            let cgroup = read_cgroups_file(&dir);
-            let spec = launch_spec(vmid, &dir, String::new(), cgroup);
-            teardown(&spec);
-            match unmount_all_under(&dir).and_then(|()| remove_tree(&dir)) {
-                Ok(()) => {
-                    tracing::info!(vmid, dir = %dir.display(), "removed a previous run's guest")
-                }
-                Err(err) => tracing::error!(vmid, error = %err, "clearing a previous run's guest"),
-            }
-        }
+    /// `<state_dir>/guests/.stale`: previous runs' guests no cluster knows, waiting to be cleared.
+    fn stale_dir(&self) -> PathBuf {
+        self.guests_dir.join(".stale")
     }
 
     async fn start_guest(&self, g: GuestStart) -> Result<(), GuestError> {
@@ -295,6 +283,49 @@ impl GuestBackend for NspawnBackend {
         ssh_banner(SocketAddr::from((ipv4, 22)), Duration::from_secs(2)).await
     }
 
+    /// Renames every guest directory whose VMID is not `known` into `guests/.stale/<vmid>-<ns>`
+    /// (a rename: instant, whatever the directory holds). Where the rename fails the guest is
+    /// cleared here and now, so a new guest never inherits it.
+    fn set_aside(&self, known: &std::collections::BTreeSet<u32>) {
+        let Ok(rd) = std::fs::read_dir(&self.guests_dir) else {
+            return;
+        };
+        let stale = self.stale_dir();
+        for e in rd.flatten() {
+            let Some(vmid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+                continue;
+            };
+            if known.contains(&vmid) {
+                continue;
+            }
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or_default();
+            let aside = stale.join(format!("{vmid}-{nanos}"));
+            match std::fs::create_dir_all(&stale).and_then(|()| std::fs::rename(e.path(), &aside)) {
+                Ok(()) => tracing::info!(vmid, dir = %aside.display(), "a previous run's guest no cluster knows is put aside to be cleared"),
+                Err(err) => {
+                    tracing::error!(vmid, error = %err, "putting a previous run's guest aside failed; clearing it now");
+                    clear_guest_dir(vmid, &e.path());
+                }
+            }
+        }
+    }
+
+    /// Kills, unmounts and removes the guests in `guests/.stale/`, one after the other.
+    async fn clean_set_aside(&self) {
+        let Ok(rd) = std::fs::read_dir(self.stale_dir()) else {
+            return;
+        };
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let vmid = name.split('-').next().and_then(|v| v.parse::<u32>().ok()).unwrap_or_default();
+            let dir = e.path();
+            let _ = tokio::task::spawn_blocking(move || clear_guest_dir(vmid, &dir)).await;
+        }
+    }
+
     /// The overlay's upper layer: the guest's own files over the base image.
     fn disk_dir(&self, vmid: u32) -> Option<PathBuf> {
         Some(self.guest_dir(vmid).join("upper"))
@@ -381,6 +412,15 @@ fn sweep_orphans(own_guests_dir: &Path) {
                 read_cgroups_file(dir),
             ));
         }
+    }
+}
+
+/// Kills what runs in a previous run's guest, unmounts it and removes its directory.
+fn clear_guest_dir(vmid: u32, dir: &Path) {
+    teardown(&launch_spec(vmid, dir, String::new(), read_cgroups_file(dir)));
+    match unmount_all_under(dir).and_then(|()| remove_tree(dir)) {
+        Ok(()) => tracing::info!(vmid, dir = %dir.display(), "removed a previous run's guest"),
+        Err(err) => tracing::error!(vmid, error = %err, dir = %dir.display(), "clearing a previous run's guest"),
     }
 }
 

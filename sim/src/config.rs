@@ -243,12 +243,13 @@ pub struct StorageSpec {
     /// Nodes that have it (`None`: all nodes).
     pub nodes: Option<Vec<String>>,
     /// Where a `pbs` storage's backups go (its `server`, `datastore`, `namespace`, …); `None` for other types.
+    #[serde(default)]
     pub pbs: Option<PbsTarget>,
 }
 
 /// A `pbs` storage's connection (pve-storage `PBSPlugin.pm:42-82` `properties`/`options`). The password is kept
 /// only as "given or not", as PVE keeps it apart in `/etc/pve/priv/storage/<id>.pw` (`pbs_set_password`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PbsTarget {
     pub server: String,
     /// 8007 unless given (`PBSPlugin.pm` `pbs_api_connect`).

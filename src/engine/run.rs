@@ -296,7 +296,7 @@ impl Engine {
     }
 
     /// Runs the provisioning steps of `id` from its persisted progress to the end, committing each step's
-    /// outcome (see `commit_step`), then hands the guest over to the deploy.
+    /// outcome (see `commit_step`), then hands the guest over to the deploy (`hand_over`).
     async fn provision_steps(&self, id: &DeploymentId, lease: &Lease, prov: &Provisioner) -> Result<(), ProvisionError> {
         let store = self.store();
         let d = store.get_deployment(id).await?.ok_or(ProvisionError::Vanished)?;
@@ -344,6 +344,12 @@ impl Engine {
                 }
             };
         }
+        self.hand_over(run).await
+    }
+
+    /// The guest is ready: the deployment goes on to install the app, at the commit it is to serve.
+    async fn hand_over(&self, run: Run<'_>) -> Result<(), ProvisionError> {
+        let (id, lease) = (run.id, run.lease);
         if run.d.status == Status::Provisioning {
             // Progress at `ready` from an older agent that stopped before handing the guest over.
             self.log(id, Level::Info, "provision", "provisioned; installing the app").await;

@@ -117,6 +117,9 @@ fn guest_start(st: &ClusterState, c: &Cluster, g: &Guest, ip: Ipv4Addr) -> Resul
     })
 }
 
+/// How often `resume` tries to start a restored guest (pauses of 1, 2, 4, 8, 8 s between: 23 s at most).
+const RESUME_TRIES: u32 = 6;
+
 /// A restored cluster's guest `vmid` (a persistent simulator's restart): clears what the previous run's backend
 /// left of it (processes, mounts), then boots again the guest the cluster says is running, on its disk, at its
 /// address. PVE starts a rebooted node's guests that have `onboot` set (pve-manager `PVE/API2/Nodes.pm`
@@ -127,22 +130,38 @@ pub async fn resume(c: &Arc<Cluster>, vmid: u32) {
         return;
     }
     tracing::info!(vmid, "restarting a guest of the restored cluster");
-    if let Err(e) = c.backend.stop(vmid).await {
-        tracing::error!(vmid, error = %format!("{e:#}"), "clearing what the previous run left of a guest");
-    }
-    let start = {
-        let st = c.state();
-        match st.guests.get(&vmid) {
-            Some(g) if g.running.is_some() => match g.ipv4 {
-                Some(ip) => guest_start(&st, c, g, ip),
-                None => Err("it has no address".to_string()),
-            },
-            _ => return,
+    // The previous run's guest may still be going down (a killed simulator's guests get SIGTERM and shut down in
+    // their own time, holding their address meanwhile): each try clears what is left first, and a failed start is
+    // tried again after a pause, at most RESUME_TRIES times.
+    let mut pause = std::time::Duration::from_secs(1);
+    let mut tries = 0;
+    let started = loop {
+        tries += 1;
+        if let Err(e) = c.backend.stop(vmid).await {
+            tracing::error!(vmid, error = %format!("{e:#}"), "clearing what the previous run left of a guest");
         }
-    };
-    let started = match start {
-        Ok(start) => c.backend.start(start).await.map_err(|e| format!("{e:#}")),
-        Err(e) => Err(e),
+        let start = {
+            let st = c.state();
+            match st.guests.get(&vmid) {
+                Some(g) if g.running.is_some() => match g.ipv4 {
+                    Some(ip) => guest_start(&st, c, g, ip),
+                    None => Err("it has no address".to_string()),
+                },
+                _ => return,
+            }
+        };
+        let started = match start {
+            Ok(start) => c.backend.start(start).await.map_err(|e| format!("{e:#}")),
+            Err(e) => break Err(e),
+        };
+        match started {
+            Err(e) if tries < RESUME_TRIES => {
+                tracing::warn!(vmid, error = %e, "a guest of the restored cluster did not start; trying again in {pause:?}");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(std::time::Duration::from_secs(8));
+            }
+            other => break other,
+        }
     };
     match started {
         Ok(()) => tracing::info!(vmid, "restarted a guest of the restored cluster"),

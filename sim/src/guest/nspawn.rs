@@ -322,7 +322,9 @@ impl GuestBackend for NspawnBackend {
             let name = e.file_name().to_string_lossy().into_owned();
             let vmid = name.split('-').next().and_then(|v| v.parse::<u32>().ok()).unwrap_or_default();
             let dir = e.path();
-            let _ = tokio::task::spawn_blocking(move || clear_guest_dir(vmid, &dir)).await;
+            if let Err(e) = tokio::task::spawn_blocking(move || clear_guest_dir(vmid, &dir)).await {
+                tracing::error!(vmid, error = %e, "clearing a previous run's guest did not finish");
+            }
         }
     }
 

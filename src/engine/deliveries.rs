@@ -235,7 +235,7 @@ async fn route_and_ask(engine: &Engine, delivery: &DeliveryId, push: &PushEvent)
         return Ok(Routed { outcome: Outcome::Ignored(skip), detail: None, targets: vec![], same_push_as: None });
     }
     let store = &engine.inner.store;
-    let mut candidates = store.deployments_mentioning_repo(&push.repo.full_name).await?;
+    let mut candidates = store.deployments_of_repo(&push.repo.full_name).await?;
     // Deployments of this repository under an earlier name, known by its id.
     if let Some(rid) = push.repo.id {
         for id in store.deployments_bound_to_repo(rid).await? {

@@ -32,7 +32,7 @@ impl Engine {
     /// Carries out a pull request event for every deployment of its repository (previews themselves left out).
     pub async fn pull_request(&self, pr: &PullRequestEvent, delivery: &DeliveryId) -> Result<PreviewsRouted, StoreError> {
         let store = self.store();
-        let mut candidates = store.deployments_mentioning_repo(&pr.repo.full_name).await?;
+        let mut candidates = store.deployments_of_repo(&pr.repo.full_name).await?;
         if let Some(rid) = pr.repo.id {
             for id in store.deployments_bound_to_repo(rid).await? {
                 if candidates.iter().all(|d| d.id != id) {

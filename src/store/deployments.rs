@@ -565,14 +565,14 @@ impl Store {
     /// Live deployments (not `destroyed`) of a repository named `full_name` (`owner/name`, case-insensitive) on any
     /// host, oldest first; the caller matches the host (`RepoIdentity::matches`). A walk of the `repo_name` index
     /// (migration v20), so a push costs what its repository's deployments cost, not a scan of every deployment.
-    pub async fn deployments_mentioning_repo(&self, full_name: &str) -> Result<Vec<Deployment>, StoreError> {
+    pub async fn deployments_of_repo(&self, full_name: &str) -> Result<Vec<Deployment>, StoreError> {
         let rows = self.run(&repo_query(""), json!({ "name": full_name.to_ascii_lowercase() })).await?;
         let mut found = rows_to_deployments(rows.into_iter().next().unwrap_or_default())?;
         found.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
         Ok(found)
     }
 
-    /// How the database plans `deployments_mentioning_repo` (SurrealDB's `EXPLAIN`).
+    /// How the database plans `deployments_of_repo` (SurrealDB's `EXPLAIN`).
     #[doc(hidden)]
     pub async fn explain_repo_query(&self, full_name: &str) -> Result<serde_json::Value, StoreError> {
         let rows = self.run(&repo_query("EXPLAIN"), json!({ "name": full_name.to_ascii_lowercase() })).await?;

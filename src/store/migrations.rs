@@ -594,7 +594,7 @@ mod tests {
             let want = RepoUrl::from_stored(url.to_string()).full_name().to_ascii_lowercase();
             assert_eq!(got[0][0].as_str(), Some(want.as_str()), "{url}");
         }
-        let found: Vec<String> = store.deployments_mentioning_repo("OWNER/repo").await.unwrap().iter().map(|d| d.spec.name.to_string()).collect();
+        let found: Vec<String> = store.deployments_of_repo("OWNER/repo").await.unwrap().iter().map(|d| d.spec.name.to_string()).collect();
         assert_eq!(found, ["app-0", "app-1", "app-2", "app-3", "app-5", "app-6"], "oldest first, every URL form");
         let plan = store.explain_repo_query("owner/repo").await.unwrap().to_string();
         assert!(plan.contains("deployment_repo_name"), "the push walks the index: {plan}");

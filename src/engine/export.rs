@@ -176,8 +176,9 @@ impl Exports {
         // export still describes the guest (`compare` reports it).
         let dir = self.dir.clone();
         let owners = timeout_at(deadline, tokio::task::spawn_blocking(move || dir.owners())).await;
+        let listed: std::collections::HashSet<DeploymentId> = deployments.iter().map(|d| d.id.clone()).collect();
         for id in owners.ok().and_then(Result::ok).unwrap_or_default() {
-            if deployments.iter().any(|d| d.id == id) {
+            if listed.contains(&id) {
                 continue;
             }
             if let Ok(Ok(Some(d))) = timeout_at(deadline, self.engine.store().get_deployment(&id)).await {

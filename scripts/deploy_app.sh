@@ -129,7 +129,7 @@ do_fetch() {
   if as_app "$app" "$cache" git cat-file -e "$commit^{commit}" 2>/dev/null; then
     log "commit already in the cache"
   else
-    log "fetching $commit into the cache"
+    log "fetching $commit into the cache${resolve:+, connecting only to the address the agent checked ($resolve)}"
     # The address the agent resolved and checked for the repository's host: git connects there and nowhere else
     # (no second lookup here that DNS could answer differently, no redirect elsewhere).
     local pinned=()

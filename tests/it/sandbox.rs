@@ -28,9 +28,24 @@ struct Serve {
 impl Serve {
     /// Starts serve (its stderr into `cwd/serve-<n>.log`) and waits until its API answers.
     async fn start(cwd: &Path, port: u16, n: u32) -> Serve {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_pvedeploy"));
+        cmd.arg("serve");
+        Serve::start_command(cmd, cwd, port, n).await
+    }
+
+    /// Starts serve in a mount namespace of its own where `hosts` is `/etc/hosts`: names only the agent resolves
+    /// (the guests keep their own `/etc/hosts`). The bind mount goes away with the namespace.
+    async fn start_with_hosts(cwd: &Path, port: u16, n: u32, hosts: &Path) -> Serve {
+        let mut cmd = Command::new("unshare");
+        cmd.args(["--mount", "--propagation", "private", "--", "sh", "-c", r#"mount --bind "$0" /etc/hosts && exec "$1" serve"#])
+            .arg(hosts)
+            .arg(env!("CARGO_BIN_EXE_pvedeploy"));
+        Serve::start_command(cmd, cwd, port, n).await
+    }
+
+    async fn start_command(mut cmd: Command, cwd: &Path, port: u16, n: u32) -> Serve {
         let log = cwd.join(format!("serve-{n}.log"));
-        let child = Command::new(env!("CARGO_BIN_EXE_pvedeploy"))
-            .arg("serve")
+        let child = cmd
             .current_dir(cwd)
             .env("PVEDEPLOY_ADMIN_TOKEN", ADMIN)
             .env_remove("PVEDEPLOY_PROXMOX_MODE")
@@ -240,4 +255,52 @@ async fn a_sandbox_stopped_and_started_again_serves_its_running_app_at_the_same_
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_sandbox_killed_with_sigkill_recovers_its_running_app_at_the_same_url() {
     comes_back_after(Down::Killed, "express-killed").await;
+}
+
+/// A repository named by a host that only the agent can resolve (issue #22, outbound policy): the agent resolves
+/// `repo.pinned.test` once, checks the address against `[repos] allow_private`, and the guest's git connects to
+/// that address (`deploy_app.sh fetch --resolve`, `http.curloptResolve`). The guest cannot resolve the name itself
+/// (its `/etc/hosts` is the simulator's: `sim/src/guest/seed.rs` writes only `localhost` and its own name, and there
+/// is no DNS on loopback), so the app running proves git used the checked address and asked no resolver: a name
+/// that answered differently for the guest (DNS rebinding) would not be followed either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_repository_host_only_the_agent_resolves_is_fetched_by_the_guest_from_the_address_the_agent_checked() {
+    if !real_sandbox_possible() {
+        return;
+    }
+    if Command::new("unshare").args(["--mount", "--propagation", "private", "true"]).status().map(|s| !s.success()).unwrap_or(true) {
+        skip("no mount namespaces here (unshare --mount)");
+        return;
+    }
+    let git = GitServer::start().await;
+    let repo = git.repo("octo/express", "express");
+    let git_port = git.host.rsplit(':').next().unwrap();
+    let name = "repo.pinned.test";
+    let pinned = Repo { url: repo.url.replace("127.0.0.1", name), bare: repo.bare.clone(), work: repo.work.clone(), full_name: repo.full_name.clone() };
+    assert_ne!(pinned.url, repo.url);
+    let cwd = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let config = format!(
+        "listen = \"127.0.0.1:{port}\"\ndata_dir = \"./data\"\n\n[repos]\nallowed_hosts = [\"{name}:{git_port}\"]\nschemes = [\"http\"]\nallow_private = [\"127.0.0.0/8\"]\n"
+    );
+    std::fs::write(cwd.path().join("pvedeploy.toml"), config).unwrap();
+    let hosts = cwd.path().join("agent-hosts");
+    std::fs::write(&hosts, format!("{}\n127.0.0.1\t{name}\n", std::fs::read_to_string("/etc/hosts").unwrap_or_default())).unwrap();
+
+    let serve = Serve::start_with_hosts(cwd.path(), port, 1, &hosts).await;
+    let (id, url, _) = deploy_express(&serve, "express-pinned", &pinned).await;
+    let (s, logs) = serve.get(&format!("/api/v1/deployments/{id}/logs?limit=1000")).await;
+    assert_eq!(s, 200, "{logs}");
+    let text = logs.to_string();
+    assert!(text.contains(&format!("{name}:{git_port}:127.0.0.1")), "the guest's fetch carries the checked address: {text}");
+
+    // A new commit reaches the guest the same way: the branch head asked from the guest, and the fetch, both pinned.
+    repo.edit("server.js", "const VERSION_MARKER = \"v1\";", "const VERSION_MARKER = \"v2\";");
+    let v2 = repo.commit("v2");
+    let (s, r) = serve.post(&format!("/api/v1/deployments/{id}/redeploy"), &json!({})).await;
+    assert_eq!(s, 202, "{r}");
+    let d = serve.wait_for(&id, "running v2", Duration::from_secs(600), |d| (d["status"] == "running" && d["commit"] == v2.as_str()) || d["status"] == "failed").await;
+    assert_eq!(d["status"], "running", "the redeploy through the pinned address: {d}\n{}", serve.log_tail());
+    assert_eq!(http_body(&url).await, "hello from express v2\n");
+    serve.stop();
 }

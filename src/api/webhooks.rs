@@ -164,7 +164,7 @@ impl WebhooksApi {
         if let Some(e) = &event.0 {
             crate::core::webhook::parse_event_name(Some(e)).map_err(|err| ApiError::invalid_field("event", err.rule, err.message))?;
         }
-        if repo.0.as_ref().is_some_and(|r| r.is_empty() || r.len() > 200) {
+        if repo.0.as_ref().is_some_and(|r| r.is_empty() || r.chars().count() > 200) {
             return Err(ApiError::invalid_field("repo", "length", "must be owner/repo, 1-200 characters"));
         }
         let deployment = match deployment.0.as_deref() {

@@ -131,6 +131,9 @@ pub fn skip_marker(message: &str) -> Option<&'static str> {
 /// GitHub lists at most this many commits in a push payload; a list this long may have been cut short.
 pub const MAX_LISTED_COMMITS: usize = 2048;
 
+/// [`parse_event_name`]'s rule as a regular expression (for the OpenAPI document).
+pub const EVENT_NAME_PATTERN: &str = "^[a-z_]{1,64}$";
+
 /// `X-GitHub-Event`: 1–64 lowercase letters or underscores (`push`, `ping`, `pull_request`, …).
 pub fn parse_event_name(raw: Option<&str>) -> Result<String, FieldError> {
     let field = "X-GitHub-Event";

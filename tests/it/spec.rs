@@ -97,6 +97,15 @@ async fn the_document_states_every_rule_the_validators_apply() {
     assert_eq!(enum_of(&doc, param("framework")).len(), 8);
     assert!(param("name")["pattern"].is_string());
     assert_eq!(param("limit")["maximum"], 100);
+    // The deliveries' filters: an outcome from the list, an event name by its rule, a repository by its length.
+    let params = doc["paths"]["/webhooks/deliveries"]["get"]["parameters"].as_array().unwrap();
+    let param = |name: &str| &params.iter().find(|p| p["name"] == name).unwrap()["schema"];
+    assert_eq!(enum_of(&doc, param("outcome")).len(), pvedeploy::core::webhook::Outcome::ALL.len(), "{}", param("outcome"));
+    let event = regex::Regex::new(param("event")["pattern"].as_str().unwrap()).unwrap();
+    for e in ["push", "pull_request", "ping", "Push", "push!", "", &"a".repeat(65)] {
+        assert_eq!(event.is_match(e), pvedeploy::core::webhook::parse_event_name(Some(e)).is_ok(), "{e:?}");
+    }
+    assert_eq!((param("repo")["minLength"].as_u64(), param("repo")["maxLength"].as_u64()), (Some(1), Some(200)));
     // The 422 for a branch outside the configured pattern names the rule and the pattern.
     let (s, b) = app.post("/api/v1/deployments", Some(ADMIN), &json!({"name": "b", "repo_url": "http://127.0.0.1:9/o/r", "framework": "flask", "branch": "Main"})).await;
     assert_eq!((s, b["fields"][0]["field"].as_str(), b["fields"][0]["rule"].as_str()), (422, Some("branch"), Some("git_ref")), "{b}");

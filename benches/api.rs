@@ -10,6 +10,9 @@
 //! the agent can serve, with the queueing that saturation brings) and open loop at a fixed offered
 //! rate (the latency a client sees while the agent serves that rate).
 
+#[path = "shared/cpu.rs"]
+mod cpu;
+
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -312,13 +315,17 @@ async fn run_size(client: &reqwest::Client, seed: usize) {
         let c = client.clone();
         let b = base.clone();
         let first = ids.clone();
+        let (agent_cpu, bench_cpu) = (cpu::of_pid(pid), cpu::of_self());
         let (wall, lat, errors) = load(half, 16, move |i| {
             let c = c.clone();
             let url = format!("{b}/deployments/{}", first[i]);
             async move { c.get(url).bearer_auth(TOKEN).send().await.map(|r| r.status() == 200).unwrap_or(false) }
         })
         .await;
+        let per = |d: Duration| d.as_secs_f64() * 1e6 / half as f64;
+        let (agent_cpu, bench_cpu) = (per(cpu::of_pid(pid) - agent_cpu), per(cpu::of_self() - bench_cpu));
         report(&format!("GET /deployments/{{id}}, {half} of the {n} read once in a spread-out order (from the database; closed loop, concurrency 16)"), wall, &lat, errors);
+        println!("  CPU per GET: agent {agent_cpu:.0} µs, load generator {bench_cpu:.0} µs (2 cores shared)");
         let (c, b, rest) = (client.clone(), base.clone(), ids.clone());
         let (wall, lat, errors) = open_loop(ids.len() - half, GET_RATE, move |i| {
             let request = c.get(format!("{b}/deployments/{}", rest[half + i])).bearer_auth(TOKEN).send();

@@ -3,6 +3,15 @@
 //!
 //! Run: `cargo bench --bench store`. Provisioning spends most of its own time in these calls, so
 //! this is where its per-deployment overhead is decided.
+//!
+//! Then reads by id spread over many stored deployments (`PVEDEPLOY_BENCH_STORED`, default 20,000): the
+//! deployments written, the store closed and opened again (nothing in any cache), every id read once in a
+//! spread-out order, from one task and from 16 at once: the database's share of `GET /deployments/{id}`,
+//! without HTTP. `BENCH_DB_URL` sets the store URL (engine settings such as `block_size=` in its query; `{dir}`
+//! in it stands for the spread reads' fresh directory).
+
+#[path = "shared/cpu.rs"]
+mod cpu;
 
 use std::time::{Duration, Instant};
 
@@ -18,14 +27,7 @@ const N: u32 = 400;
 
 /// On-CPU time of this whole process so far.
 fn cpu() -> Duration {
-    let mut ru = std::mem::MaybeUninit::<libc::rusage>::uninit();
-    // SAFETY: getrusage fills the struct it is given.
-    let ru = unsafe {
-        libc::getrusage(libc::RUSAGE_SELF, ru.as_mut_ptr());
-        ru.assume_init()
-    };
-    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    tv(ru.ru_utime) + tv(ru.ru_stime)
+    cpu::of_self()
 }
 
 async fn measure<F, Fut>(what: &str, mut op: F)
@@ -54,7 +56,7 @@ async fn main() {
     println!("database: {}", db.url);
     let store = Store::open(&db).await.unwrap();
     let raw = RawSpec { name: Some("bench".into()), framework: Some("flask".into()), repo_url: Some("https://github.com/o/r".into()), ..RawSpec::default() };
-    let spec = pvedeploy::core::deployment::Spec::parse(raw, &Limits::default(), &RepoPolicy::default()).unwrap();
+    let spec = pvedeploy::core::deployment::Spec::parse(raw.clone(), &Limits::default(), &RepoPolicy::default()).unwrap();
     let d = Deployment::new(spec, pvedeploy::store::now_millis());
     store.create_deployment(&d, "bench").await.unwrap();
     let lease = store.acquire_lease(&d.id, "bench-agent", 60_000).await.unwrap().unwrap();
@@ -93,4 +95,90 @@ async fn main() {
     );
     measure("renew_lease", |_| async { store.renew_lease(&lease, 60_000).await.unwrap(); }).await;
     measure("load_progress", |_| async { store.load_progress(&id).await.unwrap(); }).await;
+    drop(lease);
+    assert!(store.close(Duration::from_secs(30)).await, "the store closes");
+
+    let stored: usize = std::env::var("PVEDEPLOY_BENCH_STORED").ok().and_then(|v| v.parse().ok()).unwrap_or(20_000);
+    spread_reads(&db, &raw, stored).await;
+}
+
+/// Resident memory of this process, in MB.
+fn rss_mb() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kib: f64 = status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok()).unwrap_or(0.0);
+    kib / 1024.0
+}
+
+/// `n` deployments written at 32 at once into a fresh store, the store opened again, every id read once in a
+/// spread-out order (half from one task, half from 16 tasks).
+async fn spread_reads(db: &pvedeploy::config::DatabaseConfig, raw: &RawSpec, n: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut db = db.clone();
+    db.url = match std::env::var("BENCH_DB_URL") {
+        Ok(url) => url.replace("{dir}", &dir.path().to_string_lossy()),
+        Err(_) => Config::for_data_dir(dir.path()).database.url,
+    };
+    let store = std::sync::Arc::new(Store::open(&db).await.unwrap());
+    let t = Instant::now();
+    let mut ids = Vec::with_capacity(n);
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..n {
+        let mut raw = raw.clone();
+        raw.name = Some(format!("app-{i}"));
+        let spec = pvedeploy::core::deployment::Spec::parse(raw, &Limits::default(), &RepoPolicy::default()).unwrap();
+        let d = Deployment::new(spec, pvedeploy::store::now_millis());
+        ids.push(d.id.clone());
+        let store = store.clone();
+        tasks.spawn(async move { store.create_deployment(&d, "bench").await.unwrap() });
+        if tasks.len() >= 32 {
+            tasks.join_next().await.unwrap().unwrap();
+        }
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.unwrap();
+    }
+    println!("\n{n} deployments written (32 at once): {:.1} s, RSS {:.1} MB", t.elapsed().as_secs_f64(), rss_mb());
+    let store = std::sync::Arc::into_inner(store).expect("no other handle");
+    let t = Instant::now();
+    assert!(store.close(Duration::from_secs(60)).await, "the store closes");
+    println!("closed in {:.0} ms", t.elapsed().as_secs_f64() * 1000.0);
+    let t = Instant::now();
+    let store = std::sync::Arc::new(Store::open(&db).await.unwrap());
+    println!("opened again in {:.0} ms, RSS {:.1} MB", t.elapsed().as_secs_f64() * 1000.0, rss_mb());
+    // A deterministic spread-out order (xorshift).
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    for i in (1..ids.len()).rev() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        ids.swap(i, (x % (i as u64 + 1)) as usize);
+    }
+    let half = ids.len() / 2;
+    let (t, c) = (Instant::now(), cpu());
+    for id in &ids[..half] {
+        store.get_deployment_with_events(id).await.unwrap().unwrap();
+    }
+    let per = |d: Duration, k: usize| d.as_secs_f64() * 1e6 / k as f64;
+    println!("read by id, {half} ids once each, one task: {:.0} µs wall, {:.0} µs CPU per read; RSS {:.1} MB", per(t.elapsed(), half), per(cpu() - c, half), rss_mb());
+    let rest = std::sync::Arc::new(ids[half..].to_vec());
+    let (t, c) = (Instant::now(), cpu());
+    let mut tasks = tokio::task::JoinSet::new();
+    for w in 0..16 {
+        let (store, rest) = (store.clone(), rest.clone());
+        tasks.spawn(async move {
+            for id in rest.iter().skip(w).step_by(16) {
+                store.get_deployment_with_events(id).await.unwrap().unwrap();
+            }
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.unwrap();
+    }
+    let k = rest.len();
+    println!(
+        "read by id, the other {k} once each, 16 tasks: {:.0} reads/s, {:.0} µs CPU per read; RSS {:.1} MB",
+        k as f64 / t.elapsed().as_secs_f64(),
+        per(cpu() - c, k),
+        rss_mb()
+    );
 }

@@ -127,9 +127,10 @@ impl Config for SurrealKvConfig {
 			.parse_key("surrealkv_max_memtable_size", &mut self.max_memtable_size)
 			// PATCH (pvedeploy): an embedded datastore gets only its URL's query parameters, renamed to
 			// `datastore_<key>`, so the memory ceilings are read from there too
-			// (`surrealkv://path?max_memtable_size=…&block_cache_capacity=…`).
+			// (`surrealkv://path?max_memtable_size=…&block_cache_capacity=…&block_size=…`).
 			.parse_key("datastore_max_memtable_size", &mut self.max_memtable_size)
-			.parse_key("datastore_block_cache_capacity", &mut self.block_cache_capacity);
+			.parse_key("datastore_block_cache_capacity", &mut self.block_cache_capacity)
+			.parse_key("datastore_block_size", &mut self.block_size);
 
 		if map.has_key("datastore_sync") {
 			map.parse_key("datastore_sync", &mut self.sync_mode);

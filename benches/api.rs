@@ -10,8 +10,10 @@
 //! the agent can serve, with the queueing that saturation brings) and open loop at a fixed offered
 //! rate (the latency a client sees while the agent serves that rate).
 
-#[path = "shared/cpu.rs"]
-mod cpu;
+#[path = "shared/process.rs"]
+mod process;
+#[path = "shared/spread.rs"]
+mod spread;
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -67,13 +69,6 @@ async fn start_agent(client: &reqwest::Client, port: u16, data_dir: &std::path::
         }
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
-        .unwrap_or(0)
 }
 
 /// RSS and its parts: anonymous memory (the heap: what the agent holds) and file pages (the binary's
@@ -216,19 +211,6 @@ fn sizes() -> Vec<usize> {
         .collect()
 }
 
-/// A deterministic shuffle (xorshift), so every run reads the ids in the same spread-out order.
-fn shuffled(ids: &[String]) -> Vec<String> {
-    let mut out = ids.to_vec();
-    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-    for i in (1..out.len()).rev() {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.swap(i, (x % (i as u64 + 1)) as usize);
-    }
-    out
-}
-
 /// Walks a list by cursor to its end; returns every id (newest first), the cursor that yields the last
 /// page, and the latency of each page.
 async fn walk(client: &reqwest::Client, base: &str, filter: &str) -> (Vec<String>, Option<String>, Vec<Duration>) {
@@ -276,7 +258,7 @@ async fn run_size(client: &reqwest::Client, seed: usize) {
     let pid = agent.0.id();
     println!("start to /ready: {:.0} ms (fresh data dir)", took.as_secs_f64() * 1000.0);
     tokio::time::sleep(Duration::from_millis(500)).await;
-    println!("idle RSS after start: {:.1} MB", rss_kib(pid) as f64 / 1024.0);
+    println!("idle RSS after start: {:.1} MB", process::rss_kib(pid) as f64 / 1024.0);
 
     let c = client.clone();
     let b = base.clone();
@@ -306,7 +288,7 @@ async fn run_size(client: &reqwest::Client, seed: usize) {
         pct(&lat, 100.0)
     );
     assert_eq!(ids.len(), seed, "every deployment listed once");
-    let ids = std::sync::Arc::new(shuffled(&ids));
+    let ids = std::sync::Arc::new(spread::shuffled(&ids));
     let half = ids.len() / 2;
     {
         // Every deployment read once, in a spread-out order, nothing read before: each read reaches the
@@ -315,7 +297,7 @@ async fn run_size(client: &reqwest::Client, seed: usize) {
         let c = client.clone();
         let b = base.clone();
         let first = ids.clone();
-        let (agent_cpu, bench_cpu) = (cpu::of_pid(pid), cpu::of_self());
+        let (agent_cpu, bench_cpu) = (process::cpu_of(pid), process::cpu_of_self());
         let (wall, lat, errors) = load(half, 16, move |i| {
             let c = c.clone();
             let url = format!("{b}/deployments/{}", first[i]);
@@ -323,7 +305,7 @@ async fn run_size(client: &reqwest::Client, seed: usize) {
         })
         .await;
         let per = |d: Duration| d.as_secs_f64() * 1e6 / half as f64;
-        let (agent_cpu, bench_cpu) = (per(cpu::of_pid(pid) - agent_cpu), per(cpu::of_self() - bench_cpu));
+        let (agent_cpu, bench_cpu) = (per(process::cpu_of(pid) - agent_cpu), per(process::cpu_of_self() - bench_cpu));
         report(&format!("GET /deployments/{{id}}, {half} of the {n} read once in a spread-out order (from the database; closed loop, concurrency 16)"), wall, &lat, errors);
         println!("  CPU per GET: agent {agent_cpu:.0} µs, load generator {bench_cpu:.0} µs (2 cores shared)");
         let (c, b, rest) = (client.clone(), base.clone(), ids.clone());

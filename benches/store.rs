@@ -8,10 +8,12 @@
 //! deployments written, the store closed and opened again (nothing in any cache), every id read once in a
 //! spread-out order, from one task and from 16 at once: the database's share of `GET /deployments/{id}`,
 //! without HTTP. `BENCH_DB_URL` sets the store URL (engine settings such as `block_size=` in its query; `{dir}`
-//! in it stands for the spread reads' fresh directory).
+//! in it stands for each part's fresh directory).
 
-#[path = "shared/cpu.rs"]
-mod cpu;
+#[path = "shared/process.rs"]
+mod process;
+#[path = "shared/spread.rs"]
+mod spread;
 
 use std::time::{Duration, Instant};
 
@@ -27,7 +29,7 @@ const N: u32 = 400;
 
 /// On-CPU time of this whole process so far.
 fn cpu() -> Duration {
-    cpu::of_self()
+    process::cpu_of_self()
 }
 
 async fn measure<F, Fut>(what: &str, mut op: F)
@@ -51,7 +53,7 @@ async fn main() {
     let dir = tempfile::tempdir().unwrap();
     let mut db = Config::for_data_dir(dir.path()).database;
     if let Ok(url) = std::env::var("BENCH_DB_URL") {
-        db.url = url;
+        db.url = url.replace("{dir}", &dir.path().to_string_lossy());
     }
     println!("database: {}", db.url);
     let store = Store::open(&db).await.unwrap();
@@ -104,9 +106,7 @@ async fn main() {
 
 /// Resident memory of this process, in MB.
 fn rss_mb() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let kib: f64 = status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok()).unwrap_or(0.0);
-    kib / 1024.0
+    process::rss_kib(std::process::id()) as f64 / 1024.0
 }
 
 /// `n` deployments written at 32 at once into a fresh store, the store opened again, every id read once in a
@@ -145,14 +145,7 @@ async fn spread_reads(db: &pvedeploy::config::DatabaseConfig, raw: &RawSpec, n: 
     let t = Instant::now();
     let store = std::sync::Arc::new(Store::open(&db).await.unwrap());
     println!("opened again in {:.0} ms, RSS {:.1} MB", t.elapsed().as_secs_f64() * 1000.0, rss_mb());
-    // A deterministic spread-out order (xorshift).
-    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-    for i in (1..ids.len()).rev() {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        ids.swap(i, (x % (i as u64 + 1)) as usize);
-    }
+    let ids = spread::shuffled(&ids);
     let half = ids.len() / 2;
     let (t, c) = (Instant::now(), cpu());
     for id in &ids[..half] {

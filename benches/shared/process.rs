@@ -1,9 +1,10 @@
-//! CPU time used so far, by this process or another one: the benches' per-operation CPU figures.
+//! What a process has used: CPU time so far and resident memory, for this process or another one (the benches'
+//! per-operation CPU and memory figures).
 
 use std::time::Duration;
 
 /// User plus system time of this whole process (`getrusage`).
-pub fn of_self() -> Duration {
+pub fn cpu_of_self() -> Duration {
     let mut ru = std::mem::MaybeUninit::<libc::rusage>::uninit();
     // SAFETY: getrusage fills the struct it is given.
     let ru = unsafe {
@@ -15,8 +16,8 @@ pub fn of_self() -> Duration {
 }
 
 /// User plus system time of process `pid` (`/proc/<pid>/stat`, in clock ticks); zero when it cannot be read.
-#[allow(dead_code)] // one bench measures only itself
-pub fn of_pid(pid: u32) -> Duration {
+#[allow(dead_code)] // the store bench measures only itself
+pub fn cpu_of(pid: u32) -> Duration {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the command's closing parenthesis: utime and stime are the 12th and 13th.
     let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
@@ -24,4 +25,12 @@ pub fn of_pid(pid: u32) -> Duration {
     // SAFETY: sysconf only reads a system constant.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
     Duration::from_millis(ticks * 1000 / hz)
+}
+
+/// Resident memory of process `pid` (`VmRSS` in `/proc/<pid>/status`), in KiB; zero when it cannot be read.
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .unwrap_or(0)
 }

@@ -102,7 +102,8 @@ impl Browser {
         let http = reqwest::Client::new();
         let profile = tempfile::tempdir().unwrap();
         let mut ready = false;
-        for _ in 0..100 {
+        // Up to 60 s: a cold chromedriver on a loaded CI machine is slow to listen.
+        for _ in 0..600 {
             if let Ok(r) = http.get(format!("{driver}/status")).send().await {
                 if r.json::<Value>().await.ok().and_then(|v| v["value"]["ready"].as_bool()) == Some(true) {
                     ready = true;
@@ -164,17 +165,22 @@ impl Browser {
     }
 
     /// Clicks the element `css` selects. The page re-renders live (a status change redraws the list),
-    /// so an element found a moment ago may be gone: it is then found again, as a user would look again.
+    /// so an element found a moment ago may be gone: it is then found again, as a user would look again;
+    /// one covered for a moment (a toast sliding in) is clicked once it is uncovered, as a user would wait.
     async fn click(&self, css: &str) {
-        for _ in 0..20 {
+        let mut last = Value::Null;
+        for _ in 0..100 {
             let e = self.find(css).await;
             match self.try_call("POST", &format!("/element/{e}/click"), json!({})).await {
                 Ok(_) => return,
-                Err(err) if err["error"] == "stale element reference" => tokio::time::sleep(Duration::from_millis(50)).await,
+                Err(err) if err["error"] == "stale element reference" || err["error"] == "element click intercepted" => {
+                    last = err;
+                    tokio::time::sleep(Duration::from_millis(100)).await
+                }
                 Err(err) => panic!("webdriver click {css}: {err}"),
             }
         }
-        panic!("{css} kept being redrawn before it could be clicked");
+        panic!("{css} could not be clicked within 10 s: {last}");
     }
 
     /// Replaces an input's text by typing it.
@@ -194,16 +200,19 @@ impl Browser {
     }
 
     /// As `wait`, for up to `secs` seconds.
+    /// A script error (the page in the middle of a navigation) counts as not yet, and is shown if it lasts.
     async fn wait_secs(&self, expr: &str, what: &str, secs: u64) -> Value {
+        let mut last_error = Value::Null;
         for _ in 0..secs * 10 {
-            let v = self.js(&format!("return ({expr});")).await;
-            if !(v.is_null() || v == false || v == "" || v == 0) {
-                return v;
+            match self.try_call("POST", "/execute/sync", json!({"script": format!("return ({expr});"), "args": []})).await {
+                Ok(v) if !(v.is_null() || v == false || v == "" || v == 0) => return v,
+                Ok(_) => last_error = Value::Null,
+                Err(e) => last_error = e,
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let text = self.js("return document.body.innerText").await;
-        panic!("waited in vain for {what} ({expr}); page:\n{}", text.as_str().unwrap_or_default());
+        panic!("waited in vain for {what} ({expr}); last script error: {last_error}; page:\n{}", text.as_str().unwrap_or_default());
     }
 
     /// Sets the viewport exactly (device metrics emulation), `mobile` for phone widths.

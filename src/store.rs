@@ -304,6 +304,46 @@ mod tests {
         assert_eq!(super::durable_url("mem://"), "mem://");
     }
 
+    /// A table's field definitions are shared by every transaction, keyed by the stamp each `DEFINE` and
+    /// `REMOVE FIELD` renews (`vendor/surrealdb-datastore/PATCHES.md`): a read after a change sees the change,
+    /// and two stores in one process (same namespace and database ids, same table) never see each other's.
+    /// A computed field is what a read evaluates from the definitions, so it shows which ones a read used.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_field_changed_is_seen_by_the_next_read_and_only_in_its_own_store() {
+        use serde_json::json;
+        let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+        let mut stores = Vec::new();
+        for d in &dirs {
+            let url = format!("surrealkv://{}", d.path().join("db").display());
+            let cfg = crate::config::DatabaseConfig { url, namespace: "t".into(), database: "t".into(), credentials: None };
+            stores.push(super::Store::open(&cfg).await.unwrap());
+        }
+        let (a, b) = (&stores[0], &stores[1]);
+        for s in [a, b] {
+            s.run("DEFINE TABLE probe SCHEMALESS; CREATE probe:one SET n = 1;", json!({})).await.unwrap();
+        }
+        let c = |s: &super::Store| {
+            let s = s.clone();
+            async move { s.select_record("probe", "one").await.unwrap().unwrap().get("c").cloned() }
+        };
+        // Both read once with no field defined: each store's (empty) definitions are now shared.
+        assert_eq!((c(a).await, c(b).await), (None, None));
+        a.run("DEFINE FIELD c ON probe COMPUTED n + 1;", json!({})).await.unwrap();
+        assert_eq!(c(a).await, Some(json!(2)), "the definition made after a read is used by the next one");
+        assert_eq!(c(b).await, None, "the other store has no such field");
+        b.run("DEFINE FIELD c ON probe COMPUTED n + 100;", json!({})).await.unwrap();
+        assert_eq!((c(a).await, c(b).await), (Some(json!(2)), Some(json!(101))), "each store its own definition");
+        a.run("DEFINE FIELD OVERWRITE c ON probe COMPUTED n + 10;", json!({})).await.unwrap();
+        assert_eq!(c(a).await, Some(json!(11)), "an overwritten definition replaces the shared one");
+        a.run("REMOVE FIELD c ON probe;", json!({})).await.unwrap();
+        assert_eq!((c(a).await, c(b).await), (None, Some(json!(101))), "a removed definition is gone from reads");
+        // A change inside a transaction that fails is not seen by anyone.
+        let failed = a.run("BEGIN; DEFINE FIELD c ON probe COMPUTED n + 1000; THROW 'no'; COMMIT;", json!({})).await;
+        assert!(failed.is_err());
+        assert_eq!(c(a).await, None, "a rolled-back definition is not used");
+        drop(stores);
+    }
+
     /// What the caller can do follows from the error: our own `THROW`s (which the repositories read, e.g. a lease
     /// lost) and a record that exists stay what they were; a statement the database refuses by its text is
     /// `Refused`, never "retry is safe".

@@ -432,9 +432,17 @@ impl Remote {
     }
 
     /// Names of the deployments that have a guest (not destroyed).
+    /// The deployments `export --all` asks for: every one with a guest, and every failed one without (a guest lost
+    /// outside pvedeploy ends `failed` with no guest: the agent answers why there is nothing to export, and the
+    /// command names it as skipped rather than leaving it out unsaid). Those still on the way to a guest are not asked.
     pub async fn names_with_guests(&self) -> Result<Vec<String>, RemoteError> {
-        let mut names: Vec<String> =
-            self.deployments(&[]).await?.into_iter().filter(|d| d.status != "destroyed" && d.proxmox_id.is_some()).map(|d| d.name).collect();
+        let mut names: Vec<String> = self
+            .deployments(&[])
+            .await?
+            .into_iter()
+            .filter(|d| d.status != "destroyed" && (d.proxmox_id.is_some() || d.status == "failed"))
+            .map(|d| d.name)
+            .collect();
         names.sort();
         Ok(names)
     }

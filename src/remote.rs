@@ -435,7 +435,7 @@ impl Remote {
     /// The deployments `export --all` asks for: every one with a guest, and every failed one without (a guest lost
     /// outside pvedeploy ends `failed` with no guest: the agent answers why there is nothing to export, and the
     /// command names it as skipped rather than leaving it out unsaid). Those still on the way to a guest are not asked.
-    pub async fn names_with_guests(&self) -> Result<Vec<String>, RemoteError> {
+    pub async fn names_to_export_all(&self) -> Result<Vec<String>, RemoteError> {
         let mut names: Vec<String> = self
             .deployments(&[])
             .await?

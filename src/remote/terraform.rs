@@ -11,13 +11,13 @@ struct NotWritten {
     why: String,
 }
 
-/// Writes the export of `name` (or of every deployment with a guest, `all`) under `out`. Exit code 0 when every
+/// Writes the export of `name` (or, `all`, of every deployment with a guest or failed without one) under `out`. Exit code 0 when every
 /// one was written, 1 when any was skipped or failed (each named with its reason); an unreachable agent or a refused
 /// token is an error (exit 2), as is a missing `NAME`.
 pub async fn export(remote: &Remote, name: Option<&str>, all: bool, out: &Path) -> Result<u8, RemoteError> {
     let names = match (name, all) {
         (Some(n), _) => vec![deployment_arg(n)?],
-        (None, true) => remote.names_with_guests().await?,
+        (None, true) => remote.names_to_export_all().await?,
         (None, false) => return Err(super::arg("NAME", "is required (a deployment name or id), or give --all")),
     };
     let mut skipped: Vec<NotWritten> = Vec::new();

@@ -187,7 +187,7 @@ fn wrk_get(base: &str, ids: &[String], dir: &std::path::Path) -> Option<String> 
         "ids = {{{}}}\ni = 0\nrequest = function()\n  i = i + 1\n  return wrk.format(\"GET\", \"/api/v1/deployments/\" .. ids[(i % #ids) + 1], {{[\"Authorization\"] = \"Bearer {TOKEN}\"}})\nend\n",
         list.join(",")
     );
-    let path = dir.join("get.lua");
+    let path = dir.with_extension("lua");
     std::fs::write(&path, script).ok()?;
     let out = Command::new(wrk).args(["-t1", "-c16", "-d10s", "--latency", "-s"]).arg(&path).arg(base).output().ok()?;
     let text = String::from_utf8_lossy(&out.stdout);
@@ -248,20 +248,40 @@ async fn repeat(client: &reqwest::Client, url: String, n: usize) -> (Duration, V
 }
 
 async fn run_size(client: &reqwest::Client, seed: usize) {
-    let dir = tempfile::tempdir().unwrap();
+    let temp = tempfile::tempdir().unwrap();
+    // For working on the read path: `PVEDEPLOY_BENCH_SEEDED=<dir>` keeps each size's store in `<dir>/<size>`
+    // and, when it is there from an earlier run, starts the agent on it instead of seeding again. The
+    // figures that need the writes (POST, RSS after them) are then not measured; quote full runs only.
+    let kept = std::env::var_os("PVEDEPLOY_BENCH_SEEDED").map(|d| std::path::PathBuf::from(d).join(seed.to_string()));
+    let seeded = kept.as_ref().is_some_and(|d| d.join("seeded").exists());
+    let data = kept.clone().unwrap_or_else(|| temp.path().join("data"));
+    std::fs::create_dir_all(&data).unwrap();
+    let dir = &data;
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}/api/v1");
     let n = format!("{seed}");
     println!("\n== {n} stored deployments ==");
 
-    let (agent, took) = start_agent(client, port, dir.path()).await;
+    let (agent, took) = start_agent(client, port, dir).await;
     let pid = agent.0.id();
-    println!("start to /ready: {:.0} ms (fresh data dir)", took.as_secs_f64() * 1000.0);
+    println!("start to /ready: {:.0} ms ({})", took.as_secs_f64() * 1000.0, if seeded { "a store seeded before, PVEDEPLOY_BENCH_SEEDED" } else { "fresh data dir" });
     tokio::time::sleep(Duration::from_millis(500)).await;
     println!("idle RSS after start: {:.1} MB", process::rss_kib(pid) as f64 / 1024.0);
+    if !seeded {
+        seed_deployments(client, &base, seed, pid).await;
+        if let Some(d) = &kept {
+            std::fs::write(d.join("seeded"), "").unwrap();
+        }
+    }
 
+    read_figures(client, &base, seed, pid, dir, agent, port).await;
+}
+
+/// Seeds `seed` deployments by `POST` (a `DELETE` after every third) and prints the figures of the writes.
+async fn seed_deployments(client: &reqwest::Client, base: &str, seed: usize, pid: u32) {
+    let n = format!("{seed}");
     let c = client.clone();
-    let b = base.clone();
+    let b = base.to_string();
     let (wall, lat, errors) = load(seed, 32, move |i| {
         let c = c.clone();
         let b = b.clone();
@@ -278,6 +298,12 @@ async fn run_size(client: &reqwest::Client, seed: usize) {
     report(&format!("POST /deployments (seeding {n}, concurrency 32; a DELETE after every third)"), wall, &lat, errors);
     tokio::time::sleep(Duration::from_secs(5)).await;
     println!("idle RSS 5 s after {n} writes: {}", rss_parts(pid));
+}
+
+/// Everything after the writes: the walk, the reads by id, the pages, the restarts.
+async fn read_figures(client: &reqwest::Client, base: &str, seed: usize, pid: u32, dir: &std::path::Path, agent: Agent, port: u16) {
+    let base = base.to_string();
+    let n = format!("{seed}");
 
     let (ids, _, lat) = walk(client, &base, "").await;
     println!(
@@ -337,14 +363,14 @@ async fn run_size(client: &reqwest::Client, seed: usize) {
         let (wall, lat, errors) = repeat(client, format!("{base}/deployments?limit=100&offset={offset}"), 40).await;
         report(&format!("last page of 100 by offset={offset} (the documented slow way)"), wall, &lat, errors);
     }
-    if let Some(out) = wrk_get(&base, &ids, dir.path()) {
+    if let Some(out) = wrk_get(&base, &ids, dir) {
         println!("GET /deployments/{{id}} with wrk, 1 thread, 16 connections, 10 s, the agent's read cache in play: {out}");
     }
     tokio::time::sleep(Duration::from_secs(5)).await;
     println!("idle RSS after the reads: {}", rss_parts(pid));
     drop(agent); // SIGKILL
 
-    let (mut agent, took) = start_agent(client, port, dir.path()).await;
+    let (mut agent, took) = start_agent(client, port, dir).await;
     println!("start to /ready after kill -9 following {n} writes: {:.0} ms", took.as_secs_f64() * 1000.0);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let t = Instant::now();
@@ -352,7 +378,7 @@ async fn run_size(client: &reqwest::Client, seed: usize) {
     unsafe { libc::kill(agent.0.id() as i32, libc::SIGTERM) };
     let _ = agent.0.wait();
     println!("clean stop (SIGTERM to exit, store closed): {:.0} ms", t.elapsed().as_secs_f64() * 1000.0);
-    let (mut agent, took) = start_agent(client, port, dir.path()).await;
+    let (mut agent, took) = start_agent(client, port, dir).await;
     println!("start to /ready after a clean stop: {:.0} ms", took.as_secs_f64() * 1000.0);
     // SAFETY: as above.
     unsafe { libc::kill(agent.0.id() as i32, libc::SIGTERM) };

@@ -6,7 +6,7 @@ use serde_json::json;
 use super::leases::{Lease, CHECK_LEASE};
 use super::{decode, Store, StoreError};
 use crate::core::deployment::{Deployment, DeploymentId, Framework, GuestType, Spec};
-use crate::core::names::{AppName, CommitSha, GitRef, HealthPath, NodeName, StartCommand, VmId};
+use crate::core::names::{AppName, AppNamePrefix, CommitSha, GitRef, HealthPath, NodeName, StartCommand, VmId};
 use crate::core::repo::RepoUrl;
 use crate::core::status::Status;
 use super::audit::AuditEntry;
@@ -219,6 +219,9 @@ struct ListQuery {
 
 impl ListQuery {
     fn new(f: &Filter, limit: u32, start: &PageStart) -> Self {
+        if let Some(prefix) = &f.name {
+            return Self::by_name(f, prefix, limit, start);
+        }
         let mut conds = Vec::new();
         // SurrealDB 3.3.5 caps an index walk at the page only on a compound index with an equality
         // prefix (`exec/operators/scan/index.rs`: a single-column range fetches whole batches of 1,000
@@ -232,34 +235,55 @@ impl ListQuery {
         if f.framework.is_some() {
             conds.push("framework = $framework");
         }
-        if f.name.is_some() {
-            conds.push("name >= $name_lo AND name < $name_hi");
-        }
-        let count = match &f.name {
-            // A name range has no counter; the count walks the same index range as the page.
-            Some(_) => format!("SELECT count() AS n FROM deployment WITH INDEX deployment_name_list WHERE {} GROUP ALL", conds.join(" AND ")),
-            None => tally_query(),
-        };
+        let count = tally_query();
         if matches!(start, PageStart::After(_)) {
             conds.push("list_key < $after");
         }
         let cond = if conds.is_empty() { String::new() } else { format!("WHERE {}", conds.join(" AND ")) };
-        // With a name, its index (the planner would otherwise prefer the ordered walk and filter names on the way).
-        let index = if f.name.is_some() { "WITH INDEX deployment_name_list" } else { "" };
         let skip = if matches!(start, PageStart::Offset(_)) { "START $offset" } else { "" };
-        let page = format!("{SELECT} deployment {index} {cond} ORDER BY list_key DESC LIMIT $limit {skip}");
-        let vars = json!({
+        let page = format!("{SELECT} deployment {cond} ORDER BY list_key DESC LIMIT $limit {skip}");
+        ListQuery { page, count, vars: Self::vars(f, limit, start) }
+    }
+
+    /// A listing by name prefix: the walk of the `name_listing` records whose names start with it (small
+    /// records, next to each other: the ids of the matches, with their status and framework), sorted newest
+    /// first in the query, and then only the page's deployments read; the count walks the same small records
+    /// (a count of keys when no status or framework is asked). Cost grows with the matches, not with history.
+    fn by_name(f: &Filter, prefix: &AppNamePrefix, limit: u32, start: &PageStart) -> Self {
+        let mut conds = Vec::new();
+        if f.status.is_some() {
+            conds.push("status = $status");
+        }
+        if f.framework.is_some() {
+            conds.push("framework = $framework");
+        }
+        let count_cond = if conds.is_empty() { String::new() } else { format!("WHERE {}", conds.join(" AND ")) };
+        if matches!(start, PageStart::After(_)) {
+            conds.push("record::id(id)[1] < $after");
+        }
+        let cond = if conds.is_empty() { String::new() } else { format!("WHERE {}", conds.join(" AND ")) };
+        const RANGE: &str = "name_listing:[$name_lo]..[$name_hi]";
+        let keys = format!("array::slice(array::sort::desc((SELECT VALUE record::id(id)[1] FROM {RANGE} {cond})), $offset, $slice_end)");
+        let page = format!("{SELECT} array::map({keys}, |$k| type::record('deployment', $k)) ORDER BY list_key DESC");
+        let count = format!("SELECT count() AS n FROM {RANGE} {count_cond} GROUP ALL");
+        let mut vars = Self::vars(f, limit, start);
+        vars["name_lo"] = json!(prefix.as_str());
+        vars["name_hi"] = json!(prefix.upper_bound());
+        let offset = match start { PageStart::Offset(n) => u64::from(*n), _ => 0 };
+        vars["slice_end"] = json!(offset + u64::from(limit) + 1);
+        ListQuery { page, count, vars }
+    }
+
+    fn vars(f: &Filter, limit: u32, start: &PageStart) -> serde_json::Value {
+        json!({
             "status": f.status.map(|s| s.as_str()),
             "framework": f.framework.map(|s| s.as_str()),
             "scope": tally_scope(f.status, f.framework),
-            "name_lo": f.name.as_ref().map(|n| n.as_str().to_string()),
-            "name_hi": f.name.as_ref().map(|n| n.upper_bound()),
             "after": match start { PageStart::After(id) => Some(id.as_str()), _ => None },
             "offset": match start { PageStart::Offset(n) => *n, _ => 0 },
             // One more than asked: whether another page follows, without counting.
             "limit": limit.saturating_add(1),
-        });
-        ListQuery { page, count, vars }
+        })
     }
 }
 
@@ -288,6 +312,10 @@ fn tally_query() -> String {
 
 /// Adds one to each of a new deployment's four tallies (`$tally_scopes`, shard `$shard`).
 pub(super) const TALLY_CREATED: &str = "FOR $scope IN $tally_scopes { UPSERT type::record('deployment_tally', [$scope, $shard]) SET n += 1 RETURN NONE; };";
+
+/// Lists a new deployment (`$name`, `$id`, `$status`, `$framework`) for listings by name prefix: its
+/// `name_listing` record (migration v22), whose id `[name, list_key]` orders the walk of a prefix.
+pub(super) const LISTED_CREATED: &str = "CREATE type::record('name_listing', [$name, $id]) CONTENT { status: $status, framework: $framework } RETURN NONE;";
 
 /// The four scopes a deployment with this status and framework is counted in.
 pub(super) fn tally_scopes(status: Status, framework: Framework) -> [String; 4] {
@@ -330,6 +358,7 @@ impl Store {
             CREATE type::record('deployment', $id) CONTENT $row;
             CREATE deployment_event CONTENT {{ deployment: $id, at: $at, to: $status, message: $message }};
             {TALLY_CREATED}
+            {LISTED_CREATED}
             {}
             {}
             {}",
@@ -340,7 +369,7 @@ impl Store {
         let vars = json!({
             "name": d.spec.name.as_str(), "id": d.id.as_str(), "row": Row::created(d, message, d.created_at), "at": d.created_at,
             "status": d.status.as_str(), "message": message, "audit": audit, "line": line, "restore": restore,
-            "tally_scopes": tally_scopes(d.status, d.spec.framework), "shard": tally_shard(),
+            "tally_scopes": tally_scopes(d.status, d.spec.framework), "shard": tally_shard(), "framework": d.spec.framework.as_str(),
         });
         let result = self.transaction(&sql, vars).await;
         self.written(&d.id);
@@ -377,8 +406,9 @@ impl Store {
     ///
     /// Costs: without a name, the page is a backward walk of the index matching the filter (see
     /// migration v10) that stops after `limit + 1` rows, and the total is read from a
-    /// maintained counter; with a name, both walk the names starting with it (cost grows with the
-    /// matches, not with history). `PageStart::Offset` also walks the skipped rows.
+    /// maintained counter; with a name, both walk the small `name_listing` records of the names
+    /// starting with it and only the page's rows are read (cost grows with the matches, not with
+    /// history). `PageStart::Offset` also walks the skipped rows.
     pub async fn list_deployments(&self, f: &Filter, limit: u32, start: &PageStart) -> Result<DeploymentPage, StoreError> {
         let q = ListQuery::new(f, limit, start);
         let (rows, total) = self.read_page(&q.page, &q.count, q.vars).await?;
@@ -621,6 +651,7 @@ impl DeploymentWrite<'_> {
                  FOR $scope IN [string::concat('s:', $to), string::concat('s:', $to, '|f:', $framework)] {{
                      UPSERT type::record('deployment_tally', [$scope, $shard]) SET n += 1 RETURN NONE;
                  }};
+                 UPSERT type::record('name_listing', [$name, $id]) CONTENT {{ status: $to, framework: $framework }} RETURN NONE;
              }};
              {event}
              {release}"

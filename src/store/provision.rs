@@ -272,9 +272,11 @@ impl Store {
             CREATE type::record('deployment', $id) CONTENT $row;
             CREATE deployment_event CONTENT {{ deployment: $id, at: $at, to: $status, message: $message }};
             {tally}
+            {listed}
             CREATE type::record('vmid_claim', $vmid) CONTENT {{ deployment: $id, at: $at }} RETURN NONE;
             UPSERT type::record('provision', $id) CONTENT {{ state: $state, updated_at: $at }} RETURN NONE;",
             tally = super::deployments::TALLY_CREATED,
+            listed = super::deployments::LISTED_CREATED,
         );
         let state = serde_json::to_value(ProgressRow::from(p)).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let now = now_millis();
@@ -282,6 +284,7 @@ impl Store {
             "name": d.spec.name.as_str(), "id": d.id.as_str(), "row": super::deployments::Row::created(d, message, now), "at": now,
             "status": d.status.as_str(), "message": message, "vmid": vmid.get(), "state": state,
             "tally_scopes": super::deployments::tally_scopes(d.status, d.spec.framework), "shard": super::deployments::tally_shard(),
+            "framework": d.spec.framework.as_str(),
         });
         let result = self.transaction(&sql, vars).await;
         self.written(&d.id);

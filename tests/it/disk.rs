@@ -110,7 +110,7 @@ async fn writes_that_fill_the_memory_table_survive_a_kill() {
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}/api/v1");
     let client = reqwest::Client::new();
-    // 64 KiB tables: a turn every few requests (the default is 8 MiB, a turn every ~2,000).
+    // 64 KiB tables: a turn every few requests (the default is 4 MiB, a turn every ~1,000).
     let url = format!("surrealkv://{}?max_memtable_size=65536", data.join("db").display());
     let spawn = || {
         let child: Child = Command::new(env!("CARGO_BIN_EXE_pvedeploy"))
@@ -366,6 +366,9 @@ async fn recover_rebuilds_a_deleted_store_from_the_guests_marks() {
             assert_eq!(d[field], b[field], "{field}: {d}");
         }
     }
+    // Listed again, by name prefix too (the recovery writes their `name_listing` records).
+    let listed = get(&client, &format!("{base}/deployments?name=lost-")).await.unwrap();
+    assert_eq!((listed["total"].as_u64(), listed["items"].as_array().map(Vec::len)), (Some(2), Some(2)), "{listed}");
     // The reconciler finds every marked guest owned again.
     let report = get(&client, &format!("{base}/reconcile")).await.unwrap();
     assert_eq!(report["orphans"].as_array().map(Vec::len), Some(0), "{report}");

@@ -298,6 +298,9 @@ async fn seed_deployments(client: &reqwest::Client, base: &str, seed: usize, pid
     report(&format!("POST /deployments (seeding {n}, concurrency 32; a DELETE after every third)"), wall, &lat, errors);
     tokio::time::sleep(Duration::from_secs(5)).await;
     println!("idle RSS 5 s after {n} writes: {}", rss_parts(pid));
+    // The engine may still be compacting what the writes left 5 s later; what the agent settles at:
+    tokio::time::sleep(Duration::from_secs(25)).await;
+    println!("idle RSS 30 s after {n} writes: {}", rss_parts(pid));
 }
 
 /// Everything after the writes: the walk, the reads by id, the pages, the restarts.

@@ -223,8 +223,9 @@ impl Store {
 
 /// The embedded engine's in-memory table, flushed to disk when full: what a crash replays at most.
 /// 4 MiB rather than 8: idle RSS after 100,000 writes 94.9 MB against 109.4 (with `BLOCK_CACHE_BYTES`
-/// halved too; `cargo bench --bench api`, docs/benchmarks.md), `POST` throughput unchanged (194 against
-/// 187 req/s at 32 writers, which meet a few short write stalls while a full table is flushed).
+/// halved too; `cargo bench --bench api`, docs/benchmarks.md), `POST` at 32 writers 171–194 req/s in two
+/// runs against 187 (within this machine's noise; the writers meet short write stalls while a full table is
+/// flushed, which the engine logs).
 pub const MEMTABLE_BYTES: u64 = 4 << 20;
 /// The embedded engine's block cache. 8 MiB rather than 16: spread reads by id at 100,000 stored
 /// deployments miss it either way (their rows alone are ~64 MB); `GET` throughput was unchanged.

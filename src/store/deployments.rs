@@ -222,27 +222,19 @@ impl ListQuery {
         if let Some(prefix) = &f.name {
             return Self::by_name(f, prefix, limit, start);
         }
-        let mut conds = Vec::new();
+        let mut conds = status_and_framework(f);
         // SurrealDB 3.3.5 caps an index walk at the page only on a compound index with an equality
         // prefix (`exec/operators/scan/index.rs`: a single-column range fetches whole batches of 1,000
         // records whatever the LIMIT): the unfiltered list walks `(list_scope, list_key)`.
-        if f.status.is_none() && f.framework.is_none() && f.name.is_none() {
+        if conds.is_empty() {
             conds.push("list_scope = 'all'");
         }
-        if f.status.is_some() {
-            conds.push("status = $status");
-        }
-        if f.framework.is_some() {
-            conds.push("framework = $framework");
-        }
-        let count = tally_query();
         if matches!(start, PageStart::After(_)) {
             conds.push("list_key < $after");
         }
-        let cond = if conds.is_empty() { String::new() } else { format!("WHERE {}", conds.join(" AND ")) };
         let skip = if matches!(start, PageStart::Offset(_)) { "START $offset" } else { "" };
-        let page = format!("{SELECT} deployment {cond} ORDER BY list_key DESC LIMIT $limit {skip}");
-        ListQuery { page, count, vars: Self::vars(f, limit, start) }
+        let page = format!("{SELECT} deployment {} ORDER BY list_key DESC LIMIT $limit {skip}", where_clause(&conds));
+        ListQuery { page, count: tally_query(), vars: Self::vars(f, limit, start) }
     }
 
     /// A listing by name prefix: the walk of the `name_listing` records whose names start with it (small
@@ -250,22 +242,14 @@ impl ListQuery {
     /// first in the query, and then only the page's deployments read; the count walks the same small records
     /// (a count of keys when no status or framework is asked). Cost grows with the matches, not with history.
     fn by_name(f: &Filter, prefix: &AppNamePrefix, limit: u32, start: &PageStart) -> Self {
-        let mut conds = Vec::new();
-        if f.status.is_some() {
-            conds.push("status = $status");
-        }
-        if f.framework.is_some() {
-            conds.push("framework = $framework");
-        }
-        let count_cond = if conds.is_empty() { String::new() } else { format!("WHERE {}", conds.join(" AND ")) };
+        let mut conds = status_and_framework(f);
+        const RANGE: &str = "name_listing:[$name_lo]..[$name_hi]";
+        let count = format!("SELECT count() AS n FROM {RANGE} {} GROUP ALL", where_clause(&conds));
         if matches!(start, PageStart::After(_)) {
             conds.push("record::id(id)[1] < $after");
         }
-        let cond = if conds.is_empty() { String::new() } else { format!("WHERE {}", conds.join(" AND ")) };
-        const RANGE: &str = "name_listing:[$name_lo]..[$name_hi]";
-        let keys = format!("array::slice(array::sort::desc((SELECT VALUE record::id(id)[1] FROM {RANGE} {cond})), $offset, $slice_end)");
+        let keys = format!("array::slice(array::sort::desc((SELECT VALUE record::id(id)[1] FROM {RANGE} {})), $offset, $slice_end)", where_clause(&conds));
         let page = format!("{SELECT} array::map({keys}, |$k| type::record('deployment', $k)) ORDER BY list_key DESC");
-        let count = format!("SELECT count() AS n FROM {RANGE} {count_cond} GROUP ALL");
         let mut vars = Self::vars(f, limit, start);
         vars["name_lo"] = json!(prefix.as_str());
         vars["name_hi"] = json!(prefix.upper_bound());
@@ -287,6 +271,24 @@ impl ListQuery {
     }
 }
 
+
+/// The conditions of a filter's status and framework (its variables `$status` and `$framework`); both the
+/// deployments and their `name_listing` records carry those two fields.
+fn status_and_framework(f: &Filter) -> Vec<&'static str> {
+    let mut conds = Vec::new();
+    if f.status.is_some() {
+        conds.push("status = $status");
+    }
+    if f.framework.is_some() {
+        conds.push("framework = $framework");
+    }
+    conds
+}
+
+/// `WHERE` and the conditions joined by `AND`; nothing without any.
+fn where_clause(conds: &[&str]) -> String {
+    if conds.is_empty() { String::new() } else { format!("WHERE {}", conds.join(" AND ")) }
+}
 
 const SELECT: &str = "SELECT *, record::id(id) AS key FROM";
 

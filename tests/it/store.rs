@@ -239,6 +239,21 @@ async fn lists_page_by_cursor_over_an_index_per_filter_with_counted_totals() {
         }
         all.push(d);
     }
+    // Writes refused whole leave the name listing as it was: a second live `app-01`, and a status change
+    // from a revision already overtaken.
+    let twin = new_deployment("app-01", "node");
+    assert!(matches!(store.create_deployment(&twin, "test").await, Err(StoreError::Taken { .. })));
+    let overtaken = all[1].clone();
+    let mut running = all[1].clone();
+    running.status = Status::Running;
+    all[1] = store.save_deployment(&running, Status::Pending, "test").await.unwrap();
+    let mut failed = overtaken;
+    failed.status = Status::Failed;
+    assert!(matches!(store.save_deployment(&failed, Status::Pending, "test").await, Err(StoreError::Stale)));
+    let app01 = |status| Filter { status: Some(status), name: Some(AppNamePrefix::parse("app-01").unwrap()), ..Filter::default() };
+    assert_eq!(store.list_deployments(&app01(Status::Running), 7, &PageStart::First).await.unwrap().total, 1);
+    assert_eq!(store.list_deployments(&app01(Status::Failed), 7, &PageStart::First).await.unwrap().total, 0);
+    assert_eq!(store.list_deployments(&Filter { name: Some(AppNamePrefix::parse("app-01").unwrap()), ..Filter::default() }, 7, &PageStart::First).await.unwrap().total, 1);
     let filters = [
         Filter::default(),
         Filter { status: Some(Status::Failed), ..Filter::default() },
@@ -305,12 +320,17 @@ async fn lists_page_by_cursor_over_an_index_per_filter_with_counted_totals() {
 
 /// A new `pending` deployment named `name` for `framework`, recorded.
 async fn pending_deployment_with(store: &Store, name: &str, framework: &str) -> pvedeploy::core::deployment::Deployment {
+    let d = new_deployment(name, framework);
+    store.create_deployment(&d, "test").await.unwrap();
+    d
+}
+
+/// A new `pending` deployment named `name` for `framework`, not recorded.
+fn new_deployment(name: &str, framework: &str) -> pvedeploy::core::deployment::Deployment {
     use pvedeploy::core::deployment::{Deployment, RawSpec, Spec};
     use pvedeploy::core::limits::{Limits, RepoPolicy};
     let raw = RawSpec { name: Some(name.into()), framework: Some(framework.into()), repo_url: Some("https://github.com/o/r".into()), ..RawSpec::default() };
-    let d = Deployment::new(Spec::parse(raw, &Limits::default(), &RepoPolicy::default()).unwrap(), pvedeploy::store::now_millis());
-    store.create_deployment(&d, "test").await.unwrap();
-    d
+    Deployment::new(Spec::parse(raw, &Limits::default(), &RepoPolicy::default()).unwrap(), pvedeploy::store::now_millis())
 }
 
 /// A GET by id is one record read: the row keeps its last `RECENT_EVENTS` status changes, oldest first,

@@ -255,8 +255,12 @@ async fn run_size(client: &reqwest::Client, seed: usize) {
     let kept = std::env::var_os("PVEDEPLOY_BENCH_SEEDED").map(|d| std::path::PathBuf::from(d).join(seed.to_string()));
     let seeded = kept.as_ref().is_some_and(|d| d.join("seeded").exists());
     let data = kept.clone().unwrap_or_else(|| temp.path().join("data"));
+    if !seeded && data.exists() {
+        // A seeding that did not finish: start again from an empty store.
+        std::fs::remove_dir_all(&data).unwrap();
+    }
     std::fs::create_dir_all(&data).unwrap();
-    let dir = &data;
+    let dir = data.as_path();
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}/api/v1");
     let n = format!("{seed}");

@@ -431,7 +431,6 @@ impl Remote {
         self.get(&format!("/deployments/{}/terraform", segment(name)), Need::read("reading a Terraform export")).await
     }
 
-    /// Names of the deployments that have a guest (not destroyed).
     /// The deployments `export --all` asks for: every one with a guest, and every failed one without (a guest lost
     /// outside pvedeploy ends `failed` with no guest: the agent answers why there is nothing to export, and the
     /// command names it as skipped rather than leaving it out unsaid). Those still on the way to a guest are not asked.

@@ -349,7 +349,9 @@ const MIGRATIONS: &[&str] = &[
     // `[name, list_key]` and which carries its status and framework, kept in the transactions that create a
     // deployment or change its status (`store::deployments::ListQuery`). Walking `deployment_name_list` read
     // every matching deployment whole, twice (page and count): 1,111 matches cost 132–182 ms at 100,000
-    // stored. That index is no longer read; it stays, since the rebuilds recorded for v10 and v14 name it.
+    // stored. That index is no longer read; it stays: a fresh database applies v10 and this in one transaction,
+    // in which SurrealDB cannot define and remove one index (see v14), and the rebuilds recorded for v10 and
+    // v14 name it.
     r#"
     DEFINE TABLE IF NOT EXISTS name_listing SCHEMAFULL;
     DEFINE FIELD IF NOT EXISTS status ON name_listing TYPE string;

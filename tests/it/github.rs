@@ -315,6 +315,9 @@ async fn a_successful_and_a_failed_deploy_are_reported_as_github_describes_them(
     let (s, _) = app.post(&format!("/api/v1/deployments/{id}/redeploy"), Some(ADMIN), &json!({})).await;
     assert_eq!(s, 202);
     fake.wait_for("the commit status success of the fix", success(fixed.clone())).await;
+    // The deployment's own status is a separate call that may land just after the commit status: wait for it too.
+    let (n, _) = deployment_of(&fake.calls(), &repo.full_name, &fixed);
+    fake.wait_for("the fix's deployment status success", move |c: &Call| c.path.ends_with(&format!("/deployments/{n}/statuses")) && c.body["state"] == "success").await;
     let (n, states) = deployment_of(&fake.calls(), &repo.full_name, &fixed);
     assert_eq!(states, ["in_progress", "success"], "deployment {n}");
     fake.wait_for("deployment 1 inactive", |c| c.path.ends_with("/deployments/1/statuses") && c.body["state"] == "inactive").await;

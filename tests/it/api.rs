@@ -222,9 +222,16 @@ async fn logs_status_resources_metrics_ready_and_spec() {
     let (s, spec) = app.get("/api/v1/openapi.json", None).await;
     assert_eq!(s, 200);
     assert!(spec["paths"]["/deployments/{id}/logs"]["get"]["responses"]["200"]["content"]["text/event-stream"].is_object(), "{spec}");
+    // The docs page shows the document served, rules included, not the one poem-openapi generates; it is rendered
+    // per request (not held in memory), twice to the same page.
+    let served = app.client.get(app.url("/api/v1/openapi.json")).send().await.unwrap().text().await.unwrap();
     let docs = app.client.get(app.url("/docs/")).send().await.unwrap();
     assert_eq!(docs.status(), 200);
-    assert!(docs.text().await.unwrap().contains("swagger"));
+    let page = docs.text().await.unwrap();
+    assert!(page.contains("swagger"));
+    assert!(page.contains(&served), "the docs page embeds the served document");
+    let again = app.client.get(app.url("/docs/")).send().await.unwrap().text().await.unwrap();
+    assert_eq!(page, again);
 }
 
 #[tokio::test]

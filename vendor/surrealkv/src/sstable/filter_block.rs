@@ -5,7 +5,6 @@ use integer_encoding::FixedInt;
 use crate::FilterPolicy;
 
 pub(crate) const FILTER_BASE_LOG2: u32 = 11;
-const FILTER_BASE: u32 = 1 << FILTER_BASE_LOG2;
 const FILTER_META_LENGTH: usize = 5; // 4bytes filter offsets length + 1bytes base log
 
 // A writer for writing filter blocks, which are used to quickly test if a key
@@ -15,16 +14,27 @@ pub(crate) struct FilterBlockWriter {
 	keys: Vec<Vec<u8>>,            // A collection of keys to be added to the filter.
 	filters: Vec<u8>,              // The generated filters.
 	filter_offsets: Vec<u32>,      // Offsets for each filter in the `filters` vector.
+	base_lg: u32,                  // One filter per `1 << base_lg` bytes of table.
 }
 
 impl FilterBlockWriter {
 	// Constructs a new `FilterBlockWriter` with a given filter policy.
+	#[cfg(test)] // PATCH: tables pass their base (`with_base_lg`).
 	pub(crate) fn new(policy: Arc<dyn FilterPolicy>) -> Self {
+		Self::with_base_lg(policy, FILTER_BASE_LOG2)
+	}
+
+	// PATCH: one filter per `1 << base_lg` bytes of table (LevelDB's 2 KiB by default). A table's writer passes its
+	// block size rounded down to a power of two: with 64 KiB blocks, the 2 KiB base left 31 empty 4-byte offsets per
+	// block, which every open table keeps in memory (PATCHES.md 9). The base is stored in the block, and readers
+	// of every version use the stored one.
+	pub(crate) fn with_base_lg(policy: Arc<dyn FilterPolicy>, base_lg: u32) -> Self {
 		Self {
 			policy,
 			keys: vec![],
 			filter_offsets: vec![],
 			filters: vec![],
+			base_lg,
 		}
 	}
 
@@ -37,7 +47,7 @@ impl FilterBlockWriter {
 	// Starts a new block at a given offset. This may trigger the generation of a
 	// new filter if necessary.
 	pub(crate) fn start_block(&mut self, block_offset: usize) {
-		let filter_index = block_offset / FILTER_BASE as usize; // Calculate the index of the filter for the current block.
+		let filter_index = block_offset >> self.base_lg; // Calculate the index of the filter for the current block.
 		let filters_len = self.filter_offsets.len();
 		assert!(filter_index >= filters_len); // Ensure the filter index is not out of bounds.
 		while filter_index > self.filter_offsets.len() {
@@ -86,17 +96,20 @@ impl FilterBlockWriter {
 		(offsets_offset as u32).encode_fixed(&mut result[ix..ix + 4]);
 		ix += 4;
 		// Append the base log2 value as a single byte.
-		result[ix] = FILTER_BASE_LOG2 as u8;
+		result[ix] = self.base_lg as u8;
 
 		result
 	}
 }
 
+// PATCH: the offsets are read from the block where they are stored, not copied into a `Vec<u32>` beside it: every
+// open table keeps its filter block in memory, and the copy doubled what its offsets cost (PATCHES.md 9).
 #[derive(Clone)]
 pub(crate) struct FilterBlockReader {
 	policy: Arc<dyn FilterPolicy>, // The filter policy used for checking keys against filters.
 	data: Vec<u8>,                 // The entire filter block data.
-	filter_offsets: Vec<u32>,      // Offsets for each filter within the `data`.
+	offsets_start: usize,          // Where the per-filter offsets begin within `data`.
+	num_offsets: usize,            // How many filters (and offsets) there are.
 	base_lg: u32,                  // The base log2 value used to calculate block index.
 }
 
@@ -106,28 +119,27 @@ impl FilterBlockReader {
 	pub(crate) fn new(data: Vec<u8>, policy: Arc<dyn FilterPolicy>) -> Self {
 		let n = data.len();
 		let base_lg = data[n - 1] as u32; // The last byte is the base log2 value.
-		let num_offset = u32::decode_fixed(&data[n - FILTER_META_LENGTH..n - 1]).unwrap() as usize; // The offsets start 5 bytes from the end.
-		let mut filter_offsets = Vec::with_capacity(num_offset);
-		if num_offset * 4 + FILTER_META_LENGTH > n {
+		let num_offsets = u32::decode_fixed(&data[n - FILTER_META_LENGTH..n - 1]).unwrap() as usize; // The offsets start 5 bytes from the end.
+		if num_offsets * 4 + FILTER_META_LENGTH > n {
 			panic!("invalid filter block data");
 		}
 
 		// Calculate the start position of the offsets in the data vector.
-		let offsets_offset = n - (num_offset * 4 + FILTER_META_LENGTH);
-		// Extract each filter offset from the data.
-		for i in 0..num_offset {
-			let start = offsets_offset + i * 4;
-			let end = offsets_offset + (i + 1) * 4;
-			let offset = u32::decode_fixed(&data[start..end]).unwrap();
-			filter_offsets.push(offset);
-		}
+		let offsets_start = n - (num_offsets * 4 + FILTER_META_LENGTH);
 
 		Self {
 			policy,
 			data,
-			filter_offsets,
+			offsets_start,
+			num_offsets,
 			base_lg,
 		}
+	}
+
+	// The start of filter `i` within `data` (`i < num_offsets`).
+	fn filter_offset(&self, i: usize) -> usize {
+		let at = self.offsets_start + i * 4;
+		u32::decode_fixed(&self.data[at..at + 4]).unwrap() as usize
 	}
 
 	// Checks if a key may be present in the filter block, given a specific block
@@ -137,19 +149,22 @@ impl FilterBlockReader {
 		let block_index = block_offset >> self.base_lg;
 
 		// TODO: What to do in this scenario?
-		if block_index >= self.filter_offsets.len() {
+		if block_index >= self.num_offsets {
 			return true;
 		}
 
-		let start = self.filter_offsets[block_index] as usize; // Start of the filter in the data.
-		let limit = if block_index + 1 < self.filter_offsets.len() {
-			self.filter_offsets[block_index + 1] as usize // End of the filter in the
-		                                         // data.
+		let start = self.filter_offset(block_index); // Start of the filter in the data.
+		let limit = if block_index + 1 < self.num_offsets {
+			self.filter_offset(block_index + 1) // End of the filter in the data.
 		} else {
-			// Subtract the filter offsets array (4 bytes per offset) + 4 bytes for offsets
-			// length + 1 byte for base log
-			self.data.len() - (4 * self.filter_offsets.len() + 5)
+			// The filters end where the offsets begin.
+			self.offsets_start
 		};
+
+		// A corrupt offset pair answers "may contain", as a missing filter does.
+		if start > limit || limit > self.offsets_start {
+			return true;
+		}
 
 		// Extract the filter for the given block index.
 		let filter = &self.data[start..limit];

@@ -80,7 +80,7 @@ use crate::compression::CompressionSelector;
 use crate::error::{Error, Result};
 use crate::sstable::block::{Block, BlockData, BlockHandle, BlockIterator, BlockWriter};
 use crate::sstable::error::SSTableError;
-use crate::sstable::filter_block::{FilterBlockReader, FilterBlockWriter};
+use crate::sstable::filter_block::{FilterBlockReader, FilterBlockWriter, FILTER_BASE_LOG2};
 use crate::sstable::index_block::{Index, IndexIterator, IndexWriter};
 use crate::sstable::meta::TableMetadata;
 use crate::vfs::File;
@@ -361,7 +361,7 @@ impl<W: Write> TableWriter<W> {
 	pub(crate) fn new(writer: W, id: u64, opts: Arc<Options>, target_level: u8) -> Self {
 		let fb = {
 			if let Some(policy) = opts.filter_policy.clone() {
-				let mut f = FilterBlockWriter::new(Arc::clone(&policy));
+				let mut f = FilterBlockWriter::with_base_lg(Arc::clone(&policy), filter_base_lg(opts.block_size));
 				f.start_block(0);
 				Some(f)
 			} else {
@@ -420,7 +420,8 @@ impl<W: Write> TableWriter<W> {
 		// Initialize filter block on first key if needed
 		if self.filter_block.is_none() {
 			if let Some(filter_policy) = self.opts.filter_policy.as_ref() {
-				let mut filter_block = FilterBlockWriter::new(Arc::clone(filter_policy));
+				let mut filter_block =
+					FilterBlockWriter::with_base_lg(Arc::clone(filter_policy), filter_base_lg(self.opts.block_size));
 				filter_block.start_block(0);
 				self.filter_block = Some(filter_block);
 			}
@@ -750,6 +751,15 @@ pub(crate) fn calculate_checksum(block: &[u8], compression_type: CompressionType
 	cksum.update(block);
 	cksum.update(&[compression_type as u8; BLOCK_COMPRESS_LEN]);
 	cksum
+}
+
+/// PATCH (PATCHES.md 9): one filter per data block: the block size rounded down to a power of two, never below
+/// LevelDB's 2 KiB. A block shorter than that shares its neighbour's filter, which only widens that filter.
+fn filter_base_lg(block_size: usize) -> u32 {
+	if block_size == 0 {
+		return FILTER_BASE_LOG2;
+	}
+	(usize::BITS - 1 - block_size.leading_zeros()).clamp(FILTER_BASE_LOG2, 30)
 }
 
 /// Reads a filter block from the file.

@@ -83,17 +83,15 @@ pub fn routes(state: &ApiState) -> (Route, limits::AllowIndex) {
     // Swagger UI embeds the document it shows: the one served, rules included. The page (1.7 MB, Swagger UI's
     // script inline) is rendered at each request rather than held: kept, it was 3.2 MB of an idle agent's heap
     // for a page a person opens now and then (heaptrack on the API bench's agent, docs/benchmarks.md).
+    // The generated document (160 KB) is kept to be found in the page, so a request generates it once, not twice.
+    let allowed = limits::AllowIndex::from_spec(&generated);
     let docs_state = state.clone();
     let docs_document = document.clone();
     let docs = Route::new().at(
         "/",
-        poem::endpoint::make_sync(move |_| {
-            let api = service(&docs_state);
-            poem::web::Html(api.swagger_ui_html().replacen(&api.spec(), &docs_document, 1))
-        }),
+        poem::endpoint::make_sync(move |_| poem::web::Html(service(&docs_state).swagger_ui_html().replacen(&generated, &docs_document, 1))),
     );
     let spec = poem::endpoint::make_sync(move |_| Response::builder().content_type("application/json").body(document.clone()));
-    let allowed = limits::AllowIndex::from_spec(&generated);
     let max_body = state.max_body_bytes;
     let route = crate::web::mount(Route::new())
         .nest(

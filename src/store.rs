@@ -94,7 +94,9 @@ impl Store {
             lock_file = Some(std::path::Path::new(path).join("LOCK"));
             dir = Some(std::path::PathBuf::from(path));
         }
-        let db = if url.starts_with("surrealkv://") || url.starts_with("mem://") {
+        // An embedded engine belongs to this process alone (surrealkv holds a lock on its directory).
+        let embedded = url.starts_with("surrealkv://") || url.starts_with("mem://");
+        let db = if embedded {
             // No live queries here: without their notifications the embedded engine does not preallocate its
             // 15,000-slot notification channel, 2.4 MB of an idle agent's heap (`surrealdb-engine-local` 3.3.5
             // `lib.rs`, `surrealdb-cnf` `NOTIFICATIONS_CHANNEL_SIZE`; measured with heaptrack).
@@ -115,8 +117,6 @@ impl Store {
             db.signin(surrealdb::opt::auth::Root { username: user.clone(), password: pass.expose().clone() }).await?;
         }
         db.use_ns(cfg.namespace.as_str()).use_db(cfg.database.as_str()).await?;
-        // An embedded engine belongs to this process alone (surrealkv holds a lock on its directory).
-        let embedded = url.starts_with("surrealkv://") || url.starts_with("mem://");
         let cache = embedded.then(|| std::sync::Arc::new(cache::DetailCache::default()));
         let store = Store { db, lock_file, cache, trust: std::sync::Arc::new(trust), dir };
         migrations::apply(&store, version).await?;

@@ -152,11 +152,16 @@ impl Snapshot {
 	/// This is a helper method used by both iterators and optimized operations
 	/// like count
 	pub(crate) fn collect_iter_state(&self) -> Result<IterState> {
+		// PATCH (PATCHES.md 10): the locks in the tree's order, active -> level_manifest ->
+		// immutable_memtables (lsm.rs, rotate_memtable and flush_immutable_to_sst). Taken as
+		// active -> immutable -> manifest, a scan holding `immutable` waited for `manifest` while a
+		// compaction's `update_manifest` held `manifest` (write) and waited for `immutable` (write):
+		// both stopped for good, and with them the runtime's workers (seen at 100,000 writes).
 		let active = guardian::ArcRwLockReadGuardian::take(Arc::clone(&self.core.active_memtable))?;
-		let immutable =
-			guardian::ArcRwLockReadGuardian::take(Arc::clone(&self.core.immutable_memtables))?;
 		let manifest =
 			guardian::ArcRwLockReadGuardian::take(Arc::clone(&self.core.level_manifest))?;
+		let immutable =
+			guardian::ArcRwLockReadGuardian::take(Arc::clone(&self.core.immutable_memtables))?;
 
 		Ok(IterState {
 			active: active.clone(),

@@ -48,7 +48,7 @@ def free_port() -> int:
 
 
 class Agent:
-    def __init__(self, binary: str, work: str, tag: str):
+    def __init__(self, binary: str, work: str, tag: str, started: list):
         self.port = free_port()
         self.out = os.path.join(work, f"callgrind.{tag}")
         data = os.path.join(work, "data")
@@ -65,11 +65,13 @@ class Agent:
                "--data-dir", data]
         self.log = open(os.path.join(work, f"agent.{tag}.log"), "w")
         self.proc = subprocess.Popen(cmd, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        started.append(self)
         deadline = time.time() + 900
         while self.request("GET", "/api/v1/ready")[0] != 200:
             if self.proc.poll() is not None or time.time() > deadline:
-                self.proc.kill()
-                sys.exit(f"the agent did not become ready; see {self.log.name}")
+                self.log.flush()
+                tail = open(self.log.name).read()[-4000:]
+                sys.exit(f"the agent did not become ready in 15 minutes; its last output:\n{tail}")
             time.sleep(2)
 
     def request(self, method: str, path: str, body=None):
@@ -131,7 +133,8 @@ def order(paths):
             elif line.startswith(("fn=", "cfn=")):
                 m = re.match(r"c?fn=\((\d+)\)(?: (.*))?", line)
                 if m.group(2):
-                    names[m.group(1)] = m.group(2).strip()
+                    # callgrind names a recursion's inner calls `name'2`, `name'3`: the same function
+                    names[m.group(1)] = re.sub(r"'\d+$", "", m.group(2).strip())
                 if line.startswith("fn="):
                     fn = names[m.group(1)] if ob and ob.endswith("/pvedeploy") else None
             elif line.startswith("calls="):
@@ -143,7 +146,8 @@ def order(paths):
                     parts = line.split()
                     if len(parts) >= 2:
                         cost[fn] += int(parts[1])
-    return [name for name, _ in cost.most_common()]
+    # what callgrind could not name (`0x…`, `(below main)`) is no symbol the linker knows
+    return [name for name, _ in cost.most_common() if re.fullmatch(r"[A-Za-z_.$][A-Za-z0-9_.$]*", name)]
 
 
 def main():
@@ -151,18 +155,26 @@ def main():
     with tempfile.TemporaryDirectory(prefix="order-functions-") as work:
         with open(os.path.join(work, "pvedeploy.toml"), "w") as f:
             f.write('[repos]\nallowed_hosts = ["127.0.0.1:9"]\nschemes = ["http"]\n')
-        first = Agent(binary, work, "first")
-        ids = serve(first, 300)
-        time.sleep(20)
-        first.dump()
-        first.proc.send_signal(signal.SIGKILL)
-        first.proc.wait()
-        second = Agent(binary, work, "second")
-        for i in ids[:50]:
-            second.request("GET", f"/api/v1/deployments/{i}")
-        second.request("GET", "/api/v1/deployments?limit=100")
-        second.proc.send_signal(signal.SIGTERM)
-        second.proc.wait(timeout=600)
+        agents = []
+        try:
+            first = Agent(binary, work, "first", agents)
+            ids = serve(first, 300)
+            time.sleep(20)
+            first.dump()
+            first.proc.send_signal(signal.SIGKILL)
+            first.proc.wait()
+            second = Agent(binary, work, "second", agents)
+            for i in ids[:50]:
+                second.request("GET", f"/api/v1/deployments/{i}")
+            second.request("GET", "/api/v1/deployments?limit=100")
+            second.proc.send_signal(signal.SIGTERM)
+            second.proc.wait(timeout=600)
+        finally:
+            # whatever went wrong, no agent is left running: killed by the pid it was started with
+            for agent in agents:
+                if agent.proc.poll() is None:
+                    agent.proc.kill()
+                    agent.proc.wait()
         outs = sorted(os.path.join(work, f) for f in os.listdir(work) if f.startswith("callgrind."))
         names = order(outs)
     with open(os.path.join(ROOT, "link", "functions.order"), "w") as f:

@@ -692,3 +692,25 @@ impl DeploymentWrite<'_> {
         next
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// The rows every list and lookup reads (`SELECT`) come without the events the record keeps: a page converts
+    /// none of them, while a read by id (`select`) still gets them all.
+    #[tokio::test]
+    async fn list_rows_leave_the_recent_events_out_and_the_record_keeps_them() {
+        use crate::core::deployment::GuestType;
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("surrealkv://{}", dir.path().join("db").display());
+        let cfg = crate::config::DatabaseConfig { url, namespace: "t".into(), database: "t".into(), credentials: None };
+        let store = super::super::Store::open(&cfg).await.unwrap();
+        let d = crate::export::hcl::tests::deployment("rows", GuestType::Vm, 100);
+        store.create_deployment(&d, "created").await.unwrap();
+        let rows = store.run(&format!("{} deployment", super::SELECT), serde_json::json!({})).await.unwrap();
+        let row = &rows[0][0];
+        assert_eq!(row.get("key").and_then(|k| k.as_str()), Some(d.id.as_str()));
+        assert!(row.get("recent_events").is_none(), "a list row carries no events: {row}");
+        let record = store.select_record("deployment", d.id.as_str()).await.unwrap().unwrap();
+        assert_eq!(record["recent_events"].as_array().map(Vec::len), Some(1), "the record keeps its events: {record}");
+    }
+}

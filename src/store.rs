@@ -11,6 +11,7 @@ pub mod logs;
 pub mod migrations;
 pub mod previews;
 pub mod provision;
+mod record_read;
 pub mod releases;
 pub mod schedules;
 pub mod tokens;
@@ -18,7 +19,10 @@ pub mod trust;
 pub mod vmids;
 
 use serde::de::DeserializeOwned;
+use std::sync::Arc;
+
 use surrealdb::engine::any::Any;
+use surrealdb::engine::local::Db;
 use surrealdb::Surreal;
 
 use crate::config::DatabaseConfig;
@@ -62,7 +66,7 @@ impl From<surrealdb::Error> for StoreError {
 /// An open database with the schema migrated to this binary's version.
 #[derive(Clone)]
 pub struct Store {
-    db: Surreal<Any>,
+    conn: Conn,
     /// The embedded engine's lock file, held until the last handle is gone and the engine has shut down.
     lock_file: Option<std::path::PathBuf>,
     /// Deployments recently read, for embedded engines only: with a remote server other agents write too.
@@ -72,6 +76,17 @@ pub struct Store {
     trust: std::sync::Arc<trust::Trust>,
     /// The embedded store's directory.
     dir: Option<std::path::PathBuf>,
+    /// The namespace and the database every query uses.
+    ns: Arc<str>,
+    db_name: Arc<str>,
+}
+
+/// The connection: for an embedded engine (`mem://`, `surrealkv://`) the store opens the datastore itself and serves
+/// it to the SDK, so that one record can also be read from it without a query ([`Store::stored_record`]).
+#[derive(Clone)]
+enum Conn {
+    Embedded { db: Surreal<Db>, kvs: Arc<surrealdb_core::kvs::Datastore> },
+    Remote(Surreal<Any>),
 }
 
 impl Store {
@@ -96,15 +111,7 @@ impl Store {
         }
         // An embedded engine belongs to this process alone (surrealkv holds a lock on its directory).
         let embedded = url.starts_with("surrealkv://") || url.starts_with("mem://");
-        let db = if embedded {
-            // No live queries here: without their notifications the embedded engine does not preallocate its
-            // 15,000-slot notification channel, 2.4 MB of an idle agent's heap (`surrealdb-engine-local` 3.3.5
-            // `lib.rs`, `surrealdb-cnf` `NOTIFICATIONS_CHANNEL_SIZE`; measured with heaptrack).
-            let caps = surrealdb::opt::capabilities::Capabilities::new().with_live_query_notifications(false);
-            surrealdb::engine::any::connect((url.as_str(), surrealdb::opt::Config::new().capabilities(caps))).await?
-        } else {
-            surrealdb::engine::any::connect(url.as_str()).await?
-        };
+        let conn = if embedded { open_embedded(&url).await? } else { Conn::Remote(surrealdb::engine::any::connect(url.as_str()).await?) };
         // The engine has replayed (and, if it had to, repaired) its log by now.
         let trust = match &dir {
             Some(d) => trust::check(d),
@@ -114,11 +121,19 @@ impl Store {
             tracing::error!(%reason, "the store cannot be trusted; starting read-only");
         }
         if let Some((user, pass)) = &cfg.credentials {
-            db.signin(surrealdb::opt::auth::Root { username: user.clone(), password: pass.expose().clone() }).await?;
+            let root = surrealdb::opt::auth::Root { username: user.clone(), password: pass.expose().clone() };
+            match &conn {
+                Conn::Embedded { db, .. } => db.signin(root).await.map(|_| ())?,
+                Conn::Remote(db) => db.signin(root).await.map(|_| ())?,
+            }
         }
-        db.use_ns(cfg.namespace.as_str()).use_db(cfg.database.as_str()).await?;
+        match &conn {
+            Conn::Embedded { db, .. } => db.use_ns(cfg.namespace.as_str()).use_db(cfg.database.as_str()).await?,
+            Conn::Remote(db) => db.use_ns(cfg.namespace.as_str()).use_db(cfg.database.as_str()).await?,
+        };
         let cache = embedded.then(|| std::sync::Arc::new(cache::DetailCache::default()));
-        let store = Store { db, lock_file, cache, trust: std::sync::Arc::new(trust), dir };
+        let (ns, db_name) = (Arc::from(cfg.namespace.as_str()), Arc::from(cfg.database.as_str()));
+        let store = Store { conn, lock_file, cache, trust: std::sync::Arc::new(trust), dir, ns, db_name };
         migrations::apply(&store, version).await?;
         Ok(store)
     }
@@ -163,7 +178,10 @@ impl Store {
 
     async fn run_once(&self, sql: &str, vars: serde_json::Value) -> Result<Vec<Vec<serde_json::Value>>, StoreError> {
         QUERIES_SENT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let mut resp = self.db.query(sql).bind(vars).await?;
+        let mut resp = match &self.conn {
+            Conn::Embedded { db, .. } => db.query(sql).bind(vars).await?,
+            Conn::Remote(db) => db.query(sql).bind(vars).await?,
+        };
         let n = resp.num_statements();
         // In a failed transaction every statement reports "not executed"; the cause is the other one.
         let mut errors: Vec<(usize, surrealdb::Error)> = resp.take_errors().into_iter().collect();
@@ -183,19 +201,39 @@ impl Store {
         Ok(out)
     }
 
-    /// One record by table and id, as JSON (`None` when there is none); its `id` field is SurrealDB's.
+    /// One record by table and id, as `SELECT *` answers it (computed fields evaluated), as JSON (`None` when
+    /// there is none); its `id` field is SurrealDB's.
     pub(crate) async fn select_record(&self, table: &str, id: &str) -> Result<Option<serde_json::Value>, StoreError> {
         QUERIES_SENT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let v: Option<surrealdb::types::Value> = self.db.select(surrealdb::types::RecordId::new(table, id)).await.map_err(classify)?;
+        let rid = surrealdb::types::RecordId::new(table, id);
+        let v: Option<surrealdb::types::Value> = match &self.conn {
+            Conn::Embedded { db, .. } => db.select(rid).await,
+            Conn::Remote(db) => db.select(rid).await,
+        }
+        .map_err(classify)?;
         Ok(v.map(|v| v.into_json_value()).filter(|v| !v.is_null()))
+    }
+
+    /// One record by table and id as it is stored, as JSON (`None` when there is none); its `id` field is
+    /// SurrealDB's. For tables without computed fields (every table of this schema) the same answer as
+    /// [`select_record`](Self::select_record); an embedded engine reads it from its key-value layer without a
+    /// query (`record_read`), a remote server is asked by `select`.
+    pub(crate) async fn stored_record(&self, table: &str, id: &str) -> Result<Option<serde_json::Value>, StoreError> {
+        match &self.conn {
+            Conn::Embedded { kvs, .. } => {
+                QUERIES_SENT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                record_read::read(kvs, &self.ns, &self.db_name, table, id).await
+            }
+            Conn::Remote(_) => self.select_record(table, id).await,
+        }
     }
 
     /// Drops this handle and, for the embedded engine, waits (up to `limit`) until the engine has
     /// flushed and released its lock: the last handle's drop shuts it down in the background.
     /// Returns whether the database is closed. Other clones of this handle must be dropped first.
     pub async fn close(self, limit: std::time::Duration) -> bool {
-        let Store { db, lock_file, .. } = self;
-        drop(db);
+        let Store { conn, lock_file, .. } = self;
+        drop(conn);
         let Some(lock) = lock_file else { return true };
         let deadline = tokio::time::Instant::now() + limit;
         loop {
@@ -227,6 +265,35 @@ impl Store {
     pub async fn ping(&self) -> bool {
         self.run("RETURN 1", serde_json::json!({})).await.is_ok()
     }
+}
+
+/// Opens an embedded datastore the way the SDK's `connect` does (`surrealdb-engine-local-3.3.5` `lib.rs` `connect`:
+/// the builder with default engine options and no timeouts, maintenance tasks started only after the version
+/// check and bootstrap) and serves it to the SDK (`Surreal::unstable_from_datastore`, `native.rs`), keeping a handle
+/// for direct reads. No credentials are set on the datastore (the SDK's `connect` sets none without a root user in
+/// its configuration), and no live-query notifications: without them the engine does not preallocate its
+/// 15,000-slot notification channel, 2.4 MB of an idle agent's heap (`surrealdb-cnf` `NOTIFICATIONS_CHANNEL_SIZE`;
+/// measured with heaptrack). The path is the SDK's own reading of the URL (`__into_endpoint`), so `mem://` and
+/// `surrealkv://dir?options` open what `connect` would have opened.
+async fn open_embedded(url: &str) -> Result<Conn, StoreError> {
+    let path = surrealdb::engine::any::__into_endpoint(url)?.path;
+    let caps = surrealdb::opt::capabilities::Capabilities::new().with_live_query_notifications(false);
+    let failed = |e: anyhow::Error| StoreError::Unavailable(format!("cannot open {url}: {e:#}"));
+    let kvs = surrealdb_core::kvs::Datastore::builder()
+        .with_engine_options(surrealdb_core::options::EngineOptions::default())
+        .with_query_timeout(None)
+        .with_transaction_timeout(None)
+        .with_auth(false)
+        .with_capabilities(caps.into())
+        .without_maintenance_tasks()
+        .build_with_path(&path)
+        .await
+        .map_err(failed)?;
+    kvs.check_version().await.map_err(failed)?;
+    kvs.bootstrap().await.map_err(failed)?;
+    kvs.start_maintenance_tasks();
+    let db = Surreal::<Db>::unstable_from_datastore(Arc::clone(&kvs), None).await?;
+    Ok(Conn::Embedded { db, kvs })
 }
 
 /// The embedded engine's in-memory table, flushed to disk when full: what a crash replays at most.

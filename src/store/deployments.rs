@@ -528,16 +528,15 @@ impl Store {
             .collect())
     }
 
-    /// One deployment and its status history in one round trip.
     /// A deployment and its status history (from the cache when the engine is embedded).
     pub async fn get_deployment_with_events(&self, id: &DeploymentId) -> Result<Option<super::cache::Detail>, StoreError> {
         if let Some(hit) = self.cache.as_ref().and_then(|c| c.get(id)) {
             return Ok(Some(hit));
         }
         let epoch = self.cache.as_ref().map(|c| c.epoch());
-        // One record read, through the SDK's `select` (no query text to parse: a third of the
-        // database time of the same `SELECT` here); the row carries its recent events.
-        let Some(v) = self.select_record("deployment", id.as_str()).await? else { return Ok(None) };
+        // One record read from the key-value layer, without a query (`store/record_read.rs`); the row carries
+        // its recent events.
+        let Some(v) = self.stored_record("deployment", id.as_str()).await? else { return Ok(None) };
         let mut row: Row = decode(v)?;
         row.key = id.to_string();
         let recent = row.recent_events.take();

@@ -289,8 +289,18 @@ async fn open_embedded(url: &str) -> Result<Conn, StoreError> {
         .build_with_path(&path)
         .await
         .map_err(failed)?;
-    kvs.check_version().await.map_err(failed)?;
-    kvs.bootstrap().await.map_err(failed)?;
+    // A datastore that cannot be used is shut down before the error is returned: its engine's threads would
+    // otherwise hold the directory's lock until the process ends, and a retry in this process would fail.
+    let ready = match kvs.check_version().await {
+        Ok(_) => kvs.bootstrap().await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = ready {
+        if let Err(closing) = kvs.shutdown().await {
+            tracing::error!(error = %format!("{closing:#}"), "closing the datastore that failed to open failed");
+        }
+        return Err(failed(e));
+    }
     kvs.start_maintenance_tasks();
     let db = Surreal::<Db>::unstable_from_datastore(Arc::clone(&kvs), None).await?;
     Ok(Conn::Embedded { db, kvs })

@@ -291,8 +291,8 @@ fn where_clause(conds: &[&str]) -> String {
 }
 
 /// A deployment's row as every list and lookup decodes it: without the up to 100 recent events it carries, which
-/// only a single read asks for (`get_deployment_with_events`, by `select`). A page of 100 would otherwise convert
-/// up to 10,000 events to throw away.
+/// only a single read asks for (`get_deployment_with_events`, from the key-value layer: `record_read.rs`). A page
+/// of 100 would otherwise convert up to 10,000 events to throw away.
 const SELECT: &str = "SELECT *, record::id(id) AS key OMIT recent_events FROM";
 
 /// Each total is kept as this many tallies (`deployment_tally:[scope, shard]`), each write adding to

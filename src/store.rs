@@ -76,17 +76,25 @@ pub struct Store {
     trust: std::sync::Arc<trust::Trust>,
     /// The embedded store's directory.
     dir: Option<std::path::PathBuf>,
-    /// The namespace and the database every query uses.
-    ns: Arc<str>,
-    db_name: Arc<str>,
 }
 
 /// The connection: for an embedded engine (`mem://`, `surrealkv://`) the store opens the datastore itself and serves
 /// it to the SDK, so that one record can also be read from it without a query ([`Store::stored_record`]).
 #[derive(Clone)]
 enum Conn {
-    Embedded { db: Surreal<Db>, kvs: Arc<surrealdb_core::kvs::Datastore> },
+    /// `ns` and `database` are the names every query uses (`use_ns`, `use_db`), which a direct read names itself.
+    Embedded { db: Surreal<Db>, kvs: Arc<surrealdb_core::kvs::Datastore>, ns: Arc<str>, database: Arc<str> },
     Remote(Surreal<Any>),
+}
+
+/// `$body` with `$db` bound to the SDK's handle, whichever engine serves it (the two handles are different types).
+macro_rules! with_sdk {
+    ($conn:expr, |$db:ident| $body:expr) => {
+        match $conn {
+            Conn::Embedded { db: $db, .. } => $body,
+            Conn::Remote($db) => $body,
+        }
+    };
 }
 
 impl Store {
@@ -111,7 +119,11 @@ impl Store {
         }
         // An embedded engine belongs to this process alone (surrealkv holds a lock on its directory).
         let embedded = url.starts_with("surrealkv://") || url.starts_with("mem://");
-        let conn = if embedded { open_embedded(&url).await? } else { Conn::Remote(surrealdb::engine::any::connect(url.as_str()).await?) };
+        let conn = if embedded {
+            open_embedded(&url, cfg).await?
+        } else {
+            Conn::Remote(surrealdb::engine::any::connect(url.as_str()).await?)
+        };
         // The engine has replayed (and, if it had to, repaired) its log by now.
         let trust = match &dir {
             Some(d) => trust::check(d),
@@ -122,18 +134,11 @@ impl Store {
         }
         if let Some((user, pass)) = &cfg.credentials {
             let root = surrealdb::opt::auth::Root { username: user.clone(), password: pass.expose().clone() };
-            match &conn {
-                Conn::Embedded { db, .. } => db.signin(root).await.map(|_| ())?,
-                Conn::Remote(db) => db.signin(root).await.map(|_| ())?,
-            }
+            with_sdk!(&conn, |db| db.signin(root).await.map(|_| ())?);
         }
-        match &conn {
-            Conn::Embedded { db, .. } => db.use_ns(cfg.namespace.as_str()).use_db(cfg.database.as_str()).await?,
-            Conn::Remote(db) => db.use_ns(cfg.namespace.as_str()).use_db(cfg.database.as_str()).await?,
-        };
+        with_sdk!(&conn, |db| db.use_ns(cfg.namespace.as_str()).use_db(cfg.database.as_str()).await.map(|_| ())?);
         let cache = embedded.then(|| std::sync::Arc::new(cache::DetailCache::default()));
-        let (ns, db_name) = (Arc::from(cfg.namespace.as_str()), Arc::from(cfg.database.as_str()));
-        let store = Store { conn, lock_file, cache, trust: std::sync::Arc::new(trust), dir, ns, db_name };
+        let store = Store { conn, lock_file, cache, trust: std::sync::Arc::new(trust), dir };
         migrations::apply(&store, version).await?;
         Ok(store)
     }
@@ -178,10 +183,7 @@ impl Store {
 
     async fn run_once(&self, sql: &str, vars: serde_json::Value) -> Result<Vec<Vec<serde_json::Value>>, StoreError> {
         QUERIES_SENT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let mut resp = match &self.conn {
-            Conn::Embedded { db, .. } => db.query(sql).bind(vars).await?,
-            Conn::Remote(db) => db.query(sql).bind(vars).await?,
-        };
+        let mut resp = with_sdk!(&self.conn, |db| db.query(sql).bind(vars).await?);
         let n = resp.num_statements();
         // In a failed transaction every statement reports "not executed"; the cause is the other one.
         let mut errors: Vec<(usize, surrealdb::Error)> = resp.take_errors().into_iter().collect();
@@ -206,11 +208,7 @@ impl Store {
     pub(crate) async fn select_record(&self, table: &str, id: &str) -> Result<Option<serde_json::Value>, StoreError> {
         QUERIES_SENT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let rid = surrealdb::types::RecordId::new(table, id);
-        let v: Option<surrealdb::types::Value> = match &self.conn {
-            Conn::Embedded { db, .. } => db.select(rid).await,
-            Conn::Remote(db) => db.select(rid).await,
-        }
-        .map_err(classify)?;
+        let v: Option<surrealdb::types::Value> = with_sdk!(&self.conn, |db| db.select(rid).await).map_err(classify)?;
         Ok(v.map(|v| v.into_json_value()).filter(|v| !v.is_null()))
     }
 
@@ -220,9 +218,9 @@ impl Store {
     /// query (`record_read`), a remote server is asked by `select`.
     pub(crate) async fn stored_record(&self, table: &str, id: &str) -> Result<Option<serde_json::Value>, StoreError> {
         match &self.conn {
-            Conn::Embedded { kvs, .. } => {
+            Conn::Embedded { kvs, ns, database, .. } => {
                 QUERIES_SENT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                record_read::read(kvs, &self.ns, &self.db_name, table, id).await
+                record_read::read(kvs, ns, database, table, id).await
             }
             Conn::Remote(_) => self.select_record(table, id).await,
         }
@@ -275,7 +273,7 @@ impl Store {
 /// 15,000-slot notification channel, 2.4 MB of an idle agent's heap (`surrealdb-cnf` `NOTIFICATIONS_CHANNEL_SIZE`;
 /// measured with heaptrack). The path is the SDK's own reading of the URL (`__into_endpoint`), so `mem://` and
 /// `surrealkv://dir?options` open what `connect` would have opened.
-async fn open_embedded(url: &str) -> Result<Conn, StoreError> {
+async fn open_embedded(url: &str, cfg: &DatabaseConfig) -> Result<Conn, StoreError> {
     let path = surrealdb::engine::any::__into_endpoint(url)?.path;
     let caps = surrealdb::opt::capabilities::Capabilities::new().with_live_query_notifications(false);
     let failed = |e: anyhow::Error| StoreError::Unavailable(format!("cannot open {url}: {e:#}"));
@@ -303,7 +301,7 @@ async fn open_embedded(url: &str) -> Result<Conn, StoreError> {
     }
     kvs.start_maintenance_tasks();
     let db = Surreal::<Db>::unstable_from_datastore(Arc::clone(&kvs), None).await?;
-    Ok(Conn::Embedded { db, kvs })
+    Ok(Conn::Embedded { db, kvs, ns: Arc::from(cfg.namespace.as_str()), database: Arc::from(cfg.database.as_str()) })
 }
 
 /// The embedded engine's in-memory table, flushed to disk when full: what a crash replays at most.

@@ -695,7 +695,7 @@ impl DeploymentWrite<'_> {
 #[cfg(test)]
 mod tests {
     /// The rows every list and lookup reads (`SELECT`) come without the events the record keeps: a page converts
-    /// none of them, while a read by id (`select`) still gets them all.
+    /// none of them, while the record itself (`select`) keeps them all.
     #[tokio::test]
     async fn list_rows_leave_the_recent_events_out_and_the_record_keeps_them() {
         use crate::core::deployment::GuestType;

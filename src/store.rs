@@ -9,6 +9,7 @@ pub mod env;
 pub mod leases;
 pub mod logs;
 pub mod migrations;
+mod page_read;
 pub mod previews;
 pub mod provision;
 mod record_read;
@@ -223,6 +224,18 @@ impl Store {
                 record_read::read(kvs, ns, database, table, id).await
             }
             Conn::Remote(_) => self.select_record(table, id).await,
+        }
+    }
+
+    /// A page of deployments and its total from an embedded engine's key-value layer without a query
+    /// (`page_read`); `None` for a remote server, or when the schema lacks an index the walk needs: ask SurrealQL.
+    pub(super) async fn direct_page(&self, ask: &page_read::PageAsk<'_>) -> Result<Option<(Vec<serde_json::Value>, u64)>, StoreError> {
+        match &self.conn {
+            Conn::Embedded { kvs, ns, database, .. } => {
+                QUERIES_SENT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                page_read::deployments(kvs, ns, database, ask).await
+            }
+            Conn::Remote(_) => Ok(None),
         }
     }
 

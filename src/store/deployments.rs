@@ -209,7 +209,7 @@ impl TryFrom<Row> for Deployment {
 
 /// The two queries behind a page of deployments, and their variables.
 /// The value of `list_scope` in every row.
-const LIST_SCOPE_ALL: &str = "all";
+pub(super) const LIST_SCOPE_ALL: &str = "all";
 
 struct ListQuery {
     page: String,
@@ -339,6 +339,14 @@ pub(super) fn tally_shard() -> u32 {
 /// A deployment's status history, oldest first.
 const EVENTS: &str = "SELECT at, from, to, message FROM deployment_event WHERE deployment = $id ORDER BY at ASC";
 
+/// A page from its rows (one more than `limit` when another page follows) and its total.
+fn page_of(rows: Vec<serde_json::Value>, total: u64, limit: u32) -> Result<DeploymentPage, StoreError> {
+    let mut items = rows_to_deployments(rows)?;
+    let more = items.len() > limit as usize;
+    items.truncate(limit as usize);
+    Ok(DeploymentPage { items, total, more })
+}
+
 fn rows_to_deployments(rows: Vec<serde_json::Value>) -> Result<Vec<Deployment>, StoreError> {
     rows.into_iter().map(|v| decode::<Row>(v).and_then(Deployment::try_from)).collect()
 }
@@ -414,13 +422,34 @@ impl Store {
     /// maintained counter; with a name, both walk the small `name_listing` records of the names
     /// starting with it and only the page's rows are read (cost grows with the matches, not with
     /// history). `PageStart::Offset` also walks the skipped rows.
+    ///
+    /// An embedded engine answers from its key-value layer without a query (`page_read.rs`: the same walks);
+    /// a remote server is asked the queries.
     pub async fn list_deployments(&self, f: &Filter, limit: u32, start: &PageStart) -> Result<DeploymentPage, StoreError> {
+        let upper = f.name.as_ref().map(|p| p.upper_bound());
+        let ask = super::page_read::PageAsk {
+            status: f.status.map(|s| s.as_str()),
+            framework: f.framework.map(|s| s.as_str()),
+            name: f.name.as_ref().zip(upper.as_deref()).map(|(p, hi)| (p.as_str(), hi)),
+            after: match start { PageStart::After(id) => Some(id.as_str()), _ => None },
+            offset: match start { PageStart::Offset(n) => *n, _ => 0 },
+            rows: limit.saturating_add(1),
+            scope: &tally_scope(f.status, f.framework),
+        };
+        let (rows, total) = match self.direct_page(&ask).await? {
+            Some(page) => page,
+            None => return self.list_deployments_by_query(f, limit, start).await,
+        };
+        page_of(rows, total, limit)
+    }
+
+    /// [`list_deployments`](Self::list_deployments) through SurrealQL, whatever the engine: the remote path, and
+    /// what the tests compare the direct walk with.
+    #[doc(hidden)]
+    pub async fn list_deployments_by_query(&self, f: &Filter, limit: u32, start: &PageStart) -> Result<DeploymentPage, StoreError> {
         let q = ListQuery::new(f, limit, start);
         let (rows, total) = self.read_page(&q.page, &q.count, q.vars).await?;
-        let mut items = rows_to_deployments(rows)?;
-        let more = items.len() > limit as usize;
-        items.truncate(limit as usize);
-        Ok(DeploymentPage { items, total, more })
+        page_of(rows, total, limit)
     }
 
     /// How the database plans the page and the count of `list_deployments` (SurrealDB's `EXPLAIN`):

@@ -50,7 +50,8 @@ pub(super) async fn read(kvs: &Datastore, ns: &str, db: &str, table: &str, id: &
     Ok(Some(public.into_json_value()).filter(|v| !v.is_null()))
 }
 
-fn unavailable(e: anyhow::Error) -> StoreError {
+/// A failure of the datastore during a read: nothing was written, asking again is safe.
+pub(super) fn unavailable(e: anyhow::Error) -> StoreError {
     StoreError::Unavailable(format!("{e:#}"))
 }
 

@@ -11,6 +11,7 @@ pub mod payload;
 pub mod releases;
 pub mod schedules;
 pub mod security;
+pub mod serialized;
 pub mod snapshots;
 pub mod spec;
 pub mod system;

@@ -11,6 +11,7 @@ use tokio::sync::broadcast::error::RecvError;
 
 use super::error::ApiError;
 use super::security::TokenAuth;
+use super::serialized::Serialized;
 use super::paging::Paging;
 use super::payload::JsonObject;
 use super::wire::{raw_spec, DeploymentDetail, DeploymentPage, DeploymentRequest, DeploymentView, EventView, LogLineView, LogPage};
@@ -97,7 +98,7 @@ impl DeploymentsApi {
         after: Query<Option<String>>,
         /// How many to skip: a convenience whose cost grows with the offset; `after` is the way to page.
         offset: Query<Option<u32>>,
-    ) -> Result<Json<DeploymentPage>, ApiError> {
+    ) -> Result<Serialized<DeploymentPage>, ApiError> {
         auth.require(Scope::Read)?;
         let Paging { limit, offset } = Paging::parse(limit.0, offset.0, self.state.max_page_size)?;
         let start = match (after.0.as_deref(), offset) {
@@ -126,7 +127,7 @@ impl DeploymentsApi {
         let filter = Filter { status, framework, name };
         let page = self.state.engine.list_deployments(&filter, limit, &start).await?;
         let n = page.items.len();
-        Ok(Json(DeploymentPage {
+        Ok(Serialized(DeploymentPage {
             next_cursor: page.more.then(|| page.items.last().map(|d| d.id.to_string())).flatten(),
             items: page.items.iter().map(DeploymentView::from).collect(),
             total: page.total,
@@ -142,7 +143,7 @@ impl DeploymentsApi {
     /// One deployment, by id or by name, with its status history.
     #[oai(path = "/deployments/:id", method = "get", operation_id = "get_deployment")]
     async fn get(&self, auth: TokenAuth, /// Deployment id or name.
-        id: Path<String>) -> Result<Json<DeploymentDetail>, ApiError> {
+        id: Path<String>) -> Result<Serialized<DeploymentDetail>, ApiError> {
         auth.require(Scope::Read)?;
         let engine = &self.state.engine;
         // By id: one round trip for the record and its history (the hot path); by name: find first.
@@ -155,7 +156,7 @@ impl DeploymentsApi {
         };
         let detail = found.ok_or_else(|| ApiError::not_found(&id.0))?;
         let (d, events) = &*detail;
-        Ok(Json(DeploymentDetail { deployment: DeploymentView::from(d), events: events.iter().map(EventView::from).collect() }))
+        Ok(Serialized(DeploymentDetail { deployment: DeploymentView::from(d), events: events.iter().map(EventView::from).collect() }))
     }
 
     /// Destroy a deployment: stop and delete its guest, release its name. Destroying twice is harmless. Its backups

@@ -12,8 +12,9 @@ use crate::core::status::Event;
 
 /// A framework, as the API spells it. `remote` makes the one mapping to and from the core's `Framework`, checked
 /// exhaustively both ways by the compiler.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum, serde::Serialize)]
 #[oai(rename = "Framework", rename_all = "lowercase", remote = "Framework")]
+#[serde(rename_all = "lowercase")]
 pub enum FrameworkWire {
     Django,
     Flask,
@@ -26,16 +27,18 @@ pub enum FrameworkWire {
 }
 
 /// A guest type, as the API spells it (mapped to and from the core's `GuestType`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum, serde::Serialize)]
 #[oai(rename = "GuestType", rename_all = "lowercase", remote = "GuestType")]
+#[serde(rename_all = "lowercase")]
 pub enum GuestTypeWire {
     Vm,
     Lxc,
 }
 
 /// A deployment's lifecycle status, as the API spells it (mapped to and from the core's `Status`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum, serde::Serialize)]
 #[oai(rename = "DeploymentStatus", rename_all = "lowercase", remote = "Status")]
+#[serde(rename_all = "lowercase")]
 pub enum StatusWire {
     Pending,
     Provisioning,
@@ -162,12 +165,13 @@ pub fn raw_spec(fields: &serde_json::Map<String, serde_json::Value>) -> (RawSpec
 }
 
 /// A deployment as recorded.
-#[derive(Debug, Clone, Object)]
+#[derive(Debug, Clone, Object, serde::Serialize)]
 #[oai(skip_serializing_if_is_none)]
 pub struct DeploymentView {
     pub id: String,
     pub name: String,
     #[oai(rename = "type")]
+    #[serde(rename = "type")]
     pub guest_type: GuestTypeWire,
     pub framework: FrameworkWire,
     pub repo_url: String,
@@ -176,16 +180,20 @@ pub struct DeploymentView {
     pub memory_mib: u32,
     pub disk_gb: u32,
     /// The node the request pinned, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
     pub auto_redeploy: bool,
     pub health_path: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub start_command: Option<String>,
     pub persistent_paths: Vec<String>,
     pub health_timeout_secs: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub health_status: Option<u16>,
     /// Path filters for GitHub pushes (empty: every push).
     pub paths: Vec<String>,
     /// Tags whose push deploys.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub deploy_tags: Option<String>,
     /// Pull-request previews.
     pub previews: bool,
@@ -193,19 +201,27 @@ pub struct DeploymentView {
     pub preview_ttl_hours: u32,
     /// pending, provisioning, installing, deploying, running, stopped, failed, destroying or destroyed.
     pub status: StatusWire,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub proxmox_id: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub proxmox_node: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub ip_address: Option<String>,
     /// Where the app answers once running.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
     /// The commit deployed.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub commit: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub error_message: Option<String>,
     /// Where this deployment's Terraform export lives.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub terraform_output: Option<String>,
     /// RFC 3339 UTC.
     pub created_at: String,
     pub updated_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub deployed_at: Option<String>,
 }
 
@@ -257,18 +273,20 @@ impl From<&Deployment> for DeploymentView {
 }
 
 /// A deployment with its status history.
-#[derive(Debug, Clone, Object)]
+#[derive(Debug, Clone, Object, serde::Serialize)]
 #[oai(skip_serializing_if_is_none)]
 pub struct DeploymentDetail {
     #[oai(flatten)]
+    #[serde(flatten)]
     pub deployment: DeploymentView,
     pub events: Vec<EventView>,
 }
 
-#[derive(Debug, Clone, Object)]
+#[derive(Debug, Clone, Object, serde::Serialize)]
 #[oai(skip_serializing_if_is_none)]
 pub struct EventView {
     pub at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub from: Option<String>,
     pub to: String,
     pub message: String,
@@ -281,7 +299,7 @@ impl From<&Event> for EventView {
 }
 
 /// One page of deployments.
-#[derive(Debug, Clone, Object)]
+#[derive(Debug, Clone, Object, serde::Serialize)]
 #[oai(skip_serializing_if_is_none)]
 pub struct DeploymentPage {
     pub items: Vec<DeploymentView>,
@@ -290,8 +308,10 @@ pub struct DeploymentPage {
     pub limit: u32,
     pub offset: u32,
     /// Pass as `after` for the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub next_cursor: Option<String>,
     /// The offset of the next page when paging by `offset`; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub next_offset: Option<u32>,
 }
 
@@ -334,6 +354,73 @@ mod tests {
         let mut r = Registry::new();
         T::register(&mut r);
         r.schemas[&*T::name()].enum_items.iter().map(|v| v.as_str().unwrap().to_string()).collect()
+    }
+
+    /// What `Serialized` writes with `serde` is the JSON poem-openapi builds (`ToJSON`) for the answers sent that
+    /// way: a deployment with every optional field and with none, every status, framework and guest type, a page
+    /// with and without its cursors, a detail with events with and without `from`.
+    #[test]
+    fn serde_writes_what_poem_openapi_builds() {
+        use crate::api::serialized::tests::same_json;
+        let bare = DeploymentView::from(&crate::export::hcl::tests::deployment("bare", GuestType::Vm, 100));
+        // Every field by name: a field added to the type is not compiled here until the test gives it a value.
+        let full = DeploymentView {
+            id: "0190f3a2-7c4e-7a1b-9c3d-2e4f5a6b7c8e".into(),
+            name: "full".into(),
+            guest_type: GuestTypeWire::Lxc,
+            framework: FrameworkWire::Django,
+            repo_url: "https://github.com/octo/shop".into(),
+            branch: "main".into(),
+            cpu: 2,
+            memory_mib: 2048,
+            disk_gb: 16,
+            node: Some("pve2".into()),
+            auto_redeploy: false,
+            health_path: "/healthz".into(),
+            start_command: Some("gunicorn app:app".into()),
+            persistent_paths: vec!["media/".into(), "db.sqlite3".into()],
+            health_timeout_secs: 300,
+            health_status: Some(204),
+            paths: vec!["src/**".into()],
+            deploy_tags: Some("v*".into()),
+            previews: true,
+            previews_from_forks: true,
+            preview_ttl_hours: 24,
+            status: StatusWire::Running,
+            proxmox_id: Some(101),
+            proxmox_node: Some("pve1".into()),
+            ip_address: Some("127.0.3.7".into()),
+            url: Some("http://127.0.3.7/".into()),
+            commit: Some("0123456789abcdef0123456789abcdef01234567".into()),
+            error_message: Some("a \"quoted\" line\nand another ✓".into()),
+            terraform_output: Some("exports/full.tf".into()),
+            created_at: rfc3339(1_700_000_000_000),
+            updated_at: rfc3339(1_700_000_000_001),
+            deployed_at: Some(rfc3339(1_700_000_000_123)),
+        };
+        let none_optional = DeploymentView { proxmox_id: None, proxmox_node: None, ..bare.clone() };
+        for view in [&bare, &full, &none_optional] {
+            same_json(view);
+        }
+        let mut views = vec![bare.clone(), full.clone()];
+        for s in Status::ALL {
+            views.push(DeploymentView { status: s.into(), ..bare.clone() });
+        }
+        for f in Framework::ALL {
+            views.push(DeploymentView { framework: f.into(), ..full.clone() });
+        }
+        for g in GuestType::ALL {
+            views.push(DeploymentView { guest_type: g.into(), ..bare.clone() });
+        }
+        let page = DeploymentPage { items: views, total: 100_000, limit: 100, offset: 0, next_cursor: Some("0190f3a2-7c4e-7a1b-9c3d-2e4f5a6b7c8d".into()), next_offset: Some(100) };
+        same_json(&page);
+        same_json(&DeploymentPage { items: vec![], total: 0, limit: 20, offset: 40, next_cursor: None, next_offset: None });
+        let events = vec![
+            EventView { at: rfc3339(0), from: None, to: "pending".into(), message: "created".into() },
+            EventView { at: rfc3339(1_700_000_000_000), from: Some("pending".into()), to: "provisioning".into(), message: "placed on pve1".into() },
+        ];
+        same_json(&DeploymentDetail { deployment: full, events });
+        same_json(&DeploymentDetail { deployment: bare, events: vec![] });
     }
 
     /// Each wire enum spells every core variant as the core does, and has no other item.

@@ -60,7 +60,8 @@ pub(crate) struct PageAsk<'a> {
 const BATCH: u32 = 1000;
 
 /// The page's rows (newest first) and the total, or `None` when the schema lacks an index the walk needs.
-/// Every failure is `Unavailable` (nothing was written) or `Corrupt` (a value that does not decode).
+/// A failure of the datastore or of a key or value read in the walk is `Unavailable` (nothing was written); a
+/// record that is not a deployment row is `Corrupt`.
 pub(super) async fn deployments(kvs: &Datastore, ns: &str, db: &str, ask: &PageAsk<'_>) -> Result<Option<(Vec<serde_json::Value>, u64)>, StoreError> {
     let tx = kvs.transaction(TransactionType::Read).await.map_err(unavailable)?;
     let found = async {

@@ -232,8 +232,12 @@ impl Store {
     pub(super) async fn direct_page(&self, ask: &page_read::PageAsk<'_>) -> Result<Option<(Vec<serde_json::Value>, u64)>, StoreError> {
         match &self.conn {
             Conn::Embedded { kvs, ns, database, .. } => {
-                QUERIES_SENT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                page_read::deployments(kvs, ns, database, ask).await
+                let page = page_read::deployments(kvs, ns, database, ask).await?;
+                // A fallback to the queries is counted by them.
+                if page.is_some() {
+                    QUERIES_SENT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                Ok(page)
             }
             Conn::Remote(_) => Ok(None),
         }

@@ -31,6 +31,7 @@ use surrealdb_catalog::val::{convert_value_to_public_value, Array, RecordId, Rec
 use surrealdb_catalog::{DatabaseId, IndexDefinition, NamespaceId, Record};
 use surrealdb_core::kvs::Datastore;
 use surrealdb_datastore::key::schema::{EntryFdOpenPrefix, EntryPrefix, RecordKey, RecordPrefix};
+use surrealdb_datastore::index_state::filter_online_indexes;
 use surrealdb_datastore::values::entry::IndexEntryValue;
 use surrealdb_datastore::Transaction;
 use surrealdb_kvs::key::{KVKeyDecode, KVRange, KVSubspace};
@@ -107,6 +108,13 @@ async fn index_walk(tx: &Transaction, ns: NamespaceId, db: DatabaseId, ask: &Pag
     };
     let table = TableName::new("deployment");
     let Some(ix) = tx.get_tb_index(ns, db, &table, index, None).await? else { return Ok(None) };
+    // Only an index the executor would plan on (`index_state.rs` `filter_online_indexes`): while a build runs,
+    // or after one failed, writes are queued beside the index instead of entering it, and its entries are not the
+    // table's; the queries then scan the table.
+    let online = filter_online_indexes(tx, ns, db, std::sync::Arc::from(vec![(*ix).clone()])).await?;
+    if online.is_empty() || ix.prepare_remove {
+        return Ok(None);
+    }
     let range = entry_range(ns, db, &ix, &prefix, ask.after)?;
     let entries = tx.scanr_raw(range, ask.rows, ask.offset, None).await?;
     let mut ids = Vec::with_capacity(entries.len());
@@ -134,15 +142,16 @@ fn entry_range(ns: NamespaceId, db: DatabaseId, ix: &IndexDefinition, prefix: &[
 
 /// The ids of the page by name prefix and how many match: a walk of the `name_listing` keys from `lo` up to
 /// `hi` (their values read only to match a status or framework), keeping the `offset + rows` newest below the
-/// cursor. Memory grows with the page, not with the matches.
+/// cursor. Memory grows with the page and its offset (at most with the matches), not with the history.
 async fn name_walk(tx: &Transaction, ns: NamespaceId, db: DatabaseId, (lo, hi): (&str, &str), ask: &PageAsk<'_>) -> anyhow::Result<(Vec<RecordIdKey>, u64)> {
     let table = TableName::new("name_listing");
     let bound = |name: &str| Cow::Owned(RecordIdKey::Array(Array(vec![Value::from(name)])));
     let mut range = RecordPrefix { ns, db, tb: Cow::Borrowed(&table) }.range_where((Bound::Included(bound(lo)), Bound::Excluded(bound(hi))))?;
     let filtered = ask.status.is_some() || ask.framework.is_some();
     let keep = ask.offset as usize + ask.rows as usize;
-    // The newest `keep` list keys seen so far: a min-heap, its top the oldest kept.
-    let mut newest: std::collections::BinaryHeap<std::cmp::Reverse<Strand>> = std::collections::BinaryHeap::with_capacity(keep + 1);
+    // The newest `keep` list keys seen so far: a min-heap, its top the oldest kept. It grows with what is kept
+    // (at most the matches), never reserved from the asked offset, which any reader may set to 2³² − 1.
+    let mut newest: std::collections::BinaryHeap<std::cmp::Reverse<Strand>> = std::collections::BinaryHeap::with_capacity(keep.min(BATCH as usize) + 1);
     let mut total = 0u64;
     loop {
         let (batch, last) = if filtered {
@@ -227,8 +236,8 @@ fn field<'v>(data: &'v Value, name: &str) -> Option<&'v Value> {
 }
 
 /// A stored deployment as a list row: without its recent events, with its id as `key`; `None` for an id whose
-/// record is gone (an index entry is written in the record's transaction, so this does not happen; skipped as
-/// the executor skips it). The record's `id` (`deployment:⟨…⟩`) is left out: a row is read by its `key`.
+/// record is gone (an online index's entry is written in the record's transaction, so this does not happen;
+/// skipped as the executor skips it). The record's `id` (`deployment:⟨…⟩`) is left out: a row is read by its `key`.
 fn row(record: std::sync::Arc<Record>) -> Result<Option<serde_json::Value>, StoreError> {
     let data = std::sync::Arc::try_unwrap(record).map(|r| r.data).unwrap_or_else(|shared| shared.data.clone());
     let Value::Object(object) = data else { return Ok(None) };
@@ -351,6 +360,8 @@ mod tests {
             PageStart::Offset(7),
             PageStart::Offset(59),
             PageStart::Offset(500),
+            // Any reader may ask it: nothing is reserved from it.
+            PageStart::Offset(u32::MAX),
         ];
         let mut compared = 0;
         for name in &names {

@@ -159,13 +159,11 @@ async fn name_walk(tx: &Transaction, ns: NamespaceId, db: DatabaseId, (lo, hi): 
             let n = pairs.len();
             let mut matched = Vec::with_capacity(n);
             for (key, value) in pairs {
-                let decoded = RecordKey::decode_key(&key)?;
-                let rid = RecordId { table: decoded.tb.into_owned(), key: decoded.id.into_owned() };
-                let record = Record::kv_decode_value(&value, rid.clone())?;
+                let record = decode_record(&key, &value)?;
                 let is = |name: &str, want: &str| matches!(field(&record.data, name), Some(Value::String(s)) if s.as_str() == want);
                 let wanted = ask.status.is_none_or(|s| is("status", s)) && ask.framework.is_none_or(|f| is("framework", f));
                 if wanted {
-                    matched.push(rid.key);
+                    matched.push(RecordKey::decode_key(&key)?.id.into_owned());
                 }
             }
             (matched, n)
@@ -206,25 +204,22 @@ async fn tally(tx: &Transaction, ns: NamespaceId, db: DatabaseId, scope: &str) -
     let table = TableName::new("deployment_tally");
     let bound = |shard: u32| Cow::Owned(RecordIdKey::Array(Array(vec![Value::from(scope), Value::from(i64::from(shard))])));
     let mut range = RecordPrefix { ns, db, tb: Cow::Borrowed(&table) }.range_where((Bound::Included(bound(0)), Bound::Included(bound(TALLY_SHARDS - 1))))?;
+    // The range holds at most `TALLY_SHARDS` records: one read.
     let mut sum = 0i64;
-    loop {
-        let pairs = surrealdb_datastore::util::scan(&mut range, tx, BATCH).await?;
-        let n = pairs.len();
-        for (key, value) in pairs {
-            let decoded = RecordKey::decode_key(&key)?;
-            let rid = RecordId { table: decoded.tb.into_owned(), key: decoded.id.into_owned() };
-            let record = Record::kv_decode_value(&value, rid)?;
-            match field(&record.data, "n") {
-                Some(Value::Number(n)) => sum += n.to_int(),
-                None | Some(Value::None) => {}
-                Some(other) => anyhow::bail!("a tally whose n is {other:?}"),
-            }
-        }
-        if n < BATCH as usize {
-            break;
+    for (key, value) in surrealdb_datastore::util::scan(&mut range, tx, TALLY_SHARDS).await? {
+        match field(&decode_record(&key, &value)?.data, "n") {
+            Some(Value::Number(n)) => sum += n.to_int(),
+            None | Some(Value::None) => {}
+            Some(other) => anyhow::bail!("a tally whose n is {other:?}"),
         }
     }
     Ok(sum.max(0) as u64)
+}
+
+/// A record as stored under `key`, its id taken from the key (`exec/operators/scan/pipeline.rs` `decode_record`).
+fn decode_record(key: &[u8], value: &[u8]) -> anyhow::Result<Record> {
+    let decoded = RecordKey::decode_key(key)?;
+    Record::kv_decode_value(value, RecordId { table: decoded.tb.into_owned(), key: decoded.id.into_owned() })
 }
 
 /// Field `name` of a stored object.

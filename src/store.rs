@@ -295,7 +295,7 @@ async fn open_embedded(url: &str, cfg: &DatabaseConfig) -> Result<Conn, StoreErr
     let caps = surrealdb::opt::capabilities::Capabilities::new().with_live_query_notifications(false);
     let failed = |e: anyhow::Error| StoreError::Unavailable(format!("cannot open {url}: {e:#}"));
     let kvs = surrealdb_core::kvs::Datastore::builder()
-        .with_engine_options(surrealdb_core::options::EngineOptions::default())
+        .with_engine_options(embedded_engine_options())
         .with_query_timeout(None)
         .with_transaction_timeout(None)
         .with_auth(false)
@@ -319,6 +319,31 @@ async fn open_embedded(url: &str, cfg: &DatabaseConfig) -> Result<Conn, StoreErr
     kvs.start_maintenance_tasks();
     let db = Surreal::<Db>::unstable_from_datastore(Arc::clone(&kvs), None).await?;
     Ok(Conn::Embedded { db, kvs, ns: Arc::from(cfg.namespace.as_str()), database: Arc::from(cfg.database.as_str()) })
+}
+
+/// The embedded engine's background jobs, paced for one process that owns its store. SurrealDB's defaults
+/// (`surrealdb-core-3.3.5` `options.rs`) suit nodes sharing one store: each job takes a lease every time it wakes,
+/// a written and synced commit even with nothing to do (`tasklease.rs` `check_lease`: a lease of twice the
+/// interval is renewed once half of it is gone), and the node writes a heartbeat every 3 s. An idle agent
+/// synced its store 40 times a minute (`strace -f -e fsync`), forever. Here:
+/// - the heartbeat every 10 s: the expiry scan archives a node silent for 30 s (`ds.rs` `expire_nodes`), and a
+///   heartbeat that comes late marks it active again (`update_node` replaces the row);
+/// - index compaction, async events and the graph fold wake when a commit queues work for them
+///   (`kvs/tasks/mod.rs`, `triggers`), so their timed passes are only a sweep, every 5 minutes;
+/// - changefeed cleanup and resuming an unfinished index build, every 5 minutes: no table here has a
+///   changefeed, and migrations build their indexes before the agent serves.
+///
+/// The other jobs keep their intervals: they write only when they have work.
+fn embedded_engine_options() -> surrealdb_core::options::EngineOptions {
+    use std::time::Duration;
+    const SWEEP: Duration = Duration::from_secs(300);
+    surrealdb_core::options::EngineOptions::default()
+        .with_node_membership_refresh_interval(Duration::from_secs(10))
+        .with_index_compaction_interval(SWEEP)
+        .with_event_processing_interval(SWEEP)
+        .with_graph_fold_interval(SWEEP)
+        .with_changefeed_gc_interval(SWEEP)
+        .with_index_build_resume_interval(SWEEP)
 }
 
 /// The embedded engine's in-memory table, flushed to disk when full: what a crash replays at most.
@@ -471,6 +496,28 @@ mod tests {
         assert!(matches!(&refused, Err(StoreError::Refused(m)) if m.contains("Parse error")), "{refused:?}");
     }
 
+    /// An embedded store in `dir/db`, the URL's `options` appended.
+    fn surrealkv_in(dir: &std::path::Path, options: &str) -> crate::config::DatabaseConfig {
+        let url = format!("surrealkv://{}{options}", dir.join("db").display());
+        crate::config::DatabaseConfig { url, namespace: "t".into(), database: "t".into(), credentials: None }
+    }
+
+    /// An idle store writes nothing for the first seconds after it opens: no background job takes a lease and the
+    /// first heartbeat is 10 s away (`embedded_engine_options`). With SurrealDB's defaults the write-ahead log
+    /// grew within 6 s (heartbeats every 3 s, three leases renewed every 5 s, each a synced commit).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_idle_store_does_not_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = surrealkv_in(dir.path(), "");
+        let store = super::Store::open(&cfg).await.unwrap();
+        let wal = |dir: &std::path::Path| -> u64 { std::fs::read_dir(dir.join("db/wal")).unwrap().map(|e| e.unwrap().metadata().unwrap().len()).sum() };
+        let before = wal(dir.path());
+        tokio::time::sleep(std::time::Duration::from_secs(7)).await;
+        let after = wal(dir.path());
+        assert!(store.close(std::time::Duration::from_secs(10)).await, "closed");
+        assert_eq!(after, before, "the write-ahead log grew by {} bytes in 7 idle seconds", after - before);
+    }
+
     /// Every record written is found by id after a restart, and an id never written is not, once the engine holds
     /// them in tables of many blocks with one bloom filter per block (`vendor/surrealkv/PATCHES.md` 9: a table's
     /// filters are laid out per block instead of per 2 KiB, and read in place). A filter that answered "absent"
@@ -480,8 +527,7 @@ mod tests {
     async fn records_in_tables_of_many_blocks_are_all_found_after_a_restart() {
         use serde_json::json;
         let dir = tempfile::tempdir().unwrap();
-        let url = format!("surrealkv://{}?max_memtable_size=65536", dir.path().join("db").display());
-        let cfg = crate::config::DatabaseConfig { url, namespace: "t".into(), database: "t".into(), credentials: None };
+        let cfg = surrealkv_in(dir.path(), "?max_memtable_size=65536");
         let store = super::Store::open(&cfg).await.unwrap();
         let (batches, per_batch) = (12, 250);
         for b in 0..batches {

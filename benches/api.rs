@@ -8,7 +8,9 @@
 //! so the agent and the load generator share the machine's cores. GETs are measured two ways: closed
 //! loop (a fixed number of clients, each sending its next request when the last one answers: the most
 //! the agent can serve, with the queueing that saturation brings) and open loop at a fixed offered
-//! rate (the latency a client sees while the agent serves that rate).
+//! rate (the latency a client sees while the agent serves that rate). A request is measured until its whole
+//! answer has arrived. `PVEDEPLOY_BENCH_SLOWEST=1` also prints each pass's slowest requests (which one, when
+//! sent) and, for pages, the agent's own latency histogram of them: for finding where a tail comes from.
 
 #[path = "shared/process.rs"]
 mod process;
@@ -79,6 +81,17 @@ fn rss_parts(pid: u32) -> String {
     format!("{:.1} MB (anonymous {:.1} MB, file {:.1} MB)", kib("VmRSS:") as f64 / 1024.0, kib("RssAnon:") as f64 / 1024.0, kib("RssFile:") as f64 / 1024.0)
 }
 
+/// Whether a measured request was answered `want` with its whole body: a request is done when the client has
+/// all of its answer. (A client that drops a body before its end also makes its HTTP library close the
+/// connection, so each of its next requests opens a new one; the pages' pass on a new connection for each request
+/// measures a client like that.)
+async fn answered(r: reqwest::Result<reqwest::Response>, want: u16) -> bool {
+    match r {
+        Ok(r) => r.status() == want && r.bytes().await.is_ok(),
+        Err(_) => false,
+    }
+}
+
 fn pct(sorted: &[Duration], p: f64) -> f64 {
     let i = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
     sorted[i.clamp(1, sorted.len()) - 1].as_secs_f64() * 1000.0
@@ -107,7 +120,7 @@ where
                 if !f(i).await {
                     errors += 1;
                 }
-                lat.push(t.elapsed());
+                lat.push((i, t - start, t.elapsed()));
             }
             (lat, errors)
         }));
@@ -120,7 +133,13 @@ where
         errors += e;
     }
     let wall = start.elapsed();
-    all.sort();
+    all.sort_by_key(|&(_, _, lat)| lat);
+    if std::env::var_os("PVEDEPLOY_BENCH_SLOWEST").is_some() {
+        // For finding where a tail comes from: the slowest requests, which one each was and when it was sent.
+        let slowest: Vec<String> = all.iter().rev().take(6).map(|(i, at, lat)| format!("#{i} at {:.1} ms: {:.1} ms", at.as_secs_f64() * 1e3, lat.as_secs_f64() * 1e3)).collect();
+        println!("  slowest: {}", slowest.join("; "));
+    }
+    let all: Vec<Duration> = all.into_iter().map(|(_, _, lat)| lat).collect();
     (wall, all, errors)
 }
 
@@ -239,12 +258,34 @@ async fn walk(client: &reqwest::Client, base: &str, filter: &str) -> (Vec<String
 /// The same page request `n` times, 4 at a time: its latency distribution.
 async fn repeat(client: &reqwest::Client, url: String, n: usize) -> (Duration, Vec<Duration>, usize) {
     let c = client.clone();
-    load(n, 4, move |_| {
+    let metrics = url.split("/deployments").next().unwrap().to_string() + "/metrics";
+    let diagnose = std::env::var_os("PVEDEPLOY_BENCH_SLOWEST").is_some();
+    let before = if diagnose { agent_buckets(client, &metrics).await } else { Vec::new() };
+    let out = load(n, 4, move |_| {
         let c = c.clone();
         let url = url.clone();
-        async move { c.get(url).bearer_auth(TOKEN).send().await.map(|r| r.status() == 200).unwrap_or(false) }
+        async move { answered(c.get(url).bearer_auth(TOKEN).send().await, 200).await }
     })
-    .await
+    .await;
+    if diagnose {
+        // The agent's own histogram of the same requests: a tail there is the agent's, not the network's or ours.
+        let after = agent_buckets(client, &metrics).await;
+        let d: Vec<String> = after.iter().zip(&before).map(|((le, a), (_, b))| format!("≤{le}: {}", a - b)).collect();
+        println!("  agent's own timing of list_deployments: {}", d.join(", "));
+    }
+    out
+}
+
+/// The agent's `list_deployments` latency histogram from `/metrics`: (bucket bound, count).
+async fn agent_buckets(client: &reqwest::Client, url: &str) -> Vec<(String, u64)> {
+    let text = client.get(url).bearer_auth(TOKEN).send().await.unwrap().text().await.unwrap();
+    text.lines()
+        .filter_map(|l| l.strip_prefix("pvedeploy_http_request_duration_seconds_bucket{operation=\"list_deployments\",le=\""))
+        .filter_map(|l| {
+            let (le, n) = l.split_once("\"} ")?;
+            Some((le.to_string(), n.trim().parse().ok()?))
+        })
+        .collect()
 }
 
 async fn run_size(client: &reqwest::Client, seed: usize) {
@@ -291,9 +332,9 @@ async fn seed_deployments(client: &reqwest::Client, base: &str, seed: usize, pid
         let b = b.clone();
         async move {
             let body = json!({"name": format!("app-{i}"), "repo_url": format!("http://{REPO_HOST}/octo/app"), "framework": FRAMEWORKS[i % 4]});
-            let created = c.post(format!("{b}/deployments")).bearer_auth(TOKEN).json(&body).send().await.map(|r| r.status() == 202).unwrap_or(false);
+            let created = answered(c.post(format!("{b}/deployments")).bearer_auth(TOKEN).json(&body).send().await, 202).await;
             if i % 3 == 2 && created {
-                return c.delete(format!("{b}/deployments/app-{i}")).bearer_auth(TOKEN).send().await.map(|r| r.status() == 202).unwrap_or(false);
+                return answered(c.delete(format!("{b}/deployments/app-{i}")).bearer_auth(TOKEN).send().await, 202).await;
             }
             created
         }
@@ -334,7 +375,7 @@ async fn read_figures(client: &reqwest::Client, base: &str, seed: usize, pid: u3
         let (wall, lat, errors) = load(half, 16, move |i| {
             let c = c.clone();
             let url = format!("{b}/deployments/{}", first[i]);
-            async move { c.get(url).bearer_auth(TOKEN).send().await.map(|r| r.status() == 200).unwrap_or(false) }
+            async move { answered(c.get(url).bearer_auth(TOKEN).send().await, 200).await }
         })
         .await;
         let per = |d: Duration| d.as_secs_f64() * 1e6 / half as f64;
@@ -344,7 +385,7 @@ async fn read_figures(client: &reqwest::Client, base: &str, seed: usize, pid: u3
         let (c, b, rest) = (client.clone(), base.clone(), ids.clone());
         let (wall, lat, errors) = open_loop(ids.len() - half, GET_RATE, move |i| {
             let request = c.get(format!("{b}/deployments/{}", rest[half + i])).bearer_auth(TOKEN).send();
-            async move { request.await.map(|r| r.status() == 200).unwrap_or(false) }
+            async move { answered(request.await, 200).await }
         })
         .await;
         report(&format!("GET /deployments/{{id}}, the other {} read once (from the database; open loop at {GET_RATE} req/s offered)", ids.len() - half), wall, &lat, errors);
@@ -364,6 +405,13 @@ async fn read_figures(client: &reqwest::Client, base: &str, seed: usize, pid: u3
             let (wall, lat, errors) = repeat(client, format!("{base}/deployments?limit=100{filter}&after={cursor}"), 400).await;
             report(&format!("last page of 100 (by cursor, {} matching), {what}", found.len()), wall, &lat, errors);
         }
+    }
+    {
+        // A client that keeps no connection (a script's one-shot request, `curl` in a loop): a TCP connection opened
+        // and closed for each page.
+        let one_shot = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
+        let (wall, lat, errors) = repeat(&one_shot, format!("{base}/deployments?limit=100"), 400).await;
+        report("first page of 100, no filter, a new connection for each request", wall, &lat, errors);
     }
     {
         let offset = seed.saturating_sub(100);

@@ -36,14 +36,22 @@ impl Default for DetailCache {
 struct Inner {
     /// Bumped by every invalidation.
     epoch: u64,
-    /// Where each kept deployment is in `slots`.
+    /// Which slot each deployment owns.
     index: HashMap<DeploymentId, usize>,
-    /// The kept deployments, taken in turn by new ones: the slot under `hand` holds the one kept longest.
-    /// Grows to `capacity` as deployments are read; an invalidated deployment leaves its slot empty.
-    slots: Vec<Option<Detail>>,
-    /// The slot the next new deployment takes.
+    /// Taken in turn by deployments not kept yet: the slot under `hand` is the one taken longest ago. A slot
+    /// stays its deployment's until the hand comes back to it: a write empties it, and the next read of that
+    /// deployment fills it again, so a deployment written and read over and over pushes nothing else out.
+    /// Grows to `capacity` as deployments are read.
+    slots: Vec<Slot>,
+    /// The slot the next deployment not kept yet takes.
     hand: usize,
     capacity: usize,
+}
+
+struct Slot {
+    owner: DeploymentId,
+    /// Empty after a write to `owner`, until it is read again.
+    detail: Option<Detail>,
 }
 
 impl DetailCache {
@@ -59,57 +67,68 @@ impl DetailCache {
 
     pub fn get(&self, id: &DeploymentId) -> Option<Detail> {
         let inner = self.lock();
-        inner.index.get(id).and_then(|&at| inner.slots[at].clone())
+        inner.index.get(id).and_then(|&at| inner.slots[at].detail.clone())
     }
 
-    /// Keeps `detail`, unless something was written since `epoch` was taken. When full, the deployment kept
-    /// longest makes room: one entry, so no read waits while a whole cache is freed (clearing 16,384 entries
-    /// at once held every reader for about 40 ms: `cargo bench --bench api`, docs/benchmarks.md).
+    /// Keeps `detail`, unless something was written since `epoch` was taken. A deployment not kept yet takes
+    /// the slot taken longest ago, dropping what it held: one entry, so no read waits while a whole cache is
+    /// freed (clearing 16,384 entries at once held every reader for 40–53 ms: `cargo bench --bench api`,
+    /// docs/benchmarks.md).
     pub fn fill(&self, epoch: u64, detail: Detail) {
         // Declared before the lock is taken, so what it holds is freed after the lock is released.
-        let dropped: Option<Detail>;
+        let dropped: Option<Slot>;
         let mut inner = self.lock();
         if inner.epoch != epoch {
             return;
         }
         let id = detail.0.id.clone();
         if let Some(&at) = inner.index.get(&id) {
-            dropped = inner.slots[at].replace(detail);
+            let old = inner.slots[at].detail.replace(detail);
             drop(inner);
-            drop(dropped);
+            drop(old);
             return;
         }
         let at = inner.hand;
         inner.hand = (at + 1) % inner.capacity;
+        let slot = Slot { owner: id.clone(), detail: Some(detail) };
         if at == inner.slots.len() {
-            inner.slots.push(Some(detail));
+            inner.slots.push(slot);
             dropped = None;
         } else {
-            dropped = inner.slots[at].replace(detail);
-            if let Some(old) = &dropped {
-                inner.index.remove(&old.0.id);
-            }
+            let old = std::mem::replace(&mut inner.slots[at], slot);
+            inner.index.remove(&old.owner);
+            dropped = Some(old);
         }
         inner.index.insert(id, at);
         drop(inner);
         drop(dropped);
     }
 
-    /// Drops `id` after a write to it (call once the write has returned, whether or not it succeeded).
+    /// Drops `id`'s entry after a write to it (call once the write has returned, whether or not it succeeded).
     pub fn invalidate(&self, id: &DeploymentId) {
         let mut inner = self.lock();
         inner.epoch += 1;
-        let dropped = inner.index.remove(id).and_then(|at| inner.slots[at].take());
+        let dropped = match inner.index.get(id) {
+            Some(&at) => inner.slots[at].detail.take(),
+            None => None,
+        };
         drop(inner);
         drop(dropped);
     }
 
-    /// How many deployments are kept.
+    /// How many deployments are kept, after checking that every slot and only those are in the index.
     #[cfg(test)]
     fn len(&self) -> usize {
         let inner = self.lock();
-        debug_assert_eq!(inner.index.len(), inner.slots.iter().flatten().count());
-        inner.index.len()
+        assert!(inner.slots.len() <= inner.capacity);
+        assert_eq!(inner.index.len(), inner.slots.len(), "one index entry per slot");
+        for (id, &at) in &inner.index {
+            assert_eq!(&inner.slots[at].owner, id, "the index points at the slot its deployment owns");
+            if let Some(d) = &inner.slots[at].detail {
+                assert_eq!(&d.0.id, id, "a slot holds its owner's deployment");
+            }
+        }
+        inner.slots.iter().filter(|s| s.detail.is_some()).count()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -159,16 +178,25 @@ mod tests {
         cache.fill(cache.epoch(), ds[1].clone());
         assert_eq!(kept(&cache), [false, true, true, true, false, false]);
         assert_eq!(cache.len(), 3);
-        // An invalidated deployment's slot is the next one's to take, still in turn.
-        cache.invalidate(&ds[2].0.id);
-        assert_eq!(cache.len(), 2);
-        cache.fill(cache.epoch(), ds[4].clone());
-        assert_eq!(kept(&cache), [false, false, false, true, true, false], "d1's slot came next, d2's is empty");
-        cache.fill(cache.epoch(), ds[5].clone());
-        assert_eq!(kept(&cache), [false, false, false, true, true, true]);
-        assert_eq!(cache.len(), 3);
+        // A deployment written and read again, over and over (a deploy being watched), stays in its own slot
+        // and pushes nothing else out.
         for _ in 0..10 {
-            for d in &ds {
+            cache.invalidate(&ds[2].0.id);
+            assert_eq!(kept(&cache), [false, true, false, true, false, false]);
+            assert_eq!(cache.len(), 2);
+            cache.fill(cache.epoch(), ds[2].clone());
+            assert_eq!(kept(&cache), [false, true, true, true, false, false]);
+        }
+        // The next new one takes the slot taken longest ago (d1's), still in turn.
+        cache.fill(cache.epoch(), ds[4].clone());
+        assert_eq!(kept(&cache), [false, false, true, true, true, false]);
+        cache.fill(cache.epoch(), ds[5].clone());
+        assert_eq!(kept(&cache), [false, false, false, true, true, true], "then d2's");
+        for round in 0..10 {
+            for (i, d) in ds.iter().enumerate() {
+                if (round + i) % 4 == 0 {
+                    cache.invalidate(&d.0.id);
+                }
                 cache.fill(cache.epoch(), d.clone());
                 assert!(cache.get(&d.0.id).is_some());
                 assert!(cache.len() <= 3);
